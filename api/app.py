@@ -1,0 +1,77 @@
+"""The aiohttp application: resources owned by `cleanup_ctx`, stopped in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from camera_registry.config import Settings
+from camera_registry.jobs import ImportJobs
+from camera_registry.registry import Registry
+from camera_registry.runtime import open_database
+from camera_registry.tokens import Tokens
+
+from . import cameras, export, imports, system, tokens  # noqa: F401 - they register routes
+from .auth import auth_middleware
+from .metrics import Metrics, metrics_middleware
+from .problems import problem_middleware
+from .routes import add_routes
+from .state import BACKGROUND, BOX, JOBS, METRICS, POOL, REGISTRY, SETTINGS, TOKENS
+
+log = logging.getLogger(__name__)
+
+Startup = Callable[[web.Application], AsyncIterator[None]]
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where the app's pool connects; `schema` isolates test modules."""
+
+    dsn: str | None = None  # None: settings.database_url, else the embedded cluster
+    schema: str | None = None
+
+
+def _database_ctx(db: Database) -> Startup:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_database(app[SETTINGS], dsn=db.dsn, schema=db.schema) as opened:
+            app[POOL] = opened.pool
+            app[BOX] = opened.box
+            app[REGISTRY] = Registry(opened.pool, opened.box)
+            app[TOKENS] = Tokens(opened.pool)
+            app[JOBS] = ImportJobs(opened.pool)
+            yield
+
+    return ctx
+
+
+async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
+    tasks: set[asyncio.Task[None]] = set()
+    app[BACKGROUND] = tasks
+    yield
+    for task in list(tasks):
+        task.cancel()
+    for task in list(tasks):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(
+    settings: Settings, db: Database | None = None, extra_startup: tuple[Startup, ...] = ()
+) -> web.Application:
+    metrics = Metrics()
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[metrics_middleware(metrics), problem_middleware, auth_middleware],
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app.cleanup_ctx.append(_database_ctx(db or Database()))
+    app.cleanup_ctx.append(_background_ctx)
+    app.cleanup_ctx.extend(extra_startup)
+    add_routes(app)
+    return app

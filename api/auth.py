@@ -1,0 +1,45 @@
+"""Bearer-token authentication and role checks.
+
+The middleware only identifies the caller; each handler states the roles it admits with
+`require()`, and the registry applies the region scope in its SQL.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from camera_registry.actor import Actor, Role
+from camera_registry.errors import Forbidden, Unauthorized
+
+from .problems import Handler
+from .state import TOKENS
+
+ACTOR = "camreg.actor"
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/v1/openapi.json"})
+
+READERS = (Role.TECHNICIAN, Role.PLANNER, Role.COMMANDER, Role.ADMIN)
+WRITERS = (Role.TECHNICIAN, Role.ADMIN)
+ADMINS = (Role.ADMIN,)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS or not request.path.startswith("/api/"):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthorized(
+            "send an API token as 'Authorization: Bearer <token>' "
+            "(create one with `camreg token create --role ROLE`)"
+        )
+    request[ACTOR] = await request.app[TOKENS].authenticate(secret.strip(), request.remote)
+    return await handler(request)
+
+
+def require(request: web.Request, roles: tuple[Role, ...]) -> Actor:
+    actor: Actor = request[ACTOR]
+    if actor.role not in roles:
+        allowed = ", ".join(r.value for r in roles)
+        raise Forbidden(f"role {actor.role.value} may not do this; it needs one of: {allowed}")
+    return actor

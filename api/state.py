@@ -1,0 +1,25 @@
+"""Typed application state keys (aiohttp `AppKey`), shared by the handlers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+
+from camera_registry.config import Settings
+from camera_registry.crypto import CredentialBox
+from camera_registry.jobs import ImportJobs
+from camera_registry.registry import Registry
+from camera_registry.tokens import Tokens
+
+from .metrics import Metrics
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+BOX = web.AppKey("box", CredentialBox)
+REGISTRY = web.AppKey("registry", Registry)
+TOKENS = web.AppKey("tokens", Tokens)
+JOBS = web.AppKey("jobs", ImportJobs)
+METRICS = web.AppKey("metrics", Metrics)
+BACKGROUND = web.AppKey("background", set[asyncio.Task[None]])

@@ -1,0 +1,56 @@
+"""Liveness, metrics and the OpenAPI document (no token needed)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .cameras import json_response
+from .openapi import build_spec
+from .routes import route
+from .state import METRICS, POOL
+
+
+@route(
+    "GET",
+    "/healthz",
+    "Liveness and database reachability",
+    None,
+    tag="system",
+    responses={200: "ok", 503: "database unreachable"},
+)
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await request.app[POOL].fetchval("SELECT 1", timeout=2)
+    except Exception as exc:
+        return json_response({"status": "unhealthy", "database": str(exc)}, 503)
+    return json_response({"status": "ok", "database": "ok"})
+
+
+@route(
+    "GET",
+    "/metrics",
+    "Prometheus metrics",
+    None,
+    tag="system",
+    responses={200: "text exposition format"},
+)
+async def metrics(request: web.Request) -> web.Response:
+    m = request.app[METRICS]
+    pool = request.app[POOL]
+    m.pool_size.set(pool.get_size())
+    m.pool_idle.set(pool.get_idle_size())
+    return web.Response(
+        body=m.render(), content_type=m.content_type, headers={"Cache-Control": "no-store"}
+    )
+
+
+@route(
+    "GET",
+    "/api/v1/openapi.json",
+    "This document",
+    None,
+    tag="system",
+    responses={200: "OpenAPI 3.1"},
+)
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(build_spec())

@@ -1,0 +1,57 @@
+"""Token administration over HTTP (admins only); the secret is shown once, at creation."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .auth import ADMINS, require
+from .cameras import json_response
+from .models import TokenCreate, parse_body
+from .routes import Param, route
+from .state import TOKENS
+
+
+@route(
+    "POST",
+    "/api/v1/tokens",
+    "Create an API token (the secret is returned once)",
+    ADMINS,
+    body=TokenCreate,
+    responses={201: "id and token"},
+    tag="tokens",
+)
+async def create_token(request: web.Request) -> web.Response:
+    actor = require(request, ADMINS)
+    body = await parse_body(request, TokenCreate)
+    rec, secret = await request.app[TOKENS].create(
+        actor, role=body.role, name=body.name, region=body.region, expires_at=body.expires_at
+    )
+    return json_response({**rec, "token": secret}, 201)
+
+
+@route(
+    "GET",
+    "/api/v1/tokens",
+    "List tokens (never their secrets)",
+    ADMINS,
+    responses={200: "tokens"},
+    tag="tokens",
+)
+async def list_tokens(request: web.Request) -> web.Response:
+    actor = require(request, ADMINS)
+    return json_response({"items": await request.app[TOKENS].all(actor)})
+
+
+@route(
+    "DELETE",
+    "/api/v1/tokens/{id}",
+    "Revoke a token (effective immediately)",
+    ADMINS,
+    params=(Param("id", "path", "token id", required=True),),
+    responses={204: "revoked"},
+    tag="tokens",
+)
+async def revoke_token(request: web.Request) -> web.Response:
+    actor = require(request, ADMINS)
+    await request.app[TOKENS].revoke(actor, request.match_info["id"])
+    return web.Response(status=204)

@@ -1,0 +1,265 @@
+"""`camreg`: the one command line for every process (serve, import, tokens, migrate, demo).
+
+This module is the composition root: the only place in `camera_registry` that reaches into
+`api` and `ingest`, lazily, inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .actor import Actor, Role
+from .config import Settings, load_settings
+from .errors import RegistryError
+from .runtime import open_database
+
+log = logging.getLogger("camreg")
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return load_settings(args.config, **overrides)
+
+
+# -- serve ---------------------------------------------------------------------------------------
+async def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from api.app import create_app
+    from api.state import BOX, POOL, REGISTRY, TOKENS
+
+    from .bootstrap import DEMO_CAMERAS, ensure_admin_token, load_demo
+    from .embedded import ServeLock
+
+    settings = _settings(args, http_host=args.host, http_port=args.port)
+    lock = ServeLock(settings.data_dir)
+    lock.acquire()
+    token_box: dict[str, str] = {}
+
+    async def bootstrap(app: web.Application) -> Any:
+        if args.demo and await app[REGISTRY].count() == 0:
+            result = await load_demo(app[POOL], app[BOX], DEMO_CAMERAS)
+            print(f"loaded {result.inserted} demo cameras across Shanxi", flush=True)
+        token_box["admin"] = await ensure_admin_token(
+            app[TOKENS], settings.data_dir / "admin.token"
+        )
+        yield
+
+    app = create_app(settings, extra_startup=(bootstrap,))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        await site.start()
+        host = settings.http_host if ":" not in settings.http_host else f"[{settings.http_host}]"
+        port = runner.addresses[0][1] if runner.addresses else settings.http_port
+        print(f"camera registry serving on http://{host}:{port}/", flush=True)
+        print(
+            f"admin token: {token_box['admin']}  (also in {settings.data_dir / 'admin.token'})",
+            flush=True,
+        )
+        print("press Ctrl-C to stop (the embedded database stops too)", flush=True)
+        await stop.wait()
+        print("stopping…", flush=True)
+    finally:
+        await runner.cleanup()
+        lock.release()
+    return 0
+
+
+# -- import --------------------------------------------------------------------------------------
+async def _import(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from ingest.errors import IngestError
+    from ingest.ledger_import import import_ledger
+
+    settings = _settings(args)
+    path = Path(args.file)
+    if not await asyncio.to_thread(path.is_file):
+        print(f"camreg import: {path} does not exist or is not a file", file=sys.stderr)
+        return 2
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rows]:,} rows"),
+        TimeElapsedColumn(),
+    )
+    async with open_database(settings) as db:
+        with Progress(*columns, disable=args.quiet or not sys.stderr.isatty()) as bar:
+            task = bar.add_task(f"importing {path.name}", total=1.0, rows=0)
+
+            def progress(fraction: float, rows: int) -> None:
+                bar.update(task, completed=fraction, rows=rows)
+
+            try:
+                report = await import_ledger(
+                    db.pool,
+                    db.box,
+                    Actor.cli("import"),
+                    path,
+                    dry_run=args.dry_run,
+                    partial=args.partial,
+                    crs=args.crs,
+                    chunk_rows=settings.import_chunk_rows,
+                    on_progress=progress,
+                )
+            except IngestError as exc:
+                print(f"camreg import: {exc}", file=sys.stderr)
+                return 2
+            bar.update(task, completed=1.0)
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    shown = report.errors if args.all_errors else report.errors[:50]
+    for e in shown:
+        print(f"{path.name}: row {e.row}: {e.field}: {e.message}", file=sys.stderr)
+    if len(shown) < len(report.errors):
+        print(
+            f"… {len(report.errors) - len(shown)} more; use --all-errors or --report FILE",
+            file=sys.stderr,
+        )
+    if args.report:
+        await asyncio.to_thread(_write_report, args.report, report.errors)
+    print(report.summary())
+    return 1 if report.status == "rejected" else 0
+
+
+def _write_report(path: str, errors: Sequence[Any]) -> None:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8-sig") as fh:
+        w = csv.writer(fh)
+        w.writerow(["row", "field", "message"])
+        w.writerows((e.row, e.field, e.message) for e in errors)
+
+
+# -- tokens, migrate, demo -----------------------------------------------------------------------
+async def _token(args: argparse.Namespace) -> int:
+    from .tokens import Tokens
+
+    async with open_database(_settings(args), pool_max=2) as db:
+        tokens = Tokens(db.pool)
+        actor = Actor.cli("token")
+        if args.action == "create":
+            expires = (
+                dt.datetime.now(dt.UTC) + dt.timedelta(days=args.expires_days)
+                if args.expires_days
+                else None
+            )
+            rec, secret = await tokens.create(
+                actor,
+                role=Role(args.role),
+                name=args.name or f"{args.role} token",
+                region=args.region,
+                expires_at=expires,
+            )
+            print(f"token id {rec['id']} ({rec['role']}, scope {rec['region_prefix'] or 'all'})")
+            print(secret)
+            print("store it now: it is not shown again", file=sys.stderr)
+        elif args.action == "list":
+            for t in await tokens.all(actor):
+                state = "revoked" if t["revoked_at"] else "active"
+                scope = t["region_prefix"] or "all"
+                print(f"{t['id']}  {t['role']:<10} {scope:<6} {state:<8} {t['name']}")
+        else:
+            await tokens.revoke(actor, args.id)
+            print(f"revoked {args.id}")
+    return 0
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    async with open_database(_settings(args), pool_max=1):
+        print("database schema is up to date")
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from .bootstrap import load_demo
+    from .registry import Registry
+
+    async with open_database(_settings(args)) as db:
+        if not args.force and await Registry(db.pool, db.box).count() > 0:
+            print("the registry already has cameras; use --force to add the demo anyway")
+            return 1
+        result = await load_demo(db.pool, db.box, args.count, args.seed)
+        print(
+            f"demo: {result.inserted} new, {result.updated} updated, {result.unchanged} unchanged"
+        )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="camreg", description="雪亮工程 camera registry")
+    p.add_argument("--config", help="TOML settings file (or CAMREG_CONFIG)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the API and web map")
+    s.add_argument("--host", help="listen address (CAMREG_HTTP_HOST, default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="listen port (CAMREG_HTTP_PORT, default 8080)")
+    s.add_argument("--demo", action="store_true", help="load demo cameras into an empty registry")
+
+    i = sub.add_parser("import", help="import a camera ledger (CSV, XLSX, GeoJSON)")
+    i.add_argument("file")
+    i.add_argument("--dry-run", action="store_true", help="validate and count; change nothing")
+    i.add_argument("--partial", action="store_true", help="import good rows even if some are bad")
+    i.add_argument("--crs", default="wgs84", help="wgs84|gcj02|bd09 for rows without 坐标系")
+    i.add_argument("--report", help="write every bad row to this CSV file")
+    i.add_argument("--all-errors", action="store_true", help="print every bad row")
+    i.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    t = sub.add_parser("token", help="manage API tokens")
+    tsub = t.add_subparsers(dest="action", required=True)
+    tc = tsub.add_parser("create")
+    tc.add_argument("--role", required=True, choices=[r.value for r in Role])
+    tc.add_argument("--region", help="region-code prefix scope, e.g. 1401")
+    tc.add_argument("--name")
+    tc.add_argument("--expires-days", type=float)
+    tsub.add_parser("list")
+    tr = tsub.add_parser("revoke")
+    tr.add_argument("id")
+
+    sub.add_parser("migrate", help="apply database migrations")
+    d = sub.add_parser("demo", help="load seeded demo cameras")
+    d.add_argument("--count", type=int, default=400)
+    d.add_argument("--seed", type=int, default=2024)
+    d.add_argument("--force", action="store_true")
+    return p
+
+
+COMMANDS = {"serve": _serve, "import": _import, "token": _token, "migrate": _migrate, "demo": _demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(COMMANDS[args.cmd](args))
+    except RegistryError as exc:
+        print(f"camreg {args.cmd}: {exc.detail}", file=sys.stderr)
+        for e in exc.errors:
+            print(f"  {e.field}: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

@@ -1,0 +1,93 @@
+"""One validated settings object, loaded once at startup.
+
+Sources, lowest precedence first: defaults, a TOML file (`--config` or `CAMREG_CONFIG`), then
+`CAMREG_*` environment variables. Unknown keys are errors in every source, because a misspelt
+key silently ignored is a setting the operator believes is in force.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from .errors import ConfigError
+
+ENV_PREFIX = "CAMREG_"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL DSN; unset means the embedded cluster under data_dir/pg",
+    )
+    data_dir: Path = Field(default=Path(".camreg"), description="embedded DB, keys, tokens")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="base64 32-byte key for credential encryption; else data_dir/secret.key",
+    )
+    db_pool_min: int = Field(default=2, ge=1, le=100)
+    db_pool_max: int = Field(default=10, ge=1, le=500)
+    db_command_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    max_page_size: int = Field(default=10_000, ge=1, le=100_000)
+    default_page_size: int = Field(default=100, ge=1, le=10_000)
+    import_chunk_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+
+_ENV_FIELDS = {name.upper(): name for name in Settings.model_fields}
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in {"CAMREG_CONFIG", "CAMREG_TEST_DATABASE_URL"}:
+            continue
+        name = _ENV_FIELDS.get(key[len(ENV_PREFIX) :])
+        if name is None:
+            known = ", ".join(sorted(ENV_PREFIX + k for k in _ENV_FIELDS))
+            raise ConfigError(f"unknown environment variable {key}; known ones: {known}")
+        out[name] = value
+    return out
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings; `overrides` (from CLI flags) win over everything else."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    path = config_file or env.get("CAMREG_CONFIG")
+    if path:
+        try:
+            data.update(tomllib.loads(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    data.update(_from_env(env))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        source = f" (from {path} and CAMREG_* variables)" if path else " (CAMREG_* variables)"
+        raise ConfigError(f"invalid settings{source}: {problems}") from None

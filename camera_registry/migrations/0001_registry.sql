@@ -1,0 +1,123 @@
+-- Registry core: cameras, region serials, tokens, audit log, import jobs.
+-- Unqualified names: the schema comes from search_path (tests give each module its own).
+
+CREATE TABLE cameras (
+    id                uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    gb_id             text COLLATE "C" NOT NULL UNIQUE CHECK (gb_id ~ '^[0-9]{20}$'),
+    name              text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    level             smallint NOT NULL CHECK (level IN (1, 2, 3, 9)),
+    lon               double precision CHECK (lon BETWEEN -180 AND 180),
+    lat               double precision CHECK (lat BETWEEN -90 AND 90),
+    geom              point GENERATED ALWAYS AS (point(lon, lat)) STORED,
+    region_code       text COLLATE "C" NOT NULL CHECK (region_code ~ '^[0-9]{6}$'),
+    address           text,
+    azimuth           real CHECK (azimuth >= 0 AND azimuth < 360),
+    hfov              real CHECK (hfov > 0 AND hfov <= 360),
+    vfov              real CHECK (vfov > 0 AND vfov <= 180),
+    max_view_distance real CHECK (max_view_distance > 0),
+    mount_height      real CHECK (mount_height >= 0),
+    owner             text,
+    contact           text,
+    installed_at      date,
+    record_days       integer CHECK (record_days > 0),
+    vendor            text,
+    model             text,
+    firmware          text,
+    serial            text,
+    mac               text,
+    ip                inet,
+    onvif_port        integer CHECK (onvif_port BETWEEN 1 AND 65535),
+    streams           jsonb NOT NULL DEFAULT '{}'::jsonb,
+    credentials       bytea,          -- AES-GCM(nonce || ciphertext) of {"username","password"}
+    credentials_mac   bytea,          -- HMAC of the same, so re-imports can tell "unchanged"
+    status            text NOT NULL DEFAULT 'unknown'
+                      CHECK (status IN ('unknown', 'online', 'offline', 'degraded')),
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    version           integer NOT NULL DEFAULT 1,
+    CHECK ((lon IS NULL) = (lat IS NULL)),
+    CHECK (level NOT IN (1, 2) OR lon IS NOT NULL),
+    CHECK (left(gb_id, 6) = region_code)
+);
+
+CREATE INDEX cameras_geom_gist ON cameras USING gist (geom);
+CREATE INDEX cameras_region_level_status ON cameras (region_code, level, status);
+CREATE INDEX cameras_name ON cameras (name);
+
+-- Next serial per region for generated GB IDs (digits 15-20).
+CREATE TABLE region_serials (
+    region_code text COLLATE "C" PRIMARY KEY,
+    next_serial integer NOT NULL CHECK (next_serial BETWEEN 0 AND 1000000)
+);
+
+CREATE TABLE api_tokens (
+    id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name           text NOT NULL,
+    role           text NOT NULL CHECK (role IN ('technician', 'planner', 'commander', 'admin')),
+    region_prefix  text COLLATE "C" CHECK (region_prefix ~ '^[0-9]{2,6}$'),
+    secret_hash    bytea NOT NULL UNIQUE,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    created_by     text NOT NULL,
+    expires_at     timestamptz,
+    revoked_at     timestamptz,
+    last_used_at   timestamptz
+);
+
+CREATE TABLE audit_log (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at           timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor        text NOT NULL,
+    token_id     uuid,
+    action       text NOT NULL,
+    camera_id    uuid,
+    region_code  text COLLATE "C",
+    remote_addr  text,
+    before       jsonb,
+    after        jsonb,
+    detail       jsonb
+);
+CREATE INDEX audit_log_camera ON audit_log (camera_id, id) WHERE camera_id IS NOT NULL;
+CREATE INDEX audit_log_actor ON audit_log (actor, id);
+
+CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END $$;
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+
+CREATE TABLE import_jobs (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    actor        text NOT NULL,
+    token_id     uuid,
+    filename     text NOT NULL,
+    status       text NOT NULL DEFAULT 'queued'
+                 CHECK (status IN ('queued', 'running', 'succeeded', 'rejected', 'failed')),
+    dry_run      boolean NOT NULL,
+    partial      boolean NOT NULL,
+    crs          text NOT NULL,
+    progress     real NOT NULL DEFAULT 0,
+    rows_total   integer NOT NULL DEFAULT 0,
+    rows_bad     integer NOT NULL DEFAULT 0,
+    inserted     integer NOT NULL DEFAULT 0,
+    updated      integer NOT NULL DEFAULT 0,
+    unchanged    integer NOT NULL DEFAULT 0,
+    warnings     jsonb NOT NULL DEFAULT '[]'::jsonb,
+    message      text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    started_at   timestamptz,
+    finished_at  timestamptz
+);
+
+-- Every bad row of every import, so a report is never truncated.
+CREATE TABLE import_errors (
+    job_id   uuid NOT NULL REFERENCES import_jobs (id) ON DELETE CASCADE,
+    seq      integer NOT NULL,
+    row_no   integer,
+    field    text NOT NULL,
+    message  text NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
