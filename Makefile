@@ -7,7 +7,11 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test bench lint venv clean
 
 $(STAMP): setup.cfg pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "camera-registry needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "could not create $(VENV): on Debian/Ubuntu install the venv module with"; \
+	  echo "  sudo apt install python3-venv"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)

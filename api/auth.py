@@ -14,7 +14,7 @@ from camera_registry.errors import Forbidden, Unauthorized
 from .problems import Handler
 from .state import TOKENS
 
-ACTOR = "camreg.actor"
+ACTOR = web.RequestKey("actor", Actor)
 PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/v1/openapi.json"})
 
 READERS = (Role.TECHNICIAN, Role.PLANNER, Role.COMMANDER, Role.ADMIN)

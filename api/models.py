@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Valid
 from camera_registry.actor import Role
 from camera_registry.errors import BadRequest, FieldError, ValidationFailed
 
-Number = StrictFloat | StrictInt
+Number = StrictFloat  # accepts JSON integers too, but not strings or booleans
 
 
 class Streams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     main: str | None = Field(default=None, max_length=2000)
     sub: str | None = Field(default=None, max_length=2000)
     snapshot: str | None = Field(default=None, max_length=2000)
@@ -25,7 +25,7 @@ class Streams(BaseModel):
 class CameraPatch(BaseModel):
     """Fields a client may send; `null` clears a field in a PATCH (JSON merge patch)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     gb_id: str | None = Field(
         default=None, description="GB/T 28181 20-digit ID; generated when absent"

@@ -13,56 +13,57 @@ Excel opens it with the right encoding.
 from __future__ import annotations
 
 import argparse
-import csv
-import math
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import numpy as np
-from numpy.typing import NDArray
 
 from camera_registry.demo import COLUMNS, generate_cameras
 from camera_registry.fields import BY_NAME, FIELDS
+from geo.crs import wgs84_to_gcj02
 
 CHUNK = 200_000
 ENCODINGS = {"utf-8": "utf-8-sig", "gb18030": "gb18030"}
 CRS_LABELS = {"wgs84": "WGS84", "gcj02": "GCJ02"}
 
-_FIXED6 = frozenset({"lon", "lat"})  # printed with 6 decimals; other floats as short as exact
+_PER_ROW = frozenset({"lon", "lat"})  # numeric columns whose values are (nearly) all distinct
+_SPECIAL = (",", '"', "\r", "\n")  # a CSV cell holding any of these must be quoted
 
 
-def wgs84_to_gcj02(
-    lon: NDArray[np.float64], lat: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The published WGS-84 → GCJ-02 offset (valid inside mainland China), vectorised."""
-    a, ee = 6378245.0, 0.00669342162296594323
-    x, y = lon - 105.0, lat - 35.0
-    pi = math.pi
-    common = (20.0 * np.sin(6.0 * x * pi) + 20.0 * np.sin(2.0 * x * pi)) * 2.0 / 3.0
-    dlat = -100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * np.sqrt(np.abs(x))
-    dlat += common
-    dlat += (20.0 * np.sin(y * pi) + 40.0 * np.sin(y / 3.0 * pi)) * 2.0 / 3.0
-    dlat += (160.0 * np.sin(y / 12.0 * pi) + 320.0 * np.sin(y * pi / 30.0)) * 2.0 / 3.0
-    dlon = 300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * np.sqrt(np.abs(x))
-    dlon += common
-    dlon += (20.0 * np.sin(x * pi) + 40.0 * np.sin(x / 3.0 * pi)) * 2.0 / 3.0
-    dlon += (150.0 * np.sin(x / 12.0 * pi) + 300.0 * np.sin(x / 30.0 * pi)) * 2.0 / 3.0
-    rad = lat / 180.0 * pi
-    magic = 1.0 - ee * np.sin(rad) ** 2
-    sqrt_magic = np.sqrt(magic)
-    dlat = (dlat * 180.0) / ((a * (1.0 - ee)) / (magic * sqrt_magic) * pi)
-    dlon = (dlon * 180.0) / (a / sqrt_magic * np.cos(rad) * pi)
-    return lon + dlon, lat + dlat
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}" if abs(value) < 1e5 else repr(value)  # 65.0 → "65"
+    return str(value)
 
 
-def _format(name: str, values: list[object]) -> list[object]:
-    """CSV cell text for one column: None → empty, floats without a spurious '.0'."""
-    if BY_NAME[name].kind != "float":
-        return values
-    spec = ".6f" if name in _FIXED6 else "g"
-    return ["" if v is None else format(v, spec) for v in values]
+def _quote(cell: str) -> str:
+    if any(ch in cell for ch in _SPECIAL):
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
+
+
+def _cells(name: str, values: list[object]) -> list[str]:
+    """One column as CSV cell text (RFC 4180 quoting only where a cell needs it).
+
+    Built a column at a time rather than through csv.writer, which is several times slower:
+    per-row numbers use repr, small-domain columns (levels, ports, angles) a lookup table,
+    and text is scanned once for characters that force quoting.
+    """
+    if name in _PER_ROW:
+        return ["" if v is None else repr(v) for v in values]
+    if BY_NAME[name].kind != "text" or None in values:
+        table = {v: _quote(_text(v)) for v in set(values)}
+        return [table[v] for v in values]
+    texts = cast(list[str], values)
+    blob = "\x00".join(texts)
+    if any(ch in blob for ch in _SPECIAL):
+        return [_quote(t) for t in texts]
+    return texts
 
 
 def write_ledger(
@@ -71,8 +72,7 @@ def write_ledger(
     columns = [f.name for f in FIELDS if f.name in COLUMNS or f.name == "crs"]
     next_serial: dict[str, int] = {}
     with out.open("w", encoding=ENCODINGS[encoding], newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow([BY_NAME[c].label_zh for c in columns])
+        fh.write(",".join(_quote(BY_NAME[c].label_zh) for c in columns) + "\r\n")
         for k, first in enumerate(range(0, n, CHUNK)):
             size = min(CHUNK, n - first)
             cams = generate_cameras(size, seed=seed + k, serial_start=next_serial)
@@ -85,8 +85,9 @@ def write_ledger(
                 )
                 cams["lon"], cams["lat"] = lon.round(6).tolist(), lat.round(6).tolist()
             cams["crs"] = [CRS_LABELS[crs]] * size
-            writer.writerows(zip(*(_format(c, cams[c]) for c in columns), strict=True))
-            del cams
+            rows = zip(*(_cells(c, cams[c]) for c in columns), strict=True)
+            fh.write("".join([",".join(row) + "\r\n" for row in rows]))
+            del cams, rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,7 @@ _STAGE_TYPES = {
 _STREAMS = {"stream_main": "main", "stream_sub": "sub", "snapshot": "snapshot"}
 _ALWAYS = ("gb_id", "name", "level", "region_code")  # a row always carries these
 _SECRETS = "- 'credentials' - 'credentials_mac' - 'geom'"
+BULK_MODE_ROWS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +127,11 @@ class BulkLoad:
             self.present |= {"credentials", "credentials_mac"}
         if "lon" in self.present or "lat" in self.present:
             self.present |= {"lon", "lat"}
-        records = zip(batch.rows.tolist(), *(batch.cols[c] for c in DB_COLUMNS), strict=True)
+        # Columns the file does not have are all NULL: leave them out of the COPY.
+        cols = [c for c in DB_COLUMNS if c in self.present]
+        records = zip(batch.rows.tolist(), *(batch.cols[c] for c in cols), strict=True)
         await self.conn.copy_records_to_table(
-            "import_stage", records=records, columns=["row_no", *DB_COLUMNS]
+            "import_stage", records=records, columns=["row_no", *cols]
         )
         self.staged += len(batch)
 
@@ -199,12 +202,31 @@ class BulkLoad:
                    WHERE s.generated AND EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id)"""
             )
 
+    async def _bulk_mode(self) -> list[str]:
+        """For a load bigger than the table, drop the secondary indexes; returns the rebuilds.
+
+        Inserting millions of rows into a GiST and two B-trees costs several times the insert
+        itself; rebuilding them sorted afterwards is cheap. The DROP locks `cameras` until the
+        import commits, which is acceptable for the first load of a province, not for daily
+        re-imports, which stay below the threshold (and mostly update or skip).
+        """
+        existing = await self.conn.fetchval(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'cameras'::regclass"
+        )
+        if self.staged < BULK_MODE_ROWS or self.staged < 2 * (existing or 0):
+            return []
+        rows = await self.conn.fetch(
+            """SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS def
+               FROM pg_index WHERE indrelid = 'cameras'::regclass AND NOT indisprimary"""
+        )
+        for r in rows:
+            await self.conn.execute(f"DROP INDEX {r['name']}")
+        return [r["def"] for r in rows]
+
     async def merge(self) -> MergeResult:
         """Write the stage into `cameras`: update rows that differ, insert new ones, audit both."""
         conn = self.conn
         await self._assign_gb_ids()
-        await conn.execute("CREATE INDEX ON import_stage (gb_id)")
-        await conn.execute("ANALYZE import_stage")
         plain = [c for c in DB_COLUMNS if c in self.present and c not in _STREAMS and c != "gb_id"]
         stream_present = [c for c in _STREAMS if c in self.present]
         new_streams = "jsonb_strip_nulls(jsonb_build_object({}))".format(
@@ -245,6 +267,7 @@ class BulkLoad:
         )
         insert_cols = ["gb_id", *plain]
         stream_values = new_streams if stream_present else "'{}'::jsonb"
+        rebuild = await self._bulk_mode()
         status = await conn.execute(
             f"""INSERT INTO cameras ({", ".join(insert_cols)}, streams)
                 SELECT {", ".join(f"s.{c}" for c in insert_cols)}, {stream_values}
@@ -252,6 +275,8 @@ class BulkLoad:
                 WHERE NOT EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id)"""
         )
         inserted = int(status.split()[-1])
+        for sql in rebuild:
+            await conn.execute(sql)
         result = MergeResult(self.staged, inserted, int(updated))
         await audit.record(
             conn,
