@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
+import ingest.ledger_write as ledger_write
 from camera_registry.errors import BadRequest, FieldError
 from camera_registry.fields import FIELDS, SECRET_FIELDS
-from ingest import ledger_write
 
 from . import params
 from .auth import READERS, require

@@ -21,20 +21,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import OUT, ROOT, database_url, fresh_schema, median  # noqa: E402
-from camera_registry.actor import Actor, Role  # noqa: E402
-from camera_registry.crypto import CredentialBox  # noqa: E402
-from camera_registry.db import create_pool, migrate  # noqa: E402
-from camera_registry.fields import BY_NAME  # noqa: E402
-from ingest.ledger_import import import_ledger  # noqa: E402
+from bench.common import OUT, ROOT, database_url, fresh_schema, median
+from camera_registry.actor import Actor, Role
+from camera_registry.crypto import CredentialBox
+from camera_registry.db import create_pool, migrate
+from camera_registry.fields import BY_NAME
+from ingest.ledger_import import import_ledger
 
 
 def ledger_file(rows: int) -> Path:
     path = OUT / f"ledger-{rows}.csv"
     if not path.exists():
         OUT.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(ROOT / "bench" / "gen_ledger.py"), str(rows), str(path)],
-                       check=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "gen_ledger.py"), str(rows), str(path)],
+            check=True,
+        )
     return path
 
 
@@ -87,12 +89,15 @@ async def main() -> None:
     firsts, agains, anchors = [], [], []
     with database_url() as url:
         for _ in range(args.repeat):
-            t_first, t_again, inserted, total = await ours(url, path)
+            t_first, t_again, _, total = await ours(url, path)
             anchors.append(await anchor_copy(url, path))
             firsts.append(t_first)
             agains.append(t_again)
-            print(f"run: import {t_first:.1f} s, re-import {t_again:.1f} s, "
-                  f"raw COPY {anchors[-1]:.1f} s", flush=True)  # fmt: skip
+            print(
+                f"run: import {t_first:.1f} s, re-import {t_again:.1f} s, "
+                f"raw COPY {anchors[-1]:.1f} s",
+                flush=True,
+            )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n = total
     tf, ta, tc = median(firsts), median(agains), median(anchors)

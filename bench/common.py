@@ -46,7 +46,7 @@ async def fresh_schema(url: str, prefix: str, keep: bool = False) -> AsyncIterat
 
 def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def median(values: Sequence[float]) -> float:

@@ -523,7 +523,9 @@ def _streams(
                 pair[1] = unquote(parts.password)
             out[i] = urlunsplit(parts._replace(netloc=host))
     if bad:
-        ck.fail(bad, name, f"{_label(name)} must be an rtsp://, rtsps://, rtmp:// or http(s):// URI")
+        ck.fail(
+            bad, name, f"{_label(name)} must be an rtsp://, rtsps://, rtmp:// or http(s):// URI"
+        )
     return out
 
 

@@ -25,7 +25,9 @@ HEADER = ["国标编码", "点位名称", "点位类型", "经度", "纬度", "�
 ADMIN = Actor("test:import", Role.ADMIN)
 
 
-def ledger(path: Path, rows: list[list[Any]], header: list[str] = HEADER, encoding: str = "utf-8") -> Path:
+def ledger(
+    path: Path, rows: list[list[Any]], header: list[str] = HEADER, encoding: str = "utf-8"
+) -> Path:
     with path.open("w", newline="", encoding=encoding) as fh:
         w = csv.writer(fh)
         w.writerow(header)
@@ -34,9 +36,16 @@ def ledger(path: Path, rows: list[list[Any]], header: list[str] = HEADER, encodi
 
 
 def row(serial: int, region: str = "140105", **over: Any) -> list[Any]:
-    base = {"gb": f"{region}0000132{5}{serial:06d}", "name": f"点位{serial}", "level": "二类",
-            "lon": 112.55 + serial * 1e-4, "lat": 37.80 + serial * 1e-4, "az": 90, "days": 30,
-            "note": ""}  # fmt: skip
+    base = {
+        "gb": f"{region}0000132{5}{serial:06d}",
+        "name": f"点位{serial}",
+        "level": "二类",
+        "lon": 112.55 + serial * 1e-4,
+        "lat": 37.80 + serial * 1e-4,
+        "az": 90,
+        "days": 30,
+        "note": "",
+    }
     base.update(over)
     return list(base.values())
 
@@ -46,8 +55,11 @@ async def _import(client: TestClient, path: Path, actor: Actor = ADMIN, **kw: An
 
 
 async def _count(client: TestClient, prefix: str) -> int:
-    return int(await client.app[POOL].fetchval(
-        "SELECT count(*) FROM cameras WHERE gb_id LIKE $1", prefix + "%"))  # fmt: skip
+    return int(
+        await client.app[POOL].fetchval(
+            "SELECT count(*) FROM cameras WHERE gb_id LIKE $1", prefix + "%"
+        )
+    )
 
 
 async def test_import_rejects_row_with_swapped_lat_lon_and_imports_nothing(
@@ -73,15 +85,21 @@ async def test_partial_imports_the_good_rows_and_still_lists_the_bad(
     assert await _count(client, "14010500001325000011") == 1
 
 
-async def test_reimporting_the_same_file_changes_nothing(client: TestClient, tmp_path: Path) -> None:
+async def test_reimporting_the_same_file_changes_nothing(
+    client: TestClient, tmp_path: Path
+) -> None:
     path = ledger(tmp_path / "c.csv", [row(n, region="140106") for n in range(20, 40)])
     first = await _import(client, path)
     assert (first.inserted, first.updated) == (20, 0)
     pool = client.app[POOL]
-    before = await pool.fetch("SELECT id, version, updated_at FROM cameras WHERE region_code = '140106' ORDER BY id")
+    before = await pool.fetch(
+        "SELECT id, version, updated_at FROM cameras WHERE region_code = '140106' ORDER BY id"
+    )
     again = await _import(client, path)
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, 20)
-    after = await pool.fetch("SELECT id, version, updated_at FROM cameras WHERE region_code = '140106' ORDER BY id")
+    after = await pool.fetch(
+        "SELECT id, version, updated_at FROM cameras WHERE region_code = '140106' ORDER BY id"
+    )
     assert before == after
 
 
@@ -95,34 +113,47 @@ async def test_changed_row_is_updated_with_before_and_after_in_the_audit(
     assert (report.inserted, report.updated, report.unchanged) == (0, 1, 2)
     rec = await client.app[POOL].fetchrow(
         "SELECT before, after FROM audit_log WHERE action = 'camera.import_update' "
-        "AND after->>'gb_id' = $1", "14010700001325000002")  # fmt: skip
+        "AND after->>'gb_id' = $1",
+        "14010700001325000002",
+    )
     assert rec["before"]["name"] == "点位2" and rec["after"]["name"] == "改名后的点位"
     assert rec["after"]["azimuth"] == 180 and rec["after"]["version"] == 2
 
 
-async def test_columns_the_file_lacks_keep_their_stored_values(client: TestClient, tmp_path: Path) -> None:
+async def test_columns_the_file_lacks_keep_their_stored_values(
+    client: TestClient, tmp_path: Path
+) -> None:
     await _import(client, ledger(tmp_path / "e1.csv", [row(1, region="140108", az=135)]))
     slim = ["国标编码", "点位名称", "点位类型", "经度", "纬度", "录像保存天数"]
     r = row(1, region="140108")
-    report = await _import(client, ledger(tmp_path / "e2.csv", [r[:5] + [30]], header=slim))
+    report = await _import(client, ledger(tmp_path / "e2.csv", [[*r[:5], 30]], header=slim))
     assert report.unchanged == 1
     az = await client.app[POOL].fetchval("SELECT azimuth FROM cameras WHERE gb_id = $1", r[0])
     assert az == 135
 
 
-async def test_gbk_ledger_with_amap_coordinates_is_stored_as_wgs84(client: TestClient, tmp_path: Path) -> None:
+async def test_gbk_ledger_with_amap_coordinates_is_stored_as_wgs84(
+    client: TestClient, tmp_path: Path
+) -> None:
     glon, glat = (float(v) for v in wgs84_to_gcj02(112.6, 37.9))
     header = ["设备编码", "名称", "级别", "经度", "纬度", "坐标系", "存储天数"]
-    path = ledger(tmp_path / "gbk.csv", [["14010900001325000001", "晋源区晋祠路口", "三类", glon, glat, "高德", ""]],
-                  header=header, encoding="gb18030")  # fmt: skip
+    path = ledger(
+        tmp_path / "gbk.csv",
+        [["14010900001325000001", "晋源区晋祠路口", "三类", glon, glat, "高德", ""]],
+        header=header,
+        encoding="gb18030",
+    )
     report = await _import(client, path)
     assert report.inserted == 1, report.errors
     lon, lat = await client.app[POOL].fetchrow(
-        "SELECT lon, lat FROM cameras WHERE gb_id = '14010900001325000001'")  # fmt: skip
+        "SELECT lon, lat FROM cameras WHERE gb_id = '14010900001325000001'"
+    )
     assert lon == pytest.approx(112.6, abs=1e-6) and lat == pytest.approx(37.9, abs=1e-6)
 
 
-async def test_duplicate_gb_id_in_one_file_names_both_rows(client: TestClient, tmp_path: Path) -> None:
+async def test_duplicate_gb_id_in_one_file_names_both_rows(
+    client: TestClient, tmp_path: Path
+) -> None:
     path = ledger(tmp_path / "dup.csv", [row(61), row(62), row(61, name="重复")])
     report = await _import(client, path)
     assert not report.committed
@@ -143,14 +174,18 @@ async def test_rows_without_gb_id_get_ids_and_a_reimport_finds_them_again(
     assert (again.inserted, again.unchanged) == (0, 3)
 
 
-async def test_dry_run_reports_counts_and_changes_nothing(client: TestClient, tmp_path: Path) -> None:
+async def test_dry_run_reports_counts_and_changes_nothing(
+    client: TestClient, tmp_path: Path
+) -> None:
     path = ledger(tmp_path / "dry.csv", [row(n, region="140121") for n in range(5)])
     report = await _import(client, path, dry_run=True)
     assert report.inserted == 5 and not report.committed
     assert await _count(client, "140121") == 0
 
 
-async def test_rows_outside_the_importers_scope_are_bad_rows(client: TestClient, tmp_path: Path) -> None:
+async def test_rows_outside_the_importers_scope_are_bad_rows(
+    client: TestClient, tmp_path: Path
+) -> None:
     scoped = Actor("test:scoped", Role.TECHNICIAN, scope="1401")
     path = ledger(tmp_path / "scope.csv", [row(1, region="140122"), row(1, region="140211")])
     report = await _import(client, path, actor=scoped)
@@ -161,7 +196,9 @@ async def test_rows_outside_the_importers_scope_are_bad_rows(client: TestClient,
 async def test_import_over_http_runs_as_a_job_with_progress_and_every_bad_row(
     client: TestClient, auth: Tok, tmp_path: Path
 ) -> None:
-    path = ledger(tmp_path / "http.csv", [row(n, region="140123") for n in range(1, 6)] + [row(9, lon="x")])
+    path = ledger(
+        tmp_path / "http.csv", [row(n, region="140123") for n in range(1, 6)] + [row(9, lon="x")]
+    )
     h = await auth("technician")
 
     async def submit(query: str) -> dict[str, Any]:
@@ -183,18 +220,29 @@ async def test_import_over_http_runs_as_a_job_with_progress_and_every_bad_row(
     done = await submit("partial=1")
     assert done["status"] == "succeeded" and done["inserted"] == 5 and done["rows_bad"] == 1
     assert done["progress"] == 1
-    errs = await (await client.get(f"{done['url'] if 'url' in done else '/api/v1/imports/' + done['id']}/errors",
-                                   headers=h)).json()  # fmt: skip
+    errs = await (
+        await client.get(
+            f"{done['url'] if 'url' in done else '/api/v1/imports/' + done['id']}/errors", headers=h
+        )
+    ).json()
     assert [e["row"] for e in errs["items"]] == [7]
     other = await auth("technician", "1402")
     assert (await client.get(f"/api/v1/imports/{done['id']}", headers=other)).status == 404
-    assert (await client.post("/api/v1/imports", data=b"x", headers=await auth("planner"))).status == 403
+    assert (
+        await client.post("/api/v1/imports", data=b"x", headers=await auth("planner"))
+    ).status == 403
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx", "geojson"])
-async def test_export_reimports_unchanged(client: TestClient, auth: Tok, tmp_path: Path, fmt: str) -> None:
-    await _import(client, ledger(tmp_path / "x.csv", [row(n, region="140181") for n in range(1, 8)]))
-    resp = await client.get(f"/api/v1/cameras/export?format={fmt}&region=140181", headers=await auth("planner"))
+async def test_export_reimports_unchanged(
+    client: TestClient, auth: Tok, tmp_path: Path, fmt: str
+) -> None:
+    await _import(
+        client, ledger(tmp_path / "x.csv", [row(n, region="140181") for n in range(1, 8)])
+    )
+    resp = await client.get(
+        f"/api/v1/cameras/export?format={fmt}&region=140181", headers=await auth("planner")
+    )
     assert resp.status == 200, await resp.text()
     path = tmp_path / f"export.{fmt}"
     path.write_bytes(await resp.read())
@@ -207,14 +255,28 @@ def test_cli_import_prints_each_bad_row_and_exits_1(
 ) -> None:
     path = ledger(tmp_path / "cli.csv", [row(1, region="140105"), row(2, lon=37.8, lat=112.5)])
     sep = "&" if "?" in database_url else "?"
-    env = {**os.environ, "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
-           "CAMREG_DATA_DIR": str(settings.data_dir), "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value()}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "camera_registry.cli", "import", str(path)],
-                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    env = {
+        **os.environ,
+        "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+        "CAMREG_DATA_DIR": str(settings.data_dir),
+        "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "camera_registry.cli", "import", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "cli.csv: row 3: lat:" in proc.stderr and "swapped" in proc.stderr
     assert "imported nothing" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "camera_registry.cli", "import", "--partial", str(path)],
-                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "camera_registry.cli", "import", "--partial", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "1 new" in proc.stdout
