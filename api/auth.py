@@ -15,7 +15,7 @@ from .problems import Handler
 from .state import TOKENS
 
 ACTOR = web.RequestKey("actor", Actor)
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/v1/openapi.json"})
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/metrics", "/api/v1/openapi.json"})
 
 READERS = (Role.TECHNICIAN, Role.PLANNER, Role.COMMANDER, Role.ADMIN)
 WRITERS = (Role.TECHNICIAN, Role.ADMIN)

@@ -886,6 +886,23 @@ class _CsvBackend(_Backend):
 # XLSX (and the other workbook formats calamine reads)
 
 
+def _typed_column(values: tuple[Any, ...]) -> list[str | None]:
+    """Cell text of a column of typed cells (calamine gives "" for empty cells)."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return _strip_column(values)
+    if kinds <= {str, float}:  # a numeric column, perhaps with empty cells
+        return [
+            (v.strip() or None)
+            if type(v) is str
+            else repr(v)
+            if not v.is_integer() or abs(v) >= 2.0**53
+            else str(int(v))
+            for v in values
+        ]
+    return [cell_text(v) for v in values]
+
+
 def _gb_id_problem(value: object) -> str:
     shown = f"{value:.15g}" if isinstance(value, float) else str(value)
     return (
@@ -1023,11 +1040,7 @@ class _XlsxBackend(_Backend):
                 if not good:
                     columns[name] = []
                     continue
-                values = transposed[idx]
-                if set(map(type, values)) == {str}:
-                    columns[name] = _strip_column(values)
-                else:
-                    columns[name] = [cell_text(v) for v in values]
+                columns[name] = _typed_column(transposed[idx])
             yield _Batch(np.array(lines, dtype=np.int64), columns, problems)
 
 

@@ -216,8 +216,10 @@ async def test_openapi_lists_exactly_the_routes(client: TestClient) -> None:
     assert documented == served
 
 
-async def test_healthz_and_metrics(client: TestClient) -> None:
+async def test_healthz_metrics_and_landing_page_need_no_token(client: TestClient) -> None:
     assert (await (await client.get("/healthz")).json())["status"] == "ok"
+    page = await client.get("/")
+    assert page.status == 200 and "摄像机台账" in await page.text()
     await client.get("/api/v1/cameras")
     text = await (await client.get("/metrics")).text()
     assert 'camreg_http_requests_total{method="GET",route="/api/v1/cameras",status="401"}' in text

@@ -1,0 +1,147 @@
+"""Read latency at Shanxi scale, and GET /cameras/{id} throughput beside a bare aiohttp handler.
+
+    python bench/bench_api.py [--rows 2400000]
+
+Loads the generated ledger once into the schema `bench_registry` (kept between runs), serves
+the real app on a loopback port, and drives it from a separate client process:
+bbox queries returning 10,000 cameras, nearest k=10, GET by id (latency median/p99, req/s),
+and the same GET load against a bare aiohttp handler returning a camera-sized JSON body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from api.app import Database, create_app  # noqa: E402
+from api.state import TOKENS  # noqa: E402
+from bench.bench_import import ledger_file  # noqa: E402
+from bench.common import ROOT, database_url, median, pct  # noqa: E402
+from camera_registry.actor import Actor, Role  # noqa: E402
+from camera_registry.config import Settings  # noqa: E402
+from camera_registry.crypto import CredentialBox  # noqa: E402
+from camera_registry.db import create_pool, migrate  # noqa: E402
+from ingest.ledger_import import import_ledger  # noqa: E402
+
+SCHEMA = "bench_registry"
+KEY = base64.b64encode(b"b" * 32).decode()
+
+
+async def ensure_data(url: str, rows: int) -> None:
+    conn = await asyncpg.connect(url)
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    await conn.close()
+    pool = await create_pool(url, schema=SCHEMA, max_size=4, command_timeout=7200)
+    try:
+        async with pool.acquire() as c:
+            await migrate(c)
+        have = await pool.fetchval("SELECT count(*) FROM cameras")
+        if have >= rows:
+            return
+        print(f"loading {rows:,} cameras into {SCHEMA} (once)…", flush=True)
+        box = CredentialBox(base64.b64decode(KEY))
+        report = await import_ledger(pool, box, Actor("bench", Role.ADMIN), ledger_file(rows))
+        assert report.committed, report.summary()
+        await pool.execute("ANALYZE cameras")
+    finally:
+        await pool.close()
+
+
+def drive(urls: list[str], headers: dict[str, str], concurrency: int) -> dict[str, Any]:
+    job = json.dumps({"urls": urls, "headers": headers, "concurrency": concurrency})
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "load_client.py")], input=job,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    result: dict[str, Any] = json.loads(out.stdout)
+    bad = {k: v for k, v in result["statuses"].items() if k != "200"}
+    assert not bad, f"non-200 answers: {bad}"
+    return result
+
+
+def line(name: str, r: dict[str, Any]) -> str:
+    lat = [x * 1000 for x in r["latencies"]]
+    n = len(lat)
+    return (f"{name}: n={n} median {median(lat):.1f} ms, p99 {pct(lat, 99):.1f} ms, "
+            f"{n / r['elapsed']:,.0f} req/s, {r['bytes'] / n / 1024:.1f} KiB/answer")  # fmt: skip
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=2_400_000)
+    args = ap.parse_args()
+    with database_url() as url:
+        await ensure_data(url, args.rows)
+        settings = Settings(data_dir=ROOT / ".camreg" / "bench", secret_key=KEY, db_pool_max=10)
+        app = create_app(settings, Database(dsn=url, schema=SCHEMA))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        base = f"http://127.0.0.1:{port}"
+        _, token = await app[TOKENS].create(Actor("bench", Role.ADMIN), role=Role.PLANNER, name="bench")
+        h = {"Authorization": f"Bearer {token}"}
+        pool = await asyncpg.connect(url, server_settings={"search_path": SCHEMA})
+        ids = [str(r["id"]) for r in await pool.fetch(
+            "SELECT id FROM cameras TABLESAMPLE SYSTEM (1) LIMIT 5000")]  # fmt: skip
+        sample = await pool.fetch("SELECT lon, lat FROM cameras TABLESAMPLE SYSTEM (1) LIMIT 500")
+        camera_json = await pool.fetchval(
+            "SELECT to_jsonb(c) - 'credentials' - 'credentials_mac' FROM cameras c LIMIT 1")  # fmt: skip
+        await pool.close()
+        rnd = random.Random(7)
+        # bbox: a box around a dense district large enough to hold >= 10,000 cameras.
+        bbox_urls = []
+        for r in rnd.sample(list(sample), 20):
+            d = 0.06
+            bbox_urls.append(f"{base}/api/v1/cameras?bbox={r['lon'] - d},{r['lat'] - d},"
+                             f"{r['lon'] + d},{r['lat'] + d}&limit=10000")  # fmt: skip
+        near_urls = [f"{base}/api/v1/cameras?near={r['lon']},{r['lat']}&k=10" for r in sample]
+        get_urls = [f"{base}/api/v1/cameras/{i}" for i in rnd.choices(ids, k=3000)]
+
+        bare_app = web.Application()
+        body = json.dumps(camera_json, default=str, ensure_ascii=False)
+
+        async def bare(_: web.Request) -> web.Response:
+            return web.Response(text=body, content_type="application/json")
+
+        bare_app.router.add_get("/x/{id}", bare)
+        bare_runner = web.AppRunner(bare_app, access_log=None)
+        await bare_runner.setup()
+        await web.TCPSite(bare_runner, "127.0.0.1", 0).start()
+        bare_port = bare_runner.addresses[0][1]
+        bare_urls = [f"http://127.0.0.1:{bare_port}/x/{i}" for i in rnd.choices(ids, k=3000)]
+
+        loop = asyncio.get_running_loop()
+
+        async def run(urls: list[str], hdr: dict[str, str], c: int) -> dict[str, Any]:
+            return await loop.run_in_executor(None, drive, urls, hdr, c)
+
+        bbox = await run(bbox_urls, h, 1)
+        sizes = bbox["bytes"] / len(bbox_urls)
+        near = await run(near_urls, h, 4)
+        gets = await run(get_urls, h, 8)
+        bares = await run(bare_urls, {}, 8)
+        print(f"\ncameras: {args.rows:,}")
+        print(line("GET /cameras?bbox (limit 10000)", bbox), f"(avg {sizes / 1e6:.1f} MB)")
+        print(line("GET /cameras?near k=10", near))
+        print(line("GET /cameras/{id}", gets))
+        print(line("anchor: bare aiohttp handler", bares))
+        ratio = (len(gets["latencies"]) / gets["elapsed"]) / (len(bares["latencies"]) / bares["elapsed"])
+        print(f"ratio GET /cameras/{{id}} req/s to bare aiohttp: {ratio:.2f}")
+        await bare_runner.cleanup()
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
