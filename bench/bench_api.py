@@ -25,15 +25,15 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.app import Database, create_app  # noqa: E402
-from api.state import TOKENS  # noqa: E402
-from bench.bench_import import ledger_file  # noqa: E402
-from bench.common import ROOT, database_url, median, pct  # noqa: E402
-from camera_registry.actor import Actor, Role  # noqa: E402
-from camera_registry.config import Settings  # noqa: E402
-from camera_registry.crypto import CredentialBox  # noqa: E402
-from camera_registry.db import create_pool, migrate  # noqa: E402
-from ingest.ledger_import import import_ledger  # noqa: E402
+from api.app import Database, create_app
+from api.state import TOKENS
+from bench.bench_import import ledger_file
+from bench.common import ROOT, database_url, median, pct
+from camera_registry.actor import Actor, Role
+from camera_registry.config import Settings
+from camera_registry.crypto import CredentialBox
+from camera_registry.db import create_pool, migrate
+from ingest.ledger_import import import_ledger
 
 SCHEMA = "bench_registry"
 KEY = base64.b64encode(b"b" * 32).decode()
@@ -90,14 +90,17 @@ async def main() -> None:
         await site.start()
         port = runner.addresses[0][1]
         base = f"http://127.0.0.1:{port}"
-        _, token = await app[TOKENS].create(Actor("bench", Role.ADMIN), role=Role.PLANNER, name="bench")
+        _, token = await app[TOKENS].create(
+            Actor("bench", Role.ADMIN), role=Role.PLANNER, name="bench"
+        )
         h = {"Authorization": f"Bearer {token}"}
         pool = await asyncpg.connect(url, server_settings={"search_path": SCHEMA})
         ids = [str(r["id"]) for r in await pool.fetch(
             "SELECT id FROM cameras TABLESAMPLE SYSTEM (1) LIMIT 5000")]  # fmt: skip
         sample = await pool.fetch("SELECT lon, lat FROM cameras TABLESAMPLE SYSTEM (1) LIMIT 500")
         camera_json = await pool.fetchval(
-            "SELECT to_jsonb(c) - 'credentials' - 'credentials_mac' FROM cameras c LIMIT 1")  # fmt: skip
+            "SELECT to_jsonb(c) - 'credentials' - 'credentials_mac' FROM cameras c LIMIT 1"
+        )
         await pool.close()
         rnd = random.Random(7)
         # bbox: a box around a dense district large enough to hold >= 10,000 cameras.
@@ -137,7 +140,9 @@ async def main() -> None:
         print(line("GET /cameras?near k=10", near))
         print(line("GET /cameras/{id}", gets))
         print(line("anchor: bare aiohttp handler", bares))
-        ratio = (len(gets["latencies"]) / gets["elapsed"]) / (len(bares["latencies"]) / bares["elapsed"])
+        ratio = (len(gets["latencies"]) / gets["elapsed"]) / (
+            len(bares["latencies"]) / bares["elapsed"]
+        )
         print(f"ratio GET /cameras/{{id}} req/s to bare aiohttp: {ratio:.2f}")
         await bare_runner.cleanup()
         await runner.cleanup()

@@ -24,7 +24,9 @@ async def main() -> None:
         queue.put_nowait(u)
     timeout = aiohttp.ClientTimeout(total=60)
     conn = aiohttp.TCPConnector(limit=job["concurrency"])
-    async with aiohttp.ClientSession(headers=job.get("headers"), timeout=timeout, connector=conn) as s:
+    async with aiohttp.ClientSession(
+        headers=job.get("headers"), timeout=timeout, connector=conn
+    ) as s:
 
         async def worker() -> None:
             nonlocal total_bytes

@@ -22,7 +22,9 @@ def main() -> int:
         [sys.executable, str(HERE / "bench_import.py"), "--rows", rows, "--repeat", repeat],
         [sys.executable, str(HERE / "bench_api.py"), "--rows", rows],
     ):
-        print("\n$", " ".join(Path(c).name if c.endswith(".py") else c for c in cmd[1:]), flush=True)
+        print(
+            "\n$", " ".join(Path(c).name if c.endswith(".py") else c for c in cmd[1:]), flush=True
+        )
         if subprocess.run(cmd, check=False).returncode != 0:
             return 1
     return 0

@@ -116,6 +116,13 @@ class CameraBatch:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def without(self, drop: Sequence[int]) -> CameraBatch:
+        """A copy without the rows at positions `drop`."""
+        keep = np.setdiff1d(np.arange(len(self.rows)), np.asarray(drop, dtype=np.intp))
+        idx = keep.tolist()
+        cols = {k: [v[i] for i in idx] for k, v in self.cols.items()}
+        return CameraBatch(self.rows[keep], cols, self.present, self.warnings)
+
     def records(self) -> list[tuple[Any, ...]]:
         return list(zip(*(self.cols[c] for c in DB_COLUMNS), strict=True))
 
@@ -150,7 +157,8 @@ def _texts(values: Sequence[Any] | None, name: str, ck: _Checker) -> list[str | 
     """Cell text, '' as None. Strings arrive stripped (ledger reader, API model)."""
     if values is None:
         return [None] * ck.n
-    out: list[str | None] = list(values)
+    # The caller's list is returned as is when it needs no change: callers copy before editing.
+    out: list[str | None] = values if isinstance(values, list) else list(values)
     if not set(map(type, out)) <= _STR_OR_NONE:
         out = [None if v is None else str(v).strip() or None for v in out]
     elif "" in out:
@@ -173,7 +181,7 @@ def _floats(values: Sequence[Any], name: str, ck: _Checker) -> NDArray[np.float6
     out = np.full(ck.n, np.nan)
     if None not in values and "" not in values:
         idx: Sequence[int] = range(ck.n)
-        picked = list(values)
+        picked = values if isinstance(values, list) else list(values)
     else:
         idx = [i for i, v in enumerate(values) if v is not None and v != ""]
         picked = [values[i] for i in idx]
@@ -199,6 +207,8 @@ def _floats(values: Sequence[Any], name: str, ck: _Checker) -> NDArray[np.float6
         nonfinite = [idx[j] for j in np.flatnonzero(~finite).tolist() if idx[j] not in unparsed]
         if nonfinite:
             ck.fail(nonfinite, name, f"{_label(name)} must be a finite number")
+    if len(picked) == ck.n:
+        return parsed
     out[np.asarray(idx)] = parsed
     return out
 
@@ -455,6 +465,7 @@ def _ips(values: Sequence[Any] | None, ck: _Checker) -> list[str | None]:
     present = [v for v in out if v is not None]
     if not present or _all_match(_IPV4_LINES, present):
         return out
+    out = list(out)
     bad: list[int] = []
     for i, s in enumerate(out):
         if s is None or _IPV4.fullmatch(s):
@@ -472,7 +483,7 @@ _MAC_LINES = re.compile(r"^[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}$", re.M)
 
 
 def _macs(values: Sequence[Any] | None, ck: _Checker) -> list[str | None]:
-    out = _texts(values, "mac", ck)
+    out = list(_texts(values, "mac", ck))
     idx = [i for i, v in enumerate(out) if v is not None]
     if not idx:
         return out
@@ -506,6 +517,7 @@ def _streams(
     present = [v for v in out if v is not None]
     if not present or _all_match(_PLAIN_URI, present):
         return out  # the usual case: well-formed URIs without userinfo
+    out = list(out)
     bad: list[int] = []
     for i, s in enumerate(out):
         if s is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 
 from camera_registry.actor import Actor
-from camera_registry.bulk import BulkLoad
+from camera_registry.bulk import BulkLoad, DuplicateFilter
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import FieldError
 from camera_registry.validate import CameraBatch, validate_columns
@@ -71,12 +71,14 @@ class ImportReport:
 def _validated(
     chunks: Iterator[LedgerChunk], box: CredentialBox, crs: str, scope: str | None
 ) -> Iterator[tuple[CameraBatch, list[FieldError], int]]:
+    unique = DuplicateFilter()
     for chunk in chunks:
         batch, errors = validate_columns(
             chunk.columns, chunk.rows, box=box, default_crs=crs, scope=scope
         )
+        batch, dups = unique(batch)
         problems = [FieldError(f or "row", m, r) for r, f, m in chunk.problems]
-        yield batch, problems + errors, len(chunk.rows) + len(chunk.problems)
+        yield batch, problems + errors + dups, len(chunk.rows) + len(chunk.problems)
 
 
 async def import_ledger(
@@ -116,14 +118,16 @@ async def import_ledger(
     bad_rows: set[int] = set()
     try:
         async with BulkLoad(pool, actor, import_id=import_id) as load:
+            first = True
             while (item := await queue.get()) is not None:
                 batch, errors, n = item
                 report.rows_total += n
-                for e in errors:
-                    if e.row is not None:
-                        bad_rows.add(e.row)
+                bad_rows.update(e.row for e in errors if e.row is not None)
                 _keep(report, errors)
                 report.rows_bad = len(bad_rows)
+                if first:  # the file's size over the first chunk's share of it
+                    await load.prepare(int(report.rows_total / max(ledger.progress(), 1e-9)))
+                    first = False
                 if partial or not bad_rows:
                     await load.add(batch)
                 if on_progress is not None:
@@ -131,14 +135,10 @@ async def import_ledger(
                     if res is not None:
                         await res
             await producer
-            dups = await load.duplicates(drop=partial)
-            bad_rows |= {e.row for e in dups if e.row is not None}
-            _keep(report, dups)
-            report.rows_bad = len(bad_rows)
             report.errors.sort(key=lambda e: e.row or 0)
             if bad_rows and not partial:
                 return report
-            result = await load.merge()
+            result = await load.finish()
             report.inserted, report.updated = result.inserted, result.updated
             report.unchanged = result.unchanged
             if not dry_run:

@@ -197,6 +197,13 @@ async def test_tokens_over_http_shown_once_stored_hashed_revoked_at_once(
     assert (await client.get("/api/v1/cameras", headers=h)).status == 200
     assert (await client.delete(f"/api/v1/tokens/{made['id']}", headers=admin)).status == 204
     assert (await client.get("/api/v1/cameras", headers=h)).status == 401
+    expired = await client.post(
+        "/api/v1/tokens",
+        json={"role": "planner", "name": "old", "expires_at": "2020-01-01T00:00:00Z"},
+        headers=admin,
+    )
+    old = {"Authorization": f"Bearer {(await expired.json())['token']}"}
+    assert (await client.get("/api/v1/cameras", headers=old)).status == 401
     resp = await client.post("/api/v1/tokens", json={"role": "boss", "name": "x"}, headers=admin)
     assert resp.status == 422
     resp = await client.post(

@@ -22,10 +22,11 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url)
+    assert url.startswith("http://127.0.0.1:")
+    req = urllib.request.Request(url)  # noqa: S310 - loopback http only (asserted above)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
         return resp.status, resp.read()
 
 
