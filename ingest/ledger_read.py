@@ -14,8 +14,11 @@ CSV speed: a province's ledger has millions of rows, so the common case — a bl
 without double quotes, every line with the header's number of cells — is split with two C
 calls for the whole block (`replace` line breaks with a marker cell, `split` on the delimiter)
 and sliced into columns, with no Python work per row. Blocks are small (64 KiB) so each pass
-over their cells stays in the CPU cache. Quoted cells, wrong cell counts, blank lines and odd
-line endings fall back to the `csv` module for just those lines.
+over their cells stays in the CPU cache. When only a few lines of a block have quotes (an
+address with a comma, which Excel puts in quotes) the csv module reads just those lines; when
+every cell is quoted (OpenCSV, QUOTE_ALL) the block is split at the quotes in one call.
+Everything else — line breaks or escaped quotes in cells, ragged rows, blank lines, odd line
+endings — goes to the csv module, which is always right and about half as fast.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import compress, islice
+from itertools import chain, compress, islice
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal, cast
@@ -70,6 +73,9 @@ _HEAD = 1 << 20  # bytes looked at to tell UTF-8 from GBK/GB18030
 _HEADER_SEARCH = 10  # non-blank rows searched for the header (title rows above it are skipped)
 _HOP_LINES = 16  # quote-free lines ahead needed to leave the csv module for the fast path
 _MAX_QUOTED_LINES = 64  # per block; with more, the csv module reads the block
+_ALL_QUOTED, _FEW_QUOTED = 0, 1
+_CSV_SLICE = 32  # records the csv module reads between looks for the end of quoted lines
+_CSV_BATCH = 1024  # records per batch from the csv module
 _SHEET_BATCH = 2048
 _FEATURE_BATCH = 2048
 
@@ -497,34 +503,45 @@ class _TextBlocks:
         return block
 
 
-class _Feed:
-    """Lines for `csv.reader`, from `text` at `pos`, pulling more text only when a quoted cell
-    runs past the end. Splits lines like a file opened with newline="" ("\\n", "\\r\\n", "\\r")."""
-
-    __slots__ = ("_more", "pos", "text")
+class _Lines:
+    """Lines of `text[pos:]` for `csv.reader`, split like a file opened with newline=""
+    ("\\n", "\\r\\n", "\\r"), then lines of further blocks while a quoted cell runs on.
+    Iterating is C-level (StringIO); `position()` tells where reading stands."""
 
     def __init__(self, text: str, pos: int, more: Callable[[], str]) -> None:
         self.text = text
-        self.pos = pos
+        self._io = io.StringIO(text, newline="")
+        self._io.seek(pos)
         self._more = more
 
-    def __iter__(self) -> _Feed:
-        return self
+    def __iter__(self) -> Iterator[str]:
+        return chain.from_iterable(self._sources())
 
-    def __next__(self) -> str:
-        text, pos = self.text, self.pos
-        if pos >= len(text):
-            extra = self._more()
-            if not extra:
-                raise StopIteration
-            text = self.text = text[pos:] + extra
-            pos = 0
-        end = text.find("\n", pos) + 1 or len(text)
-        cr = text.find("\r", pos, end)
-        if cr >= 0 and cr + 1 < end and text[cr + 1] != "\n":
-            end = cr + 1
-        self.pos = end
-        return text[pos:end]
+    def _sources(self) -> Iterator[io.StringIO]:
+        yield self._io
+        while extra := self._more():
+            self.text = extra
+            self._io = io.StringIO(extra, newline="")
+            yield self._io
+
+    def position(self) -> tuple[str, int]:
+        """(text, offset) of the next unread line; everything before it has been read."""
+        return self.text, self._io.tell()
+
+
+def _no_more() -> str:
+    return ""
+
+
+def _line_count(rows: list[list[str]]) -> int:
+    """Physical lines the csv module read for these rows: one each, plus the line breaks
+    kept inside their quoted cells."""
+    n = len(rows)
+    for row in rows:
+        for cell in row:
+            if "\n" in cell or "\r" in cell:
+                n += cell.count("\n") + cell.count("\r") - cell.count("\r\n")
+    return n
 
 
 def _sniff_delimiter(text: str) -> str:
@@ -572,11 +589,13 @@ class _CsvBackend(_Backend):
         self._delim = delim
         self._marker = f"{delim}{_EOL_CELL}{delim}"
         self._probes = tuple(c for c in _WS_PROBES if c != delim)
+        self._quoted_probes = _WS_PROBES  # quoted cells may hold the delimiter
+        self._misses = [0, 0]  # blocks in a row that _all_quoted, _few_quoted_lines could not read
         self._find_header(first)
 
     def _find_header(self, text: str) -> None:
-        feed = _Feed(text, 0, self._next_text)
-        reader = csv.reader(feed, delimiter=self._delim, strict=False)
+        src = _Lines(text, 0, self._next_text)
+        reader = csv.reader(src, delimiter=self._delim, strict=False)
         first: tuple[int, _Header] | None = None
         chosen: tuple[int, list[str], _Header] | None = None
         seen = 0
@@ -599,8 +618,13 @@ class _CsvBackend(_Backend):
             if head.locates_cameras():
                 chosen = (line, cells, head)
                 break
+        if first is None:
+            raise LedgerFormatError(
+                "the file has no header row, only empty lines; export the ledger with its header "
+                "row (国标编码, 点位名称, 经度, 纬度, …) and the camera rows",
+                file=self._label,
+            )
         if chosen is None:
-            assert first is not None
             _check_header(first[1], file=self._label, line=first[0], where="line")
             raise AssertionError("unreachable: an unusable header passed the check")
         line, cells, head = chosen
@@ -611,7 +635,7 @@ class _CsvBackend(_Backend):
         named = [i for i, c in enumerate(cells) if c]
         self._nnamed = named[-1] + 1 if named else 0  # trailing unnamed columns may be absent
         self._known = head.known
-        self._text, self._pos = feed.text, feed.pos
+        self._text, self._pos = src.position()
         self._line = reader.line_num
 
     def close(self) -> None:
@@ -661,10 +685,14 @@ class _CsvBackend(_Backend):
                     return
             quote = text.find('"', pos)
             if quote < 0:
-                yield self._plain(text[pos:] if pos else text)
+                yield from self._plain(text[pos:] if pos else text)
                 pos = len(text)
                 continue
-            batch = self._few_quoted_lines(text, pos, quote)
+            batch = None
+            if quote == pos and self._worth(_ALL_QUOTED):  # every cell quoted, as many write them
+                batch = self._learn(_ALL_QUOTED, self._all_quoted(text[pos:] if pos else text))
+            if batch is None and self._worth(_FEW_QUOTED):
+                batch = self._learn(_FEW_QUOTED, self._few_quoted_lines(text, pos, quote))
             if batch is not None:
                 yield batch
                 pos = len(text)
@@ -673,19 +701,60 @@ class _CsvBackend(_Backend):
             # with the quote on, back to the fast path once quotes thin out.
             end = text.rfind("\n", pos, quote) + 1
             if end > pos:
-                yield self._plain(text[pos:end])
+                yield from self._plain(text[pos:end])
                 pos = end
-            batch, text, pos = self._with_csv(text, pos, stop=None)
-            yield batch
+            yield from self._csv_section(text, pos)
+            text, pos = self._text, self._pos
 
-    def _plain(self, seg: str) -> _Batch:
+    def _worth(self, way: int) -> bool:
+        """Whether to try a way of reading quoted lines: not after it failed for four blocks
+        in a row (the file is not like that), except for every 32nd block."""
+        misses = self._misses[way]
+        if misses < 4 or misses % 32 == 0:
+            return True
+        self._misses[way] = misses + 1  # counts the blocks skipped too
+        return False
+
+    def _learn(self, way: int, batch: _Batch | None) -> _Batch | None:
+        self._misses[way] = 0 if batch is not None else self._misses[way] + 1
+        return batch
+
+    def _plain(self, seg: str) -> Iterator[_Batch]:
         """Lines without double quotes: the fast path, or the csv module if they are irregular."""
         fast = self._fast(seg, self._line + 1)
         if fast is None:
-            batch, _, _ = self._with_csv(seg, 0, stop=len(seg))
-            return batch
-        batch, lines = fast
-        self._line += lines
+            yield from self._csv_section(seg, 0, stop=True)
+        else:
+            batch, lines = fast
+            self._line += lines
+            yield batch
+
+    def _all_quoted(self, seg: str) -> _Batch | None:
+        """Lines whose every cell is in double quotes ("a","b"\\r\\n, as OpenCSV and QUOTE_ALL
+        write them), split at the quotes in one call: the pieces alternate between cell text
+        and what lies between cells, which must be exactly the delimiter or a line break.
+        None when the lines are not like that (escaped quotes, unquoted cells, line breaks
+        inside cells, rows of the wrong width)."""
+        pieces = seg.split('"')
+        if len(pieces) % 2 == 0 or pieces[0]:
+            return None
+        between = pieces[2::2]
+        if not between[-1]:
+            between[-1] = "\n"  # the last line of the file, without a line break
+        delim, nc = self._delim, self._ncols
+        if not set(between) <= {delim, "\n", "\r\n"}:
+            return None
+        n = between.count("\n") + between.count("\r\n")
+        if len(between) != n * nc or delim in between[nc - 1 :: nc]:
+            return None
+        breaks = seg.count("\n")
+        if breaks != n - (not seg.endswith("\n")) or seg.count("\r") != between.count("\r\n"):
+            return None  # line breaks inside cells: the csv module numbers those lines
+        cells: list[str] = pieces[1::2]
+        first = self._line + 1
+        rows = np.arange(first, first + n, dtype=np.int64)
+        batch = self._columns(cells, nc, n, rows, seg, self._quoted_probes)
+        self._line += n
         return batch
 
     def _few_quoted_lines(self, text: str, pos: int, quote: int) -> _Batch | None:
@@ -769,15 +838,30 @@ class _CsvBackend(_Backend):
             return None
         if lines is not None and len(lines) != n:
             return None
+        rows = np.arange(first, first + n, dtype=np.int64) if lines is None else lines
+        return self._columns(flat, width, n, rows, seg, self._probes), n
+
+    def _columns(
+        self,
+        cells: list[str],
+        width: int,
+        n: int,
+        rows: NDArray[np.int64],
+        seg: str,
+        probes: tuple[str, ...],
+    ) -> _Batch:
+        """The known columns of n rows laid out `width` cells apart in `cells` (the extra cell
+        of the fast path is the line-break marker), stripped if `seg` holds any of `probes`,
+        blank rows left out."""
+        nc = self._ncols
         strip = False
-        for c in self._probes:
+        for c in probes:
             if c in seg:
                 strip = True
                 break
         else:
             strip = seg.find("\u3000") >= 0
-        rows = np.arange(first, first + n, dtype=np.int64) if lines is None else lines
-        col0: list[str] = flat[0::width]
+        col0: list[str] = cells[0::width]
         if strip:
             col0 = list(map(str.strip, col0))
         blank: list[int] = []
@@ -785,73 +869,83 @@ class _CsvBackend(_Backend):
             blank = [
                 i
                 for i, v in enumerate(col0)
-                if not v and not "".join(flat[i * width : i * width + nc]).strip()
+                if not v and not "".join(cells[i * width : i * width + nc]).strip()
             ]
         columns: dict[str, list[str | None]] = {}
         for idx, name in self._known:
-            cells: list[str] = col0 if idx == 0 else flat[idx::width]
+            col: list[str] = col0 if idx == 0 else cells[idx::width]
             if strip and idx != 0:
-                cells = list(map(str.strip, cells))
-            columns[name] = _nones(cells)
+                col = list(map(str.strip, col))
+            columns[name] = _nones(col)
         if blank:
             keep = np.ones(n, dtype=bool)
             keep[blank] = False
             rows = rows[keep]
             mask = keep.tolist()
             columns = {k: list(compress(v, mask)) for k, v in columns.items()}
-        return _Batch(rows, columns, []), n
+        return _Batch(rows, columns, [])
 
-    def _with_csv(self, text: str, pos: int, *, stop: int | None) -> tuple[_Batch, str, int]:
-        """Rows from `text[pos:]` with the csv module.
+    def _csv_section(self, text: str, pos: int, *, stop: bool = False) -> Iterator[_Batch]:
+        """Rows from `text[pos:]` with the csv module; afterwards (self._text, self._pos) is
+        where it stopped.
 
-        With `stop`, read exactly up to that offset (quote-free lines). Without, read records
-        until the text runs out at a record boundary, or until the next double quote is at
-        least _HOP_LINES lines ahead, so the fast path can take those lines.
+        With `stop`, all of `text` (quote-free lines). Otherwise records until the file ends,
+        a block ends at a record boundary, or the next double quote is at least _HOP_LINES
+        lines ahead so that the fast path can take those lines.
         """
-        feed = _Feed(text, pos, (lambda: "") if stop is not None else self._next_text)
-        reader = csv.reader(feed, delimiter=self._delim, strict=False)
-        base = self._line
-        prev = 0
+        src = _Lines(text, pos, _no_more if stop else self._next_text)
+        reader = csv.reader(src, delimiter=self._delim, strict=False)
+        base = self._line  # lines before text[pos:]
+        done = 0  # lines read by the slices so far
         rows: list[list[str]] = []
         lines: list[int] = []
         while True:
+            part: list[list[str]] = []
             try:
-                row = next(reader)
-            except StopIteration:
-                break
+                part.extend(islice(reader, _CSV_SLICE))
             except csv.Error as exc:
-                raise self._csv_error(exc, base + prev + 1) from None
-            if row:
-                rows.append(row)
-                lines.append(base + prev + 1)
-            prev = reader.line_num
-            text, pos = feed.text, feed.pos
-            if stop is not None:
-                if pos >= stop:
+                raise self._csv_error(exc, base + done + _line_count(part) + 1) from None
+            first = base + done + 1
+            if reader.line_num - done == len(part):  # one line each
+                lines.extend(range(first, first + len(part)))
+            else:
+                for row in part:
+                    lines.append(first)
+                    first += _line_count([row])
+            rows.extend(part)
+            done = reader.line_num
+            text, pos = src.position()
+            if len(part) < _CSV_SLICE or (not stop and pos >= len(text)):
+                break
+            if not stop:
+                quote = text.find('"', pos)
+                if quote < 0 or text.count("\n", pos, quote) >= _HOP_LINES:
                     break
-                continue
-            if pos >= len(text):
-                break
-            quote = text.find('"', pos)
-            if quote < 0 or text.count("\n", pos, quote) >= _HOP_LINES:
-                break
+            if len(rows) >= _CSV_BATCH:
+                yield self._rows_batch(rows, lines)
+                rows, lines = [], []
         self._line = base + reader.line_num
-        return self._rows_batch(rows, lines), feed.text, feed.pos
+        self._text, self._pos = text, pos
+        if rows:
+            yield self._rows_batch(rows, lines)
 
     def _rows_batch(self, rows: list[list[str]], lines: list[int]) -> _Batch:
         nc, nn = self._ncols, self._nnamed
-        good: list[list[str]] = []
-        good_lines: list[int] = []
+        joined = list(map("".join, rows))
         problems: list[Row] = []
-        for row, line in zip(rows, lines, strict=True):
-            if not "".join(row).strip():
-                continue  # blank row
-            n = len(row)
-            if n == nc or (n >= nn and not "".join(row[nn:]).strip()):
-                good.append(row)
-                good_lines.append(line)
-            else:
-                problems.append((line, "", self._count_problem(row)))
+        if set(map(len, rows)) == {nc} and all(joined) and not any(map(str.isspace, joined)):
+            good, good_lines = rows, lines  # the usual case: no Python work per row
+        else:
+            good, good_lines = [], []
+            for row, line, text in zip(rows, lines, joined, strict=True):
+                if not text or text.isspace():
+                    continue  # blank row
+                n = len(row)
+                if n == nc or (n >= nn and not "".join(row[nn:]).strip()):
+                    good.append(row)
+                    good_lines.append(line)
+                else:
+                    problems.append((line, "", self._count_problem(row)))
         columns: dict[str, list[str | None]]
         if good:
             transposed = list(zip(*good, strict=False))
@@ -923,6 +1017,12 @@ class _XlsxBackend(_Backend):
         self.size_bytes = path.stat().st_size
         try:
             self._wb = calamine.CalamineWorkbook.from_path(str(path))
+        except calamine.PasswordError:
+            raise LedgerFormatError(
+                "the workbook is protected by a password; remove the password in Excel "
+                "(File → Info → Protect Workbook) and save it again",
+                file=label,
+            ) from None
         except (calamine.CalamineError, ValueError, OSError) as exc:
             raise LedgerFormatError(
                 f"cannot read the workbook ({exc}); open it in Excel and save it again as an "
@@ -946,20 +1046,20 @@ class _XlsxBackend(_Backend):
         first_seen: tuple[str, int, _Header] | None = None
         for name in ordered:
             sheet = self._wb.get_sheet_by_name(name)
-            found = self._find_header(name, sheet)
+            found = self._find_header(sheet)
             if found is None:
                 continue
-            line, head, _cells, rows, offset = found
+            line, head, rows = found
             if first_seen is None:
                 first_seen = (name, line, head)
             if head.locates_cameras():
                 _check_header(head, file=self._label, line=line, where=f"sheet {name} row")
                 self.header, self.header_row, self.sheet = head, line, name
                 self._rows, self._next = rows, line + 1
-                self._offset = offset
                 end = sheet.end
                 self._total = (end[0] + 1) if end is not None else 1
                 self._known = head.known
+                self._merges = self._merged_below(sheet, line)
                 return
         if first_seen is None:
             raise LedgerFormatError(
@@ -971,15 +1071,26 @@ class _XlsxBackend(_Backend):
         _check_header(head, file=self._label, line=line, where=f"sheet {name} row")
         raise AssertionError("unreachable: an unusable header passed the check")
 
-    def _find_header(
-        self, name: str, sheet: Any
-    ) -> tuple[int, _Header, list[str], Iterator[list[Any]], int] | None:
+    @staticmethod
+    def _merged_below(sheet: Any, header_row: int) -> dict[int, list[tuple[int, int]]]:
+        """Merged cells below the header: first row (0-based) -> [(column, last row)].
+
+        A ledger kept for printing merges e.g. 建设单位 over the rows of all the cameras it
+        owns; Excel keeps the value in the first row only, and every row covered means it."""
+        col0 = sheet.start[1] if sheet.start is not None else 0
+        merges: dict[int, list[tuple[int, int]]] = {}
+        for (r0, c0), (r1, _c1) in sheet.merged_cell_ranges or ():
+            if r0 >= header_row and r1 > r0:
+                merges.setdefault(r0, []).append((c0 - col0, r1))
+        return merges
+
+    def _find_header(self, sheet: Any) -> tuple[int, _Header, Iterator[list[Any]]] | None:
         rows: Iterator[list[Any]] = iter(sheet.iter_rows())
         start = sheet.start
         offset: int | None = None
         index = 0
         seen = 0
-        first: tuple[int, _Header, list[str]] | None = None
+        first: tuple[int, _Header] | None = None
         for row in rows:
             if offset is None:
                 # iter_rows starts at row 1 or at the first filled row depending on the version;
@@ -994,14 +1105,14 @@ class _XlsxBackend(_Backend):
             head = _map_header(cells)
             line = offset + index
             if first is None:
-                first = (line, head, cells)
+                first = (line, head)
             if head.locates_cameras():
-                return line, head, cells, rows, offset
+                return line, head, rows
             if seen >= _HEADER_SEARCH:
                 break
         if first is None:
             return None
-        return first[0], first[1], first[2], rows, offset or 0
+        return first[0], first[1], rows
 
     def close(self) -> None:
         self._wb.close()
@@ -1012,6 +1123,8 @@ class _XlsxBackend(_Backend):
     def batches(self) -> Iterator[_Batch]:
         known = self._known
         gb_idx = next((i for i, f in known if f == "gb_id"), None)
+        merges = self._merges
+        spans: dict[int, tuple[int, Any]] = {}  # column -> (last row, value) of open merges
         while True:
             block = list(islice(self._rows, _SHEET_BATCH))
             if not block:
@@ -1023,6 +1136,16 @@ class _XlsxBackend(_Backend):
             lines: list[int] = []
             problems: list[Row] = []
             for i, row in enumerate(block):
+                if merges:
+                    r = first + i - 1
+                    for c, (last, value) in list(spans.items()):
+                        if r > last:
+                            del spans[c]
+                        elif row[c] == "":
+                            row[c] = value
+                    for c, last in merges.get(r, ()):
+                        if 0 <= c < width:
+                            spans[c] = (last, row[c])
                 if row.count("") == width or (
                     isinstance(row[0], str)
                     and not row[0].strip()
@@ -1151,7 +1274,11 @@ class _GeoJsonBackend(_Backend):
         feat: object, keys: dict[str, str]
     ) -> tuple[dict[str, str | None], tuple[str, str] | None]:
         if not isinstance(feat, dict) or feat.get("type", "Feature") != "Feature":
-            return {}, ("", 'is not a GeoJSON Feature ({"type": "Feature", ...})')
+            return {}, (
+                "",
+                'this entry of "features" is not a GeoJSON Feature; give each camera as '
+                '{"type": "Feature", "geometry": {"type": "Point", …}, "properties": {…}}',
+            )
         props = feat.get("properties") or {}
         if not isinstance(props, dict):
             return {}, ("", '"properties" is not an object; give the camera fields as properties')

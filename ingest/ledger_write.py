@@ -30,7 +30,7 @@ import datetime as dt
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,20 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _float_text(value: float) -> str:
+    if value.is_integer() and abs(value) < 2.0**53:
+        return str(int(value))
+    return repr(value) if value - value == 0 else ""  # NaN and ±inf are empty cells
+
+
+def _date_text(value: dt.date) -> str:
+    return value.isoformat()
+
+
+# Cell text by exact type, for speed; anything else goes through _text.
+_BY_TYPE: dict[type, Callable[[Any], str]] = {float: _float_text, int: str, dt.date: _date_text}
+
+
 def _excel_keeps(value: str) -> str:
     """Digits Excel would turn into a number, losing digits (国标编码 has 20) or leading zeros,
     get a leading tab: Excel then keeps the cell as text, and `ledger_read` strips the tab."""
@@ -112,18 +126,19 @@ def csv_rows(
     tab so that Excel keeps them as text (see `_excel_keeps`).
     """
     _check_fields(fields)
-    texts = [BY_NAME[f].kind == "text" for f in fields]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    texts = [i for i, f in enumerate(fields) if BY_NAME[f].kind == "text"] if excel_text else []
     rows = []
     for record in records:
-        row = [_text(record.get(f)) for f in fields]
-        if excel_text:
-            for i, is_text in enumerate(texts):
-                if is_text and row[i]:
-                    row[i] = _excel_keeps(row[i])
+        row = [
+            v if type(v) is str else "" if v is None else _BY_TYPE.get(type(v), _text)(v)
+            for v in map(record.get, fields)
+        ]
+        for i in texts:
+            if row[i].isdigit():
+                row[i] = _excel_keeps(row[i])
         rows.append(row)
-    writer.writerows(rows)
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
     return out.getvalue().encode("utf-8")
 
 
@@ -175,10 +190,13 @@ def geojson_features(
     _check_fields(fields)
     geo = "lon" in fields and "lat" in fields
     others = [f for f in fields if not geo or f not in _GEOMETRY]
-    pieces = []
+    features = []
     for record in records:
         geometry: dict[str, object] | None = None
-        props = {f: _json_value(record.get(f)) for f in others}
+        props = {
+            f: v if v is None or type(v) is str else _json_value(v)
+            for f, v in zip(others, map(record.get, others), strict=True)
+        }
         if geo:
             lon, lat = _coordinate(record.get("lon")), _coordinate(record.get("lat"))
             if lon is not None and lat is not None:
@@ -187,12 +205,12 @@ def geojson_features(
                 for f in _GEOMETRY:
                     if record.get(f) is not None:
                         props[f] = _json_value(record.get(f))
-        feature = {"type": "Feature", "geometry": geometry, "properties": props}
-        pieces.append(json.dumps(feature, ensure_ascii=False, separators=(",", ":")))
-    if not pieces:
+        features.append({"type": "Feature", "geometry": geometry, "properties": props})
+    if not features:
         return b""
-    text = ",\n".join(pieces)
-    return (text if first else ",\n" + text).encode("utf-8")
+    # One call encodes the whole batch; "[" and "]" are left to the prefix and suffix.
+    text = json.dumps(features, ensure_ascii=False, separators=(",", ":"))[1:-1]
+    return (text if first else "," + text).encode("utf-8")
 
 
 # --------------------------------------------------------------------------------------------

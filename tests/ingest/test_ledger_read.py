@@ -172,6 +172,23 @@ def test_quoted_cells_across_block_boundaries(
     assert got.rows.tolist() == want
 
 
+def test_every_cell_quoted_as_java_exporters_write(tmp_path: Path) -> None:
+    rows = [["国标编码", "点位名称", "经度", "纬度", "安装地址"]]
+    rows += [[f"3401040000132{i:07d}", f"杆{i}", "117.2", "31.8", ""] for i in range(500)]
+    rows[100][4] = "合肥市, 蜀山区"  # the delimiter inside a cell
+    rows[200][1] = '说 "东门"'  # an escaped quote: that block goes to the csv module
+    rows[300][4] = "长江西路\n1号"  # a line break inside a cell
+    out = io.StringIO()
+    csv.writer(out, quoting=csv.QUOTE_ALL).writerows(rows)
+    _, got = read_path(write(tmp_path / "l.csv", out.getvalue()))
+    assert got.columns["address"][99] == "合肥市, 蜀山区"
+    assert got.columns["name"][199] == '说 "东门"'
+    assert got.columns["address"][299] == "长江西路\n1号"
+    assert got.rows[:3].tolist() == [2, 3, 4]
+    assert got.rows[-1] == 502  # one line more for the line break
+    assert got.columns["address"][0] is None
+
+
 def test_row_with_extra_cells_reported_with_its_line(tmp_path: Path) -> None:
     text = (
         "国标编码,点位名称,经度,纬度\n"
@@ -259,12 +276,16 @@ def test_matches_the_csv_module_on_irregular_files(
         delim = rnd.choice([",", "\t", ";"])
         eol = rnd.choice(["\r\n", "\n", "\r"])
         out = io.StringIO()
-        writer = csv.writer(out, delimiter=delim, lineterminator=eol)
+        writer = (
+            csv.writer(out, delimiter=delim, lineterminator=eol, quoting=csv.QUOTE_ALL)
+            if rnd.random() < 0.5
+            else csv.writer(out, delimiter=delim, lineterminator=eol)
+        )
         writer.writerow(header)
         for _ in range(rnd.randrange(0, 150)):
             k = rnd.random()
             row = [rnd.choice(cells) for _ in header]
-            if k < 0.03:
+            if k < 0.03 * rnd.random():
                 out.write(eol)
                 continue
             writer.writerow(row[:-1] if k < 0.06 else [*row, "extra"] if k < 0.09 else row)
@@ -368,6 +389,11 @@ def test_title_rows_above_the_header_are_skipped(tmp_path: Path) -> None:
 def test_empty_file_rejected(tmp_path: Path) -> None:
     with pytest.raises(LedgerFormatError, match="the file is empty"):
         open_ledger(write(tmp_path / "l.csv", ""))
+
+
+def test_file_of_empty_lines_rejected(tmp_path: Path) -> None:
+    with pytest.raises(LedgerFormatError, match="no header row"):
+        open_ledger(write(tmp_path / "l.csv", ",,,\r\n,,,\r\n"))
 
 
 def test_header_only_file_has_no_rows(tmp_path: Path) -> None:
@@ -557,6 +583,23 @@ def test_xlsx_reads_chinese_headers_and_dates(tmp_path: Path) -> None:
         "mount_height": ["6", "4.5"],
     }
     assert got.problems == []
+
+
+def test_xlsx_merged_cells_fill_the_rows_they_cover(tmp_path: Path) -> None:
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["合肥市点位台账"])
+    ws.merge_cells("A1:D1")
+    ws.append(["国标编码", "建设单位", "经度", "纬度"])
+    for i in range(5):
+        ws.append([f"3401000000132000000{i}", "蜀山分局" if i in (0, 3) else None, 117.2, 31.8])
+    ws.merge_cells("B3:B5")  # 蜀山分局 owns the first three cameras …
+    ws.merge_cells("B6:B7")  # … and the last two
+    wb.save(tmp_path / "l.xlsx")
+    _, got = read_path(tmp_path / "l.xlsx", chunk_rows=2)
+    assert got.columns["owner"] == ["蜀山分局"] * 5
+    assert got.rows.tolist() == [3, 4, 5, 6, 7]
 
 
 def test_xlsx_numeric_gb_id_reported(tmp_path: Path) -> None:
