@@ -54,6 +54,7 @@ class CredentialBox:
     """Seals and opens camera credentials; the only place the key is held."""
 
     def __init__(self, key: bytes) -> None:
+        self.key = key  # handed to the ledger reader process, never logged (see __repr__)
         self._aead = AESGCM(key)
         self._mac_key = hashlib.sha256(b"camreg-credential-mac" + key).digest()
 

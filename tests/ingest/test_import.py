@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from api.state import BOX, POOL
 from camera_registry.actor import Actor, Role
 from geo.crs import wgs84_to_gcj02
+from ingest.errors import LedgerFormatError
 from ingest.ledger_import import import_ledger
 
 from ..conftest import Tok
@@ -280,3 +281,22 @@ def test_cli_import_prints_each_bad_row_and_exits_1(
     )
     assert proc.returncode == 0, proc.stderr
     assert "1 new" in proc.stdout
+
+
+async def test_big_file_reader_process_reports_rows_and_file_errors_like_the_thread(
+    client: TestClient, tmp_path: Path
+) -> None:
+    path = ledger(
+        tmp_path / "p.csv", [row(n, region="140202") for n in range(1, 40)] + [row(99, lat="x")]
+    )
+    by_process = await _import(client, path, reader="process", partial=True)
+    assert by_process.inserted == 39
+    assert [(e.row, e.field) for e in by_process.errors] == [(41, "lat")]
+    assert by_process.warnings == ["column '备注' is not a camera field and was ignored"]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("名称,备注\n甲,乙\n", encoding="utf-8")
+    with pytest.raises(LedgerFormatError, match=r"empty\.csv") as info:
+        await _import(client, empty, reader="process")
+    with pytest.raises(LedgerFormatError) as same:
+        await _import(client, empty, reader="thread")
+    assert str(info.value) == str(same.value)
