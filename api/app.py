@@ -21,7 +21,17 @@ from .auth import auth_middleware
 from .metrics import Metrics, metrics_middleware
 from .problems import problem_middleware
 from .routes import add_routes
-from .state import BACKGROUND, BOX, JOBS, METRICS, POOL, REGISTRY, SETTINGS, TOKENS
+from .state import (
+    BACKGROUND,
+    BOX,
+    IMPORT_SLOTS,
+    JOBS,
+    METRICS,
+    POOL,
+    REGISTRY,
+    SETTINGS,
+    TOKENS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,7 @@ def _database_ctx(db: Database) -> Startup:
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks: set[asyncio.Task[None]] = set()
     app[BACKGROUND] = tasks
+    app[IMPORT_SLOTS] = asyncio.Semaphore(app[SETTINGS].max_concurrent_imports)
     yield
     for task in list(tasks):
         task.cancel()

@@ -21,7 +21,7 @@ from . import params
 from .auth import WRITERS, require
 from .cameras import json_response
 from .routes import Param, route
-from .state import BACKGROUND, BOX, JOBS, METRICS, POOL, SETTINGS
+from .state import BACKGROUND, BOX, IMPORT_SLOTS, JOBS, METRICS, POOL, SETTINGS
 
 log = logging.getLogger(__name__)
 _SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".geojson", ".json")
@@ -125,20 +125,21 @@ async def _run(
             await jobs.progress(job_id, fraction, rows)
 
     try:
-        await jobs.started(job_id)
-        report = await import_ledger(
-            app[POOL],
-            app[BOX],
-            actor,
-            path,
-            dry_run=dry_run,
-            partial=partial,
-            crs=crs,
-            chunk_rows=app[SETTINGS].import_chunk_rows,
-            import_id=job_id,
-            on_progress=progress,
-            filename=filename,
-        )
+        async with app[IMPORT_SLOTS]:  # an import takes a core and a connection: queue them
+            await jobs.started(job_id)
+            report = await import_ledger(
+                app[POOL],
+                app[BOX],
+                actor,
+                path,
+                dry_run=dry_run,
+                partial=partial,
+                crs=crs,
+                chunk_rows=app[SETTINGS].import_chunk_rows,
+                import_id=job_id,
+                on_progress=progress,
+                filename=filename,
+            )
         warnings = list(report.warnings)
         if report.errors_truncated:
             warnings.append("only the first bad rows are listed; the file has many more")

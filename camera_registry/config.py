@@ -42,6 +42,9 @@ class Settings(BaseModel):
     max_page_size: int = Field(default=10_000, ge=1, le=100_000)
     default_page_size: int = Field(default=100, ge=1, le=10_000)
     import_chunk_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+    max_concurrent_imports: int = Field(
+        default=1, ge=1, le=16, description="imports running at once; later uploads queue"
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
     @property

@@ -98,10 +98,19 @@ def _date_text(value: dt.date) -> str:
 _BY_TYPE: dict[type, Callable[[Any], str]] = {float: _float_text, int: str, dt.date: _date_text}
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@")
+
+
 def _excel_keeps(value: str) -> str:
-    """Digits Excel would turn into a number, losing digits (国标编码 has 20) or leading zeros,
-    get a leading tab: Excel then keeps the cell as text, and `ledger_read` strips the tab."""
+    """A leading tab makes Excel keep a text cell as text, and `ledger_read` strips it again.
+
+    Two kinds of text need it: digits Excel would turn into a number, losing digits (国标编码
+    has 20) or leading zeros; and text Excel would run as a formula (CSV injection: a camera
+    named "=HYPERLINK(…)" must not become a live link in a planner's spreadsheet).
+    """
     if value.isdigit() and value.isascii() and (len(value) >= 12 or value[0] == "0"):
+        return "\t" + value
+    if value.startswith(_FORMULA_STARTS):
         return "\t" + value
     return value
 
@@ -122,8 +131,9 @@ def csv_rows(
 ) -> bytes:
     """CSV lines ("\\r\\n", as Excel writes them) for the records, UTF-8 without BOM.
 
-    With `excel_text`, text cells of 12 or more digits or with a leading zero start with a
-    tab so that Excel keeps them as text (see `_excel_keeps`).
+    With `excel_text`, text cells of 12 or more digits, with a leading zero, or that Excel
+    would read as a formula start with a tab so that Excel keeps them as text
+    (see `_excel_keeps`).
     """
     _check_fields(fields)
     texts = [i for i, f in enumerate(fields) if BY_NAME[f].kind == "text"] if excel_text else []
@@ -134,8 +144,9 @@ def csv_rows(
             for v in map(record.get, fields)
         ]
         for i in texts:
-            if row[i].isdigit():
-                row[i] = _excel_keeps(row[i])
+            cell = row[i]
+            if cell and (cell[0] in "=+-@" or cell.isdigit()):
+                row[i] = _excel_keeps(cell)
         rows.append(row)
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerows(rows)

@@ -284,3 +284,18 @@ def test_xlsx_refuses_more_rows_than_a_sheet_holds(
     with pytest.raises(IngestError, match="export them as CSV"):
         write_xlsx(tmp_path / "big.xlsx", many(), ["gb_id", "lon", "lat"])
     assert not (tmp_path / "big.xlsx").exists()
+
+
+def test_csv_export_defuses_formulas_and_reimports_the_same_text(tmp_path: Path) -> None:
+    from ingest.ledger_read import open_ledger
+    from ingest.ledger_write import csv_header, csv_rows
+
+    fields = ["gb_id", "name", "level", "lon", "lat"]
+    rec = {"gb_id": "14010500001325000001", "name": '=HYPERLINK("http://x","点我")',
+           "level": 2, "lon": 112.5, "lat": 37.8}  # fmt: skip
+    path = tmp_path / "f.csv"
+    path.write_bytes(csv_header(fields) + csv_rows([rec], fields))
+    assert b"\t=HYPERLINK" in path.read_bytes()
+    with open_ledger(path) as ledger:
+        chunk = next(ledger.chunks())
+    assert chunk.columns["name"] == [rec["name"]]
