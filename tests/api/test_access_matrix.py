@@ -1,0 +1,117 @@
+"""Every route of the OpenAPI spec, with every role, against an in-scope and an out-of-scope
+camera: the status must match the matrix below. A route added without a row here fails."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient
+
+from ..conftest import Tok, camera
+
+ROLES = ("technician", "planner", "commander", "admin")
+SCOPE = "1401"  # 太原市: the tokens' scope
+IN, OUT = "14010500001325900001", "14021100001325900002"  # 太原 / 大同
+# (method, path) -> {role: (status in scope, status out of scope)}; "*" = every role.
+W = ("technician", "admin")  # the roles that may write cameras and import
+
+
+def every(inn: int, out: int) -> dict[str, tuple[int, int]]:
+    return {r: (inn, out) for r in ROLES}
+
+
+def writers(inn: int, out: int, others: int = 403) -> dict[str, tuple[int, int]]:
+    return {r: ((inn, out) if r in W else (others, others)) for r in ROLES}
+
+
+def admins(status: int) -> dict[str, tuple[int, int]]:
+    return {r: ((status, status) if r == "admin" else (403, 403)) for r in ROLES}
+
+
+MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
+    ("GET", "/"): every(200, 200),
+    ("GET", "/healthz"): every(200, 200),
+    ("GET", "/metrics"): every(200, 200),
+    ("GET", "/api/v1/openapi.json"): every(200, 200),
+    ("GET", "/api/v1/cameras"): every(200, 200),
+    ("POST", "/api/v1/cameras"): writers(201, 403),
+    ("GET", "/api/v1/cameras/export"): every(200, 200),
+    ("GET", "/api/v1/cameras/{id}"): every(200, 404),
+    ("PATCH", "/api/v1/cameras/{id}"): writers(200, 404),
+    ("DELETE", "/api/v1/cameras/{id}"): writers(204, 404),
+    ("GET", "/api/v1/regions/{code}/summary"): every(200, 403),
+    ("POST", "/api/v1/tokens"): admins(201),
+    ("GET", "/api/v1/tokens"): admins(200),
+    ("DELETE", "/api/v1/tokens/{id}"): admins(204),
+    ("POST", "/api/v1/imports"): writers(202, 202),
+    ("GET", "/api/v1/imports/{id}"): writers(200, 200),
+    ("GET", "/api/v1/imports/{id}/errors"): writers(200, 200),
+}
+
+
+async def test_every_route_is_in_the_matrix(client: TestClient) -> None:
+    spec = await (await client.get("/api/v1/openapi.json")).json()
+    routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    assert routes == set(MATRIX), "add new routes to MATRIX with their expected statuses"
+
+
+SERIALS = itertools.count(1000)  # a fresh GB ID serial per camera made here
+
+
+async def _fresh_camera(client: TestClient, admin: dict[str, str], gb_id: str, serial: int) -> str:
+    gb = gb_id[:-6] + f"{serial:06d}"
+    lon, lat = (112.56, 37.81) if gb.startswith("1401") else (113.30, 40.08)
+    resp = await client.post(
+        "/api/v1/cameras", json=camera(gb_id=gb, lon=lon, lat=lat), headers=admin
+    )
+    assert resp.status == 201, await resp.text()
+    return str((await resp.json())["id"])
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("where", ["in", "out"])
+@pytest.mark.parametrize(("method", "path"), sorted(MATRIX))
+async def test_route_role_scope_matrix(
+    client: TestClient, auth: Tok, role: str, where: str, method: str, path: str
+) -> None:
+    admin = await auth("admin")
+    h = await auth(role, SCOPE)
+    gb = IN if where == "in" else OUT
+    serial = next(SERIALS)
+    url = path
+    kw: dict[str, Any] = {}
+    if "{id}" in path and "cameras" in path:
+        url = path.replace("{id}", await _fresh_camera(client, admin, gb, serial))
+    if "{code}" in path:
+        url = path.replace("{code}", gb[:4])
+    if path == "/api/v1/tokens/{id}":
+        made = await (await client.post("/api/v1/tokens", json={"role": "planner", "name": "x",
+                                         "region": "1401"}, headers=admin)).json()  # fmt: skip
+        url = path.replace("{id}", made["id"])
+    if path.startswith("/api/v1/imports/{id}"):
+        form = FormData()
+        form.add_field("file", "点位名称,经度,纬度\n", filename="x.csv")
+        job = await client.post(
+            "/api/v1/imports", data=form, headers=await auth("technician", SCOPE)
+        )
+        url = path.replace("{id}", (await job.json())["id"])
+    if method == "POST" and path == "/api/v1/cameras":
+        kw["json"] = camera(gb_id=gb[:-6] + f"{serial:06d}",
+                            **({"lon": 113.30, "lat": 40.08} if where == "out" else {}))  # fmt: skip
+    if method == "PATCH":
+        kw["json"] = {"azimuth": 10}
+        h = {**h, "If-Match": '"1"'}
+    if method == "POST" and path == "/api/v1/tokens":
+        kw["json"] = {"role": "planner", "name": "matrix", "region": "1401"}
+    if method == "POST" and path == "/api/v1/imports":
+        form = FormData()
+        form.add_field("file", "点位名称,经度,纬度\n", filename="m.csv")
+        kw["data"] = form
+    resp = await client.request(method, url, headers=h, **kw)
+    want = MATRIX[(method, path)][role][0 if where == "in" else 1]
+    assert resp.status == want, f"{role} {method} {url}: {await resp.text()}"
+    if resp.status >= 400:
+        assert resp.content_type == "application/problem+json"
