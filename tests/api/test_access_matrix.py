@@ -88,8 +88,13 @@ async def test_route_role_scope_matrix(
     if "{code}" in path:
         url = path.replace("{code}", gb[:4])
     if path == "/api/v1/tokens/{id}":
-        made = await (await client.post("/api/v1/tokens", json={"role": "planner", "name": "x",
-                                         "region": "1401"}, headers=admin)).json()  # fmt: skip
+        made = await (
+            await client.post(
+                "/api/v1/tokens",
+                json={"role": "planner", "name": "x", "region": "1401"},
+                headers=admin,
+            )
+        ).json()
         url = path.replace("{id}", made["id"])
     if path.startswith("/api/v1/imports/{id}"):
         form = FormData()
@@ -99,8 +104,10 @@ async def test_route_role_scope_matrix(
         )
         url = path.replace("{id}", (await job.json())["id"])
     if method == "POST" and path == "/api/v1/cameras":
-        kw["json"] = camera(gb_id=gb[:-6] + f"{serial:06d}",
-                            **({"lon": 113.30, "lat": 40.08} if where == "out" else {}))  # fmt: skip
+        kw["json"] = camera(
+            gb_id=gb[:-6] + f"{serial:06d}",
+            **({"lon": 113.30, "lat": 40.08} if where == "out" else {}),
+        )
     if method == "PATCH":
         kw["json"] = {"azimuth": 10}
         h = {**h, "If-Match": '"1"'}
