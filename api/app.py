@@ -16,7 +16,7 @@ from camera_registry.registry import Registry
 from camera_registry.runtime import open_database
 from camera_registry.tokens import Tokens
 
-from . import cameras, export, imports, index, system, tokens  # noqa: F401 - they register routes
+from . import audit, cameras, export, imports, index, system, tokens  # noqa: F401 - routes
 from .auth import auth_middleware
 from .metrics import Metrics, metrics_middleware
 from .problems import problem_middleware

@@ -47,3 +47,52 @@ async def record(
         scrub(after),
         detail,
     )
+
+
+async def query(
+    pool: asyncpg.Pool,
+    actor: Actor,
+    *,
+    who: str | None = None,
+    camera_id: Any = None,
+    action: str | None = None,
+    since: Any = None,
+    until: Any = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Newest first; `before_id` is the cursor. A scoped admin sees its region's records."""
+    where, args = ["TRUE"], []
+
+    def add(sql: str, value: Any) -> None:
+        args.append(value)
+        where.append(sql.format(f"${len(args)}"))
+
+    if actor.scope is not None:
+        add("region_code LIKE {}", actor.scope + "%")
+    if who:
+        add("actor = {}", who)
+    if camera_id is not None:
+        add("camera_id = {}", camera_id)
+    if action:
+        add("action = {}", action)
+    if since is not None:
+        add("at >= {}", since)
+    if until is not None:
+        add("at < {}", until)
+    if before_id is not None:
+        add("id < {}", before_id)
+    args.append(limit)
+    rows = await pool.fetch(
+        f"""SELECT id, at, actor, token_id, action, camera_id, region_code, remote_addr,
+                   before, after, detail
+            FROM audit_log WHERE {" AND ".join(where)} ORDER BY id DESC LIMIT ${len(args)}""",
+        *args,
+    )
+    return [
+        {
+            k: (str(v) if k in ("token_id", "camera_id") and v is not None else v)
+            for k, v in r.items()
+        }
+        for r in rows
+    ]

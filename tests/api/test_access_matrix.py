@@ -46,6 +46,7 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("POST", "/api/v1/tokens"): admins(201),
     ("GET", "/api/v1/tokens"): admins(200),
     ("DELETE", "/api/v1/tokens/{id}"): admins(204),
+    ("GET", "/api/v1/audit"): admins(200),
     ("POST", "/api/v1/imports"): writers(202, 202),
     ("GET", "/api/v1/imports/{id}"): writers(200, 200),
     ("GET", "/api/v1/imports/{id}/errors"): writers(200, 200),

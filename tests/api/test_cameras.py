@@ -242,3 +242,37 @@ async def test_every_change_is_audited_without_secrets(client: TestClient, auth:
         await pool.execute("UPDATE audit_log SET actor = 'x'")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await pool.execute("DELETE FROM audit_log")
+
+
+async def test_admins_read_the_audit_trail_filtered_paged_and_as_csv(
+    client: TestClient, auth: Tok
+) -> None:
+    h = await auth("technician")
+    created = await (
+        await client.post("/api/v1/cameras", json=camera(gb_id="14010500001320000701"), headers=h)
+    ).json()
+    url = f"/api/v1/cameras/{created['id']}"
+    for v in (1, 2):
+        await client.patch(url, json={"azimuth": 10 * v}, headers={**h, "If-Match": f'"{v}"'})
+    admin = await auth("admin")
+    page = await (
+        await client.get(f"/api/v1/audit?camera={created['id']}&limit=2", headers=admin)
+    ).json()
+    assert [r["action"] for r in page["items"]] == ["camera.update", "camera.update"]
+    assert page["items"][0]["after"]["azimuth"] == 20
+    rest = await (
+        await client.get(
+            f"/api/v1/audit?camera={created['id']}&cursor={page['next_cursor']}", headers=admin
+        )
+    ).json()
+    assert [r["action"] for r in rest["items"]] == ["camera.create"]
+    only = await (
+        await client.get("/api/v1/audit?action=camera.create&limit=1000", headers=admin)
+    ).json()
+    assert {r["action"] for r in only["items"]} == {"camera.create"}
+    resp = await client.get(f"/api/v1/audit?camera={created['id']}&format=csv", headers=admin)
+    text = await resp.text()
+    assert resp.content_type == "text/csv"
+    assert text.lstrip("\ufeff").startswith("id,at,actor") and text.count("camera.update") == 2
+    assert (await client.get("/api/v1/audit?from=yesterday", headers=admin)).status == 400
+    assert (await client.get("/api/v1/audit", headers=h)).status == 403
