@@ -40,6 +40,8 @@ async def _serve(args: argparse.Namespace) -> int:
     from .embedded import ServeLock
 
     settings = _settings(args, http_host=args.host, http_port=args.port)
+    if not args.verbose:
+        logging.getLogger().setLevel(settings.log_level)
     lock = ServeLock(settings.data_dir)
     lock.acquire()
     token_box: dict[str, str] = {}

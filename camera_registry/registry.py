@@ -12,7 +12,7 @@ import binascii
 import datetime as dt
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +175,9 @@ class Registry:
         nxt = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
         return [camera_out(r) for r in rows[:limit]], nxt
 
-    async def iterate(self, actor: Actor, f: CameraFilter, batch: int = 5000) -> Any:
+    async def iterate(
+        self, actor: Actor, f: CameraFilter, batch: int = 5000
+    ) -> AsyncIterator[dict[str, Any]]:
         """Every matching camera, streamed from a server-side cursor (for exports)."""
         w = _where(actor, f)
         if w is None:
