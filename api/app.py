@@ -14,9 +14,10 @@ from camera_registry.config import Settings
 from camera_registry.jobs import ImportJobs
 from camera_registry.registry import Registry
 from camera_registry.runtime import open_database
+from camera_registry.streams import StreamLinks
 from camera_registry.tokens import Tokens
 
-from . import audit, cameras, export, imports, index, system, tokens  # noqa: F401 - routes
+from . import audit, cameras, export, imports, index, streams, system, tokens  # noqa: F401
 from .auth import auth_middleware
 from .metrics import Metrics, metrics_middleware
 from .problems import problem_middleware
@@ -30,6 +31,7 @@ from .state import (
     POOL,
     REGISTRY,
     SETTINGS,
+    STREAMS,
     TOKENS,
 )
 
@@ -54,6 +56,7 @@ def _database_ctx(db: Database) -> Startup:
             app[REGISTRY] = Registry(opened.pool, opened.box)
             app[TOKENS] = Tokens(opened.pool)
             app[JOBS] = ImportJobs(opened.pool)
+            app[STREAMS] = StreamLinks(opened.pool, opened.box, app[SETTINGS])
             yield
 
     return ctx

@@ -16,15 +16,22 @@ from .state import TOKENS
 
 ACTOR = web.RequestKey("actor", Actor)
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/metrics", "/api/v1/openapi.json"})
+# Media relays authenticate with their own secret, checked by those handlers.
+RELAY_PREFIXES = ("/api/v1/hooks/", "/api/v1/relay/")
 
 READERS = (Role.TECHNICIAN, Role.PLANNER, Role.COMMANDER, Role.ADMIN)
 WRITERS = (Role.TECHNICIAN, Role.ADMIN)
 ADMINS = (Role.ADMIN,)
+STREAMERS = (Role.COMMANDER, Role.ADMIN)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS or not request.path.startswith("/api/"):
+    if (
+        request.path in PUBLIC_PATHS
+        or not request.path.startswith("/api/")
+        or request.path.startswith(RELAY_PREFIXES)
+    ):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")

@@ -25,9 +25,14 @@ FILTERS = (
 ID = Param("id", "path", "camera UUID", required=True)
 
 
-def json_response(data: Any, status: int = 200, **headers: str) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None, **more: str
+) -> web.Response:
     return web.Response(
-        text=dumps(data), status=status, content_type="application/json", headers=headers
+        text=dumps(data),
+        status=status,
+        content_type="application/json",
+        headers={**(headers or {}), **more},
     )
 
 

@@ -11,6 +11,7 @@ from camera_registry.config import Settings
 from camera_registry.crypto import CredentialBox
 from camera_registry.jobs import ImportJobs
 from camera_registry.registry import Registry
+from camera_registry.streams import StreamLinks
 from camera_registry.tokens import Tokens
 
 from .metrics import Metrics
@@ -24,3 +25,4 @@ JOBS = web.AppKey("jobs", ImportJobs)
 METRICS = web.AppKey("metrics", Metrics)
 BACKGROUND = web.AppKey("background", set[asyncio.Task[None]])
 IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
+STREAMS = web.AppKey("streams", StreamLinks)

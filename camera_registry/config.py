@@ -11,13 +11,33 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
 
 ENV_PREFIX = "CAMREG_"
+_ROLES = frozenset({"technician", "planner", "commander", "admin"})
+
+
+PROTOCOLS = ("rtsp", "hls", "flv", "webrtc", "rtmp")
+Protocol = Literal["rtsp", "hls", "flv", "webrtc", "rtmp"]
+
+
+class Relay(BaseModel):
+    """A media server (ZLMediaKit / MediaMTX style) that pulls cameras and serves players.
+
+    `urls` are player URL templates per protocol, with `{stream_key}` and `{sign}` (and
+    optionally `{expires}`), e.g. `http://relay:8080/live/{stream_key}.flv?sign={sign}`.
+    The relay authenticates to us (source lookups, play hooks) with `secret`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, max_length=64)
+    regions: tuple[str, ...] = Field(default=(), description="region-code prefixes; () = all")
+    urls: dict[Protocol, str]
+    secret: SecretStr = Field(min_length=16)
 
 
 class Settings(BaseModel):
@@ -46,6 +66,35 @@ class Settings(BaseModel):
         default=1, ge=1, le=16, description="imports running at once; later uploads queue"
     )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    link_ttl_s: int = Field(default=300, ge=10, le=86_400, description="stream link lifetime")
+    link_ttl_by_role: dict[str, int] = Field(default_factory=dict)
+    link_secret: SecretStr | None = Field(
+        default=None, description="HMAC key for stream links; else derived from the secret key"
+    )
+    relays: tuple[Relay, ...] = ()
+    allow_direct_credentials: tuple[str, ...] = Field(
+        default=(), description="roles whose direct RTSP links carry the camera's credentials"
+    )
+
+    @field_validator("allow_direct_credentials")
+    @classmethod
+    def _roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(value) - _ROLES
+        if unknown:
+            raise ValueError(f"unknown roles {sorted(unknown)}; use {sorted(_ROLES)}")
+        return value
+
+    @field_validator("link_ttl_by_role")
+    @classmethod
+    def _role_ttls(cls, value: dict[str, int]) -> dict[str, int]:
+        cls._roles(tuple(value))
+        bad = {k: v for k, v in value.items() if not 10 <= v <= 86_400}
+        if bad:
+            raise ValueError(f"link lifetimes must be 10-86400 s, not {bad}")
+        return value
+
+    def link_ttl(self, role: str) -> int:
+        return self.link_ttl_by_role.get(role, self.link_ttl_s)
 
     @property
     def pg_dir(self) -> Path:

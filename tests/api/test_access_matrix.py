@@ -27,6 +27,10 @@ def writers(inn: int, out: int, others: int = 403) -> dict[str, tuple[int, int]]
     return {r: ((inn, out) if r in W else (others, others)) for r in ROLES}
 
 
+def streamers(inn: int, out: int) -> dict[str, tuple[int, int]]:
+    return {r: ((inn, out) if r in ("commander", "admin") else (403, 403)) for r in ROLES}
+
+
 def admins(status: int) -> dict[str, tuple[int, int]]:
     return {r: ((status, status) if r == "admin" else (403, 403)) for r in ROLES}
 
@@ -47,6 +51,11 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("GET", "/api/v1/tokens"): admins(200),
     ("DELETE", "/api/v1/tokens/{id}"): admins(204),
     ("GET", "/api/v1/audit"): admins(200),
+    ("GET", "/api/v1/cameras/{id}/stream"): streamers(200, 404),
+    ("POST", "/api/v1/streams"): streamers(200, 200),
+    ("POST", "/api/v1/hooks/zlm/on_play"): every(401, 401),  # players are not relays
+    ("POST", "/api/v1/hooks/mediamtx/auth"): every(401, 401),
+    ("GET", "/api/v1/relay/{stream_key}/source"): every(401, 401),
     ("POST", "/api/v1/imports"): writers(202, 202),
     ("GET", "/api/v1/imports/{id}"): writers(200, 200),
     ("GET", "/api/v1/imports/{id}/errors"): writers(200, 200),
@@ -65,9 +74,8 @@ SERIALS = itertools.count(1000)  # a fresh GB ID serial per camera made here
 async def _fresh_camera(client: TestClient, admin: dict[str, str], gb_id: str, serial: int) -> str:
     gb = gb_id[:-6] + f"{serial:06d}"
     lon, lat = (112.56, 37.81) if gb.startswith("1401") else (113.30, 40.08)
-    resp = await client.post(
-        "/api/v1/cameras", json=camera(gb_id=gb, lon=lon, lat=lat), headers=admin
-    )
+    body = camera(gb_id=gb, lon=lon, lat=lat, streams={"main": "rtsp://10.9.9.9:554/h264"})
+    resp = await client.post("/api/v1/cameras", json=body, headers=admin)
     assert resp.status == 201, await resp.text()
     return str((await resp.json())["id"])
 
@@ -112,6 +120,12 @@ async def test_route_role_scope_matrix(
     if method == "PATCH":
         kw["json"] = {"azimuth": 10}
         h = {**h, "If-Match": '"1"'}
+    if path == "/api/v1/relay/{stream_key}/source":
+        url = path.replace("{stream_key}", gb + "_main")
+    if method == "POST" and path == "/api/v1/streams":
+        kw["json"] = {"camera_ids": [await _fresh_camera(client, admin, gb, next(SERIALS))]}
+    if method == "POST" and "/hooks/" in path:
+        kw["json"] = {"stream": gb + "_main", "params": "sign=x", "action": "read"}
     if method == "POST" and path == "/api/v1/tokens":
         kw["json"] = {"role": "planner", "name": "matrix", "region": "1401"}
     if method == "POST" and path == "/api/v1/imports":
