@@ -21,12 +21,14 @@ from . import audit, cameras, export, imports, index, streams, system, tokens  #
 from .auth import auth_middleware
 from .metrics import Metrics, metrics_middleware
 from .problems import problem_middleware
+from .ratelimit import RateLimiter
 from .routes import add_routes
 from .state import (
     BACKGROUND,
     BOX,
     IMPORT_SLOTS,
     JOBS,
+    LIMITER,
     METRICS,
     POOL,
     REGISTRY,
@@ -84,6 +86,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[LIMITER] = RateLimiter()
     app.cleanup_ctx.append(_database_ctx(db or Database()))
     app.cleanup_ctx.append(_background_ctx)
     app.cleanup_ctx.extend(extra_startup)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from camera_registry.actor import Actor, Role
-from camera_registry.errors import Forbidden, Unauthorized
+from camera_registry.errors import Forbidden, TooManyRequests, Unauthorized
 
 from .problems import Handler
-from .state import TOKENS
+from .ratelimit import RateLimiter
+from .state import LIMITER, TOKENS
 
 ACTOR = web.RequestKey("actor", Actor)
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/metrics", "/api/v1/openapi.json"})
@@ -40,7 +41,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "send an API token as 'Authorization: Bearer <token>' "
             "(create one with `camreg token create --role ROLE`)"
         )
-    request[ACTOR] = await request.app[TOKENS].authenticate(secret.strip(), request.remote)
+    actor = await request.app[TOKENS].authenticate(secret.strip(), request.remote)
+    if actor.rate_limit is not None and actor.token_id is not None:
+        wait = request.app[LIMITER].take(actor.token_id, actor.rate_limit)
+        if wait > 0:
+            raise TooManyRequests(
+                f"token {actor.name} is limited to {actor.rate_limit} requests a minute; "
+                f"retry in {RateLimiter.retry_after(wait)} s",
+                retry_after=RateLimiter.retry_after(wait),
+            )
+    request[ACTOR] = actor
     return await handler(request)
 
 

@@ -87,6 +87,7 @@ class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     region: str | None = Field(default=None, description="region-code prefix scope, e.g. 1401")
     expires_at: dt.datetime | None = None
+    rate_limit_per_min: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 def _field_errors(exc: ValidationError) -> list[FieldError]:

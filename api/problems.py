@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from camera_registry.errors import FieldError, RegistryError
+from camera_registry.errors import FieldError, RegistryError, TooManyRequests
 from ingest.errors import IngestError
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         resp = problem(exc.status, exc.title, exc.detail, exc.errors)
         if exc.status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="camreg"'
+        if isinstance(exc, TooManyRequests):
+            resp.headers["Retry-After"] = exc.retry_after
         return resp
     except IngestError as exc:
         return problem(422, "Unreadable ledger", str(exc))

@@ -15,6 +15,7 @@ from camera_registry.streams import StreamLinks
 from camera_registry.tokens import Tokens
 
 from .metrics import Metrics
+from .ratelimit import RateLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -26,3 +27,4 @@ METRICS = web.AppKey("metrics", Metrics)
 BACKGROUND = web.AppKey("background", set[asyncio.Task[None]])
 IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
 STREAMS = web.AppKey("streams", StreamLinks)
+LIMITER = web.AppKey("limiter", RateLimiter)

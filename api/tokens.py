@@ -24,7 +24,12 @@ async def create_token(request: web.Request) -> web.Response:
     actor = require(request, ADMINS)
     body = await parse_body(request, TokenCreate)
     rec, secret = await request.app[TOKENS].create(
-        actor, role=body.role, name=body.name, region=body.region, expires_at=body.expires_at
+        actor,
+        role=body.role,
+        name=body.name,
+        region=body.region,
+        expires_at=body.expires_at,
+        rate_limit_per_min=body.rate_limit_per_min,
     )
     return json_response({**rec, "token": secret}, 201)
 

@@ -25,6 +25,7 @@ class Actor:
     token_id: str | None = None
     scope: str | None = None  # region-code prefix, e.g. "1401"; None = whole deployment
     remote_addr: str | None = None
+    rate_limit: int | None = None  # requests per minute for this token; None = unlimited
 
     def covers(self, region_code: str) -> bool:
         return self.scope is None or region_code.startswith(self.scope)

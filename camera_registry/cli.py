@@ -167,6 +167,7 @@ async def _token(args: argparse.Namespace) -> int:
                 name=args.name or f"{args.role} token",
                 region=args.region,
                 expires_at=expires,
+                rate_limit_per_min=args.rate_limit,
             )
             print(f"token id {rec['id']} ({rec['role']}, scope {rec['region_prefix'] or 'all'})")
             print(secret)
@@ -230,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--region", help="region-code prefix scope, e.g. 1401")
     tc.add_argument("--name")
     tc.add_argument("--expires-days", type=float)
+    tc.add_argument("--rate-limit", type=int, help="requests per minute (default unlimited)")
     tsub.add_parser("list")
     tr = tsub.add_parser("revoke")
     tr.add_argument("id")

@@ -63,6 +63,15 @@ class Unauthorized(RegistryError):
     title = "Unauthorized"
 
 
+class TooManyRequests(RegistryError):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: str) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class DuplicateCamera(RegistryError):
     status = 409
     title = "Duplicate camera"

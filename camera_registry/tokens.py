@@ -15,7 +15,8 @@ from .errors import BadRequest, FieldError, NotFound, Unauthorized
 from .gbid import region_code_problem
 
 _COLUMNS = (
-    "id, name, role, region_prefix, created_at, created_by, expires_at, revoked_at, last_used_at"
+    "id, name, role, region_prefix, created_at, created_by, expires_at, revoked_at, "
+    "last_used_at, rate_limit_per_min"
 )
 
 
@@ -50,6 +51,7 @@ class Tokens:
         name: str,
         region: str | None = None,
         expires_at: dt.datetime | None = None,
+        rate_limit_per_min: int | None = None,
     ) -> tuple[dict[str, Any], str]:
         """A new token's record and its secret (which is not stored and cannot be shown again)."""
         region = check_scope(region)
@@ -62,14 +64,15 @@ class Tokens:
         async with self.pool.acquire() as conn, conn.transaction():
             rec = await conn.fetchrow(
                 f"""INSERT INTO api_tokens (name, role, region_prefix, secret_hash, created_by,
-                                            expires_at)
-                    VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}""",
+                                            expires_at, rate_limit_per_min)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_COLUMNS}""",
                 name,
                 role.value,
                 region,
                 digest,
                 actor.name,
                 expires_at,
+                rate_limit_per_min,
             )
             assert rec is not None
             out = _out(rec)
@@ -108,7 +111,7 @@ class Tokens:
             )
         digest = token_digest(secret)
         rec = await self.pool.fetchrow(
-            """SELECT id, name, role, region_prefix, secret_hash,
+            """SELECT id, name, role, region_prefix, secret_hash, rate_limit_per_min,
                       last_used_at IS NULL OR last_used_at < now() - interval '1 minute' AS stale
                FROM api_tokens
                WHERE secret_hash = $1 AND revoked_at IS NULL
@@ -127,4 +130,5 @@ class Tokens:
             token_id=str(rec["id"]),
             scope=rec["region_prefix"],
             remote_addr=remote_addr,
+            rate_limit=rec["rate_limit_per_min"],
         )

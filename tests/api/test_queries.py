@@ -237,3 +237,30 @@ async def test_unknown_route_is_a_problem(client: TestClient) -> None:
     resp = await client.get("/api/v1/nowhere", headers={"Authorization": "Bearer crt_x"})
     assert resp.status in (401, 404)
     assert resp.content_type == "application/problem+json"
+
+
+async def test_token_rate_limit_answers_429_with_retry_after(client: TestClient, auth: Tok) -> None:
+    admin = await auth("admin")
+    made = await (
+        await client.post(
+            "/api/v1/tokens",
+            json={"role": "planner", "name": "limited", "rate_limit_per_min": 3},
+            headers=admin,
+        )
+    ).json()
+    assert made["rate_limit_per_min"] == 3
+    h = {"Authorization": f"Bearer {made['token']}"}
+    statuses = [(await client.get("/api/v1/cameras?limit=1", headers=h)).status for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    resp = await client.get("/api/v1/cameras?limit=1", headers=h)
+    assert resp.status == 429 and 1 <= int(resp.headers["Retry-After"]) <= 20
+    assert (await client.get("/api/v1/cameras?limit=1", headers=admin)).status == 200
+
+
+def test_token_bucket_refills_at_the_configured_rate() -> None:
+    from api.ratelimit import RateLimiter
+
+    lim = RateLimiter()
+    assert [lim.take("t", 60, now=0.0) for _ in range(60)] == [0.0] * 60
+    assert lim.take("t", 60, now=0.0) == 1.0
+    assert lim.take("t", 60, now=1.0) == 0.0  # one per second comes back
