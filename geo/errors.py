@@ -13,3 +13,7 @@ class GeoError(Exception):
 
 class UnknownCRS(GeoError):
     """A coordinate-system name we cannot map, so converting would silently misplace points."""
+
+
+class InvalidZone(GeoError):
+    """A zone polygon we refuse to measure, because any answer would describe another area."""
