@@ -1,6 +1,7 @@
 """A small closed-loop HTTP load generator, run as its own process so it does not share the
 server's GIL. Reads a JSON job on stdin: {"urls": [...], "headers": {...}, "concurrency": n};
-prints {"latencies": [...seconds...], "elapsed": s, "statuses": {...}, "bytes": n}."""
+prints {"latencies": [...seconds...], "elapsed": s, "statuses": {...}, "bytes": n}.
+A "url" may be an object {"method", "url", "json"} for other methods."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ import json
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 import aiohttp
 
 
 async def main() -> None:
     job = json.load(sys.stdin)
-    urls: list[str] = job["urls"]
+    urls: list[Any] = job["urls"]  # "url" for a GET, or {"method", "url", "json"}
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     total_bytes = 0
-    queue: asyncio.Queue[str] = asyncio.Queue()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
     for u in urls:
         queue.put_nowait(u)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -31,9 +33,13 @@ async def main() -> None:
         async def worker() -> None:
             nonlocal total_bytes
             while not queue.empty():
-                url = queue.get_nowait()
+                item = queue.get_nowait()
                 t = time.perf_counter()
-                async with s.get(url) as resp:
+                if isinstance(item, str):
+                    req = s.get(item)
+                else:
+                    req = s.request(item["method"], item["url"], json=item.get("json"))
+                async with req as resp:
                     body = await resp.read()
                 latencies.append(time.perf_counter() - t)
                 statuses[resp.status] += 1
