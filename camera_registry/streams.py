@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -54,8 +55,9 @@ class LinkClaims:
 
 
 class LinkSigner:
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, clock: Callable[[], float] = time.time) -> None:
         self._key = key
+        self.clock = clock  # the wall clock; a seam so tests can step past an expiry
 
     def __repr__(self) -> str:
         return "LinkSigner(<key>)"
@@ -79,7 +81,7 @@ class LinkSigner:
             claims = LinkClaims(cam, profile, protocol, token_id, int(expires))
         except ValueError:
             raise Unauthorized("the link's sign is malformed") from None
-        if (time.time() if now is None else now) >= claims.expires:
+        if (self.clock() if now is None else now) >= claims.expires:
             raise Unauthorized("the link has expired; ask for a new one")
         return claims
 
@@ -156,7 +158,7 @@ class StreamLinks:
         async with self.pool.acquire() as conn, conn.transaction():
             if relay is not None:
                 ttl = self.settings.link_ttl(actor.role.value)
-                expires = int(time.time()) + ttl
+                expires = int(self.signer.clock()) + ttl
                 claims = LinkClaims(
                     str(cam["id"]), profile, protocol, actor.token_id or "", expires
                 )

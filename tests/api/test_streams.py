@@ -185,6 +185,8 @@ async def test_tampered_expired_foreign_and_out_of_scope_links_are_refused_by_bo
     )
     body = await resp.json()
     assert resp.status == 401 and "scope" in body["reason"]
+    _, verdict = await zlm(client, f"{other['gb_id']}_main", outside)
+    assert verdict["code"] != 0 and "scope" in verdict["msg"]
     # The Taiyuan relay does not serve Datong, even with a genuine province-wide link.
     wide = await auth("commander")
     link = await (
@@ -192,6 +194,34 @@ async def test_tampered_expired_foreign_and_out_of_scope_links_are_refused_by_bo
     ).json()
     _, verdict = await zlm(client, f"{other['gb_id']}_main", sign_of(link["url"]))
     assert verdict["code"] != 0 and "does not serve" in verdict["msg"]
+
+
+async def test_a_link_replayed_after_expiry_is_refused_by_both_hooks(
+    client: TestClient, auth: Tok, cams: dict[str, Any]
+) -> None:
+    cam = cams["taiyuan"]
+    h = await auth("commander", "1401")
+    link = await (
+        await client.get(f"/api/v1/cameras/{cam['id']}/stream?protocol=flv", headers=h)
+    ).json()
+    sign, key = sign_of(link["url"]), f"{cam['gb_id']}_main"
+    assert (await zlm(client, key, sign))[1]["code"] == 0
+    signer = client.app[STREAMS].signer
+    real = signer.clock
+    expires = signer.verify(sign).expires
+    try:
+        signer.clock = lambda: expires - 0.001  # the last instant it is valid
+        assert (await zlm(client, key, sign))[1]["code"] == 0
+        signer.clock = lambda: float(expires)  # the instant it expires, and later
+        verdict = (await zlm(client, key, sign))[1]
+        assert verdict["code"] != 0 and "expired" in verdict["msg"]
+        resp = await client.post(
+            f"/api/v1/hooks/mediamtx/auth?secret={MTX_SECRET}",
+            json={"action": "read", "path": f"live/{key}", "query": f"sign={sign}"},
+        )
+        assert resp.status == 401
+    finally:
+        signer.clock = real
 
 
 async def test_clock_edges_of_link_expiry(client: TestClient) -> None:
