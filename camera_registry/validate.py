@@ -347,20 +347,25 @@ def _coordinates(
             "lon",
             "一类/二类 points need WGS-84 经度/lon and 纬度/lat (GB/T 28181)",
         )
-    # CRS per row (ledger column) or the caller's default; converted to WGS-84 below.
-    crs = np.full(ck.n, default_crs, dtype=object)
+    # CRS per row (ledger column) or the caller's default; converted to WGS-84 below. A ledger
+    # nearly always has one system throughout: then it is one name, not a per-row array.
+    crs: str | NDArray[np.object_] = default_crs
     if "crs" in cols:
-        raw = np.array(
-            [v.strip() if isinstance(v, str) and v.strip() else default_crs for v in cols["crs"]],
-            dtype=object,
-        )
-        for name in set(raw.tolist()):
-            sel = raw == name
+        names = set(cols["crs"])
+        known: dict[Any, str] = {}
+        for name in names:
+            text = name.strip() if isinstance(name, str) else ""
             try:
-                crs[sel] = normalise_crs(name)
+                known[name] = normalise_crs(text) if text else default_crs
             except UnknownCRS as exc:
-                ck.fail(np.flatnonzero(sel & both), "crs", f"坐标系/crs: {exc}")
-                crs[sel] = default_crs
+                known[name] = default_crs
+                bad = [i for i, v in enumerate(cols["crs"]) if v == name and both[i]]
+                ck.fail(bad, "crs", f"坐标系/crs: {exc}")
+        systems = set(known.values())
+        if len(systems) == 1:
+            crs = systems.pop()
+        else:
+            crs = np.array([known[v] for v in cols["crs"]], dtype=object)
     with np.errstate(invalid="ignore"):
         swapped = both & looks_swapped(lon, lat)
         out_of_range = both & ~swapped & ((np.abs(lon) > 180) | (np.abs(lat) > 90))
@@ -381,7 +386,9 @@ def _coordinates(
     wlon, wlat = lon.copy(), lat.copy()
     if ok.any():
         idx = np.flatnonzero(ok)
-        wlon[idx], wlat[idx] = to_wgs84(lon[idx], lat[idx], crs[idx])
+        systems_of = crs if isinstance(crs, str) else crs[idx]
+        if not (isinstance(systems_of, str) and systems_of == "wgs84"):
+            wlon[idx], wlat[idx] = to_wgs84(lon[idx], lat[idx], systems_of)
         outside = ok & ~in_china_bbox(wlon, wlat)
         if outside.any():
             ck.fail(
