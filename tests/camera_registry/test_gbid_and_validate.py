@@ -111,3 +111,21 @@ def test_credentials_are_sealed_and_equal_pairs_share_one_seal() -> None:
     sealed = batch.cols["credentials"]
     assert sealed[0] == sealed[1] and b"pw" not in sealed[0]
     assert BOX.open(sealed[0]) == ("admin", "pw")
+
+
+def test_mixed_crs_column_converts_each_row_by_its_own_system() -> None:
+    from geo.crs import wgs84_to_gcj02
+
+    glon, glat = (float(v) for v in wgs84_to_gcj02(112.6, 37.9))
+    cols = {
+        "gb_id": ["14010500001320000001", "14010500001320000002", "14010500001320000003"],
+        "name": ["a", "b", "c"],
+        "level": ["3", "3", "3"],
+        "lon": ["112.6", str(glon), "112.6"],
+        "lat": ["37.9", str(glat), "37.9"],
+        "crs": ["WGS84", "高德", "火星文"],
+    }
+    batch, errors = validate_columns(cols, [2, 3, 4], box=BOX)
+    assert [(e.row, e.field) for e in errors] == [(4, "crs")]
+    assert batch.cols["lon"] == pytest.approx([112.6, 112.6], abs=1e-6)
+    assert batch.cols["lat"] == pytest.approx([37.9, 37.9], abs=1e-6)
