@@ -27,3 +27,17 @@ class InvalidFrames(HealthError, ValueError):
 
 class InvalidThresholds(HealthError, ValueError):
     """Diagnosis thresholds that cannot work (e.g. a frozen run shorter than two frames)."""
+
+
+class InvalidPolicy(HealthError, ValueError):
+    """A status policy that cannot work (a streak of zero probes, a flap share outside (0, 1])."""
+
+
+class InvalidHistory(HealthError, ValueError):
+    """A probe or transition history that contradicts itself (time running backwards, a
+    transition leaving a status the camera was not in, an unknown status or outcome)."""
+
+
+class InvalidKpiInput(HealthError, ValueError):
+    """KPI inputs that do not describe one camera per row (length mismatch, unknown status,
+    region codes shorter than the requested prefix, impossible online seconds)."""
