@@ -36,3 +36,11 @@ class LedgerFormatError(IngestError):
         self.file = file
         self.line = line
         self.where = where
+
+
+class MalformedXml(IngestError):
+    """XML from a peer was refused: too large, not XML, not well-formed, or it declares a DTD.
+
+    The message is a short reason meant for logs and counters; it never quotes the input, which
+    a hostile peer controls.
+    """
