@@ -16,8 +16,19 @@ from camera_registry.registry import Registry
 from camera_registry.runtime import open_database
 from camera_registry.streams import StreamLinks
 from camera_registry.tokens import Tokens
+from health.worker import Worker
 
-from . import audit, cameras, export, imports, index, streams, system, tokens  # noqa: F401
+from . import (  # noqa: F401 - each module registers its routes
+    audit,
+    cameras,
+    export,
+    health,
+    imports,
+    index,
+    streams,
+    system,
+    tokens,
+)
 from .auth import auth_middleware
 from .metrics import Metrics, metrics_middleware
 from .problems import problem_middleware
@@ -35,6 +46,7 @@ from .state import (
     SETTINGS,
     STREAMS,
     TOKENS,
+    WORKER,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +71,7 @@ def _database_ctx(db: Database) -> Startup:
             app[TOKENS] = Tokens(opened.pool)
             app[JOBS] = ImportJobs(opened.pool)
             app[STREAMS] = StreamLinks(opened.pool, opened.box, app[SETTINGS])
+            app[WORKER] = Worker(opened.pool, opened.box)
             yield
 
     return ctx
@@ -76,8 +89,23 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The in-process probe scheduler of `camreg serve` (off with --no-health)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(app[WORKER].run(stop), name="health-worker")
+    yield
+    stop.set()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(
-    settings: Settings, db: Database | None = None, extra_startup: tuple[Startup, ...] = ()
+    settings: Settings,
+    db: Database | None = None,
+    extra_startup: tuple[Startup, ...] = (),
+    *,
+    run_health: bool = False,
 ) -> web.Application:
     metrics = Metrics()
     app = web.Application(
@@ -89,6 +117,8 @@ def create_app(
     app[LIMITER] = RateLimiter()
     app.cleanup_ctx.append(_database_ctx(db or Database()))
     app.cleanup_ctx.append(_background_ctx)
+    if run_health:
+        app.cleanup_ctx.append(_health_ctx)
     app.cleanup_ctx.extend(extra_startup)
     add_routes(app)
     return app

@@ -13,6 +13,7 @@ from camera_registry.jobs import ImportJobs
 from camera_registry.registry import Registry
 from camera_registry.streams import StreamLinks
 from camera_registry.tokens import Tokens
+from health.worker import Worker
 
 from .metrics import Metrics
 from .ratelimit import RateLimiter
@@ -28,3 +29,4 @@ BACKGROUND = web.AppKey("background", set[asyncio.Task[None]])
 IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
 STREAMS = web.AppKey("streams", StreamLinks)
 LIMITER = web.AppKey("limiter", RateLimiter)
+WORKER = web.AppKey("worker", Worker)

@@ -55,7 +55,9 @@ async def _serve(args: argparse.Namespace) -> int:
         )
         yield
 
-    app = create_app(settings, extra_startup=(bootstrap,))
+    app = create_app(
+        settings, extra_startup=(bootstrap,), run_health=not (args.no_health or args.demo)
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,6 +74,12 @@ async def _serve(args: argparse.Namespace) -> int:
             f"admin token: {token_box['admin']}  (also in {settings.data_dir / 'admin.token'})",
             flush=True,
         )
+        if args.demo:
+            print(
+                "stream probes are off for the demo (its cameras do not exist); "
+                "`camreg worker` probes real ones",
+                flush=True,
+            )
         print("press Ctrl-C to stop (the embedded database stops too)", flush=True)
         await stop.wait()
         print("stopping…", flush=True)
@@ -214,6 +222,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="listen address (CAMREG_HTTP_HOST, default 127.0.0.1)")
     s.add_argument("--port", type=int, help="listen port (CAMREG_HTTP_PORT, default 8080)")
     s.add_argument("--demo", action="store_true", help="load demo cameras into an empty registry")
+    s.add_argument(
+        "--no-health",
+        action="store_true",
+        help="do not run the probe scheduler (also off with --demo: demo cameras do not exist)",
+    )
+
+    w = sub.add_parser("worker", help="run a stream-health probe worker (run many, anywhere)")
+    w.add_argument("--concurrency", type=int, default=200, help="probes in flight")
+    w.add_argument("--per-host", type=int, default=4, help="sessions per device host")
 
     i = sub.add_parser("import", help="import a camera ledger (CSV, XLSX, GeoJSON)")
     i.add_argument("file")
@@ -244,7 +261,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"serve": _serve, "import": _import, "token": _token, "migrate": _migrate, "demo": _demo}
+async def _worker(args: argparse.Namespace) -> int:
+    from health.worker import Worker, WorkerConfig
+
+    settings = _settings(args)
+    if not args.verbose:
+        logging.getLogger().setLevel(settings.log_level)
+    cfg = WorkerConfig(concurrency=args.concurrency, per_host=args.per_host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_database(settings) as db:
+        worker = Worker(db.pool, db.box, cfg)
+        print(f"health worker {worker.owner} leasing probes; Ctrl-C stops", flush=True)
+        await worker.run(stop)
+        print(f"stopped after {worker.probed} probes", flush=True)
+    return 0
+
+
+COMMANDS = {
+    "worker": _worker,
+    "serve": _serve,
+    "import": _import,
+    "token": _token,
+    "migrate": _migrate,
+    "demo": _demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,6 +51,11 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("GET", "/api/v1/tokens"): admins(200),
     ("DELETE", "/api/v1/tokens/{id}"): admins(204),
     ("GET", "/api/v1/audit"): admins(200),
+    ("GET", "/api/v1/cameras/{id}/health"): every(200, 404),
+    ("POST", "/api/v1/cameras/{id}/probe"): {
+        r: ((403, 403) if r == "planner" else (200, 404)) for r in ROLES
+    },
+    ("GET", "/api/v1/kpis"): every(200, 200),
     ("GET", "/api/v1/cameras/{id}/stream"): streamers(200, 404),
     ("POST", "/api/v1/streams"): streamers(200, 200),
     ("POST", "/api/v1/hooks/zlm/on_play"): every(401, 401),  # players are not relays
@@ -74,7 +79,8 @@ SERIALS = itertools.count(1000)  # a fresh GB ID serial per camera made here
 async def _fresh_camera(client: TestClient, admin: dict[str, str], gb_id: str, serial: int) -> str:
     gb = gb_id[:-6] + f"{serial:06d}"
     lon, lat = (112.56, 37.81) if gb.startswith("1401") else (113.30, 40.08)
-    body = camera(gb_id=gb, lon=lon, lat=lat, streams={"main": "rtsp://10.9.9.9:554/h264"})
+    # A closed loopback port: the probe-now route must not send traffic off this machine.
+    body = camera(gb_id=gb, lon=lon, lat=lat, streams={"main": "rtsp://127.0.0.1:9/h264"})
     resp = await client.post("/api/v1/cameras", json=body, headers=admin)
     assert resp.status == 201, await resp.text()
     return str((await resp.json())["id"])

@@ -1,0 +1,223 @@
+"""The health tables: leasing due cameras to workers and recording what they found.
+
+Leases are rows, not messages: `FOR UPDATE SKIP LOCKED` hands each due camera to one worker,
+and a lease that outlives its worker simply expires and is taken again. No coordinator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+
+from camera_registry.crypto import CredentialBox
+
+from .kpi import KpiRow
+from .status import CameraState, Transition, initial_state
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    camera_id: uuid.UUID
+    region_code: str
+    level: int
+    uri: str | None  # sub stream preferred: the cheapest to open
+    username: str | None
+    password: str | None
+    state: CameraState
+    failures: int
+
+    @property
+    def host(self) -> str:
+        """The device a session lands on (an NVR serves many channels from one host:port)."""
+        if not self.uri:
+            return ""
+        rest = self.uri.split("://", 1)[-1]
+        return rest.split("/", 1)[0].rsplit("@", 1)[-1].lower()
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"Lease({self.camera_id}, {self.host or 'no stream'})"
+
+
+def _state(raw: Any, now: float) -> CameraState:
+    if not raw:
+        return initial_state(now)
+    data = dict(raw)
+    data["recent"] = tuple(data.get("recent", ()))
+    data["changes"] = tuple(data.get("changes", ()))
+    return CameraState(**data)
+
+
+async def lease(
+    pool: asyncpg.Pool,
+    box: CredentialBox,
+    owner: str,
+    *,
+    batch: int,
+    lease_s: float,
+    only: uuid.UUID | None = None,
+) -> list[Lease]:
+    """Take up to `batch` due cameras for `lease_s` seconds (expired leases are due again)."""
+    rows = await pool.fetch(
+        """WITH due AS (
+               SELECT camera_id FROM camera_health
+               WHERE next_probe_at <= now() AND (lease_until IS NULL OR lease_until < now())
+                 AND ($4::uuid IS NULL OR camera_id = $4)
+               ORDER BY next_probe_at LIMIT $2
+               FOR UPDATE SKIP LOCKED)
+           UPDATE camera_health h
+           SET lease_owner = $1, lease_until = now() + make_interval(secs => $3)
+           FROM due, cameras c
+           WHERE h.camera_id = due.camera_id AND c.id = h.camera_id
+           RETURNING h.camera_id, h.state, h.failures, c.region_code, c.level, c.streams,
+                     c.credentials""",
+        owner,
+        batch,
+        lease_s,
+        only,
+    )
+    now = dt.datetime.now(dt.UTC).timestamp()
+    out = []
+    for r in rows:
+        streams = r["streams"] or {}
+        user = password = None
+        if r["credentials"] is not None:
+            user, password = box.open(r["credentials"])
+        out.append(
+            Lease(
+                r["camera_id"],
+                r["region_code"],
+                r["level"],
+                streams.get("sub") or streams.get("main"),
+                user,
+                password,
+                _state(r["state"], now),
+                r["failures"],
+            )
+        )
+    return out
+
+
+async def lease_one(
+    pool: asyncpg.Pool, box: CredentialBox, owner: str, camera_id: uuid.UUID, lease_s: float
+) -> Lease | None:
+    """Lease one camera now, whether due or not, unless another worker holds it."""
+    await pool.execute(
+        """UPDATE camera_health SET next_probe_at = now()
+           WHERE camera_id = $1 AND (lease_until IS NULL OR lease_until < now())""",
+        camera_id,
+    )
+    rows = await lease(pool, box, owner, batch=1, lease_s=lease_s, only=camera_id)
+    return rows[0] if rows else None
+
+
+async def record(
+    pool: asyncpg.Pool,
+    owner: str,
+    lease_: Lease,
+    *,
+    state: CameraState,
+    transition: Transition | None,
+    probe: dict[str, Any],
+    failures: int,
+    next_in_s: float,
+) -> bool:
+    """Store one probe's result; False if the lease was lost (another worker took it)."""
+    async with pool.acquire() as conn, conn.transaction():
+        updated = await conn.fetchval(
+            """UPDATE camera_health
+               SET state = $3, last_probe = $4, last_probe_at = now(), failures = $5,
+                   next_probe_at = now() + make_interval(secs => $6),
+                   lease_owner = NULL, lease_until = NULL
+               WHERE camera_id = $1 AND lease_owner = $2
+               RETURNING 1""",
+            lease_.camera_id,
+            owner,
+            _jsonable(state),
+            probe,
+            failures,
+            next_in_s,
+        )
+        if not updated:
+            return False
+        if transition is not None:
+            await conn.execute(
+                """INSERT INTO status_transitions (camera_id, at, old, new, reason)
+                   VALUES ($1, to_timestamp($2), $3, $4, $5)""",
+                lease_.camera_id,
+                transition.at,
+                transition.old,
+                transition.new,
+                transition.reason,
+            )
+            await conn.execute(
+                "UPDATE cameras SET status = $2 WHERE id = $1", lease_.camera_id, transition.new
+            )
+    return True
+
+
+def _jsonable(state: CameraState) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(state)))
+
+
+async def camera_health(pool: asyncpg.Pool, camera_id: uuid.UUID) -> dict[str, Any] | None:
+    rec = await pool.fetchrow(
+        """SELECT c.status, h.state, h.last_probe_at, h.last_probe, h.next_probe_at, h.failures
+           FROM cameras c JOIN camera_health h ON h.camera_id = c.id WHERE c.id = $1""",
+        camera_id,
+    )
+    if rec is None:
+        return None
+    rows = await pool.fetch(
+        """SELECT at, old, new, reason FROM status_transitions WHERE camera_id = $1
+           ORDER BY at DESC, id DESC LIMIT 100""",
+        camera_id,
+    )
+    state = rec["state"] or {}
+    since = state.get("since")
+    return {
+        "status": rec["status"],
+        "since": dt.datetime.fromtimestamp(since, dt.UTC).isoformat() if since else None,
+        "last_probe_at": rec["last_probe_at"].isoformat() if rec["last_probe_at"] else None,
+        "last_probe": rec["last_probe"],
+        "next_probe_at": rec["next_probe_at"].isoformat(),
+        "consecutive_failures": rec["failures"],
+        "transitions": [
+            {"at": r["at"].isoformat(), "old": r["old"], "new": r["new"], "reason": r["reason"]}
+            for r in rows
+        ],
+    }
+
+
+async def kpi_rows(
+    pool: asyncpg.Pool, low: str, high: str, *, prefix_len: int, by_level: bool
+) -> list[KpiRow]:
+    """Current KPI counts per region prefix (and level), counted by PostgreSQL."""
+    level = "c.level" if by_level else "NULL::smallint"
+    rows = await pool.fetch(
+        f"""SELECT left(c.region_code, $3) AS region, {level} AS level, c.status,
+                   count(*) AS n,
+                   count(*) FILTER (WHERE (h.last_probe->>'ok')::boolean) AS networked
+            FROM cameras c LEFT JOIN camera_health h ON h.camera_id = c.id
+            WHERE c.region_code >= $1 AND c.region_code < $2
+            GROUP BY 1, 2, 3 ORDER BY 1, 2""",
+        low,
+        high,
+        prefix_len,
+    )
+    groups: dict[tuple[str, int | None], dict[str, int]] = {}
+    for r in rows:
+        g = groups.setdefault(
+            (r["region"], r["level"]),
+            dict.fromkeys(("online", "degraded", "offline", "unknown", "flapping", "networked"), 0),
+        )
+        g[r["status"]] += r["n"]
+        g["networked"] += r["networked"]
+    return [
+        KpiRow(region, lvl, registered=sum(v for k, v in g.items() if k != "networked"), **g)
+        for (region, lvl), g in groups.items()
+    ]

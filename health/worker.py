@@ -1,0 +1,174 @@
+"""The probe worker: lease due cameras, probe them under global and per-host caps, record.
+
+Run in-process by `camreg serve` or as any number of `camreg worker` processes on any number
+of machines; they coordinate only through their leases in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+
+from camera_registry.crypto import CredentialBox
+
+from . import store
+from .errors import HealthError
+from .rtsp import ProbeResult, probe_rtsp
+from .status import Outcome, StatusPolicy, step
+
+log = logging.getLogger(__name__)
+
+Prober = Callable[[store.Lease], Awaitable[ProbeResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    batch: int = 200
+    lease_s: float = 60.0
+    concurrency: int = 200  # protocol probes in flight per worker
+    per_host: int = 4  # sessions per device host: an NVR's 64 channels never get 64 at once
+    interval_level1_s: float = 300.0
+    interval_s: float = 900.0
+    max_backoff_s: float = 3600.0
+    jitter: float = 0.1
+    idle_sleep_s: float = 2.0
+    connect_timeout_s: float = 2.0
+    request_timeout_s: float = 3.0
+
+
+def next_interval(level: int, failures: int, cfg: WorkerConfig, rnd: random.Random) -> float:
+    """Level 1 every 5 min, others every 15; offline cameras back off, all jittered so a
+    province's cameras never fall due in lock-step."""
+    base = cfg.interval_level1_s if level == 1 else cfg.interval_s
+    if failures > 0:
+        base = min(base * 2 ** min(failures - 1, 10), max(cfg.max_backoff_s, base))
+    return base * (1 + rnd.uniform(-cfg.jitter, cfg.jitter))
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        box: CredentialBox,
+        cfg: WorkerConfig | None = None,
+        *,
+        owner: str | None = None,
+        policy: StatusPolicy | None = None,
+        prober: Prober | None = None,
+    ) -> None:
+        self.pool = pool
+        self.box = box
+        self.cfg = cfg or WorkerConfig()
+        self.owner = owner or worker_id()
+        self.policy = policy or StatusPolicy()
+        self.prober = prober or self._probe
+        self._global = asyncio.Semaphore(self.cfg.concurrency)
+        self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(self.cfg.per_host)
+        )
+        self._rnd = random.Random()
+        self.probed = 0
+
+    async def _probe(self, lease: store.Lease) -> ProbeResult:
+        if not lease.uri:
+            return ProbeResult(
+                uri="",
+                ok=False,
+                failure="not_found",
+                detail="no stream URI is registered for this camera",
+            )
+        try:
+            return await probe_rtsp(
+                lease.uri,
+                username=lease.username,
+                password=lease.password,
+                connect_timeout=self.cfg.connect_timeout_s,
+                request_timeout=self.cfg.request_timeout_s,
+            )
+        except HealthError as exc:  # a registry row to fix, e.g. not an rtsp:// URI
+            return ProbeResult(uri="", ok=False, failure="protocol_error", detail=str(exc))
+
+    async def _one(self, lease: store.Lease) -> None:
+        async with self._global, self._hosts[lease.host]:
+            result = await self.prober(lease)
+        now = time.time()
+        outcome: Outcome = "ok" if result.ok else "fail"  # "fault" comes with frame diagnosis
+        state, transition = step(lease.state, outcome, max(now, lease.state.since), self.policy)
+        failures = 0 if result.ok else lease.failures + 1
+        probe = _summary(result)
+        kept = await store.record(
+            self.pool,
+            self.owner,
+            lease,
+            state=state,
+            transition=transition,
+            probe=probe,
+            failures=failures,
+            next_in_s=next_interval(lease.level, failures, self.cfg, self._rnd),
+        )
+        if not kept:
+            log.warning("lease on %s expired before its probe finished", lease.camera_id)
+        self.probed += 1
+
+    async def run_once(self) -> int:
+        """Lease one batch and probe it; returns how many cameras were leased."""
+        leases = await store.lease(
+            self.pool, self.box, self.owner, batch=self.cfg.batch, lease_s=self.cfg.lease_s
+        )
+        if leases:
+            await asyncio.gather(*(self._one(lease) for lease in leases))
+        return len(leases)
+
+    async def probe_now(self, camera_id: uuid.UUID) -> dict[str, Any]:
+        """Probe one camera out of turn (an operator asked); it is recorded like any other."""
+        leases = await store.lease_one(self.pool, self.box, self.owner, camera_id, self.cfg.lease_s)
+        if leases is None:
+            return {"probed": False, "detail": "a worker is probing this camera right now"}
+        await self._one(leases)
+        health = await store.camera_health(self.pool, camera_id)
+        return {"probed": True, **(health or {})}
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                n = await self.run_once()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("health worker: %s; retrying", exc)
+                n = 0
+            if n == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.cfg.idle_sleep_s)
+
+
+def _summary(result: ProbeResult) -> dict[str, Any]:
+    """What is kept of a probe: outcome, timings, stream facts; never credentials."""
+    sdp = asdict(result.sdp) if result.sdp is not None else None
+    if sdp is not None:
+        sdp.pop("media", None)
+    return {
+        "ok": result.ok,
+        "failure": result.failure,
+        "detail": result.detail,
+        "status_code": result.status_code,
+        "connect_ms": result.connect_ms,
+        "options_ms": result.options_ms,
+        "describe_ms": result.describe_ms,
+        "sdp": sdp,
+    }

@@ -1,0 +1,218 @@
+"""Probe workers against the real database and real RTSP endpoints on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from api.state import BOX, POOL
+from health import store
+from health.worker import Worker, WorkerConfig
+
+from ..conftest import Tok, camera
+
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=cam\r\nt=0 0\r\n"
+    "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=framesize:96 640-360\r\n"
+)
+
+
+class Nvr:
+    """A loopback RTSP host serving any channel path; counts concurrent sessions."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.active = 0
+        self.peak = 0
+        self.describes: list[str] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            while True:
+                try:
+                    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                method, uri, _ = head.split("\r\n", 1)[0].split(" ")
+                cseq = next(
+                    line.split(":", 1)[1].strip()
+                    for line in head.split("\r\n")
+                    if line.lower().startswith("cseq")
+                )
+                await asyncio.sleep(self.delay)
+                if method == "DESCRIBE":
+                    self.describes.append(uri)
+                    body = SDP.encode()
+                    writer.write(
+                        f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Type: application/sdp"
+                        f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                        + body
+                    )
+                else:
+                    writer.write(
+                        f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, DESCRIBE"
+                        "\r\n\r\n".encode()
+                    )
+                await writer.drain()
+        finally:
+            self.active -= 1
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def nvr_on_loopback(nvr: Nvr) -> AsyncIterator[int]:
+    server = await asyncio.start_server(nvr.handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _register(
+    client: TestClient, auth: Tok, n: int, uri: str, start: int, level: int = 2
+) -> list[str]:
+    h = await auth("admin")
+    ids = []
+    for i in range(n):
+        body = camera(
+            gb_id=f"140105000013250{start + i:05d}",
+            level=level,
+            record_days=30,
+            streams={"main": f"{uri}/ch{i}/main", "sub": f"{uri}/ch{i}/sub"},
+        )
+        resp = await client.post("/api/v1/cameras", json=body, headers=h)
+        assert resp.status == 201, await resp.text()
+        ids.append((await resp.json())["id"])
+    return ids
+
+
+async def _make_due(client: TestClient, ids: list[str]) -> None:
+    await client.app[POOL].execute(
+        "UPDATE camera_health SET next_probe_at = now() WHERE camera_id = ANY($1::uuid[])", ids
+    )
+
+
+async def _statuses(client: TestClient, ids: list[str]) -> list[str]:
+    rows = await client.app[POOL].fetch(
+        "SELECT status FROM cameras WHERE id = ANY($1::uuid[])", ids
+    )
+    return sorted(r["status"] for r in rows)
+
+
+async def test_probes_move_cameras_online_and_offline_with_hysteresis(
+    client: TestClient, auth: Tok
+) -> None:
+    nvr = Nvr()
+    async with nvr_on_loopback(nvr) as port:
+        up = await _register(client, auth, 3, f"rtsp://127.0.0.1:{port}", 100)
+        down = await _register(client, auth, 2, "rtsp://127.0.0.1:9", 200)  # closed port
+        worker = Worker(client.app[POOL], client.app[BOX], WorkerConfig(batch=50))
+        seen: list[tuple[list[str], list[str]]] = []
+        for _ in range(3):
+            await _make_due(client, up + down)
+            await worker.run_once()
+            seen.append((await _statuses(client, up), await _statuses(client, down)))
+    # online after 2 successes, offline after 3 failures, nothing decided after one probe
+    assert seen[0] == (["unknown"] * 3, ["unknown"] * 2)
+    assert seen[1] == (["online"] * 3, ["unknown"] * 2)
+    assert seen[2] == (["online"] * 3, ["offline"] * 2)
+    assert all(uri.endswith("/sub") for uri in nvr.describes)  # the sub stream is preferred
+    h = await auth("planner")
+    health = await (await client.get(f"/api/v1/cameras/{down[0]}/health", headers=h)).json()
+    assert health["status"] == "offline" and health["consecutive_failures"] == 3
+    assert health["last_probe"]["failure"] == "unreachable"
+    assert [t["new"] for t in health["transitions"]] == ["offline"]
+    ok = await (await client.get(f"/api/v1/cameras/{up[0]}/health", headers=h)).json()
+    assert ok["last_probe"]["sdp"]["width"] == 640 and ok["last_probe"]["ok"] is True
+    kpis = await (await client.get("/api/v1/kpis?region=140105", headers=h)).json()
+    row = kpis["items"][0]
+    assert row["online"] >= 3 and row["offline"] >= 2
+    assert row["online_rate"] == pytest.approx(row["online"] / row["registered"])
+
+
+async def test_two_workers_share_the_queue_and_never_probe_a_camera_twice(
+    client: TestClient, auth: Tok
+) -> None:
+    nvr = Nvr(delay=0.02)
+    async with nvr_on_loopback(nvr) as port:
+        ids = await _register(client, auth, 12, f"rtsp://127.0.0.1:{port}", 300)
+        await client.app[POOL].execute(
+            "UPDATE camera_health SET next_probe_at = now() + interval '1 hour' "
+            "WHERE NOT (camera_id = ANY($1::uuid[]))",
+            ids,
+        )
+        await _make_due(client, ids)
+        a = Worker(client.app[POOL], client.app[BOX], WorkerConfig(batch=4), owner="w-a")
+        b = Worker(client.app[POOL], client.app[BOX], WorkerConfig(batch=4), owner="w-b")
+        for _ in range(3):
+            await asyncio.gather(a.run_once(), b.run_once())
+    assert a.probed > 0 and b.probed > 0 and a.probed + b.probed == 12
+    assert len(nvr.describes) == 12 and len(set(nvr.describes)) == 12
+
+
+async def test_a_killed_workers_leases_are_taken_over_after_expiry(
+    client: TestClient, auth: Tok
+) -> None:
+    ids = await _register(client, auth, 3, "rtsp://127.0.0.1:9", 400)
+    await client.app[POOL].execute(
+        "UPDATE camera_health SET next_probe_at = now() + interval '1 hour' "
+        "WHERE NOT (camera_id = ANY($1::uuid[]))",
+        ids,
+    )
+    await _make_due(client, ids)
+    pool, box = client.app[POOL], client.app[BOX]
+    dead = await store.lease(pool, box, "w-dead", batch=10, lease_s=0.5)  # then SIGKILL
+    assert len(dead) == 3
+    heir = Worker(pool, box, WorkerConfig(batch=10), owner="w-heir")
+    assert await heir.run_once() == 0  # still leased
+    await asyncio.sleep(0.6)
+    assert await heir.run_once() == 3
+    # The dead worker's late report is refused: its lease is gone.
+    from health.status import initial_state
+
+    late = await store.record(
+        pool,
+        "w-dead",
+        dead[0],
+        state=initial_state(0.0),
+        transition=None,
+        probe={},
+        failures=0,
+        next_in_s=60,
+    )
+    assert late is False
+
+
+async def test_an_nvr_host_never_gets_more_than_its_session_cap(
+    client: TestClient, auth: Tok
+) -> None:
+    nvr = Nvr(delay=0.05)
+    async with nvr_on_loopback(nvr) as port:
+        ids = await _register(client, auth, 16, f"rtsp://127.0.0.1:{port}", 500)
+        await client.app[POOL].execute(
+            "UPDATE camera_health SET next_probe_at = now() + interval '1 hour' "
+            "WHERE NOT (camera_id = ANY($1::uuid[]))",
+            ids,
+        )
+        await _make_due(client, ids)
+        worker = Worker(client.app[POOL], client.app[BOX], WorkerConfig(batch=16, per_host=4))
+        assert await worker.run_once() == 16
+    assert 1 < nvr.peak <= 4
+
+
+async def test_probe_now_answers_with_the_recorded_result(client: TestClient, auth: Tok) -> None:
+    nvr = Nvr()
+    async with nvr_on_loopback(nvr) as port:
+        (cid,) = await _register(client, auth, 1, f"rtsp://127.0.0.1:{port}", 600)
+        resp = await client.post(f"/api/v1/cameras/{cid}/probe", headers=await auth("commander"))
+        body: dict[str, Any] = await resp.json()
+    assert resp.status == 200 and body["probed"] is True
+    assert body["last_probe"]["ok"] is True and body["consecutive_failures"] == 0
