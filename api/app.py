@@ -21,6 +21,7 @@ from health.worker import Worker
 from . import (  # noqa: F401 - each module registers its routes
     audit,
     cameras,
+    events,
     export,
     health,
     imports,
@@ -30,6 +31,7 @@ from . import (  # noqa: F401 - each module registers its routes
     tokens,
 )
 from .auth import auth_middleware
+from .events import events_ctx
 from .metrics import Metrics, metrics_middleware
 from .problems import problem_middleware
 from .ratelimit import RateLimiter
@@ -117,6 +119,7 @@ def create_app(
     app[LIMITER] = RateLimiter()
     app.cleanup_ctx.append(_database_ctx(db or Database()))
     app.cleanup_ctx.append(_background_ctx)
+    app.cleanup_ctx.append(events_ctx)
     if run_health:
         app.cleanup_ctx.append(_health_ctx)
     app.cleanup_ctx.extend(extra_startup)

@@ -15,6 +15,7 @@ from camera_registry.streams import StreamLinks
 from camera_registry.tokens import Tokens
 from health.worker import Worker
 
+from .broadcast import Broadcaster
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 
@@ -30,3 +31,4 @@ IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
 STREAMS = web.AppKey("streams", StreamLinks)
 LIMITER = web.AppKey("limiter", RateLimiter)
 WORKER = web.AppKey("worker", Worker)
+EVENTS = web.AppKey("events", Broadcaster)

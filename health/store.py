@@ -19,6 +19,8 @@ from camera_registry.crypto import CredentialBox
 from .kpi import KpiRow
 from .status import CameraState, Transition, initial_state
 
+STATUS_CHANNEL = "camreg_status"
+
 
 @dataclass(frozen=True, slots=True)
 class Lease:
@@ -157,6 +159,16 @@ async def record(
             await conn.execute(
                 "UPDATE cameras SET status = $2 WHERE id = $1", lease_.camera_id, transition.new
             )
+            event = {
+                "camera_id": str(lease_.camera_id),
+                "region_code": lease_.region_code,
+                "old": transition.old,
+                "new": transition.new,
+                "at": dt.datetime.fromtimestamp(transition.at, dt.UTC).isoformat(),
+                "reason": transition.reason,
+            }
+            # Delivered on commit, to every API process listening: SSE fans out from there.
+            await conn.execute("SELECT pg_notify($1, $2)", STATUS_CHANNEL, json.dumps(event))
     return True
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -216,3 +217,39 @@ async def test_probe_now_answers_with_the_recorded_result(client: TestClient, au
         body: dict[str, Any] = await resp.json()
     assert resp.status == 200 and body["probed"] is True
     assert body["last_probe"]["ok"] is True and body["consecutive_failures"] == 0
+
+
+async def test_status_changes_stream_to_listeners_in_scope_only(
+    client: TestClient, auth: Tok
+) -> None:
+    mine = await _register(client, auth, 1, "rtsp://127.0.0.1:9", 700)
+    h = await auth("admin")
+    body = camera(
+        gb_id="14021100001325000701", lon=113.3, lat=40.08, streams={"main": "rtsp://127.0.0.1:9/x"}
+    )
+    other = [(await (await client.post("/api/v1/cameras", json=body, headers=h)).json())["id"]]
+    ids = mine + other
+    await client.app[POOL].execute(
+        "UPDATE camera_health SET next_probe_at = now() + interval '1 hour' "
+        "WHERE NOT (camera_id = ANY($1::uuid[]))",
+        ids,
+    )
+    worker = Worker(client.app[POOL], client.app[BOX], WorkerConfig(batch=10))
+    taiyuan = await auth("commander", "1401")
+    async with client.get("/api/v1/events", headers=taiyuan) as stream:
+        assert stream.status == 200
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        for _ in range(3):  # three failures: offline
+            await _make_due(client, ids)
+            await worker.run_once()
+        lines: list[str] = []
+        async with asyncio.timeout(5):
+            while not any(line.startswith("data:") for line in lines):
+                lines.append((await stream.content.readline()).decode().strip())
+        with contextlib.suppress(TimeoutError):  # anything else that would arrive, arrives now
+            async with asyncio.timeout(1):
+                while True:
+                    lines.append((await stream.content.readline()).decode().strip())
+    events = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
+    assert [(e["camera_id"], e["new"]) for e in events] == [(mine[0], "offline")]
+    assert "event: status" in lines
