@@ -16,6 +16,7 @@ from camera_registry.registry import Registry
 from camera_registry.runtime import open_database
 from camera_registry.streams import StreamLinks
 from camera_registry.tokens import Tokens
+from health.rtsp import ProbeResult
 from health.worker import Worker
 
 from . import (  # noqa: F401 - each module registers its routes
@@ -73,7 +74,13 @@ def _database_ctx(db: Database) -> Startup:
             app[TOKENS] = Tokens(opened.pool)
             app[JOBS] = ImportJobs(opened.pool)
             app[STREAMS] = StreamLinks(opened.pool, opened.box, app[SETTINGS])
-            app[WORKER] = Worker(opened.pool, opened.box)
+            metrics = app[METRICS]
+
+            def count(result: ProbeResult, seconds: float) -> None:
+                metrics.probes.labels(result.failure or "ok").inc()
+                metrics.probe_seconds.observe(seconds)
+
+            app[WORKER] = Worker(opened.pool, opened.box, on_probe=count)
             yield
 
     return ctx

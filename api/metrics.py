@@ -34,6 +34,15 @@ class Metrics:
         self.pool_idle = Gauge(
             "camreg_db_pool_idle", "database connections idle", registry=self.registry
         )
+        self.probes = Counter(
+            "camreg_probes", "stream probes by result", ["result"], registry=self.registry
+        )
+        self.probe_seconds = Histogram(
+            "camreg_probe_duration_seconds",
+            "stream probe duration (connect to DESCRIBE)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8),
+            registry=self.registry,
+        )
         self.imports = Counter(
             "camreg_imports", "ledger imports finished", ["status"], registry=self.registry
         )

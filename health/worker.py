@@ -71,6 +71,7 @@ class Worker:
         owner: str | None = None,
         policy: StatusPolicy | None = None,
         prober: Prober | None = None,
+        on_probe: Callable[[ProbeResult, float], None] | None = None,
     ) -> None:
         self.pool = pool
         self.box = box
@@ -78,6 +79,7 @@ class Worker:
         self.owner = owner or worker_id()
         self.policy = policy or StatusPolicy()
         self.prober = prober or self._probe
+        self.on_probe = on_probe  # metrics hook: (result, seconds)
         self._global = asyncio.Semaphore(self.cfg.concurrency)
         self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.cfg.per_host)
@@ -106,7 +108,10 @@ class Worker:
 
     async def _one(self, lease: store.Lease) -> None:
         async with self._global, self._hosts[lease.host]:
+            started = time.perf_counter()
             result = await self.prober(lease)
+        if self.on_probe is not None:
+            self.on_probe(result, time.perf_counter() - started)
         now = time.time()
         outcome: Outcome = "ok" if result.ok else "fail"  # "fault" comes with frame diagnosis
         state, transition = step(lease.state, outcome, max(now, lease.state.since), self.policy)

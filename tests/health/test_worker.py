@@ -217,6 +217,9 @@ async def test_probe_now_answers_with_the_recorded_result(client: TestClient, au
         body: dict[str, Any] = await resp.json()
     assert resp.status == 200 and body["probed"] is True
     assert body["last_probe"]["ok"] is True and body["consecutive_failures"] == 0
+    metrics = await (await client.get("/metrics")).text()
+    assert 'camreg_probes_total{result="ok"}' in metrics
+    assert "camreg_probe_duration_seconds_bucket" in metrics
 
 
 async def test_status_changes_stream_to_listeners_in_scope_only(
