@@ -155,9 +155,10 @@ def _import_onvif() -> Any:
         zeep_client.setLevel(saved[2])
     # At DEBUG the library logs whole SOAP envelopes, WS-Security header (username, password
     # digest and nonce) included: keep its transport logger above DEBUG whatever the app sets.
+    # (Set on the loggers themselves: a root level lowered later must not reopen them.)
     for name in ("onvif.zeep_aiohttp", "zeep.transports"):
         quiet = logging.getLogger(name)
-        if quiet.getEffectiveLevel() < logging.INFO:
+        if quiet.level < logging.INFO:
             quiet.setLevel(logging.INFO)
     return client
 
