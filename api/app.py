@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from camera_registry.config import Settings
+from camera_registry.inbox import Inbox
 from camera_registry.jobs import ImportJobs
 from camera_registry.registry import Registry
 from camera_registry.runtime import open_database
@@ -22,6 +23,7 @@ from health.worker import Worker
 from . import (  # noqa: F401 - each module registers its routes
     audit,
     cameras,
+    discovery,
     events,
     export,
     health,
@@ -41,6 +43,7 @@ from .state import (
     BACKGROUND,
     BOX,
     IMPORT_SLOTS,
+    INBOX,
     JOBS,
     LIMITER,
     METRICS,
@@ -73,6 +76,7 @@ def _database_ctx(db: Database) -> Startup:
             app[REGISTRY] = Registry(opened.pool, opened.box)
             app[TOKENS] = Tokens(opened.pool)
             app[JOBS] = ImportJobs(opened.pool)
+            app[INBOX] = Inbox(opened.pool, opened.box)
             app[STREAMS] = StreamLinks(opened.pool, opened.box, app[SETTINGS])
             metrics = app[METRICS]
 

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from camera_registry.config import Settings
 from camera_registry.crypto import CredentialBox
+from camera_registry.inbox import Inbox
 from camera_registry.jobs import ImportJobs
 from camera_registry.registry import Registry
 from camera_registry.streams import StreamLinks
@@ -31,4 +32,5 @@ IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
 STREAMS = web.AppKey("streams", StreamLinks)
 LIMITER = web.AppKey("limiter", RateLimiter)
 WORKER = web.AppKey("worker", Worker)
+INBOX = web.AppKey("inbox", Inbox)
 EVENTS = web.AppKey("events", Broadcaster)

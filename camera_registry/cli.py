@@ -253,6 +253,24 @@ def _parser() -> argparse.ArgumentParser:
     tr = tsub.add_parser("revoke")
     tr.add_argument("id")
 
+    dc = sub.add_parser("discover", help="find ONVIF cameras and put them in the inbox")
+    dc.add_argument(
+        "--interface",
+        action="append",
+        default=[],
+        help="IPv4 address of a local interface to probe from (default: all)",
+    )
+    dc.add_argument("--no-multicast", action="store_true", help="unicast sweeps only")
+    dc.add_argument("--cidr", action="append", default=[], help="range to sweep, e.g. 10.2.0.0/22")
+    dc.add_argument("--ports", help="also sweep /onvif/device_service on these ports: 80,8000")
+    dc.add_argument("--user", help="ONVIF user for interrogation")
+    dc.add_argument("--password-env", help="environment variable holding the ONVIF password")
+    dc.add_argument("--json", action="store_true", help="one JSON line per device")
+    dc.add_argument("--rate", type=float, default=500.0, help="probe packets per second")
+    dc.add_argument("--concurrency", type=int, default=16, help="devices interrogated at once")
+    dc.add_argument("--timeout", type=float, default=3.0, help="seconds to listen after probing")
+    dc.add_argument("--discovery-port", type=int, default=3702, help=argparse.SUPPRESS)
+
     sub.add_parser("migrate", help="apply database migrations")
     d = sub.add_parser("demo", help="load seeded demo cameras")
     d.add_argument("--count", type=int, default=400)
@@ -280,7 +298,71 @@ async def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _discover(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from rich.console import Console
+
+    from ingest.discover import discover
+    from ingest.errors import IngestError
+    from ingest.wsdiscovery import Found, local_ipv4_interfaces
+
+    from .inbox import Inbox
+
+    settings = _settings(args)
+    password = os.environ.get(args.password_env) if args.password_env else None
+    interfaces = [] if args.no_multicast else (args.interface or local_ipv4_interfaces())
+    ports = [int(p) for p in args.ports.split(",")] if args.ports else []
+    console = Console(stderr=True, quiet=args.json)
+    count = 0
+
+    def found(f: Found) -> None:
+        nonlocal count
+        count += 1
+        console.print(f"found {count}: {f.address} {f.hardware or ''} {f.name or ''}".rstrip())
+
+    where = ", ".join([*interfaces, *args.cidr]) or "nothing (give --interface or --cidr)"
+    console.print(f"probing {where} …")
+    try:
+        report = await discover(
+            interfaces=interfaces,
+            cidrs=args.cidr,
+            ports=ports,
+            username=args.user,
+            password=password,
+            discovery_port=args.discovery_port,
+            timeout=args.timeout,
+            rate=args.rate,
+            concurrency=args.concurrency,
+            on_found=found,
+        )
+    except IngestError as exc:
+        print(f"camreg discover: {exc}", file=sys.stderr)
+        return 2
+    async with open_database(settings, pool_max=2) as db:
+        await Inbox(db.pool, db.box).upsert(Actor.cli("discover"), report.devices)
+    for d in report.devices:
+        streams = [p["rtsp_uri"] for p in d["profiles"] if p.get("rtsp_uri")]
+        keys = ("address", "port", "endpoint", "vendor", "model", "serial", "mac", "failure")
+        row = {k: d[k] for k in keys} | {"streams": streams}
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+        else:
+            state = d["failure"] or "ok"
+            print(
+                f"{d['address']}:{d['port']}  {state:<14} {d['vendor'] or '?'} "
+                f"{d['model'] or ''}  {streams[0] if streams else ''}"
+            )
+    console.print(
+        f"{len(report.devices)} devices in the discovery inbox "
+        f"({report.malformed} malformed answers ignored)"
+    )
+    return 0
+
+
 COMMANDS = {
+    "discover": _discover,
     "worker": _worker,
     "serve": _serve,
     "import": _import,

@@ -57,6 +57,8 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     },
     ("GET", "/api/v1/kpis"): every(200, 200),
     ("GET", "/api/v1/events"): every(200, 200),
+    ("GET", "/api/v1/discovery/devices"): writers(200, 200),
+    ("POST", "/api/v1/discovery/devices/{id}/register"): writers(404, 404),  # none found here
     ("GET", "/api/v1/cameras/{id}/stream"): streamers(200, 404),
     ("POST", "/api/v1/streams"): streamers(200, 200),
     ("POST", "/api/v1/hooks/zlm/on_play"): every(401, 401),  # players are not relays
@@ -99,6 +101,9 @@ async def test_route_role_scope_matrix(
     serial = next(SERIALS)
     url = path
     kw: dict[str, Any] = {}
+    if path == "/api/v1/discovery/devices/{id}/register":
+        url = path.replace("{id}", "00000000-0000-0000-0000-000000000000")
+        kw["json"] = camera(gb_id=gb[:-6] + f"{serial:06d}")
     if "{id}" in path and "cameras" in path:
         url = path.replace("{id}", await _fresh_camera(client, admin, gb, serial))
     if "{code}" in path:

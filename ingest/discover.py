@@ -1,0 +1,154 @@
+"""A discovery run: find devices (WS-Discovery multicast per interface, unicast probes over
+CIDR ranges, optional HTTP sweep of ONVIF ports), interrogate them over ONVIF, fill the inbox.
+
+Every stage is bounded (rate, concurrency, per-device budget) so sweeping a /16 behind a
+router neither floods it nor takes forever; what was found survives a Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .errors import IngestError
+from .onvif_probe import DeviceFacts, Target, interrogate_many
+from .wsdiscovery import Discovery, Found
+
+_DATE_PROBE = (
+    '<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/'
+    'soap-envelope"><s:Body><GetSystemDateAndTime xmlns="http://www.onvif.org/ver10/device/'
+    'wsdl"/></s:Body></s:Envelope>'
+)
+MAX_SWEEP_HOSTS = 65_536
+
+
+@dataclass
+class DiscoveryReport:
+    found: list[Found] = field(default_factory=list)
+    swept: list[tuple[str, int]] = field(default_factory=list)
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    malformed: int = 0
+
+
+def cidr_hosts(cidrs: Iterable[str]) -> Iterator[str]:
+    """Hosts of each range, lazily (a /16 is 65,534 addresses; never a list in memory)."""
+    for cidr in cidrs:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise IngestError(f"--cidr {cidr!r} is not an IPv4 range like 10.2.0.0/22") from None
+        if net.version != 4 or net.num_addresses > MAX_SWEEP_HOSTS:
+            raise IngestError(f"--cidr {cidr}: sweep IPv4 ranges of at most a /16 at a time")
+        yield from (str(h) for h in (net.hosts() if net.num_addresses > 2 else net))
+
+
+async def http_sweep(
+    hosts: Iterable[str], ports: Iterable[int], *, concurrency: int = 64, per_host_s: float = 2.0
+) -> list[tuple[str, int]]:
+    """Devices that answer ONVIF's unauthenticated GetSystemDateAndTime on a port (for the
+    cameras that ignore unicast WS-Discovery probes)."""
+    found: list[tuple[str, int]] = []
+    sem = asyncio.Semaphore(concurrency)
+    client_timeout = aiohttp.ClientTimeout(total=per_host_s, connect=per_host_s)
+
+    async def one(session: aiohttp.ClientSession, host: str, port: int) -> None:
+        url = f"http://{host}:{port}/onvif/device_service"
+        try:
+            async with (
+                sem,
+                session.post(
+                    url,
+                    data=_DATE_PROBE,
+                    headers={"Content-Type": "application/soap+xml; charset=utf-8"},
+                ) as resp,
+            ):
+                body = await resp.content.read(65536)
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return
+        if b"GetSystemDateAndTimeResponse" in body:
+            found.append((host, port))
+
+    ports = list(ports)
+    async with aiohttp.ClientSession(timeout=client_timeout) as session:
+        pending: set[asyncio.Task[None]] = set()
+        for host, port in itertools.product(hosts, ports):
+            pending.add(asyncio.create_task(one(session, host, port)))
+            if len(pending) >= concurrency * 2:  # never one task per address of a /16
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if pending:
+            await asyncio.wait(pending)
+    return sorted(found)
+
+
+def _target(found: Found, username: str | None, password: str | None) -> Target:
+    url = (found.candidate_urls() or [f"http://{found.address}/onvif/device_service"])[0]
+    parts = urlsplit(url)
+    return Target(parts.hostname or found.address, parts.port or 80, username, password)
+
+
+def _device(endpoint: str, xaddrs: list[str], facts: DeviceFacts) -> dict[str, Any]:
+    return {
+        "endpoint": endpoint,
+        "address": facts.address,
+        "port": facts.port,
+        "xaddrs": xaddrs,
+        "vendor": facts.vendor,
+        "model": facts.model,
+        "firmware": facts.firmware,
+        "serial": facts.serial,
+        "mac": facts.mac,
+        "failure": facts.failure,
+        "detail": facts.detail,
+        "profiles": [asdict(p) for p in facts.profiles],
+    }
+
+
+async def discover(
+    *,
+    interfaces: Iterable[str] = (),
+    cidrs: Iterable[str] = (),
+    ports: Iterable[int] = (),
+    username: str | None = None,
+    password: str | None = None,
+    discovery_port: int = 3702,
+    timeout: float = 3.0,  # noqa: ASYNC109 - listening time after the last probe
+    rate: float = 500.0,
+    concurrency: int = 16,
+    on_found: Callable[[Found], None] | None = None,
+) -> DiscoveryReport:
+    """Find and interrogate; the caller stores `report.devices` in the inbox."""
+    report = DiscoveryReport()
+    cidrs = list(cidrs)
+    async with Discovery() as disco:
+        report.found = await disco.scan(
+            interfaces=list(interfaces),
+            unicast_targets=cidr_hosts(cidrs),
+            port=discovery_port,
+            timeout=timeout,
+            rate=rate,
+            on_found=on_found,
+        )
+        report.malformed = disco.malformed
+    ports = list(ports)
+    if ports and cidrs:
+        seen = {f.address for f in report.found}
+        report.swept = [
+            hp for hp in await http_sweep(cidr_hosts(cidrs), ports) if hp[0] not in seen
+        ]
+    targets = [_target(f, username, password) for f in report.found]
+    targets += [Target(host, port, username, password) for host, port in report.swept]
+    facts = await interrogate_many(targets, concurrency=concurrency)
+    endpoints = [(f.endpoint, f.xaddrs) for f in report.found]
+    endpoints += [(f"http://{h}:{p}/onvif/device_service", []) for h, p in report.swept]
+    for (endpoint, xaddrs), fact in zip(endpoints, facts, strict=True):
+        device = _device(endpoint, list(xaddrs), fact)
+        device["username"], device["password"] = username, password
+        report.devices.append(device)
+    return report

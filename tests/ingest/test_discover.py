@@ -1,0 +1,147 @@
+"""Discovery end to end on loopback: WS-Discovery → ONVIF interrogation → inbox → register."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from api.state import BOX, POOL
+from camera_registry.actor import Actor, Role
+from camera_registry.config import Settings
+from camera_registry.inbox import Inbox
+from ingest.discover import discover
+
+from ..conftest import Tok, camera
+from .fake_onvif import FakeCamera, FakeOnvifServer
+from .test_wsdiscovery import hik_reply, message_id_of
+
+
+class Responder(asyncio.DatagramProtocol):
+    """Answers every Probe with a ProbeMatch pointing at the fake ONVIF service."""
+
+    def __init__(self, onvif_port: int) -> None:
+        self.xaddrs = f"http://127.0.0.1:{onvif_port}/onvif/device_service"
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        assert self.transport is not None
+        reply = hik_reply(message_id_of(data), "urn:uuid:cam-0001", self.xaddrs)
+        self.transport.sendto(reply, addr)
+
+
+@contextlib.asynccontextmanager
+async def camera_on_loopback() -> AsyncIterator[tuple[FakeCamera, int]]:
+    fake = FakeCamera()
+    async with FakeOnvifServer(fake) as server:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: Responder(server.port), local_addr=("127.0.0.1", 0)
+        )
+        try:
+            yield fake, transport.get_extra_info("sockname")[1]
+        finally:
+            transport.close()
+
+
+async def test_found_camera_is_interrogated_inboxed_and_registered_here(
+    client: TestClient, auth: Tok
+) -> None:
+    async with camera_on_loopback() as (fake, port):
+        report = await discover(
+            cidrs=["127.0.0.1/32"],
+            discovery_port=port,
+            timeout=0.5,
+            username=fake.username,
+            password=fake.password,
+        )
+    (device,) = report.devices
+    assert device["failure"] is None and device["vendor"] == "HIKVISION"
+    assert device["endpoint"] == "urn:uuid:cam-0001" and device["mac"] == "44:19:b6:0a:0b:0c"
+    assert [p["height"] for p in device["profiles"]] == [1080, 360]
+    await Inbox(client.app[POOL], client.app[BOX]).upsert(Actor("test", Role.ADMIN), report.devices)
+    h = await auth("technician")
+    inbox = (await (await client.get("/api/v1/discovery/devices", headers=h)).json())["items"]
+    assert [d["endpoint"] for d in inbox] == ["urn:uuid:cam-0001"]
+    assert inbox[0]["has_credentials"] is True and fake.password not in json.dumps(inbox)
+    here = camera(gb_id="14010500001325000901", name="东门卡口", streams=...)
+    resp = await client.post(
+        f"/api/v1/discovery/devices/{inbox[0]['id']}/register", json=here, headers=h
+    )
+    assert resp.status == 201, await resp.text()
+    cam = await resp.json()
+    assert cam["vendor"] == "HIKVISION" and cam["mac"] == "44:19:b6:0a:0b:0c"
+    assert cam["streams"]["main"].startswith("rtsp://127.0.0.1") and "sub" in cam["streams"]
+    assert cam["has_credentials"] is True and cam["name"] == "东门卡口"
+    left = (await (await client.get("/api/v1/discovery/devices", headers=h)).json())["items"]
+    assert left == []
+
+
+async def test_http_sweep_finds_a_camera_that_ignores_probes(client: TestClient) -> None:
+    fake = FakeCamera()
+    async with FakeOnvifServer(fake) as server:
+        report = await discover(
+            cidrs=["127.0.0.1/32"],
+            ports=[server.port],
+            timeout=0.3,
+            discovery_port=9,
+            username=fake.username,
+            password=fake.password,
+        )
+    assert report.found == [] and report.swept == [("127.0.0.1", server.port)]
+    (device,) = report.devices
+    assert device["failure"] is None and device["model"] == fake.model
+
+
+async def test_cli_discover_prints_json_lines_and_fills_the_inbox(
+    database_url: str, schema: str, settings: Settings, client: TestClient
+) -> None:
+    sep = "&" if "?" in database_url else "?"
+    async with camera_on_loopback() as (fake, port):
+        env = {
+            **os.environ,
+            "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+            "CAMREG_DATA_DIR": str(settings.data_dir),
+            "ONVIF_PW": fake.password,
+            "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
+        }  # type: ignore[union-attr]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "camera_registry.cli",
+            "discover",
+            "--no-multicast",
+            "--cidr",
+            "127.0.0.1/32",
+            "--discovery-port",
+            str(port),
+            "--timeout",
+            "0.5",
+            "--user",
+            fake.username,
+            "--password-env",
+            "ONVIF_PW",
+            "--json",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    (line,) = out.decode().splitlines()
+    row = json.loads(line)
+    assert row["vendor"] == "HIKVISION" and row["failure"] is None and len(row["streams"]) == 2
+    assert fake.password not in out.decode() + err.decode()
+    n = await client.app[POOL].fetchval(
+        "SELECT count(*) FROM discovered_devices WHERE endpoint = 'urn:uuid:cam-0001'"
+    )
+    assert n == 1
