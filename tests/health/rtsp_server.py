@@ -1,0 +1,153 @@
+#!/usr/bin/python3
+"""A real RTSP server with one mount per camera fault, for the frame-sampling tests.
+
+Runs under the SYSTEM Python (`/usr/bin/python3`), because GStreamer's RTSP server is only
+reachable through PyGObject (`python3-gi`, `gir1.2-gst-rtsp-server-1.0`), which the project venv
+does not have; so this file imports nothing from the project. The tests sample these streams
+through OpenCV/FFmpeg exactly as a production worker samples a camera, which is the only way to
+learn what the diagnosis sees after real H.264 encoding, RTP packetisation and decoding.
+
+Every factory is *non-shared*: each client gets its own pipeline, so `/frozen` and `/stopping`
+start from the beginning for every test, and Debian's 1.22 server does not crash under the quick
+connect/disconnect cycles of the tests (it does with shared media).
+
+Usage: rtsp_server.py [--port N] [--password PW] [--watch-stdin]
+The first stdout line is `PORT <n>` once the server listens (useful with --port 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+WIDTH, HEIGHT, FPS = 320, 180, 15
+CAPS = f"video/x-raw,width={WIDTH},height={HEIGHT},framerate={FPS}/1"
+# Low latency and a keyframe every second, so a client joining at any moment decodes at once.
+ENCODE = (
+    "videoconvert ! video/x-raw,format=I420 ! "
+    f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={FPS} bitrate=1500 ! "
+    "rtph264pay name=pay0 pt=96 config-interval=1"
+)
+# SMPTE bars scrolling sideways: textured, colourful but without one dominant hue, and moving
+# enough that consecutive frames differ (a static picture would rightly be called frozen).
+MOVING = f"videotestsrc is-live=true pattern=smpte horizontal-speed=6 ! {CAPS}"
+STOP_AFTER_MS = 2000
+
+PIPELINES = {
+    "/normal": f"( {MOVING} ! {ENCODE} )",
+    "/black": f"( videotestsrc is-live=true pattern=black ! {CAPS} ! {ENCODE} )",
+    # One picture repeated for ever: what a hung encoder keeps sending.
+    "/frozen": (
+        f"( videotestsrc pattern=smpte num-buffers=1 ! {CAPS} ! imagefreeze is-live=true ! "
+        f"{ENCODE} )"
+    ),
+    "/snow": f"( videotestsrc is-live=true pattern=snow ! {CAPS} ! {ENCODE} )",
+    # Down to 40×22 and back up: all detail lost, as through a defocused or fogged lens.
+    "/blurred": (
+        f"( {MOVING} ! videoscale ! video/x-raw,width=40,height=22 ! videoscale ! "
+        f"video/x-raw,width={WIDTH},height={HEIGHT} ! {ENCODE} )"
+    ),
+    # The grey picture half-blended with red: every lit pixel ends up red and saturated, as
+    # behind a failed IR-cut filter.
+    "/colour-cast": (
+        f"( compositor name=mix sink_1::alpha=0.5 ! {ENCODE} "
+        f"{MOVING} ! videobalance saturation=0 ! videoconvert ! mix.sink_0 "
+        "videotestsrc is-live=true pattern=solid-color foreground-color=0xffd02020 ! "
+        f"{CAPS} ! videoconvert ! mix.sink_1 )"
+    ),
+    # The left half covered with black, as by an object over the lens.
+    "/occluded": (
+        f"( compositor name=mix ! {ENCODE} "
+        f"{MOVING} ! videoconvert ! mix.sink_0 "
+        f"videotestsrc is-live=true pattern=black ! video/x-raw,width={WIDTH // 2},"
+        f"height={HEIGHT},framerate={FPS}/1 ! videoconvert ! mix.sink_1 )"
+    ),
+    # Frames flow, then a valve (closed by a timer, see `_stop_later`) drops them all while the
+    # RTSP session stays up: a stalled camera, not one that hangs up.
+    "/stopping": f"( {MOVING} ! valve name=gate drop=false ! {ENCODE} )",
+    "/auth": f"( {MOVING} ! {ENCODE} )",
+}
+
+
+def _stop_later(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
+    """Close the valve of this client's `/stopping` pipeline a fixed time after it is built."""
+    gate = media.get_element().get_by_name("gate")
+
+    def close() -> bool:
+        gate.set_property("drop", True)
+        return False
+
+    GLib.timeout_add(STOP_AFTER_MS, close)
+
+
+def build(port: int, password: str) -> GstRtspServer.RTSPServer:
+    """The server with all mounts; anonymous clients may use everything except `/auth`."""
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(port))
+
+    auth = GstRtspServer.RTSPAuth()
+    anonymous = GstRtspServer.RTSPToken()
+    anonymous.set_string("media.factory.role", "anonymous")
+    auth.set_default_token(anonymous)
+    admin = GstRtspServer.RTSPToken()
+    admin.set_string("media.factory.role", "admin")
+    auth.add_basic(GstRtspServer.RTSPAuth.make_basic("admin", password), admin)
+    server.set_auth(auth)
+
+    mounts = server.get_mount_points()
+    for path, launch in PIPELINES.items():
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(launch)
+        factory.set_shared(False)
+        # Anonymous clients may *see* `/auth` (without access the server answers 404, hiding
+        # it) but not construct it, which is what makes the server answer 401 with a challenge.
+        permissions = GstRtspServer.RTSPPermissions()
+        for role in ("admin", "anonymous"):
+            permissions.add_permission_for_role(role, "media.factory.access", True)
+            construct = role == "admin" or path != "/auth"
+            permissions.add_permission_for_role(role, "media.factory.construct", construct)
+        factory.set_permissions(permissions)
+        if path == "/stopping":
+            factory.connect("media-configure", _stop_later)
+        mounts.add_factory(path, factory)
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--password", default="secret", help="password of user admin on /auth")
+    parser.add_argument(
+        "--watch-stdin", action="store_true", help="exit when stdin closes (parent died)"
+    )
+    args = parser.parse_args()
+
+    Gst.init(None)
+    server = build(args.port, args.password)
+    loop = GLib.MainLoop()
+    if server.attach(None) == 0:
+        sys.exit(f"cannot listen on 127.0.0.1:{args.port}")
+    print(f"PORT {server.get_bound_port()}", flush=True)
+
+    def quit_loop(*_args: object) -> bool:
+        loop.quit()
+        return False
+
+    if args.watch_stdin:
+        # A test run that is killed cannot kill us; our stdin pipe closing tells us instead.
+        GLib.io_add_watch(sys.stdin.fileno(), GLib.IO_IN | GLib.IO_HUP | GLib.IO_ERR, quit_loop)
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, quit_loop)
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, quit_loop)
+    loop.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Frame sampling and diagnosis against a real RTSP server (GStreamer, see rtsp_server.py).
+
+Each mount reproduces one camera fault after real H.264 encoding, RTP over RTSP and FFmpeg
+decoding, so these tests check that the thresholds of health/diagnosis.py, calibrated on
+synthetic frames, still fire on what a worker actually decodes, and that every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from health.frames import FrameSampler, _scrub
+
+FAULTS = {
+    "normal": None,
+    "black": "too_dark",
+    "frozen": "frozen",
+    "snow": "noise",
+    "blurred": "blur",
+    "colour-cast": "colour_cast",
+    "occluded": "occlusion",
+}
+
+
+@pytest.fixture(scope="module")
+async def sampler() -> AsyncIterator[FrameSampler]:
+    async with FrameSampler(processes=2) as s:
+        yield s
+
+
+@pytest.mark.parametrize(("mount", "expected"), FAULTS.items())
+async def test_pattern_is_diagnosed(
+    sampler: FrameSampler, rtsp_server: str, mount: str, expected: str | None
+) -> None:
+    result, diagnosis = await sampler.diagnose_stream(f"{rtsp_server}/{mount}", seconds=2.0)
+    values = {name: round(flag.value, 2) for name, flag in diagnosis.flags.items()}
+    print(
+        f"{mount}: fired={diagnosis.fired} open_ms={result.open_ms} "
+        f"first_frame_ms={result.first_frame_ms} fps={result.fps_measured} "
+        f"read={result.frames_read} values={values}"
+    )
+    assert result.error is None, result.error
+    assert result.transport == "tcp"
+    assert not result.stalled
+    assert 10 <= len(result.frames) <= 20 and result.frames_read >= len(result.frames)
+    assert all(f.dtype == np.uint8 and f.shape == (180, 320, 3) for f in result.frames)
+    assert result.thumbnail is not None and result.thumbnail.startswith(b"\xff\xd8")
+    assert result.open_ms is not None and result.open_ms < 4000
+    assert result.first_frame_ms is not None and result.first_frame_ms < 4000
+    assert result.fps_measured is not None and result.fps_measured > 5
+    if expected is None:
+        assert diagnosis.fired == (), values
+    else:
+        assert expected in diagnosis.fired, values
+
+
+async def test_stalled_stream_is_noticed_by_the_watchdog(
+    sampler: FrameSampler, rtsp_server: str
+) -> None:
+    """Frames stop ~2 s in with the session open; FFmpeg alone would notice only ~9 s later."""
+    started = time.monotonic()
+    result = await sampler.sample(f"{rtsp_server}/stopping", seconds=8.0, stall_timeout=1.0)
+    wall = time.monotonic() - started
+    print(f"stopping: read={result.frames_read} elapsed_ms={result.elapsed_ms} wall={wall:.2f}")
+    assert result.stalled and result.failure == "stalled"
+    assert result.frames_read > 5 and result.frames
+    assert result.error is not None and "stalled" in result.error
+    # 2 s of frames + 1 s stall timeout + open and slack; the 8 s window never completes.
+    assert result.elapsed_ms < 4500
+    assert wall < 5.5
+
+
+async def test_auth_with_the_right_password(
+    sampler: FrameSampler, rtsp_server: str, rtsp_password: str
+) -> None:
+    uri = rtsp_server.replace("://", f"://admin:{rtsp_password}@") + "/auth"
+    result, diagnosis = await sampler.diagnose_stream(uri, seconds=1.0)
+    assert result.error is None and result.frames
+    assert rtsp_password not in result.uri and "***@" in result.uri
+    assert "signal_loss" not in diagnosis.fired
+
+
+async def test_auth_with_a_wrong_password(sampler: FrameSampler, rtsp_server: str) -> None:
+    wrong = "Wr0ngPassw0rd"
+    uri = rtsp_server.replace("://", f"://admin:{wrong}@") + "/auth"
+    started = time.monotonic()
+    result, diagnosis = await sampler.diagnose_stream(uri, seconds=1.0)
+    assert time.monotonic() - started < 3
+    assert result.failure == "auth_failed"
+    assert result.error is not None and "authentication" in result.error
+    assert wrong not in repr(result) and wrong not in result.error
+    assert result.thumbnail is None and not result.frames
+    assert diagnosis.fired == ("signal_loss",)
+
+
+async def test_closed_port_fails_within_the_open_timeout(sampler: FrameSampler) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    result, diagnosis = await sampler.diagnose_stream(
+        f"rtsp://u:pw1234@127.0.0.1:{port}/x", open_timeout=2.0
+    )
+    assert time.monotonic() - started < 2.0 + 1.5
+    assert result.failure == "unreachable"
+    assert result.error is not None and "refused" in result.error and "pw1234" not in result.error
+    assert diagnosis.fired == ("signal_loss",)
+
+
+async def test_a_stuck_worker_is_killed_and_its_slot_freed(rtsp_server: str) -> None:
+    """A camera that accepts TCP and never answers: the deadline kills the worker."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, FrameSampler(processes=1) as one:
+        # Start the worker first: its start-up (importing OpenCV) is not charged to a camera.
+        assert (await one.sample(f"{rtsp_server}/normal", seconds=0.5)).frames
+        started = time.monotonic()
+        result = await one.sample(
+            f"rtsp://127.0.0.1:{port}/x", open_timeout=20.0, overall_timeout=1.5
+        )
+        assert time.monotonic() - started < 2.5
+        assert result.failure == "timeout" and result.error is not None
+        # The only slot is free again: the next camera is sampled by a fresh worker.
+        result = await one.sample(f"{rtsp_server}/normal", seconds=0.5)
+        assert result.error is None and result.frames
+
+
+async def test_concurrent_samples_use_both_workers(sampler: FrameSampler, rtsp_server: str) -> None:
+    # Warm both workers (spawn + importing OpenCV happen once per worker, not per camera).
+    await asyncio.gather(*(sampler.sample(f"{rtsp_server}/black", seconds=0.2) for _ in range(2)))
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(sampler.sample(f"{rtsp_server}/normal", seconds=1.5) for _ in range(2))
+    )
+    assert all(r.error is None and r.frames for r in results)
+    # Two 1.5 s windows side by side, not one after the other.
+    assert time.monotonic() - started < 3.2
+
+
+def test_scrub_removes_credentials_from_ffmpeg_text() -> None:
+    uri = "rtsp://admin:p%40ss-word@10.0.0.1/stream"
+    text = "method DESCRIBE failed for rtsp://admin:p%40ss-word@10.0.0.1/stream; p@ss-word"
+    scrubbed = _scrub(text, uri)
+    assert "p%40ss-word" not in scrubbed and "p@ss-word" not in scrubbed
+    assert "rtsp://***@10.0.0.1/stream" in scrubbed
