@@ -21,7 +21,7 @@ from typing import Any, Literal
 import asyncpg
 
 from camera_registry.actor import Actor
-from camera_registry.bulk import BulkLoad, DuplicateFilter
+from camera_registry.bulk import BULK_MODE_ROWS, BulkLoad, DuplicateFilter
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import FieldError
 from camera_registry.validate import CameraBatch, validate_columns
@@ -207,6 +207,7 @@ async def import_ledger(
     on_progress: Progress | None = None,
     filename: str | None = None,
     reader: Literal["auto", "thread", "process"] = "auto",
+    bulk_threshold: int = BULK_MODE_ROWS,
 ) -> ImportReport:
     """Import one ledger file; `reader` forces where parsing runs (default: by file size)."""
     path = Path(path)
@@ -220,7 +221,9 @@ async def import_ledger(
     try:
         await source.start()
         report.warnings = source.warnings
-        async with BulkLoad(pool, actor, import_id=import_id) as load:
+        async with BulkLoad(
+            pool, actor, import_id=import_id, bulk_threshold=bulk_threshold
+        ) as load:
             first = True
             waited = in_db = 0.0
             while True:
