@@ -17,6 +17,7 @@ from camera_registry.registry import Registry
 from camera_registry.runtime import open_database
 from camera_registry.streams import StreamLinks
 from camera_registry.tokens import Tokens
+from health.frames import FrameSampler
 from health.rtsp import ProbeResult
 from health.worker import Worker
 
@@ -105,12 +106,18 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
     """The in-process probe scheduler of `camreg serve` (off with --no-health)."""
     stop = asyncio.Event()
-    task = asyncio.create_task(app[WORKER].run(stop), name="health-worker")
-    yield
-    stop.set()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    worker = app[WORKER]
+    worker.sampler = FrameSampler(processes=1)  # frame diagnosis on the rotating daily sample
+    task = asyncio.create_task(worker.run(stop), name="health-worker")
+    try:
+        yield
+    finally:
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        worker.sampler.close()
+        worker.sampler = None
 
 
 def create_app(

@@ -97,7 +97,7 @@ def stream_key(gb_id: str, profile: str) -> str:
     return f"{gb_id}_{profile}"
 
 
-def _with_credentials(uri: str, username: str | None, password: str | None) -> str:
+def with_credentials(uri: str, username: str | None, password: str | None) -> str:
     parts = urlsplit(uri)
     if not username and not password:
         return uri
@@ -197,7 +197,7 @@ class StreamLinks:
             reveal = actor.role.value in self.settings.allow_direct_credentials
             if reveal and cam["credentials"] is not None:
                 username, password = self.box.open(cam["credentials"])
-                uri = _with_credentials(uri, username, password)
+                uri = with_credentials(uri, username, password)
             await audit.record(
                 conn,
                 actor,
@@ -287,7 +287,7 @@ class StreamLinks:
         if uri is None:
             raise NotFound(f"camera {gb_id} has no stream URI registered")
         if rec["credentials"] is not None:
-            uri = _with_credentials(uri, *self.box.open(rec["credentials"]))
+            uri = with_credentials(uri, *self.box.open(rec["credentials"]))
         actor = Actor(name=f"relay:{relay.name}", role=Role.ADMIN)
         async with self.pool.acquire() as conn:
             await audit.record(

@@ -32,6 +32,7 @@ class Lease:
     password: str | None
     state: CameraState
     failures: int
+    diagnosed_at: float | None = None  # epoch seconds of the last frame diagnosis
 
     @property
     def host(self) -> str:
@@ -76,7 +77,7 @@ async def lease(
            FROM due, cameras c
            WHERE h.camera_id = due.camera_id AND c.id = h.camera_id
            RETURNING h.camera_id, h.state, h.failures, c.region_code, c.level, c.streams,
-                     c.credentials""",
+                     c.credentials, extract(epoch FROM h.last_diagnosis_at) AS diagnosed_at""",
         owner,
         batch,
         lease_s,
@@ -99,6 +100,7 @@ async def lease(
                 password,
                 _state(r["state"], now),
                 r["failures"],
+                float(r["diagnosed_at"]) if r["diagnosed_at"] is not None else None,
             )
         )
     return out
@@ -127,6 +129,8 @@ async def record(
     probe: dict[str, Any],
     failures: int,
     next_in_s: float,
+    diagnosis: dict[str, Any] | None = None,
+    thumbnail: bytes | None = None,
 ) -> bool:
     """Store one probe's result; False if the lease was lost (another worker took it)."""
     async with pool.acquire() as conn, conn.transaction():
@@ -146,6 +150,15 @@ async def record(
         )
         if not updated:
             return False
+        if diagnosis is not None:
+            await conn.execute(
+                """UPDATE camera_health SET last_diagnosis = $2, last_diagnosis_at = now(),
+                       thumbnail = coalesce($3, thumbnail)
+                   WHERE camera_id = $1""",
+                lease_.camera_id,
+                diagnosis,
+                thumbnail,
+            )
         if transition is not None:
             await conn.execute(
                 """INSERT INTO status_transitions (camera_id, at, old, new, reason)
@@ -178,7 +191,8 @@ def _jsonable(state: CameraState) -> dict[str, Any]:
 
 async def camera_health(pool: asyncpg.Pool, camera_id: uuid.UUID) -> dict[str, Any] | None:
     rec = await pool.fetchrow(
-        """SELECT c.status, h.state, h.last_probe_at, h.last_probe, h.next_probe_at, h.failures
+        """SELECT c.status, h.state, h.last_probe_at, h.last_probe, h.next_probe_at, h.failures,
+                  h.last_diagnosis_at, h.last_diagnosis, h.thumbnail IS NOT NULL AS has_snapshot
            FROM cameras c JOIN camera_health h ON h.camera_id = c.id WHERE c.id = $1""",
         camera_id,
     )
@@ -198,11 +212,23 @@ async def camera_health(pool: asyncpg.Pool, camera_id: uuid.UUID) -> dict[str, A
         "last_probe": rec["last_probe"],
         "next_probe_at": rec["next_probe_at"].isoformat(),
         "consecutive_failures": rec["failures"],
+        "last_diagnosis_at": (
+            rec["last_diagnosis_at"].isoformat() if rec["last_diagnosis_at"] else None
+        ),
+        "last_diagnosis": rec["last_diagnosis"],
+        "has_snapshot": rec["has_snapshot"],
         "transitions": [
             {"at": r["at"].isoformat(), "old": r["old"], "new": r["new"], "reason": r["reason"]}
             for r in rows
         ],
     }
+
+
+async def thumbnail(pool: asyncpg.Pool, camera_id: uuid.UUID) -> bytes | None:
+    value = await pool.fetchval(
+        "SELECT thumbnail FROM camera_health WHERE camera_id = $1", camera_id
+    )
+    return bytes(value) if value is not None else None
 
 
 async def kpi_rows(

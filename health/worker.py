@@ -22,9 +22,11 @@ from typing import Any
 import asyncpg
 
 from camera_registry.crypto import CredentialBox
+from camera_registry.streams import with_credentials
 
 from . import store
 from .errors import HealthError
+from .frames import FrameSampler
 from .rtsp import ProbeResult, probe_rtsp
 from .status import Outcome, StatusPolicy, step
 
@@ -46,6 +48,8 @@ class WorkerConfig:
     idle_sleep_s: float = 2.0
     connect_timeout_s: float = 2.0
     request_timeout_s: float = 3.0
+    diagnose_every_s: float = 86_400.0  # frames checked at least daily, on a rotating sample
+    sample_seconds: float = 3.0
 
 
 def next_interval(level: int, failures: int, cfg: WorkerConfig, rnd: random.Random) -> float:
@@ -72,6 +76,7 @@ class Worker:
         policy: StatusPolicy | None = None,
         prober: Prober | None = None,
         on_probe: Callable[[ProbeResult, float], None] | None = None,
+        sampler: FrameSampler | None = None,
     ) -> None:
         self.pool = pool
         self.box = box
@@ -80,6 +85,7 @@ class Worker:
         self.policy = policy or StatusPolicy()
         self.prober = prober or self._probe
         self.on_probe = on_probe  # metrics hook: (result, seconds)
+        self.sampler = sampler  # frame diagnosis; None = protocol probes only
         self._global = asyncio.Semaphore(self.cfg.concurrency)
         self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.cfg.per_host)
@@ -107,13 +113,18 @@ class Worker:
             return ProbeResult(uri="", ok=False, failure="protocol_error", detail=str(exc))
 
     async def _one(self, lease: store.Lease) -> None:
+        diagnosis: dict[str, Any] | None = None
+        thumbnail: bytes | None = None
         async with self._global, self._hosts[lease.host]:
             started = time.perf_counter()
             result = await self.prober(lease)
-        if self.on_probe is not None:
-            self.on_probe(result, time.perf_counter() - started)
+            if self.on_probe is not None:
+                self.on_probe(result, time.perf_counter() - started)
+            outcome: Outcome = "ok" if result.ok else "fail"
+            if result.ok and self._diagnosis_due(lease):
+                # A DESCRIBE does not prove frames flow: sample and judge the picture.
+                outcome, diagnosis, thumbnail = await self._diagnose(lease)
         now = time.time()
-        outcome: Outcome = "ok" if result.ok else "fail"  # "fault" comes with frame diagnosis
         state, transition = step(lease.state, outcome, max(now, lease.state.since), self.policy)
         failures = 0 if result.ok else lease.failures + 1
         probe = _summary(result)
@@ -126,10 +137,46 @@ class Worker:
             probe=probe,
             failures=failures,
             next_in_s=next_interval(lease.level, failures, self.cfg, self._rnd),
+            diagnosis=diagnosis,
+            thumbnail=thumbnail,
         )
         if not kept:
             log.warning("lease on %s expired before its probe finished", lease.camera_id)
         self.probed += 1
+
+    def _diagnosis_due(self, lease: store.Lease) -> bool:
+        if self.sampler is None or not lease.uri:
+            return False
+        return lease.diagnosed_at is None or (
+            time.time() - lease.diagnosed_at >= self.cfg.diagnose_every_s
+        )
+
+    async def _diagnose(self, lease: store.Lease) -> tuple[Outcome, dict[str, Any], bytes | None]:
+        assert self.sampler is not None and lease.uri
+        uri = with_credentials(lease.uri, lease.username, lease.password)
+        sample, diag = await self.sampler.diagnose_stream(uri, seconds=self.cfg.sample_seconds)
+        flags = {
+            name: {
+                "fired": f.fired,
+                "value": None if f.value != f.value else f.value,
+                "threshold": f.threshold,
+            }
+            for name, f in diag.flags.items()
+        }
+        report = {
+            "faulty": diag.faulty,
+            "fired": list(diag.fired),
+            "frames": diag.frames,
+            "flags": flags,
+            "open_ms": sample.open_ms,
+            "fps": sample.fps_measured,
+            "stalled": sample.stalled,
+            "failure": sample.failure,
+            "error": sample.error,
+        }
+        if not sample.frames:
+            return "fail", report, None  # signal loss: the stream answers but shows nothing
+        return ("fault" if diag.faulty else "ok"), report, sample.thumbnail
 
     async def run_once(self) -> int:
         """Lease one batch and probe it; returns how many cameras were leased."""

@@ -1,0 +1,53 @@
+"""Frame diagnosis in the probe worker, on real streams from GStreamer's RTSP server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from api.state import BOX, POOL
+from health.frames import FrameSampler
+from health.worker import Worker, WorkerConfig
+
+from ..conftest import Tok, camera
+
+
+@pytest.fixture(scope="module")
+def sampler() -> Iterator[FrameSampler]:
+    s = FrameSampler(processes=2)
+    yield s
+    s.close()
+
+
+async def test_a_black_picture_makes_a_camera_degraded_and_a_normal_one_online(
+    client: TestClient, auth: Tok, rtsp_server: str, sampler: FrameSampler
+) -> None:
+    h = await auth("admin")
+    ids = {}
+    for i, pattern in enumerate(("normal", "black")):
+        body = camera(
+            gb_id=f"1401050000132500{i:04d}", streams={"main": f"{rtsp_server}/{pattern}"}
+        )
+        resp = await client.post("/api/v1/cameras", json=body, headers=h)
+        assert resp.status == 201, await resp.text()
+        ids[pattern] = (await resp.json())["id"]
+    pool = client.app[POOL]
+    worker = Worker(
+        pool,
+        client.app[BOX],
+        WorkerConfig(batch=10, sample_seconds=1.5, diagnose_every_s=0.0),
+        sampler=sampler,
+    )
+    for _ in range(2):  # two faults make degraded, two oks make online
+        await pool.execute("UPDATE camera_health SET next_probe_at = now()")
+        assert await worker.run_once() == 2
+    black = await (await client.get(f"/api/v1/cameras/{ids['black']}/health", headers=h)).json()
+    normal = await (await client.get(f"/api/v1/cameras/{ids['normal']}/health", headers=h)).json()
+    assert black["status"] == "degraded", black
+    assert "too_dark" in black["last_diagnosis"]["fired"]
+    assert normal["status"] == "online" and normal["last_diagnosis"]["fired"] == []
+    snap = await client.get(f"/api/v1/cameras/{ids['normal']}/snapshot", headers=h)
+    assert snap.status == 200 and snap.content_type == "image/jpeg"
+    assert (await snap.read())[:2] == b"\xff\xd8"  # a JPEG
