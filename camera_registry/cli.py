@@ -231,6 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a stream-health probe worker (run many, anywhere)")
     w.add_argument("--concurrency", type=int, default=200, help="probes in flight")
     w.add_argument("--per-host", type=int, default=4, help="sessions per device host")
+    w.add_argument("--batch", type=int, default=200, help="cameras leased at a time")
+    w.add_argument("--lease-seconds", type=float, default=60.0, help="lease length")
+    w.add_argument("--frames", action="store_true", help="also run frame diagnosis")
 
     i = sub.add_parser("import", help="import a camera ledger (CSV, XLSX, GeoJSON)")
     i.add_argument("file")
@@ -285,15 +288,27 @@ async def _worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not args.verbose:
         logging.getLogger().setLevel(settings.log_level)
-    cfg = WorkerConfig(concurrency=args.concurrency, per_host=args.per_host)
+    cfg = WorkerConfig(
+        concurrency=args.concurrency,
+        per_host=args.per_host,
+        batch=args.batch,
+        lease_s=args.lease_seconds,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with open_database(settings) as db:
-        worker = Worker(db.pool, db.box, cfg)
+        from health.frames import FrameSampler
+
+        sampler = FrameSampler(processes=2) if args.frames else None
+        worker = Worker(db.pool, db.box, cfg, sampler=sampler)
         print(f"health worker {worker.owner} leasing probes; Ctrl-C stops", flush=True)
-        await worker.run(stop)
+        try:
+            await worker.run(stop)
+        finally:
+            if sampler is not None:
+                sampler.close()
         print(f"stopped after {worker.probed} probes", flush=True)
     return 0
 

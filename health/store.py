@@ -55,6 +55,14 @@ def _state(raw: Any, now: float) -> CameraState:
     return CameraState(**data)
 
 
+# The device host a stream lands on (userinfo is never stored in stream URIs).
+_HOST = (
+    "lower(split_part(split_part(coalesce(c.streams->>'sub', c.streams->>'main', ''), "
+    "'://', 2), '/', 1))"
+)
+_LEASE_LOCK = 0x63616D7265670002  # serialises leasing, so per-host caps hold across workers
+
+
 async def lease(
     pool: asyncpg.Pool,
     box: CredentialBox,
@@ -62,27 +70,57 @@ async def lease(
     *,
     batch: int,
     lease_s: float,
+    per_host: int = 4,
     only: uuid.UUID | None = None,
 ) -> list[Lease]:
-    """Take up to `batch` due cameras for `lease_s` seconds (expired leases are due again)."""
-    rows = await pool.fetch(
-        """WITH due AS (
-               SELECT camera_id FROM camera_health
-               WHERE next_probe_at <= now() AND (lease_until IS NULL OR lease_until < now())
-                 AND ($4::uuid IS NULL OR camera_id = $4)
-               ORDER BY next_probe_at LIMIT $2
-               FOR UPDATE SKIP LOCKED)
-           UPDATE camera_health h
-           SET lease_owner = $1, lease_until = now() + make_interval(secs => $3)
-           FROM due, cameras c
-           WHERE h.camera_id = due.camera_id AND c.id = h.camera_id
-           RETURNING h.camera_id, h.state, h.failures, c.region_code, c.level, c.streams,
-                     c.credentials, extract(epoch FROM h.last_diagnosis_at) AS diagnosed_at""",
-        owner,
-        batch,
-        lease_s,
-        only,
-    )
+    """Take up to `batch` due cameras for `lease_s` seconds (expired leases are due again).
+
+    A device host never has more than `per_host` live leases across all workers (an NVR's
+    channels share one host): leasing takes a transaction-level advisory lock, counts the
+    host's live leases, and skips its cameras beyond the cap. Leasing is a few milliseconds,
+    so serialising it costs nothing next to the probes.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LEASE_LOCK)
+        busy = {
+            r["host"]: r["n"]
+            for r in await conn.fetch(
+                f"""SELECT {_HOST} AS host, count(*) AS n
+                    FROM camera_health h JOIN cameras c ON c.id = h.camera_id
+                    WHERE h.lease_until > now() GROUP BY 1"""
+            )
+        }
+        candidates = await conn.fetch(
+            f"""SELECT h.camera_id, {_HOST} AS host
+                FROM camera_health h JOIN cameras c ON c.id = h.camera_id
+                WHERE h.next_probe_at <= now()
+                  AND (h.lease_until IS NULL OR h.lease_until < now())
+                  AND ($2::uuid IS NULL OR h.camera_id = $2)
+                ORDER BY h.next_probe_at LIMIT $1
+                FOR UPDATE OF h SKIP LOCKED""",
+            batch * 4,
+            only,
+        )
+        picked: list[uuid.UUID] = []
+        for cand in candidates:
+            host = cand["host"]
+            if host and busy.get(host, 0) >= per_host:
+                continue
+            busy[host] = busy.get(host, 0) + 1
+            picked.append(cand["camera_id"])
+            if len(picked) == batch:
+                break
+        rows = await conn.fetch(
+            """UPDATE camera_health h
+               SET lease_owner = $1, lease_until = now() + make_interval(secs => $3)
+               FROM cameras c
+               WHERE h.camera_id = ANY($2::uuid[]) AND c.id = h.camera_id
+               RETURNING h.camera_id, h.state, h.failures, c.region_code, c.level, c.streams,
+                         c.credentials, extract(epoch FROM h.last_diagnosis_at) AS diagnosed_at""",
+            owner,
+            picked,
+            lease_s,
+        )
     now = dt.datetime.now(dt.UTC).timestamp()
     out = []
     for r in rows:
@@ -115,7 +153,9 @@ async def lease_one(
            WHERE camera_id = $1 AND (lease_until IS NULL OR lease_until < now())""",
         camera_id,
     )
-    rows = await lease(pool, box, owner, batch=1, lease_s=lease_s, only=camera_id)
+    rows = await lease(
+        pool, box, owner, batch=1, lease_s=lease_s, per_host=1_000_000, only=camera_id
+    )
     return rows[0] if rows else None
 
 

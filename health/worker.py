@@ -181,7 +181,12 @@ class Worker:
     async def run_once(self) -> int:
         """Lease one batch and probe it; returns how many cameras were leased."""
         leases = await store.lease(
-            self.pool, self.box, self.owner, batch=self.cfg.batch, lease_s=self.cfg.lease_s
+            self.pool,
+            self.box,
+            self.owner,
+            batch=self.cfg.batch,
+            lease_s=self.cfg.lease_s,
+            per_host=self.cfg.per_host,
         )
         if leases:
             await asyncio.gather(*(self._one(lease) for lease in leases))

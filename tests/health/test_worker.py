@@ -151,8 +151,9 @@ async def test_two_workers_share_the_queue_and_never_probe_a_camera_twice(
             ids,
         )
         await _make_due(client, ids)
-        a = Worker(client.app[POOL], client.app[BOX], WorkerConfig(batch=4), owner="w-a")
-        b = Worker(client.app[POOL], client.app[BOX], WorkerConfig(batch=4), owner="w-b")
+        cfg = WorkerConfig(batch=4, per_host=16)  # this test is about the queue, not the cap
+        a = Worker(client.app[POOL], client.app[BOX], cfg, owner="w-a")
+        b = Worker(client.app[POOL], client.app[BOX], cfg, owner="w-b")
         for _ in range(3):
             await asyncio.gather(a.run_once(), b.run_once())
     assert a.probed > 0 and b.probed > 0 and a.probed + b.probed == 12
@@ -204,9 +205,21 @@ async def test_an_nvr_host_never_gets_more_than_its_session_cap(
             ids,
         )
         await _make_due(client, ids)
-        worker = Worker(client.app[POOL], client.app[BOX], WorkerConfig(batch=16, per_host=4))
-        assert await worker.run_once() == 16
+        workers = [
+            Worker(
+                client.app[POOL],
+                client.app[BOX],
+                WorkerConfig(batch=16, per_host=4),
+                owner=f"w-{i}",
+            )
+            for i in range(2)
+        ]
+        leased = 0
+        async with asyncio.timeout(30):
+            while leased < 16:  # two workers, one cap: the host's budget is shared
+                leased += sum(await asyncio.gather(*(w.run_once() for w in workers)))
     assert 1 < nvr.peak <= 4
+    assert len(nvr.describes) == 16
 
 
 async def test_probe_now_answers_with_the_recorded_result(client: TestClient, auth: Tok) -> None:
@@ -256,3 +269,79 @@ async def test_status_changes_stream_to_listeners_in_scope_only(
     events = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
     assert [(e["camera_id"], e["new"]) for e in events] == [(mine[0], "offline")]
     assert "event: status" in lines
+
+
+async def test_worker_processes_share_the_load_and_survive_a_sigkill_mid_lease(
+    client: TestClient, auth: Tok, database_url: str, schema: str, settings: Any
+) -> None:
+    """Two `camreg worker` processes; the first is SIGKILLed while it holds leases: its
+    cameras are taken over after the lease expires, and every camera ends up probed."""
+    import os
+    import signal
+    import sys
+
+    nvr = Nvr(delay=0.4)
+    async with nvr_on_loopback(nvr) as port:
+        ids = await _register(client, auth, 8, f"rtsp://127.0.0.1:{port}", 800)
+        await client.app[POOL].execute(
+            "UPDATE camera_health SET next_probe_at = now() + interval '1 hour' "
+            "WHERE NOT (camera_id = ANY($1::uuid[]))",
+            ids,
+        )
+        await _make_due(client, ids)
+        sep = "&" if "?" in database_url else "?"
+        env = {
+            **os.environ,
+            "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+            "CAMREG_DATA_DIR": str(settings.data_dir),
+            "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "camera_registry.cli",
+            "worker",
+            "--batch",
+            "8",
+            "--lease-seconds",
+            "2",
+            "--per-host",
+            "2",
+        ]
+        doomed = await asyncio.create_subprocess_exec(
+            *cmd, env=env, stdout=asyncio.subprocess.DEVNULL
+        )
+        async with asyncio.timeout(30):  # until it holds leases and has sessions open
+            while nvr.active == 0:  # noqa: ASYNC110 - polling another process's effect
+                await asyncio.sleep(0.05)
+        held = await client.app[POOL].fetchval(
+            "SELECT count(*) FROM camera_health WHERE lease_owner IS NOT NULL "
+            "AND camera_id = ANY($1::uuid[])",
+            ids,
+        )
+        doomed.send_signal(signal.SIGKILL)
+        await doomed.wait()
+        assert held == 2  # as much of the host as the cap allows, when it died
+        survivors = [
+            await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.DEVNULL)
+            for _ in range(2)
+        ]
+        try:
+            unprobed = (
+                "SELECT count(*) FROM camera_health WHERE last_probe_at IS NULL "
+                "AND camera_id = ANY($1::uuid[])"
+            )
+            async with asyncio.timeout(60):
+                while await client.app[POOL].fetchval(unprobed, ids):  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)  # other processes' work shows only in the database
+        finally:
+            for p in survivors:
+                p.send_signal(signal.SIGTERM)
+            for p in survivors:
+                await asyncio.wait_for(p.wait(), 30)
+    assert all(p.returncode == 0 for p in survivors)
+    assert nvr.peak <= 2  # the per-host cap held across the run
+    owners = await client.app[POOL].fetch(
+        "SELECT last_probe->>'ok' AS ok FROM camera_health WHERE camera_id = ANY($1::uuid[])", ids
+    )
+    assert [r["ok"] for r in owners] == ["true"] * 8
