@@ -52,7 +52,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Failure = Literal[
-    "unreachable", "auth_failed", "no_onvif", "no_profile", "timeout", "protocol_error"
+    "unreachable", "auth_failed", "not_onvif", "no_media_profile", "timeout", "malformed_response"
 ]
 
 NS_MEDIA = "http://www.onvif.org/ver10/media/wsdl"
@@ -209,7 +209,9 @@ async def interrogate(
     try:
         client = await _load_onvif()
     except Exception as exc:  # the library itself is broken: not the device's fault
-        return _fail(facts, "protocol_error", f"ONVIF client unavailable: {_name(exc)}", secrets)
+        return _fail(
+            facts, "malformed_response", f"ONVIF client unavailable: {_name(exc)}", secrets
+        )
 
     saved = {name: os.environ.get(name) for name in _PROXY_VARS}
     try:
@@ -297,7 +299,7 @@ async def _collect(camera: Any, facts: DeviceFacts, deadline: float, budget: flo
     facts.mac = _first_enabled_mac(interfaces)
 
     if NS_MEDIA not in getattr(camera, "xaddrs", {}):
-        raise _Failed("no_profile", "device offers no media service")
+        raise _Failed("no_media_profile", "device offers no media service")
     media = await required(camera.create_media_service())
     raw_profiles = await required(media.GetProfiles()) or []
 
@@ -331,7 +333,7 @@ async def _collect(camera: Any, facts: DeviceFacts, deadline: float, budget: flo
             if not raw_profiles
             else f"none of {len(raw_profiles)} media profile(s) yields an RTSP stream URI"
         )
-        raise _Failed("no_profile", detail)
+        raise _Failed("no_media_profile", detail)
     # Largest resolution first: by convention that is the main stream, then the sub stream.
     profiles.sort(key=lambda p: p.pixels, reverse=True)
     facts.profiles = profiles
@@ -425,7 +427,7 @@ def _classify(exc: BaseException) -> tuple[Failure, str]:
         if found is not None:
             return found
         current = current.__cause__ or current.__context__
-    return "protocol_error", f"unexpected {_name(exc)}"
+    return "malformed_response", f"unexpected {_name(exc)}"
 
 
 def _classify_one(exc: BaseException) -> tuple[Failure, str] | None:
@@ -440,10 +442,10 @@ def _classify_one(exc: BaseException) -> tuple[Failure, str] | None:
         if getattr(exc, "code", None) is None and not getattr(exc, "subcodes", None):
             # zeep's stand-in when the answer parsed as XML but held no SOAP Fault, e.g. the
             # HTML "404 Not Found" page of a web server that is not an ONVIF device.
-            return "no_onvif", "answer is not a SOAP envelope (HTTP error page?)"
+            return "not_onvif", "answer is not a SOAP envelope (HTTP error page?)"
         if _is_auth_fault(exc):
             return "auth_failed", "device refused the credentials (NotAuthorized)"
-        return "protocol_error", f"SOAP fault: {_fault_summary(exc)}"
+        return "malformed_response", f"SOAP fault: {_fault_summary(exc)}"
     if module.startswith("zeep") and kind == "TransportError":
         status = getattr(exc, "status_code", None)
         if status == 401:
@@ -451,26 +453,26 @@ def _classify_one(exc: BaseException) -> tuple[Failure, str] | None:
         if status == 403:
             return "auth_failed", "device refused the credentials (HTTP 403)"
         if status == 200:
-            return "no_onvif", "answer is not a SOAP envelope"
-        return "no_onvif", f"not an ONVIF endpoint (HTTP {status})"
+            return "not_onvif", "answer is not a SOAP envelope"
+        return "not_onvif", f"not an ONVIF endpoint (HTTP {status})"
     if module.startswith("zeep") and kind in {"XMLSyntaxError", "XMLParseError"}:
-        return "no_onvif", "answer is not well-formed XML"
+        return "not_onvif", "answer is not well-formed XML"
     if isinstance(exc, AttributeError) and _raised_in(exc, "zeep/loader.py"):
         # zeep 4.3's recovering parser returns None for a body that is not XML at all (a text
         # "Not Found" page) and then fails on it with AttributeError.
-        return "no_onvif", "answer is not XML"
+        return "not_onvif", "answer is not XML"
     if module.startswith("zeep") and kind in {"ValidationError", "LookupError"}:
-        return "protocol_error", f"answer does not match the ONVIF schema ({kind})"
+        return "malformed_response", f"answer does not match the ONVIF schema ({kind})"
     if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
         return "unreachable", f"cannot connect ({_oserror(exc)})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "no_onvif", "device closed the connection without answering"
+        return "not_onvif", "device closed the connection without answering"
     if isinstance(exc, aiohttp.ClientResponseError):
         if exc.status == 401:
             return "auth_failed", "device refused the credentials (HTTP 401)"
-        return "no_onvif", f"not an ONVIF endpoint (HTTP {exc.status})"
+        return "not_onvif", f"not an ONVIF endpoint (HTTP {exc.status})"
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return "no_onvif", "answer is not valid HTTP"
+        return "not_onvif", "answer is not valid HTTP"
     if isinstance(exc, OSError | aiohttp.ClientConnectionError):
         return "unreachable", f"cannot connect ({_oserror(exc)})"
     return None

@@ -81,9 +81,9 @@ async def test_missing_get_network_interfaces_does_not_fail() -> None:
     assert "GetNetworkInterfaces" in camera.requests
 
 
-async def test_no_profiles_is_no_profile_and_keeps_device_facts() -> None:
+async def test_no_profiles_is_no_media_profile_and_keeps_device_facts() -> None:
     facts = await _probe(FakeCamera(profiles=[]))
-    assert facts.failure == "no_profile"
+    assert facts.failure == "no_media_profile"
     assert facts.vendor == "HIKVISION"
     assert facts.profiles == []
 
@@ -100,9 +100,9 @@ async def test_profile_without_video_encoder_settings_still_counts() -> None:
     ["<html><body><h1>404 Not Found</h1></body></html>", "Not Found", ""],
     ids=["html", "text", "empty"],
 )
-async def test_http_404_is_no_onvif(body: str) -> None:
+async def test_http_404_is_not_onvif(body: str) -> None:
     facts = await _probe(FakeCamera(http_404=True, http_404_body=body))
-    assert facts.failure == "no_onvif", facts.detail
+    assert facts.failure == "not_onvif", facts.detail
 
 
 async def test_wrong_password_is_auth_failed() -> None:
@@ -152,8 +152,8 @@ async def test_credentials_never_in_detail_or_logs(caplog: pytest.LogCaptureFixt
         None,
         "auth_failed",
         "timeout",
-        "no_onvif",
-        "no_profile",
+        "not_onvif",
+        "no_media_profile",
     ]
     for facts in results:
         assert secret not in facts.detail
