@@ -29,6 +29,15 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(args.config, **overrides)
 
 
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM, so long-running commands can shut down in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 # -- serve ---------------------------------------------------------------------------------------
 async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
@@ -59,10 +68,7 @@ async def _serve(args: argparse.Namespace) -> int:
         settings, extra_startup=(bootstrap,), run_health=not (args.no_health or args.demo)
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals()
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
@@ -294,10 +300,7 @@ async def _worker(args: argparse.Namespace) -> int:
         batch=args.batch,
         lease_s=args.lease_seconds,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals()
     async with open_database(settings) as db:
         from health.frames import FrameSampler
 
@@ -337,8 +340,14 @@ async def _discover(args: argparse.Namespace) -> int:
         count += 1
         console.print(f"found {count}: {f.address} {f.hardware or ''} {f.name or ''}".rstrip())
 
-    where = ", ".join([*interfaces, *args.cidr]) or "nothing (give --interface or --cidr)"
-    console.print(f"probing {where} …")
+    if not interfaces and not args.cidr:
+        print(
+            "camreg discover: nothing to probe; give --cidr RANGE (or --interface IP "
+            "without --no-multicast)",
+            file=sys.stderr,
+        )
+        return 2
+    console.print(f"probing {', '.join([*interfaces, *args.cidr])} …")
     try:
         report = await discover(
             interfaces=interfaces,

@@ -95,6 +95,15 @@ async def _register(
     return ids
 
 
+async def _only_due(client: TestClient, ids: list[str]) -> None:
+    """Make `ids` due now and every other camera of the module's schema due in an hour."""
+    await client.app[POOL].execute(
+        """UPDATE camera_health SET next_probe_at = CASE
+               WHEN camera_id = ANY($1::uuid[]) THEN now() ELSE now() + interval '1 hour' END""",
+        ids,
+    )
+
+
 async def _make_due(client: TestClient, ids: list[str]) -> None:
     await client.app[POOL].execute(
         "UPDATE camera_health SET next_probe_at = now() WHERE camera_id = ANY($1::uuid[])", ids
@@ -145,12 +154,7 @@ async def test_two_workers_share_the_queue_and_never_probe_a_camera_twice(
     nvr = Nvr(delay=0.02)
     async with nvr_on_loopback(nvr) as port:
         ids = await _register(client, auth, 12, f"rtsp://127.0.0.1:{port}", 300)
-        await client.app[POOL].execute(
-            "UPDATE camera_health SET next_probe_at = now() + interval '1 hour' "
-            "WHERE NOT (camera_id = ANY($1::uuid[]))",
-            ids,
-        )
-        await _make_due(client, ids)
+        await _only_due(client, ids)
         cfg = WorkerConfig(batch=4, per_host=16)  # this test is about the queue, not the cap
         a = Worker(client.app[POOL], client.app[BOX], cfg, owner="w-a")
         b = Worker(client.app[POOL], client.app[BOX], cfg, owner="w-b")
@@ -164,12 +168,7 @@ async def test_a_killed_workers_leases_are_taken_over_after_expiry(
     client: TestClient, auth: Tok
 ) -> None:
     ids = await _register(client, auth, 3, "rtsp://127.0.0.1:9", 400)
-    await client.app[POOL].execute(
-        "UPDATE camera_health SET next_probe_at = now() + interval '1 hour' "
-        "WHERE NOT (camera_id = ANY($1::uuid[]))",
-        ids,
-    )
-    await _make_due(client, ids)
+    await _only_due(client, ids)
     pool, box = client.app[POOL], client.app[BOX]
     dead = await store.lease(pool, box, "w-dead", batch=10, lease_s=0.5)  # then SIGKILL
     assert len(dead) == 3
@@ -199,12 +198,7 @@ async def test_an_nvr_host_never_gets_more_than_its_session_cap(
     nvr = Nvr(delay=0.05)
     async with nvr_on_loopback(nvr) as port:
         ids = await _register(client, auth, 16, f"rtsp://127.0.0.1:{port}", 500)
-        await client.app[POOL].execute(
-            "UPDATE camera_health SET next_probe_at = now() + interval '1 hour' "
-            "WHERE NOT (camera_id = ANY($1::uuid[]))",
-            ids,
-        )
-        await _make_due(client, ids)
+        await _only_due(client, ids)
         workers = [
             Worker(
                 client.app[POOL],
@@ -245,11 +239,7 @@ async def test_status_changes_stream_to_listeners_in_scope_only(
     )
     other = [(await (await client.post("/api/v1/cameras", json=body, headers=h)).json())["id"]]
     ids = mine + other
-    await client.app[POOL].execute(
-        "UPDATE camera_health SET next_probe_at = now() + interval '1 hour' "
-        "WHERE NOT (camera_id = ANY($1::uuid[]))",
-        ids,
-    )
+    await _only_due(client, ids)
     worker = Worker(client.app[POOL], client.app[BOX], WorkerConfig(batch=10))
     taiyuan = await auth("commander", "1401")
     async with client.get("/api/v1/events", headers=taiyuan) as stream:
@@ -283,12 +273,7 @@ async def test_worker_processes_share_the_load_and_survive_a_sigkill_mid_lease(
     nvr = Nvr(delay=0.4)
     async with nvr_on_loopback(nvr) as port:
         ids = await _register(client, auth, 8, f"rtsp://127.0.0.1:{port}", 800)
-        await client.app[POOL].execute(
-            "UPDATE camera_health SET next_probe_at = now() + interval '1 hour' "
-            "WHERE NOT (camera_id = ANY($1::uuid[]))",
-            ids,
-        )
-        await _make_due(client, ids)
+        await _only_due(client, ids)
         sep = "&" if "?" in database_url else "?"
         env = {
             **os.environ,

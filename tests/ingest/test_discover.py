@@ -145,3 +145,16 @@ async def test_cli_discover_prints_json_lines_and_fills_the_inbox(
         "SELECT count(*) FROM discovered_devices WHERE endpoint = 'urn:uuid:cam-0001'"
     )
     assert n == 1
+
+
+def test_cli_discover_with_nothing_to_probe_says_what_to_give() -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "camera_registry.cli", "discover", "--no-multicast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "nothing to probe" in proc.stderr and "--cidr" in proc.stderr
