@@ -68,6 +68,10 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("POST", "/api/v1/imports"): writers(202, 202),
     ("GET", "/api/v1/imports/{id}"): writers(200, 200),
     ("GET", "/api/v1/imports/{id}/errors"): writers(200, 200),
+    ("GET", "/api/v1/geodata/regions"): every(200, 200),  # scope filters rows
+    ("GET", "/api/v1/geodata/villages"): every(200, 200),
+    ("GET", "/api/v1/geodata/junctions"): every(200, 200),
+    ("GET", "/api/v1/geodata/datasets"): every(200, 200),
 }
 
 
