@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import shapely
 from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api.state import BOX, POOL
 from camera_registry import geodata as gd
@@ -147,3 +149,12 @@ async def test_demo_loads_into_the_tables_and_reads_back(
     # Cameras placed with the boundaries in use go through the normal validated load.
     result = await load_demo(pool, client.app[BOX], 300, seed=4, geodata=synthetic)
     assert result.inserted == 300
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_any_seed_puts_every_village_inside_its_county(seed: int) -> None:
+    g = demo_geodata(seed=seed, villages=500, prefer_real=False)
+    assert len(g.villages) == 500
+    assert _inside(g, g.villages.region_code, g.villages.lon, g.villages.lat)
+    assert np.all(g.villages.population[~np.isnan(g.villages.population)] >= 0)

@@ -311,3 +311,31 @@ def test_cli_geodata_load_reports_problems_and_list_shows_data_sets(
     assert "loaded 1 junctions as data set 'cli-roads'" in proc.stdout
     proc = subprocess.run([*cli, "list"], capture_output=True, text=True, env=env, timeout=120)
     assert "cli-roads" in proc.stdout and "test-counties" in proc.stdout
+
+
+async def test_builtup_polygons_get_their_county_and_read_back_as_shapes(
+    client: TestClient, loaded: None, tmp_path: Path
+) -> None:
+    pool = client.app[POOL]
+    block = [[112.61, 37.71], [112.63, 37.71], [112.63, 37.73], [112.61, 37.73], [112.61, 37.71]]
+    path = write(tmp_path / "b.geojson", [feature(polygon(block), name="长风商务区")])
+    report = await load_geodata(pool, path, "builtup", source="built")
+    assert report.features == 1
+    b = await gd.builtup_in(pool, "1401")
+    assert (list(b.region_code), list(b.name)) == (["140106"], ["长风商务区"])
+    assert b.outline[0].equals(shapely.Polygon(block))
+    assert len(await gd.builtup_in(pool, "1402")) == 0
+
+
+async def test_a_regions_file_takes_over_counties_another_data_set_held(
+    client: TestClient, loaded: None, tmp_path: Path
+) -> None:
+    pool = client.app[POOL]
+    better = write(
+        tmp_path / "better.geojson", [feature(polygon(YINGZE), adcode="140106", name="迎泽区")]
+    )
+    await load_geodata(pool, better, "regions", source="surveyed")
+    rows = {r.adcode: r.source for r in await gd.regions(pool, "1401")}
+    assert rows == {"140100": "test-counties", "140105": "test-counties", "140106": "surveyed"}
+    sets = {d.source: d.features for d in await gd.datasets(pool) if d.kind == "regions"}
+    assert sets == {"test-counties": 2, "surveyed": 1}
