@@ -231,6 +231,20 @@ def _shape(c: _Collector, i: int, geom: Any, allowed: tuple[str, ...]) -> shapel
     return shp
 
 
+def _point_xy(geom: Any) -> tuple[float, float] | None:
+    """(lon, lat) of a well-formed GeoJSON Point, else None (the slow path reports why)."""
+    if not isinstance(geom, dict) or geom.get("type") != "Point":
+        return None
+    xy = geom.get("coordinates")
+    if (
+        isinstance(xy, list)
+        and len(xy) in (2, 3)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in xy)
+    ):
+        return float(xy[0]), float(xy[1])
+    return None
+
+
 def _check_coords(
     c: _Collector, index: NDArray[np.int64], lon: FloatArray, lat: FloatArray
 ) -> None:
@@ -288,7 +302,7 @@ def _repair(
     return out, repaired
 
 
-def _convert(geoms: list[shapely.Geometry], crs: str) -> list[shapely.Geometry]:
+def _convert(geoms: list[Any], crs: str) -> list[shapely.Geometry]:
     if crs == "wgs84" or not geoms:
         return geoms
     return list(shapely.transform(np.asarray(geoms, dtype=object), _to_wgs84_coords(crs)))
@@ -310,8 +324,12 @@ def _parse_geojson(
     c = _Collector("feature")
     n = len(features)
     idx: list[int] = []
-    geoms: list[shapely.Geometry] = []
+    geoms: list[shapely.Geometry | None] = []
     props_kept: list[dict[str, Any]] = []
+    # Points are most of a big file: their coordinates are gathered here and turned into
+    # geometries in one vectorised call instead of one GeoJSON parse each.
+    point_at: list[int] = []
+    point_xy: list[tuple[float, float]] = []
     allowed = {
         "regions": _POLYGONAL,
         "builtup": _POLYGONAL,
@@ -327,12 +345,23 @@ def _parse_geojson(
         if not isinstance(props, dict):
             c.error(i, "properties", "must be an object")
             continue
-        geom = _shape(c, i, feat.get("geometry"), allowed)
-        if geom is None:
-            continue
+        raw = feat.get("geometry")
+        xy = _point_xy(raw) if "Point" in allowed else None
+        if xy is not None:
+            point_at.append(len(geoms))
+            point_xy.append(xy)
+            geom = None
+        else:
+            geom = _shape(c, i, raw, allowed)
+            if geom is None:
+                continue
         idx.append(i)
         geoms.append(geom)
         props_kept.append(props)
+    if point_at:
+        made = shapely.points(np.asarray(point_xy, dtype=np.float64))
+        for k, g in zip(point_at, made.tolist(), strict=True):
+            geoms[k] = g
     geoms = _convert(geoms, crs)
     index = np.asarray(idx, dtype=np.int64)
 
