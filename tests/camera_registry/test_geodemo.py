@@ -18,6 +18,7 @@ from camera_registry.geodemo import (
     DemoDataError,
     DemoGeodata,
     cnmaps_version,
+    demo_camera_arrays,
     demo_cameras,
     demo_geodata,
     load_demo_geodata,
@@ -158,3 +159,17 @@ def test_any_seed_puts_every_village_inside_its_county(seed: int) -> None:
     assert len(g.villages) == 500
     assert _inside(g, g.villages.region_code, g.villages.lon, g.villages.lat)
     assert np.all(g.villages.population[~np.isnan(g.villages.population)] >= 0)
+
+
+def test_numeric_camera_arrays_are_the_same_cameras_as_the_full_columns(
+    synthetic: DemoGeodata,
+) -> None:
+    full = demo_cameras(3000, synthetic, seed=8)
+    arrays = demo_camera_arrays(3000, synthetic, seed=8)
+    assert arrays.lon.tolist() == full["lon"] and arrays.lat.tolist() == full["lat"]
+    assert arrays.region_code.tolist() == full["region_code"]
+    assert [str(v) for v in arrays.level.tolist()] == full["level"]
+    assert [None if a != a else a for a in arrays.azimuth.tolist()] == full["azimuth"]
+    assert arrays.hfov.tolist() == full["hfov"]
+    assert arrays.max_view_distance.tolist() == full["max_view_distance"]
+    assert arrays.mount_height.tolist() == full["mount_height"]
