@@ -50,6 +50,8 @@ MAX_PROBLEMS = 1000  # listed in an error; beyond this the file is not what --ki
 _POLYGONAL = ("Polygon", "MultiPolygon")
 _LON_NAMES = ("lon", "lng", "longitude", "经度", "x")
 _LAT_NAMES = ("lat", "latitude", "纬度", "y")
+# Declared CRSs that are longitude/latitude on WGS-84 or CGCS2000 (the same within centimetres).
+_LONLAT_CRS = ("CRS84", "EPSG:4326", "EPSG::4326", "EPSG:4490", "EPSG::4490")
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,14 @@ def _features(data: bytes, filename: str) -> list[Any]:
             f"{filename} must be a GeoJSON FeatureCollection "
             f"(found {type(doc).__name__ if not isinstance(doc, dict) else doc.get('type')!r})"
         )
+    declared = doc.get("crs")
+    if isinstance(declared, dict):  # GeoJSON 2008's crs member; RFC 7946 files have none
+        name = str((declared.get("properties") or {}).get("name", ""))
+        if not any(ok in name.upper() for ok in _LONLAT_CRS):
+            raise GeodataError(
+                f"{filename} declares coordinate system {name!r}; give WGS-84/CGCS2000 "
+                "longitude/latitude (or GCJ-02/BD-09 with --crs), e.g. export as EPSG:4326"
+            )
     features = doc.get("features")
     if not isinstance(features, list):
         raise GeodataError(f"{filename}: 'features' must be a list")

@@ -339,3 +339,28 @@ async def test_a_regions_file_takes_over_counties_another_data_set_held(
     assert rows == {"140100": "test-counties", "140105": "test-counties", "140106": "surveyed"}
     sets = {d.source: d.features for d in await gd.datasets(pool) if d.kind == "regions"}
     assert sets == {"test-counties": 2, "surveyed": 1}
+
+
+def test_a_file_declaring_a_projected_crs_is_refused_and_lon_lat_ones_accepted() -> None:
+    def doc(name: str) -> bytes:
+        return json.dumps({
+            "type": "FeatureCollection",
+            "crs": {"type": "name", "properties": {"name": name}},
+            "features": [feature(point(112.55, 37.75))],
+        }).encode()  # fmt: skip
+
+    with pytest.raises(GeodataError, match="EPSG::4527"):
+        parse_geodata(doc("urn:ogc:def:crs:EPSG::4527"), "junctions")
+    for ok in ("urn:ogc:def:crs:OGC:1.3:CRS84", "EPSG:4490"):
+        assert parse_geodata(doc(ok), "junctions").count == 1
+
+
+def test_not_a_feature_collection_is_one_clear_error() -> None:
+    with pytest.raises(GeodataError, match="FeatureCollection"):
+        parse_geodata(b'{"type": "Feature"}', "villages", filename="f.geojson")
+    with pytest.raises(GeodataError, match="not valid JSON"):
+        parse_geodata(b"{nope", "villages", filename="f.geojson")
+    with pytest.raises(GeodataError, match="CSV holds points only"):
+        parse_geodata(b"lon,lat\n1,2\n", "regions", filename="r.csv")
+    with pytest.raises(GeodataError, match="unknown coordinate system"):
+        parse_geodata(b"lon,lat\n1,2\n", "villages", crs="utm", filename="v.csv")
