@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ from hypothesis import strategies as st
 
 from api.state import BOX, POOL
 from camera_registry import geodata as gd
-from camera_registry.bootstrap import load_demo
+from camera_registry.bootstrap import demo_geodata_loaded, load_demo
 from camera_registry.geodemo import (
     DemoDataError,
     DemoGeodata,
@@ -173,3 +177,39 @@ def test_numeric_camera_arrays_are_the_same_cameras_as_the_full_columns(
     assert arrays.hfov.tolist() == full["hfov"]
     assert arrays.max_view_distance.tolist() == full["max_view_distance"]
     assert arrays.mount_height.tolist() == full["mount_height"]
+
+
+async def test_make_run_keeps_boundaries_a_planner_loaded(client: TestClient) -> None:
+    pool = client.app[POOL]
+    await pool.execute("DELETE FROM geo_regions")
+    _, loaded = await demo_geodata_loaded(pool, seed=1)
+    assert loaded is not None and loaded.regions == 129
+    await pool.execute("UPDATE geo_regions SET source = 'planner'")
+    _, again = await demo_geodata_loaded(pool, seed=1)
+    assert again is None  # regions exist: serve --demo leaves them alone
+    assert await pool.fetchval("SELECT count(*) FROM geo_regions WHERE source = 'demo'") == 0
+
+
+def test_cli_demo_loads_geodata_and_cameras_and_refuses_other_provinces(
+    database_url: str, schema: str, settings: Any, client: TestClient
+) -> None:
+    sep = "&" if "?" in database_url else "?"
+    env = {
+        **os.environ,
+        "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+        "CAMREG_DATA_DIR": str(settings.data_dir),
+        "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
+    }
+    cli = [sys.executable, "-m", "camera_registry.cli", "demo"]
+    args = ["--province", "14", "--cameras", "50", "--seed", "3", "--force"]
+    proc = subprocess.run([*cli, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "129 regions" in proc.stdout and "28000 villages" in proc.stdout
+    # demo: N new, M updated, K unchanged (earlier tests here loaded demo cameras too)
+    counts = proc.stdout.rsplit("demo: ", 1)[1].replace(",", "").split()
+    assert int(counts[0]) + int(counts[2]) + int(counts[4]) == 50, proc.stdout
+    proc = subprocess.run(
+        [*cli, "--province", "13", "--force"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 2
+    assert "province 14 (山西省) only" in proc.stderr
