@@ -313,9 +313,13 @@ def _repair(
 
 
 def _convert(geoms: list[Any], crs: str) -> list[shapely.Geometry]:
-    if crs == "wgs84" or not geoms:
+    """To WGS-84 lon/lat, flat: heights (a third coordinate) mean nothing to coverage."""
+    if not geoms:
         return geoms
-    return list(shapely.transform(np.asarray(geoms, dtype=object), _to_wgs84_coords(crs)))
+    arr = shapely.force_2d(np.asarray(geoms, dtype=object))
+    if crs != "wgs84":
+        arr = shapely.transform(arr, _to_wgs84_coords(crs))
+    return list(arr)
 
 
 def _tick(progress: Progress | None, stage: str, i: int, n: int) -> None:

@@ -364,3 +364,15 @@ def test_not_a_feature_collection_is_one_clear_error() -> None:
         parse_geodata(b"lon,lat\n1,2\n", "regions", filename="r.csv")
     with pytest.raises(GeodataError, match="unknown coordinate system"):
         parse_geodata(b"lon,lat\n1,2\n", "villages", crs="utm", filename="v.csv")
+
+
+def test_heights_are_dropped_from_3d_coordinates() -> None:
+    ring3d = [[x, y, 800.0] for x, y in XIAODIAN]
+    data = json.dumps({"type": "FeatureCollection", "features": [
+        feature(polygon(ring3d), adcode="140105", name="小店区")]}).encode()  # fmt: skip
+    region = parse_geodata(data, "regions").regions[0]
+    assert not shapely.has_z(region.boundary)
+    pts = json.dumps({"type": "FeatureCollection", "features": [
+        feature({"type": "Point", "coordinates": [112.55, 37.75, 790.5]})]}).encode()  # fmt: skip
+    parsed = parse_geodata(pts, "junctions")
+    assert (parsed.lon.tolist(), parsed.lat.tolist()) == ([112.55], [37.75])
