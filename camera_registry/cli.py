@@ -262,7 +262,11 @@ def _parser() -> argparse.ArgumentParser:
     tr = tsub.add_parser("revoke")
     tr.add_argument("id")
 
-    dc = sub.add_parser("discover", help="find ONVIF cameras and put them in the inbox")
+    dc = sub.add_parser(
+        "discover",
+        help="find ONVIF cameras and put them in the inbox",
+        allow_abbrev=False,  # so --password is an error, not --password-env
+    )
     dc.add_argument(
         "--interface",
         action="append",
@@ -273,7 +277,11 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--cidr", action="append", default=[], help="range to sweep, e.g. 10.2.0.0/22")
     dc.add_argument("--ports", help="also sweep /onvif/device_service on these ports: 80,8000")
     dc.add_argument("--user", help="ONVIF user for interrogation")
-    dc.add_argument("--password-env", help="environment variable holding the ONVIF password")
+    dc.add_argument(
+        "--password-env",
+        help="environment variable holding the ONVIF password (else asked for when --user "
+        "is given on a terminal; never pass it on the command line)",
+    )
     dc.add_argument("--json", action="store_true", help="one JSON line per device")
     dc.add_argument("--rate", type=float, default=500.0, help="probe packets per second")
     dc.add_argument("--concurrency", type=int, default=16, help="devices interrogated at once")
@@ -316,9 +324,29 @@ async def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _discover_password(args: argparse.Namespace) -> tuple[bool, str | None]:
+    """(ok, ONVIF password) from --password-env or a prompt; not ok (after saying why) if the
+    named variable is unset. Never from argv, where `ps` and shell history would show it."""
+    import getpass
+    import os
+
+    if args.password_env:
+        value = os.environ.get(args.password_env)
+        if value is None:
+            print(
+                f"camreg discover: --password-env {args.password_env}: that environment "
+                "variable is not set; export it first",
+                file=sys.stderr,
+            )
+            return False, None
+        return True, value
+    if args.user and sys.stdin.isatty():
+        return True, getpass.getpass(f"ONVIF password for {args.user}: ")
+    return True, None
+
+
 async def _discover(args: argparse.Namespace) -> int:
     import json
-    import os
 
     from rich.console import Console
 
@@ -329,7 +357,9 @@ async def _discover(args: argparse.Namespace) -> int:
     from .inbox import Inbox
 
     settings = _settings(args)
-    password = os.environ.get(args.password_env) if args.password_env else None
+    ok, password = _discover_password(args)
+    if not ok:
+        return 2
     interfaces = [] if args.no_multicast else (args.interface or local_ipv4_interfaces())
     ports = [int(p) for p in args.ports.split(",")] if args.ports else []
     console = Console(stderr=True, quiet=args.json)
@@ -354,7 +384,7 @@ async def _discover(args: argparse.Namespace) -> int:
             cidrs=args.cidr,
             ports=ports,
             username=args.user,
-            password=password,
+            password=password or None,
             discovery_port=args.discovery_port,
             timeout=args.timeout,
             rate=args.rate,

@@ -257,6 +257,11 @@ def _import_onvif() -> Any:
     return client
 
 
+async def load_onvif() -> Any:
+    """Import the library and parse its WSDLs now (once), e.g. before a sweep starts."""
+    return await _load_onvif()
+
+
 async def _load_onvif() -> Any:
     """The `onvif.client` module with the WSDLs we use already parsed, loaded exactly once.
 

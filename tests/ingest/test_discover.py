@@ -158,3 +158,27 @@ def test_cli_discover_with_nothing_to_probe_says_what_to_give() -> None:
     )
     assert proc.returncode == 2
     assert "nothing to probe" in proc.stderr and "--cidr" in proc.stderr
+
+
+def test_cli_discover_refuses_an_unset_password_variable() -> None:
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "CAMREG_NO_SUCH_PW"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "camera_registry.cli", "discover", "--no-multicast",
+         "--cidr", "127.0.0.1/32", "--user", "admin", "--password-env", "CAMREG_NO_SUCH_PW"],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "CAMREG_NO_SUCH_PW" in proc.stderr and "not set" in proc.stderr
+
+
+def test_cli_discover_has_no_password_option() -> None:
+    """Credentials never on the command line: there is no --password to put them in."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "camera_registry.cli", "discover", "--password", "x"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
