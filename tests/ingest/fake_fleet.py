@@ -3,8 +3,8 @@
 
 In-process use: `async with fleet([(address, camera), ...]) as (servers, udp_port)`. As a
 helper process (for namespaces and the benchmark): `python -m tests.ingest.fake_fleet
---first 127.1.0.1 --count 256 [--udp-port P] [--multicast]` prints one JSON line with the ports
-once every device listens, and serves until stdin closes or SIGTERM.
+--first 127.1.0.1 --count 256 [--step 8] [--udp-port P] [--multicast]` prints one JSON line
+with the ports once every device listens, and serves until stdin closes or SIGTERM.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ async def fleet(
 
 async def _serve(args: argparse.Namespace) -> None:
     first = ipaddress.IPv4Address(args.first)
-    addresses = [str(first + i) for i in range(args.count)]
+    addresses = [str(first + i * args.step) for i in range(args.count)]
     devices = [(a, FakeCamera(serial=f"SN{a}", mac=_mac(a))) for a in addresses]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--first", required=True, help="first device address")
     parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--step", type=int, default=1, help="address distance between devices")
     parser.add_argument("--udp-port", type=int, default=0)
     parser.add_argument("--multicast", action="store_true", help="answer group probes")
     asyncio.run(_serve(parser.parse_args()))
