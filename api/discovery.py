@@ -182,7 +182,7 @@ async def register_device(request: web.Request) -> web.Response:
             f"the device has {len(channels)} channel(s); channels lists {len(overrides)}",
             [FieldError("channels", f"give {len(channels)} entries, in channel order")],
         )
-    created: list[dict[str, Any]] = []
+    planned: list[tuple[str, dict[str, Any]]] = []
     for index, (source, profiles) in enumerate(channels):
         values = dict(base)
         if profiles:
@@ -199,8 +199,21 @@ async def register_device(request: web.Request) -> web.Response:
                 values["gb_id"] = over.gb_id
             elif body.gb_id:
                 values["gb_id"] = _channel_gb_id(body.gb_id, index)
-        cam = await request.app[REGISTRY].create(actor, values, body.crs)
-        created.append({**cam, "channel": source or None})
+        planned.append((source, values))
+    registry = request.app[REGISTRY]
+    for _, values in planned:  # every channel valid before any camera is made
+        registry.validate_one(actor, values, body.crs)
+    created: list[dict[str, Any]] = []
+    try:
+        for source, values in planned:
+            cam = await registry.create(actor, values, body.crs)
+            created.append({**cam, "channel": source or None})
+    except Exception:
+        # One channel clashed (e.g. its 国标编码 exists): undo the others, all or nothing.
+        for cam in created:
+            with contextlib.suppress(Exception):
+                await registry.delete(actor, cam["id"])
+        raise
     await inbox.mark_registered(
         device["id"], created[0]["id"], [(c["channel"] or "", c["id"]) for c in created]
     )

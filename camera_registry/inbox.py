@@ -112,6 +112,25 @@ class Inbox:
         if d.get("failure") is None and (d.get("username") or d.get("password")):
             pair = self.box.seal(d.get("username"), d.get("password"))
             sealed = pair[0] if pair else None
+        for _attempt in range(2):
+            device_id = await self._store(conn, actor, d, sealed)
+            if device_id is not None:
+                break
+        else:  # pragma: no cover - a second concurrent insert of the same endpoint is absurd
+            raise RuntimeError(f"could not store discovered device {d['endpoint']}")
+        if scan_id is not None:
+            await conn.execute(
+                """INSERT INTO discovery_scan_devices (scan_id, device_id)
+                   VALUES ($1::uuid, $2) ON CONFLICT DO NOTHING""",
+                scan_id,
+                device_id,
+            )
+
+    async def _store(
+        self, conn: asyncpg.Connection, actor: Actor, d: Mapping[str, Any], sealed: bytes | None
+    ) -> Any:
+        """Match and update, or insert; None when a concurrent scan inserted it first (the
+        caller then matches again and finds that row)."""
         mac, serial = d.get("mac"), d.get("serial")
         cur = await conn.fetchrow(
             """SELECT id, address, endpoint FROM discovered_devices
@@ -139,12 +158,13 @@ class Inbox:
             d.get("clock_skew_s"),
         )
         if cur is None:
-            device_id = await conn.fetchval(
+            return await conn.fetchval(
                 """INSERT INTO discovered_devices (address, port, xaddrs, vendor, model,
                        firmware, serial, mac, profiles, failure, detail, credentials,
                        clock_skew_s, endpoint, found_scope, found_by)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
                            $16)
+                   ON CONFLICT (endpoint) DO NOTHING
                    RETURNING id""",
                 *values,
                 d["endpoint"],
@@ -175,13 +195,7 @@ class Inbox:
             )
             if cur["address"] != d["address"]:
                 await self._follow_address(conn, actor, device_id, cur["address"], d["address"])
-        if scan_id is not None:
-            await conn.execute(
-                """INSERT INTO discovery_scan_devices (scan_id, device_id)
-                   VALUES ($1::uuid, $2) ON CONFLICT DO NOTHING""",
-                scan_id,
-                device_id,
-            )
+        return device_id
 
     async def _follow_address(
         self, conn: asyncpg.Connection, actor: Actor, device_id: Any, old: str, new: str

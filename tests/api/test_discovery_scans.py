@@ -299,3 +299,45 @@ async def test_identity_falls_back_to_mac_then_serial(client: TestClient, key: s
     )  # fmt: skip
     rows = [d for d in await inbox.list(actor, pending_only=False) if d[key] == ident[key]]
     assert len(rows) == 1 and rows[0]["endpoint"] == endpoint_for(f"{net}.2")
+
+
+async def test_two_scans_finding_the_same_new_device_at_once_make_one_row(
+    client: TestClient,
+) -> None:
+    inbox = Inbox(client.app[POOL], client.app[BOX])
+    actor = Actor("t", Role.ADMIN)
+    device = {"endpoint": "urn:uuid:raced-0001", "address": "127.0.10.1", "port": 80,
+              "failure": None, "serial": "SN-RACED"}  # fmt: skip
+    await asyncio.gather(*(inbox.upsert(actor, [dict(device)]) for _ in range(4)))
+    rows = [d for d in await inbox.list(actor, pending_only=False) if d["serial"] == "SN-RACED"]
+    assert len(rows) == 1
+
+
+async def test_nvr_registration_is_all_or_nothing(client: TestClient, auth: Tok) -> None:
+    h = await auth("technician", SCOPE)
+    taken = camera(gb_id="14010500001325011002", name="已有", streams=...)
+    assert (await client.post("/api/v1/cameras", json=taken, headers=h)).status == 201
+    inbox = Inbox(client.app[POOL], client.app[BOX])
+    profiles = [
+        {"token": f"p{c}", "name": "x", "width": 1920, "height": 1080, "source": f"VS{c}",
+         "rtsp_uri": f"rtsp://127.0.11.1:554/ch{c}"}
+        for c in (1, 2, 3)
+    ]  # fmt: skip
+    await inbox.upsert(
+        Actor("t", Role.TECHNICIAN, scope=SCOPE),
+        [{"endpoint": "urn:uuid:nvr-clash", "address": "127.0.11.1", "port": 80,
+          "profiles": profiles, "failure": None}],
+    )  # fmt: skip
+    (device,) = [d for d in await _inbox(client, h) if d["endpoint"] == "urn:uuid:nvr-clash"]
+    # Channel 2 would get ...011002, which exists: nothing may be left of channel 1.
+    body = camera(gb_id="14010500001325011001", name="冲突NVR", streams=...)
+    resp = await client.post(
+        f"/api/v1/discovery/devices/{device['id']}/register", json=body, headers=h
+    )
+    assert resp.status == 409, await resp.text()
+    left = await client.app[POOL].fetchval(
+        "SELECT count(*) FROM cameras WHERE gb_id = '14010500001325011001'"
+    )
+    assert left == 0
+    (still,) = [d for d in await _inbox(client, h) if d["endpoint"] == "urn:uuid:nvr-clash"]
+    assert still["status"] == "new"
