@@ -294,8 +294,10 @@ async def create_scan(request: web.Request) -> web.Response:
 
 
 async def _run(app: web.Application, actor: Actor, scan_id: str, spec: dict[str, Any]) -> None:
+    began = False
     try:
         async with app[SCAN_SLOTS]:
+            began = True
             await run_scan(
                 app[SCANS],
                 app[INBOX],
@@ -304,6 +306,14 @@ async def _run(app: web.Application, actor: Actor, scan_id: str, spec: dict[str,
                 spec,
                 discovery_port=app[SCAN_CONFIG].discovery_port,
             )
+    except asyncio.CancelledError:
+        if not began:  # stopped while queued: close the job and drop its credentials
+            await asyncio.shield(
+                app[SCANS].finish(
+                    scan_id, "cancelled", error="the server stopped before the scan started"
+                )
+            )
+        raise
     except Exception:  # the job row could not even be updated (database gone)
         log.exception("discovery scan %s: the job could not record its end", scan_id)
 
