@@ -34,7 +34,7 @@ FAILURE_CATEGORIES = (
 )
 
 _COLUMNS = """id, endpoint, address, port, xaddrs, vendor, model, firmware, serial, mac, profiles,
-    failure, detail, clock_skew_s, status, credentials IS NOT NULL AS has_credentials,
+    failure, detail, clock_skew_s, ptz, status, credentials IS NOT NULL AS has_credentials,
     found_scope, found_by, first_seen, last_seen, camera_id,
     coalesce((SELECT array_agg(c.camera_id::text ORDER BY c.channel, c.camera_id)
               FROM discovered_device_cameras c WHERE c.device_id = discovered_devices.id),
@@ -156,14 +156,15 @@ class Inbox:
             d.get("detail"),
             sealed,
             d.get("clock_skew_s"),
+            d.get("ptz"),
         )
         if cur is None:
             return await conn.fetchval(
                 """INSERT INTO discovered_devices (address, port, xaddrs, vendor, model,
                        firmware, serial, mac, profiles, failure, detail, credentials,
-                       clock_skew_s, endpoint, found_scope, found_by)
+                       clock_skew_s, ptz, endpoint, found_scope, found_by)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                           $16)
+                           $16, $17)
                    ON CONFLICT (endpoint) DO NOTHING
                    RETURNING id""",
                 *values,
@@ -187,7 +188,8 @@ class Inbox:
                                   ELSE $10::jsonb END,
                        failure = $11, detail = $12,
                        credentials = coalesce($13, credentials),
-                       clock_skew_s = $14, endpoint = $15, last_seen = now()
+                       clock_skew_s = $14, ptz = coalesce($15, ptz), endpoint = $16,
+                       last_seen = now()
                    WHERE id = $1""",
                 device_id,
                 *values,

@@ -107,6 +107,7 @@ def _device(endpoint: str, xaddrs: list[str], facts: DeviceFacts) -> dict[str, A
         "failure": facts.failure,
         "detail": facts.detail,
         "clock_skew_s": facts.clock_skew_s,
+        "ptz": facts.ptz,
         "profiles": [asdict(p) for p in facts.profiles],
     }
 

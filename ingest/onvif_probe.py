@@ -84,6 +84,7 @@ MAX_BODY = 2 * 2**20
 CLOCK_SKEW_LIMIT_S = 300.0
 
 NS_MEDIA = "http://www.onvif.org/ver10/media/wsdl"
+NS_PTZ = "http://www.onvif.org/ver20/ptz/wsdl"
 _PROXY_VARS = ("http_proxy", "https_proxy")
 # Calls whose failure is tolerated (GetNetworkInterfaces, GetSnapshotUri) get at most this
 # share of the budget, so one optional call that hangs cannot starve the required ones.
@@ -139,6 +140,7 @@ class DeviceFacts:
     failure: Failure | None = None
     detail: str = ""
     clock_skew_s: float | None = None  # device clock minus ours, when it told us
+    ptz: bool | None = None  # whether it offers a PTZ service (None: not learnt)
 
     @property
     def ok(self) -> bool:
@@ -395,6 +397,7 @@ async def _collect(camera: Any, facts: DeviceFacts, deadline: float, budget: flo
     # GetSystemDateAndTime (clock skew), then GetServices or GetCapabilities.
     await required(camera.update_xaddrs())
     facts.clock_skew_s = _skew(camera)
+    facts.ptz = NS_PTZ in getattr(camera, "xaddrs", {})
     device = await required(camera.create_devicemgmt_service())
 
     info = await optional("GetDeviceInformation", device.GetDeviceInformation())

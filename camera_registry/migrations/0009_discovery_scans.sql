@@ -4,7 +4,8 @@
 ALTER TABLE discovered_devices
     ADD COLUMN status text NOT NULL DEFAULT 'new'
         CHECK (status IN ('new', 'registered', 'ignored')),
-    ADD COLUMN clock_skew_s double precision,
+    ADD COLUMN clock_skew_s double precision,   -- device clock minus ours at the last scan
+    ADD COLUMN ptz boolean,                     -- offers a PTZ service
     ADD CONSTRAINT discovered_devices_failure_known CHECK (failure IS NULL OR failure IN (
         'unreachable', 'not_onvif', 'auth_failed', 'clock_skew', 'no_media_profile',
         'malformed_response', 'timeout'));

@@ -114,6 +114,7 @@ async def test_scan_to_registered_camera_with_streams_and_no_credentials(
         )
     (device,) = await _inbox(client, h, f"?scan={scan['id']}")
     assert device["failure"] is None and device["has_credentials"] is True
+    assert device["ptz"] is False and device["clock_skew_s"] is not None
     here = camera(gb_id="14010500001325004101", name="南门", lon=112.56, lat=37.81, streams=...)
     resp = await client.post(
         f"/api/v1/discovery/devices/{device['id']}/register", json=here, headers=h

@@ -7,6 +7,13 @@ survive: Hikvision-like main/sub streams, Dahua-like RTSP URIs naming a private 
 without GetNetworkInterfaces or without profiles, plain web servers answering 404, and devices
 that accept the connection but never answer. Responses are minimal but use the element names
 and namespaces of the ONVIF schemas, because zeep parses them against the WSDL types.
+
+The fleet behaviours of issue 3 are switches on `FakeCamera` (each tested in
+test_onvif_fleet.py): SOAP 1.1 replies, a clock hours off (with a `time_window` check of the
+token's Created time, as real devices do), local time reported as UTC, MessageExpired faults,
+auth on GetSystemDateAndTime, no GetServices, NAT-wrong XAddrs, faults with HTTP 200, empty
+200s, plain-text 500s, dropped connections, XXE and billion-laughs DTDs, 10 MiB answers
+(with or without Content-Length), PTZ, and `nvr()` for a multi-channel recorder.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ NS_TDS = "http://www.onvif.org/ver10/device/wsdl"
 NS_TRT = "http://www.onvif.org/ver10/media/wsdl"
 NS_TT = "http://www.onvif.org/ver10/schema"
 NS_TER = "http://www.onvif.org/ver10/error"
+NS_PTZ = "http://www.onvif.org/ver20/ptz/wsdl"
 
 _ENVELOPE = (
     '<?xml version="1.0" encoding="UTF-8"?>'
@@ -112,6 +120,7 @@ class FakeCamera:
     hostile: str | None = None  # "xxe" or "billion_laughs": a DTD in every answer
     huge: int = 0  # pad every answer to this many bytes
     huge_chunked: bool = False  # send the padding chunked, without a Content-Length
+    ptz: bool = False  # advertise a PTZ service
 
     # Observations, for assertions.
     in_flight: int = 0
@@ -364,18 +373,26 @@ class FakeOnvifServer:
             f"<tds:Service><tds:Namespace>{ns}</tds:Namespace>"
             f"<tds:XAddr>{base}{path}</tds:XAddr>"
             "<tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service>"
-            for ns, path in ((NS_TDS, "/onvif/device_service"), (NS_TRT, "/onvif/media_service"))
+            for ns, path in self._services()
         )
         return _ok(f"<tds:GetServicesResponse>{services}</tds:GetServicesResponse>")
 
+    def _services(self) -> list[tuple[str, str]]:
+        out = [(NS_TDS, "/onvif/device_service"), (NS_TRT, "/onvif/media_service")]
+        if self.camera.ptz:
+            out.append((NS_PTZ, "/onvif/ptz_service"))
+        return out
+
     def _op_GetCapabilities(self, request: web.Request, op: Any) -> web.Response:
         base = self._base(request)
+        ptz = f"<tt:PTZ><tt:XAddr>{base}/onvif/ptz_service</tt:XAddr></tt:PTZ>"
         return _ok(
             "<tds:GetCapabilitiesResponse><tds:Capabilities>"
             f"<tt:Media><tt:XAddr>{base}/onvif/media_service</tt:XAddr>"
             "<tt:StreamingCapabilities><tt:RTPMulticast>false</tt:RTPMulticast>"
             "<tt:RTP_TCP>true</tt:RTP_TCP><tt:RTP_RTSP_TCP>true</tt:RTP_RTSP_TCP>"
             "</tt:StreamingCapabilities></tt:Media>"
+            f"{ptz if self.camera.ptz else ''}"
             "</tds:Capabilities></tds:GetCapabilitiesResponse>"
         )
 

@@ -182,3 +182,11 @@ async def test_multi_channel_nvr_reports_every_channel() -> None:
     for _, (main, *rest) in channels:
         assert main.height == 1080 and [p.height for p in rest] == [576]
         assert main.rtsp_uri is not None and main.rtsp_uri.startswith(f"rtsp://{HOST}:")
+
+
+@pytest.mark.parametrize("get_services", [True, False], ids=["services", "capabilities"])
+async def test_ptz_presence_is_reported(get_services: bool) -> None:
+    facts = await _probe(FakeCamera(ptz=True, get_services=get_services))
+    assert facts.failure is None and facts.ptz is True
+    plain = await _probe(FakeCamera(get_services=get_services))
+    assert plain.ptz is False
