@@ -378,6 +378,9 @@ async def _discover(args: argparse.Namespace) -> int:
         )
         return 2
     console.print(f"probing {', '.join([*interfaces, *args.cidr])} …")
+    done: list[dict[str, Any]] = []
+    interrupted = False
+    malformed = 0
     try:
         report = await discover(
             interfaces=interfaces,
@@ -390,13 +393,18 @@ async def _discover(args: argparse.Namespace) -> int:
             rate=args.rate,
             concurrency=args.concurrency,
             on_found=found,
+            on_device=done.append,
         )
+        malformed = report.malformed
     except IngestError as exc:
         print(f"camreg discover: {exc}", file=sys.stderr)
         return 2
+    except asyncio.CancelledError:  # Ctrl-C: keep what was found (asyncio.run re-raises it)
+        interrupted = True
+    devices = sorted(done, key=lambda d: (d["address"], d["port"]))
     async with open_database(settings, pool_max=2) as db:
-        await Inbox(db.pool, db.box).upsert(Actor.cli("discover"), report.devices)
-    for d in report.devices:
+        await Inbox(db.pool, db.box).upsert(Actor.cli("discover"), devices)
+    for d in devices:
         streams = [p["rtsp_uri"] for p in d["profiles"] if p.get("rtsp_uri")]
         keys = ("address", "port", "endpoint", "vendor", "model", "serial", "mac", "failure")
         row = {k: d[k] for k in keys} | {"streams": streams}
@@ -409,10 +417,11 @@ async def _discover(args: argparse.Namespace) -> int:
                 f"{d['model'] or ''}  {streams[0] if streams else ''}"
             )
     console.print(
-        f"{len(report.devices)} devices in the discovery inbox "
-        f"({report.malformed} malformed answers ignored)"
+        f"{len(devices)} devices in the discovery inbox "
+        f"({malformed} malformed answers ignored)"
+        + (" — interrupted; what was found is kept" if interrupted else "")
     )
-    return 0
+    return 130 if interrupted else 0
 
 
 COMMANDS = {

@@ -166,27 +166,29 @@ async def discover(
     state.addresses = count_hosts(cidrs)
     await load_onvif()  # WSDL parsing before the first device's budget starts
     slots = asyncio.Semaphore(concurrency)
-    tasks: set[asyncio.Task[None]] = set()
+    tasks: dict[asyncio.Task[None], tuple[str, list[str], Target]] = {}
+
+    def finished(device: dict[str, Any]) -> None:
+        device["username"], device["password"] = username, password
+        report.devices.append(device)
+        state.interrogated += 1
+        if device["failure"] is not None:
+            state.failed[device["failure"]] = state.failed.get(device["failure"], 0) + 1
+        if on_device is not None:
+            on_device(device)
 
     async def interrogate_one(endpoint: str, xaddrs: list[str], target: Target) -> None:
         async with slots:
             facts = await interrogate(
                 target.address, target.port, username, password, timeout=device_timeout
             )
-        device = _device(endpoint, xaddrs, facts)
-        device["username"], device["password"] = username, password
-        report.devices.append(device)
-        state.interrogated += 1
-        if facts.failure is not None:
-            state.failed[facts.failure] = state.failed.get(facts.failure, 0) + 1
-        if on_device is not None:
-            on_device(device)
+        finished(_device(endpoint, xaddrs, facts))
 
     def start(endpoint: str, xaddrs: list[str], target: Target) -> None:
         state.found += 1
         task = asyncio.create_task(interrogate_one(endpoint, xaddrs, target))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        tasks[task] = (endpoint, xaddrs, target)
+        task.add_done_callback(lambda t: tasks.pop(t, None))
 
     def found_cb(found: Found) -> None:
         start(found.endpoint, list(found.xaddrs), _target(found, username, password))
@@ -218,11 +220,19 @@ async def discover(
             for host, port in report.swept:
                 start(f"http://{host}:{port}/onvif/device_service", [], Target(host, port))
         while tasks:
-            await asyncio.wait(set(tasks))
+            await asyncio.wait(list(tasks))
     finally:
-        for task in tasks:
+        # Stopped (Ctrl-C, job cancelled): what was found but not yet interrogated is still
+        # reported, as timed out by us, so a rerun knows it is there.
+        unfinished = list(tasks.items())
+        for task, _ in unfinished:
             task.cancel()
-        if tasks:
-            await asyncio.wait(set(tasks))
+        if unfinished:
+            await asyncio.wait([t for t, _ in unfinished])
+        for task, (endpoint, xaddrs, target) in unfinished:
+            if task.cancelled():
+                facts = DeviceFacts(address=target.address, port=target.port)
+                facts.failure, facts.detail = "timeout", "scan stopped before interrogation ended"
+                finished(_device(endpoint, xaddrs, facts))
     report.devices.sort(key=lambda d: (d["address"], d["port"]))
     return report
