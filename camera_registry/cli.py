@@ -349,8 +349,9 @@ async def _discover(args: argparse.Namespace) -> int:
     import json
 
     from rich.console import Console
+    from rich.progress import Progress as Bar
 
-    from ingest.discover import discover
+    from ingest.discover import Progress, device_order, discover
     from ingest.errors import IngestError
     from ingest.wsdiscovery import Found, local_ipv4_interfaces
 
@@ -381,7 +382,24 @@ async def _discover(args: argparse.Namespace) -> int:
     done: list[dict[str, Any]] = []
     interrupted = False
     malformed = 0
+    state = Progress()
+    bar = Bar(console=console, transient=True, disable=args.json)
+    task = bar.add_task("probing", total=None)
+
+    async def refresh() -> None:
+        """The progress bar: addresses probed, devices found and interrogated, live."""
+        while True:
+            bar.update(
+                task,
+                completed=state.probed,
+                total=state.addresses or None,
+                description=f"found {state.found}, interrogated {state.interrogated}",
+            )
+            await asyncio.sleep(0.2)
+
+    refresher = asyncio.create_task(refresh())
     try:
+        bar.start()
         report = await discover(
             interfaces=interfaces,
             cidrs=args.cidr,
@@ -394,6 +412,7 @@ async def _discover(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             on_found=found,
             on_device=done.append,
+            progress=state,
         )
         malformed = report.malformed
     except IngestError as exc:
@@ -401,7 +420,10 @@ async def _discover(args: argparse.Namespace) -> int:
         return 2
     except asyncio.CancelledError:  # Ctrl-C: keep what was found (asyncio.run re-raises it)
         interrupted = True
-    devices = sorted(done, key=lambda d: (d["address"], d["port"]))
+    finally:
+        refresher.cancel()
+        bar.stop()
+    devices = sorted(done, key=device_order)
     async with open_database(settings, pool_max=2) as db:
         await Inbox(db.pool, db.box).upsert(Actor.cli("discover"), devices)
     for d in devices:
@@ -411,9 +433,9 @@ async def _discover(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(row, ensure_ascii=False), flush=True)
         else:
-            state = d["failure"] or "ok"
+            outcome = d["failure"] or "ok"
             print(
-                f"{d['address']}:{d['port']}  {state:<14} {d['vendor'] or '?'} "
+                f"{d['address']}:{d['port']}  {outcome:<14} {d['vendor'] or '?'} "
                 f"{d['model'] or ''}  {streams[0] if streams else ''}"
             )
     console.print(

@@ -112,6 +112,15 @@ def _device(endpoint: str, xaddrs: list[str], facts: DeviceFacts) -> dict[str, A
     }
 
 
+def device_order(device: dict[str, Any]) -> tuple[int, Any, int]:
+    """Sort key: numeric address order (127.0.0.6 before 127.0.0.11), then port."""
+    try:
+        ip = ipaddress.ip_address(device["address"])
+        return (ip.version, int(ip), device["port"])
+    except ValueError:
+        return (9, device["address"], device["port"])
+
+
 @dataclass
 class Progress:
     """Counts of a running discovery, for progress bars and scan jobs."""
@@ -234,5 +243,5 @@ async def discover(
                 facts = DeviceFacts(address=target.address, port=target.port)
                 facts.failure, facts.detail = "timeout", "scan stopped before interrogation ended"
                 finished(_device(endpoint, xaddrs, facts))
-    report.devices.sort(key=lambda d: (d["address"], d["port"]))
+    report.devices.sort(key=device_order)
     return report
