@@ -46,6 +46,9 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from lxml import etree  # type: ignore[import-untyped]
+
+from .xml_safe import MalformedXml, parse_xml
 
 __all__ = [
     "DeviceFacts",
@@ -207,10 +210,41 @@ class _CappedResponse(aiohttp.ClientResponse):
             except BaseException:
                 self.close()
                 raise
-            # Some firmwares answer our SOAP 1.2 request in a SOAP 1.1 envelope, which zeep's
-            # 1.2 binding refuses by its root element; the bodies are the same ONVIF types.
-            self._body = b"".join(chunks).replace(_SOAP11_NS, _SOAP12_NS)
+            self._body = soap11_as_12(b"".join(chunks))
         return await super().read()
+
+
+def soap11_as_12(body: bytes) -> bytes:
+    """A SOAP 1.1 answer rewritten as SOAP 1.2, which is what zeep's ONVIF binding reads.
+
+    Some firmwares answer our SOAP 1.2 request in a SOAP 1.1 envelope, which the 1.2 binding
+    refuses by its root element; the bodies are the same ONVIF types, so the envelope
+    namespace is swapped. A 1.1 fault (faultcode/faultstring) is rebuilt as a 1.2 one
+    (Code/Value, Reason/Text), parsed with the hardened parser, so that "wrong password" is
+    still recognised as such.
+    """
+    if _SOAP11_NS not in body:
+        return body
+    body = body.replace(_SOAP11_NS, _SOAP12_NS)
+    if b"faultcode" not in body and b"faultstring" not in body:
+        return body
+    try:
+        root = parse_xml(body, max_bytes=MAX_BODY)
+    except MalformedXml:
+        return body  # zeep will fail on it too, and say why
+    ns = _SOAP12_NS.decode()
+    fault = root.find(f"{{{ns}}}Body/{{{ns}}}Fault")
+    if fault is None:
+        return body
+    code = (fault.findtext("faultcode") or "").strip()
+    reason = (fault.findtext("faultstring") or "").strip()
+    for child in list(fault):
+        fault.remove(child)
+    value = etree.SubElement(etree.SubElement(fault, f"{{{ns}}}Code"), f"{{{ns}}}Value")
+    value.text = code
+    etree.SubElement(etree.SubElement(fault, f"{{{ns}}}Reason"), f"{{{ns}}}Text").text = reason
+    out: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return out
 
 
 class _Failed(Exception):

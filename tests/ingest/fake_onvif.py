@@ -244,7 +244,7 @@ class FakeOnvifServer:
         content_type = response.content_type
         status = response.status
         if cam.soap11:
-            text = text.replace(NS_SOAP12, NS_SOAP11)
+            text = _as_soap11(text)
             content_type = _CONTENT_TYPE11
         if cam.fault_status is not None and "<env:Fault>" in text:
             status = cam.fault_status
@@ -479,6 +479,23 @@ class FakeOnvifServer:
             "<tt:InvalidAfterReboot>false</tt:InvalidAfterReboot><tt:Timeout>PT0S</tt:Timeout>"
             "</trt:MediaUri></trt:GetSnapshotUriResponse>"
         )
+
+
+def _as_soap11(text: str) -> str:
+    """The same answer in a SOAP 1.1 envelope; a fault in 1.1 form (faultcode/faultstring),
+    the subcode in faultcode as SOAP 1.1 devices send it."""
+    if "<env:Fault>" in text:
+        root = etree.fromstring(text.encode())
+        fault = root.find(f"{{{NS_SOAP12}}}Body/{{{NS_SOAP12}}}Fault")
+        sub = fault.findtext(f".//{{{NS_SOAP12}}}Subcode/{{{NS_SOAP12}}}Value") or ""
+        reason = fault.findtext(f".//{{{NS_SOAP12}}}Text") or ""
+        one = (
+            f"<env:Fault><faultcode>{sub}</faultcode>"
+            f"<faultstring>{reason}</faultstring></env:Fault>"
+        )
+        head, _, rest = text.partition("<env:Fault>")
+        text = head + one + rest.partition("</env:Fault>")[2]
+    return text.replace(NS_SOAP12, NS_SOAP11)
 
 
 def _ok(body: str) -> web.Response:

@@ -32,6 +32,16 @@ async def test_soap_1_1_replies_are_understood() -> None:
     assert facts.vendor == "HIKVISION" and len(facts.profiles) == 2
 
 
+async def test_soap_1_1_fault_for_a_wrong_password_is_auth_failed() -> None:
+    facts = await _probe(FakeCamera(soap11=True), password="wrong")
+    assert facts.failure == "auth_failed", facts.detail
+
+
+async def test_soap_1_1_without_get_services_falls_back() -> None:
+    facts = await _probe(FakeCamera(soap11=True, get_services=False))
+    assert facts.failure is None, facts.detail
+
+
 async def test_soap_1_2_replies_are_understood() -> None:
     facts = await _probe(FakeCamera(soap11=False))
     assert facts.failure is None, facts.detail
