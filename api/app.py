@@ -36,6 +36,7 @@ from . import (  # noqa: F401 - each module registers its routes
     tokens,
 )
 from .auth import auth_middleware
+from .discovery import discovery_ctx
 from .events import events_ctx
 from .metrics import Metrics, metrics_middleware
 from .problems import problem_middleware
@@ -138,6 +139,7 @@ def create_app(
     app[LIMITER] = RateLimiter()
     app.cleanup_ctx.append(_database_ctx(db or Database()))
     app.cleanup_ctx.append(_background_ctx)
+    app.cleanup_ctx.append(discovery_ctx)
     app.cleanup_ctx.append(events_ctx)
     if run_health:
         app.cleanup_ctx.append(_health_ctx)

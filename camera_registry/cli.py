@@ -277,7 +277,11 @@ def _parser() -> argparse.ArgumentParser:
     tr = tsub.add_parser("revoke")
     tr.add_argument("id")
 
-    dc = sub.add_parser("discover", help="find ONVIF cameras and put them in the inbox")
+    dc = sub.add_parser(
+        "discover",
+        help="find ONVIF cameras and put them in the inbox",
+        allow_abbrev=False,  # so --password is an error, not --password-env
+    )
     dc.add_argument(
         "--interface",
         action="append",
@@ -288,7 +292,11 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--cidr", action="append", default=[], help="range to sweep, e.g. 10.2.0.0/22")
     dc.add_argument("--ports", help="also sweep /onvif/device_service on these ports: 80,8000")
     dc.add_argument("--user", help="ONVIF user for interrogation")
-    dc.add_argument("--password-env", help="environment variable holding the ONVIF password")
+    dc.add_argument(
+        "--password-env",
+        help="environment variable holding the ONVIF password (else asked for when --user "
+        "is given on a terminal; never pass it on the command line)",
+    )
     dc.add_argument("--json", action="store_true", help="one JSON line per device")
     dc.add_argument("--rate", type=float, default=500.0, help="probe packets per second")
     dc.add_argument("--concurrency", type=int, default=16, help="devices interrogated at once")
@@ -333,20 +341,43 @@ async def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _discover(args: argparse.Namespace) -> int:
-    import json
+def _discover_password(args: argparse.Namespace) -> tuple[bool, str | None]:
+    """(ok, ONVIF password) from --password-env or a prompt; not ok (after saying why) if the
+    named variable is unset. Never from argv, where `ps` and shell history would show it."""
+    import getpass
     import os
 
-    from rich.console import Console
+    if args.password_env:
+        value = os.environ.get(args.password_env)
+        if value is None:
+            print(
+                f"camreg discover: --password-env {args.password_env}: that environment "
+                "variable is not set; export it first",
+                file=sys.stderr,
+            )
+            return False, None
+        return True, value
+    if args.user and sys.stdin.isatty():
+        return True, getpass.getpass(f"ONVIF password for {args.user}: ")
+    return True, None
 
-    from ingest.discover import discover
+
+async def _discover(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.progress import Progress as Bar
+
+    from ingest.discover import Progress, device_order, discover
     from ingest.errors import IngestError
     from ingest.wsdiscovery import Found, local_ipv4_interfaces
 
     from .inbox import Inbox
 
     settings = _settings(args)
-    password = os.environ.get(args.password_env) if args.password_env else None
+    ok, password = _discover_password(args)
+    if not ok:
+        return 2
     interfaces = [] if args.no_multicast else (args.interface or local_ipv4_interfaces())
     ports = [int(p) for p in args.ports.split(",")] if args.ports else []
     console = Console(stderr=True, quiet=args.json)
@@ -365,41 +396,71 @@ async def _discover(args: argparse.Namespace) -> int:
         )
         return 2
     console.print(f"probing {', '.join([*interfaces, *args.cidr])} …")
+    done: list[dict[str, Any]] = []
+    interrupted = False
+    malformed = 0
+    state = Progress()
+    bar = Bar(console=console, transient=True, disable=args.json)
+    task = bar.add_task("probing", total=None)
+
+    async def refresh() -> None:
+        """The progress bar: addresses probed, devices found and interrogated, live."""
+        while True:
+            bar.update(
+                task,
+                completed=state.probed,
+                total=state.addresses or None,
+                description=f"found {state.found}, interrogated {state.interrogated}",
+            )
+            await asyncio.sleep(0.2)
+
+    refresher = asyncio.create_task(refresh())
     try:
+        bar.start()
         report = await discover(
             interfaces=interfaces,
             cidrs=args.cidr,
             ports=ports,
             username=args.user,
-            password=password,
+            password=password or None,
             discovery_port=args.discovery_port,
             timeout=args.timeout,
             rate=args.rate,
             concurrency=args.concurrency,
             on_found=found,
+            on_device=done.append,
+            progress=state,
         )
+        malformed = report.malformed
     except IngestError as exc:
         print(f"camreg discover: {exc}", file=sys.stderr)
         return 2
+    except asyncio.CancelledError:  # Ctrl-C: keep what was found (asyncio.run re-raises it)
+        interrupted = True
+    finally:
+        refresher.cancel()
+        bar.stop()
+    devices = sorted(done, key=device_order)
     async with open_database(settings, pool_max=2) as db:
-        await Inbox(db.pool, db.box).upsert(Actor.cli("discover"), report.devices)
-    for d in report.devices:
+        await Inbox(db.pool, db.box).upsert(Actor.cli("discover"), devices)
+    for d in devices:
         streams = [p["rtsp_uri"] for p in d["profiles"] if p.get("rtsp_uri")]
         keys = ("address", "port", "endpoint", "vendor", "model", "serial", "mac", "failure")
         row = {k: d[k] for k in keys} | {"streams": streams}
         if args.json:
             print(json.dumps(row, ensure_ascii=False), flush=True)
         else:
-            state = d["failure"] or "ok"
+            outcome = d["failure"] or "ok"
             print(
-                f"{d['address']}:{d['port']}  {state:<14} {d['vendor'] or '?'} "
+                f"{d['address']}:{d['port']}  {outcome:<14} {d['vendor'] or '?'} "
                 f"{d['model'] or ''}  {streams[0] if streams else ''}"
             )
     console.print(
-        f"{len(report.devices)} devices in the discovery inbox "
-        f"({report.malformed} malformed answers ignored)"
+        f"{len(devices)} devices in the discovery inbox "
+        f"({malformed} malformed answers ignored)"
+        + (" — interrupted; what was found is kept" if interrupted else "")
     )
-    return 0
+    return 130 if interrupted else 0
 
 
 async def _geodata(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .errors import IngestError
-from .onvif_probe import DeviceFacts, Target, interrogate_many
+from .onvif_probe import DeviceFacts, Target, interrogate, load_onvif
 from .wsdiscovery import Discovery, Found
 
 _DATE_PROBE = (
@@ -106,8 +106,44 @@ def _device(endpoint: str, xaddrs: list[str], facts: DeviceFacts) -> dict[str, A
         "mac": facts.mac,
         "failure": facts.failure,
         "detail": facts.detail,
+        "clock_skew_s": facts.clock_skew_s,
+        "ptz": facts.ptz,
         "profiles": [asdict(p) for p in facts.profiles],
     }
+
+
+def device_order(device: dict[str, Any]) -> tuple[int, Any, int]:
+    """Sort key: numeric address order (127.0.0.6 before 127.0.0.11), then port."""
+    try:
+        ip = ipaddress.ip_address(device["address"])
+        return (ip.version, int(ip), device["port"])
+    except ValueError:
+        return (9, device["address"], device["port"])
+
+
+@dataclass
+class Progress:
+    """Counts of a running discovery, for progress bars and scan jobs."""
+
+    addresses: int = 0  # unicast addresses to probe
+    probed: int = 0  # unicast addresses probed so far
+    found: int = 0  # devices found (WS-Discovery or HTTP sweep)
+    interrogated: int = 0  # devices whose interrogation finished (either way)
+    failed: dict[str, int] = field(default_factory=dict)  # failure category -> count
+
+
+def count_hosts(cidrs: Iterable[str]) -> int:
+    """How many addresses `cidr_hosts` yields for `cidrs` (validating them the same way)."""
+    total = 0
+    for cidr in cidrs:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise IngestError(f"--cidr {cidr!r} is not an IPv4 range like 10.2.0.0/22") from None
+        if net.version != 4 or net.num_addresses > MAX_SWEEP_HOSTS:
+            raise IngestError(f"--cidr {cidr}: sweep IPv4 ranges of at most a /16 at a time")
+        total += net.num_addresses - 2 if net.num_addresses > 2 else net.num_addresses
+    return total
 
 
 async def discover(
@@ -121,34 +157,91 @@ async def discover(
     timeout: float = 3.0,  # noqa: ASYNC109 - listening time after the last probe
     rate: float = 500.0,
     concurrency: int = 16,
+    device_timeout: float = 8.0,
     on_found: Callable[[Found], None] | None = None,
+    on_device: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
 ) -> DiscoveryReport:
-    """Find and interrogate; the caller stores `report.devices` in the inbox."""
+    """Find and interrogate; the caller stores `report.devices` in the inbox.
+
+    Interrogation is pipelined with the sweep: a device is interrogated (at most
+    `concurrency` at a time) as soon as it answers, not after the last probe, so a large sweep
+    ends shortly after its last probe. `on_device` is called with each finished device;
+    `progress` (if given) is kept up to date for whoever reports it.
+    """
     report = DiscoveryReport()
+    state = progress if progress is not None else Progress()
     cidrs = list(cidrs)
-    async with Discovery() as disco:
-        report.found = await disco.scan(
-            interfaces=list(interfaces),
-            unicast_targets=cidr_hosts(cidrs),
-            port=discovery_port,
-            timeout=timeout,
-            rate=rate,
-            on_found=on_found,
-        )
-        report.malformed = disco.malformed
-    ports = list(ports)
-    if ports and cidrs:
-        seen = {f.address for f in report.found}
-        report.swept = [
-            hp for hp in await http_sweep(cidr_hosts(cidrs), ports) if hp[0] not in seen
-        ]
-    targets = [_target(f, username, password) for f in report.found]
-    targets += [Target(host, port, username, password) for host, port in report.swept]
-    facts = await interrogate_many(targets, concurrency=concurrency)
-    endpoints = [(f.endpoint, f.xaddrs) for f in report.found]
-    endpoints += [(f"http://{h}:{p}/onvif/device_service", []) for h, p in report.swept]
-    for (endpoint, xaddrs), fact in zip(endpoints, facts, strict=True):
-        device = _device(endpoint, list(xaddrs), fact)
+    state.addresses = count_hosts(cidrs)
+    await load_onvif()  # WSDL parsing before the first device's budget starts
+    slots = asyncio.Semaphore(concurrency)
+    tasks: dict[asyncio.Task[None], tuple[str, list[str], Target]] = {}
+
+    def finished(device: dict[str, Any]) -> None:
         device["username"], device["password"] = username, password
         report.devices.append(device)
+        state.interrogated += 1
+        if device["failure"] is not None:
+            state.failed[device["failure"]] = state.failed.get(device["failure"], 0) + 1
+        if on_device is not None:
+            on_device(device)
+
+    async def interrogate_one(endpoint: str, xaddrs: list[str], target: Target) -> None:
+        async with slots:
+            facts = await interrogate(
+                target.address, target.port, username, password, timeout=device_timeout
+            )
+        finished(_device(endpoint, xaddrs, facts))
+
+    def start(endpoint: str, xaddrs: list[str], target: Target) -> None:
+        state.found += 1
+        task = asyncio.create_task(interrogate_one(endpoint, xaddrs, target))
+        tasks[task] = (endpoint, xaddrs, target)
+        task.add_done_callback(lambda t: tasks.pop(t, None))
+
+    def found_cb(found: Found) -> None:
+        start(found.endpoint, list(found.xaddrs), _target(found, username, password))
+        if on_found is not None:
+            on_found(found)
+
+    def counted(hosts: Iterable[str]) -> Iterator[str]:
+        for host in hosts:
+            state.probed += 1
+            yield host
+
+    try:
+        async with Discovery() as disco:
+            report.found = await disco.scan(
+                interfaces=list(interfaces),
+                unicast_targets=counted(cidr_hosts(cidrs)),
+                port=discovery_port,
+                timeout=timeout,
+                rate=rate,
+                on_found=found_cb,
+            )
+            report.malformed = disco.malformed
+        ports = list(ports)
+        if ports and cidrs:
+            seen = {f.address for f in report.found}
+            report.swept = [
+                hp for hp in await http_sweep(cidr_hosts(cidrs), ports) if hp[0] not in seen
+            ]
+            for host, port in report.swept:
+                start(f"http://{host}:{port}/onvif/device_service", [], Target(host, port))
+        while tasks:
+            await asyncio.wait(list(tasks))
+    finally:
+        # Stopped (Ctrl-C, job cancelled): what was found but not yet interrogated is still
+        # reported, as timed out by us, so a rerun knows it is there.
+        unfinished = list(tasks.items())
+        for task, _ in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait([t for t, _ in unfinished])
+        for task, (endpoint, xaddrs, target) in unfinished:
+            if task.cancelled():
+                facts = DeviceFacts(address=target.address, port=target.port)
+                facts.failure, facts.detail = "timeout", "scan stopped before interrogation ended"
+                finished(_device(endpoint, xaddrs, facts))
+    report.devices.sort(key=device_order)
     return report

@@ -19,7 +19,13 @@ The library needs handling with care, and all of it is contained here:
   firmwares put the reason only in the subcode or the text, so faults are classified by code,
   subcode and text;
 * `nat_override` rewrites service addresses but not RTSP URIs, so a stream URI naming a
-  private/unspecified host other than the one we reached is rewritten here.
+  private/unspecified host other than the one we reached is rewritten here;
+* it reads whole response bodies into memory and parses with `xml_huge_tree`, so its
+  sessions are given a response class that stops reading at `MAX_BODY` bytes, and zeep's
+  settings are hardened (no DTD, no entities, no external references, no huge trees);
+* `adjust_time=True` measures the device's clock and signs WS-UsernameToken digests with it;
+  the measured skew is kept, so an auth refusal from a device whose clock is far off (or
+  which reports local time as UTC) is told apart from a wrong password (`clock_skew`).
 
 Credentials go to the library and nowhere else: they never appear in `DeviceFacts.detail` or
 in our log records, and credentials some devices embed in stream URIs are stripped.
@@ -28,6 +34,7 @@ in our log records, and credentials some devices embed in stream URIs are stripp
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -39,6 +46,9 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from lxml import etree  # type: ignore[import-untyped]
+
+from .xml_safe import MalformedXml, parse_xml
 
 __all__ = [
     "DeviceFacts",
@@ -52,10 +62,32 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Failure = Literal[
-    "unreachable", "auth_failed", "not_onvif", "no_media_profile", "timeout", "malformed_response"
+    "unreachable",
+    "auth_failed",
+    "clock_skew",
+    "not_onvif",
+    "no_media_profile",
+    "timeout",
+    "malformed_response",
 ]
+FAILURES: tuple[Failure, ...] = (
+    "unreachable",
+    "auth_failed",
+    "clock_skew",
+    "not_onvif",
+    "no_media_profile",
+    "timeout",
+    "malformed_response",
+)
+# Largest SOAP answer we read. Real answers are a few KiB (GetProfiles of a 64-channel NVR
+# stays well under 1 MiB); a bigger one is hostile or broken, and stops being read here.
+MAX_BODY = 2 * 2**20
+# A measured skew beyond this, together with an auth refusal, is reported as clock_skew:
+# WS-Security implementations commonly allow ±5 minutes.
+CLOCK_SKEW_LIMIT_S = 300.0
 
 NS_MEDIA = "http://www.onvif.org/ver10/media/wsdl"
+NS_PTZ = "http://www.onvif.org/ver20/ptz/wsdl"
 _PROXY_VARS = ("http_proxy", "https_proxy")
 # Calls whose failure is tolerated (GetNetworkInterfaces, GetSnapshotUri) get at most this
 # share of the budget, so one optional call that hangs cannot starve the required ones.
@@ -64,6 +96,7 @@ _MAC = re.compile(r"[0-9a-f]{12}")
 _AUTH_WORDS = ("notauthorized", "not authorized", "unauthorized", "authority", "401", "auth")
 
 _T = TypeVar("_T")
+_P = TypeVar("_P")
 
 
 @dataclass
@@ -82,6 +115,7 @@ class StreamProfile:
     fps: float | None = None
     rtsp_uri: str | None = None
     snapshot_uri: str | None = None
+    source: str | None = None  # video source token: one per NVR channel / encoder input
 
     @property
     def pixels(self) -> int:
@@ -108,11 +142,21 @@ class DeviceFacts:
     profiles: list[StreamProfile] = field(default_factory=list)
     failure: Failure | None = None
     detail: str = ""
+    clock_skew_s: float | None = None  # device clock minus ours, when it told us
+    ptz: bool | None = None  # whether it offers a PTZ service (None: not learnt)
 
     @property
     def ok(self) -> bool:
         """Whether the device answered and offers at least one stream."""
         return self.failure is None
+
+    def channels(self) -> list[tuple[str, list[StreamProfile]]]:
+        """Profiles grouped by video source, in order of first appearance, main stream first.
+
+        An NVR or encoder has one video source per channel and a main and sub profile on each;
+        a camera has one. Profiles without a source token form one group.
+        """
+        return group_channels(self.profiles, lambda p: p.source, lambda p: p.pixels)
 
 
 @dataclass(frozen=True)
@@ -123,6 +167,84 @@ class Target:
     port: int = 80
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+
+
+def group_channels(profiles: Iterable[_P], source: Any, pixels: Any) -> list[tuple[str, list[_P]]]:
+    """Group profiles (objects or stored dicts) by video source, largest resolution first."""
+    groups: dict[str, list[_P]] = {}
+    for profile in profiles:
+        groups.setdefault(source(profile) or "", []).append(profile)
+    return [(key, sorted(group, key=pixels, reverse=True)) for key, group in groups.items()]
+
+
+_SOAP11_NS = b"http://schemas.xmlsoap.org/soap/envelope/"
+_SOAP12_NS = b"http://www.w3.org/2003/05/soap-envelope"
+
+
+class ResponseTooLarge(Exception):
+    """A device's answer exceeded `MAX_BODY`; reading stopped there."""
+
+
+class _CappedResponse(aiohttp.ClientResponse):
+    """aiohttp response whose `read()` stops at `MAX_BODY` bytes instead of buffering all.
+
+    The library calls `read()` on every answer; a device streaming 10 MiB (or endlessly)
+    would otherwise be held in memory whole, for every concurrent interrogation. It is also
+    where a SOAP 1.1 envelope is accepted (see below).
+    """
+
+    async def read(self) -> bytes:
+        if self._body is None:
+            length = self.content_length
+            if length is not None and length > MAX_BODY:
+                self.close()
+                raise ResponseTooLarge(f"answer of {length} bytes")
+            chunks: list[bytes] = []
+            total = 0
+            try:
+                async for chunk in self.content.iter_chunked(65536):
+                    total += len(chunk)
+                    if total > MAX_BODY:
+                        raise ResponseTooLarge(f"answer over {MAX_BODY} bytes")
+                    chunks.append(chunk)
+            except BaseException:
+                self.close()
+                raise
+            self._body = soap11_as_12(b"".join(chunks))
+        return await super().read()
+
+
+def soap11_as_12(body: bytes) -> bytes:
+    """A SOAP 1.1 answer rewritten as SOAP 1.2, which is what zeep's ONVIF binding reads.
+
+    Some firmwares answer our SOAP 1.2 request in a SOAP 1.1 envelope, which the 1.2 binding
+    refuses by its root element; the bodies are the same ONVIF types, so the envelope
+    namespace is swapped. A 1.1 fault (faultcode/faultstring) is rebuilt as a 1.2 one
+    (Code/Value, Reason/Text), parsed with the hardened parser, so that "wrong password" is
+    still recognised as such.
+    """
+    if _SOAP11_NS not in body:
+        return body
+    body = body.replace(_SOAP11_NS, _SOAP12_NS)
+    if b"faultcode" not in body and b"faultstring" not in body:
+        return body
+    try:
+        root = parse_xml(body, max_bytes=MAX_BODY)
+    except MalformedXml:
+        return body  # zeep will fail on it too, and say why
+    ns = _SOAP12_NS.decode()
+    fault = root.find(f"{{{ns}}}Body/{{{ns}}}Fault")
+    if fault is None:
+        return body
+    code = (fault.findtext("faultcode") or "").strip()
+    reason = (fault.findtext("faultstring") or "").strip()
+    for child in list(fault):
+        fault.remove(child)
+    value = etree.SubElement(etree.SubElement(fault, f"{{{ns}}}Code"), f"{{{ns}}}Value")
+    value.text = code
+    etree.SubElement(etree.SubElement(fault, f"{{{ns}}}Reason"), f"{{{ns}}}Text").text = reason
+    out: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return out
 
 
 class _Failed(Exception):
@@ -160,7 +282,20 @@ def _import_onvif() -> Any:
         quiet = logging.getLogger(name)
         if quiet.level < logging.INFO:
             quiet.setLevel(logging.INFO)
+    # Every session the library makes (one per service) reads through the capped response.
+    client.ClientSession = functools.partial(aiohttp.ClientSession, response_class=_CappedResponse)
+    # The library's shared zeep settings: a device's answer may carry no DTD at all.
+    settings = client.DEFAULT_SETTINGS
+    settings.forbid_dtd = True
+    settings.forbid_entities = True
+    settings.forbid_external = True
+    settings.xml_huge_tree = False
     return client
+
+
+async def load_onvif() -> Any:
+    """Import the library and parse its WSDLs now (once), e.g. before a sweep starts."""
+    return await _load_onvif()
 
 
 async def _load_onvif() -> Any:
@@ -241,6 +376,16 @@ async def interrogate(
         _fail(facts, "timeout", f"no complete answer within {timeout:g} s", secrets)
     except Exception as exc:
         failure, detail = _classify(exc)
+        skew = _skew(camera)
+        facts.clock_skew_s = skew
+        if failure == "auth_failed" and skew is not None and abs(skew) > CLOCK_SKEW_LIMIT_S:
+            # We signed with the device's reported time and it still refused: its clock is
+            # wrong (or reported in local time). A wrong password is possible too; say both.
+            failure = "clock_skew"
+            detail = (
+                f"device clock is {_hours(skew)} off ours and it refused the credentials;"
+                " set its clock (NTP), then check the password"
+            )
         _fail(facts, failure, detail, secrets)
     finally:
         try:
@@ -285,6 +430,8 @@ async def _collect(camera: Any, facts: DeviceFacts, deadline: float, budget: flo
 
     # GetSystemDateAndTime (clock skew), then GetServices or GetCapabilities.
     await required(camera.update_xaddrs())
+    facts.clock_skew_s = _skew(camera)
+    facts.ptz = NS_PTZ in getattr(camera, "xaddrs", {})
     device = await required(camera.create_devicemgmt_service())
 
     info = await optional("GetDeviceInformation", device.GetDeviceInformation())
@@ -339,9 +486,21 @@ async def _collect(camera: Any, facts: DeviceFacts, deadline: float, budget: flo
     facts.profiles = profiles
 
 
+def _skew(camera: Any) -> float | None:
+    """Device clock minus ours in seconds, as the library measured it (None if not yet)."""
+    diff = getattr(camera, "dt_diff", None)
+    return diff.total_seconds() if diff is not None else None
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:+.1f} h" if abs(seconds) >= 3600 else f"{seconds:+.0f} s"
+
+
 def _describe(raw: Any, token: str) -> StreamProfile:
     """Read a media1 profile's video encoder settings, tolerating missing parts."""
     profile = StreamProfile(token=token, name=_text(getattr(raw, "Name", None)) or token)
+    source = getattr(raw, "VideoSourceConfiguration", None)
+    profile.source = _text(getattr(source, "SourceToken", None))
     encoder = getattr(raw, "VideoEncoderConfiguration", None)
     if encoder is None:
         return profile
@@ -438,7 +597,17 @@ def _classify_one(exc: BaseException) -> tuple[Failure, str] | None:
         "ServerTimeoutError",
     }:
         return "timeout", "device did not answer in time"
+    if isinstance(exc, ResponseTooLarge):
+        return "malformed_response", f"answer larger than {MAX_BODY // 2**20} MiB; not read"
+    if module.startswith("zeep") and kind in {
+        "DTDForbidden",
+        "EntitiesForbidden",
+        "ExternalReferenceForbidden",
+    }:
+        return "malformed_response", "answer declares a DTD or XML entities; refused unexpanded"
     if module.startswith("zeep") and kind == "Fault":
+        if _is_time_fault(exc):
+            return "clock_skew", "device says our request expired: its clock is off; set NTP"
         if getattr(exc, "code", None) is None and not getattr(exc, "subcodes", None):
             # zeep's stand-in when the answer parsed as XML but held no SOAP Fault, e.g. the
             # HTML "404 Not Found" page of a web server that is not an ONVIF device.
@@ -497,6 +666,19 @@ def _is_auth_fault(exc: BaseException) -> bool:
     parts += [str(getattr(exc, "code", "") or ""), str(getattr(exc, "message", "") or "")]
     text = " ".join(parts).lower()
     return any(word in text for word in _AUTH_WORDS)
+
+
+def _is_time_fault(exc: BaseException) -> bool:
+    """WS-Security's MessageExpired: the device checked the token's Created time and refused."""
+    subcodes = getattr(exc, "subcodes", None) or []
+    if not isinstance(subcodes, list):
+        subcodes = [subcodes]
+    parts = [
+        str(getattr(code, "localname", None) or getattr(code, "text", code)) for code in subcodes
+    ]
+    parts.append(str(getattr(exc, "message", "") or ""))
+    text = " ".join(parts).lower()
+    return "messageexpired" in text or "message has expired" in text
 
 
 def _fault_summary(exc: BaseException) -> str:

@@ -60,6 +60,9 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("GET", "/api/v1/events"): every(200, 200),
     ("GET", "/api/v1/discovery/devices"): writers(200, 200),
     ("POST", "/api/v1/discovery/devices/{id}/register"): writers(404, 404),  # none found here
+    ("POST", "/api/v1/discovery/devices/{id}/ignore"): writers(404, 404),
+    ("POST", "/api/v1/discovery/scans"): writers(202, 202),  # a token's scope is recorded
+    ("GET", "/api/v1/discovery/scans/{id}"): writers(200, 404),  # out: another region's scan
     ("GET", "/api/v1/cameras/{id}/stream"): streamers(200, 404),
     ("POST", "/api/v1/streams"): streamers(200, 200),
     ("POST", "/api/v1/hooks/zlm/on_play"): every(401, 401),  # players are not relays
@@ -109,6 +112,17 @@ async def test_route_role_scope_matrix(
     if path == "/api/v1/discovery/devices/{id}/register":
         url = path.replace("{id}", "00000000-0000-0000-0000-000000000000")
         kw["json"] = camera(gb_id=gb[:-6] + f"{serial:06d}")
+    if path == "/api/v1/discovery/devices/{id}/ignore":
+        url = path.replace("{id}", "00000000-0000-0000-0000-000000000000")
+    if path.startswith("/api/v1/discovery/scans"):
+        # A closed loopback address and port: the scan must not send traffic off this machine.
+        scan_body = {"cidrs": ["127.0.0.1/32"], "timeout": 0.1}
+        kw["json"] = scan_body
+        if "{id}" in path:
+            kw.pop("json")
+            owner = await auth("technician", SCOPE if where == "in" else "1402")
+            made = await client.post("/api/v1/discovery/scans", json=scan_body, headers=owner)
+            url = path.replace("{id}", (await made.json())["id"])
     if "{id}" in path and "cameras" in path:
         url = path.replace("{id}", await _fresh_camera(client, admin, gb, serial))
     if "{code}" in path:

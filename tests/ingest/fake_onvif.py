@@ -7,12 +7,20 @@ survive: Hikvision-like main/sub streams, Dahua-like RTSP URIs naming a private 
 without GetNetworkInterfaces or without profiles, plain web servers answering 404, and devices
 that accept the connection but never answer. Responses are minimal but use the element names
 and namespaces of the ONVIF schemas, because zeep parses them against the WSDL types.
+
+The fleet behaviours of issue 3 are switches on `FakeCamera` (each tested in
+test_onvif_fleet.py): SOAP 1.1 replies, a clock hours off (with a `time_window` check of the
+token's Created time, as real devices do), local time reported as UTC, MessageExpired faults,
+auth on GetSystemDateAndTime, no GetServices, NAT-wrong XAddrs, faults with HTTP 200, empty
+200s, plain-text 500s, dropped connections, XXE and billion-laughs DTDs, 10 MiB answers
+(with or without Content-Length), PTZ, and `nvr()` for a multi-channel recorder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import hmac
 from dataclasses import dataclass, field
@@ -22,19 +30,32 @@ from aiohttp import web
 from lxml import etree  # type: ignore[import-untyped]
 
 NS_SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+NS_SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 NS_WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 NS_TDS = "http://www.onvif.org/ver10/device/wsdl"
 NS_TRT = "http://www.onvif.org/ver10/media/wsdl"
 NS_TT = "http://www.onvif.org/ver10/schema"
 NS_TER = "http://www.onvif.org/ver10/error"
+NS_PTZ = "http://www.onvif.org/ver20/ptz/wsdl"
 
 _ENVELOPE = (
     '<?xml version="1.0" encoding="UTF-8"?>'
     f'<env:Envelope xmlns:env="{NS_SOAP12}" xmlns:tds="{NS_TDS}" xmlns:trt="{NS_TRT}"'
-    f' xmlns:tt="{NS_TT}" xmlns:ter="{NS_TER}"><env:Body>{{body}}</env:Body></env:Envelope>'
+    f' xmlns:tt="{NS_TT}" xmlns:ter="{NS_TER}" xmlns:wsse="{NS_WSSE}">'
+    "<env:Body>{body}</env:Body></env:Envelope>"
 )
 _CONTENT_TYPE = "application/soap+xml"
+_CONTENT_TYPE11 = "text/xml"
+_XXE_DOCTYPE = '<!DOCTYPE env:Envelope [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+_LAUGHS_DOCTYPE = (
+    '<!DOCTYPE env:Envelope [<!ENTITY lol "lol">'
+    + "".join(
+        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
+        for i in range(1, 10)
+    )
+    + "]>"
+)
 
 # Operations a camera must answer before authentication (ONVIF Core §5.12.1).
 _PRE_AUTH = frozenset({"GetSystemDateAndTime"})
@@ -50,6 +71,7 @@ class FakeProfile:
     height: int
     fps: int = 25
     encoding: str = "H264"
+    source: str = "VideoSource_1"  # the video input (an NVR channel) the profile encodes
 
 
 @dataclass
@@ -82,6 +104,23 @@ class FakeCamera:
     http_401: bool = False
     hang: bool = False
     delay: float = 0.0
+    # Fleet behaviours (issue 3): each off by default, i.e. a well-behaved camera.
+    soap11: bool = False  # answer with SOAP 1.1 envelopes and text/xml
+    clock_offset: float = 0.0  # seconds the device's clock is ahead of ours
+    reported_offset: float = 0.0  # extra offset only in what GetSystemDateAndTime reports
+    time_window: float | None = None  # reject a UsernameToken Created further off than this
+    time_fault: bool = False  # say wsse:MessageExpired (not NotAuthorized) for a stale token
+    auth_on_date: bool = False  # GetSystemDateAndTime needs credentials too
+    get_services: bool = True  # False: GetServices is not implemented
+    xaddr_host: str | None = None  # host[:port] advertised in XAddrs (NAT); None: Host header
+    fault_status: int | None = None  # HTTP status of every SOAP fault (e.g. 200)
+    empty_200: bool = False  # every answer is HTTP 200 with an empty body
+    text_500: bool = False  # every answer is HTTP 500 with a plain-text body
+    drop: bool = False  # close the connection without answering
+    hostile: str | None = None  # "xxe" or "billion_laughs": a DTD in every answer
+    huge: int = 0  # pad every answer to this many bytes
+    huge_chunked: bool = False  # send the padding chunked, without a Content-Length
+    ptz: bool = False  # advertise a PTZ service
 
     # Observations, for assertions.
     in_flight: int = 0
@@ -115,11 +154,32 @@ def dahua() -> FakeCamera:
     )
 
 
+def nvr(channels: int = 4) -> FakeCamera:
+    """A multi-channel NVR: one video source per channel, a main and a sub profile on each."""
+    profiles = []
+    for ch in range(1, channels + 1):
+        source = f"VideoSource_{ch}"
+        profiles.append(
+            FakeProfile(f"Profile_{ch}01", f"ch{ch}main", 1920, 1080, 25, "H264", source)
+        )
+        profiles.append(FakeProfile(f"Profile_{ch}02", f"ch{ch}sub", 704, 576, 15, "H264", source))
+    return FakeCamera(
+        vendor="HIKVISION",
+        model="DS-7608NI-K2",
+        firmware="V4.30.085",
+        serial="DS-7608NI-K20820211111CCRRG12345678",
+        mac="24:0F:9B:11:22:33",
+        profiles=profiles,
+    )
+
+
 class FakeOnvifServer:
     """Runs one `FakeCamera` behind an aiohttp server on 127.0.0.1 and an ephemeral port."""
 
-    def __init__(self, camera: FakeCamera) -> None:
+    def __init__(self, camera: FakeCamera, host: str = "127.0.0.1", port: int = 0) -> None:
         self.camera = camera
+        self.host = host
+        self.bind_port = port
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._hangs: set[asyncio.Future[None]] = set()
@@ -130,7 +190,7 @@ class FakeOnvifServer:
         app.router.add_post("/onvif/media_service", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, self.bind_port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         return self
@@ -157,6 +217,14 @@ class FakeOnvifServer:
                     self._hangs.discard(fut)
             if cam.delay:
                 await asyncio.sleep(cam.delay)
+            if cam.drop:
+                assert request.transport is not None
+                request.transport.close()
+                raise ConnectionResetError("dropped on purpose")
+            if cam.empty_200:
+                return web.Response(status=200, body=b"", content_type=_CONTENT_TYPE)
+            if cam.text_500:
+                return web.Response(status=500, text="Internal Server Error\n")
             if cam.http_401:
                 # Devices that guard ONVIF with HTTP Digest instead of WS-UsernameToken.
                 return web.Response(
@@ -164,9 +232,46 @@ class FakeOnvifServer:
                 )
             if cam.http_404:
                 return web.Response(status=404, text=cam.http_404_body, content_type="text/html")
-            return self._answer(request, body)
+            response = self._answer(request, body)
+            return await self._dress(request, response)
         finally:
             cam.in_flight -= 1
+
+    async def _dress(self, request: web.Request, response: web.Response) -> web.StreamResponse:
+        """Apply the envelope-level behaviours: SOAP 1.1, fault status, DTDs, padding."""
+        cam = self.camera
+        text = response.text or ""
+        content_type = response.content_type
+        status = response.status
+        if cam.soap11:
+            text = _as_soap11(text)
+            content_type = _CONTENT_TYPE11
+        if cam.fault_status is not None and "<env:Fault>" in text:
+            status = cam.fault_status
+        if cam.hostile is not None:
+            doctype = _XXE_DOCTYPE if cam.hostile == "xxe" else _LAUGHS_DOCTYPE
+            entity = "&xxe;" if cam.hostile == "xxe" else "&lol9;"
+            head, _, rest = text.partition("?>")
+            text = f"{head}?>{doctype}{rest}"
+            text = text.replace("<env:Body>", f"<env:Header><x>{entity}</x></env:Header><env:Body>")
+            for tag in ("tt:Hour", "tds:Manufacturer"):
+                text = text.replace(f"<{tag}>", f"<{tag}>{entity}", 1)
+        if not cam.huge:
+            return web.Response(status=status, text=text, content_type=content_type)
+        head, sep, tail = text.partition("<env:Body>")
+        pad = max(0, cam.huge - len(text))
+        out = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+        if not cam.huge_chunked:
+            out.content_length = len(text) + pad + len("<!---->")
+        await out.prepare(request)
+        await out.write(head.encode() + b"<!--")
+        chunk = b"x" * 65536
+        while pad > 0:
+            await out.write(chunk[: min(pad, len(chunk))])
+            pad -= len(chunk)
+        await out.write(b"-->" + (sep + tail).encode())
+        await out.write_eof()
+        return out
 
     def _answer(self, request: web.Request, raw: bytes) -> web.Response:
         try:
@@ -174,13 +279,23 @@ class FakeOnvifServer:
         except etree.XMLSyntaxError:
             return _fault("env:Sender", "ter:WellFormed", "not well-formed", status=400)
         body = root.find(f"{{{NS_SOAP12}}}Body")
+        if body is None:
+            body = root.find(f"{{{NS_SOAP11}}}Body")
         if body is None or len(body) == 0:
             return _fault("env:Sender", "ter:WellFormed", "no body", status=400)
         op_el = body[0]
         op = etree.QName(op_el).localname
         self.camera.requests.append(op)
-        if op not in _PRE_AUTH and not self._authorised(root):
-            return _fault("env:Sender", "ter:NotAuthorized", "Sender not Authorized")
+        if op not in _PRE_AUTH or self.camera.auth_on_date:
+            verdict = self._authorised(root)
+            if verdict == "stale" and self.camera.time_fault:
+                return _fault("env:Sender", "wsse:MessageExpired", "The message has expired")
+            if verdict != "ok":
+                return _fault("env:Sender", "ter:NotAuthorized", "Sender not Authorized")
+        if op == "GetServices" and not self.camera.get_services:
+            return _fault(
+                "env:Receiver", "ter:ActionNotSupported", "Optional Action Not Implemented"
+            )
         handler = getattr(self, f"_op_{op}", None)
         if handler is None:
             return _fault(
@@ -189,39 +304,58 @@ class FakeOnvifServer:
         result: web.Response = handler(request, op_el)
         return result
 
-    def _authorised(self, root: Any) -> bool:
-        """Check the UsernameToken digest: Base64(SHA1(nonce + created + password))."""
+    def _now(self) -> dt.datetime:
+        """The device's own clock."""
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.camera.clock_offset)
+
+    def _authorised(self, root: Any) -> str:
+        """Check the UsernameToken digest: Base64(SHA1(nonce + created + password)), and when
+        `time_window` is set, that Created is close to the device's clock (as real cameras do,
+        which is why a skewed device needs the client to sign with the device's time).
+
+        Returns "ok", "stale" (right digest, Created too far off) or "bad".
+        """
         token = root.find(f".//{{{NS_WSSE}}}UsernameToken")
         if token is None:
-            return False
+            return "bad"
         user = token.findtext(f"{{{NS_WSSE}}}Username") or ""
         password = token.find(f"{{{NS_WSSE}}}Password")
         nonce = token.findtext(f"{{{NS_WSSE}}}Nonce") or ""
         created = token.findtext(f"{{{NS_WSU}}}Created") or ""
         if password is None or not password.get("Type", "").endswith("#PasswordDigest"):
-            return False
+            return "bad"
         try:
             nonce_raw = base64.b64decode(nonce)
         except ValueError:
-            return False
+            return "bad"
         expected = base64.b64encode(
             hashlib.sha1(  # noqa: S324 - WS-Security UsernameToken mandates SHA-1
                 nonce_raw + created.encode() + self.camera.password.encode()
             ).digest()
         ).decode()
-        return user == self.camera.username and hmac.compare_digest(
-            expected, (password.text or "").strip()
-        )
+        if not (
+            user == self.camera.username
+            and hmac.compare_digest(expected, (password.text or "").strip())
+        ):
+            return "bad"
+        if self.camera.time_window is not None:
+            try:
+                when = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+            except ValueError:
+                return "bad"
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.UTC)
+            if abs((when - self._now()).total_seconds()) > self.camera.time_window:
+                return "stale"
+        return "ok"
 
     # --- device service -------------------------------------------------------------------
 
     def _base(self, request: web.Request) -> str:
-        return f"http://{request.host}"
+        return f"http://{self.camera.xaddr_host or request.host}"
 
     def _op_GetSystemDateAndTime(self, request: web.Request, op: Any) -> web.Response:
-        import datetime as dt
-
-        now = dt.datetime.now(dt.UTC)
+        now = self._now() + dt.timedelta(seconds=self.camera.reported_offset)
         return _ok(
             "<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime>"
             "<tt:DateTimeType>NTP</tt:DateTimeType><tt:DaylightSavings>false</tt:DaylightSavings>"
@@ -239,18 +373,26 @@ class FakeOnvifServer:
             f"<tds:Service><tds:Namespace>{ns}</tds:Namespace>"
             f"<tds:XAddr>{base}{path}</tds:XAddr>"
             "<tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service>"
-            for ns, path in ((NS_TDS, "/onvif/device_service"), (NS_TRT, "/onvif/media_service"))
+            for ns, path in self._services()
         )
         return _ok(f"<tds:GetServicesResponse>{services}</tds:GetServicesResponse>")
 
+    def _services(self) -> list[tuple[str, str]]:
+        out = [(NS_TDS, "/onvif/device_service"), (NS_TRT, "/onvif/media_service")]
+        if self.camera.ptz:
+            out.append((NS_PTZ, "/onvif/ptz_service"))
+        return out
+
     def _op_GetCapabilities(self, request: web.Request, op: Any) -> web.Response:
         base = self._base(request)
+        ptz = f"<tt:PTZ><tt:XAddr>{base}/onvif/ptz_service</tt:XAddr></tt:PTZ>"
         return _ok(
             "<tds:GetCapabilitiesResponse><tds:Capabilities>"
             f"<tt:Media><tt:XAddr>{base}/onvif/media_service</tt:XAddr>"
             "<tt:StreamingCapabilities><tt:RTPMulticast>false</tt:RTPMulticast>"
             "<tt:RTP_TCP>true</tt:RTP_TCP><tt:RTP_RTSP_TCP>true</tt:RTP_RTSP_TCP>"
             "</tt:StreamingCapabilities></tt:Media>"
+            f"{ptz if self.camera.ptz else ''}"
             "</tds:Capabilities></tds:GetCapabilitiesResponse>"
         )
 
@@ -287,6 +429,9 @@ class FakeOnvifServer:
     def _op_GetProfiles(self, request: web.Request, op: Any) -> web.Response:
         profiles = "".join(
             f'<trt:Profiles token="{p.token}" fixed="true"><tt:Name>{p.name}</tt:Name>'
+            f'<tt:VideoSourceConfiguration token="VSC_{p.source}"><tt:Name>{p.source}</tt:Name>'
+            f"<tt:UseCount>2</tt:UseCount><tt:SourceToken>{p.source}</tt:SourceToken>"
+            '<tt:Bounds x="0" y="0" width="1920" height="1080"/></tt:VideoSourceConfiguration>'
             f'<tt:VideoEncoderConfiguration token="VE_{p.token}">'
             f"<tt:Name>VE_{p.name}</tt:Name><tt:UseCount>1</tt:UseCount>"
             f"<tt:Encoding>{p.encoding}</tt:Encoding>"
@@ -334,6 +479,23 @@ class FakeOnvifServer:
             "<tt:InvalidAfterReboot>false</tt:InvalidAfterReboot><tt:Timeout>PT0S</tt:Timeout>"
             "</trt:MediaUri></trt:GetSnapshotUriResponse>"
         )
+
+
+def _as_soap11(text: str) -> str:
+    """The same answer in a SOAP 1.1 envelope; a fault in 1.1 form (faultcode/faultstring),
+    the subcode in faultcode as SOAP 1.1 devices send it."""
+    if "<env:Fault>" in text:
+        root = etree.fromstring(text.encode())
+        fault = root.find(f"{{{NS_SOAP12}}}Body/{{{NS_SOAP12}}}Fault")
+        sub = fault.findtext(f".//{{{NS_SOAP12}}}Subcode/{{{NS_SOAP12}}}Value") or ""
+        reason = fault.findtext(f".//{{{NS_SOAP12}}}Text") or ""
+        one = (
+            f"<env:Fault><faultcode>{sub}</faultcode>"
+            f"<faultstring>{reason}</faultstring></env:Fault>"
+        )
+        head, _, rest = text.partition("<env:Fault>")
+        text = head + one + rest.partition("</env:Fault>")[2]
+    return text.replace(NS_SOAP12, NS_SOAP11)
 
 
 def _ok(body: str) -> web.Response:

@@ -158,3 +158,93 @@ def test_cli_discover_with_nothing_to_probe_says_what_to_give() -> None:
     )
     assert proc.returncode == 2
     assert "nothing to probe" in proc.stderr and "--cidr" in proc.stderr
+
+
+def test_cli_discover_refuses_an_unset_password_variable() -> None:
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "CAMREG_NO_SUCH_PW"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "camera_registry.cli", "discover", "--no-multicast",
+         "--cidr", "127.0.0.1/32", "--user", "admin", "--password-env", "CAMREG_NO_SUCH_PW"],
+        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "CAMREG_NO_SUCH_PW" in proc.stderr and "not set" in proc.stderr
+
+
+def test_cli_discover_has_no_password_option() -> None:
+    """Credentials never on the command line: there is no --password to put them in."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "camera_registry.cli", "discover", "--password", "x"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+
+
+async def test_cli_discover_ctrl_c_keeps_what_was_found(
+    database_url: str, schema: str, settings: Settings, client: TestClient
+) -> None:
+    """A slow sweep (2 probes/s over a /24) is interrupted right after the first find."""
+    import signal
+
+    from .fake_fleet import endpoint_for, fleet
+
+    sep = "&" if "?" in database_url else "?"
+    fake = FakeCamera()
+    async with fleet([("127.0.13.1", fake)]) as (_, port):
+        env = {
+            **os.environ,
+            "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+            "CAMREG_DATA_DIR": str(settings.data_dir),
+            "ONVIF_PW": fake.password,
+            "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),  # type: ignore[union-attr]
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "camera_registry.cli", "discover", "--no-multicast",
+            "--cidr", "127.0.13.0/24", "--discovery-port", str(port), "--rate", "2",
+            "--user", fake.username, "--password-env", "ONVIF_PW",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        seen = b""
+        async with asyncio.timeout(120):  # upper bound for a hanging CLI
+            while b"found 1" not in seen:
+                line = await proc.stderr.readline()
+                assert line, seen.decode()
+                seen += line
+            proc.send_signal(signal.SIGINT)
+            out, err = await proc.communicate()
+    assert proc.returncode == 130, (seen + err).decode()
+    assert b"interrupted" in err and fake.password.encode() not in out + err
+    n = await client.app[POOL].fetchval(
+        "SELECT count(*) FROM discovered_devices WHERE endpoint = $1", endpoint_for("127.0.13.1")
+    )
+    assert n == 1
+
+
+async def test_stopped_discovery_reports_found_devices_it_could_not_finish() -> None:
+    from .fake_fleet import endpoint_for, fleet
+
+    got: list[dict[str, Any]] = []
+    async with fleet([("127.0.14.1", FakeCamera(hang=True))]) as (_, port):
+        found = asyncio.Event()
+        task = asyncio.create_task(
+            discover(
+                cidrs=["127.0.14.0/28"],
+                discovery_port=port,
+                rate=5,
+                on_found=lambda f: found.set(),
+                on_device=got.append,
+            )
+        )
+        async with asyncio.timeout(30):  # upper bound for a hanging peer
+            await found.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    (device,) = got
+    assert device["endpoint"] == endpoint_for("127.0.14.1")
+    assert device["failure"] == "timeout" and "stopped" in device["detail"]
