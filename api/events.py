@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from health.store import STATUS_CHANNEL
+from health.store import status_channel
 
 from .auth import READERS, require
 from .broadcast import Broadcaster
@@ -42,13 +42,14 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
         except ValueError:
             log.warning("ignored a malformed status notification")
 
-    await conn.add_listener(STATUS_CHANNEL, on_notify)
+    channel = status_channel(await conn.fetchval("SELECT current_schema()"))
+    await conn.add_listener(channel, on_notify)
     try:
         yield
     finally:
         hub.close()
         with contextlib.suppress(Exception):
-            await conn.remove_listener(STATUS_CHANNEL, on_notify)
+            await conn.remove_listener(channel, on_notify)
         await app[POOL].release(conn)
 
 

@@ -7,6 +7,7 @@ and a lease that outlives its worker simply expires and is taken again. No coord
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import uuid
 from dataclasses import asdict, dataclass
@@ -20,6 +21,21 @@ from .kpi import KpiRow
 from .status import CameraState, Transition, initial_state
 
 STATUS_CHANNEL = "camreg_status"
+
+
+def status_channel(schema: str) -> str:
+    """The NOTIFY channel for one deployment's schema.
+
+    NOTIFY is database-wide, so two deployments (or test modules) sharing a database in
+    different schemas must not hear each other's status changes. Channel names are limited to
+    63 bytes: a long schema name is replaced by its digest.
+    """
+    if schema == "public":
+        return STATUS_CHANNEL
+    name = f"{STATUS_CHANNEL}.{schema}"
+    if len(name.encode()) > 63:
+        name = f"{STATUS_CHANNEL}.{hashlib.sha1(schema.encode()).hexdigest()[:24]}"
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +237,8 @@ async def record(
                 "reason": transition.reason,
             }
             # Delivered on commit, to every API process listening: SSE fans out from there.
-            await conn.execute("SELECT pg_notify($1, $2)", STATUS_CHANNEL, json.dumps(event))
+            channel = status_channel(await conn.fetchval("SELECT current_schema()"))
+            await conn.execute("SELECT pg_notify($1, $2)", channel, json.dumps(event))
     return True
 
 
