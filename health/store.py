@@ -34,7 +34,7 @@ def status_channel(schema: str) -> str:
         return STATUS_CHANNEL
     name = f"{STATUS_CHANNEL}.{schema}"
     if len(name.encode()) > 63:
-        name = f"{STATUS_CHANNEL}.{hashlib.sha1(schema.encode()).hexdigest()[:24]}"
+        name = f"{STATUS_CHANNEL}.{hashlib.sha256(schema.encode()).hexdigest()[:24]}"
     return name
 
 
