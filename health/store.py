@@ -16,10 +16,46 @@ import asyncpg
 
 from camera_registry.crypto import CredentialBox
 
-from .kpi import KpiRow
+from .kpi import KpiRow, PeriodTotals
 from .status import CameraState, Transition, initial_state
 
 STATUS_CHANNEL = "camreg_status"
+# Availability days are local days in China, where every KPI report is read (UTC+8, no DST).
+DAY_TZ = "Asia/Shanghai"
+
+# Credit the seconds since the camera's previous transition (or its registration) to the status
+# it is leaving, split over the local days the interval spans: one statement, one row per day.
+# $1 camera, $2 old status, $3 epoch seconds of the transition, $4 time zone of the days.
+_CREDIT = """
+WITH span AS (
+    SELECT coalesce((SELECT max(at) FROM status_transitions WHERE camera_id = $1),
+                    (SELECT created_at FROM cameras WHERE id = $1)) AS t0,
+           to_timestamp($3) AS t1
+), parts AS (
+    SELECT d::date AS day,
+           extract(epoch FROM least(s.t1, (d + interval '1 day') AT TIME ZONE $4)
+                            - greatest(s.t0, d AT TIME ZONE $4))::float8 AS secs
+    FROM span s,
+         generate_series((s.t0 AT TIME ZONE $4)::date::timestamp,
+                         (s.t1 AT TIME ZONE $4)::date::timestamp, interval '1 day') AS d
+    WHERE s.t1 > s.t0
+)
+INSERT INTO camera_availability AS a (camera_id, day, online_s, degraded_s, flapping_s,
+                                      offline_s, unknown_s)
+SELECT $1, day,
+       CASE WHEN $2 = 'online' THEN secs ELSE 0 END,
+       CASE WHEN $2 = 'degraded' THEN secs ELSE 0 END,
+       CASE WHEN $2 = 'flapping' THEN secs ELSE 0 END,
+       CASE WHEN $2 = 'offline' THEN secs ELSE 0 END,
+       CASE WHEN $2 = 'unknown' THEN secs ELSE 0 END
+FROM parts WHERE secs > 0
+ON CONFLICT (camera_id, day) DO UPDATE SET
+    online_s = a.online_s + EXCLUDED.online_s,
+    degraded_s = a.degraded_s + EXCLUDED.degraded_s,
+    flapping_s = a.flapping_s + EXCLUDED.flapping_s,
+    offline_s = a.offline_s + EXCLUDED.offline_s,
+    unknown_s = a.unknown_s + EXCLUDED.unknown_s
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +236,8 @@ async def record(
                 thumbnail,
             )
         if transition is not None:
+            # Close the interval the old status held, before the new transition opens the next.
+            await conn.execute(_CREDIT, lease_.camera_id, transition.old, transition.at, DAY_TZ)
             await conn.execute(
                 """INSERT INTO status_transitions (camera_id, at, old, new, reason)
                    VALUES ($1, to_timestamp($2), $3, $4, $5)""",
@@ -245,6 +283,7 @@ async def camera_health(pool: asyncpg.Pool, camera_id: uuid.UUID) -> dict[str, A
     )
     state = rec["state"] or {}
     since = state.get("since")
+    changes = state.get("changes") or []
     return {
         "status": rec["status"],
         "since": dt.datetime.fromtimestamp(since, dt.UTC).isoformat() if since else None,
@@ -257,6 +296,14 @@ async def camera_health(pool: asyncpg.Pool, camera_id: uuid.UUID) -> dict[str, A
         ),
         "last_diagnosis": rec["last_diagnosis"],
         "has_snapshot": rec["has_snapshot"],
+        # Why a camera is (or is close to being) `flapping`: raw state changes over the last
+        # probes, and the hysteresis status underneath that it returns to when they calm down.
+        "flapping": {
+            "active": rec["status"] == "flapping",
+            "changes_in_window": sum(bool(c) for c in changes),
+            "probes_in_window": len(changes),
+            "settled_status": state.get("settled", rec["status"]),
+        },
         "transitions": [
             {"at": r["at"].isoformat(), "old": r["old"], "new": r["new"], "reason": r["reason"]}
             for r in rows
@@ -272,9 +319,16 @@ async def thumbnail(pool: asyncpg.Pool, camera_id: uuid.UUID) -> bytes | None:
 
 
 async def kpi_rows(
-    pool: asyncpg.Pool, low: str, high: str, *, prefix_len: int, by_level: bool
+    pool: asyncpg.Pool,
+    low: str,
+    high: str,
+    *,
+    prefix_len: int,
+    by_level: bool,
+    levels: tuple[int, ...] = (),
 ) -> list[KpiRow]:
-    """Current KPI counts per region prefix (and level), counted by PostgreSQL."""
+    """Current KPI counts per region prefix (and level), counted by PostgreSQL; `levels`
+    restricts to those levels (empty: all)."""
     level = "c.level" if by_level else "NULL::smallint"
     rows = await pool.fetch(
         f"""SELECT left(c.region_code, $3) AS region, {level} AS level, c.status,
@@ -282,10 +336,12 @@ async def kpi_rows(
                    count(*) FILTER (WHERE (h.last_probe->>'ok')::boolean) AS networked
             FROM cameras c LEFT JOIN camera_health h ON h.camera_id = c.id
             WHERE c.region_code >= $1 AND c.region_code < $2
+              AND (cardinality($4::int[]) = 0 OR c.level = ANY($4::int[]))
             GROUP BY 1, 2, 3 ORDER BY 1, 2""",
         low,
         high,
         prefix_len,
+        list(levels),
     )
     groups: dict[tuple[str, int | None], dict[str, int]] = {}
     for r in rows:
@@ -298,4 +354,155 @@ async def kpi_rows(
     return [
         KpiRow(region, lvl, registered=sum(v for k, v in g.items() if k != "networked"), **g)
         for (region, lvl), g in groups.items()
+    ]
+
+
+# The open interval of a camera: its current status since its last transition (the state's
+# `since` is that transition's own timestamp), or since registration when it never changed.
+_OPEN_SINCE = "coalesce(to_timestamp((h.state->>'since')::float8), c.created_at)"
+
+
+async def period_totals(
+    pool: asyncpg.Pool,
+    low: str,
+    high: str,
+    first: dt.date,
+    last: dt.date,
+    *,
+    prefix_len: int,
+    by_level: bool,
+    levels: tuple[int, ...] = (),
+) -> tuple[dt.datetime, dt.datetime, list[PeriodTotals]]:
+    """Camera-seconds per status over the local days `first`..`last` (inclusive), per group.
+
+    Returns the period actually measured, [start, end) with end capped at now, and one
+    `PeriodTotals` per region prefix (and level). Closed intervals come from the daily
+    `camera_availability` rows; each camera's open interval is added here, clipped to the
+    period, so nothing needs to roll the rows over at midnight.
+    """
+    level = "c.level" if by_level else "NULL::smallint"
+    async with pool.acquire() as conn:
+        start, end = await conn.fetchrow(
+            """SELECT $1::date::timestamp AT TIME ZONE $3,
+                      least(($2::date + 1)::timestamp AT TIME ZONE $3, now())""",
+            first,
+            last,
+            DAY_TZ,
+        )
+        rows = await conn.fetch(
+            f"""
+            WITH cams AS (
+                SELECT c.id, left(c.region_code, $3) AS region, {level} AS level, c.status,
+                       greatest(extract(epoch FROM $7 - greatest($6, c.created_at)), 0)
+                           AS exposure,
+                       greatest(extract(epoch FROM $7 - greatest($6, {_OPEN_SINCE})), 0)
+                           AS open_s
+                FROM cameras c LEFT JOIN camera_health h ON h.camera_id = c.id
+                WHERE c.region_code >= $1 AND c.region_code < $2
+                  AND (cardinality($4::int[]) = 0 OR c.level = ANY($4::int[]))
+                  AND c.created_at < $7
+            ), closed AS (
+                SELECT a.camera_id, sum(a.online_s) AS on_s, sum(a.degraded_s) AS deg_s,
+                       sum(a.flapping_s) AS flap_s, sum(a.offline_s) AS off_s
+                FROM camera_availability a JOIN cams ON cams.id = a.camera_id
+                WHERE a.day BETWEEN $5::date AND $8::date
+                GROUP BY a.camera_id
+            ), per AS (
+                SELECT cams.region, cams.level, cams.exposure,
+                       coalesce(on_s, 0) + CASE WHEN status = 'online' THEN open_s ELSE 0 END
+                           AS on_s,
+                       coalesce(deg_s, 0) + CASE WHEN status = 'degraded' THEN open_s ELSE 0 END
+                           AS deg_s,
+                       coalesce(flap_s, 0) + CASE WHEN status = 'flapping' THEN open_s ELSE 0 END
+                           AS flap_s,
+                       coalesce(off_s, 0) + CASE WHEN status = 'offline' THEN open_s ELSE 0 END
+                           AS off_s
+                FROM cams LEFT JOIN closed ON closed.camera_id = cams.id
+            )
+            SELECT region, level, count(*) AS registered,
+                   sum(exposure)::float8 AS camera_s, sum(on_s)::float8 AS on_s,
+                   sum(deg_s)::float8 AS deg_s, sum(flap_s)::float8 AS flap_s,
+                   sum(off_s)::float8 AS off_s,
+                   count(*) FILTER (WHERE on_s + deg_s + flap_s > 0) AS networked
+            FROM per GROUP BY 1, 2 ORDER BY 1, 2""",
+            low,
+            high,
+            prefix_len,
+            list(levels),
+            first,
+            start,
+            end,
+            last,
+        )
+    return (
+        start,
+        end,
+        [
+            PeriodTotals(
+                region=r["region"],
+                level=r["level"],
+                registered=r["registered"],
+                camera_seconds=r["camera_s"],
+                online_seconds=r["on_s"],
+                degraded_seconds=r["deg_s"],
+                flapping_seconds=r["flap_s"],
+                offline_seconds=r["off_s"],
+                networked=r["networked"],
+            )
+            for r in rows
+        ],
+    )
+
+
+async def daily_availability(
+    pool: asyncpg.Pool, camera_id: uuid.UUID, first: dt.date, last: dt.date
+) -> list[dict[str, Any]]:
+    """One camera's seconds per status for each local day `first`..`last` it was registered,
+    up to now (later days are left out); the open interval is added like in `period_totals`.
+
+    `share` is (online + degraded) / observed seconds: the day's 在线率 for this camera.
+    """
+    rows = await pool.fetch(
+        f"""
+        WITH cam AS (
+            SELECT c.id, c.status, c.created_at, {_OPEN_SINCE} AS since
+            FROM cameras c LEFT JOIN camera_health h ON h.camera_id = c.id WHERE c.id = $1
+        ), days AS (
+            SELECT d::date AS day, greatest(d AT TIME ZONE $4, cam.created_at) AS d0,
+                   least((d + interval '1 day') AT TIME ZONE $4, now()) AS d1
+            FROM cam, generate_series($2::date::timestamp, $3::date::timestamp,
+                                      interval '1 day') AS d
+        ), per AS (
+            SELECT days.day, extract(epoch FROM days.d1 - days.d0)::float8 AS observed,
+                   cam.status,
+                   greatest(extract(epoch FROM days.d1 - greatest(days.d0, cam.since)), 0)::float8
+                       AS open_s,
+                   coalesce(a.online_s, 0) AS on_s, coalesce(a.degraded_s, 0) AS deg_s,
+                   coalesce(a.flapping_s, 0) AS flap_s, coalesce(a.offline_s, 0) AS off_s
+            FROM days CROSS JOIN cam
+            LEFT JOIN camera_availability a ON a.camera_id = cam.id AND a.day = days.day
+            WHERE days.d1 > days.d0
+        )
+        SELECT day, observed,
+               on_s + CASE WHEN status = 'online' THEN open_s ELSE 0 END AS on_s,
+               deg_s + CASE WHEN status = 'degraded' THEN open_s ELSE 0 END AS deg_s,
+               flap_s + CASE WHEN status = 'flapping' THEN open_s ELSE 0 END AS flap_s,
+               off_s + CASE WHEN status = 'offline' THEN open_s ELSE 0 END AS off_s
+        FROM per ORDER BY day""",
+        camera_id,
+        first,
+        last,
+        DAY_TZ,
+    )
+    return [
+        {
+            "date": r["day"].isoformat(),
+            "observed_seconds": round(r["observed"], 3),
+            "online_seconds": round(r["on_s"], 3),
+            "degraded_seconds": round(r["deg_s"], 3),
+            "flapping_seconds": round(r["flap_s"], 3),
+            "offline_seconds": round(r["off_s"], 3),
+            "share": min(1.0, (r["on_s"] + r["deg_s"]) / r["observed"]),
+        }
+        for r in rows
     ]
