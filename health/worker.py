@@ -169,6 +169,7 @@ class Worker:
             "frames": diag.frames,
             "flags": flags,
             "open_ms": sample.open_ms,
+            "transport": sample.transport,  # "tcp", or "default" when the device refused TCP
             "fps": sample.fps_measured,
             "stalled": sample.stalled,
             "failure": sample.failure,

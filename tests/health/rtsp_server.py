@@ -24,8 +24,9 @@ import sys
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 320, 180, 15
 CAPS = f"video/x-raw,width={WIDTH},height={HEIGHT},framerate={FPS}/1"
@@ -73,6 +74,9 @@ PIPELINES = {
     # RTSP session stays up: a stalled camera, not one that hangs up.
     "/stopping": f"( {MOVING} ! valve name=gate drop=false ! {ENCODE} )",
     "/auth": f"( {MOVING} ! {ENCODE} )",
+    # RTP over UDP only: a SETUP asking for TCP interleaved transport is refused (461), as by
+    # devices that never implemented it, so a client must fall back to its default transport.
+    "/udp-only": f"( {MOVING} ! {ENCODE} )",
 }
 
 
@@ -117,6 +121,8 @@ def build(port: int, password: str) -> GstRtspServer.RTSPServer:
         factory.set_permissions(permissions)
         if path == "/stopping":
             factory.connect("media-configure", _stop_later)
+        if path == "/udp-only":
+            factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
         mounts.add_factory(path, factory)
     return server
 

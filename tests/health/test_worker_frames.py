@@ -26,7 +26,7 @@ async def test_a_black_picture_makes_a_camera_degraded_and_a_normal_one_online(
 ) -> None:
     h = await auth("admin")
     ids = {}
-    for i, pattern in enumerate(("normal", "black")):
+    for i, pattern in enumerate(("normal", "black", "udp-only")):
         body = camera(
             gb_id=f"1401050000132500{i:04d}", streams={"main": f"{rtsp_server}/{pattern}"}
         )
@@ -42,12 +42,16 @@ async def test_a_black_picture_makes_a_camera_degraded_and_a_normal_one_online(
     )
     for _ in range(2):  # two faults make degraded, two oks make online
         await pool.execute("UPDATE camera_health SET next_probe_at = now()")
-        assert await worker.run_once() == 2
+        assert await worker.run_once() == 3
     black = await (await client.get(f"/api/v1/cameras/{ids['black']}/health", headers=h)).json()
     normal = await (await client.get(f"/api/v1/cameras/{ids['normal']}/health", headers=h)).json()
     assert black["status"] == "degraded", black
     assert "too_dark" in black["last_diagnosis"]["fired"]
     assert normal["status"] == "online" and normal["last_diagnosis"]["fired"] == []
+    assert normal["last_diagnosis"]["transport"] == "tcp"
+    # A device refusing RTP over TCP is sampled over the default transport, and it says so.
+    udp = await (await client.get(f"/api/v1/cameras/{ids['udp-only']}/health", headers=h)).json()
+    assert udp["status"] == "online" and udp["last_diagnosis"]["transport"] == "default"
     snap = await client.get(f"/api/v1/cameras/{ids['normal']}/snapshot", headers=h)
     assert snap.status == 200 and snap.content_type == "image/jpeg"
     assert (await snap.read())[:2] == b"\xff\xd8"  # a JPEG
