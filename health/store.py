@@ -506,3 +506,21 @@ async def daily_availability(
         }
         for r in rows
     ]
+
+
+async def gauges(pool: asyncpg.Pool) -> tuple[int, dict[str, int]]:
+    """Leases outstanding (live, across all workers) and cameras per status, for /metrics.
+
+    Both are cheap at province scale: live leases come from a partial index holding only
+    leased rows, and the status count from the (region, level, status) index.
+    """
+    async with pool.acquire() as conn:
+        leases = await conn.fetchval(
+            """SELECT count(*) FROM camera_health
+               WHERE lease_until IS NOT NULL AND lease_until > now()""",
+            timeout=5,
+        )
+        rows = await conn.fetch(
+            "SELECT status, count(*) AS n FROM cameras GROUP BY status", timeout=5
+        )
+    return int(leases), {r["status"]: int(r["n"]) for r in rows}

@@ -19,6 +19,10 @@ CREATE TABLE camera_availability (
 -- Period KPIs read a range of days for many cameras.
 CREATE INDEX camera_availability_day ON camera_availability (day);
 
+-- Live leases for the `camreg_leases_outstanding` metric: released leases are NULL, so this
+-- partial index holds only the cameras being probed right now, however large the registry.
+CREATE INDEX camera_health_leased ON camera_health (lease_until) WHERE lease_until IS NOT NULL;
+
 -- Backfill from the transitions stored so far: each transition closes the interval that began
 -- at the previous one (or when the camera was registered) in its old status.
 INSERT INTO camera_availability (camera_id, day, online_s, degraded_s, flapping_s, offline_s,

@@ -267,3 +267,23 @@ async def test_availability_needs_a_range_and_accepts_a_leap_year(
     resp = await client.get(base + "?from=2024-01-01&to=2024-12-31", headers=h)  # 366 days
     assert resp.status == 200
     assert re.fullmatch(r"\d{4}-\d\d-\d\d", (await resp.json())["to"])
+
+
+async def test_metrics_show_cameras_by_status_and_leases_outstanding(
+    client: TestClient, history: dict[str, str]
+) -> None:
+    pool, box = client.app[POOL], client.app[BOX]
+    held = await store.lease_one(pool, box, "t-metrics", uuid.UUID(history["c"]), 60)
+    assert held is not None
+    try:
+        text = await (await client.get("/metrics")).text()
+    finally:
+        await pool.execute(
+            "UPDATE camera_health SET lease_owner = NULL, lease_until = NULL WHERE camera_id = $1",
+            held.camera_id,
+        )
+    counts = dict(await pool.fetch("SELECT status, count(*)::float8 FROM cameras GROUP BY status"))
+    for status in ("online", "degraded", "offline", "unknown", "flapping"):
+        assert f'camreg_cameras{{status="{status}"}} {counts.get(status, 0.0)}' in text
+    assert "camreg_leases_outstanding 1.0" in text
+    assert "camreg_probes_total" in text or "camreg_probe_duration_seconds" in text
