@@ -7,6 +7,7 @@ timestamps in China's local time, so every expected second below can be checked 
 from __future__ import annotations
 
 import datetime as dt
+import random
 import re
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from api.state import BOX, POOL
 from health import store
-from health.status import CameraState, Status, Transition
+from health.status import CameraState, Status, Transition, availability_seconds
 
 from ..conftest import Tok, camera
 
@@ -287,3 +288,46 @@ async def test_metrics_show_cameras_by_status_and_leases_outstanding(
         assert f'camreg_cameras{{status="{status}"}} {counts.get(status, 0.0)}' in text
     assert "camreg_leases_outstanding 1.0" in text
     assert "camreg_probes_total" in text or "camreg_probe_duration_seconds" in text
+
+
+async def test_stored_availability_equals_the_status_module_on_a_random_history(
+    client: TestClient, auth: Tok
+) -> None:
+    """The SQL day-splitting and open-interval arithmetic against `availability_seconds`, the
+    pure reference, on 40 random transitions over two weeks (fixed seed)."""
+    rng = random.Random(20261127)
+    body = camera(gb_id="14010800001320000001", streams={"main": "rtsp://127.0.0.1:9/x"})
+    resp = await client.post("/api/v1/cameras", json=body, headers=await auth("admin"))
+    cam = str((await resp.json())["id"])
+    await client.app[POOL].execute(
+        "UPDATE cameras SET created_at = $2 WHERE id = $1", uuid.UUID(cam), cst(8)
+    )
+    lo, hi = cst(8).timestamp(), cst(20).timestamp()
+    times = sorted(rng.uniform(lo, hi) for _ in range(40))
+    steps: list[tuple[Status, dt.datetime]] = []
+    transitions: list[Transition] = []
+    old: Status = "unknown"
+    for t in times:
+        new = rng.choice([s for s in ("online", "degraded", "offline", "flapping") if s != old])
+        steps.append((new, dt.datetime.fromtimestamp(t, CST)))
+        transitions.append(Transition(old, new, t, "random"))
+        old = new
+    await _history(client, cam, steps)
+    h = await auth("planner")
+    for first, last in (("2026-11-10", "2026-11-15"), ("2026-11-19", "2026-11-24")):
+        url = f"/api/v1/kpis?region=140108&group=6&from={first}&to={last}"
+        got = await (await client.get(url, headers=h)).json()
+        start = dt.datetime.fromisoformat(got["period_start"]).timestamp()
+        end = dt.datetime.fromisoformat(got["period_end"]).timestamp()
+        want = availability_seconds(transitions, start, end, "unknown")
+        (row,) = got["items"]
+        for status in ("online", "degraded", "offline", "flapping"):
+            assert row[f"{status}_seconds"] == pytest.approx(want[status], abs=1e-3), status
+        daily = await (
+            await client.get(
+                f"/api/v1/cameras/{cam}/availability?from={first}&to={last}", headers=h
+            )
+        ).json()
+        assert sum(d["online_seconds"] for d in daily["days"]) == pytest.approx(
+            want["online"], abs=1e-2
+        )
