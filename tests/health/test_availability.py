@@ -242,6 +242,7 @@ async def test_the_health_answer_shows_flapping(client: TestClient, auth: Tok) -
         ("to=2026-11-01", "from"),
         ("from=2026-13-01&to=2026-11-02", "from"),
         ("from=20261101&to=2026-11-02", "from"),
+        ("from=2026-W44-1&to=2026-11-02", "from"),
         ("from=2026-11-01&to=yesterday", "to"),
         ("from=2026-11-05&to=2026-11-01", "to"),
         ("from=2025-01-01&to=2026-01-02", "to"),  # 367 days
