@@ -240,6 +240,12 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--batch", type=int, default=200, help="cameras leased at a time")
     w.add_argument("--lease-seconds", type=float, default=60.0, help="lease length")
     w.add_argument("--frames", action="store_true", help="also run frame diagnosis")
+    w.add_argument(
+        "--frame-processes",
+        type=int,
+        default=2,
+        help="concurrent frame captures, one process each (~75 MB; see bench/RESULTS.md)",
+    )
 
     i = sub.add_parser("import", help="import a camera ledger (CSV, XLSX, GeoJSON)")
     i.add_argument("file")
@@ -291,6 +297,9 @@ def _parser() -> argparse.ArgumentParser:
 async def _worker(args: argparse.Namespace) -> int:
     from health.worker import Worker, WorkerConfig
 
+    if args.frame_processes < 1:
+        print("camreg worker: --frame-processes must be at least 1", file=sys.stderr)
+        return 2
     settings = _settings(args)
     if not args.verbose:
         logging.getLogger().setLevel(settings.log_level)
@@ -304,7 +313,7 @@ async def _worker(args: argparse.Namespace) -> int:
     async with open_database(settings) as db:
         from health.frames import FrameSampler
 
-        sampler = FrameSampler(processes=2) if args.frames else None
+        sampler = FrameSampler(processes=args.frame_processes) if args.frames else None
         worker = Worker(db.pool, db.box, cfg, sampler=sampler)
         print(f"health worker {worker.owner} leasing probes; Ctrl-C stops", flush=True)
         try:

@@ -330,3 +330,21 @@ async def test_worker_processes_share_the_load_and_survive_a_sigkill_mid_lease(
         "SELECT last_probe->>'ok' AS ok FROM camera_health WHERE camera_id = ANY($1::uuid[])", ids
     )
     assert [r["ok"] for r in owners] == ["true"] * 8
+
+
+async def test_worker_refuses_zero_frame_processes_with_a_message() -> None:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "camera_registry.cli",
+        "worker",
+        "--frames",
+        "--frame-processes",
+        "0",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert b"--frame-processes must be at least 1" in err
