@@ -348,3 +348,50 @@ async def test_worker_refuses_zero_frame_processes_with_a_message() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert b"--frame-processes must be at least 1" in err
+
+
+async def test_a_worker_process_serves_its_own_probe_metrics(
+    client: TestClient, auth: Tok, database_url: str, schema: str, settings: Any
+) -> None:
+    """A `camreg worker` elsewhere probes cameras the API never sees: it is scraped itself."""
+    import os
+    import signal
+    import sys
+
+    import aiohttp
+
+    nvr = Nvr()
+    async with nvr_on_loopback(nvr) as port:
+        ids = await _register(client, auth, 3, f"rtsp://127.0.0.1:{port}", 900)
+        await _only_due(client, ids)
+        sep = "&" if "?" in database_url else "?"
+        env = {
+            **os.environ,
+            "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+            "CAMREG_DATA_DIR": str(settings.data_dir),
+            "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "camera_registry.cli", "worker", "--metrics-port", "0"),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(30):
+                line = await proc.stdout.readline()
+                assert line.startswith(b"metrics on http://127.0.0.1:"), line
+                url = line.split()[-1].decode()
+                while len(nvr.describes) < 3:  # noqa: ASYNC110 - another process's effect
+                    await asyncio.sleep(0.1)
+                async with aiohttp.ClientSession() as http:
+                    text = ""
+                    while 'camreg_probes_total{result="ok"} 3.0' not in text:
+                        await asyncio.sleep(0.1)
+                        async with http.get(url) as resp:
+                            assert resp.status == 200
+                            text = await resp.text()
+            assert "camreg_probe_duration_seconds_count 3.0" in text
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
