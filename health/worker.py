@@ -91,6 +91,7 @@ class Worker:
             lambda: asyncio.Semaphore(self.cfg.per_host)
         )
         self._rnd = random.Random()
+        self._frames_in_flight = 0
         self.probed = 0
 
     async def _probe(self, lease: store.Lease) -> ProbeResult:
@@ -121,9 +122,12 @@ class Worker:
             if self.on_probe is not None:
                 self.on_probe(result, time.perf_counter() - started)
             outcome: Outcome = "ok" if result.ok else "fail"
-            if result.ok and self._diagnosis_due(lease):
+            if result.ok and self._diagnosis_due(lease) and self._take_frame_slot():
                 # A DESCRIBE does not prove frames flow: sample and judge the picture.
-                outcome, diagnosis, thumbnail = await self._diagnose(lease)
+                try:
+                    outcome, diagnosis, thumbnail = await self._diagnose(lease)
+                finally:
+                    self._frames_in_flight -= 1
         now = time.time()
         state, transition = step(lease.state, outcome, max(now, lease.state.since), self.policy)
         failures = 0 if result.ok else lease.failures + 1
@@ -150,6 +154,21 @@ class Worker:
         return lease.diagnosed_at is None or (
             time.time() - lease.diagnosed_at >= self.cfg.diagnose_every_s
         )
+
+    def _take_frame_slot(self) -> bool:
+        """Claim a capture slot now, or skip this camera's diagnosis until its next probe.
+
+        Never queue for the sampler: a batch of 200 leased cameras all due for diagnosis (a
+        fresh deployment) behind two capture processes would take minutes, every lease would
+        expire, and the probes' results would be thrown away. A camera skipped here stays due
+        and is diagnosed at a later probe, so the sampler runs at full capacity without ever
+        holding a lease hostage. Check and claim happen without an await in between, so
+        concurrent probes cannot overbook.
+        """
+        if self.sampler is None or self._frames_in_flight >= self.sampler.processes:
+            return False
+        self._frames_in_flight += 1
+        return True
 
     async def _diagnose(self, lease: store.Lease) -> tuple[Outcome, dict[str, Any], bytes | None]:
         assert self.sampler is not None and lease.uri
