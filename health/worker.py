@@ -113,7 +113,8 @@ class Worker:
         except HealthError as exc:  # a registry row to fix, e.g. not an rtsp:// URI
             return ProbeResult(uri="", ok=False, failure="protocol_error", detail=str(exc))
 
-    async def _one(self, lease: store.Lease) -> None:
+    async def _one(self, lease: store.Lease) -> store.ProbeRecord:
+        """Probe (and maybe diagnose) one leased camera; the result is stored by the caller."""
         diagnosis: dict[str, Any] | None = None
         thumbnail: bytes | None = None
         async with self._global, self._hosts[lease.host]:
@@ -131,22 +132,23 @@ class Worker:
         now = time.time()
         state, transition = step(lease.state, outcome, max(now, lease.state.since), self.policy)
         failures = 0 if result.ok else lease.failures + 1
-        probe = _summary(result)
-        kept = await store.record(
-            self.pool,
-            self.owner,
-            lease,
-            state=state,
-            transition=transition,
-            probe=probe,
-            failures=failures,
-            next_in_s=next_interval(lease.level, failures, self.cfg, self._rnd),
-            diagnosis=diagnosis,
-            thumbnail=thumbnail,
-        )
-        if not kept:
-            log.warning("lease on %s expired before its probe finished", lease.camera_id)
         self.probed += 1
+        return store.ProbeRecord(
+            lease,
+            state,
+            transition,
+            _summary(result),
+            failures,
+            next_interval(lease.level, failures, self.cfg, self._rnd),
+            diagnosis,
+            thumbnail,
+        )
+
+    async def _store(self, records: list[store.ProbeRecord]) -> None:
+        kept = await store.record_many(self.pool, self.owner, records)
+        for rec, ok in zip(records, kept, strict=True):
+            if not ok:
+                log.warning("lease on %s expired before its probe finished", rec.lease.camera_id)
 
     def _diagnosis_due(self, lease: store.Lease) -> bool:
         if self.sampler is None or not lease.uri:
@@ -209,7 +211,8 @@ class Worker:
             per_host=self.cfg.per_host,
         )
         if leases:
-            await asyncio.gather(*(self._one(lease) for lease in leases))
+            # One transaction for the batch: one commit per batch, not one per camera.
+            await self._store(list(await asyncio.gather(*(self._one(le) for le in leases))))
         return len(leases)
 
     async def probe_now(self, camera_id: uuid.UUID) -> dict[str, Any]:
@@ -217,7 +220,7 @@ class Worker:
         leases = await store.lease_one(self.pool, self.box, self.owner, camera_id, self.cfg.lease_s)
         if leases is None:
             return {"probed": False, "detail": "a worker is probing this camera right now"}
-        await self._one(leases)
+        await self._store([await self._one(leases)])
         health = await store.camera_health(self.pool, camera_id)
         return {"probed": True, **(health or {})}
 

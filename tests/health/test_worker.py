@@ -395,3 +395,36 @@ async def test_a_worker_process_serves_its_own_probe_metrics(
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_a_batch_is_stored_together_and_a_lost_lease_skips_only_its_own_record(
+    client: TestClient, auth: Tok
+) -> None:
+    nvr = Nvr(delay=0.3)
+    pool = client.app[POOL]
+    async with nvr_on_loopback(nvr) as port:
+        ids = await _register(client, auth, 3, f"rtsp://127.0.0.1:{port}", 1000)
+        await _only_due(client, ids)
+        worker = Worker(pool, client.app[BOX], WorkerConfig(batch=10, per_host=16), owner="w-b")
+        task = asyncio.create_task(worker.run_once())
+        async with asyncio.timeout(10):
+            while nvr.active < 3:  # noqa: ASYNC110 - every probe of the batch is in flight
+                await asyncio.sleep(0.01)
+        # Another worker took this camera over (as after an expiry) while the batch probed.
+        await pool.execute(
+            "UPDATE camera_health SET lease_owner = 'w-thief' WHERE camera_id = $1", ids[0]
+        )
+        assert await task == 3
+    rows = {
+        str(r["camera_id"]): r
+        for r in await pool.fetch(
+            """SELECT camera_id, last_probe_at, lease_owner FROM camera_health
+               WHERE camera_id = ANY($1::uuid[])""",
+            ids,
+        )
+    }
+    assert rows[ids[0]]["last_probe_at"] is None and rows[ids[0]]["lease_owner"] == "w-thief"
+    for cam in ids[1:]:
+        assert rows[cam]["last_probe_at"] is not None and rows[cam]["lease_owner"] is None
+    # The batch committed once: every stored probe carries the same transaction time.
+    assert rows[ids[1]]["last_probe_at"] == rows[ids[2]]["last_probe_at"]
