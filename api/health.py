@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import uuid
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from camera_registry.actor import Role
 from camera_registry.errors import BadRequest, FieldError, NotFound
-from camera_registry.registry import effective_prefix, region_range
+from camera_registry.registry import effective_prefix, level_filter, region_range
 from health import store
-from health.kpi import meets_target
+from health.kpi import meets_intact_target, meets_target
 
 from . import params
 from .auth import READERS, require
@@ -19,6 +22,53 @@ from .routes import Param, route
 from .state import POOL, REGISTRY, WORKER
 
 PROBERS = (Role.TECHNICIAN, Role.COMMANDER, Role.ADMIN)
+# A year and a day: a leap year's report fits, while a decade-long scan of the daily rows of a
+# province (2.4 million cameras) cannot be asked for by accident.
+MAX_SPAN_DAYS = 366
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+DATE_PARAMS = (
+    Param(
+        "from",
+        "query",
+        "first local day (Asia/Shanghai), YYYY-MM-DD",
+        {"type": "string", "format": "date"},
+    ),
+    Param(
+        "to", "query", "last local day, inclusive, YYYY-MM-DD", {"type": "string", "format": "date"}
+    ),
+)
+
+
+def _date_range(q: Mapping[str, str]) -> tuple[dt.date, dt.date] | None:
+    """`from`/`to` as dates, both or neither; None when neither is given."""
+    raw = {name: q.get(name) or None for name in ("from", "to")}
+    if raw["from"] is None and raw["to"] is None:
+        return None
+    errors = []
+    parsed: dict[str, dt.date] = {}
+    for name, value in raw.items():
+        other = "to" if name == "from" else "from"
+        if value is None:
+            errors.append(FieldError(name, f"give {name!r} too when {other!r} is given"))
+            continue
+        try:
+            # fromisoformat alone also takes 20261101 and week dates; a report wants days.
+            if not _DAY.fullmatch(value):
+                raise ValueError(value)
+            parsed[name] = dt.date.fromisoformat(value)
+        except ValueError:
+            errors.append(FieldError(name, "use a date YYYY-MM-DD, e.g. 2026-11-01"))
+    if errors:
+        raise BadRequest("bad date range", errors)
+    first, last = parsed["from"], parsed["to"]
+    if last < first:
+        raise BadRequest("bad date range", [FieldError("to", "must not be before 'from'")])
+    if (last - first).days + 1 > MAX_SPAN_DAYS:
+        raise BadRequest(
+            "bad date range",
+            [FieldError("to", f"a range covers at most {MAX_SPAN_DAYS} days; split it")],
+        )
+    return first, last
 
 
 @route(
@@ -89,23 +139,35 @@ async def probe_now(request: web.Request) -> web.Response:
             {"type": "integer"},
         ),
         Param("by_level", "query", "1 to split each region by level"),
+        Param("level", "query", "only these levels, e.g. 1 or 1,2"),
+        *DATE_PARAMS,
     ),
-    responses={200: "KPI rows"},
+    responses={200: "KPI rows: now, or over the date range from..to"},
     tag="health",
 )
 async def kpis(request: web.Request) -> web.Response:
+    """Without `from`/`to`: the snapshot now (counts per status). With them: rates over those
+    local days from availability seconds (health.kpi.PeriodTotals): 在线率 = (online + degraded)
+    camera-seconds / camera-seconds registered in the period, up to now; 完好率 the same with
+    online seconds only; `flapping` is counted apart and is not on line in either form."""
     actor = require(request, READERS)
     q = request.query
     region = q.get("region") or None
     if region is not None and (not region.isdigit() or not 2 <= len(region) <= 6):
         raise BadRequest("bad region", [FieldError("region", "use 2-6 digits, e.g. 1401")])
+    levels = level_filter(q["level"].split(",")) if q.get("level") else ()
+    period = _date_range(q)
     prefix = effective_prefix(actor, region)
     if prefix == "":
         return json_response({"items": []})
     group = params.integer(q, "group", len(prefix) if prefix else 2, 2, 6)
     by_level = q.get("by_level", "0") in ("1", "true", "yes")
     low, high = region_range(prefix) if prefix else ("0", ":")
-    rows = await store.kpi_rows(request.app[POOL], low, high, prefix_len=group, by_level=by_level)
+    if period is not None:
+        return await _period_kpis(request, low, high, period, group, by_level, levels)
+    rows = await store.kpi_rows(
+        request.app[POOL], low, high, prefix_len=group, by_level=by_level, levels=levels
+    )
     items = [
         {
             "region": r.region,
@@ -125,3 +187,86 @@ async def kpis(request: web.Request) -> web.Response:
         for r in rows
     ]
     return json_response({"items": items})
+
+
+async def _period_kpis(
+    request: web.Request,
+    low: str,
+    high: str,
+    period: tuple[dt.date, dt.date],
+    group: int,
+    by_level: bool,
+    levels: tuple[int, ...],
+) -> web.Response:
+    first, last = period
+    start, end, totals = await store.period_totals(
+        request.app[POOL],
+        low,
+        high,
+        first,
+        last,
+        prefix_len=group,
+        by_level=by_level,
+        levels=levels,
+    )
+    items = []
+    for t in totals:
+        row = t.kpi()
+        items.append(
+            {
+                "region": t.region,
+                "level": t.level,
+                "registered": t.registered,
+                "camera_seconds": t.camera_seconds,
+                "online_seconds": t.online_seconds,
+                "degraded_seconds": t.degraded_seconds,
+                "flapping_seconds": t.flapping_seconds,
+                "offline_seconds": t.offline_seconds,
+                "networked": t.networked,
+                "online_rate": row.online_rate,
+                "intact_rate": row.intact_rate,
+                "networked_rate": t.networked_rate,
+                "flapping_share": t.flapping_share,
+                "meets_target": meets_intact_target(t.level, row.intact_rate),
+            }
+        )
+    return json_response(
+        {
+            "from": first.isoformat(),
+            "to": last.isoformat(),
+            "timezone": store.DAY_TZ,
+            "period_start": start.isoformat(),
+            "period_end": end.isoformat(),
+            "items": items,
+        }
+    )
+
+
+@route(
+    "GET",
+    "/api/v1/cameras/{id}/availability",
+    "Seconds per status and 在线率 share for each local day from..to",
+    READERS,
+    params=(ID, *(Param(p.name, p.where, p.description, p.schema, True) for p in DATE_PARAMS)),
+    responses={200: "daily rows"},
+    tag="health",
+)
+async def availability(request: web.Request) -> web.Response:
+    actor = require(request, READERS)
+    period = _date_range(request.query)
+    if period is None:
+        raise BadRequest(
+            "bad date range",
+            [FieldError("from", "give from and to, e.g. from=2026-11-01&to=2026-11-27")],
+        )
+    cam = await request.app[REGISTRY].get(actor, request.match_info["id"])  # scope check
+    days = await store.daily_availability(request.app[POOL], uuid.UUID(cam["id"]), *period)
+    return json_response(
+        {
+            "camera_id": cam["id"],
+            "from": period[0].isoformat(),
+            "to": period[1].isoformat(),
+            "timezone": store.DAY_TZ,
+            "days": days,
+        }
+    )

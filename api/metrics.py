@@ -43,6 +43,14 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8),
             registry=self.registry,
         )
+        self.leases = Gauge(
+            "camreg_leases_outstanding",
+            "cameras leased to probe workers right now (all workers)",
+            registry=self.registry,
+        )
+        self.cameras = Gauge(
+            "camreg_cameras", "registered cameras by status", ["status"], registry=self.registry
+        )
         self.imports = Counter(
             "camreg_imports", "ledger imports finished", ["status"], registry=self.registry
         )

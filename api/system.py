@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncpg
 from aiohttp import web
+
+from health import store as health_store
+from health.status import STATUSES
 
 from .cameras import json_response
 from .openapi import build_spec
@@ -39,6 +43,14 @@ async def metrics(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     m.pool_size.set(pool.get_size())
     m.pool_idle.set(pool.get_idle_size())
+    try:
+        leases, by_status = await health_store.gauges(pool)
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        pass  # the database is down or slow: /healthz says so; the process metrics still serve
+    else:
+        m.leases.set(leases)
+        for status in STATUSES:  # every status, zeros included, so a series never vanishes
+            m.cameras.labels(status).set(by_status.get(status, 0))
     return web.Response(
         body=m.render(), content_type=m.content_type, headers={"Cache-Control": "no-store"}
     )

@@ -22,6 +22,8 @@ def main() -> int:
         [sys.executable, str(HERE / "bench_import.py"), "--rows", rows, "--repeat", repeat],
         [sys.executable, str(HERE / "bench_api.py"), "--rows", rows],
         [sys.executable, str(HERE / "bench_discovery.py"), "--repeat", repeat],
+        [sys.executable, str(HERE / "bench_probe.py"), "--repeat", repeat],
+        [sys.executable, str(HERE / "bench_diagnosis.py"), "--repeat", repeat],
     ):
         print(
             "\n$", " ".join(Path(c).name if c.endswith(".py") else c for c in cmd[1:]), flush=True

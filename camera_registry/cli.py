@@ -255,6 +255,18 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--batch", type=int, default=200, help="cameras leased at a time")
     w.add_argument("--lease-seconds", type=float, default=60.0, help="lease length")
     w.add_argument("--frames", action="store_true", help="also run frame diagnosis")
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics (probes by result, latency) on this port; 0 picks one",
+    )
+    w.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port")
+    w.add_argument(
+        "--frame-processes",
+        type=int,
+        default=2,
+        help="concurrent frame captures, one process each (~75 MB; see bench/RESULTS.md)",
+    )
 
     i = sub.add_parser("import", help="import a camera ledger (CSV, XLSX, GeoJSON)")
     i.add_argument("file")
@@ -313,9 +325,36 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _worker_metrics(host: str, port: int | None) -> tuple[Any, Any]:
+    """(probe hook, HTTP server) for a worker's own /metrics, or (None, None) without a port.
+
+    A `camreg worker` on another machine probes cameras the API process never sees, so its
+    probe counts and latencies must be scraped from the worker itself. The exporter is
+    prometheus_client's own server, in a daemon thread: it never touches the event loop.
+    """
+    if port is None:
+        return None, None
+    from prometheus_client import start_http_server
+
+    from api.metrics import Metrics
+
+    metrics = Metrics()
+    server, _ = start_http_server(port, host, registry=metrics.registry)
+    print(f"metrics on http://{host}:{server.server_port}/metrics", flush=True)
+
+    def on_probe(result: Any, seconds: float) -> None:
+        metrics.probes.labels(result.failure or "ok").inc()
+        metrics.probe_seconds.observe(seconds)
+
+    return on_probe, server
+
+
 async def _worker(args: argparse.Namespace) -> int:
     from health.worker import Worker, WorkerConfig
 
+    if args.frame_processes < 1:
+        print("camreg worker: --frame-processes must be at least 1", file=sys.stderr)
+        return 2
     settings = _settings(args)
     if not args.verbose:
         logging.getLogger().setLevel(settings.log_level)
@@ -329,14 +368,17 @@ async def _worker(args: argparse.Namespace) -> int:
     async with open_database(settings) as db:
         from health.frames import FrameSampler
 
-        sampler = FrameSampler(processes=2) if args.frames else None
-        worker = Worker(db.pool, db.box, cfg, sampler=sampler)
+        sampler = FrameSampler(processes=args.frame_processes) if args.frames else None
+        on_probe, metrics_server = _worker_metrics(args.metrics_host, args.metrics_port)
+        worker = Worker(db.pool, db.box, cfg, sampler=sampler, on_probe=on_probe)
         print(f"health worker {worker.owner} leasing probes; Ctrl-C stops", flush=True)
         try:
             await worker.run(stop)
         finally:
             if sampler is not None:
                 sampler.close()
+            if metrics_server is not None:
+                metrics_server.shutdown()
         print(f"stopped after {worker.probed} probes", flush=True)
     return 0
 

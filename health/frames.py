@@ -455,6 +455,7 @@ class FrameSampler:
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self._ctx = multiprocessing.get_context("spawn")
+        self.processes = processes  # captures at once: callers size their demand by it
         self._slots = asyncio.Semaphore(processes)
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()

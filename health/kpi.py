@@ -37,7 +37,9 @@ __all__ = [
     "INTACT_TARGET_KEY_PUBLIC",
     "KpiRow",
     "PeriodKpiRow",
+    "PeriodTotals",
     "kpis",
+    "meets_intact_target",
     "meets_target",
     "period_kpis",
     "period_rates",
@@ -101,18 +103,71 @@ class PeriodKpiRow:
     intact_rate: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class PeriodTotals:
+    """Camera-seconds of one group over a date range, summed by PostgreSQL (health/store.py).
+
+    `camera_seconds` is the denominator: for every camera, the seconds of the period during
+    which it was registered (a camera registered on the 20th is not counted offline for the
+    1st to the 19th), up to now when the period reaches into the future. The status seconds
+    are the closed daily availability rows plus each camera's open interval (its current status
+    since its last transition), so a camera that never changed is counted for every second.
+    `networked` counts cameras that had a working stream at some moment of the period (some
+    seconds online, degraded or flapping: a flapping camera's probes do succeed part of the
+    time).
+    """
+
+    region: str
+    level: int | None
+    registered: int
+    camera_seconds: float
+    online_seconds: float
+    degraded_seconds: float
+    flapping_seconds: float
+    offline_seconds: float
+    networked: int
+
+    def kpi(self) -> PeriodKpiRow:
+        """在线率 = (online + degraded) s / camera s; 完好率 = online s / camera s, as the snapshot
+        rates are defined (module docstring): flapping seconds count in neither numerator."""
+        return PeriodKpiRow(
+            region=self.region,
+            level=self.level,
+            registered=self.registered,
+            online_rate=_share(self.online_seconds + self.degraded_seconds, self.camera_seconds),
+            intact_rate=_share(self.online_seconds, self.camera_seconds),
+        )
+
+    @property
+    def networked_rate(self) -> float | None:
+        """联网率 over the period: cameras with a working stream at some moment / registered."""
+        return _rate(self.networked, self.registered)
+
+    @property
+    def flapping_share(self) -> float | None:
+        """Share of camera-seconds spent flapping: shown apart, since it is neither up nor down."""
+        return _share(self.flapping_seconds, self.camera_seconds)
+
+
+def _share(seconds: float, total: float) -> float | None:
+    # Capped at 1: float sums of day rows may overshoot the exact total by a few ulps.
+    return min(1.0, seconds / total) if total > 0 else None
+
+
+def meets_intact_target(level: int | None, intact_rate: float | None) -> bool | None:
+    """Whether a 完好率 reaches the national target of `level`; None when there is none."""
+    if level is None or level not in INTACT_TARGETS or intact_rate is None:
+        return None
+    return intact_rate >= INTACT_TARGETS[level]
+
+
 def meets_target(row: KpiRow) -> bool | None:
     """Whether a per-level row reaches its national 完好率 target.
 
     None when the question has no answer: rows not split by level, levels without a national
     target (3, 9), or groups with nothing registered.
     """
-    if row.level is None or row.level not in INTACT_TARGETS:
-        return None
-    rate = row.intact_rate
-    if rate is None:
-        return None
-    return rate >= INTACT_TARGETS[row.level]
+    return meets_intact_target(row.level, row.intact_rate)
 
 
 def _groups(

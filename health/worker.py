@@ -91,6 +91,7 @@ class Worker:
             lambda: asyncio.Semaphore(self.cfg.per_host)
         )
         self._rnd = random.Random()
+        self._frames_in_flight = 0
         self.probed = 0
 
     async def _probe(self, lease: store.Lease) -> ProbeResult:
@@ -112,7 +113,8 @@ class Worker:
         except HealthError as exc:  # a registry row to fix, e.g. not an rtsp:// URI
             return ProbeResult(uri="", ok=False, failure="protocol_error", detail=str(exc))
 
-    async def _one(self, lease: store.Lease) -> None:
+    async def _one(self, lease: store.Lease) -> store.ProbeRecord:
+        """Probe (and maybe diagnose) one leased camera; the result is stored by the caller."""
         diagnosis: dict[str, Any] | None = None
         thumbnail: bytes | None = None
         async with self._global, self._hosts[lease.host]:
@@ -121,28 +123,32 @@ class Worker:
             if self.on_probe is not None:
                 self.on_probe(result, time.perf_counter() - started)
             outcome: Outcome = "ok" if result.ok else "fail"
-            if result.ok and self._diagnosis_due(lease):
+            if result.ok and self._diagnosis_due(lease) and self._take_frame_slot():
                 # A DESCRIBE does not prove frames flow: sample and judge the picture.
-                outcome, diagnosis, thumbnail = await self._diagnose(lease)
+                try:
+                    outcome, diagnosis, thumbnail = await self._diagnose(lease)
+                finally:
+                    self._frames_in_flight -= 1
         now = time.time()
         state, transition = step(lease.state, outcome, max(now, lease.state.since), self.policy)
         failures = 0 if result.ok else lease.failures + 1
-        probe = _summary(result)
-        kept = await store.record(
-            self.pool,
-            self.owner,
-            lease,
-            state=state,
-            transition=transition,
-            probe=probe,
-            failures=failures,
-            next_in_s=next_interval(lease.level, failures, self.cfg, self._rnd),
-            diagnosis=diagnosis,
-            thumbnail=thumbnail,
-        )
-        if not kept:
-            log.warning("lease on %s expired before its probe finished", lease.camera_id)
         self.probed += 1
+        return store.ProbeRecord(
+            lease,
+            state,
+            transition,
+            _summary(result),
+            failures,
+            next_interval(lease.level, failures, self.cfg, self._rnd),
+            diagnosis,
+            thumbnail,
+        )
+
+    async def _store(self, records: list[store.ProbeRecord]) -> None:
+        kept = await store.record_many(self.pool, self.owner, records)
+        for rec, ok in zip(records, kept, strict=True):
+            if not ok:
+                log.warning("lease on %s expired before its probe finished", rec.lease.camera_id)
 
     def _diagnosis_due(self, lease: store.Lease) -> bool:
         if self.sampler is None or not lease.uri:
@@ -150,6 +156,21 @@ class Worker:
         return lease.diagnosed_at is None or (
             time.time() - lease.diagnosed_at >= self.cfg.diagnose_every_s
         )
+
+    def _take_frame_slot(self) -> bool:
+        """Claim a capture slot now, or skip this camera's diagnosis until its next probe.
+
+        Never queue for the sampler: a batch of 200 leased cameras all due for diagnosis (a
+        fresh deployment) behind two capture processes would take minutes, every lease would
+        expire, and the probes' results would be thrown away. A camera skipped here stays due
+        and is diagnosed at a later probe, so the sampler runs at full capacity without ever
+        holding a lease hostage. Check and claim happen without an await in between, so
+        concurrent probes cannot overbook.
+        """
+        if self.sampler is None or self._frames_in_flight >= self.sampler.processes:
+            return False
+        self._frames_in_flight += 1
+        return True
 
     async def _diagnose(self, lease: store.Lease) -> tuple[Outcome, dict[str, Any], bytes | None]:
         assert self.sampler is not None and lease.uri
@@ -169,6 +190,7 @@ class Worker:
             "frames": diag.frames,
             "flags": flags,
             "open_ms": sample.open_ms,
+            "transport": sample.transport,  # "tcp", or "default" when the device refused TCP
             "fps": sample.fps_measured,
             "stalled": sample.stalled,
             "failure": sample.failure,
@@ -189,7 +211,8 @@ class Worker:
             per_host=self.cfg.per_host,
         )
         if leases:
-            await asyncio.gather(*(self._one(lease) for lease in leases))
+            # One transaction for the batch: one commit per batch, not one per camera.
+            await self._store(list(await asyncio.gather(*(self._one(le) for le in leases))))
         return len(leases)
 
     async def probe_now(self, camera_id: uuid.UUID) -> dict[str, Any]:
@@ -197,7 +220,7 @@ class Worker:
         leases = await store.lease_one(self.pool, self.box, self.owner, camera_id, self.cfg.lease_s)
         if leases is None:
             return {"probed": False, "detail": "a worker is probing this camera right now"}
-        await self._one(leases)
+        await self._store([await self._one(leases)])
         health = await store.camera_health(self.pool, camera_id)
         return {"probed": True, **(health or {})}
 

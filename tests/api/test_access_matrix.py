@@ -57,6 +57,7 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
         r: ((403, 403) if r == "planner" else (200, 404)) for r in ROLES
     },
     ("GET", "/api/v1/kpis"): every(200, 200),
+    ("GET", "/api/v1/cameras/{id}/availability"): every(200, 404),
     ("GET", "/api/v1/events"): every(200, 200),
     ("GET", "/api/v1/discovery/devices"): writers(200, 200),
     ("POST", "/api/v1/discovery/devices/{id}/register"): writers(404, 404),  # none found here
@@ -151,6 +152,8 @@ async def test_route_role_scope_matrix(
     if method == "PATCH":
         kw["json"] = {"azimuth": 10}
         h = {**h, "If-Match": '"1"'}
+    if path.endswith("/availability"):
+        url += "?from=2026-11-01&to=2026-11-02"
     if path == "/api/v1/relay/{stream_key}/source":
         url = path.replace("{stream_key}", gb + "_main")
     if method == "POST" and path == "/api/v1/streams":

@@ -11,7 +11,7 @@ Every factory is *non-shared*: each client gets its own pipeline, so `/frozen` a
 start from the beginning for every test, and Debian's 1.22 server does not crash under the quick
 connect/disconnect cycles of the tests (it does with shared media).
 
-Usage: rtsp_server.py [--port N] [--password PW] [--watch-stdin]
+Usage: rtsp_server.py [--port N] [--password PW] [--size WxH] [--extra-mounts N] [--watch-stdin]
 The first stdout line is `PORT <n>` once the server listens (useful with --port 0).
 """
 
@@ -24,56 +24,65 @@ import sys
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 320, 180, 15
-CAPS = f"video/x-raw,width={WIDTH},height={HEIGHT},framerate={FPS}/1"
-# Low latency and a keyframe every second, so a client joining at any moment decodes at once.
-ENCODE = (
-    "videoconvert ! video/x-raw,format=I420 ! "
-    f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={FPS} bitrate=1500 ! "
-    "rtph264pay name=pay0 pt=96 config-interval=1"
-)
-# SMPTE bars scrolling sideways: textured, colourful but without one dominant hue, and moving
-# enough that consecutive frames differ (a static picture would rightly be called frozen).
-MOVING = f"videotestsrc is-live=true pattern=smpte horizontal-speed=6 ! {CAPS}"
 STOP_AFTER_MS = 2000
 
-PIPELINES = {
-    "/normal": f"( {MOVING} ! {ENCODE} )",
-    "/black": f"( videotestsrc is-live=true pattern=black ! {CAPS} ! {ENCODE} )",
-    # One picture repeated for ever: what a hung encoder keeps sending.
-    "/frozen": (
-        f"( videotestsrc pattern=smpte num-buffers=1 ! {CAPS} ! imagefreeze is-live=true ! "
-        f"{ENCODE} )"
-    ),
-    "/snow": f"( videotestsrc is-live=true pattern=snow ! {CAPS} ! {ENCODE} )",
-    # Down to 40×22 and back up: all detail lost, as through a defocused or fogged lens.
-    "/blurred": (
-        f"( {MOVING} ! videoscale ! video/x-raw,width=40,height=22 ! videoscale ! "
-        f"video/x-raw,width={WIDTH},height={HEIGHT} ! {ENCODE} )"
-    ),
-    # The grey picture half-blended with red: every lit pixel ends up red and saturated, as
-    # behind a failed IR-cut filter.
-    "/colour-cast": (
-        f"( compositor name=mix sink_1::alpha=0.5 ! {ENCODE} "
-        f"{MOVING} ! videobalance saturation=0 ! videoconvert ! mix.sink_0 "
-        "videotestsrc is-live=true pattern=solid-color foreground-color=0xffd02020 ! "
-        f"{CAPS} ! videoconvert ! mix.sink_1 )"
-    ),
-    # The left half covered with black, as by an object over the lens.
-    "/occluded": (
-        f"( compositor name=mix ! {ENCODE} "
-        f"{MOVING} ! videoconvert ! mix.sink_0 "
-        f"videotestsrc is-live=true pattern=black ! video/x-raw,width={WIDTH // 2},"
-        f"height={HEIGHT},framerate={FPS}/1 ! videoconvert ! mix.sink_1 )"
-    ),
-    # Frames flow, then a valve (closed by a timer, see `_stop_later`) drops them all while the
-    # RTSP session stays up: a stalled camera, not one that hangs up.
-    "/stopping": f"( {MOVING} ! valve name=gate drop=false ! {ENCODE} )",
-    "/auth": f"( {MOVING} ! {ENCODE} )",
-}
+
+def pipelines(width: int = WIDTH, height: int = HEIGHT) -> dict[str, str]:
+    """One launch line per mount, at the given picture size (the tests use 320×180)."""
+    caps = f"video/x-raw,width={width},height={height},framerate={FPS}/1"
+    # Low latency and a keyframe every second, so a client joining at any moment decodes at once.
+    encode = (
+        "videoconvert ! video/x-raw,format=I420 ! "
+        f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={FPS} bitrate=1500 ! "
+        "rtph264pay name=pay0 pt=96 config-interval=1"
+    )
+    # SMPTE bars scrolling sideways: textured, colourful but without one dominant hue, and
+    # moving enough that consecutive frames differ (a static picture would rightly be called
+    # frozen).
+    moving = f"videotestsrc is-live=true pattern=smpte horizontal-speed=6 ! {caps}"
+    return {
+        "/normal": f"( {moving} ! {encode} )",
+        "/black": f"( videotestsrc is-live=true pattern=black ! {caps} ! {encode} )",
+        # One picture repeated for ever: what a hung encoder keeps sending.
+        "/frozen": (
+            f"( videotestsrc pattern=smpte num-buffers=1 ! {caps} ! imagefreeze is-live=true ! "
+            f"{encode} )"
+        ),
+        "/snow": f"( videotestsrc is-live=true pattern=snow ! {caps} ! {encode} )",
+        # Down to 1/8 and back up: all detail lost, as through a defocused or fogged lens.
+        "/blurred": (
+            f"( {moving} ! videoscale ! video/x-raw,width={width // 8},height={height // 8} ! "
+            f"videoscale ! video/x-raw,width={width},height={height} ! {encode} )"
+        ),
+        # The grey picture half-blended with red: every lit pixel ends up red and saturated, as
+        # behind a failed IR-cut filter.
+        "/colour-cast": (
+            f"( compositor name=mix sink_1::alpha=0.5 ! {encode} "
+            f"{moving} ! videobalance saturation=0 ! videoconvert ! mix.sink_0 "
+            "videotestsrc is-live=true pattern=solid-color foreground-color=0xffd02020 ! "
+            f"{caps} ! videoconvert ! mix.sink_1 )"
+        ),
+        # The left half covered with black, as by an object over the lens.
+        "/occluded": (
+            f"( compositor name=mix ! {encode} "
+            f"{moving} ! videoconvert ! mix.sink_0 "
+            f"videotestsrc is-live=true pattern=black ! video/x-raw,width={width // 2},"
+            f"height={height},framerate={FPS}/1 ! videoconvert ! mix.sink_1 )"
+        ),
+        # Frames flow, then a valve (closed by a timer, see `_stop_later`) drops them all while
+        # the RTSP session stays up: a stalled camera, not one that hangs up.
+        "/stopping": f"( {moving} ! valve name=gate drop=false ! {encode} )",
+        "/auth": f"( {moving} ! {encode} )",
+        # RTP over UDP only: a SETUP asking for TCP interleaved transport is refused (461), as
+        # by devices that never implemented it, so a client must fall back to its default
+        # transport.
+        "/udp-only": f"( {moving} ! {encode} )",
+    }
 
 
 def _stop_later(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
@@ -87,8 +96,14 @@ def _stop_later(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.R
     GLib.timeout_add(STOP_AFTER_MS, close)
 
 
-def build(port: int, password: str) -> GstRtspServer.RTSPServer:
-    """The server with all mounts; anonymous clients may use everything except `/auth`."""
+def build(
+    port: int, password: str, width: int = WIDTH, height: int = HEIGHT, extra: int = 0
+) -> GstRtspServer.RTSPServer:
+    """The server with all mounts; anonymous clients may use everything except `/auth`.
+
+    `extra` adds `/cam/0` … `/cam/<extra-1>`, moving pictures like `/normal`, so benchmarks
+    can address many distinct endpoints.
+    """
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(port))
@@ -103,7 +118,10 @@ def build(port: int, password: str) -> GstRtspServer.RTSPServer:
     server.set_auth(auth)
 
     mounts = server.get_mount_points()
-    for path, launch in PIPELINES.items():
+    launches = pipelines(width, height)
+    for i in range(extra):
+        launches[f"/cam/{i}"] = launches["/normal"]
+    for path, launch in launches.items():
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(launch)
         factory.set_shared(False)
@@ -117,6 +135,8 @@ def build(port: int, password: str) -> GstRtspServer.RTSPServer:
         factory.set_permissions(permissions)
         if path == "/stopping":
             factory.connect("media-configure", _stop_later)
+        if path == "/udp-only":
+            factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
         mounts.add_factory(path, factory)
     return server
 
@@ -125,13 +145,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--password", default="secret", help="password of user admin on /auth")
+    parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", help="picture size WxH")
+    parser.add_argument("--extra-mounts", type=int, default=0, help="add /cam/0 … /cam/N-1")
     parser.add_argument(
         "--watch-stdin", action="store_true", help="exit when stdin closes (parent died)"
     )
     args = parser.parse_args()
 
     Gst.init(None)
-    server = build(args.port, args.password)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    server = build(args.port, args.password, width, height, args.extra_mounts)
     loop = GLib.MainLoop()
     if server.attach(None) == 0:
         sys.exit(f"cannot listen on 127.0.0.1:{args.port}")

@@ -154,3 +154,17 @@ def test_scrub_removes_credentials_from_ffmpeg_text() -> None:
     scrubbed = _scrub(text, uri)
     assert "p%40ss-word" not in scrubbed and "p@ss-word" not in scrubbed
     assert "rtsp://***@10.0.0.1/stream" in scrubbed
+
+
+async def test_a_server_refusing_tcp_is_sampled_over_the_default_transport(
+    sampler: FrameSampler, rtsp_server: str
+) -> None:
+    """TCP interleaved first; a device that only offers RTP over UDP still yields frames."""
+    result, diagnosis = await sampler.diagnose_stream(f"{rtsp_server}/udp-only", seconds=1.0)
+    print(
+        f"udp-only: transport={result.transport} open_ms={result.open_ms} read={result.frames_read}"
+    )
+    assert result.error is None and result.failure is None, result.error
+    assert result.transport == "default"
+    assert result.frames and result.thumbnail is not None
+    assert "signal_loss" not in diagnosis.fired

@@ -330,3 +330,101 @@ async def test_worker_processes_share_the_load_and_survive_a_sigkill_mid_lease(
         "SELECT last_probe->>'ok' AS ok FROM camera_health WHERE camera_id = ANY($1::uuid[])", ids
     )
     assert [r["ok"] for r in owners] == ["true"] * 8
+
+
+async def test_worker_refuses_zero_frame_processes_with_a_message() -> None:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "camera_registry.cli",
+        "worker",
+        "--frames",
+        "--frame-processes",
+        "0",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert b"--frame-processes must be at least 1" in err
+
+
+async def test_a_worker_process_serves_its_own_probe_metrics(
+    client: TestClient, auth: Tok, database_url: str, schema: str, settings: Any
+) -> None:
+    """A `camreg worker` elsewhere probes cameras the API never sees: it is scraped itself."""
+    import os
+    import signal
+    import sys
+
+    import aiohttp
+
+    nvr = Nvr()
+    async with nvr_on_loopback(nvr) as port:
+        ids = await _register(client, auth, 3, f"rtsp://127.0.0.1:{port}", 900)
+        await _only_due(client, ids)
+        sep = "&" if "?" in database_url else "?"
+        env = {
+            **os.environ,
+            "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+            "CAMREG_DATA_DIR": str(settings.data_dir),
+            "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "camera_registry.cli", "worker", "--metrics-port", "0"),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(30):
+                line = await proc.stdout.readline()
+                assert line.startswith(b"metrics on http://127.0.0.1:"), line
+                url = line.split()[-1].decode()
+                while len(nvr.describes) < 3:  # noqa: ASYNC110 - another process's effect
+                    await asyncio.sleep(0.1)
+                async with aiohttp.ClientSession() as http:
+                    text = ""
+                    while 'camreg_probes_total{result="ok"} 3.0' not in text:
+                        await asyncio.sleep(0.1)
+                        async with http.get(url) as resp:
+                            assert resp.status == 200
+                            text = await resp.text()
+            assert "camreg_probe_duration_seconds_count 3.0" in text
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_a_batch_is_stored_together_and_a_lost_lease_skips_only_its_own_record(
+    client: TestClient, auth: Tok
+) -> None:
+    nvr = Nvr(delay=0.3)
+    pool = client.app[POOL]
+    async with nvr_on_loopback(nvr) as port:
+        ids = await _register(client, auth, 3, f"rtsp://127.0.0.1:{port}", 1000)
+        await _only_due(client, ids)
+        worker = Worker(pool, client.app[BOX], WorkerConfig(batch=10, per_host=16), owner="w-b")
+        task = asyncio.create_task(worker.run_once())
+        async with asyncio.timeout(10):
+            while nvr.active < 3:  # noqa: ASYNC110 - every probe of the batch is in flight
+                await asyncio.sleep(0.01)
+        # Another worker took this camera over (as after an expiry) while the batch probed.
+        await pool.execute(
+            "UPDATE camera_health SET lease_owner = 'w-thief' WHERE camera_id = $1", ids[0]
+        )
+        assert await task == 3
+    rows = {
+        str(r["camera_id"]): r
+        for r in await pool.fetch(
+            """SELECT camera_id, last_probe_at, lease_owner FROM camera_health
+               WHERE camera_id = ANY($1::uuid[])""",
+            ids,
+        )
+    }
+    assert rows[ids[0]]["last_probe_at"] is None and rows[ids[0]]["lease_owner"] == "w-thief"
+    for cam in ids[1:]:
+        assert rows[cam]["last_probe_at"] is not None and rows[cam]["lease_owner"] is None
+    # The batch committed once: every stored probe carries the same transaction time.
+    assert rows[ids[1]]["last_probe_at"] == rows[ids[2]]["last_probe_at"]

@@ -16,7 +16,7 @@ from ..conftest import Tok, camera
 
 @pytest.fixture(scope="module")
 def sampler() -> Iterator[FrameSampler]:
-    s = FrameSampler(processes=2)
+    s = FrameSampler(processes=3)  # one capture per camera below: none waits for a later probe
     yield s
     s.close()
 
@@ -26,7 +26,7 @@ async def test_a_black_picture_makes_a_camera_degraded_and_a_normal_one_online(
 ) -> None:
     h = await auth("admin")
     ids = {}
-    for i, pattern in enumerate(("normal", "black")):
+    for i, pattern in enumerate(("normal", "black", "udp-only")):
         body = camera(
             gb_id=f"1401050000132500{i:04d}", streams={"main": f"{rtsp_server}/{pattern}"}
         )
@@ -42,12 +42,52 @@ async def test_a_black_picture_makes_a_camera_degraded_and_a_normal_one_online(
     )
     for _ in range(2):  # two faults make degraded, two oks make online
         await pool.execute("UPDATE camera_health SET next_probe_at = now()")
-        assert await worker.run_once() == 2
+        assert await worker.run_once() == 3
     black = await (await client.get(f"/api/v1/cameras/{ids['black']}/health", headers=h)).json()
     normal = await (await client.get(f"/api/v1/cameras/{ids['normal']}/health", headers=h)).json()
     assert black["status"] == "degraded", black
     assert "too_dark" in black["last_diagnosis"]["fired"]
     assert normal["status"] == "online" and normal["last_diagnosis"]["fired"] == []
+    assert normal["last_diagnosis"]["transport"] == "tcp"
+    # A device refusing RTP over TCP is sampled over the default transport, and it says so.
+    udp = await (await client.get(f"/api/v1/cameras/{ids['udp-only']}/health", headers=h)).json()
+    assert udp["status"] == "online" and udp["last_diagnosis"]["transport"] == "default"
     snap = await client.get(f"/api/v1/cameras/{ids['normal']}/snapshot", headers=h)
     assert snap.status == 200 and snap.content_type == "image/jpeg"
     assert (await snap.read())[:2] == b"\xff\xd8"  # a JPEG
+
+
+async def test_probes_never_queue_for_the_sampler_so_leases_do_not_expire(
+    client: TestClient, auth: Tok, rtsp_server: str
+) -> None:
+    """Three cameras due for diagnosis, one capture process: each batch diagnoses one, records
+    the protocol probe of all three (no lease lost), and the others stay due for later."""
+    h = await auth("admin")
+    ids = []
+    for i in range(3):
+        body = camera(gb_id=f"1401050000132510{i:04d}", streams={"main": f"{rtsp_server}/normal"})
+        resp = await client.post("/api/v1/cameras", json=body, headers=h)
+        assert resp.status == 201, await resp.text()
+        ids.append((await resp.json())["id"])
+    pool = client.app[POOL]
+    async with FrameSampler(processes=1) as one:
+        worker = Worker(
+            pool,
+            client.app[BOX],
+            WorkerConfig(batch=10, sample_seconds=1.0, lease_s=30),
+            sampler=one,
+        )
+        for expected in (1, 2, 3):
+            await pool.execute(
+                """UPDATE camera_health SET next_probe_at = CASE WHEN camera_id = ANY($1::uuid[])
+                   THEN now() ELSE now() + interval '1 hour' END""",
+                ids,
+            )
+            assert await worker.run_once() == 3
+            rows = await pool.fetch(
+                """SELECT last_probe_at IS NOT NULL AS probed, last_diagnosis IS NOT NULL AS diag,
+                          lease_owner FROM camera_health WHERE camera_id = ANY($1::uuid[])""",
+                ids,
+            )
+            assert all(r["probed"] and r["lease_owner"] is None for r in rows)
+            assert sum(r["diag"] for r in rows) == expected
