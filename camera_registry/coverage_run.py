@@ -182,7 +182,7 @@ class CoverageRuns:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
             old = await conn.fetchrow(
                 """SELECT * FROM coverage_runs WHERE region = $1 AND inputs_version = $2
-                   AND status <> 'failed' ORDER BY created_at DESC LIMIT 1""",
+                   AND status = 'done' ORDER BY created_at DESC LIMIT 1""",
                 region,
                 version,
             )
