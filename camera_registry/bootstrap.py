@@ -15,6 +15,8 @@ from .bulk import BulkLoad, MergeResult
 from .crypto import CredentialBox
 from .demo import generate_cameras
 from .errors import RegistryError, Unauthorized
+from .geodata import has_regions
+from .geodemo import DemoGeodata, DemoGeodataLoaded, demo_geodata, load_demo_geodata
 from .tokens import Tokens
 from .validate import validate_columns
 
@@ -25,10 +27,18 @@ DEMO_SEED = 2024
 
 
 async def load_demo(
-    pool: asyncpg.Pool, box: CredentialBox, n: int = DEMO_CAMERAS, seed: int = DEMO_SEED
+    pool: asyncpg.Pool,
+    box: CredentialBox,
+    n: int = DEMO_CAMERAS,
+    seed: int = DEMO_SEED,
+    geodata: DemoGeodata | None = None,
 ) -> MergeResult:
-    """Load `n` generated Shanxi cameras through the same validation and merge as a ledger."""
-    cols = generate_cameras(n, seed=seed)
+    """Load `n` generated Shanxi cameras through the same validation and merge as a ledger.
+
+    With `geodata`, every camera lies inside its county's boundary from that data set.
+    """
+    boundaries = geodata.counties() if geodata is not None else None
+    cols = await asyncio.to_thread(generate_cameras, n, seed=seed, boundaries=boundaries)
     batch, errors = validate_columns(cols, np.arange(1, n + 1), box=box)
     if errors:  # the generator is ours: a bad row is a bug, not user input
         raise RegistryError(f"demo generator produced invalid rows: {errors[:3]}")
@@ -39,6 +49,21 @@ async def load_demo(
         result = await load.finish()
         load.commit()
     return result
+
+
+async def demo_geodata_loaded(
+    pool: asyncpg.Pool, province: str = "14", seed: int = DEMO_SEED, *, replace: bool = False
+) -> tuple[DemoGeodata, DemoGeodataLoaded | None]:
+    """The demo geodata, written to the database unless boundaries are loaded already.
+
+    `make run` keeps a planner's own boundaries (loaded with `camreg geodata load`) instead of
+    overwriting them; `replace=True` (`camreg demo`) reloads the `demo` data sets regardless.
+    Generation runs in a thread: it is CPU work and the server may already be answering.
+    """
+    geodata = await asyncio.to_thread(demo_geodata, province, seed=seed)
+    if not replace and await has_regions(pool):
+        return geodata, None
+    return geodata, await load_demo_geodata(pool, geodata, seed=seed)
 
 
 async def ensure_admin_token(tokens: Tokens, path: Path) -> str:

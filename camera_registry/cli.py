@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .actor import Actor, Role
+from .cli_geodata import add_geodata_parser, run_geodata
 from .config import Settings, load_settings
 from .errors import RegistryError
 from .runtime import open_database
@@ -45,7 +46,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.state import BOX, POOL, REGISTRY, TOKENS
 
-    from .bootstrap import DEMO_CAMERAS, ensure_admin_token, load_demo
+    from .bootstrap import DEMO_CAMERAS, demo_geodata_loaded, ensure_admin_token, load_demo
     from .embedded import ServeLock
 
     settings = _settings(args, http_host=args.host, http_port=args.port)
@@ -56,8 +57,16 @@ async def _serve(args: argparse.Namespace) -> int:
     token_box: dict[str, str] = {}
 
     async def bootstrap(app: web.Application) -> Any:
+        if args.demo:
+            geodata, geo = await demo_geodata_loaded(app[POOL])
+            if geo is not None:
+                print(
+                    f"loaded demo geodata: {geo.regions} regions ({geo.boundary_source}), "
+                    f"{geo.villages} villages, {geo.junctions} junctions",
+                    flush=True,
+                )
         if args.demo and await app[REGISTRY].count() == 0:
-            result = await load_demo(app[POOL], app[BOX], DEMO_CAMERAS)
+            result = await load_demo(app[POOL], app[BOX], DEMO_CAMERAS, geodata=geodata)
             print(f"loaded {result.inserted} demo cameras across Shanxi", flush=True)
         token_box["admin"] = await ensure_admin_token(
             app[TOKENS], settings.data_dir / "admin.token"
@@ -204,14 +213,20 @@ async def _migrate(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from .bootstrap import load_demo
+    from .bootstrap import demo_geodata_loaded, load_demo
     from .registry import Registry
 
     async with open_database(_settings(args)) as db:
         if not args.force and await Registry(db.pool, db.box).count() > 0:
             print("the registry already has cameras; use --force to add the demo anyway")
             return 1
-        result = await load_demo(db.pool, db.box, args.count, args.seed)
+        geodata, geo = await demo_geodata_loaded(db.pool, args.province, args.seed, replace=True)
+        assert geo is not None
+        print(
+            f"demo geodata: {geo.regions} regions ({geo.boundary_source}), "
+            f"{geo.villages} villages, {geo.junctions} junctions"
+        )
+        result = await load_demo(db.pool, db.box, args.count, args.seed, geodata=geodata)
         print(
             f"demo: {result.inserted} new, {result.updated} updated, {result.unchanged} unchanged"
         )
@@ -281,8 +296,10 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--discovery-port", type=int, default=3702, help=argparse.SUPPRESS)
 
     sub.add_parser("migrate", help="apply database migrations")
+    add_geodata_parser(sub)
     d = sub.add_parser("demo", help="load seeded demo cameras")
-    d.add_argument("--count", type=int, default=400)
+    d.add_argument("--count", "--cameras", dest="count", type=int, default=400)
+    d.add_argument("--province", default="14", help="province code (demo data: 14 山西 only)")
     d.add_argument("--seed", type=int, default=2024)
     d.add_argument("--force", action="store_true")
     return p
@@ -385,7 +402,12 @@ async def _discover(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _geodata(args: argparse.Namespace) -> int:
+    return await run_geodata(args, _settings(args))
+
+
 COMMANDS = {
+    "geodata": _geodata,
     "discover": _discover,
     "worker": _worker,
     "serve": _serve,

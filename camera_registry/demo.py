@@ -26,6 +26,7 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+import shapely
 from numpy.typing import NDArray
 
 from camera_registry.regions import Region, shanxi_regions
@@ -354,17 +355,63 @@ def _places(
     return name_idx, head_idx, tail_idx, industry.astype(np.int64)
 
 
+def _inside_boundaries(
+    lon: NDArray[np.float64],
+    lat: NDArray[np.float64],
+    ridx: IntArray,
+    regs: list[Region],
+    boundaries: Mapping[str, shapely.Geometry],
+    seed: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Move points that fell outside their region's polygon to uniform points inside it.
+
+    One vectorised `contains_xy` per region over that region's rows (rows grouped by one
+    argsort), then rejection sampling for the misses; regions without a polygon keep theirs.
+    """
+    rng = np.random.default_rng([seed, 7])
+    lon, lat = lon.copy(), lat.copy()
+    order = np.argsort(ridx, kind="stable")
+    ends = np.cumsum(np.bincount(ridx, minlength=len(regs)))
+    starts = ends - np.bincount(ridx, minlength=len(regs))
+    for r, region in enumerate(regs):
+        poly = boundaries.get(region.code)
+        if poly is None or starts[r] == ends[r]:
+            continue
+        rows = order[starts[r] : ends[r]]
+        shapely.prepare(poly)
+        out = rows[~shapely.contains_xy(poly, lon[rows], lat[rows])]
+        if len(out) == 0:
+            continue
+        x0, y0, x1, y1 = shapely.bounds(poly).tolist()
+        fill = max(float(shapely.area(poly)) / max((x1 - x0) * (y1 - y0), 1e-12), 0.05)
+        while len(out):
+            m = int(len(out) / fill * 1.3) + 16
+            x = rng.uniform(x0, x1, m).round(6)
+            y = rng.uniform(y0, y1, m).round(6)
+            good = shapely.contains_xy(poly, x, y)
+            take = min(len(out), int(good.sum()))
+            lon[out[:take]] = x[good][:take]
+            lat[out[:take]] = y[good][:take]
+            out = out[take:]
+    return lon, lat
+
+
 def generate_cameras(
     n: int,
     *,
     seed: int = 2024,
     regions: list[Region] | None = None,
     serial_start: Mapping[str, int] | None = None,
+    boundaries: Mapping[str, shapely.Geometry] | None = None,
 ) -> dict[str, list[object]]:
     """`n` demo cameras as canonical columns (see `COLUMNS`), all lists of length `n`.
 
     `serial_start` maps a region code to the first GB/T 28181 serial to use there (default 1);
     chunked generators pass each region's next free serial so IDs stay unique across chunks.
+    `boundaries` maps region codes to WGS-84 polygons (see `geodemo`): a camera scattered
+    outside its region's polygon is moved to a uniform point inside it, so coverage sees every
+    camera in the county it is registered to. The move draws from its own random stream, so
+    every other column is the same with or without boundaries.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, not {n}")
@@ -391,6 +438,8 @@ def generate_cameras(
     lon = np.clip(
         lon0 + offset_km[:, 0] / (111.320 * np.cos(np.radians(lat0))), lon_min, lon_max
     ).round(6)
+    if boundaries:
+        lon, lat = _inside_boundaries(lon, lat, ridx, regs, boundaries, seed)
 
     # --- what: point type, name, address, level ------------------------------------------
     u = rng.random(n)
