@@ -53,10 +53,16 @@ class CoverageParams:
     default_radius_by_level: Mapping[int, float] = field(
         default_factory=lambda: {1: 100.0, 2: 80.0, 3: 50.0, 9: 50.0}
     )
-    proposal_radius_m: float = 100.0
-    cell_weight: float = 1.0
-    village_weight: float = 10.0
-    junction_weight: float = 5.0
+    proposal_radius_m: float = 38.4
+    cell_weight: float = 10.0
+    village_weight: float = 100.0
+    use_population: bool = True
+    junction_weight: float = 50.0
+    trunk_junction_weight: float = 150.0
+    # The policy's drawn zone overrides (WGS-84 WKB): urban areas inside rural counties are
+    # gridded, rural areas inside urban counties are not.
+    urban_polygons_wkb: bytes | None = None
+    rural_polygons_wkb: bytes | None = None
 
     @property
     def max_default_radius_m(self) -> float:
@@ -82,6 +88,7 @@ class CountyInput:
     junction_names: tuple[str | None, ...]
     junction_lonlat: FloatArray
     junction_weight: FloatArray  # NaN where unknown
+    junction_trunk: NDArray[np.bool_]  # trunk-road checkpoints weigh more
     params: CoverageParams
 
 
@@ -165,14 +172,31 @@ def entrance_discs(x: FloatArray, y: FloatArray, radius_m: float) -> Footprints:
     )
 
 
-def _urban_area(zone: Zone, county_xy: shapely.Geometry, builtup_xy: list[Any]) -> Any:
-    """Urban zones are gridded whole; rural ones only where built-up polygons lie."""
+def _urban_area(
+    zone: Zone,
+    county_xy: shapely.Geometry,
+    builtup_xy: list[Any],
+    proj: LocalProjection,
+    p: CoverageParams,
+) -> Any:
+    """Urban zones are gridded whole; rural ones only where built-up polygons lie; the
+    policy's drawn polygons add urban area or take it away."""
     if zone == "urban":
-        return county_xy
-    if not builtup_xy:
-        return shapely.Polygon()
-    merged = shapely.union_all(np.asarray(builtup_xy, dtype=object))
-    return shapely.intersection(merged, county_xy)
+        area = county_xy
+    elif builtup_xy:
+        area = shapely.intersection(
+            shapely.union_all(np.asarray(builtup_xy, dtype=object)), county_xy
+        )
+    else:
+        area = shapely.Polygon()
+    if p.urban_polygons_wkb is not None:
+        extra = proj.forward_geometry(shapely.from_wkb(p.urban_polygons_wkb))
+        area = shapely.union(area, shapely.intersection(extra, county_xy))
+    if p.rural_polygons_wkb is not None:
+        area = shapely.difference(
+            area, proj.forward_geometry(shapely.from_wkb(p.rural_polygons_wkb))
+        )
+    return area
 
 
 def compute_county(c: CountyInput) -> CountyResult:
@@ -192,7 +216,7 @@ def compute_county(c: CountyInput) -> CountyResult:
     inside_cam = shapely.contains_xy(county_xy, cx_cam, cy_cam)
 
     builtup = [proj.forward_geometry(shapely.from_wkb(b)) for b in c.builtup_wkb]
-    urban = _urban_area(c.zone, county_xy, builtup)
+    urban = _urban_area(c.zone, county_xy, builtup, proj, p)
     gx, gy = (
         grid_cells(urban, p.cell_m) if not shapely.is_empty(urban) else (np.zeros(0), np.zeros(0))
     )
@@ -207,7 +231,7 @@ def compute_county(c: CountyInput) -> CountyResult:
         if len(c.village_names)
         else ()
     )
-    v_pop = c.village_population[v_in]
+    v_pop = c.village_population[v_in] if p.use_population else np.full(int(v_in.sum()), np.nan)
     v_cov = covered_mask(entrance_discs(cx_cam, cy_cam, p.village_entrance_m), vx, vy)
 
     jx, jy = proj.forward(c.junction_lonlat[:, 0], c.junction_lonlat[:, 1])
@@ -220,6 +244,7 @@ def compute_county(c: CountyInput) -> CountyResult:
         else ()
     )
     j_w = c.junction_weight[j_in]
+    j_trunk = c.junction_trunk[j_in]
     j_cov = covered_mask(fp, jx, jy)
 
     area_km2 = float(shapely.area(county_xy)) / 1e6
@@ -256,7 +281,10 @@ def compute_county(c: CountyInput) -> CountyResult:
             for g, t, b in zip(merged, texts, bounds.tolist(), strict=True)
         )
     v_weight = np.where(np.isfinite(v_pop), v_pop, p.village_weight)
-    j_weight = np.where(np.isfinite(j_w), j_w, p.junction_weight)
+    # A junction weighs the policy's weight (trunk checkpoints more), times its own if given.
+    j_weight = np.where(j_trunk, p.trunk_junction_weight, p.junction_weight) * np.where(
+        np.isfinite(j_w), j_w, 1.0
+    )
     for kind, ok, xs, ys, w, names in (
         ("village", v_cov, vx, vy, v_weight, v_names),
         ("junction", j_cov, jx, jy, j_weight, j_names),

@@ -1,8 +1,9 @@
 """The layout policy as a coverage run sees it: validated input, stored JSON, run parameters.
 
-A run stores the policy it used (as JSON) and hashes it into its inputs version, and both the
-CLI (`--policy FILE`, TOML) and the API (`policy` object) must reject a bad policy naming the
-key at fault. This module is the one place that turns a policy into the plain
+The policy model is :mod:`geo.policy` (TOML files are read by :mod:`camera_registry.policy`).
+A run stores the policy it used as canonical JSON and hashes it into its inputs version, and
+both the CLI (`--policy FILE`) and the API (`policy` object) reject a bad policy naming the
+dotted key at fault. This module is the one place that turns a policy into the plain
 :class:`~camera_registry.coverage_compute.CoverageParams` the worker processes take.
 """
 
@@ -10,15 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import shapely
+
+from geo.policy import Policy, PolicyError
+from geo.policy import parse_policy as _parse
 
 from .coverage_compute import CoverageParams
 from .errors import FieldError, RegistryError
+from .policy import load_policy
 
 
 class PolicyInvalid(RegistryError):
@@ -26,76 +30,58 @@ class PolicyInvalid(RegistryError):
     title = "Invalid layout policy"
 
 
-class _Policy(BaseModel):
-    """Interim policy model (the full one is geo/policy.py); unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    cell_m: float = Field(default=100.0, gt=0, le=10_000)
-    village_entrance_m: float = Field(default=150.0, gt=0, le=10_000)
-    default_radius_by_level: dict[int, float] = Field(
-        default_factory=lambda: {1: 100.0, 2: 80.0, 3: 50.0, 9: 50.0}
-    )
-    urban_regions: tuple[str, ...] = ()
-    rural_regions: tuple[str, ...] = ()
-    proposal_radius_m: float = Field(default=100.0, gt=0, le=10_000)
-    cell_weight: float = Field(default=1.0, ge=0)
-    village_weight: float = Field(default=10.0, ge=0)
-    junction_weight: float = Field(default=5.0, ge=0)
-
-
-def _errors(exc: ValidationError, prefix: str) -> list[FieldError]:
-    out = []
-    for err in exc.errors():
-        loc = ".".join([prefix, *(str(p) for p in err["loc"])])
-        msg = "unknown policy key" if err["type"] == "extra_forbidden" else err["msg"]
-        out.append(FieldError(loc, msg))
-    return out
+def _invalid(exc: PolicyError, prefix: str | None) -> PolicyInvalid:
+    errors = [FieldError(f"{prefix}.{key}" if prefix else key, msg) for key, msg in exc.errors]
+    keys = ", ".join(e.field for e in errors)
+    return PolicyInvalid(f"the layout policy is invalid at {keys}; fix it and ask again", errors)
 
 
 def parse_policy(data: Mapping[str, Any] | None, *, field: str = "policy") -> dict[str, Any]:
-    """Validate a policy (None = defaults) and return its canonical JSON form."""
+    """Validate a policy (None = the defaults) and return its canonical JSON form."""
     try:
-        model = _Policy.model_validate(dict(data or {}))
-    except ValidationError as exc:
-        errors = _errors(exc, field)
-        keys = ", ".join(e.field for e in errors)
-        raise PolicyInvalid(f"the layout policy is invalid at {keys}; fix it", errors) from None
-    return json.loads(model.model_dump_json())
+        model = _parse(dict(data or {}))
+    except PolicyError as exc:
+        raise _invalid(exc, field) from None
+    return model.model_dump(mode="json")
 
 
 def read_policy_file(path: Path) -> dict[str, Any]:
-    """A TOML policy file, validated like the API's `policy` object."""
+    """A TOML policy file, validated like the API's `policy` object (blocking: use a thread)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyInvalid(
-            f"cannot read policy {path}: {exc}", [FieldError("policy", str(exc))]
-        ) from None
-    return parse_policy(data)
+        return load_policy(path).model_dump(mode="json")
+    except PolicyError as exc:
+        raise _invalid(exc, None) from None
 
 
 def policy_hash(policy: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def model(policy: Mapping[str, Any]) -> Policy:
+    return _parse(dict(policy))
+
+
 def params(policy: Mapping[str, Any]) -> CoverageParams:
-    p = _Policy.model_validate(dict(policy))
+    """Plain numbers for the workers; weights in one unit (people, or people-equivalents)."""
+    p = model(policy)
+    cell_km2 = p.urban.cell_size_m**2 / 1e6
+    urban = p.zone_polygons("urban")
+    rural = p.zone_polygons("rural")
     return CoverageParams(
-        cell_m=p.cell_m,
-        village_entrance_m=p.village_entrance_m,
-        default_radius_by_level=dict(p.default_radius_by_level),
-        proposal_radius_m=p.proposal_radius_m,
-        cell_weight=p.cell_weight,
-        village_weight=p.village_weight,
-        junction_weight=p.junction_weight,
+        cell_m=p.urban.cell_size_m,
+        village_entrance_m=p.rural.village_entrance_radius_m,
+        default_radius_by_level={int(k): float(v) for k, v in p.default_radius_m.items()},
+        proposal_radius_m=p.proposal_radius_m(),
+        cell_weight=p.weights.cell_per_km2 * cell_km2,
+        village_weight=p.weights.village,
+        use_population=p.weights.use_population,
+        junction_weight=p.weights.junction,
+        trunk_junction_weight=p.weights.trunk_junction,
+        urban_polygons_wkb=None if urban is None else shapely.to_wkb(urban),
+        rural_polygons_wkb=None if rural is None else shapely.to_wkb(rural),
     )
 
 
 def zone_of(policy: Mapping[str, Any], adcode: str, name: str) -> str:
-    """农村覆盖、城市加密: city districts (names ending in 区) are urban unless the policy says."""
-    p = _Policy.model_validate(dict(policy))
-    if any(adcode.startswith(r) for r in p.rural_regions):
-        return "rural"
-    if any(adcode.startswith(r) for r in p.urban_regions):
-        return "urban"
-    return "urban" if name.endswith("区") else "rural"
+    """农村覆盖、城市加密: the policy's zone rule (by default districts, names in 区, are urban)."""
+    return model(policy).zone_kind(adcode, name)

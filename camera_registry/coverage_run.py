@@ -34,8 +34,9 @@ from typing import Any, Final
 
 import asyncpg
 import numpy as np
+import shapely
 
-from . import coverage_policy
+from . import coverage_policy, geodata
 from .actor import Actor
 from .coverage_compute import (
     CountyInput,
@@ -390,27 +391,11 @@ async def _read_county(
     )
     builtup: list[bytes] = []
     if zone == "rural":
-        builtup = [
-            r["outline"]
-            for r in await conn.fetch(
-                "SELECT outline FROM geo_builtup WHERE bbox && $1::box ORDER BY id",
-                _box(county.bbox),
-            )
-        ]
+        found = await geodata.builtup_in(conn, "", bbox=county.bbox)
+        builtup = [bytes(b) for b in shapely.to_wkb(found.outline)] if len(found) else []
     cams = await _cameras(conn, _grow(county.bbox, margin_m))
-    villages = await conn.fetch(
-        """SELECT id, name, lon, lat, population FROM geo_villages
-           WHERE geom <@ $1::box ORDER BY id""",
-        _box(county.bbox),
-    )
-    junctions = await conn.fetch(
-        """SELECT id, name, lon, lat, weight FROM geo_junctions
-           WHERE geom <@ $1::box ORDER BY id""",
-        _box(county.bbox),
-    )
-
-    def col(rows: Sequence[asyncpg.Record], key: str) -> np.ndarray:
-        return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=np.float64)
+    villages = await geodata.villages_in(conn, "", bbox=county.bbox)
+    junctions = await geodata.junctions_in(conn, "", bbox=county.bbox)
 
     return CountyInput(
         adcode=county.adcode,
@@ -420,16 +405,15 @@ async def _read_county(
         builtup_wkb=tuple(bytes(b) for b in builtup),
         centre=centre,
         cameras=cams,
-        village_ids=np.array([r["id"] for r in villages], dtype=np.int64),
-        village_names=tuple(r["name"] for r in villages),
-        village_lonlat=np.column_stack([col(villages, "lon"), col(villages, "lat")]).reshape(-1, 2),
-        village_population=col(villages, "population"),
-        junction_ids=np.array([r["id"] for r in junctions], dtype=np.int64),
-        junction_names=tuple(r["name"] for r in junctions),
-        junction_lonlat=np.column_stack([col(junctions, "lon"), col(junctions, "lat")]).reshape(
-            -1, 2
-        ),
-        junction_weight=col(junctions, "weight"),
+        village_ids=villages.id,
+        village_names=tuple(villages.name.tolist()),
+        village_lonlat=np.column_stack([villages.lon, villages.lat]).reshape(-1, 2),
+        village_population=villages.population,
+        junction_ids=junctions.id,
+        junction_names=tuple(junctions.name.tolist()),
+        junction_lonlat=np.column_stack([junctions.lon, junctions.lat]).reshape(-1, 2),
+        junction_weight=junctions.weight,
+        junction_trunk=np.asarray(junctions.kind == "trunk", dtype=np.bool_),
         params=params,
     )
 

@@ -89,13 +89,13 @@ async def test_gaps_are_geojson_filtered_by_kind_priority_and_bbox(
     assert len(fc["features"]) == 4
     props = fc["features"][0]["properties"]
     assert set(props) == {"kind", "priority", "area_m2", "name", "region_code"}
-    assert props["kind"] == "cell"  # 393 cells outrank a village (10) and a junction (5)
+    assert props["kind"] == "cell"  # 393 cells (3930) outrank a village (100), a junction (50)
 
     villages = await (await client.get(url, params={"kind": "village"}, headers=h)).json(
         content_type=None
     )
     assert sorted(f["properties"]["name"] for f in villages["features"]) == ["far", "outside 151 m"]
-    important = await (await client.get(url, params={"min_priority": "8"}, headers=h)).json(
+    important = await (await client.get(url, params={"min_priority": "80"}, headers=h)).json(
         content_type=None
     )
     assert {f["properties"]["kind"] for f in important["features"]} == {"cell", "village"}
@@ -161,11 +161,11 @@ async def test_bad_policy_and_empty_region_are_problems_naming_the_field(
     h = await auth("admin")
     resp = await client.post(
         "/api/v1/coverage/runs",
-        json={"region": "1401", "policy": {"cell_m": 50, "cel_size": 3}},
+        json={"region": "1401", "policy": {"urban": {"cell_size_m": 50}, "weights": {"vilage": 3}}},
         headers=h,
     )
     assert resp.status == 422 and resp.content_type == PROBLEM
-    assert [e["field"] for e in (await resp.json())["errors"]] == ["policy.cel_size"]
+    assert [e["field"] for e in (await resp.json())["errors"]] == ["policy.weights.vilage"]
     resp = await client.post("/api/v1/coverage/runs", json={"region": "1409"}, headers=h)
     assert resp.status == 422
     body = await resp.json()

@@ -4,15 +4,15 @@ County 140105 (小店区, urban) is a 2 km square centred on the projection cent
 grid has 20 x 20 = 400 cells (centres at ±50, ±150, … ±950 m) and every count below can be
 worked out on paper:
 
-* camera A at (0, 0), level 1, no azimuth: an assumed disc of the level-1 radius (100 m) —
-  covers the four cells at (±50, ±50) (70.7 m away), not (±150, ±50) (158 m);
+* camera A at (0, 0), level 1, no azimuth: an assumed disc of the default policy's level-1
+  radius (80 m) — covers the four cells at (±50, ±50) (70.7 m away), not (±150, ±50) (158 m);
 * camera B at (-520, -500), level 2, facing north, HFOV 90°, 120 m: covers the cell at
   (-550, -450) only (58 m, bearing -31°);
-* camera C at (1020, 0), in the neighbouring county 140106, disc of 100 m: reaches across the
-  border to the cells at (950, ±50) (86 m).
+* camera C at (1010, 0), in the neighbouring county 140106, disc of 80 m: reaches across the
+  border to the cells at (950, ±50) (78 m).
 
 So 7 of 400 cells are covered. Villages: (0, 149) is within the 150 m entrance radius of A,
-(0, 151) and (900, 900) are not. Junctions: (0, 90) is in A's disc, (-520, -400) in B's
+(0, 151) and (900, 900) are not. Junctions: (0, 70) is in A's disc, (-520, -400) in B's
 sector, (-520, -620) behind B.
 """
 
@@ -101,7 +101,7 @@ async def build_world(conn: asyncpg.Connection) -> None:
     await add_camera(
         conn, "140105", -520.0, -500.0, 2, azimuth=0.0, hfov=90.0, max_view_distance=120.0
     )
-    await add_camera(conn, "140106", 1020.0, 0.0, 1)
+    await add_camera(conn, "140106", 1010.0, 0.0, 1)
     for name, (x, y) in {
         "inside 149 m": (0.0, 149.0),
         "outside 151 m": (0.0, 151.0),
@@ -109,7 +109,7 @@ async def build_world(conn: asyncpg.Connection) -> None:
     }.items():
         await add_point(conn, "geo_villages", name, x, y)
     for name, (x, y) in {
-        "J-disc": (0.0, 90.0),
+        "J-disc": (0.0, 70.0),
         "J-sector": (-520.0, -400.0),
         "J-behind": (-520.0, -620.0),
     }.items():

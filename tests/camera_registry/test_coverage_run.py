@@ -100,7 +100,8 @@ async def test_hand_checked_county_has_exact_covered_counts_and_gaps(
     cell = next(f for f in feats if f["properties"]["kind"] == "cell")
     assert cell["geometry"]["type"] == "Polygon"
     assert cell["properties"]["area_m2"] == pytest.approx(393 * 100 * 100)
-    assert cell["properties"]["priority"] == pytest.approx(393.0)  # one unit per 100 m cell
+    # Default weights: 1000 per km² of open cells (10 per cell), 100 per village, 50 per junction.
+    assert cell["properties"]["priority"] == pytest.approx(3930.0)
     assert len(cell["geometry"]["coordinates"]) == 3  # shell + the two enclosed covered blocks
     assert all(f["properties"]["region_code"] == "140105" for f in feats)
 
@@ -194,11 +195,11 @@ async def test_scope_limits_the_regions_a_token_may_run(pool: asyncpg.Pool) -> N
 async def test_bad_policy_is_rejected_naming_the_key(pool: asyncpg.Pool) -> None:
     runs = CoverageRuns(pool)
     with pytest.raises(PolicyInvalid) as err:
-        await runs.request(ADMIN, "1401", {"cell_m": 100, "celll_size": 5}, 0)
-    assert [e.field for e in err.value.errors] == ["policy.celll_size"]
+        await runs.request(ADMIN, "1401", {"urban": {"cel_size_m": 5}}, 0)
+    assert [e.field for e in err.value.errors] == ["policy.urban.cel_size_m"]
     with pytest.raises(PolicyInvalid) as err:
-        await runs.request(ADMIN, "1401", {"cell_m": -1}, 0)
-    assert [e.field for e in err.value.errors] == ["policy.cell_m"]
+        await runs.request(ADMIN, "1401", {"urban": {"cell_size_m": -1}}, 0)
+    assert [e.field for e in err.value.errors] == ["policy.urban.cell_size_m"]
 
 
 async def test_a_region_without_boundaries_is_a_clear_error(pool: asyncpg.Pool) -> None:
