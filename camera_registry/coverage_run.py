@@ -224,7 +224,7 @@ class CoverageRuns:
         bbox: tuple[float, float, float, float] | None = None,
         min_priority: float | None = None,
         kind: str | None = None,
-        limit: int = 10_000,
+        limit: int | None = 10_000,
     ) -> str:
         """A GeoJSON FeatureCollection text, highest priority first (geometry stored as text)."""
         rec = await self._own(actor, run_id)
@@ -279,6 +279,7 @@ class CoverageRuns:
             (
                 json.dumps({"type": "Point", "coordinates": [r["lon"], r["lat"]]}),
                 {
+                    "kind": "proposal",
                     "rank": r["rank"],
                     "site_kind": r["site_kind"],
                     "region_code": r["region_code"],
@@ -314,6 +315,13 @@ def _collection(features: Any) -> str:
         for geometry, props in features
     ]
     return '{"type":"FeatureCollection","features":[' + ",".join(parts) + "]}"
+
+
+def merge_collections(*collections: str) -> str:
+    """One FeatureCollection from several of ours (as text: a province's gaps are large)."""
+    head = '{"type":"FeatureCollection","features":['
+    bodies = [c[len(head) : -2] for c in collections if c.startswith(head) and c.endswith("]}")]
+    return head + ",".join(b for b in bodies if b) + "]}"
 
 
 def summary_csv(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -3,9 +3,13 @@ reuse while nothing changes, a new run after a camera is added, determinism."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,6 +27,7 @@ from camera_registry.coverage_run import (
 from camera_registry.db import create_pool, migrate
 from camera_registry.errors import Forbidden
 
+from ..conftest import TEST_KEY
 from .coverage_fixtures import add_camera, build_world
 
 ADMIN = Actor("test", Role.ADMIN)
@@ -220,3 +225,59 @@ async def test_a_county_without_cameras_is_measured_as_uncovered(
     assert row["covered_share"] is None
     csv_text = summary_csv([row])
     assert csv_text.splitlines()[0].startswith("region_code,name,zone")
+
+
+async def test_cli_prints_the_table_and_writes_geojson_and_csv(
+    pool: asyncpg.Pool, database_url: str, schema: str, tmp_path: Path
+) -> None:
+    out, table = tmp_path / "gaps.geojson", tmp_path / "summary.csv"
+    env = {
+        **os.environ,
+        "CAMREG_DATABASE_URL": f"{database_url}?search_path={schema}",
+        "CAMREG_DATA_DIR": str(tmp_path),
+        "CAMREG_SECRET_KEY": TEST_KEY,
+        "COLUMNS": "200",
+    }
+    cmd = [sys.executable, "-m", "camera_registry.cli", "coverage", "--region", "140105"]
+    cmd += ["--proposals", "2", "--out", str(out), "--summary-csv", str(table)]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    stdout, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    text = stdout.decode()
+    assert proc.returncode == 0, text
+    # Earlier tests of this module added a camera: the counts are theirs, the layout is ours.
+    assert "小店区" in text and "/400" in text and "(1 assumed)" in text
+    fc = json.loads(out.read_text(encoding="utf-8"))
+    kinds = sorted(f["properties"]["kind"] for f in fc["features"])
+    assert kinds == ["cell", "junction", "proposal", "proposal", "village", "village"]
+    assert table.read_text(encoding="utf-8").splitlines()[1].startswith("140105,小店区,urban")
+
+    # Asked again, unchanged: the stored run is reused.
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    stdout, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0 and "reusing" in stdout.decode()
+
+
+async def test_cli_with_a_bad_policy_file_names_the_key(
+    pool: asyncpg.Pool, database_url: str, schema: str, tmp_path: Path
+) -> None:
+    bad = tmp_path / "policy.toml"
+    bad.write_text("[urban]\ncell_size_m = 0\n", encoding="utf-8")
+    env = {
+        **os.environ,
+        "CAMREG_DATABASE_URL": f"{database_url}?search_path={schema}",
+        "CAMREG_DATA_DIR": str(tmp_path),
+        "CAMREG_SECRET_KEY": TEST_KEY,
+        "COLUMNS": "200",
+    }
+    cmd = [sys.executable, "-m", "camera_registry.cli", "coverage", "--region", "1401"]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, "--policy", str(bad), env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    stdout, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 2
+    assert "urban.cell_size_m" in stdout.decode()
