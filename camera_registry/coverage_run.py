@@ -1,11 +1,13 @@
 """Coverage runs: measure a region against the layout policy, store the result, reuse it.
 
-A run walks the region county by county (bounded memory: one or two counties' cameras,
-cells and villages in flight at a time, so a whole province streams through), reading each
-county's boundary, the cameras within the longest camera range of it (cameras across the
-border see into it), villages, junctions and built-up polygons; the CPU work happens in
-worker processes (:mod:`camera_registry.coverage_compute`), never on the event loop. Gaps and
-summary rows are written as counties finish; proposals are chosen once over the whole run.
+A run walks the region county by county: the cameras of the region (plus a margin of the
+longest camera range, so cameras across a border see into it) are read once by binary COPY
+into one float array (56 bytes a camera), and each county's boundary, villages, junctions and
+built-up polygons are read as its turn comes; everything that grows with area (cells, masks,
+gaps) exists for at most ``inflight`` counties at a time, so a whole province streams through
+in bounded memory. The CPU work happens in worker processes
+(:mod:`camera_registry.coverage_compute`), never on the event loop. Gaps and summary rows are
+written as counties finish; proposals are chosen once over the whole run.
 
 Runs remember the inputs they saw (``inputs_version``): a fingerprint of the registry's
 coverage columns (per-county change counters kept by triggers, migration 0008), the loaded
@@ -357,17 +359,49 @@ def _grow(b: tuple[float, float, float, float], metres: float) -> tuple[float, f
     return (b[0] - dlon, b[1] - dlat, b[2] + dlon, b[3] + dlat)
 
 
+class _CameraSink:
+    """Parses the binary COPY stream as it arrives, so the raw bytes never pile up."""
+
+    _FLUSH = 8 << 20
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.parts: list[np.ndarray] = []
+        self.header = False
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.buf.extend(chunk)
+        if len(self.buf) >= self._FLUSH:
+            self._parse(final=False)
+
+    def _parse(self, *, final: bool) -> None:
+        start = 0
+        if not self.header:
+            if len(self.buf) < _COPY_HEADER:
+                return
+            start, self.header = _COPY_HEADER, True
+        usable = len(self.buf) - start - (2 if final else 0)  # the -1 trailer
+        n = max(usable, 0) // _CAMERA_ROW.itemsize
+        rows = np.frombuffer(self.buf, dtype=_CAMERA_ROW, count=n, offset=start)
+        part = np.empty((n, _CAMERA_COLUMNS), dtype=np.float64)
+        for i in range(_CAMERA_COLUMNS):  # over columns, not cameras
+            part[:, i] = rows[f"v{i}"]
+        del rows
+        self.parts.append(part)
+        del self.buf[: start + n * _CAMERA_ROW.itemsize]
+
+    def result(self) -> np.ndarray:
+        self._parse(final=True)
+        return np.concatenate(self.parts) if self.parts else np.zeros((0, _CAMERA_COLUMNS))
+
+
 async def _cameras(conn: asyncpg.Connection, box: tuple[float, float, float, float]) -> np.ndarray:
     """Cameras in a box as an (n, 7) float array, via binary COPY parsed by numpy.
 
     2.4 million cameras as asyncpg records would be ~20 million Python objects; the binary
-    COPY stream of fixed-width float8 rows is one ``frombuffer`` instead.
+    COPY stream of fixed-width float8 rows is a few ``frombuffer`` calls instead.
     """
-    buf = bytearray()
-
-    async def sink(chunk: bytes) -> None:
-        buf.extend(chunk)
-
+    sink = _CameraSink()
     await conn.copy_from_query(
         """SELECT lon, lat, level::float8,
                   coalesce(azimuth::float8, 'NaN'), coalesce(hfov::float8, 'NaN'),
@@ -378,18 +412,36 @@ async def _cameras(conn: asyncpg.Connection, box: tuple[float, float, float, flo
         output=sink,
         format="binary",
     )
-    body = memoryview(buf)[_COPY_HEADER:-2]  # header, and the -1 trailer
-    rows = np.frombuffer(body, dtype=_CAMERA_ROW)
-    out = np.empty((rows.shape[0], _CAMERA_COLUMNS), dtype=np.float64)
-    for i in range(_CAMERA_COLUMNS):  # over columns, not cameras
-        out[:, i] = rows[f"v{i}"]
-    return out
+    return sink.result()
+
+
+class _CamerasByLon:
+    """The run's cameras sorted by longitude, sliced per county without another query.
+
+    One COPY of the region (a sequential scan for a province: 1.4 s for 2.4 M cameras,
+    measured) beats a GiST read per county (24 s: county boxes overlap and every read is
+    random heap access). Memory is 56 bytes per camera (134 MB for Shanxi); everything
+    that grows with area (cells, masks, gaps) stays per county.
+    """
+
+    def __init__(self, cams: np.ndarray) -> None:
+        order = np.argsort(cams[:, 0], kind="stable")
+        self.cams = cams[order]
+
+    def within(self, box: tuple[float, float, float, float]) -> np.ndarray:
+        lon = self.cams[:, 0]
+        lo = int(np.searchsorted(lon, box[0], side="left"))
+        hi = int(np.searchsorted(lon, box[2], side="right"))
+        part = self.cams[lo:hi]
+        keep = (part[:, 1] >= box[1]) & (part[:, 1] <= box[3])
+        return part[keep]
 
 
 async def _read_county(
     conn: asyncpg.Connection,
     county: _County,
     zone: str,
+    cameras: _CamerasByLon,
     margin_m: float,
     centre: tuple[float, float],
     params: Any,
@@ -401,7 +453,7 @@ async def _read_county(
     if zone == "rural":
         found = await geodata.builtup_in(conn, "", bbox=county.bbox)
         builtup = [bytes(b) for b in shapely.to_wkb(found.outline)] if len(found) else []
-    cams = await _cameras(conn, _grow(county.bbox, margin_m))
+    cams = cameras.within(_grow(county.bbox, margin_m))
     villages = await geodata.villages_in(conn, "", bbox=county.bbox)
     junctions = await geodata.junctions_in(conn, "", bbox=county.bbox)
 
@@ -608,13 +660,23 @@ async def _execute(
         totals["covered_weight"] += res.covered_weight
         totals["total_weight"] += res.total_weight
 
+    everywhere = (
+        min(c.bbox[0] for c in counties),
+        min(c.bbox[1] for c in counties),
+        max(c.bbox[2] for c in counties),
+        max(c.bbox[3] for c in counties),
+    )
+    await report(0.0, "reading cameras", force=True)
+    async with pool.acquire() as conn:
+        cameras = _CamerasByLon(await _cameras(conn, _grow(everywhere, margin)))
+
     async with _executor(given) as executor:
         pending: deque[asyncio.Future[CountyResult]] = deque()
         try:
             async with pool.acquire() as conn:
                 for county in counties:
                     zone = coverage_policy.zone_of(policy, county.adcode, county.name)
-                    data = await _read_county(conn, county, zone, margin, centre, params)
+                    data = await _read_county(conn, county, zone, cameras, margin, centre, params)
                     pending.append(loop.run_in_executor(executor, compute_county, data))
                     while len(pending) > inflight or (pending and pending[0].done()):
                         await store(await pending.popleft())
