@@ -43,6 +43,7 @@ from .actor import Actor
 from .coverage_compute import (
     CountyInput,
     CountyResult,
+    CoverageParams,
     Demand,
     ProposalRow,
     compute_county,
@@ -412,7 +413,7 @@ async def _cameras(conn: asyncpg.Connection, box: tuple[float, float, float, flo
         output=sink,
         format="binary",
     )
-    return sink.result()
+    return await asyncio.to_thread(sink.result)  # a 134 MB concatenate: off the event loop
 
 
 class _CamerasByLon:
@@ -444,7 +445,7 @@ async def _read_county(
     cameras: _CamerasByLon,
     margin_m: float,
     centre: tuple[float, float],
-    params: Any,
+    params: CoverageParams,
 ) -> CountyInput:
     boundary = await conn.fetchval(
         "SELECT boundary FROM geo_regions WHERE adcode = $1", county.adcode
@@ -453,7 +454,7 @@ async def _read_county(
     if zone == "rural":
         found = await geodata.builtup_in(conn, "", bbox=county.bbox)
         builtup = [bytes(b) for b in shapely.to_wkb(found.outline)] if len(found) else []
-    cams = cameras.within(_grow(county.bbox, margin_m))
+    cams = await asyncio.to_thread(cameras.within, _grow(county.bbox, margin_m))
     villages = await geodata.villages_in(conn, "", bbox=county.bbox)
     junctions = await geodata.junctions_in(conn, "", bbox=county.bbox)
 
@@ -668,7 +669,9 @@ async def _execute(
     )
     await report(0.0, "reading cameras", force=True)
     async with pool.acquire() as conn:
-        cameras = _CamerasByLon(await _cameras(conn, _grow(everywhere, margin)))
+        everyone = await _cameras(conn, _grow(everywhere, margin))
+    cameras = await asyncio.to_thread(_CamerasByLon, everyone)  # a sort: off the event loop
+    del everyone
 
     async with _executor(given) as executor:
         pending: deque[asyncio.Future[CountyResult]] = deque()
