@@ -28,6 +28,7 @@ from . import (  # noqa: F401 - each module registers its routes
     discovery,
     events,
     export,
+    geodata,
     health,
     imports,
     index,

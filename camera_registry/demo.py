@@ -300,7 +300,10 @@ def _per_region_rank(ridx: IntArray, n_regions: int) -> IntArray:
 
 
 def _places(
-    rng: np.random.Generator, template: IntArray, rural: NDArray[np.bool_]
+    rng: np.random.Generator,
+    template: IntArray,
+    rural: NDArray[np.bool_],
+    draws_only: bool = False,
 ) -> tuple[IntArray, IntArray, IntArray, IntArray]:
     """Per row: index of the name tail, address head and address tail, and the industry code."""
     n = len(template)
@@ -317,6 +320,9 @@ def _places(
     # Rural crossings often sit on a national highway outside the county town.
     on_highway = rural & (rng.random(n) < 0.6)
     traffic = rng.random(n) < 0.15  # shared with the traffic police: industry 04
+    if draws_only:  # the caller needs no names, only the random stream to advance the same
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty
 
     word = (template == _T_JUNCTION).astype(np.int64)
     crossing = (template == _T_CROSS) | (template == _T_JUNCTION)
@@ -396,6 +402,41 @@ def _inside_boundaries(
     return lon, lat
 
 
+@dataclass(frozen=True, eq=False)
+class CameraArrays:
+    """The coverage-relevant columns of `generate_cameras`, as numpy arrays (same seed, same
+    cameras), without building millions of strings: what a coverage benchmark needs."""
+
+    lon: NDArray[np.float64]
+    lat: NDArray[np.float64]
+    region_code: ObjArray
+    level: IntArray  # 1, 2 or 3
+    azimuth: NDArray[np.float64]  # NaN: orientation never surveyed
+    hfov: NDArray[np.float64]
+    max_view_distance: NDArray[np.float64]
+    mount_height: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.lon)
+
+
+def generate_camera_arrays(
+    n: int,
+    *,
+    seed: int = 2024,
+    regions: list[Region] | None = None,
+    boundaries: Mapping[str, shapely.Geometry] | None = None,
+) -> CameraArrays:
+    """The cameras `generate_cameras(n, seed=…, regions=…, boundaries=…)` makes, numeric only.
+
+    Draws the same random numbers in the same order and stops before the strings, so the
+    positions, levels and optics equal those of the full columns (tested).
+    """
+    out = _generate(n, seed, regions, None, boundaries, numeric=True)
+    assert isinstance(out, CameraArrays)
+    return out
+
+
 def generate_cameras(
     n: int,
     *,
@@ -413,6 +454,20 @@ def generate_cameras(
     camera in the county it is registered to. The move draws from its own random stream, so
     every other column is the same with or without boundaries.
     """
+    out = _generate(n, seed, regions, serial_start, boundaries, numeric=False)
+    assert isinstance(out, dict)
+    return out
+
+
+def _generate(
+    n: int,
+    seed: int,
+    regions: list[Region] | None,
+    serial_start: Mapping[str, int] | None,
+    boundaries: Mapping[str, shapely.Geometry] | None,
+    *,
+    numeric: bool,
+) -> dict[str, list[object]] | CameraArrays:
     if n < 0:
         raise ValueError(f"n must be >= 0, not {n}")
     regs = shanxi_regions() if regions is None else list(regions)
@@ -448,28 +503,32 @@ def generate_cameras(
         np.searchsorted(_cdf(_P_URBAN), u, side="right"),
         np.searchsorted(_cdf(_P_RURAL), u, side="right"),
     ).astype(np.int64)
-    name_idx, head_idx, tail_idx, industry = _places(rng, template, ~is_urban)
+    name_idx, head_idx, tail_idx, industry = _places(rng, template, ~is_urban, numeric)
     level_idx = rng.choice(len(_LEVELS), size=n, p=_P_LEVEL).astype(np.int64)
     # record_days: level 1 keeps 90 days, level 2 30, level 3 30 or unknown (None).
     days_idx = np.where(level_idx == 0, 0, 1 + ((level_idx == 2) & (rng.random(n) < 0.3)))
 
     # --- GB/T 28181 ID: region + 00 + industry + type + network + per-region serial ------
-    start = np.array(
-        [1 if serial_start is None else serial_start.get(r.code, 1) for r in regs], dtype=np.int64
-    )
-    serial = start[ridx] + _per_region_rank(ridx, n_regions)
-    if n and (serial.min() < 0 or serial.max() > MAX_SERIAL):
-        raise ValueError(f"GB/T 28181 serials must stay within 0..{MAX_SERIAL}")
+    # (numeric-only callers skip the string work but make the same random draws)
+    if not numeric:
+        start = np.array(
+            [1 if serial_start is None else serial_start.get(r.code, 1) for r in regs],
+            dtype=np.int64,
+        )
+        serial = start[ridx] + _per_region_rank(ridx, n_regions)
+        if n and (serial.min() < 0 or serial.max() > MAX_SERIAL):
+            raise ValueError(f"GB/T 28181 serials must stay within 0..{MAX_SERIAL}")
     type_code = np.where(rng.random(n) < 0.9, 132, 131).astype(np.int64)
     network = np.where(rng.random(n) < 0.85, 5, 0).astype(np.int64)
-    region_ascii = np.array([list(r.code.encode("ascii")) for r in regs], dtype=np.uint8)
-    gb = np.empty((n, 20), dtype=np.uint8)
-    gb[:, 0:6] = region_ascii[ridx]
-    gb[:, 6:8] = ord("0")  # grassroots unit
-    gb[:, 8:10] = _digits(industry, 2)
-    gb[:, 10:13] = _digits(type_code, 3)
-    gb[:, 13:14] = _digits(network, 1)
-    gb[:, 14:20] = _digits(serial.astype(np.int32), 6)
+    if not numeric:
+        region_ascii = np.array([list(r.code.encode("ascii")) for r in regs], dtype=np.uint8)
+        gb = np.empty((n, 20), dtype=np.uint8)
+        gb[:, 0:6] = region_ascii[ridx]
+        gb[:, 6:8] = ord("0")  # grassroots unit
+        gb[:, 8:10] = _digits(industry, 2)
+        gb[:, 10:13] = _digits(type_code, 3)
+        gb[:, 13:14] = _digits(network, 1)
+        gb[:, 14:20] = _digits(serial.astype(np.int32), 6)
 
     # --- optics and mounting ----------------------------------------------------------------
     lens = rng.choice(len(_LENS_MM), size=n, p=_P_LENS).astype(np.int64)
@@ -479,6 +538,17 @@ def generate_cameras(
     height_idx = rng.choice(len(_HEIGHTS_M), size=n, p=_P_HEIGHT)
     azimuth_idx = rng.integers(360, size=n)
     azimuth_idx[rng.random(n) < 0.10] = 360  # orientation never surveyed
+    if numeric:
+        return CameraArrays(
+            lon=lon,
+            lat=lat,
+            region_code=_objects(r.code for r in regs)[ridx],
+            level=level_idx + 1,
+            azimuth=np.where(azimuth_idx == 360, np.nan, azimuth_idx.astype(np.float64)),
+            hfov=np.asarray(_HFOV, dtype=np.float64)[lens],
+            max_view_distance=view.astype(np.float64),
+            mount_height=np.asarray(_HEIGHTS_M, dtype=np.float64)[height_idx],
+        )
 
     # --- device: vendor and model ------------------------------------------------------------
     vendor = rng.choice(len(_VENDORS), size=n, p=_P_VENDOR).astype(np.int64)

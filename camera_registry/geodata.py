@@ -205,6 +205,14 @@ def _box(geoms: Any) -> list[tuple[tuple[float, float], tuple[float, float]]]:
     return [((x1, y1), (x0, y0)) for x0, y0, x1, y1 in b.tolist()]
 
 
+async def _lock(conn: asyncpg.Connection, kind: Kind, source: str) -> None:
+    """Serialise loads of one data set: two concurrent loads would otherwise both delete
+    nothing and both insert, leaving the set twice. Held until the transaction ends."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('geodata:' || $1 || ':' || $2))", kind, source
+    )
+
+
 async def _record(conn: Conn, kind: Kind, source: str, features: int, checksum: str) -> None:
     await conn.execute(
         """INSERT INTO geo_datasets (source, kind, features, checksum) VALUES ($1, $2, $3, $4)
@@ -228,6 +236,7 @@ async def replace_regions(
     """
     codes = [r.adcode for r in rows]
     async with conn.transaction():
+        await _lock(conn, "regions", source)
         losers = await conn.fetch(
             """SELECT DISTINCT source FROM geo_regions
                WHERE adcode = ANY($1::text[]) AND source <> $2""",
@@ -262,6 +271,7 @@ async def replace_villages(
 ) -> None:
     """Replace data set `source` with the villages in `v`, in one transaction."""
     async with conn.transaction():
+        await _lock(conn, "villages", source)
         await conn.execute("DELETE FROM geo_villages WHERE source = $1", source)
         await conn.copy_records_to_table(
             "geo_villages",
@@ -285,6 +295,7 @@ async def replace_junctions(
 ) -> None:
     """Replace data set `source` with the junctions in `j`, in one transaction."""
     async with conn.transaction():
+        await _lock(conn, "junctions", source)
         await conn.execute("DELETE FROM geo_junctions WHERE source = $1", source)
         await conn.copy_records_to_table(
             "geo_junctions",
@@ -306,6 +317,7 @@ async def replace_junctions(
 async def replace_builtup(conn: asyncpg.Connection, source: str, b: Builtup, checksum: str) -> None:
     """Replace data set `source` with the built-up polygons in `b`, in one transaction."""
     async with conn.transaction():
+        await _lock(conn, "builtup", source)
         await conn.execute("DELETE FROM geo_builtup WHERE source = $1", source)
         wkb = shapely.to_wkb(b.outline).tolist() if len(b) else []
         await conn.copy_records_to_table(

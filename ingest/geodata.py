@@ -50,6 +50,8 @@ MAX_PROBLEMS = 1000  # listed in an error; beyond this the file is not what --ki
 _POLYGONAL = ("Polygon", "MultiPolygon")
 _LON_NAMES = ("lon", "lng", "longitude", "经度", "x")
 _LAT_NAMES = ("lat", "latitude", "纬度", "y")
+# Declared CRSs that are longitude/latitude on WGS-84 or CGCS2000 (the same within centimetres).
+_LONLAT_CRS = ("CRS84", "EPSG:4326", "EPSG::4326", "EPSG:4490", "EPSG::4490")
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,14 @@ def _features(data: bytes, filename: str) -> list[Any]:
             f"{filename} must be a GeoJSON FeatureCollection "
             f"(found {type(doc).__name__ if not isinstance(doc, dict) else doc.get('type')!r})"
         )
+    declared = doc.get("crs")
+    if isinstance(declared, dict):  # GeoJSON 2008's crs member; RFC 7946 files have none
+        name = str((declared.get("properties") or {}).get("name", ""))
+        if not any(ok in name.upper() for ok in _LONLAT_CRS):
+            raise GeodataError(
+                f"{filename} declares coordinate system {name!r}; give WGS-84/CGCS2000 "
+                "longitude/latitude (or GCJ-02/BD-09 with --crs), e.g. export as EPSG:4326"
+            )
     features = doc.get("features")
     if not isinstance(features, list):
         raise GeodataError(f"{filename}: 'features' must be a list")
@@ -229,6 +239,20 @@ def _shape(c: _Collector, i: int, geom: Any, allowed: tuple[str, ...]) -> shapel
         c.error(i, "geometry", "is empty")
         return None
     return shp
+
+
+def _point_xy(geom: Any) -> tuple[float, float] | None:
+    """(lon, lat) of a well-formed GeoJSON Point, else None (the slow path reports why)."""
+    if not isinstance(geom, dict) or geom.get("type") != "Point":
+        return None
+    xy = geom.get("coordinates")
+    if (
+        isinstance(xy, list)
+        and len(xy) in (2, 3)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in xy)
+    ):
+        return float(xy[0]), float(xy[1])
+    return None
 
 
 def _check_coords(
@@ -288,10 +312,14 @@ def _repair(
     return out, repaired
 
 
-def _convert(geoms: list[shapely.Geometry], crs: str) -> list[shapely.Geometry]:
-    if crs == "wgs84" or not geoms:
+def _convert(geoms: list[Any], crs: str) -> list[shapely.Geometry]:
+    """To WGS-84 lon/lat, flat: heights (a third coordinate) mean nothing to coverage."""
+    if not geoms:
         return geoms
-    return list(shapely.transform(np.asarray(geoms, dtype=object), _to_wgs84_coords(crs)))
+    arr = shapely.force_2d(np.asarray(geoms, dtype=object))
+    if crs != "wgs84":
+        arr = shapely.transform(arr, _to_wgs84_coords(crs))
+    return list(arr)
 
 
 def _tick(progress: Progress | None, stage: str, i: int, n: int) -> None:
@@ -310,8 +338,12 @@ def _parse_geojson(
     c = _Collector("feature")
     n = len(features)
     idx: list[int] = []
-    geoms: list[shapely.Geometry] = []
+    geoms: list[shapely.Geometry | None] = []
     props_kept: list[dict[str, Any]] = []
+    # Points are most of a big file: their coordinates are gathered here and turned into
+    # geometries in one vectorised call instead of one GeoJSON parse each.
+    point_at: list[int] = []
+    point_xy: list[tuple[float, float]] = []
     allowed = {
         "regions": _POLYGONAL,
         "builtup": _POLYGONAL,
@@ -327,12 +359,23 @@ def _parse_geojson(
         if not isinstance(props, dict):
             c.error(i, "properties", "must be an object")
             continue
-        geom = _shape(c, i, feat.get("geometry"), allowed)
-        if geom is None:
-            continue
+        raw = feat.get("geometry")
+        xy = _point_xy(raw) if "Point" in allowed else None
+        if xy is not None:
+            point_at.append(len(geoms))
+            point_xy.append(xy)
+            geom = None
+        else:
+            geom = _shape(c, i, raw, allowed)
+            if geom is None:
+                continue
         idx.append(i)
         geoms.append(geom)
         props_kept.append(props)
+    if point_at:
+        made = shapely.points(np.asarray(point_xy, dtype=np.float64))
+        for k, g in zip(point_at, made.tolist(), strict=True):
+            geoms[k] = g
     geoms = _convert(geoms, crs)
     index = np.asarray(idx, dtype=np.int64)
 

@@ -74,6 +74,10 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("GET", "/api/v1/coverage/runs/{id}/gaps"): every(404, 404),
     ("GET", "/api/v1/coverage/runs/{id}/summary"): every(404, 404),
     ("GET", "/api/v1/coverage/runs/{id}/proposals"): every(404, 404),
+    ("GET", "/api/v1/geodata/regions"): every(200, 200),  # scope filters rows
+    ("GET", "/api/v1/geodata/villages"): every(200, 200),
+    ("GET", "/api/v1/geodata/junctions"): every(200, 200),
+    ("GET", "/api/v1/geodata/datasets"): every(200, 200),
 }
 
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
 import shapely
 from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api.state import BOX, POOL
 from camera_registry import geodata as gd
-from camera_registry.bootstrap import load_demo
+from camera_registry.bootstrap import demo_geodata_loaded, load_demo
 from camera_registry.geodemo import (
     DemoDataError,
     DemoGeodata,
     cnmaps_version,
+    demo_camera_arrays,
     demo_cameras,
     demo_geodata,
     load_demo_geodata,
@@ -147,3 +154,62 @@ async def test_demo_loads_into_the_tables_and_reads_back(
     # Cameras placed with the boundaries in use go through the normal validated load.
     result = await load_demo(pool, client.app[BOX], 300, seed=4, geodata=synthetic)
     assert result.inserted == 300
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_any_seed_puts_every_village_inside_its_county(seed: int) -> None:
+    g = demo_geodata(seed=seed, villages=500, prefer_real=False)
+    assert len(g.villages) == 500
+    assert _inside(g, g.villages.region_code, g.villages.lon, g.villages.lat)
+    assert np.all(g.villages.population[~np.isnan(g.villages.population)] >= 0)
+
+
+def test_numeric_camera_arrays_are_the_same_cameras_as_the_full_columns(
+    synthetic: DemoGeodata,
+) -> None:
+    full = demo_cameras(3000, synthetic, seed=8)
+    arrays = demo_camera_arrays(3000, synthetic, seed=8)
+    assert arrays.lon.tolist() == full["lon"] and arrays.lat.tolist() == full["lat"]
+    assert arrays.region_code.tolist() == full["region_code"]
+    assert [str(v) for v in arrays.level.tolist()] == full["level"]
+    assert [None if a != a else a for a in arrays.azimuth.tolist()] == full["azimuth"]
+    assert arrays.hfov.tolist() == full["hfov"]
+    assert arrays.max_view_distance.tolist() == full["max_view_distance"]
+    assert arrays.mount_height.tolist() == full["mount_height"]
+
+
+async def test_make_run_keeps_boundaries_a_planner_loaded(client: TestClient) -> None:
+    pool = client.app[POOL]
+    await pool.execute("DELETE FROM geo_regions")
+    _, loaded = await demo_geodata_loaded(pool, seed=1)
+    assert loaded is not None and loaded.regions == 129
+    await pool.execute("UPDATE geo_regions SET source = 'planner'")
+    _, again = await demo_geodata_loaded(pool, seed=1)
+    assert again is None  # regions exist: serve --demo leaves them alone
+    assert await pool.fetchval("SELECT count(*) FROM geo_regions WHERE source = 'demo'") == 0
+
+
+def test_cli_demo_loads_geodata_and_cameras_and_refuses_other_provinces(
+    database_url: str, schema: str, settings: Any, client: TestClient
+) -> None:
+    sep = "&" if "?" in database_url else "?"
+    env = {
+        **os.environ,
+        "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+        "CAMREG_DATA_DIR": str(settings.data_dir),
+        "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
+    }
+    cli = [sys.executable, "-m", "camera_registry.cli", "demo"]
+    args = ["--province", "14", "--cameras", "50", "--seed", "3", "--force"]
+    proc = subprocess.run([*cli, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "129 regions" in proc.stdout and "28000 villages" in proc.stdout
+    # demo: N new, M updated, K unchanged (earlier tests here loaded demo cameras too)
+    counts = proc.stdout.rsplit("demo: ", 1)[1].replace(",", "").split()
+    assert int(counts[0]) + int(counts[2]) + int(counts[4]) == 50, proc.stdout
+    proc = subprocess.run(
+        [*cli, "--province", "13", "--force"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 2
+    assert "province 14 (山西省) only" in proc.stderr

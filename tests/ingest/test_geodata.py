@@ -311,3 +311,68 @@ def test_cli_geodata_load_reports_problems_and_list_shows_data_sets(
     assert "loaded 1 junctions as data set 'cli-roads'" in proc.stdout
     proc = subprocess.run([*cli, "list"], capture_output=True, text=True, env=env, timeout=120)
     assert "cli-roads" in proc.stdout and "test-counties" in proc.stdout
+
+
+async def test_builtup_polygons_get_their_county_and_read_back_as_shapes(
+    client: TestClient, loaded: None, tmp_path: Path
+) -> None:
+    pool = client.app[POOL]
+    block = [[112.61, 37.71], [112.63, 37.71], [112.63, 37.73], [112.61, 37.73], [112.61, 37.71]]
+    path = write(tmp_path / "b.geojson", [feature(polygon(block), name="长风商务区")])
+    report = await load_geodata(pool, path, "builtup", source="built")
+    assert report.features == 1
+    b = await gd.builtup_in(pool, "1401")
+    assert (list(b.region_code), list(b.name)) == (["140106"], ["长风商务区"])
+    assert b.outline[0].equals(shapely.Polygon(block))
+    assert len(await gd.builtup_in(pool, "1402")) == 0
+
+
+async def test_a_regions_file_takes_over_counties_another_data_set_held(
+    client: TestClient, loaded: None, tmp_path: Path
+) -> None:
+    pool = client.app[POOL]
+    better = write(
+        tmp_path / "better.geojson", [feature(polygon(YINGZE), adcode="140106", name="迎泽区")]
+    )
+    await load_geodata(pool, better, "regions", source="surveyed")
+    rows = {r.adcode: r.source for r in await gd.regions(pool, "1401")}
+    assert rows == {"140100": "test-counties", "140105": "test-counties", "140106": "surveyed"}
+    sets = {d.source: d.features for d in await gd.datasets(pool) if d.kind == "regions"}
+    assert sets == {"test-counties": 2, "surveyed": 1}
+
+
+def test_a_file_declaring_a_projected_crs_is_refused_and_lon_lat_ones_accepted() -> None:
+    def doc(name: str) -> bytes:
+        return json.dumps({
+            "type": "FeatureCollection",
+            "crs": {"type": "name", "properties": {"name": name}},
+            "features": [feature(point(112.55, 37.75))],
+        }).encode()  # fmt: skip
+
+    with pytest.raises(GeodataError, match="EPSG::4527"):
+        parse_geodata(doc("urn:ogc:def:crs:EPSG::4527"), "junctions")
+    for ok in ("urn:ogc:def:crs:OGC:1.3:CRS84", "EPSG:4490"):
+        assert parse_geodata(doc(ok), "junctions").count == 1
+
+
+def test_not_a_feature_collection_is_one_clear_error() -> None:
+    with pytest.raises(GeodataError, match="FeatureCollection"):
+        parse_geodata(b'{"type": "Feature"}', "villages", filename="f.geojson")
+    with pytest.raises(GeodataError, match="not valid JSON"):
+        parse_geodata(b"{nope", "villages", filename="f.geojson")
+    with pytest.raises(GeodataError, match="CSV holds points only"):
+        parse_geodata(b"lon,lat\n1,2\n", "regions", filename="r.csv")
+    with pytest.raises(GeodataError, match="unknown coordinate system"):
+        parse_geodata(b"lon,lat\n1,2\n", "villages", crs="utm", filename="v.csv")
+
+
+def test_heights_are_dropped_from_3d_coordinates() -> None:
+    ring3d = [[x, y, 800.0] for x, y in XIAODIAN]
+    data = json.dumps({"type": "FeatureCollection", "features": [
+        feature(polygon(ring3d), adcode="140105", name="小店区")]}).encode()  # fmt: skip
+    region = parse_geodata(data, "regions").regions[0]
+    assert not shapely.has_z(region.boundary)
+    pts = json.dumps({"type": "FeatureCollection", "features": [
+        feature({"type": "Point", "coordinates": [112.55, 37.75, 790.5]})]}).encode()  # fmt: skip
+    parsed = parse_geodata(pts, "junctions")
+    assert (parsed.lon.tolist(), parsed.lat.tolist()) == ([112.55], [37.75])
