@@ -9,9 +9,12 @@ import io
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
-from api.state import POOL
+from api.app import Database, create_app
+from api.state import POOL, TOKENS
+from camera_registry.actor import Actor, Role
+from camera_registry.config import Settings
 
 from ..camera_registry.coverage_fixtures import build_world, lonlat
 from ..conftest import Tok
@@ -175,3 +178,26 @@ async def test_bad_policy_and_empty_region_are_problems_naming_the_field(
     resp = await client.post("/api/v1/coverage/runs", json={"region": "14", "k": 3}, headers=h)
     assert resp.status == 422
     assert (await resp.json())["errors"][0]["field"] == "k"
+
+
+async def test_a_run_interrupted_by_shutdown_is_marked_failed(
+    settings: Settings, database_url: str, schema: str, world: None, client: TestClient
+) -> None:
+    app = create_app(settings, Database(dsn=database_url, schema=schema))
+    async with TestClient(TestServer(app)) as other:
+        _, secret = await other.app[TOKENS].create(
+            Actor("test", Role.ADMIN), role=Role.ADMIN, name="shutdown"
+        )
+        h = {"Authorization": f"Bearer {secret}"}
+        # A different K: not the finished run of this module, so a new run is queued.
+        resp = await other.post(
+            "/api/v1/coverage/runs", json={"region": "1401", "proposals": 7}, headers=h
+        )
+        assert resp.status == 202
+        run_id = (await resp.json())["id"]
+    # The server stopped (its worker processes had not even started): the run is failed.
+    row = await client.app[POOL].fetchrow(
+        "SELECT status, error FROM coverage_runs WHERE id = $1::uuid", run_id
+    )
+    assert row["status"] == "failed"
+    assert "interrupted" in row["error"]
