@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -165,7 +166,17 @@ async def run_gaps(request: web.Request) -> web.Response:
             "bad query parameter bbox",
             [FieldError("bbox", "use minlon,minlat,maxlon,maxlat with min < max")],
         )
-    min_priority = params.floats(q, "min_priority", 1)
+    min_priority: float | None = None
+    if q.get("min_priority") is not None:
+        try:
+            min_priority = float(q["min_priority"])
+        except ValueError:
+            min_priority = math.nan
+        if not math.isfinite(min_priority):
+            raise BadRequest(
+                "bad query parameter min_priority",
+                [FieldError("min_priority", "expected a number, e.g. 100")],
+            )
     kind = q.get("kind")
     if kind is not None and kind not in KINDS:
         raise BadRequest(
@@ -176,7 +187,7 @@ async def run_gaps(request: web.Request) -> web.Response:
         actor,
         request.match_info["id"],
         bbox=bbox,  # type: ignore[arg-type]
-        min_priority=min_priority[0] if min_priority else None,
+        min_priority=min_priority,
         kind=kind,
         limit=limit,
     )

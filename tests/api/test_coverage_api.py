@@ -110,6 +110,8 @@ async def test_gaps_are_geojson_filtered_by_kind_priority_and_bbox(
     bad = await client.get(url, params={"kind": "river"}, headers=h)
     assert bad.status == 400 and bad.content_type == PROBLEM
     assert (await bad.json())["errors"][0]["field"] == "kind"
+    bad = await client.get(url, params={"min_priority": "high"}, headers=h)
+    assert (await bad.json())["errors"][0]["field"] == "min_priority"
     bad = await client.get(url, params={"bbox": "1,2,3"}, headers=h)
     assert (await bad.json())["errors"][0]["field"] == "bbox"
 
