@@ -100,3 +100,20 @@ def test_gaps_and_covered_cells_partition_the_grid(
     ]
     assumed = sum(1 for c in cams if c[3] is None and -500 < c[0] < 500 and -500 < c[1] < 500)
     assert s["cameras_assumed"] == assumed
+
+
+def test_a_rural_county_is_gridded_only_where_built_up_or_drawn_urban() -> None:
+    rural = _county([])
+    # A 400 m built-up square half outside the county: only its inside half is gridded.
+    town = shapely.to_wkb(square(500.0, 0.0, 200.0))
+    res = compute_county(CountyInput(**{**rural.__dict__, "zone": "rural", "builtup_wkb": (town,)}))
+    assert res.summary["zone"] == "rural"
+    assert res.summary["cells"] == 2 * 4  # x in (300, 500) by y in (-200, 200): 2 x 4 cells
+    assert compute_county(CountyInput(**{**rural.__dict__, "zone": "rural"})).summary["cells"] == 0
+    # The policy's drawn urban polygon adds cells; a drawn rural one takes them away.
+    drawn = CoverageParams(urban_polygons_wkb=shapely.to_wkb(square(-300.0, -300.0, 100.0)))
+    res = compute_county(CountyInput(**{**rural.__dict__, "zone": "rural", "params": drawn}))
+    assert res.summary["cells"] == 4
+    carve = CoverageParams(rural_polygons_wkb=shapely.to_wkb(square(0.0, 0.0, 200.0)))
+    res = compute_county(CountyInput(**{**rural.__dict__, "params": carve}))
+    assert res.summary["cells"] == 100 - 16
