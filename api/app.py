@@ -24,6 +24,7 @@ from health.worker import Worker
 from . import (  # noqa: F401 - each module registers its routes
     audit,
     cameras,
+    coverage,
     discovery,
     events,
     export,
@@ -140,6 +141,7 @@ def create_app(
     app.cleanup_ctx.append(_database_ctx(db or Database()))
     app.cleanup_ctx.append(_background_ctx)
     app.cleanup_ctx.append(discovery_ctx)
+    app.cleanup_ctx.append(coverage.coverage_ctx)
     app.cleanup_ctx.append(events_ctx)
     if run_health:
         app.cleanup_ctx.append(_health_ctx)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .actor import Actor, Role
+from .cli_coverage import add_coverage_parser, run_coverage
 from .cli_geodata import add_geodata_parser, run_geodata
 from .config import Settings, load_settings
 from .errors import RegistryError
@@ -317,6 +318,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply database migrations")
     add_geodata_parser(sub)
+    add_coverage_parser(sub)
     d = sub.add_parser("demo", help="load seeded demo cameras")
     d.add_argument("--count", "--cameras", dest="count", type=int, default=400)
     d.add_argument("--province", default="14", help="province code (demo data: 14 山西 only)")
@@ -509,7 +511,12 @@ async def _geodata(args: argparse.Namespace) -> int:
     return await run_geodata(args, _settings(args))
 
 
+async def _coverage(args: argparse.Namespace) -> int:
+    return await run_coverage(args, _settings(args))
+
+
 COMMANDS = {
+    "coverage": _coverage,
     "geodata": _geodata,
     "discover": _discover,
     "worker": _worker,

@@ -72,6 +72,12 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("POST", "/api/v1/imports"): writers(202, 202),
     ("GET", "/api/v1/imports/{id}"): writers(200, 200),
     ("GET", "/api/v1/imports/{id}/errors"): writers(200, 200),
+    # No boundaries are loaded here: an in-scope run is refused as empty (422), out of scope 403.
+    ("POST", "/api/v1/coverage/runs"): writers(422, 403),
+    ("GET", "/api/v1/coverage/runs/{id}"): every(404, 404),  # scope: tests/api/test_coverage_api
+    ("GET", "/api/v1/coverage/runs/{id}/gaps"): every(404, 404),
+    ("GET", "/api/v1/coverage/runs/{id}/summary"): every(404, 404),
+    ("GET", "/api/v1/coverage/runs/{id}/proposals"): every(404, 404),
     ("GET", "/api/v1/geodata/regions"): every(200, 200),  # scope filters rows
     ("GET", "/api/v1/geodata/villages"): every(200, 200),
     ("GET", "/api/v1/geodata/junctions"): every(200, 200),
@@ -166,6 +172,10 @@ async def test_route_role_scope_matrix(
         form = FormData()
         form.add_field("file", "点位名称,经度,纬度\n", filename="m.csv")
         kw["data"] = form
+    if path.startswith("/api/v1/coverage/runs/{id}"):
+        url = path.replace("{id}", "00000000-0000-0000-0000-000000000000")
+    if method == "POST" and path == "/api/v1/coverage/runs":
+        kw["json"] = {"region": gb[:4], "proposals": 0}
     if path == "/api/v1/events":  # a stream: check the status, then hang up
         async with client.get(url, headers=h) as stream:
             assert stream.status == MATRIX[(method, path)][role][0]
