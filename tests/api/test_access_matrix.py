@@ -68,6 +68,8 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("POST", "/api/v1/imports"): writers(202, 202),
     ("GET", "/api/v1/imports/{id}"): writers(200, 200),
     ("GET", "/api/v1/imports/{id}/errors"): writers(200, 200),
+    ("GET", "/api/v1/map/cameras"): every(200, 200),
+    ("GET", "/api/v1/map/config"): every(200, 200),
 }
 
 
@@ -133,6 +135,8 @@ async def test_route_role_scope_matrix(
     if method == "PATCH":
         kw["json"] = {"azimuth": 10}
         h = {**h, "If-Match": '"1"'}
+    if path == "/api/v1/map/cameras":
+        url = path + "?bbox=110,34,115,41&zoom=6"
     if path == "/api/v1/relay/{stream_key}/source":
         url = path.replace("{stream_key}", gb + "_main")
     if method == "POST" and path == "/api/v1/streams":
