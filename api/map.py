@@ -95,6 +95,7 @@ async def map_config(request: web.Request) -> web.Response:
                 "url": s.map_tiles_url,
                 "crs": s.map_tiles_crs,
                 "attribution": s.map_tiles_attribution,
+                "subdomains": s.map_tiles_subdomains,
             },
             "relay_protocols": sorted({p for r in s.relays for p in r.urls}),
         },

@@ -85,6 +85,7 @@ class Settings(BaseModel):
         default="wgs84", description="datum of the tiles; gcj02 tiles get our points shifted"
     )
     map_tiles_attribution: str = Field(default="", max_length=200)
+    map_tiles_subdomains: str = Field(default="abc", pattern="^[0-9a-z]{1,16}$")
 
     @field_validator("allow_direct_credentials")
     @classmethod

@@ -161,4 +161,9 @@ async def test_map_config_says_what_the_token_may_do(client: TestClient, auth: T
     ).json()
     assert body["role"] == "technician" and body["scope"] == "1401"
     assert body["can"]["edit"] and not body["can"]["stream"]
-    assert body["tiles"] == {"url": None, "crs": "wgs84", "attribution": ""}
+    assert body["tiles"] == {
+        "url": None,
+        "crs": "wgs84",
+        "attribution": "",
+        "subdomains": "abc",
+    }

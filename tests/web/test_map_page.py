@@ -1,0 +1,195 @@
+"""The web map in a real browser (Debian's Chromium, headless) against a live `camreg serve`:
+sign in, clusters, zoom to points, the camera panel, registering by clicking, region scope,
+the planner's coverage run; no console errors. Screenshots of every step in tmp_path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from playwright.async_api import expect
+
+from api.index import STATIC
+
+from .conftest import Live, Tab
+
+SCOPE = "1401"  # 太原市
+
+
+async def test_bundle_is_committed_and_served_with_types_and_cache_headers(
+    seeded: Live,
+) -> None:
+    for name in ("app.js", "app.css"):
+        assert (STATIC / name).stat().st_size > 1000, f"run `make web`: api/static/{name}"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(seeded.base + "/") as page:
+            html = await page.text()
+            assert page.status == 200 and page.content_type == "text/html"
+            assert page.headers["Cache-Control"] == "no-cache"
+            csp = page.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+            assert "<script>" not in html  # no inline script
+        for name, ctype in (("app.js", "text/javascript"), ("app.css", "text/css")):
+            start = html.index(f"/static/{name}?v=")
+            url = html[start : html.index('"', start)]
+            async with s.get(seeded.base + url) as resp:
+                assert resp.status == 200 and resp.content_type == ctype
+                assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+                assert await resp.read() == (STATIC / name).read_bytes()
+            async with s.get(f"{seeded.base}/static/{name}") as stale:
+                assert stale.headers["Cache-Control"] == "no-cache"  # unversioned: revalidate
+        async with s.get(seeded.base + "/static/..%2Fmap.py") as escape:
+            assert escape.status == 404
+
+
+async def test_sign_in_shows_role_scope_and_clustered_markers(seeded: Live, tab: Tab) -> None:
+    page = tab.page
+    await page.goto(seeded.base + "/")
+    await page.wait_for_selector("#token")
+    await tab.shot("sign-in")
+    await page.fill("#token", "crt_not-a-token")
+    await page.click("#signin-btn")
+    await page.wait_for_selector("#signin-error")
+    tab.errors[:] = [e for e in tab.errors if "401" not in e]  # the refused token's answer
+    token = await seeded.token("technician", SCOPE)
+    await page.fill("#token", token)
+    await page.click("#signin-btn")
+    await page.wait_for_selector("#map[data-mode='clusters'] .cluster")
+    assert "1401" in await page.inner_text("#who-scope")
+    assert "运维技术员" in await page.inner_text("#who-role")
+    assert await page.evaluate("sessionStorage.getItem('camreg.token')") == token
+    assert await page.evaluate("localStorage.getItem('camreg.token')") is None
+    counts = [
+        int(c)
+        for c in await page.locator(".cluster").evaluate_all("els => els.map(e => e.dataset.count)")
+    ]
+    everyone = await seeded.api("GET", "/api/v1/map/cameras?bbox=110,34,115,41&zoom=7", token=token)
+    assert sum(counts) == everyone["total"] > 0
+    await tab.shot("clusters")
+    await page.click("#lang")
+    await expect(page.locator("#who-role")).to_contain_text("technician")
+    await tab.shot("english")
+    await page.click("#lang")
+    assert tab.errors == []
+
+
+VISIBLE = """(els) => {
+  const m = document.querySelector('#map').getBoundingClientRect();
+  return els.map((e) => {
+    const r = e.getBoundingClientRect();
+    return {count: Number(e.dataset.count || 0), id: e.dataset.id || null,
+            x: r.x + r.width / 2, y: r.y + r.height / 2,
+            inside: r.left > m.left + 60 && r.right < m.right - 10 &&
+                    r.top > m.top + 40 && r.bottom < m.bottom - 30};
+  }).filter((e) => e.inside);
+}"""
+
+
+async def _visible(tab: Tab, selector: str) -> list[dict[str, Any]]:
+    return list(await tab.page.locator(selector).evaluate_all(VISIBLE))
+
+
+async def _zoom_to_points(tab: Tab) -> None:
+    """Click the biggest cluster in view until the map shows cameras, as a user would."""
+    for _ in range(10):
+        if await tab.mode() == "points":
+            return
+        clusters = await _visible(tab, ".cluster")
+        assert clusters, "no cluster inside the view"
+        biggest = max(clusters, key=lambda c: c["count"])
+        await tab.page.mouse.click(biggest["x"], biggest["y"])
+        await tab.settle()
+    raise AssertionError("clicking clusters never reached the points view")
+
+
+async def test_zoom_to_points_and_open_a_camera_panel(seeded: Live, tab: Tab) -> None:
+    await tab.sign_in(seeded.base, await seeded.token("commander", SCOPE))
+    await tab.shot("signed-in")
+    await _zoom_to_points(tab)
+    page = tab.page
+    await page.wait_for_selector(".cam[data-id]")
+    await tab.shot("points")
+    [point, *_] = await _visible(tab, ".cam[data-id]")
+    cam_id = point["id"]
+    await page.mouse.click(point["x"], point["y"])
+    await page.wait_for_selector("#panel-status")
+    cam = await seeded.api("GET", f"/api/v1/cameras/{cam_id}")
+    assert await page.inner_text("#panel-name") == cam["name"]
+    panel = await page.inner_text("#panel")
+    assert cam["gb_id"] in panel and cam["region_code"].startswith(SCOPE)
+    await tab.shot("camera-panel")
+    await page.click("#open-stream")
+    await page.wait_for_selector("#stream-url")
+    assert (await page.input_value("#stream-url")).startswith("rtsp://")
+    await tab.shot("stream-link")
+    assert await page.locator("#edit-camera").count() == 0  # commanders do not edit
+    assert tab.errors == []
+
+
+async def test_technician_registers_a_camera_by_clicking_the_map(seeded: Live, tab: Tab) -> None:
+    token = await seeded.token("technician", SCOPE)
+    await tab.sign_in(seeded.base, token, "#16/37.86000/112.56000")
+    page = tab.page
+    await tab.shot("street-view")
+    await page.click("#register-click")
+    box = await page.locator("#map").bounding_box()
+    assert box
+    await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.wait_for_selector("#place-form")
+    lon = float(await page.input_value("#place-form input[name=lon]"))
+    lat = float(await page.input_value("#place-form input[name=lat]"))
+    assert abs(lon - 112.56) < 0.003 and abs(lat - 37.86) < 0.003
+    await page.fill("#reg-name", "浏览器登记测试点位")
+    await page.fill("#reg-region", "140105")
+    await page.fill("#place-form input[name=azimuth]", "90")
+    await page.fill("#place-form input[name=hfov]", "60")
+    await page.fill("#place-form input[name=max_view_distance]", "80")
+    await page.wait_for_selector("path.leaflet-interactive")  # the live footprint sector
+    await tab.shot("register-form")
+    await page.click("#place-submit")
+    await expect(page.locator("#panel-name")).to_have_text("浏览器登记测试点位")
+    found = await seeded.api("GET", "/api/v1/cameras?q=浏览器登记测试点位", token=token)
+    [cam] = found["items"]
+    assert abs(cam["lon"] - lon) < 1e-5 and abs(cam["lat"] - lat) < 1e-5
+    assert cam["azimuth"] == 90 and cam["region_code"] == "140105"
+    await tab.settle()
+    await page.wait_for_selector(f".cam[data-id='{cam['id']}']")
+    await tab.shot("registered")
+    assert tab.errors == []
+
+
+async def test_out_of_scope_camera_is_absent(seeded: Live, tab: Tab) -> None:
+    found = await seeded.api("GET", "/api/v1/cameras?region=1402&limit=1")
+    [cam] = found["items"]  # a 大同 camera
+    view = f"#17/{cam['lat']:.5f}/{cam['lon']:.5f}"
+    await tab.sign_in(seeded.base, await seeded.token("admin"), view)
+    await tab.settle()
+    await tab.page.wait_for_selector(f".cam[data-id='{cam['id']}']")  # it is there for admin
+    await tab.shot("unscoped-sees-it")
+    await tab.page.evaluate("sessionStorage.clear()")
+    await tab.sign_in(seeded.base, await seeded.token("planner", SCOPE), view)
+    await tab.settle()
+    assert await tab.mode() == "points"
+    assert await tab.page.locator(f".cam[data-id='{cam['id']}']").count() == 0
+    assert await tab.page.get_attribute("#map", "data-total") == "0"
+    await tab.shot("scoped-does-not")
+    assert tab.errors == []
+
+
+async def test_planner_runs_coverage(seeded: Live, tab: Tab, tmp_path: Path) -> None:
+    """Needs the coverage API (POST /api/v1/coverage/runs …) from the coverage branch."""
+    await tab.sign_in(seeded.base, await seeded.token("planner", SCOPE))
+    page = tab.page
+    await tab.shot("planner")
+    await page.fill("#plan-region", SCOPE)
+    await page.click("#run-coverage")
+    await page.wait_for_selector("#map[data-gaps]", timeout=120_000)
+    await page.wait_for_selector("#region-table tbody tr")
+    await tab.shot("coverage-gaps")
+    gaps = int(await page.get_attribute("#map", "data-gaps") or "0")
+    spec = await seeded.api("GET", "/api/v1/openapi.json")
+    assert "/api/v1/coverage/runs" in spec["paths"]
+    (tmp_path / "gaps.json").write_text(json.dumps({"gaps": gaps}))
+    assert tab.errors == []
