@@ -21,6 +21,7 @@ def main() -> int:
         [sys.executable, str(HERE / "bench_ledger_read.py")],
         [sys.executable, str(HERE / "bench_import.py"), "--rows", rows, "--repeat", repeat],
         [sys.executable, str(HERE / "bench_api.py"), "--rows", rows],
+        [sys.executable, str(HERE / "bench_map.py"), "--rows", rows],
     ):
         print(
             "\n$", " ".join(Path(c).name if c.endswith(".py") else c for c in cmd[1:]), flush=True

@@ -23,7 +23,8 @@ from .registry import effective_prefix, region_range
 
 MAP_STATUSES = ("online", "degraded", "offline", "unknown", "flapping")
 LEVELS = (1, 2, 3, 9)
-TIERS = ((2, 0.5), (1, 0.05), (0, 0.005))  # coarsest first: (tier, cell size in degrees)
+# Coarsest first: (tier, cell size in degrees), as in migration 0010's map_grid_tiers().
+TIERS = ((3, 0.5), (2, 0.1), (1, 0.02), (0, 0.005))
 MAX_ZOOM = 22
 POINTS_FROM_ZOOM = 14  # below this zoom, always clusters
 MAX_POINTS = 3000  # above this many cameras in view, clusters even at street zoom
@@ -45,11 +46,14 @@ def cluster_size_deg(zoom: int) -> float:
 
 
 def choose_tier(zoom: int) -> tuple[int, float, int]:
-    """(tier, tier cell size, k): clusters are k×k cells of the coarsest tier with k ≥ 2."""
+    """(tier, tier cell size, k): a cluster is k×k cells of the coarsest tier that fits.
+
+    The coarsest tier keeps the rows summed per request few (a province viewport reads about
+    one row per 0.5° cell × region × level × status)."""
     want = cluster_size_deg(zoom)
     for tier, size in TIERS:
-        if size * 2 <= want:
-            return tier, size, max(2, round(want / size))
+        if size <= want * 1.001:
+            return tier, size, max(1, round(want / size))
     tier, size = TIERS[-1]
     return tier, size, 1
 

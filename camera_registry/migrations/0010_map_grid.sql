@@ -2,9 +2,9 @@
 -- at three cell sizes (tiers), so a viewport at any zoom sums a few thousand rows instead of
 -- scanning millions of cameras. Kept exact by statement-level triggers with transition tables:
 -- one set-based upsert per INSERT/UPDATE/DELETE statement, so a 2.4-million-row import pays
--- one GROUP BY, and a single status change touches three rows.
+-- one GROUP BY per chunk, and a single status change touches eight rows.
 --
--- tier 0: 0.005° cells (~500 m), tier 1: 0.05° (~5 km), tier 2: 0.5° (~50 km).
+-- tier 0: 0.005° cells (~500 m), 1: 0.02° (~2 km), 2: 0.1° (~10 km), 3: 0.5° (~50 km).
 -- cx = floor(lon / size), cy = floor(lat / size); sum_lon/sum_lat give cluster centroids.
 
 CREATE TABLE map_grid (
@@ -22,7 +22,8 @@ CREATE TABLE map_grid (
 
 CREATE FUNCTION map_grid_tiers() RETURNS TABLE (tier smallint, size double precision)
 LANGUAGE sql IMMUTABLE AS $$
-    VALUES (0::smallint, 0.005::double precision), (1::smallint, 0.05), (2::smallint, 0.5)
+    VALUES (0::smallint, 0.005::double precision), (1::smallint, 0.02), (2::smallint, 0.1),
+           (3::smallint, 0.5)
 $$;
 
 -- Emptied cells are deleted right away; this keeps finding them cheap.

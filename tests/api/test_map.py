@@ -17,7 +17,7 @@ SHANXI = "110.0,34.0,115.0,41.0"
 
 
 async def _grid_matches_cameras(pool: asyncpg.Pool) -> None:
-    for tier, size in ((0, 0.005), (1, 0.05), (2, 0.5)):
+    for tier, size in ((0, 0.005), (1, 0.02), (2, 0.1), (3, 0.5)):
         grid = await pool.fetch(
             """SELECT cx, cy, region_code, level, status, n, round(sum_lon::numeric, 6) AS sx
                  FROM map_grid WHERE tier = $1 ORDER BY 1, 2, 3, 4, 5""",
