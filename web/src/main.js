@@ -156,7 +156,7 @@ function filtersCard() {
       "div",
       { class: "row" },
       h("b", { text: t("status") }),
-      STATUSES.map((s) => box(f.statuses, s, h("span", { class: `dot st-${s}` }), t(s))),
+      STATUSES.map((s) => box(f.statuses, s, [h("span", { class: `dot st-${s}` }), t(s)])),
     ),
     h(
       "form",

@@ -63,6 +63,15 @@ export async function openCamera(id) {
       [t("hfov"), cam.hfov],
     ]),
   );
+  if (cam.lon != null) {
+    // the selected camera's footprint (a disc of 50 m when its orientation is unknown)
+    editLayer = L.layerGroup().addTo(app.map);
+    L.polygon(
+      sector(cam.lon, cam.lat, cam.azimuth, cam.hfov, cam.max_view_distance).map(([a, b]) => toMap(a, b)),
+      { color: "#1f6feb", weight: 1, fillOpacity: 0.15, interactive: false },
+    ).addTo(editLayer);
+  }
+  panel.scrollIntoView({ block: "nearest" });
   const healthBox = h("div", { id: "panel-health" });
   panel.append(healthBox);
   const actions = h("div", { class: "actions" });
