@@ -4,6 +4,7 @@ the planner's coverage run; no console errors. Screenshots of every step in tmp_
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,13 @@ import aiohttp
 from playwright.async_api import expect
 
 from api.index import STATIC
+from camera_registry.actor import Actor, Role
+from camera_registry.crypto import CredentialBox
+from camera_registry.db import create_pool
+from camera_registry.inbox import Inbox
+from geo.crs import gcj02_to_wgs84
 
+from ..conftest import TEST_KEY
 from .conftest import Live, Tab
 
 SCOPE = "1401"  # 太原市
@@ -157,6 +164,90 @@ async def test_technician_registers_a_camera_by_clicking_the_map(seeded: Live, t
     await tab.settle()
     await page.wait_for_selector(f".cam[data-id='{cam['id']}']")
     await tab.shot("registered")
+    assert tab.errors == []
+
+
+async def test_technician_drags_a_camera_to_move_it_and_sets_its_azimuth(
+    seeded: Live, tab: Tab
+) -> None:
+    token = await seeded.token("technician", SCOPE)
+    body = {"name": "拖动测试点位", "region_code": "140105", "level": 3, "lon": 112.60,
+            "lat": 37.83, "azimuth": 0, "hfov": 60, "max_view_distance": 60}  # fmt: skip
+    cam = await seeded.api("POST", "/api/v1/cameras", token=token, json=body)
+    await tab.sign_in(seeded.base, token, "#18/37.83000/112.60000")
+    page = tab.page
+    [point] = [p for p in await _visible(tab, ".cam[data-id]") if p["id"] == cam["id"]]
+    await page.mouse.click(point["x"], point["y"])
+    await page.click("#edit-camera")
+    await page.wait_for_selector("#place-form")
+    await page.wait_for_selector("#map .cam.editing")
+    await tab.shot("edit")
+    [marker] = await _visible(tab, ".cam.editing")
+    await page.mouse.move(marker["x"], marker["y"])
+    await page.mouse.down()
+    for step in range(1, 11):
+        await page.mouse.move(marker["x"] + 12 * step, marker["y"] + 4 * step)
+    await page.mouse.up()
+    lon = float(await page.input_value("#place-form input[name=lon]"))
+    lat = float(await page.input_value("#place-form input[name=lat]"))
+    assert lon > 112.6002 and lat < 37.8299  # east and south, as dragged
+    await page.fill("#place-form input[name=azimuth]", "135")
+    await tab.shot("dragged")
+    await page.click("#place-submit")
+    await expect(page.locator("#panel-name")).to_have_text("拖动测试点位")
+    moved = await seeded.api("GET", f"/api/v1/cameras/{cam['id']}", token=token)
+    assert abs(moved["lon"] - lon) < 1e-5 and abs(moved["lat"] - lat) < 1e-5
+    assert moved["azimuth"] == 135 and moved["version"] == cam["version"] + 1
+    await tab.shot("moved")
+    assert tab.errors == []
+
+
+async def test_discovered_device_is_registered_here_with_typed_gcj02_coordinates(
+    seeded: Live, tab: Tab
+) -> None:
+    pool = await create_pool(seeded.dsn, min_size=1, max_size=1)
+    try:
+        inbox = Inbox(pool, CredentialBox(base64.b64decode(TEST_KEY)))
+        await inbox.upsert(
+            Actor("discover", Role.TECHNICIAN, scope=SCOPE),
+            [
+                {
+                    "endpoint": "urn:uuid:web-map-test-device",
+                    "address": "127.0.0.1",
+                    "port": 8899,
+                    "vendor": "Hikvision",
+                    "model": "DS-2CD2143G2-I",
+                    "profiles": [{"rtsp_uri": "rtsp://127.0.0.1:8554/Streaming/Channels/101"}],
+                }
+            ],
+        )
+    finally:
+        await pool.close()
+    token = await seeded.token("technician", SCOPE)
+    await tab.sign_in(seeded.base, token, "#15/37.87000/112.58000")
+    page = tab.page
+    item = page.locator("#inbox li", has_text="DS-2CD2143G2-I")
+    await item.wait_for()
+    await tab.shot("inbox")
+    await item.locator("button").click()
+    box = await page.locator("#map").bounding_box()
+    assert box
+    await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.wait_for_selector("#place-form")
+    await page.fill("#reg-name", "发现设备登记测试")
+    await page.fill("#reg-region", "140105")
+    await page.select_option("#place-form select[name=crs]", "gcj02")
+    await page.fill("#place-form input[name=lon]", "112.586000")
+    await page.fill("#place-form input[name=lat]", "37.871000")
+    await tab.shot("register-here")
+    await page.click("#place-submit")
+    await expect(page.locator("#panel-name")).to_have_text("发现设备登记测试")
+    [cam] = (await seeded.api("GET", "/api/v1/cameras?q=发现设备登记测试", token=token))["items"]
+    want_lon, want_lat = gcj02_to_wgs84(112.586, 37.871)
+    assert abs(cam["lon"] - float(want_lon)) < 1e-6 and abs(cam["lat"] - float(want_lat)) < 1e-6
+    assert cam["vendor"] == "Hikvision" and cam["model"] == "DS-2CD2143G2-I"
+    await expect(page.locator("#inbox li", has_text="DS-2CD2143G2-I")).to_have_count(0)
+    await tab.shot("registered-from-inbox")
     assert tab.errors == []
 
 
