@@ -4,13 +4,16 @@ the planner's coverage run; no console errors. Screenshots of every step in tmp_
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 from playwright.async_api import expect
+from shapely import box, to_wkb
 
 from api.index import STATIC
 from camera_registry.actor import Actor, Role
@@ -132,6 +135,10 @@ async def test_zoom_to_points_and_open_a_camera_panel(seeded: Live, tab: Tab) ->
     assert (await page.input_value("#stream-url")).startswith("rtsp://")
     await tab.shot("stream-link")
     assert await page.locator("#edit-camera").count() == 0  # commanders do not edit
+    async with page.expect_download() as png:
+        await page.click("#export-png")
+    image = await asyncio.to_thread(Path(await (await png.value).path()).read_bytes)
+    assert image.startswith(b"\x89PNG") and len(image) > 1000
     assert tab.errors == []
 
 
@@ -269,18 +276,71 @@ async def test_out_of_scope_camera_is_absent(seeded: Live, tab: Tab) -> None:
     assert tab.errors == []
 
 
-async def test_planner_runs_coverage(seeded: Live, tab: Tab, tmp_path: Path) -> None:
-    """Needs the coverage API (POST /api/v1/coverage/runs …) from the coverage branch."""
+async def _seed_planning_geodata(dsn: str) -> None:
+    """What a planner loads (`camreg geodata load`): boundaries for 太原市, its 小店区 (urban)
+    and 清徐县 (rural), villages and junctions; straight into the tables of migration 0007."""
+    regions = [
+        ("140100", "太原市", "140000", "city", box(111.9, 37.4, 113.2, 38.4)),
+        ("140105", "小店区", "140100", "county", box(112.50, 37.70, 112.66, 37.86)),
+        ("140121", "清徐县", "140100", "county", box(112.10, 37.40, 112.50, 37.70)),
+    ]
+    conn = await asyncpg.connect(dsn)
+    try:
+        for code, name, parent, rank, shape in regions:
+            x0, y0, x1, y1 = shape.bounds
+            await conn.execute(
+                """INSERT INTO geo_regions (adcode, name, parent, rank, boundary, bbox, area_km2,
+                       source) VALUES ($1, $2, $3, $4, $5, box(point($6, $7), point($8, $9)),
+                       $10, 'web-test') ON CONFLICT (adcode) DO NOTHING""",
+                code, name, parent, rank, to_wkb(shape), x0, y0, x1, y1,
+                shape.area * 111.32 * 111.32 * 0.79,
+            )  # fmt: skip
+        for i in range(12):
+            await conn.execute(
+                """INSERT INTO geo_villages (region_code, name, lon, lat, population, source)
+                   VALUES ('140121', $1, $2, $3, $4, 'web-test')""",
+                f"测试村{i}", 112.15 + 0.03 * i, 37.45 + 0.02 * i, 300 + 50 * i,
+            )  # fmt: skip
+            await conn.execute(
+                """INSERT INTO geo_junctions (region_code, name, lon, lat, source)
+                   VALUES ('140105', $1, $2, $3, 'web-test')""",
+                f"路口{i}", 112.52 + 0.01 * i, 37.72 + 0.01 * i,
+            )  # fmt: skip
+        for kind, n in (("regions", 3), ("villages", 12), ("junctions", 12)):
+            await conn.execute(
+                """INSERT INTO geo_datasets (source, kind, features, checksum)
+                   VALUES ('web-test', $1, $2, 'web-test') ON CONFLICT DO NOTHING""",
+                kind,
+                n,
+            )
+    finally:
+        await conn.close()
+
+
+async def test_planner_runs_coverage(seeded: Live, tab: Tab) -> None:
+    """Needs the coverage API (POST /api/v1/coverage/runs …) from the coverage branch: until
+    that is merged the page says the API is not deployed and this test fails."""
+    await _seed_planning_geodata(seeded.dsn)
     await tab.sign_in(seeded.base, await seeded.token("planner", SCOPE))
     page = tab.page
     await tab.shot("planner")
     await page.fill("#plan-region", SCOPE)
+    await page.fill("#plan-proposals", "5")
     await page.click("#run-coverage")
-    await page.wait_for_selector("#map[data-gaps]", timeout=120_000)
+    await page.wait_for_selector("#map[data-gaps], #plan-status.error", timeout=90_000)
+    status = await page.inner_text("#plan-status")
+    assert await page.get_attribute("#plan-status", "class") != "error", status
     await page.wait_for_selector("#region-table tbody tr")
+    assert int(await page.get_attribute("#map", "data-gaps") or "0") > 0
+    await page.wait_for_selector(".gap, path.leaflet-interactive")
+    await page.wait_for_selector(".proposal")
     await tab.shot("coverage-gaps")
-    gaps = int(await page.get_attribute("#map", "data-gaps") or "0")
-    spec = await seeded.api("GET", "/api/v1/openapi.json")
-    assert "/api/v1/coverage/runs" in spec["paths"]
-    (tmp_path / "gaps.json").write_text(json.dumps({"gaps": gaps}))
+    async with page.expect_download() as csv:
+        await page.click("#export-csv")
+    assert (await csv.value).suggested_filename.endswith(".csv")
+    async with page.expect_download() as geojson:
+        await page.click("#export-geojson")
+    saved = Path(await (await geojson.value).path())
+    gaps = json.loads(await asyncio.to_thread(saved.read_text))
+    assert gaps["type"] == "FeatureCollection" and gaps["features"]
     assert tab.errors == []
