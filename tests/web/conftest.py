@@ -4,6 +4,7 @@ driven headless by Playwright. Nothing of ours is mocked; all traffic stays on 1
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -66,12 +67,9 @@ class Live:
             return await resp.json()
 
 
-@pytest.fixture(scope="module")
-def server(
-    database_url: str, schema: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Live]:
+@contextlib.contextmanager
+def serve(database_url: str, schema: str, data: Path, **env_extra: str) -> Iterator[Live]:
     """`camreg serve --demo` (400 seeded Shanxi cameras) on a free loopback port."""
-    data = tmp_path_factory.mktemp("serve")
     port = _free_port()
     sep = "&" if "?" in database_url else "?"
     dsn = f"{database_url}{sep}search_path={schema}"
@@ -80,6 +78,7 @@ def server(
         "CAMREG_DATABASE_URL": dsn,
         "CAMREG_SECRET_KEY": TEST_KEY,
         "CAMREG_DATA_DIR": str(data),
+        **env_extra,
     }
     log = (data / "serve.log").open("w")
     camreg = str(Path(sys.executable).parent / "camreg")
@@ -106,6 +105,14 @@ def server(
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(
+    database_url: str, schema: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
+    with serve(database_url, schema, tmp_path_factory.mktemp("serve")) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
