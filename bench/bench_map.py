@@ -183,7 +183,7 @@ async def main() -> None:
             t = time.perf_counter()
             await conn.fetch(
                 """SELECT id, gb_id, name, level, status, lon, lat FROM cameras
-                    WHERE geom <@ box(point($1, $2), point($3, $4)) LIMIT 3001""",
+                    WHERE geom <@ box(point($1, $2), point($3, $4)) LIMIT 2001""",
                 *b,
             )
             raw.append(time.perf_counter() - t)

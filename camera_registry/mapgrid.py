@@ -27,7 +27,7 @@ LEVELS = (1, 2, 3, 9)
 TIERS = ((3, 0.5), (2, 0.1), (1, 0.02), (0, 0.005))
 MAX_ZOOM = 22
 POINTS_FROM_ZOOM = 14  # below this zoom, always clusters
-MAX_POINTS = 3000  # above this many cameras in view, clusters even at street zoom
+MAX_POINTS = 2000  # above this many cameras in view, clusters even at street zoom
 CLUSTER_PX = 64  # target cluster spacing on screen, in pixels of 256-px web-mercator tiles
 
 
@@ -52,7 +52,7 @@ def choose_tier(zoom: int) -> tuple[int, float, int]:
     one row per 0.5° cell × region × level × status)."""
     want = cluster_size_deg(zoom)
     for tier, size in TIERS:
-        if size <= want * 1.001:
+        if size <= want * 1.25:  # clusters up to 80 px apart rather than sum 5× the rows
             return tier, size, max(1, round(want / size))
     tier, size = TIERS[-1]
     return tier, size, 1
