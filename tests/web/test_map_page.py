@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,8 @@ async def test_zoom_to_points_and_open_a_camera_panel(seeded: Live, tab: Tab) ->
     await page.wait_for_selector("#stream-url")
     assert (await page.input_value("#stream-url")).startswith("rtsp://")
     await tab.shot("stream-link")
+    kpi_rows = page.locator("#region-table tbody tr")  # 在线率/完好率 per county in scope
+    await expect(kpi_rows.first).to_have_attribute("data-region", re.compile(r"^1401\d\d$"))
     assert await page.locator("#edit-camera").count() == 0  # commanders do not edit
     async with page.expect_download() as png:
         await page.click("#export-png")
@@ -330,7 +333,7 @@ async def test_planner_runs_coverage(seeded: Live, tab: Tab) -> None:
     await page.wait_for_selector("#map[data-gaps], #plan-status.error", timeout=90_000)
     status = await page.inner_text("#plan-status")
     assert await page.get_attribute("#plan-status", "class") != "error", status
-    await page.wait_for_selector("#region-table tbody tr")
+    await page.wait_for_selector("#region-table tbody tr.run")
     assert int(await page.get_attribute("#map", "data-gaps") or "0") > 0
     await page.wait_for_selector(".gap, path.leaflet-interactive")
     await page.wait_for_selector(".proposal")

@@ -104,17 +104,22 @@ async function showRun(region) {
   if (b.isValid()) app.map.fitBounds(b);
 }
 
+// The per-region table: 在线率 / 完好率 from /kpis (always), covered share once a run is done.
 async function regionTable(base, region) {
-  const raw = await get(`${base}/summary`);
-  const rows = Array.isArray(raw) ? raw : raw.items || raw.rows || [];
+  let rows = [];
+  if (base) {
+    const raw = await get(`${base}/summary`);
+    rows = Array.isArray(raw) ? raw : raw.items || raw.rows || [];
+  }
   const kpis = new Map();
   try {
     const k = await get(`/api/v1/kpis?region=${encodeURIComponent(region)}&group=6`);
-    for (const r of k.items || []) kpis.set(r.region, r);
+    for (const r of k.items || []) kpis.set(String(r.region), r);
   } catch {
     /* KPIs are optional in the table */
   }
   const byCode = new Map(rows.map((r) => [String(r.region_code), r]));
+  const codes = [...new Set([...byCode.keys(), ...kpis.keys()])].sort();
   const table = h(
     "table",
     { id: "region-table" },
@@ -122,12 +127,13 @@ async function regionTable(base, region) {
     h(
       "tbody",
       {},
-      rows.map((r) => {
-        const k = kpis.get(String(r.region_code)) || {};
+      codes.map((code) => {
+        const k = kpis.get(code) || {};
+        const r = byCode.get(code) || {};
         return h(
           "tr",
-          {},
-          h("td", { text: `${r.name ?? ""} ${r.region_code}` }),
+          { "data-region": code, class: base ? "run" : "" },
+          h("td", { text: `${r.name ?? ""} ${code}`.trim() }),
           h("td", { text: share(k.online_rate) }),
           h("td", { text: share(k.intact_rate) }),
           h("td", { text: share(r.covered_share) }),
@@ -244,6 +250,7 @@ export function initPlanner() {
       h("button", { type: "submit", id: "run-coverage", text: t("run_coverage") }),
     ),
     h("p", { id: "plan-status" }),
+    h("h3", { text: t("region_table") }),
     h("div", { id: "plan-table" }),
     h(
       "div",
@@ -253,4 +260,5 @@ export function initPlanner() {
       h("button", { class: "small", id: "export-png", text: t("export_png"), onclick: exportPng }),
     ),
   );
+  regionTable(null, scope).catch(() => {});
 }
