@@ -146,5 +146,4 @@ def create_app(
         app.cleanup_ctx.append(_health_ctx)
     app.cleanup_ctx.extend(extra_startup)
     add_routes(app)
-    index.add_static(app)
     return app

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from camera_registry.config import Settings
 
-from .routes import route
+from .routes import Param, route
 from .state import SETTINGS
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -34,12 +34,12 @@ TYPES = {
 _PAGE = """<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>雪亮工程 摄像机地图</title>
+<title>雪亮工程 摄像机台账 · 地图</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/app.css?v={css}">
 <script src="/static/app.js?v={js}" defer></script>
 </head><body>
-<header id="bar"><h1 id="title">雪亮工程 摄像机地图</h1><span id="who"></span>
+<header id="bar"><h1 id="title">雪亮工程 摄像机台账 · 地图</h1><span id="who"></span>
 <button id="lang" type="button">English</button>
 <button id="signout" type="button" hidden>退出</button></header>
 <div id="layout"><aside id="side"></aside>
@@ -94,6 +94,15 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
+@route(
+    "GET",
+    "/static/{name}",
+    "The web map's bundled files (?v=<hash> from the page: cached for a year)",
+    None,
+    params=(Param("name", "path", "app.js, app.css, …", required=True),),
+    tag="system",
+    responses={200: "the file", 404: "no such file"},
+)
 async def static_file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     path = (STATIC / name).resolve()
@@ -111,8 +120,3 @@ async def static_file(request: web.Request) -> web.StreamResponse:
             "X-Content-Type-Options": "nosniff",
         },
     )
-
-
-def add_static(app: web.Application) -> None:
-    """The bundle under /static/ (not part of the API, so not in the OpenAPI document)."""
-    app.router.add_get("/static/{name}", static_file)

@@ -70,6 +70,7 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("GET", "/api/v1/imports/{id}/errors"): writers(200, 200),
     ("GET", "/api/v1/map/cameras"): every(200, 200),
     ("GET", "/api/v1/map/config"): every(200, 200),
+    ("GET", "/static/{name}"): every(200, 200),
 }
 
 
@@ -135,6 +136,8 @@ async def test_route_role_scope_matrix(
     if method == "PATCH":
         kw["json"] = {"azimuth": 10}
         h = {**h, "If-Match": '"1"'}
+    if path == "/static/{name}":
+        url = "/static/app.js"
     if path == "/api/v1/map/cameras":
         url = path + "?bbox=110,34,115,41&zoom=6"
     if path == "/api/v1/relay/{stream_key}/source":

@@ -261,6 +261,24 @@ async def test_discovered_device_is_registered_here_with_typed_gcj02_coordinates
     assert tab.errors == []
 
 
+async def test_server_strings_are_shown_as_text_never_as_markup(seeded: Live, tab: Tab) -> None:
+    name = '<img src=x onerror="window.pwned=1">台账<b>名称</b>'
+    body = {"name": name, "region_code": "140105", "level": 3, "lon": 112.61, "lat": 37.79,
+            "address": "<script>window.pwned=2</script>"}  # fmt: skip
+    cam = await seeded.api("POST", "/api/v1/cameras", json=body)
+    await tab.sign_in(
+        seeded.base, await seeded.token("technician", SCOPE), "#18/37.79000/112.61000"
+    )
+    page = tab.page
+    [point] = [p for p in await _visible(tab, ".cam[data-id]") if p["id"] == cam["id"]]
+    await page.mouse.click(point["x"], point["y"])
+    await expect(page.locator("#panel-name")).to_have_text(name)
+    assert await page.locator("#panel img[src='x'], #panel b, #panel script").count() == 0
+    assert await page.evaluate("window.pwned") is None
+    await tab.shot("markup-as-text")
+    assert tab.errors == []
+
+
 async def test_out_of_scope_camera_is_absent(seeded: Live, tab: Tab) -> None:
     found = await seeded.api("GET", "/api/v1/cameras?region=1402&limit=1")
     [cam] = found["items"]  # a 大同 camera

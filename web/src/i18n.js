@@ -1,7 +1,7 @@
 // Labels: zh-CN by default, English available. t("key", {n: 3}) fills {n}.
 const DICT = {
   zh: {
-    title: "雪亮工程 摄像机地图",
+    title: "雪亮工程 摄像机台账 · 地图",
     token: "访问令牌",
     signin: "登录",
     signout: "退出",
@@ -94,7 +94,7 @@ const DICT = {
     lang: "English",
   },
   en: {
-    title: "Xueliang camera map",
+    title: "Xueliang camera registry · map",
     token: "Access token",
     signin: "Sign in",
     signout: "Sign out",

@@ -224,7 +224,7 @@ async function boundaries() {
       style: { color: "#5a6b7d", weight: 1, fillColor: "#eef1f4", fillOpacity: 0.6 },
       onEachFeature: (feat, layer) => {
         const p = feat.properties || {};
-        layer.bindTooltip(`${p.name ?? ""} ${p.adcode ?? ""}`, { sticky: true });
+        layer.bindTooltip(h("span", { text: `${p.name ?? ""} ${p.adcode ?? ""}` }), { sticky: true });
       },
     }).addTo(app.map);
     boundaryLayer.bringToBack();
@@ -299,7 +299,7 @@ function drawCameras(data) {
     for (const c of data.items) {
       const m = L.marker(toMap(c.lon, c.lat), { icon: clusterIcon(c), keyboard: false });
       const tip = STATUSES.filter((s) => c.status[s]).map((s) => `${t(s)} ${c.status[s]}`);
-      m.bindTooltip(tip.join(" · "));
+      m.bindTooltip(h("span", { text: tip.join(" · ") }));
       m.on("click", () => {
         const [x0, y0, x1, y1] = c.cell;
         app.map.fitBounds(L.latLngBounds(toMap(x0, y0), toMap(x1, y1)));

@@ -81,7 +81,7 @@ async function showRun(region) {
     onEachFeature: (f, layer) => {
       const p = f.properties;
       const what = p.kind === "village" ? t("villages") : t("gaps");
-      layer.bindTooltip(`${what} ${p.name ?? ""} · ${p.region_code ?? ""} · ${Math.round(p.area_m2 || 0)} m²`);
+      layer.bindTooltip(h("span", { text: `${what} ${p.name ?? ""} · ${p.region_code ?? ""} · ${Math.round(p.area_m2 || 0)} m²` }));
     },
   }).addTo(layers);
   gapLayer.eachLayer((l) => l.getElement && l.getElement() && l.getElement().classList.add("gap"));
@@ -97,7 +97,7 @@ async function showRun(region) {
         }),
       }),
     onEachFeature: (f, layer) =>
-      layer.bindTooltip(`#${f.properties.rank} +${f.properties.newly_covered} → ${share(f.properties.covered_share_after)}`),
+      layer.bindTooltip(h("span", { text: `#${f.properties.rank} +${f.properties.newly_covered} → ${share(f.properties.covered_share_after)}` })),
   }).addTo(layers);
   await regionTable(base, region);
   const b = gapLayer.getBounds();
