@@ -37,7 +37,7 @@ _PAGE = """<!doctype html>
 <title>雪亮工程 摄像机台账 · 地图</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/app.css?v={css}">
-<script src="/static/app.js?v={js}" defer></script>
+<script type="module" src="/static/app.js?v={js}"></script>
 </head><body>
 <header id="bar"><h1 id="title">雪亮工程 摄像机台账 · 地图</h1><span id="who"></span>
 <button id="lang" type="button">English</button>
@@ -66,11 +66,14 @@ def _csp(settings: Settings) -> str:
             host = "*." + host.split(".", 1)[-1]
         port = f":{parts.port}" if parts.port else ""
         img.append(f"{parts.scheme}://{host}{port}")
-    media = ["'self'", "blob:", *{_origin(u) for r in settings.relays for u in r.urls.values()}]
+    relays = sorted({_origin(u) for r in settings.relays for u in r.urls.values()})
+    media = " ".join(["'self'", "blob:", *relays])
+    connect = " ".join(["'self'", *relays])  # the FLV/HLS players fetch from the relays
     return (
         "default-src 'self'; script-src 'self'; style-src 'self'; "
-        f"img-src {' '.join(img)}; media-src {' '.join(media)}; connect-src 'self'; "
-        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+        f"img-src {' '.join(img)}; media-src {media}; connect-src {connect}; "
+        "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
     )
 
 
@@ -111,7 +114,8 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     ctype = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
     if ctype is None:
         raise web.HTTPNotFound()
-    fresh = request.query.get("v") == _version(path.name)
+    # chunk-<hash>.js names change with their content; the page's files carry ?v=<hash>
+    fresh = path.name.startswith("chunk-") or request.query.get("v") == _version(path.name)
     return web.FileResponse(
         path,
         headers={

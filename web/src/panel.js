@@ -19,6 +19,10 @@ function dl(rows) {
 }
 
 export function closePanel() {
+  if (stopPlayer) {
+    stopPlayer();
+    stopPlayer = null;
+  }
   const panel = $("#panel");
   if (panel) {
     clear(panel);
@@ -143,9 +147,40 @@ async function showHealth(cam, box) {
   );
 }
 
+let stopPlayer = null;
+
+// FLV through mpegts.js, HLS natively or through hls.js: each loaded only when needed.
+async function player(url, protocol) {
+  const video = h("video", { class: "player", controls: true, autoplay: true, muted: true, playsinline: true });
+  if (protocol === "hls" && video.canPlayType("application/vnd.apple.mpegurl")) {
+    video.src = url;
+    return video;
+  }
+  try {
+    if (protocol === "flv") {
+      const { default: mpegts } = await import("mpegts.js");
+      if (!mpegts.getFeatureList().mseLivePlayback) return h("p", { class: "hint", text: "MSE" });
+      const p = mpegts.createPlayer({ type: "flv", isLive: true, url });
+      p.attachMediaElement(video);
+      p.load();
+      stopPlayer = () => p.destroy();
+    } else {
+      const { default: Hls } = await import("hls.js");
+      if (!Hls.isSupported()) return h("p", { class: "hint", text: "MSE" });
+      const hls = new Hls();
+      hls.loadSource(url);
+      hls.attachMedia(video);
+      stopPlayer = () => hls.destroy();
+    }
+  } catch (err) {
+    return h("p", { class: "error", text: err.message });
+  }
+  return video;
+}
+
 async function openStream(cam, panel) {
   const have = app.me.relay_protocols || [];
-  const protocol = ["hls", "flv"].find((p) => have.includes(p)) || "rtsp";
+  const protocol = ["flv", "hls"].find((p) => have.includes(p)) || "rtsp";
   const old = $("#stream-box");
   if (old) old.remove();
   const box = h("div", { id: "stream-box" });
@@ -157,9 +192,7 @@ async function openStream(cam, panel) {
     box.append(h("p", { class: "error", text: err.message }));
     return;
   }
-  if (protocol === "hls") {
-    box.append(h("video", { src: link.url, controls: true, autoplay: true, muted: true, class: "player" }));
-  }
+  if (protocol !== "rtsp") box.append(await player(link.url, protocol));
   const input = h("input", { id: "stream-url", readonly: true, value: link.url });
   box.append(
     protocol === "rtsp" ? h("p", { class: "hint", text: t("stream_rtsp_hint") }) : null,
