@@ -170,10 +170,10 @@ class Tab:
         return str(await self.page.get_attribute("#map", "data-mode"))
 
     async def settle(self) -> None:
-        """Wait until the cameras layer has answered for the current view."""
-        await self.page.wait_for_load_state("networkidle")
-        await asyncio.sleep(0.2)
-        await self.page.wait_for_load_state("networkidle")
+        """Wait until the cameras layer has answered for the current view (the page keeps a
+        status stream open, so "network idle" never comes)."""
+        await asyncio.sleep(0.5)  # a move animates for 0.25 s before the layer is asked
+        await self.page.wait_for_selector("#map[data-mode]:not([data-busy])")
 
 
 @pytest.fixture

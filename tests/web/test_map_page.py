@@ -279,6 +279,35 @@ async def test_server_strings_are_shown_as_text_never_as_markup(seeded: Live, ta
     assert tab.errors == []
 
 
+async def test_status_changes_reach_the_open_map_live(seeded: Live, tab: Tab) -> None:
+    body = {"name": "实时状态测试", "region_code": "140105", "level": 2, "lon": 112.63,
+            "lat": 37.77}  # fmt: skip
+    cam = await seeded.api("POST", "/api/v1/cameras", json=body)
+    await tab.sign_in(seeded.base, await seeded.token("commander", SCOPE), "#18/37.77000/112.63000")
+    page = tab.page
+    marker = page.locator(f".cam[data-id='{cam['id']}']")
+    await expect(marker).to_have_class(re.compile(r"\bst-unknown\b"))
+    await asyncio.sleep(0.5)  # the status stream is connected by now
+    conn = await asyncpg.connect(seeded.dsn)
+    try:
+        async with conn.transaction():  # what a health worker writes for a transition
+            await conn.execute("UPDATE cameras SET status = 'offline' WHERE id = $1", cam["id"])
+            event = {
+                "camera_id": cam["id"],
+                "region_code": "140105",
+                "old": "unknown",
+                "new": "offline",
+                "at": "2026-11-27T00:00:00+00:00",
+                "reason": "test",
+            }
+            await conn.execute("SELECT pg_notify('camreg_status', $1)", json.dumps(event))
+    finally:
+        await conn.close()
+    await expect(marker).to_have_class(re.compile(r"\bst-offline\b"))
+    await tab.shot("live-offline")
+    assert tab.errors == []
+
+
 async def test_out_of_scope_camera_is_absent(seeded: Live, tab: Tab) -> None:
     found = await seeded.api("GET", "/api/v1/cameras?region=1402&limit=1")
     [cam] = found["items"]  # a 大同 camera

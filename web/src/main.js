@@ -254,14 +254,17 @@ export async function refresh() {
   if (f.statuses.size) q.set("status", [...f.statuses].join(","));
   if (f.region) q.set("region", f.region);
   let data;
+  $("#map").dataset.busy = "1";
   try {
     data = await get(`/api/v1/map/cameras?${q}`, { signal: ctrl.signal });
   } catch (err) {
     if (err.name === "AbortError") return;
+    delete $("#map").dataset.busy;
     status(`${t("error")}: ${err.message}`, "error");
     return;
   }
   if (ctrl !== app.abort) return;
+  delete $("#map").dataset.busy;
   drawCameras(data);
   for (const fn of app.onRefresh) fn(data);
 }
@@ -319,6 +322,58 @@ function drawCameras(data) {
   $("#map").dataset.total = String(data.total);
 }
 
+// -- live status (GET /api/v1/events, Server-Sent Events read with fetch so the token can go
+// in the Authorization header, which EventSource cannot send) ------------------------------
+let recount = null;
+
+function onStatus(ev) {
+  for (const el of document.querySelectorAll(`.cam[data-id="${CSS.escape(ev.camera_id)}"]`)) {
+    el.classList.remove(...STATUSES.map((s) => `st-${s}`));
+    el.classList.add(`st-${ev.new}`);
+  }
+  const panel = $("#panel-status");
+  if (panel && panel.dataset.camera === ev.camera_id) panel.textContent = t(ev.new);
+  clearTimeout(recount);
+  recount = setTimeout(refresh, 3000); // cluster counts follow, at most every few seconds
+}
+
+async function watchEvents() {
+  if (app.events) app.events.abort();
+  const ctrl = new AbortController();
+  app.events = ctrl;
+  try {
+    const res = await fetch("/api/v1/events", {
+      headers: { Authorization: `Bearer ${session.token}` },
+      signal: ctrl.signal,
+      cache: "no-store",
+    });
+    if (!res.ok || !res.body) throw new Error(String(res.status));
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value;
+      let end;
+      while ((end = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, end);
+        buf = buf.slice(end + 2);
+        let kind = "message";
+        let data = "";
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) kind = line.slice(6).trim();
+          else if (line.startsWith("data:")) data += line.slice(5).trim();
+        }
+        if (kind === "status" && data) onStatus(JSON.parse(data));
+        else if (kind === "lagged") refresh();
+      }
+    }
+  } catch {
+    /* dropped: reconnect below */
+  }
+  if (!ctrl.signal.aborted && app.me) setTimeout(watchEvents, 5000);
+}
+
 // -- start ---------------------------------------------------------------------------------
 function header() {
   $("#title").textContent = t("title");
@@ -366,6 +421,7 @@ async function start() {
   if (app.me.can.edit) initTech();
   if (app.me.can.plan) initPlanner();
   document.body.dataset.ready = "1";
+  watchEvents();
   await refresh();
 }
 

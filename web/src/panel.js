@@ -105,7 +105,7 @@ async function showHealth(cam, box) {
       "p",
       {},
       h("span", { class: `dot st-${health.status}` }),
-      h("b", { id: "panel-status", text: t(health.status) }),
+      h("b", { id: "panel-status", "data-camera": cam.id, text: t(health.status) }),
       health.since ? ` · ${t("since")} ${new Date(health.since).toLocaleString()}` : "",
     ),
   );
