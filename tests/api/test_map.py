@@ -8,7 +8,8 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from api.state import POOL
+from api.state import BOX, POOL
+from camera_registry.bootstrap import load_demo
 
 from ..conftest import Tok, camera
 
@@ -167,3 +168,13 @@ async def test_map_config_says_what_the_token_may_do(client: TestClient, auth: T
         "attribution": "",
         "subdomains": "abc",
     }
+
+
+async def test_grid_stays_exact_through_a_bulk_import(client: TestClient) -> None:
+    """The bulk loader (COPY into a stage, then set-based merge) fires the same triggers."""
+    pool = client.app[POOL]
+    before = await pool.fetchval("SELECT count(*) FROM cameras")
+    result = await load_demo(pool, client.app[BOX], 300, seed=7)
+    assert result.inserted > 0
+    assert await pool.fetchval("SELECT count(*) FROM cameras") == before + result.inserted
+    await _grid_matches_cameras(pool)
