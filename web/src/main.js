@@ -46,10 +46,11 @@ export function fromMap(latlng) {
   return { lon, lat };
 }
 
-function status(text, kind = "") {
+function status(text, kind = "", key = null) {
   const el = $("#status");
   el.className = kind;
   el.textContent = text;
+  app.statusKey = key; // a label to translate again when the language changes
 }
 
 export function toast(text, kind = "info") {
@@ -108,7 +109,7 @@ function renderSide() {
     h(
       "section",
       { class: "card", id: "rights" },
-      h("p", { text: `${t("may")}: ${may.join("、")}` }),
+      h("p", { text: `${t("may")}: ${may.join(getLang() === "en" ? ", " : "、")}` }),
     ),
     filtersCard(),
     h("section", { id: "panel", class: "card", hidden: true }),
@@ -214,7 +215,7 @@ async function boundaries() {
   if (boundaryLayer) return;
   const path = "/api/v1/geodata/regions";
   if (!(await hasPath(path))) {
-    status(t("no_basemap"), "muted");
+    status(t("no_basemap"), "muted", "no_basemap");
     return;
   }
   try {
@@ -228,9 +229,9 @@ async function boundaries() {
       },
     }).addTo(app.map);
     boundaryLayer.bringToBack();
-    status(t("offline_map"), "muted");
+    status(t("offline_map"), "muted", "offline_map");
   } catch {
-    status(t("no_basemap"), "muted");
+    status(t("no_basemap"), "muted", "no_basemap");
   }
 }
 
@@ -383,6 +384,7 @@ function header() {
   const out = $("#signout");
   out.textContent = t("signout");
   out.hidden = !app.me;
+  if (app.statusKey) $("#status").textContent = t(app.statusKey);
 }
 
 async function start() {
