@@ -26,8 +26,15 @@ LANGUAGE sql IMMUTABLE AS $$
            (3::smallint, 0.5)
 $$;
 
--- Emptied cells are deleted right away; this keeps finding them cheap.
-CREATE INDEX map_grid_empty ON map_grid (tier) WHERE n <= 0;
+-- Rows a change leaves at n = 0 are deleted by primary key in the same trigger: the upsert
+-- returns them (a `WHERE n <= 0` scan would walk every dead index entry of a busy table).
+CREATE FUNCTION map_grid_drop(keys map_grid[]) RETURNS void LANGUAGE sql AS $$
+    DELETE FROM map_grid g
+     USING unnest(keys) AS k
+     WHERE (g.tier, g.cx, g.cy, g.region_code, g.level, g.status)
+         = (k.tier, k.cx, k.cy, k.region_code, k.level, k.status)
+       AND g.n <= 0
+$$;
 
 CREATE FUNCTION map_grid_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -45,6 +52,8 @@ BEGIN
 END $$;
 
 CREATE FUNCTION map_grid_on_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    empty map_grid[];
 BEGIN
     WITH gone AS (
         SELECT t.tier, floor(c.lon / t.size)::integer AS cx, floor(c.lat / t.size)::integer AS cy,
@@ -53,19 +62,28 @@ BEGIN
           FROM old_cameras c CROSS JOIN map_grid_tiers() t
          WHERE c.lon IS NOT NULL
          GROUP BY 1, 2, 3, 4, 5, 6
+    ), up AS (
+        UPDATE map_grid g SET n = g.n - gone.n, sum_lon = g.sum_lon - gone.sum_lon,
+                              sum_lat = g.sum_lat - gone.sum_lat
+          FROM gone
+         WHERE (g.tier, g.cx, g.cy, g.region_code, g.level, g.status)
+             = (gone.tier, gone.cx, gone.cy, gone.region_code, gone.level, gone.status)
+        RETURNING g.*
     )
-    UPDATE map_grid g SET n = g.n - gone.n, sum_lon = g.sum_lon - gone.sum_lon,
-                          sum_lat = g.sum_lat - gone.sum_lat
-      FROM gone
-     WHERE (g.tier, g.cx, g.cy, g.region_code, g.level, g.status)
-         = (gone.tier, gone.cx, gone.cy, gone.region_code, gone.level, gone.status);
-    DELETE FROM map_grid WHERE n <= 0;
+    SELECT array_agg(ROW(up.tier, up.cx, up.cy, up.region_code, up.level, up.status, up.n,
+                         up.sum_lon, up.sum_lat)::map_grid)
+      INTO empty FROM up WHERE up.n <= 0;
+    IF empty IS NOT NULL THEN
+        PERFORM map_grid_drop(empty);
+    END IF;
     RETURN NULL;
 END $$;
 
 -- UPDATE: transition tables cannot be combined with a column list (UPDATE OF …), so the
 -- function itself keeps only the rows whose map-relevant columns changed.
 CREATE FUNCTION map_grid_on_update() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    empty map_grid[];
 BEGIN
     WITH moved AS (
         SELECT o.lon AS olon, o.lat AS olat, o.region_code AS oreg, o.level AS olev,
@@ -79,21 +97,26 @@ BEGIN
           FROM moved
         UNION ALL
         SELECT lon, lat, region_code, level, status, 1 FROM moved
+    ), up AS (
+        INSERT INTO map_grid AS g (tier, cx, cy, region_code, level, status, n, sum_lon, sum_lat)
+        SELECT t.tier, floor(d.lon / t.size)::integer, floor(d.lat / t.size)::integer,
+               d.region_code, d.level, d.status, sum(d.sign), sum(d.sign * d.lon),
+               sum(d.sign * d.lat)
+          FROM d CROSS JOIN map_grid_tiers() t
+         WHERE d.lon IS NOT NULL
+         GROUP BY 1, 2, 3, 4, 5, 6
+        HAVING sum(d.sign) <> 0 OR sum(d.sign * d.lon) <> 0 OR sum(d.sign * d.lat) <> 0
+         ORDER BY 1, 2, 3, 4, 5, 6
+        ON CONFLICT (tier, cx, cy, region_code, level, status) DO UPDATE
+           SET n = g.n + EXCLUDED.n, sum_lon = g.sum_lon + EXCLUDED.sum_lon,
+               sum_lat = g.sum_lat + EXCLUDED.sum_lat
+        RETURNING g.*
     )
-    INSERT INTO map_grid AS g (tier, cx, cy, region_code, level, status, n, sum_lon, sum_lat)
-    SELECT t.tier, floor(d.lon / t.size)::integer, floor(d.lat / t.size)::integer,
-           d.region_code, d.level, d.status, sum(d.sign), sum(d.sign * d.lon),
-           sum(d.sign * d.lat)
-      FROM d CROSS JOIN map_grid_tiers() t
-     WHERE d.lon IS NOT NULL
-     GROUP BY 1, 2, 3, 4, 5, 6
-    HAVING sum(d.sign) <> 0 OR sum(d.sign * d.lon) <> 0 OR sum(d.sign * d.lat) <> 0
-     ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (tier, cx, cy, region_code, level, status) DO UPDATE
-       SET n = g.n + EXCLUDED.n, sum_lon = g.sum_lon + EXCLUDED.sum_lon,
-           sum_lat = g.sum_lat + EXCLUDED.sum_lat;
-    IF FOUND THEN
-        DELETE FROM map_grid WHERE n <= 0;
+    SELECT array_agg(ROW(up.tier, up.cx, up.cy, up.region_code, up.level, up.status, up.n,
+                         up.sum_lon, up.sum_lat)::map_grid)
+      INTO empty FROM up WHERE up.n <= 0;
+    IF empty IS NOT NULL THEN
+        PERFORM map_grid_drop(empty);
     END IF;
     RETURN NULL;
 END $$;
