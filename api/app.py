@@ -13,6 +13,7 @@ from aiohttp import web
 from camera_registry.config import Settings
 from camera_registry.inbox import Inbox
 from camera_registry.jobs import ImportJobs
+from camera_registry.mapgrid import MapGrid
 from camera_registry.registry import Registry
 from camera_registry.runtime import open_database
 from camera_registry.streams import StreamLinks
@@ -32,6 +33,7 @@ from . import (  # noqa: F401 - each module registers its routes
     health,
     imports,
     index,
+    map,
     streams,
     system,
     tokens,
@@ -50,6 +52,7 @@ from .state import (
     INBOX,
     JOBS,
     LIMITER,
+    MAPGRID,
     METRICS,
     POOL,
     REGISTRY,
@@ -81,6 +84,7 @@ def _database_ctx(db: Database) -> Startup:
             app[TOKENS] = Tokens(opened.pool)
             app[JOBS] = ImportJobs(opened.pool)
             app[INBOX] = Inbox(opened.pool, opened.box)
+            app[MAPGRID] = MapGrid(opened.pool)
             app[STREAMS] = StreamLinks(opened.pool, opened.box, app[SETTINGS])
             metrics = app[METRICS]
 

@@ -20,6 +20,7 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from camera_registry.actor import Role
 from camera_registry.coverage_run import (
     MAX_PROPOSALS,
     CoverageRuns,
@@ -38,8 +39,9 @@ from .state import POOL
 
 log = logging.getLogger(__name__)
 
-# Who may start runs: the roles that change the registry (a run costs minutes of two cores).
-STARTERS: Final = WRITERS
+# Who may start runs: planners (it is their question: where are we blind?), and the roles that
+# change the registry. Commanders read results; a run costs minutes of two cores.
+STARTERS: Final = (Role.PLANNER, *WRITERS)
 RUNS_AT_ONCE: Final = 1
 GEOJSON: Final = "application/geo+json"
 KINDS: Final = ("cell", "village", "junction")

@@ -11,6 +11,7 @@ from camera_registry.config import Settings
 from camera_registry.crypto import CredentialBox
 from camera_registry.inbox import Inbox
 from camera_registry.jobs import ImportJobs
+from camera_registry.mapgrid import MapGrid
 from camera_registry.registry import Registry
 from camera_registry.streams import StreamLinks
 from camera_registry.tokens import Tokens
@@ -34,3 +35,4 @@ LIMITER = web.AppKey("limiter", RateLimiter)
 WORKER = web.AppKey("worker", Worker)
 INBOX = web.AppKey("inbox", Inbox)
 EVENTS = web.AppKey("events", Broadcaster)
+MAPGRID = web.AppKey("mapgrid", MapGrid)

@@ -25,6 +25,7 @@ def main() -> int:
         [sys.executable, str(HERE / "bench_probe.py"), "--repeat", repeat],
         [sys.executable, str(HERE / "bench_diagnosis.py"), "--repeat", repeat],
         [sys.executable, str(HERE / "bench_coverage_province.py"), "--cameras", rows],
+        [sys.executable, str(HERE / "bench_map.py"), "--rows", rows],
     ):
         print(
             "\n$", " ".join(Path(c).name if c.endswith(".py") else c for c in cmd[1:]), flush=True

@@ -75,6 +75,17 @@ class Settings(BaseModel):
     allow_direct_credentials: tuple[str, ...] = Field(
         default=(), description="roles whose direct RTSP links carry the camera's credentials"
     )
+    map_tiles_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s\"'<>]+$",
+        description="web map base layer, a {z}/{x}/{y} tile URL template (e.g. 天地图 with the "
+        "deployment's key); unset: offline map drawn from our own region boundaries",
+    )
+    map_tiles_crs: Literal["wgs84", "gcj02"] = Field(
+        default="wgs84", description="datum of the tiles; gcj02 tiles get our points shifted"
+    )
+    map_tiles_attribution: str = Field(default="", max_length=200)
+    map_tiles_subdomains: str = Field(default="abc", pattern="^[0-9a-z]{1,16}$")
 
     @field_validator("allow_direct_credentials")
     @classmethod

@@ -73,7 +73,9 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("GET", "/api/v1/imports/{id}"): writers(200, 200),
     ("GET", "/api/v1/imports/{id}/errors"): writers(200, 200),
     # No boundaries are loaded here: an in-scope run is refused as empty (422), out of scope 403.
-    ("POST", "/api/v1/coverage/runs"): writers(422, 403),
+    ("POST", "/api/v1/coverage/runs"): {
+        r: ((422, 403) if r != "commander" else (403, 403)) for r in ROLES
+    },
     ("GET", "/api/v1/coverage/runs/{id}"): every(404, 404),  # scope: tests/api/test_coverage_api
     ("GET", "/api/v1/coverage/runs/{id}/gaps"): every(404, 404),
     ("GET", "/api/v1/coverage/runs/{id}/summary"): every(404, 404),
@@ -82,6 +84,9 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("GET", "/api/v1/geodata/villages"): every(200, 200),
     ("GET", "/api/v1/geodata/junctions"): every(200, 200),
     ("GET", "/api/v1/geodata/datasets"): every(200, 200),
+    ("GET", "/api/v1/map/cameras"): every(200, 200),
+    ("GET", "/api/v1/map/config"): every(200, 200),
+    ("GET", "/static/{name}"): every(200, 200),
 }
 
 
@@ -160,6 +165,10 @@ async def test_route_role_scope_matrix(
         h = {**h, "If-Match": '"1"'}
     if path.endswith("/availability"):
         url += "?from=2026-11-01&to=2026-11-02"
+    if path == "/static/{name}":
+        url = "/static/app.js"
+    if path == "/api/v1/map/cameras":
+        url = path + "?bbox=110,34,115,41&zoom=6"
     if path == "/api/v1/relay/{stream_key}/source":
         url = path.replace("{stream_key}", gb + "_main")
     if method == "POST" and path == "/api/v1/streams":

@@ -1,0 +1,319 @@
+// The camera panel: identity, device facts, status and history, snapshot, diagnosis flags,
+// "open stream" (commanders) and "edit" with a draggable marker and live footprint (technicians).
+import L from "leaflet";
+import { ApiError, get, request } from "./api.js";
+import { sector, toWgs84 } from "./crs.js";
+import { $, clear, h } from "./dom.js";
+import { t } from "./i18n.js";
+import { app, cameraIcon, fromMap, refresh, toast, toMap } from "./main.js";
+
+let editLayer = null;
+let snapshotUrl = null;
+
+function dl(rows) {
+  return h(
+    "dl",
+    {},
+    rows.filter(([, v]) => v != null && v !== "").flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })]),
+  );
+}
+
+export function closePanel() {
+  if (stopPlayer) {
+    stopPlayer();
+    stopPlayer = null;
+  }
+  const panel = $("#panel");
+  if (panel) {
+    clear(panel);
+    panel.hidden = true;
+  }
+  if (editLayer) {
+    editLayer.remove();
+    editLayer = null;
+  }
+}
+
+export async function openCamera(id) {
+  closePanel();
+  const panel = $("#panel");
+  panel.hidden = false;
+  let cam;
+  let res;
+  try {
+    ({ data: cam, res } = await request(`/api/v1/cameras/${encodeURIComponent(id)}`));
+  } catch (err) {
+    panel.append(h("p", { class: "error", text: err.message }));
+    return;
+  }
+  const etag = res.headers.get("ETag");
+  const facts = [cam.vendor, cam.model, cam.firmware].filter(Boolean).join(" ");
+  panel.append(
+    h(
+      "div",
+      { class: "panel-head" },
+      h("h2", { id: "panel-name", text: cam.name }),
+      h("button", { class: "link", text: t("close"), onclick: closePanel }),
+    ),
+    dl([
+      [t("gb_id"), cam.gb_id],
+      [t("level"), t(`lv${cam.level}`)],
+      [t("region"), cam.region_code],
+      [t("address"), cam.address],
+      [t("device"), facts],
+      ["IP", cam.ip],
+      [`${t("lon")}/${t("lat")}`, cam.lon == null ? null : `${cam.lon.toFixed(6)}, ${cam.lat.toFixed(6)}`],
+      [t("azimuth"), cam.azimuth],
+      [t("hfov"), cam.hfov],
+    ]),
+  );
+  if (cam.lon != null) {
+    // the selected camera's footprint (a disc of 50 m when its orientation is unknown)
+    editLayer = L.layerGroup().addTo(app.map);
+    L.polygon(
+      sector(cam.lon, cam.lat, cam.azimuth, cam.hfov, cam.max_view_distance).map(([a, b]) => toMap(a, b)),
+      { color: "#1f6feb", weight: 1, fillOpacity: 0.15, interactive: false, className: "footprint" },
+    ).addTo(editLayer);
+  }
+  panel.scrollIntoView({ block: "nearest" });
+  const healthBox = h("div", { id: "panel-health" });
+  panel.append(healthBox);
+  const actions = h("div", { class: "actions" });
+  panel.append(actions);
+  if (app.me.can.stream) {
+    actions.append(h("button", { id: "open-stream", text: t("open_stream"), onclick: () => openStream(cam, panel) }));
+  }
+  if (app.me.can.edit) {
+    actions.append(h("button", { id: "edit-camera", text: t("edit"), onclick: () => editCamera(cam, etag, panel) }));
+  }
+  await showHealth(cam, healthBox);
+}
+
+async function showHealth(cam, box) {
+  let health;
+  try {
+    health = await get(`/api/v1/cameras/${cam.id}/health`);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      box.append(h("p", { class: "muted", text: `${t("status")}: ${t(cam.status)} · ${t("not_probed")}` }));
+      return;
+    }
+    throw err;
+  }
+  box.append(
+    h(
+      "p",
+      {},
+      h("span", { class: `dot st-${health.status}` }),
+      h("b", { id: "panel-status", "data-camera": cam.id, text: t(health.status) }),
+      health.since ? ` · ${t("since")} ${new Date(health.since).toLocaleString()}` : "",
+    ),
+  );
+  const diag = health.last_diagnosis;
+  const fired = diag && Array.isArray(diag.fired) ? diag.fired : [];
+  box.append(
+    h("h3", { text: t("diagnosis") }),
+    h(
+      "p",
+      { id: "panel-flags" },
+      !diag ? t("not_probed") : fired.length ? fired.map((f) => h("span", { class: "flag", text: f })) : t("no_faults"),
+    ),
+  );
+  box.append(h("h3", { text: t("snapshot") }));
+  if (health.has_snapshot) {
+    try {
+      const blob = await (await request(`/api/v1/cameras/${cam.id}/snapshot`, { raw: true })).blob();
+      if (snapshotUrl) URL.revokeObjectURL(snapshotUrl);
+      snapshotUrl = URL.createObjectURL(blob);
+      box.append(h("img", { class: "snapshot", src: snapshotUrl, alt: t("snapshot") }));
+    } catch {
+      box.append(h("p", { class: "muted", text: t("no_snapshot") }));
+    }
+  } else {
+    box.append(h("p", { class: "muted", text: t("no_snapshot") }));
+  }
+  box.append(h("h3", { text: t("history") }));
+  const rows = health.transitions || [];
+  box.append(
+    rows.length
+      ? h(
+          "ol",
+          { class: "history" },
+          rows.slice(0, 20).map((r) =>
+            h("li", { text: `${new Date(r.at).toLocaleString()} ${t(r.old)} → ${t(r.new)}${r.reason ? ` (${r.reason})` : ""}` }),
+          ),
+        )
+      : h("p", { class: "muted", text: t("no_history") }),
+  );
+}
+
+let stopPlayer = null;
+
+// FLV through mpegts.js, HLS natively or through hls.js: each loaded only when needed.
+async function player(url, protocol) {
+  const video = h("video", { class: "player", controls: true, autoplay: true, muted: true, playsinline: true });
+  if (protocol === "hls" && video.canPlayType("application/vnd.apple.mpegurl")) {
+    video.src = url;
+    return video;
+  }
+  try {
+    if (protocol === "flv") {
+      const { default: mpegts } = await import("mpegts.js");
+      if (!mpegts.getFeatureList().mseLivePlayback) return h("p", { class: "hint", text: "MSE" });
+      const p = mpegts.createPlayer({ type: "flv", isLive: true, url });
+      p.attachMediaElement(video);
+      p.load();
+      stopPlayer = () => p.destroy();
+    } else {
+      const { default: Hls } = await import("hls.js");
+      if (!Hls.isSupported()) return h("p", { class: "hint", text: "MSE" });
+      const hls = new Hls();
+      hls.loadSource(url);
+      hls.attachMedia(video);
+      stopPlayer = () => hls.destroy();
+    }
+  } catch (err) {
+    return h("p", { class: "error", text: err.message });
+  }
+  return video;
+}
+
+async function openStream(cam, panel) {
+  const have = app.me.relay_protocols || [];
+  const protocol = ["flv", "hls"].find((p) => have.includes(p)) || "rtsp";
+  const old = $("#stream-box");
+  if (old) old.remove();
+  const box = h("div", { id: "stream-box" });
+  panel.append(box);
+  let link;
+  try {
+    link = await get(`/api/v1/cameras/${cam.id}/stream?protocol=${protocol}&profile=main`);
+  } catch (err) {
+    box.append(h("p", { class: "error", text: err.message }));
+    return;
+  }
+  if (protocol !== "rtsp") box.append(await player(link.url, protocol));
+  const input = h("input", { id: "stream-url", readonly: true, value: link.url });
+  box.append(
+    protocol === "rtsp" ? h("p", { class: "hint", text: t("stream_rtsp_hint") }) : null,
+    h("div", { class: "row" }, input, h("button", {
+      text: t("copy"),
+      onclick: async () => {
+        input.select();
+        try {
+          await navigator.clipboard.writeText(link.url);
+          toast(t("copied"));
+        } catch {
+          document.execCommand("copy");
+        }
+      },
+    })),
+    h("p", { class: "muted", text: `${link.protocol} · ${new Date(link.expires_at).toLocaleTimeString()}` }),
+  );
+}
+
+// A form over a camera's place and orientation with a draggable marker and live footprint.
+export function placeForm({ lon, lat, azimuth, hfov, range, level, status }, fields, onSubmit, submitText) {
+  if (editLayer) editLayer.remove();
+  editLayer = L.layerGroup().addTo(app.map);
+  const marker = L.marker(toMap(lon, lat), {
+    draggable: true,
+    icon: cameraIcon({ level: level || 3, status: status || "unknown" }, "editing"),
+    zIndexOffset: 1000,
+  }).addTo(editLayer);
+  const foot = L.polygon([], { color: "#1f6feb", weight: 1, fillOpacity: 0.2, className: "footprint" }).addTo(editLayer);
+  const num = (name, value, attrs = {}) =>
+    h("input", { name, type: "number", step: "any", value: value ?? "", ...attrs });
+  const inputs = {
+    lon: num("lon", lon.toFixed(6)),
+    lat: num("lat", lat.toFixed(6)),
+    azimuth: num("azimuth", azimuth, { min: 0, max: 360 }),
+    hfov: num("hfov", hfov, { min: 1, max: 360 }),
+    max_view_distance: num("max_view_distance", range, { min: 1 }),
+  };
+  const crs = h(
+    "select",
+    { name: "crs" },
+    ["wgs84", "gcj02", "bd09"].map((c) => h("option", { value: c, text: c.toUpperCase() })),
+  );
+  const draw = () => {
+    const v = (k) => (inputs[k].value === "" ? null : Number(inputs[k].value));
+    let x = v("lon");
+    let y = v("lat");
+    if (x == null || y == null) return;
+    if (crs.value !== "wgs84") {
+      // typed in another datum: show where it really is
+      [x, y] = toWgs84(crs.value, x, y);
+    }
+    marker.setLatLng(toMap(x, y));
+    foot.setLatLngs(sector(x, y, v("azimuth"), v("hfov"), v("max_view_distance")).map(([a, b]) => toMap(a, b)));
+  };
+  marker.on("drag dragend", () => {
+    const p = fromMap(marker.getLatLng());
+    crs.value = "wgs84";
+    inputs.lon.value = p.lon.toFixed(6);
+    inputs.lat.value = p.lat.toFixed(6);
+    draw();
+  });
+  for (const el of [...Object.values(inputs), crs]) el.addEventListener("input", draw);
+  draw();
+  const form = h(
+    "form",
+    { class: "place-form", id: "place-form" },
+    fields,
+    h("div", { class: "grid2" },
+      h("label", {}, t("lon"), inputs.lon),
+      h("label", {}, t("lat"), inputs.lat),
+      h("label", {}, t("crs"), crs),
+      h("label", {}, t("azimuth"), inputs.azimuth),
+      h("label", {}, t("hfov"), inputs.hfov),
+      h("label", {}, t("range"), inputs.max_view_distance),
+    ),
+    h("p", { class: "hint", text: t("drag_hint") }),
+    h("p", { class: "error", id: "form-error" }),
+    h("div", { class: "actions" },
+      h("button", { type: "submit", id: "place-submit", text: submitText }),
+      h("button", { type: "button", text: t("cancel"), onclick: closePanel }),
+    ),
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = { crs: crs.value };
+    for (const [k, el] of Object.entries(inputs)) body[k] = el.value === "" ? null : Number(el.value);
+    for (const el of form.querySelectorAll("[data-field]")) {
+      const k = el.dataset.field;
+      body[k] = el.value === "" ? null : el.type === "number" || k === "level" ? Number(el.value) : el.value;
+    }
+    try {
+      await onSubmit(body);
+    } catch (err) {
+      const errs = (err.problem && err.problem.errors) || [];
+      $("#form-error").textContent = [err.message, ...errs.map((e) => `${e.field}: ${e.message}`)].join(" · ");
+    }
+  });
+  return form;
+}
+
+function editCamera(cam, etag, panel) {
+  clear(panel);
+  const name = h("input", { "data-field": "name", value: cam.name, required: true });
+  const address = h("input", { "data-field": "address", value: cam.address ?? "" });
+  const level = h(
+    "select",
+    { "data-field": "level" },
+    [1, 2, 3, 9].map((lv) => h("option", { value: lv, text: t(`lv${lv}`), selected: lv === cam.level })),
+  );
+  const form = placeForm(
+    { lon: cam.lon ?? 112.55, lat: cam.lat ?? 37.87, azimuth: cam.azimuth, hfov: cam.hfov, range: cam.max_view_distance, level: cam.level, status: cam.status },
+    [h("h2", { text: `${t("edit")} · ${cam.gb_id}` }), h("label", {}, t("name"), name), h("label", {}, t("address"), address), h("label", {}, t("level"), level)],
+    async (body) => {
+      if (body.address === null) delete body.address;
+      await request(`/api/v1/cameras/${cam.id}`, { method: "PATCH", body, headers: { "If-Match": etag } });
+      toast(t("saved"));
+      await refresh();
+      await openCamera(cam.id);
+    },
+    t("save"),
+  );
+  panel.append(form);
+}

@@ -1,0 +1,265 @@
+// Planning: run coverage for a region, show gaps / uncovered villages by priority, proposals,
+// the per-region table (在线率, 完好率, covered share) with a choropleth, and exports.
+import L from "leaflet";
+import { get, hasPath, request } from "./api.js";
+import { $, clear, download, h } from "./dom.js";
+import { t } from "./i18n.js";
+import { COLORS, app, regionLayer, toMap } from "./main.js";
+
+const RUNS = "/api/v1/coverage/runs";
+let layers = null;
+let run = null;
+let lastGaps = null;
+
+function ramp(x) {
+  // 0 → pale yellow, 1 → deep red
+  const v = Math.max(0, Math.min(1, x));
+  const r = Math.round(255 - 60 * v);
+  const g = Math.round(220 - 190 * v);
+  const b = Math.round(120 - 90 * v);
+  return `rgb(${r},${g},${b})`;
+}
+
+function share(x) {
+  return x == null || Number.isNaN(Number(x)) ? "–" : `${(Number(x) * 100).toFixed(1)}%`;
+}
+
+function geo(fc, style) {
+  return L.geoJSON(fc, {
+    coordsToLatLng: (c) => toMap(c[0], c[1]),
+    ...style,
+  });
+}
+
+function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function runCoverage(region, proposals) {
+  const msg = $("#plan-status");
+  if (!(await hasPath(RUNS))) {
+    msg.textContent = t("coverage_unavailable");
+    msg.className = "error";
+    return;
+  }
+  msg.className = "";
+  const body = { region };
+  if (proposals > 0) body.proposals = proposals;
+  try {
+    run = (await request(RUNS, { method: "POST", body })).data;
+    while (run.status === "queued" || run.status === "running") {
+      msg.textContent = `${t("progress")}: ${Math.round((run.progress || 0) * 100)}%`;
+      await sleep(500);
+      run = await get(`${RUNS}/${encodeURIComponent(run.id)}`);
+    }
+    if (run.status !== "done") throw new Error(`${t("run_coverage")}: ${t("failed")}`);
+    msg.textContent = `${t("progress")}: 100%`;
+    await showRun(region);
+  } catch (err) {
+    msg.textContent = err.message;
+    msg.className = "error";
+  }
+}
+
+async function showRun(region) {
+  const base = `${RUNS}/${encodeURIComponent(run.id)}`;
+  if (layers) layers.remove();
+  layers = L.layerGroup().addTo(app.map);
+  const gaps = await get(`${base}/gaps`);
+  lastGaps = gaps;
+  const max = Math.max(1e-9, ...gaps.features.map((f) => Number(f.properties.priority) || 0));
+  const gapLayer = geo(gaps, {
+    style: (f) => ({ color: "#a4161a", weight: 1, fillColor: ramp((f.properties.priority || 0) / max), fillOpacity: 0.55, className: "gap" }),
+    pointToLayer: (f, latlng) =>
+      L.circleMarker(latlng, {
+        radius: f.properties.kind === "village" ? 6 : 4,
+        color: "#a4161a",
+        weight: 1,
+        fillColor: ramp((f.properties.priority || 0) / max),
+        fillOpacity: 0.9,
+        className: "gap",
+      }),
+    onEachFeature: (f, layer) => {
+      const p = f.properties;
+      const what = p.kind === "village" ? t("villages") : t("gaps");
+      layer.bindTooltip(h("span", { text: `${what} ${p.name ?? ""} · ${p.region_code ?? ""} · ${Math.round(p.area_m2 || 0)} m²` }));
+    },
+  }).addTo(layers);
+  gapLayer.eachLayer((l) => l.getElement && l.getElement() && l.getElement().classList.add("gap"));
+  $("#map").dataset.gaps = String(gaps.features.length);
+  const props = await get(`${base}/proposals`);
+  geo(props, {
+    pointToLayer: (f, latlng) =>
+      L.marker(latlng, {
+        icon: L.divIcon({
+          html: h("span", { class: "proposal", text: f.properties.rank }),
+          className: "proposal-icon",
+          iconSize: [20, 20],
+        }),
+      }),
+    onEachFeature: (f, layer) =>
+      layer.bindTooltip(h("span", { text: `#${f.properties.rank} +${f.properties.newly_covered} → ${share(f.properties.covered_share_after)}` })),
+  }).addTo(layers);
+  await regionTable(base, region);
+  const b = gapLayer.getBounds();
+  if (b.isValid()) app.map.fitBounds(b);
+}
+
+// The per-region table: 在线率 / 完好率 from /kpis (always), covered share once a run is done.
+async function regionTable(base, region) {
+  let rows = [];
+  if (base) {
+    const raw = await get(`${base}/summary`);
+    rows = Array.isArray(raw) ? raw : raw.items || raw.rows || [];
+  }
+  const kpis = new Map();
+  try {
+    const k = await get(`/api/v1/kpis?region=${encodeURIComponent(region)}&group=6`);
+    for (const r of k.items || []) kpis.set(String(r.region), r);
+  } catch {
+    /* KPIs are optional in the table */
+  }
+  const byCode = new Map(rows.map((r) => [String(r.region_code), r]));
+  const codes = [...new Set([...byCode.keys(), ...kpis.keys()])].sort();
+  const table = h(
+    "table",
+    { id: "region-table" },
+    h("thead", {}, h("tr", {}, [t("region"), t("online_rate"), t("intact_rate"), t("covered_share")].map((c) => h("th", { text: c })))),
+    h(
+      "tbody",
+      {},
+      codes.map((code) => {
+        const k = kpis.get(code) || {};
+        const r = byCode.get(code) || {};
+        return h(
+          "tr",
+          { "data-region": code, class: base ? "run" : "" },
+          h("td", { text: `${r.name ?? ""} ${code}`.trim() }),
+          h("td", { text: share(k.online_rate) }),
+          h("td", { text: share(k.intact_rate) }),
+          h("td", { text: share(r.covered_share) }),
+        );
+      }),
+    ),
+  );
+  clear($("#plan-table")).append(table);
+  const regions = regionLayer();
+  if (regions) {
+    regions.setStyle((f) => {
+      const r = byCode.get(String(f.properties.adcode));
+      return r
+        ? { color: "#5a6b7d", weight: 1, fillColor: ramp(1 - (Number(r.covered_share) || 0)), fillOpacity: 0.5 }
+        : { color: "#5a6b7d", weight: 1, fillColor: "#eef1f4", fillOpacity: 0.6 };
+    });
+  }
+}
+
+async function exportCsv() {
+  if (!run) return;
+  const res = await request(`${RUNS}/${encodeURIComponent(run.id)}/summary?format=csv`, { raw: true });
+  download(`coverage-${run.id}.csv`, await res.blob());
+}
+
+function exportGeojson() {
+  if (!lastGaps) return;
+  download(`gaps-${run.id}.geojson`, new Blob([JSON.stringify(lastGaps)], { type: "application/geo+json" }));
+}
+
+// The current view drawn to a canvas from our own layers (tiles from other origins cannot be
+// read back into a canvas, so the PNG shows boundaries, gaps, proposals and cameras).
+export function exportPng() {
+  const map = app.map;
+  const size = map.getSize();
+  const canvas = h("canvas", { width: size.x, height: size.y });
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#f6f7f9";
+  ctx.fillRect(0, 0, size.x, size.y);
+  const pt = (ll) => map.latLngToContainerPoint(ll);
+  const ring = (lls) => {
+    lls.forEach((ll, i) => {
+      const p = pt(ll);
+      if (i === 0) ctx.moveTo(p.x, p.y);
+      else ctx.lineTo(p.x, p.y);
+    });
+    ctx.closePath();
+  };
+  const polys = (lls) => {
+    if (!Array.isArray(lls) || !lls.length) return;
+    if (lls[0] instanceof L.LatLng) ring(lls);
+    else lls.forEach(polys);
+  };
+  map.eachLayer((layer) => {
+    if (layer instanceof L.Polygon) {
+      ctx.beginPath();
+      polys(layer.getLatLngs());
+      ctx.fillStyle = layer.options.fillColor || layer.options.color || "#888";
+      ctx.globalAlpha = layer.options.fillOpacity ?? 0.3;
+      ctx.fill("evenodd");
+      ctx.globalAlpha = 1;
+      ctx.strokeStyle = layer.options.color || "#555";
+      ctx.lineWidth = layer.options.weight || 1;
+      ctx.stroke();
+    } else if (layer instanceof L.CircleMarker) {
+      const p = pt(layer.getLatLng());
+      ctx.beginPath();
+      ctx.arc(p.x, p.y, layer.getRadius(), 0, 2 * Math.PI);
+      ctx.fillStyle = layer.options.fillColor || "#c00";
+      ctx.fill();
+    } else if (layer instanceof L.Marker) {
+      const p = pt(layer.getLatLng());
+      const el = layer.options.icon && layer.options.icon.options.html;
+      const cls = el && el.className ? String(el.className) : "";
+      const st = (cls.match(/st-(\w+)/) || [])[1];
+      ctx.beginPath();
+      if (el && el.dataset && el.dataset.count) {
+        ctx.arc(p.x, p.y, 14, 0, 2 * Math.PI);
+        ctx.fillStyle = "#1f6feb";
+        ctx.fill();
+        ctx.fillStyle = "#fff";
+        ctx.font = "11px sans-serif";
+        ctx.textAlign = "center";
+        ctx.fillText(el.dataset.count, p.x, p.y + 4);
+      } else {
+        ctx.arc(p.x, p.y, 5, 0, 2 * Math.PI);
+        ctx.fillStyle = COLORS[st] || "#d9480f";
+        ctx.fill();
+      }
+    }
+  });
+  canvas.toBlob((blob) => download("camreg-map.png", blob), "image/png");
+}
+
+export function initPlanner() {
+  const box = $("#plan");
+  if (!box) return;
+  const scope = app.me.scope || "14";
+  const region = h("input", { id: "plan-region", value: scope, size: 7, inputmode: "numeric" });
+  const proposals = h("input", { id: "plan-proposals", type: "number", min: 0, max: 500, value: 20, size: 4 });
+  clear(box).append(
+    h("h2", { text: t("plan") }),
+    h(
+      "form",
+      {
+        class: "row",
+        onsubmit: (ev) => {
+          ev.preventDefault();
+          runCoverage(region.value.trim(), Number(proposals.value) || 0);
+        },
+      },
+      h("label", {}, t("region"), region),
+      h("label", {}, t("proposals"), proposals),
+      h("button", { type: "submit", id: "run-coverage", text: t("run_coverage") }),
+    ),
+    h("p", { id: "plan-status" }),
+    h("h3", { text: t("region_table") }),
+    h("div", { id: "plan-table" }),
+    h(
+      "div",
+      { class: "actions" },
+      h("button", { class: "small", id: "export-geojson", text: t("export_geojson"), onclick: exportGeojson }),
+      h("button", { class: "small", id: "export-csv", text: t("export_csv"), onclick: exportCsv }),
+      h("button", { class: "small", id: "export-png", text: t("export_png"), onclick: exportPng }),
+    ),
+  );
+  regionTable(null, scope).catch(() => {});
+}
