@@ -1,6 +1,7 @@
 """The layout policy as a coverage run sees it: validated input, stored JSON, run parameters.
 
-The policy model is :mod:`geo.policy` (TOML files are read by :mod:`camera_registry.policy`).
+The policy model is :mod:`camera_registry.policy_model` (TOML files are read by
+:mod:`camera_registry.policy`).
 A run stores the policy it used as canonical JSON and hashes it into its inputs version, and
 both the CLI (`--policy FILE`) and the API (`policy` object) reject a bad policy naming the
 dotted key at fault. This module is the one place that turns a policy into the plain
@@ -17,8 +18,8 @@ from typing import Any
 
 import shapely
 
-from geo.policy import Policy, PolicyError
-from geo.policy import parse_policy as _parse
+from camera_registry.policy_model import Policy, PolicyError
+from camera_registry.policy_model import parse_policy as _parse
 
 from .coverage_compute import CoverageParams
 from .errors import FieldError, RegistryError

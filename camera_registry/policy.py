@@ -1,4 +1,4 @@
-"""Reading a layout policy file: the one bit of I/O around `geo.policy` (which stays pure)."""
+"""Reading a layout policy file: the I/O around `policy_model` (a pure pydantic model)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from geo.policy import Policy, PolicyError, parse_policy
+from camera_registry.policy_model import Policy, PolicyError, parse_policy
 
 __all__ = ["DEFAULT_POLICY_FILE", "Policy", "PolicyError", "default_policy_text", "load_policy"]
 

@@ -2,8 +2,9 @@
 
 Policy is data, not code: planners edit a TOML file (`camera_registry/data/policy.default.toml`
 documents every field) and `camera_registry.policy.load_policy` reads it; this module only
-validates a plain dict, so it stays free of I/O (pydantic is its one dependency beyond
-numpy/shapely/pyproj: the strict model is the point of it). Unknown keys are errors (a typo such as
+validates a plain dict, so it stays free of I/O. It lives here rather than in geo/ because it
+is configuration and needs pydantic, which geo/ (numpy, shapely, pyproj only) does not import;
+geo/ takes the numbers it yields as plain arguments. Unknown keys are errors (a typo such as
 `cel_size_m` would otherwise silently fall back to the default and change every result), and
 impossible values (a negative cell size, a share above 1, a radius of 0) are errors naming the
 key by its dotted path, e.g. `urban.cell_size_m`.
