@@ -138,6 +138,8 @@ async def test_zoom_to_points_and_open_a_camera_panel(seeded: Live, tab: Tab) ->
     await tab.shot("stream-link")
     kpi_rows = page.locator("#region-table tbody tr")  # 在线率/完好率 per county in scope
     await expect(kpi_rows.first).to_have_attribute("data-region", re.compile(r"^1401\d\d$"))
+    # planners read county names beside the codes (from the boundary layer)
+    await expect(page.locator("#region-table tr[data-region='140105']")).to_contain_text("小店区")
     assert await page.locator("#edit-camera").count() == 0  # commanders do not edit
     async with page.expect_download() as png:
         await page.click("#export-png")

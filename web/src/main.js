@@ -198,17 +198,23 @@ async function baseLayer() {
     let failed = 0;
     layer.on("tileerror", () => {
       failed += 1;
-      if (failed === 8) boundaries(); // unreachable tile server: fall back to our boundaries
+      if (failed === 8) boundariesReady = boundaries(); // unreachable tiles: our boundaries
     });
     layer.addTo(app.map);
   } else {
-    boundaries();
+    boundariesReady = boundaries();
   }
 }
 
 let boundaryLayer = null;
+let boundariesReady = Promise.resolve();
 export function regionLayer() {
   return boundaryLayer;
+}
+// Settles once the boundary layer is drawn (or known to be absent): the region table waits
+// for it to show county names.
+export function regionsLoaded() {
+  return boundariesReady;
 }
 
 async function boundaries() {

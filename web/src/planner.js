@@ -4,7 +4,7 @@ import L from "leaflet";
 import { get, hasPath, request } from "./api.js";
 import { $, clear, download, h } from "./dom.js";
 import { t } from "./i18n.js";
-import { COLORS, app, regionLayer, toMap } from "./main.js";
+import { COLORS, app, regionLayer, regionsLoaded, toMap } from "./main.js";
 
 const RUNS = "/api/v1/coverage/runs";
 let layers = null;
@@ -120,6 +120,10 @@ async function regionTable(base, region) {
     /* KPIs are optional in the table */
   }
   const byCode = new Map(rows.map((r) => [String(r.region_code), r]));
+  // Planners read county names, not codes: take them from the boundary layer when it is drawn.
+  const names = new Map();
+  await regionsLoaded();
+  regionLayer()?.eachLayer((l) => names.set(String(l.feature?.properties?.adcode), l.feature?.properties?.name));
   const codes = [...new Set([...byCode.keys(), ...kpis.keys()])].sort();
   const table = h(
     "table",
@@ -134,7 +138,7 @@ async function regionTable(base, region) {
         return h(
           "tr",
           { "data-region": code, class: base ? "run" : "" },
-          h("td", { text: `${r.name ?? ""} ${code}`.trim() }),
+          h("td", { text: `${r.name ?? names.get(code) ?? ""} ${code}`.trim() }),
           h("td", { text: share(k.online_rate) }),
           h("td", { text: share(k.intact_rate) }),
           h("td", { text: share(r.covered_share) }),
