@@ -120,7 +120,9 @@ class RegisterFound(CameraCreate):
     """The camera's place and identity; device facts, streams and credentials come from the
     interrogation (fields given here win). A device with several video sources (NVR,
     encoder) becomes one camera per channel: names get " 通道N" and a given gb_id's serial is
-    counted up per channel, unless `channels` names them."""
+    counted up per channel, unless `channels` names them. `lon`/`lat` may be omitted when
+    the device reported a plausible GeoLocation (inbox `geo_flag` null): it is used, as
+    WGS-84."""
 
     channels: list[ChannelOverride] | None = Field(default=None, max_length=256)
 

@@ -10,7 +10,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from api.discovery import SCAN_CONFIG
-from api.state import POOL
+from api.state import BOX, POOL
+from camera_registry.actor import Actor, Role
+from camera_registry.inbox import Inbox
 from tests.ingest.fake_fleet import fleet
 from tests.ingest.fake_onvif import FakeCamera, nvr
 
@@ -160,3 +162,24 @@ async def test_nvr_channels_all_stand_at_the_recorder_location(
     made = await resp.json()
     assert made["location"]["source"] == "device_geolocation"
     assert [(c["lon"], c["lat"]) for c in made["items"]] == [XIAODIAN[:2]] * 2
+
+
+async def test_a_scan_that_could_not_read_the_location_keeps_the_last_one(
+    client: TestClient, auth: Tok
+) -> None:
+    h = await auth("technician", SCOPE)
+    inbox = Inbox(client.app[POOL], client.app[BOX])
+    actor = Actor("t", Role.TECHNICIAN, scope=SCOPE)
+    base = {"endpoint": "urn:uuid:geo-keep", "address": "127.0.9.31", "port": 80, "failure": None}
+    first = {**base, "geo_lon": 0.0, "geo_lat": 0.0, "geo_elevation": 0.0, "geo_flag": "zero"}
+    await inbox.upsert(actor, [first])
+    fixed = {**base, "geo_lon": XIAODIAN[0], "geo_lat": XIAODIAN[1], "geo_flag": None}
+    await inbox.upsert(actor, [fixed])  # configured since: the flag goes with the old value
+    await inbox.upsert(actor, [{**base, "failure": "timeout"}])  # nothing read this time
+    (device,) = [d for d in await _inbox(client, h) if d["endpoint"] == "urn:uuid:geo-keep"]
+    assert (device["geo_lon"], device["geo_lat"], device["geo_flag"]) == (
+        XIAODIAN[0],
+        XIAODIAN[1],
+        None,
+    )
+    assert device["geo_elevation"] is None
