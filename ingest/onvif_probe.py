@@ -48,7 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from lxml import etree  # type: ignore[import-untyped]
 
-from .onvif_geo import GeoFlag, read_geolocation
+from .onvif_geo import GeoFlag, GeoReading, read_geolocation
 from .xml_safe import MalformedXml, parse_xml
 
 __all__ = [
@@ -509,14 +509,17 @@ async def _geolocation(camera: Any, facts: DeviceFacts, deadline: float, budget:
     url = getattr(camera, "xaddrs", {}).get(NS_DEVICE) or (
         f"http://{_host(facts.address)}:{facts.port}/onvif/device_service"
     )
-    reading = await read_geolocation(
-        url,
-        getattr(camera, "user", None),
-        getattr(camera, "passwd", None),
-        skew=getattr(camera, "dt_diff", None),
-        max_body=MAX_BODY,
-        timeout=remaining,
-    )
+    try:
+        reading = await read_geolocation(
+            url,
+            getattr(camera, "user", None),
+            getattr(camera, "passwd", None),
+            skew=getattr(camera, "dt_diff", None),
+            max_body=MAX_BODY,
+            timeout=remaining,
+        )
+    except Exception as exc:  # a bug of ours must not cost a usable camera its facts
+        reading = GeoReading(note=f"GeoLocation not read: unexpected {_name(exc)}")
     facts.geo_lon, facts.geo_lat = reading.lon, reading.lat
     facts.geo_elevation, facts.geo_flag = reading.elevation, reading.flag
     if reading.note:

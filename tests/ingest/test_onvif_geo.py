@@ -44,6 +44,12 @@ async def test_geolocation_is_signed_with_the_device_clock() -> None:
     assert facts.geo_lat == TAIYUAN[1] and facts.detail == ""
 
 
+async def test_soap_1_1_device_location_is_read() -> None:
+    facts = await _probe(FakeCamera(geolocation=TAIYUAN, soap11=True))
+    assert facts.failure is None, facts.detail
+    assert (facts.geo_lon, facts.geo_lat) == TAIYUAN[:2]
+
+
 async def test_zero_zero_default_is_kept_but_flagged() -> None:
     facts = await _probe(FakeCamera(geolocation=(0.0, 0.0, 0.0)))
     assert facts.failure is None
