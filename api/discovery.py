@@ -120,7 +120,9 @@ class RegisterFound(CameraCreate):
     """The camera's place and identity; device facts, streams and credentials come from the
     interrogation (fields given here win). A device with several video sources (NVR,
     encoder) becomes one camera per channel: names get " 通道N" and a given gb_id's serial is
-    counted up per channel, unless `channels` names them."""
+    counted up per channel, unless `channels` names them. `lon`/`lat` may be omitted when
+    the device reported a plausible GeoLocation (inbox `geo_flag` null): it is used, as
+    WGS-84."""
 
     channels: list[ChannelOverride] | None = Field(default=None, max_length=256)
 
@@ -171,6 +173,7 @@ async def register_device(request: web.Request) -> web.Response:
     }
     given = body.values(patch=False)
     given.pop("channels", None)
+    crs, location = _place(device, given, body.crs)
     channels = group_channels(
         device["profiles"] or [],
         lambda p: p.get("source"),
@@ -202,11 +205,11 @@ async def register_device(request: web.Request) -> web.Response:
         planned.append((source, values))
     registry = request.app[REGISTRY]
     for _, values in planned:  # every channel valid before any camera is made
-        registry.validate_one(actor, values, body.crs)
+        registry.validate_one(actor, values, crs)
     created: list[dict[str, Any]] = []
     try:
         for source, values in planned:
-            cam = await registry.create(actor, values, body.crs)
+            cam = await registry.create(actor, values, crs)
             created.append({**cam, "channel": source or None})
     except Exception:
         # One channel clashed (e.g. its 国标编码 exists): undo the others, all or nothing.
@@ -215,15 +218,46 @@ async def register_device(request: web.Request) -> web.Response:
                 await registry.delete(actor, cam["id"])
         raise
     await inbox.mark_registered(
-        device["id"], created[0]["id"], [(c["channel"] or "", c["id"]) for c in created]
+        actor,
+        device["id"],
+        created[0]["id"],
+        [(c["channel"] or "", c["id"]) for c in created],
+        location=location,
     )
     if len(created) == 1:
         cam = created[0]
         cam.pop("channel")
         return json_response(
-            cam, 201, ETag=etag(cam["version"]), Location=f"/api/v1/cameras/{cam['id']}"
+            {**cam, "location": location},
+            201,
+            ETag=etag(cam["version"]),
+            Location=f"/api/v1/cameras/{cam['id']}",
         )
-    return json_response({"items": created}, 201)
+    return json_response({"items": created, "location": location}, 201)
+
+
+def _place(device: dict[str, Any], given: dict[str, Any], crs: str) -> tuple[str, dict[str, Any]]:
+    """The crs to validate with, and where the cameras' lon/lat come from.
+
+    When the technician gives neither lon nor lat and the device reported a plausible
+    GeoLocation (not the (0, 0) default, inside China: `geo_flag` is null), that location is
+    used, in WGS-84 as ONVIF defines it (a `crs` sent for absent coordinates does not apply to
+    the device's). Otherwise nothing is filled in, and a camera level that needs a place gets
+    the registry's usual problem naming lon/lat. Coordinates given win over the device's.
+    """
+    if "lon" in given or "lat" in given:
+        return crs, {"source": "request", "crs": crs}
+    lon, lat = device.get("geo_lon"), device.get("geo_lat")
+    if lon is None or lat is None or device.get("geo_flag") is not None:
+        return crs, {"source": None}  # no place: fine for a level-3 camera, else refused
+    given["lon"], given["lat"] = lon, lat
+    return "wgs84", {
+        "source": "device_geolocation",
+        "crs": "wgs84",
+        "lon": lon,
+        "lat": lat,
+        "elevation": device.get("geo_elevation"),
+    }
 
 
 class ScanRequest(BaseModel):

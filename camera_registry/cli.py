@@ -489,7 +489,20 @@ async def _discover(args: argparse.Namespace) -> int:
         await Inbox(db.pool, db.box).upsert(Actor.cli("discover"), devices)
     for d in devices:
         streams = [p["rtsp_uri"] for p in d["profiles"] if p.get("rtsp_uri")]
-        keys = ("address", "port", "endpoint", "vendor", "model", "serial", "mac", "failure")
+        keys = (
+            "address",
+            "port",
+            "endpoint",
+            "vendor",
+            "model",
+            "serial",
+            "mac",
+            "failure",
+            "geo_lon",
+            "geo_lat",
+            "geo_elevation",
+            "geo_flag",
+        )
         row = {k: d[k] for k in keys} | {"streams": streams}
         if args.json:
             print(json.dumps(row, ensure_ascii=False), flush=True)

@@ -34,7 +34,8 @@ FAILURE_CATEGORIES = (
 )
 
 _COLUMNS = """id, endpoint, address, port, xaddrs, vendor, model, firmware, serial, mac, profiles,
-    failure, detail, clock_skew_s, ptz, status, credentials IS NOT NULL AS has_credentials,
+    failure, detail, clock_skew_s, ptz, geo_lon, geo_lat, geo_elevation, geo_flag, status,
+    credentials IS NOT NULL AS has_credentials,
     found_scope, found_by, first_seen, last_seen, camera_id,
     coalesce((SELECT array_agg(c.camera_id::text ORDER BY c.channel, c.camera_id)
               FROM discovered_device_cameras c WHERE c.device_id = discovered_devices.id),
@@ -91,8 +92,10 @@ class Inbox:
 
         Identity: endpoint UUID, then MAC, then serial (a device found only by an HTTP sweep
         has an http:// endpoint, which names its address, so MAC and serial carry it across
-        an IP change). Credentials are kept only when they worked. When a known device turns
-        up at a new address, its registered cameras get the new ip and stream URIs (audited).
+        an IP change). Credentials are kept only when they worked; a GeoLocation is kept until
+        a later scan reads another (a scan that could not read it is no news). When a known
+        device turns up at a new address, its registered cameras get the new ip and stream
+        URIs (audited).
         """
         async with self.pool.acquire() as conn, conn.transaction():
             for d in devices:
@@ -157,14 +160,19 @@ class Inbox:
             sealed,
             d.get("clock_skew_s"),
             d.get("ptz"),
+            d.get("geo_lon"),
+            d.get("geo_lat"),
+            d.get("geo_elevation"),
+            d.get("geo_flag"),
         )
         if cur is None:
             return await conn.fetchval(
                 """INSERT INTO discovered_devices (address, port, xaddrs, vendor, model,
                        firmware, serial, mac, profiles, failure, detail, credentials,
-                       clock_skew_s, ptz, endpoint, found_scope, found_by)
+                       clock_skew_s, ptz, geo_lon, geo_lat, geo_elevation, geo_flag, endpoint,
+                       found_scope, found_by)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                           $16, $17)
+                           $16, $17, $18, $19, $20, $21)
                    ON CONFLICT (endpoint) DO NOTHING
                    RETURNING id""",
                 *values,
@@ -188,8 +196,13 @@ class Inbox:
                                   ELSE $10::jsonb END,
                        failure = $11, detail = $12,
                        credentials = coalesce($13, credentials),
-                       clock_skew_s = $14, ptz = coalesce($15, ptz), endpoint = $16,
-                       last_seen = now()
+                       clock_skew_s = $14, ptz = coalesce($15, ptz),
+                       geo_lon = CASE WHEN $16::float8 IS NULL THEN geo_lon ELSE $16 END,
+                       geo_lat = CASE WHEN $16::float8 IS NULL THEN geo_lat ELSE $17 END,
+                       geo_elevation = CASE WHEN $16::float8 IS NULL THEN geo_elevation
+                                       ELSE $18 END,
+                       geo_flag = CASE WHEN $16::float8 IS NULL THEN geo_flag ELSE $19 END,
+                       endpoint = $20, last_seen = now()
                    WHERE id = $1""",
                 device_id,
                 *values,
@@ -342,11 +355,33 @@ class Inbox:
         return out
 
     async def mark_registered(
-        self, device_id: str, camera_id: str, channels: Sequence[tuple[str, str]] = ()
+        self,
+        actor: Actor,
+        device_id: str,
+        camera_id: str,
+        channels: Sequence[tuple[str, str]] = (),
+        *,
+        location: Mapping[str, Any] | None = None,
     ) -> None:
-        """Link the device to the camera(s) made from it; `channels` is (channel, camera id)."""
+        """Link the device to the camera(s) made from it; `channels` is (channel, camera id).
+
+        The audit record says where the cameras' place came from (`location`: the
+        technician's lon/lat, or the device's own GeoLocation), since a place taken from the
+        device rather than typed in on site is worth knowing when it later turns out wrong.
+        """
         links = list(channels) or [("", camera_id)]
         async with self.pool.acquire() as conn, conn.transaction():
+            await audit.record(
+                conn,
+                actor,
+                "discovery.register",
+                camera_id=uuid.UUID(camera_id),
+                detail={
+                    "device": device_id,
+                    "cameras": [cam for _, cam in links],
+                    "location": dict(location or {"source": "request"}),
+                },
+            )
             await conn.execute(
                 """UPDATE discovered_devices SET camera_id = $2::uuid, status = 'registered'
                    WHERE id = $1::uuid""",

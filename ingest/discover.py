@@ -108,6 +108,10 @@ def _device(endpoint: str, xaddrs: list[str], facts: DeviceFacts) -> dict[str, A
         "detail": facts.detail,
         "clock_skew_s": facts.clock_skew_s,
         "ptz": facts.ptz,
+        "geo_lon": facts.geo_lon,
+        "geo_lat": facts.geo_lat,
+        "geo_elevation": facts.geo_elevation,
+        "geo_flag": facts.geo_flag,
         "profiles": [asdict(p) for p in facts.profiles],
     }
 

@@ -48,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from lxml import etree  # type: ignore[import-untyped]
 
+from .onvif_geo import GeoFlag, GeoReading, read_geolocation
 from .xml_safe import MalformedXml, parse_xml
 
 __all__ = [
@@ -86,6 +87,7 @@ MAX_BODY = 2 * 2**20
 # WS-Security implementations commonly allow ±5 minutes.
 CLOCK_SKEW_LIMIT_S = 300.0
 
+NS_DEVICE = "http://www.onvif.org/ver10/device/wsdl"
 NS_MEDIA = "http://www.onvif.org/ver10/media/wsdl"
 NS_PTZ = "http://www.onvif.org/ver20/ptz/wsdl"
 _PROXY_VARS = ("http_proxy", "https_proxy")
@@ -144,6 +146,12 @@ class DeviceFacts:
     detail: str = ""
     clock_skew_s: float | None = None  # device clock minus ours, when it told us
     ptz: bool | None = None  # whether it offers a PTZ service (None: not learnt)
+    # The device's own GeoLocation (WGS-84), when it has one; `geo_flag` says why it is
+    # doubtful ("zero": the (0, 0) factory default; "outside_china"), None when plausible.
+    geo_lon: float | None = None
+    geo_lat: float | None = None
+    geo_elevation: float | None = None
+    geo_flag: GeoFlag | None = None
 
     @property
     def ok(self) -> bool:
@@ -484,6 +492,42 @@ async def _collect(camera: Any, facts: DeviceFacts, deadline: float, budget: flo
     # Largest resolution first: by convention that is the main stream, then the sub stream.
     profiles.sort(key=lambda p: p.pixels, reverse=True)
     facts.profiles = profiles
+    await _geolocation(camera, facts, deadline, budget)
+
+
+async def _geolocation(camera: Any, facts: DeviceFacts, deadline: float, budget: float) -> None:
+    """Add the device's GeoLocation to a usable device's facts, or a note why not.
+
+    Asked last, and only of a device that is usable, with at most the optional calls' share of
+    the budget: a location is a convenience for registration, never a reason to lose a camera.
+    The device service address is the one the library uses (NAT-rewritten), else the default.
+    """
+    loop = asyncio.get_running_loop()
+    remaining = min(deadline - loop.time(), budget * _OPTIONAL_SHARE)
+    if remaining <= 0:
+        return
+    url = getattr(camera, "xaddrs", {}).get(NS_DEVICE) or (
+        f"http://{_host(facts.address)}:{facts.port}/onvif/device_service"
+    )
+    try:
+        reading = await read_geolocation(
+            url,
+            getattr(camera, "user", None),
+            getattr(camera, "passwd", None),
+            skew=getattr(camera, "dt_diff", None),
+            max_body=MAX_BODY,
+            timeout=remaining,
+        )
+    except Exception as exc:  # a bug of ours must not cost a usable camera its facts
+        reading = GeoReading(note=f"GeoLocation not read: unexpected {_name(exc)}")
+    facts.geo_lon, facts.geo_lat = reading.lon, reading.lat
+    facts.geo_elevation, facts.geo_flag = reading.elevation, reading.flag
+    if reading.note:
+        facts.detail = "; ".join(filter(None, [facts.detail, reading.note]))
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def _skew(camera: Any) -> float | None:

@@ -121,6 +121,14 @@ class FakeCamera:
     huge: int = 0  # pad every answer to this many bytes
     huge_chunked: bool = False  # send the padding chunked, without a Content-Length
     ptz: bool = False  # advertise a PTZ service
+    # GeoLocation: (lon, lat, elevation) the device reports; None: GetGeoLocation is not
+    # implemented (ActionNotSupported) and GetServiceCapabilities does not announce it.
+    geolocation: tuple[float, float, float] | None = None
+    geo_announced: bool = True  # announce System/@GeoLocationEntries when it has a location
+    service_capabilities: bool = True  # False: GetServiceCapabilities is a fault
+    geo_entity: str = "Device"  # the Location's Entity attribute
+    geo_hostile: str | None = None  # "xxe", "billion_laughs" or "huge": GetGeoLocation only
+    geo_hang: bool = False  # GetGeoLocation is accepted and never answered
 
     # Observations, for assertions.
     in_flight: int = 0
@@ -208,7 +216,7 @@ class FakeOnvifServer:
         try:
             body = await request.read()
             cam.bodies.append(body)
-            if cam.hang:
+            if cam.hang or (cam.geo_hang and b"GetGeoLocation" in body):
                 fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 self._hangs.add(fut)
                 try:
@@ -302,6 +310,8 @@ class FakeOnvifServer:
                 "env:Receiver", "ter:ActionNotSupported", "Optional Action Not Implemented"
             )
         result: web.Response = handler(request, op_el)
+        if op == "GetGeoLocation" and self.camera.geo_hostile is not None:
+            result = _hostile(result, self.camera.geo_hostile)
         return result
 
     def _now(self) -> dt.datetime:
@@ -424,6 +434,39 @@ class FakeOnvifServer:
             "</tds:GetNetworkInterfacesResponse>"
         )
 
+    def _op_GetServiceCapabilities(self, request: web.Request, op: Any) -> web.Response:
+        """Device service capabilities; `GeoLocationEntries` is how ONVIF Core announces
+        GetGeoLocation (a number of entries the device keeps)."""
+        if not self.camera.service_capabilities:
+            return _fault(
+                "env:Receiver", "ter:ActionNotSupported", "Optional Action Not Implemented"
+            )
+        geo = (
+            ' GeoLocationEntries="1"'
+            if self.camera.geolocation is not None and self.camera.geo_announced
+            else ""
+        )
+        return _ok(
+            "<tds:GetServiceCapabilitiesResponse><tds:Capabilities>"
+            '<tds:Network IPFilter="false" ZeroConfiguration="false" IPVersion6="false"'
+            ' DynDNS="false"/><tds:Security TLS1.2="false" UsernameToken="true"/>'
+            f'<tds:System DiscoveryResolve="true" DiscoveryBye="true"{geo}/>'
+            "</tds:Capabilities></tds:GetServiceCapabilitiesResponse>"
+        )
+
+    def _op_GetGeoLocation(self, request: web.Request, op: Any) -> web.Response:
+        if self.camera.geolocation is None:
+            return _fault(
+                "env:Receiver", "ter:ActionNotSupported", "Optional Action Not Implemented"
+            )
+        lon, lat, elevation = self.camera.geolocation
+        return _ok(
+            "<tds:GetGeoLocationResponse>"
+            f'<tds:Location Entity="{self.camera.geo_entity}" Token="loc0" Fixed="true">'
+            f'<tt:GeoLocation lon="{lon}" lat="{lat}" elevation="{elevation}"/>'
+            "</tds:Location></tds:GetGeoLocationResponse>"
+        )
+
     # --- media service --------------------------------------------------------------------
 
     def _op_GetProfiles(self, request: web.Request, op: Any) -> web.Response:
@@ -496,6 +539,23 @@ def _as_soap11(text: str) -> str:
         head, _, rest = text.partition("<env:Fault>")
         text = head + one + rest.partition("</env:Fault>")[2]
     return text.replace(NS_SOAP12, NS_SOAP11)
+
+
+def _hostile(response: web.Response, kind: str) -> web.Response:
+    """One answer made hostile: a DTD with an external entity or nested expansions, or
+    padded past the prober's 2 MiB cap (Content-Length announced)."""
+    text = response.text or ""
+    if kind == "huge":
+        head, sep, tail = text.partition("<env:Body>")
+        text = head + sep + "<!--" + "x" * (3 * 2**20) + "-->" + tail
+    else:
+        doctype = _XXE_DOCTYPE if kind == "xxe" else _LAUGHS_DOCTYPE
+        entity = "&xxe;" if kind == "xxe" else "&lol9;"
+        head, _, rest = text.partition("?>")
+        text = f"{head}?>{doctype}{rest}".replace(
+            "<tt:GeoLocation", f"<tt:Note>{entity}</tt:Note><tt:GeoLocation", 1
+        )
+    return web.Response(status=response.status, text=text, content_type=_CONTENT_TYPE)
 
 
 def _ok(body: str) -> web.Response:

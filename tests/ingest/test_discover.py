@@ -40,8 +40,10 @@ class Responder(asyncio.DatagramProtocol):
 
 
 @contextlib.asynccontextmanager
-async def camera_on_loopback() -> AsyncIterator[tuple[FakeCamera, int]]:
-    fake = FakeCamera()
+async def camera_on_loopback(
+    fake: FakeCamera | None = None,
+) -> AsyncIterator[tuple[FakeCamera, int]]:
+    fake = fake or FakeCamera()
     async with FakeOnvifServer(fake) as server:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
@@ -106,7 +108,10 @@ async def test_cli_discover_prints_json_lines_and_fills_the_inbox(
     database_url: str, schema: str, settings: Settings, client: TestClient
 ) -> None:
     sep = "&" if "?" in database_url else "?"
-    async with camera_on_loopback() as (fake, port):
+    async with camera_on_loopback(FakeCamera(geolocation=(112.565, 37.812, 800.0))) as (
+        fake,
+        port,
+    ):
         env = {
             **os.environ,
             "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
@@ -140,6 +145,8 @@ async def test_cli_discover_prints_json_lines_and_fills_the_inbox(
     (line,) = out.decode().splitlines()
     row = json.loads(line)
     assert row["vendor"] == "HIKVISION" and row["failure"] is None and len(row["streams"]) == 2
+    assert (row["geo_lon"], row["geo_lat"], row["geo_elevation"]) == (112.565, 37.812, 800.0)
+    assert row["geo_flag"] is None
     assert fake.password not in out.decode() + err.decode()
     n = await client.app[POOL].fetchval(
         "SELECT count(*) FROM discovered_devices WHERE endpoint = 'urn:uuid:cam-0001'"
