@@ -60,6 +60,20 @@ _ALWAYS = ("gb_id", "name", "level", "region_code")  # a row always carries thes
 _SECRETS = "- 'credentials' - 'credentials_mac' - 'geom'"
 BULK_MODE_ROWS = 100_000
 
+# The whole map grid from the table, as migration 0010 first filled it; sorted by key so the
+# primary-key index is built from ordered input.
+_REBUILD_MAP_GRID = """
+DELETE FROM map_grid;
+INSERT INTO map_grid (tier, cx, cy, region_code, level, status, n, sum_lon, sum_lat)
+SELECT t.tier, floor(c.lon / t.size)::integer, floor(c.lat / t.size)::integer,
+       c.region_code, c.level, c.status, count(*), sum(c.lon), sum(c.lat)
+  FROM cameras c CROSS JOIN map_grid_tiers() t
+ WHERE c.lon IS NOT NULL
+ GROUP BY 1, 2, 3, 4, 5, 6
+ ORDER BY 1, 2, 3, 4, 5, 6;
+ALTER TABLE cameras ENABLE TRIGGER cameras_map_grid_insert;
+ALTER TABLE cameras ENABLE TRIGGER cameras_map_grid_update"""
+
 
 @dataclass(frozen=True, slots=True)
 class MergeResult:
@@ -166,6 +180,13 @@ class BulkLoad:
             """ALTER TABLE cameras DISABLE TRIGGER cameras_schedule_health;
                ALTER TABLE camera_health DROP CONSTRAINT camera_health_camera_id_fkey;
                DROP INDEX camera_health_due"""
+        )
+        # The map grid (migration 0010) is kept by statement triggers that upsert ~1.6 M grid
+        # rows over a Shanxi-sized import, chunk by chunk (measured: +80 s on 2.4 M rows); in
+        # bulk mode it is rebuilt once from the table in finish(), in the same transaction.
+        await self.conn.execute(
+            """ALTER TABLE cameras DISABLE TRIGGER cameras_map_grid_insert;
+               ALTER TABLE cameras DISABLE TRIGGER cameras_map_grid_update"""
         )
         self._schedule_after = True
 
@@ -316,6 +337,7 @@ class BulkLoad:
                        FOREIGN KEY (camera_id) REFERENCES cameras (id) ON DELETE CASCADE;
                    ALTER TABLE cameras ENABLE TRIGGER cameras_schedule_health"""
             )
+            await self.conn.execute(_REBUILD_MAP_GRID)
             self._schedule_after = False
         result = MergeResult(self.staged, self.inserted, self.updated)
         await audit.record(

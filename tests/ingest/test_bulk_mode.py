@@ -28,7 +28,7 @@ def ledger(path: Path, n: int, bad_row: int | None = None) -> Path:
     return path
 
 
-async def _schema_objects(client: TestClient) -> tuple[set[str], set[str], str]:
+async def _schema_objects(client: TestClient) -> tuple[set[str], set[str], list[str]]:
     pool = client.app[POOL]
     indexes = {
         r["indexname"]
@@ -43,11 +43,32 @@ async def _schema_objects(client: TestClient) -> tuple[set[str], set[str], str]:
             "SELECT conname FROM pg_constraint WHERE conrelid = 'camera_health'::regclass"
         )
     }
-    enabled = await pool.fetchval(
-        "SELECT tgenabled FROM pg_trigger WHERE tgname = 'cameras_schedule_health' "
-        "AND tgrelid = 'cameras'::regclass"
-    )
+    enabled = [
+        f"{r['tgname']}={r['tgenabled']}"
+        for r in await pool.fetch(
+            "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'cameras'::regclass "
+            "AND NOT tgisinternal ORDER BY tgname"
+        )
+    ]
     return indexes, constraints, enabled
+
+
+async def _map_grid_is_exact(client: TestClient) -> None:
+    """The web map's grid equals a direct count of the cameras, at every tier."""
+    diff = await client.app[POOL].fetchval(
+        """WITH want AS (
+               SELECT t.tier, floor(c.lon / t.size)::int AS cx, floor(c.lat / t.size)::int AS cy,
+                      c.region_code, c.level, c.status, count(*)::int AS n
+                 FROM cameras c CROSS JOIN map_grid_tiers() t WHERE c.lon IS NOT NULL
+                GROUP BY 1, 2, 3, 4, 5, 6)
+           SELECT count(*) FROM (
+               (SELECT * FROM want EXCEPT
+                SELECT tier, cx, cy, region_code, level, status, n FROM map_grid)
+               UNION ALL
+               (SELECT tier, cx, cy, region_code, level, status, n FROM map_grid EXCEPT
+                SELECT * FROM want)) d"""
+    )
+    assert diff == 0
 
 
 async def test_rejected_bulk_import_leaves_every_index_and_trigger_in_place(
@@ -77,6 +98,7 @@ async def test_bulk_import_rebuilds_indexes_schedule_and_constraints(
     assert report.committed and report.inserted == 300
     assert await _schema_objects(client) == before
     assert await pool.fetchval("SELECT count(*) FROM camera_health") == 300
+    await _map_grid_is_exact(client)  # rebuilt once, not upserted chunk by chunk
     # The rebuilt unique index still refuses a duplicate, and the trigger schedules new ones.
     h = await auth("technician")
     dup = await client.post("/api/v1/cameras", json=camera(gb_id="14010500001325000007"), headers=h)
@@ -84,6 +106,7 @@ async def test_bulk_import_rebuilds_indexes_schedule_and_constraints(
     new = await client.post("/api/v1/cameras", json=camera(gb_id="14010500001325099999"), headers=h)
     assert new.status == 201
     assert await pool.fetchval("SELECT count(*) FROM camera_health") == 301
+    await _map_grid_is_exact(client)  # and its triggers are back on
     near = await (await client.get("/api/v1/cameras?near=112.5,37.7&k=1", headers=h)).json()
     assert near["items"][0]["gb_id"] == "14010500001325000000"
     again = await import_ledger(pool, client.app[BOX], ADMIN, path, bulk_threshold=100)
