@@ -5,19 +5,24 @@ run whose owner died does not keep identical requests from starting a new run.""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+from asyncio.subprocess import PIPE, STDOUT, Process
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from camera_registry import heartbeats
 from camera_registry.actor import Actor, Role
-from camera_registry.coverage_run import CoverageRuns
+from camera_registry.coverage_run import CoverageRuns, execute_run, process_pool
 from camera_registry.crypto import CredentialBox
 from camera_registry.db import create_pool, migrate
 from camera_registry.inbox import DiscoveryScans
 from camera_registry.jobs import ImportJobs
 
+from ..conftest import TEST_KEY
 from .coverage_fixtures import build_world
 
 ADMIN = Actor("test", Role.ADMIN)
@@ -110,3 +115,61 @@ async def test_the_database_refuses_a_second_live_run_of_the_same_inputs(
                WHERE id = $1::uuid""",
             run["id"],
         )
+
+
+async def _cli(
+    database_url: str, schema: str, tmp_path: Path, stale_s: str, k: int = 13
+) -> Process:
+    env = {
+        **os.environ,
+        "CAMREG_DATABASE_URL": f"{database_url}?search_path={schema}",
+        "CAMREG_DATA_DIR": str(tmp_path),
+        "CAMREG_SECRET_KEY": TEST_KEY,
+        "CAMREG_JOB_STALE_AFTER_S": stale_s,
+        "COLUMNS": "200",
+    }
+    cmd = [sys.executable, "-m", "camera_registry.cli", "coverage", "--region", "140105"]
+    return await asyncio.create_subprocess_exec(
+        *cmd, "--proposals", str(k), "-q", env=env, stdout=PIPE, stderr=STDOUT
+    )
+
+
+async def _waiting(proc: Process) -> bytes:
+    """The CLI's line saying it waits for a live run (log lines may come first)."""
+    assert proc.stdout is not None
+    while line := await proc.stdout.readline():
+        if b"waiting for it" in line:
+            return line
+    raise AssertionError("the CLI ended without waiting for the live run")
+
+
+async def test_the_cli_waits_for_the_live_run_of_its_inputs_instead_of_computing_it_again(
+    pool: asyncpg.Pool, database_url: str, schema: str, tmp_path: Path
+) -> None:
+    runs = CoverageRuns(pool)
+    run, outcome = await runs.request(ADMIN, "140105", None, 13)
+    assert outcome == "new"
+    async with heartbeats.heartbeat(pool, "coverage_runs", run["id"], 60):
+        proc = await _cli(database_url, schema, tmp_path, "60")
+        line = await asyncio.wait_for(_waiting(proc), 60)
+        assert run["id"].encode() in line
+        with process_pool(1) as executor:
+            await execute_run(pool, run["id"], executor=executor)
+        stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, stdout.decode()
+    assert "小店区" in stdout.decode()
+
+
+async def test_the_cli_stops_waiting_when_the_runs_owner_dies(
+    pool: asyncpg.Pool, database_url: str, schema: str, tmp_path: Path
+) -> None:
+    runs = CoverageRuns(pool)
+    run, outcome = await runs.request(ADMIN, "140105", None, 17)
+    assert outcome == "new"
+    async with heartbeats.heartbeat(pool, "coverage_runs", run["id"], 1.0):
+        proc = await _cli(database_url, schema, tmp_path, "1", k=17)
+        await asyncio.wait_for(_waiting(proc), 60)
+    # The owner stops beating (as if killed): the waiting CLI itself closes the run.
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1 and heartbeats.ORPHANED in stdout.decode()
+    assert (await runs.get(ADMIN, run["id"]))["error"] == heartbeats.ORPHANED
