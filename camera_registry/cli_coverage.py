@@ -94,7 +94,10 @@ async def run_coverage(args: argparse.Namespace, settings: Any) -> int:
         if outcome == "reused":
             print(f"inputs unchanged since run {run['id']} ({run['finished_at']}): reusing it")
         elif outcome == "joined":
-            print(f"run {run['id']} for the same inputs is {run['status']}: waiting for it")
+            print(
+                f"run {run['id']} for the same inputs is {run['status']}: waiting for it",
+                flush=True,
+            )
             while run["status"] in ("queued", "running"):
                 await asyncio.sleep(min(1.0, stale / 4))
                 await heartbeats.reap(db.pool, stale, ("coverage_runs",))  # its owner may die
