@@ -35,6 +35,7 @@ from ..web.conftest import _free_port
 
 STALE_S = "3"  # the heartbeat limit the servers run with: small, so the test is quick
 RUN = {"region": "1401", "proposals": 2}
+GB = "14010500001325009001"  # the camera the interrupted import would have added
 
 
 @dataclass
@@ -230,3 +231,40 @@ async def test_a_killed_servers_discovery_scan_fails_with_its_credentials_droppe
     assert fresh["id"] != scan["id"]
     again = f"/api/v1/discovery/scans/{fresh['id']}"
     await _until(lambda: b.call("GET", again), lambda r: r["status"] == "running", 60)
+
+
+async def test_a_killed_servers_import_job_fails(
+    spawn: Callable[[str], Server],
+    dsn: str,
+) -> None:
+    a = spawn("a")
+    ledger = "国标编码,点位名称,点位类型,经度,纬度\n" + f"{GB},恢复测试,二类,112.56,37.81\n"
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():  # the import's writes wait here, the job 'running'
+            await conn.execute("LOCK TABLE cameras IN SHARE MODE")
+            form = aiohttp.FormData()
+            form.add_field("file", ledger.encode(), filename="ledger.csv")
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(
+                    a.base + "/api/v1/imports",
+                    data=form,
+                    headers={"Authorization": f"Bearer {a.admin}"},
+                ) as resp,
+            ):
+                assert resp.status == 202, await resp.text()
+                job = await resp.json()
+            url = job["url"]
+            await _until(lambda: a.call("GET", url), lambda r: r["status"] == "running", 60)
+            a.kill()
+    finally:
+        await conn.close()
+    b = spawn("b")
+    failed = await _until(lambda: b.call("GET", url), lambda r: r["status"] != "running", 60)
+    assert (failed["status"], failed["message"]) == ("failed", ORPHANED), failed
+    conn = await asyncpg.connect(dsn)
+    try:  # the dead server's half-done transaction was rolled back
+        assert not await conn.fetchval("SELECT count(*) FROM cameras WHERE gb_id = $1", GB)
+    finally:
+        await conn.close()
