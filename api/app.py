@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from camera_registry.config import Settings
+from camera_registry.heartbeats import reap_forever
 from camera_registry.inbox import Inbox
 from camera_registry.jobs import ImportJobs
 from camera_registry.mapgrid import MapGrid
@@ -110,6 +111,17 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _reaper_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Close jobs orphaned by servers that stopped hard: at startup, then periodically."""
+    task = asyncio.create_task(
+        reap_forever(app[POOL], app[SETTINGS].job_stale_after_s), name="job-reaper"
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
     """The in-process probe scheduler of `camreg serve` (off with --no-health)."""
     stop = asyncio.Event()
@@ -144,6 +156,7 @@ def create_app(
     app[LIMITER] = RateLimiter()
     app.cleanup_ctx.append(_database_ctx(db or Database()))
     app.cleanup_ctx.append(_background_ctx)
+    app.cleanup_ctx.append(_reaper_ctx)
     app.cleanup_ctx.append(discovery_ctx)
     app.cleanup_ctx.append(coverage.coverage_ctx)
     app.cleanup_ctx.append(events_ctx)

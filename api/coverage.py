@@ -2,8 +2,10 @@
 
 Runs are background tasks owned by :func:`coverage_ctx` (one app cleanup context): at most
 ``RUNS_AT_ONCE`` compute at a time, on a process pool the context owns, and a shutdown cancels
-them, which marks them failed. Handlers translate HTTP only; the SQL is in
-:mod:`camera_registry.coverage_run`.
+them, which marks them failed. Each run, queued or computing, keeps a heartbeat on its row, so
+a server killed hard leaves runs that any other process closes (camera_registry.heartbeats);
+an identical request joins the live run instead of starting another. Handlers translate HTTP
+only; the SQL is in :mod:`camera_registry.coverage_run`.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from camera_registry.coverage_run import (
     summary_csv,
 )
 from camera_registry.errors import BadRequest, FieldError, RegistryError
+from camera_registry.heartbeats import heartbeat
 
 from . import params
 from .auth import READERS, WRITERS, require
 from .cameras import json_response
 from .models import parse_body
 from .routes import Param, route
-from .state import POOL
+from .state import POOL, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,9 @@ COVERAGE = web.AppKey("coverage", CoverageService)
 async def coverage_ctx(app: web.Application) -> AsyncIterator[None]:
     """Own the run tasks and the worker processes; stop both in order on shutdown."""
     service = CoverageService(
-        CoverageRuns(app[POOL]), process_pool(2), asyncio.Semaphore(RUNS_AT_ONCE)
+        CoverageRuns(app[POOL], app[SETTINGS].job_stale_after_s),
+        process_pool(2),
+        asyncio.Semaphore(RUNS_AT_ONCE),
     )
     app[COVERAGE] = service
     try:
@@ -76,9 +81,13 @@ async def coverage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _run(service: CoverageService, run_id: str) -> None:
+    runs = service.runs
     try:
-        async with service.slots:
-            await execute_run(service.runs.pool, run_id, executor=service.executor)
+        async with (
+            heartbeat(runs.pool, "coverage_runs", run_id, runs.stale_after_s),
+            service.slots,
+        ):
+            await execute_run(runs.pool, run_id, executor=service.executor)
     except asyncio.CancelledError:
         # Still queued when the server stopped (a running one marks itself failed).
         await asyncio.shield(
@@ -108,24 +117,35 @@ RUN_ID = Param("id", "path", "coverage run id", required=True)
 @route(
     "POST",
     "/api/v1/coverage/runs",
-    "Start a coverage run for a region (or reuse the finished one for unchanged inputs)",
+    "Start a coverage run for a region (or join the live one, or reuse the finished one, for "
+    "unchanged inputs)",
     STARTERS,
     body=RunCreate,
-    responses={202: "run queued; follow Location", 200: "finished run reused (reused: true)"},
+    responses={
+        202: "run queued (joined: false), or the queued/running run for the same inputs "
+        "(joined: true); follow Location",
+        200: "finished run reused (reused: true)",
+    },
     tag="coverage",
 )
 async def create_run(request: web.Request) -> web.Response:
     actor = require(request, STARTERS)
     body = await parse_body(request, RunCreate)
     service = request.app[COVERAGE]
-    run, reused = await service.runs.request(actor, body.region, body.policy, body.proposals)
+    run, outcome = await service.runs.request(actor, body.region, body.policy, body.proposals)
     url = f"/api/v1/coverage/runs/{run['id']}"
-    if reused:
-        return json_response({**run, "reused": True, "url": url}, 200, Location=url)
+    if outcome == "reused":
+        return json_response(
+            {**run, "reused": True, "joined": False, "url": url}, 200, Location=url
+        )
+    if outcome == "joined":  # its owner (this process or another) runs it
+        return json_response(
+            {**run, "reused": False, "joined": True, "url": url}, 202, Location=url
+        )
     task = asyncio.create_task(_run(service, run["id"]), name=f"coverage-{run['id']}")
     service.tasks.add(task)
     task.add_done_callback(service.tasks.discard)
-    return json_response({**run, "reused": False, "url": url}, 202, Location=url)
+    return json_response({**run, "reused": False, "joined": False, "url": url}, 202, Location=url)
 
 
 @route(

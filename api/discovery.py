@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from camera_registry.actor import Actor
 from camera_registry.errors import FieldError, ValidationFailed
+from camera_registry.heartbeats import heartbeat
 from camera_registry.inbox import DiscoveryScans
 from ingest.discover import count_hosts
 from ingest.errors import IngestError
@@ -30,7 +31,7 @@ from .auth import WRITERS, require
 from .cameras import ID, etag, json_response
 from .models import CameraCreate, parse_body
 from .routes import Param, route
-from .state import BOX, INBOX, POOL, REGISTRY
+from .state import BOX, INBOX, POOL, REGISTRY, SETTINGS
 
 log = logging.getLogger(__name__)
 SCANS = web.AppKey("discovery_scans", DiscoveryScans)
@@ -330,7 +331,10 @@ async def create_scan(request: web.Request) -> web.Response:
 async def _run(app: web.Application, actor: Actor, scan_id: str, spec: dict[str, Any]) -> None:
     began = False
     try:
-        async with app[SCAN_SLOTS]:
+        async with (
+            heartbeat(app[POOL], "discovery_scans", scan_id, app[SETTINGS].job_stale_after_s),
+            app[SCAN_SLOTS],
+        ):
             began = True
             await run_scan(
                 app[SCANS],

@@ -13,6 +13,7 @@ from aiohttp import BodyPartReader, web
 
 from camera_registry.actor import Actor
 from camera_registry.errors import BadRequest, FieldError
+from camera_registry.heartbeats import heartbeat
 from geo.crs import normalise_crs
 from geo.errors import UnknownCRS
 from ingest.ledger_import import import_ledger
@@ -125,7 +126,10 @@ async def _run(
             await jobs.progress(job_id, fraction, rows)
 
     try:
-        async with app[IMPORT_SLOTS]:  # an import takes a core and a connection: queue them
+        async with (
+            heartbeat(app[POOL], "import_jobs", job_id, app[SETTINGS].job_stale_after_s),
+            app[IMPORT_SLOTS],  # an import takes a core and a connection: queue them
+        ):
             await jobs.started(job_id)
             report = await import_ledger(
                 app[POOL],

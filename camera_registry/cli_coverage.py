@@ -2,7 +2,8 @@
 
 Kept out of `cli.py` (which only registers it) so the command's options and output live
 together. The run is the same stored run the API makes: asking again with unchanged inputs
-reuses it, and the API can serve what the CLI computed.
+reuses it, the API can serve what the CLI computed, and a CLI asking while a server computes
+the same inputs waits for that run instead of computing it twice.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import heartbeats
 from .actor import Actor
 from .coverage_run import MAX_PROPOSALS, CoverageRuns, execute_run, process_pool, summary_csv
 
@@ -86,10 +88,23 @@ async def run_coverage(args: argparse.Namespace, settings: Any) -> int:
     policy = await asyncio.to_thread(read_policy_file, Path(args.policy)) if args.policy else None
     actor = Actor.cli("coverage")
     async with open_database(settings, pool_max=4) as db:
-        runs = CoverageRuns(db.pool)
-        run, reused = await runs.request(actor, args.region, policy, args.proposals)
-        if reused:
+        stale = settings.job_stale_after_s
+        runs = CoverageRuns(db.pool, stale)
+        run, outcome = await runs.request(actor, args.region, policy, args.proposals)
+        if outcome == "reused":
             print(f"inputs unchanged since run {run['id']} ({run['finished_at']}): reusing it")
+        elif outcome == "joined":
+            print(
+                f"run {run['id']} for the same inputs is {run['status']}: waiting for it",
+                flush=True,
+            )
+            while run["status"] in ("queued", "running"):
+                await asyncio.sleep(min(1.0, stale / 4))
+                await heartbeats.reap(db.pool, stale, ("coverage_runs",))  # its owner may die
+                run = await runs.get(actor, run["id"])
+            if run["status"] != "done":
+                print(f"camreg coverage: run failed: {run['error']}", file=sys.stderr)
+                return 1
         else:
             columns = (
                 TextColumn("[bold]{task.description}"),
@@ -106,9 +121,10 @@ async def run_coverage(args: argparse.Namespace, settings: Any) -> int:
                         bar.update(task, completed=fraction, description=message)
 
                     try:
-                        await execute_run(
-                            db.pool, run["id"], executor=executor, on_progress=progress
-                        )
+                        async with heartbeats.heartbeat(db.pool, "coverage_runs", run["id"], stale):
+                            await execute_run(
+                                db.pool, run["id"], executor=executor, on_progress=progress
+                            )
                     except Exception as exc:
                         bar.stop()
                         failed = await runs.get(actor, run["id"])

@@ -65,6 +65,13 @@ class Settings(BaseModel):
     max_concurrent_imports: int = Field(
         default=1, ge=1, le=16, description="imports running at once; later uploads queue"
     )
+    job_stale_after_s: float = Field(
+        default=60.0,
+        ge=0.5,
+        le=3600,
+        description="a queued/running job (coverage run, scan, import) whose process has not "
+        "refreshed its heartbeat for this long is marked failed: its server stopped",
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     link_ttl_s: int = Field(default=300, ge=10, le=86_400, description="stream link lifetime")
     link_ttl_by_role: dict[str, int] = Field(default_factory=dict)

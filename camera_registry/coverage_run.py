@@ -32,13 +32,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import asyncpg
 import numpy as np
 import shapely
 
-from . import coverage_policy, geodata
+from . import coverage_policy, geodata, heartbeats
 from .actor import Actor
 from .coverage_compute import (
     CountyInput,
@@ -147,16 +147,28 @@ async def inputs_version(
     )
 
 
-class CoverageRuns:
-    """Runs as rows: request (or reuse), follow, and read their stored results."""
+Outcome = Literal["new", "joined", "reused"]
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+
+class CoverageRuns:
+    """Runs as rows: request (or join, or reuse), follow, and read their stored results.
+
+    ``stale_after_s`` is the heartbeat limit (:mod:`camera_registry.heartbeats`): a live run
+    whose process stopped is closed before a request looks for one to join, so a dead
+    server's queued run never blocks new requests.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, stale_after_s: float = 60.0) -> None:
         self.pool = pool
+        self.stale_after_s = stale_after_s
 
     async def request(
         self, actor: Actor, region: str, policy: Mapping[str, Any] | None, proposals: int
-    ) -> tuple[dict[str, Any], bool]:
-        """The run for these inputs: an existing one (reused) or a new queued one."""
+    ) -> tuple[dict[str, Any], Outcome]:
+        """The run for these inputs: a finished one (reused), the live one (joined) or new.
+
+        New runs are queued owned by this process (the caller runs them under a heartbeat).
+        """
         region = normalise_region(region)
         if not actor.covers(region):
             raise Forbidden(
@@ -179,30 +191,45 @@ class CoverageRuns:
             )
         async with self.pool.acquire() as conn, conn.transaction():
             version = await inputs_version(conn, canonical, proposals)
-            # Two identical requests at once must not both start a run.
+            # Two identical requests at once (in any processes) queue on this lock; the
+            # partial unique index coverage_runs_one_live (migration 0011) is the backstop.
             key = int.from_bytes(
                 hashlib.sha256(f"{region}|{version}".encode()).digest()[:8], "big", signed=True
             )
             await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+            await heartbeats.reap(conn, self.stale_after_s, ("coverage_runs",))
             old = await conn.fetchrow(
                 """SELECT * FROM coverage_runs WHERE region = $1 AND inputs_version = $2
-                   AND status = 'done' ORDER BY created_at DESC LIMIT 1""",
+                   AND status IN ('done', 'queued', 'running')
+                   ORDER BY status = 'done' DESC, created_at DESC LIMIT 1""",
                 region,
                 version,
             )
             if old is not None:
-                return _out(old), True
+                return _out(old), "reused" if old["status"] == "done" else "joined"
             rec = await conn.fetchrow(
-                """INSERT INTO coverage_runs (region, policy, proposals, inputs_version, created_by)
-                   VALUES ($1, $2, $3, $4, $5) RETURNING *""",
+                """INSERT INTO coverage_runs (region, policy, proposals, inputs_version,
+                       created_by, owner, heartbeat_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, now())
+                   ON CONFLICT (region, inputs_version) WHERE status IN ('queued', 'running')
+                   DO NOTHING RETURNING *""",
                 region,
                 canonical,
                 proposals,
                 version,
                 actor.name,
+                heartbeats.OWNER,
             )
-        assert rec is not None
-        return _out(rec), False
+            if rec is None:  # only without the lock's help, e.g. another key hashing scheme
+                rec = await conn.fetchrow(
+                    """SELECT * FROM coverage_runs WHERE region = $1 AND inputs_version = $2
+                       AND status IN ('queued', 'running')""",
+                    region,
+                    version,
+                )
+                assert rec is not None
+                return _out(rec), "joined"
+        return _out(rec), "new"
 
     async def _own(self, actor: Actor, run_id: str) -> asyncpg.Record:
         try:
@@ -532,11 +559,20 @@ async def execute_run(
     the database reads overlapped with the computation.
     """
     rid = uuid.UUID(run_id)
-    rec = await pool.fetchrow(
-        """UPDATE coverage_runs SET status = 'running', started_at = now(), progress = 0,
-               message = 'starting' WHERE id = $1 RETURNING *""",
-        rid,
-    )
+    try:
+        rec = await pool.fetchrow(
+            """UPDATE coverage_runs SET status = 'running', started_at = now(), progress = 0,
+                   message = 'starting', owner = $2, heartbeat_at = now()
+               WHERE id = $1 RETURNING *""",
+            rid,
+            heartbeats.OWNER,
+        )
+    except asyncpg.UniqueViolationError:
+        # Run again (or revived after its heartbeat was judged stale) while an identical run
+        # is live: two live runs of the same inputs would compute the same thing twice.
+        raise RunFailed(
+            f"an identical coverage run is queued or running; follow it instead of {run_id}"
+        ) from None
     if rec is None:
         raise NotFound(f"no coverage run {run_id}")
     report = _Reporter(pool, rid, on_progress)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from . import audit
+from . import audit, heartbeats
 from .actor import Actor
 from .crypto import CredentialBox
 from .errors import BadRequest, FieldError, NotFound
@@ -396,7 +396,11 @@ class Inbox:
 
 
 class DiscoveryScans:
-    """Scan jobs started over the API: request, sealed credentials, progress and counts."""
+    """Scan jobs started over the API: request, sealed credentials, progress and counts.
+
+    The creating process owns the scan and keeps its heartbeat (migration 0011); a scan whose
+    server was killed is closed as failed by any other process (:mod:`.heartbeats`).
+    """
 
     def __init__(self, pool: asyncpg.Pool, box: CredentialBox) -> None:
         self.pool = pool
@@ -417,13 +421,14 @@ class DiscoveryScans:
         async with self.pool.acquire() as conn, conn.transaction():
             rec = await conn.fetchrow(
                 """INSERT INTO discovery_scans (request, credentials, addresses, scope,
-                       created_by)
-                   VALUES ($1, $2, $3, $4, $5) RETURNING *""",
+                       created_by, owner, heartbeat_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, now()) RETURNING *""",
                 dict(request),
                 sealed,
                 addresses,
                 actor.scope,
                 actor.name,
+                heartbeats.OWNER,
             )
             assert rec is not None
             await audit.record(
@@ -440,7 +445,7 @@ class DiscoveryScans:
     async def started(self, scan_id: str) -> None:
         await self.pool.execute(
             """UPDATE discovery_scans SET status = 'running', started_at = now()
-               WHERE id = $1::uuid""",
+               WHERE id = $1::uuid AND status = 'queued'""",
             scan_id,
         )
 

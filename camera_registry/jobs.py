@@ -1,4 +1,8 @@
-"""Import jobs: status, progress and every bad row, so an API client can follow a long import."""
+"""Import jobs: status, progress and every bad row, so an API client can follow a long import.
+
+A job row names its owning process and carries a heartbeat (migration 0011,
+:mod:`camera_registry.heartbeats`): an import whose server was killed is closed as failed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from . import heartbeats
 from .actor import Actor, Role
 from .errors import BadRequest, FieldError, NotFound
 
@@ -34,14 +39,16 @@ class ImportJobs:
         self, actor: Actor, filename: str, *, dry_run: bool, partial: bool, crs: str
     ) -> str:
         job_id = await self.pool.fetchval(
-            """INSERT INTO import_jobs (actor, token_id, filename, dry_run, partial, crs)
-               VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
+            """INSERT INTO import_jobs (actor, token_id, filename, dry_run, partial, crs, owner,
+                   heartbeat_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, now()) RETURNING id""",
             actor.name,
             actor.token_id,
             filename,
             dry_run,
             partial,
             crs,
+            heartbeats.OWNER,
         )
         return str(job_id)
 

@@ -54,7 +54,8 @@ async def _run(
     pool: asyncpg.Pool, executor: ProcessPoolExecutor, region: str = "1401", k: int = 3, **kw: Any
 ) -> tuple[dict[str, Any], bool]:
     runs = CoverageRuns(pool)
-    run, reused = await runs.request(ADMIN, region, kw.get("policy"), k)
+    run, outcome = await runs.request(ADMIN, region, kw.get("policy"), k)
+    reused = outcome == "reused"
     if not reused:
         await execute_run(pool, run["id"], executor=executor)
     return await runs.get(ADMIN, run["id"]), reused
