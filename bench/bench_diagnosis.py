@@ -9,7 +9,9 @@ sampler runs `--processes` captures at once (one per worker process). Memory: RS
 the worker processes, sampled every 0.5 s while they capture (PSS shares the OpenCV/FFmpeg
 libraries fairly between processes, so it is the figure to sum). Anchor, same run and same
 streams: `ffmpeg -rtsp_transport tcp -i URI -t <seconds> -vf scale=320:-2 -f null -`,
-`--processes` at a time (decode only, no diagnosis). Needs ffmpeg (Debian:
+`--processes` at a time (decode only, no diagnosis). The streams are a pre-encoded H.264 file
+served as is (`--live`: encoded for every client, as the tests do), and the GStreamer server's
+CPU is reported beside ours. Needs ffmpeg (Debian:
 `apt-get install -y ffmpeg`) and GStreamer's RTSP server.
 """
 
@@ -133,6 +135,11 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="sampling window (worker: 3)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--servers", type=int, default=2, help="GStreamer server processes")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="encode the test picture live for every client (default: serve a pre-encoded file)",
+    )
     parser.add_argument("--size", default="640x360", help="stream picture size")
     args = parser.parse_args()
     ffmpeg = shutil.which("ffmpeg")
@@ -149,7 +156,7 @@ async def main() -> int:
     per_worker_rss: list[float] = []
     per_worker_pss: list[float] = []
     worker_cpu: list[float] = []
-    with gstreamer_servers(args.servers, mounts, args.size) as (uris, server_pids):
+    with gstreamer_servers(args.servers, mounts, args.size, live=args.live) as (uris, server_pids):
         print(f"{len(uris)} GStreamer {args.size} endpoints; {args.processes} sampler processes")
         async with FrameSampler(processes=args.processes) as sampler:
             # Spawn every worker (importing OpenCV) before timing: a worker lives for many
