@@ -1,7 +1,7 @@
 """Frame diagnosis throughput (streams sampled and diagnosed per second) and memory per
 concurrent capture, with the real FrameSampler process pool against GStreamer 360p streams.
 
-    python bench/bench_diagnosis.py [--processes 32] [--streams 160] [--seconds 3] [--repeat 3]
+    python bench/bench_diagnosis.py [--processes 32] [--streams 160] [--seconds 2] [--repeat 3]
 
 Each stream is what a worker does for a camera whose daily diagnosis is due: open over RTSP
 (TCP first), read `--seconds` of frames, downscale, diagnose, keep a JPEG thumbnail. The
@@ -166,7 +166,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--processes", type=int, default=32, help="concurrent captures")
     parser.add_argument("--streams", type=int, default=160, help="streams diagnosed per run")
-    parser.add_argument("--seconds", type=float, default=3.0, help="sampling window (worker: 3)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="sampling window (worker: 2)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--servers", type=int, default=2, help="GStreamer server processes")
     parser.add_argument(
