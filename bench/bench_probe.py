@@ -4,8 +4,9 @@ the usual operations script, `ffprobe`, 16 in parallel, over the same endpoints,
     python bench/bench_probe.py [--seconds 8] [--repeat 3] [--concurrency 200]
 
 Three measurements, each repeated, medians reported:
-1. `probe_rtsp` against GStreamer RTSP servers on loopback (real H.264 streams; every DESCRIBE
-   makes the server build a pipeline with an encoder), 16 probes in flight, like the anchor;
+1. `probe_rtsp` against GStreamer RTSP servers on loopback (real H.264 streams served from a
+   pre-encoded file; every DESCRIBE makes the server build a pipeline that demuxes it, or with
+   `--live` one with an encoder), 16 probes in flight, like the anchor;
 2. the anchor: `ffprobe -rtsp_transport tcp -analyzeduration 200000 -probesize 32768` over
    the same GStreamer endpoints, 16 processes in parallel;
 3. `probe_rtsp` against a lightweight responder in a separate process (real sockets, fixed
@@ -123,6 +124,11 @@ async def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=200, help="probes in flight (responder)")
     parser.add_argument("--servers", type=int, default=2, help="GStreamer server processes")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="encode the test picture live for every client (default: serve a pre-encoded file)",
+    )
     parser.add_argument("--mounts", type=int, default=32, help="mounts per GStreamer server")
     parser.add_argument("--ffprobe-count", type=int, default=48, help="ffprobe runs per repeat")
     args = parser.parse_args()
@@ -140,7 +146,7 @@ async def main() -> int:
     anchor: list[float] = []
     ours_light: list[float] = []
     wide = args.concurrency
-    with gstreamer_servers(args.servers, args.mounts) as (gst, gst_pids):
+    with gstreamer_servers(args.servers, args.mounts, live=args.live) as (gst, gst_pids):
         print(f"{len(gst)} GStreamer endpoints ({args.servers} servers × {args.mounts} mounts)")
         # Warm up both (first pipelines, page cache of ffprobe's libraries).
         await probe_rate(gst, 4, 1.0)

@@ -1,7 +1,9 @@
 """RTSP endpoints on loopback for the health benchmarks.
 
 - `gstreamer_servers`: GStreamer RTSP server processes (tests/health/rtsp_server.py under the
-  system Python, which has PyGObject), each with extra `/cam/<i>` mounts: real H.264 streams.
+  system Python, which has PyGObject), each with extra `/cam/<i>` mounts: real H.264 streams,
+  by default served from a file encoded once (`encoded_stream`) instead of encoded live for
+  every client, so the test rig's encoders do not eat the cores being measured.
 - `responder`: a lightweight RTSP responder in a separate process (bench/rtsp_responder.py):
   real sockets, answers OPTIONS and DESCRIBE with a fixed SDP and nothing else, so a probe
   client's own rate can be measured where the GStreamer server is the bottleneck.
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
 GST_SERVER = ROOT / "tests" / "health" / "rtsp_server.py"
 RESPONDER = Path(__file__).with_name("rtsp_responder.py")
+MEDIA = ROOT / "bench" / "out" / "media"  # pre-encoded test streams (bench/out is not committed)
 GST_APT = (
     "apt-get install -y --no-install-recommends gir1.2-gst-rtsp-server-1.0 python3-gi "
     "gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly"
@@ -43,12 +46,43 @@ def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     return line
 
 
+def encoded_stream(size: str, seconds: int = 30) -> Path:
+    """The `/normal` moving picture at `size`, H.264 (keyframe every second, no B-frames) in
+    Matroska, encoded once by the GStreamer server script and cached under bench/out/media."""
+    path = MEDIA / f"normal-{size}-{seconds}s.mkv"
+    if path.exists():
+        return path
+    MEDIA.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    done = subprocess.run(
+        [
+            SYSTEM_PYTHON,
+            str(GST_SERVER),
+            "--encode-only",
+            str(partial),
+            "--size",
+            size,
+            "--seconds",
+            str(seconds),
+        ],
+        capture_output=True,
+        timeout=600,
+    )
+    if done.returncode != 0 or not partial.exists():
+        err = done.stderr.decode(errors="replace")[-400:].strip()
+        sys.exit(f"could not pre-encode the test stream ({err}); install as root: {GST_APT}")
+    partial.rename(path)
+    return path
+
+
 @contextlib.contextmanager
 def gstreamer_servers(
-    count: int, mounts: int, size: str = "320x180"
+    count: int, mounts: int, size: str = "320x180", *, live: bool = False
 ) -> Iterator[tuple[list[str], list[int]]]:
     """`count` GStreamer servers with `mounts` extra mounts each; yields every endpoint URI
-    and the servers' process ids (for their CPU time)."""
+    and the servers' process ids (for their CPU time). The mounts serve a pre-encoded file
+    as is, or with `live` encode the picture for every client (the tests' `/normal`)."""
+    source = [] if live else ["--cam-file", str(encoded_stream(size))]
     procs: list[subprocess.Popen[bytes]] = []
     uris: list[str] = []
     with tempfile.TemporaryFile() as log:
@@ -65,6 +99,7 @@ def gstreamer_servers(
                         "--size",
                         size,
                         "--watch-stdin",
+                        *source,
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,

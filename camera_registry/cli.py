@@ -266,7 +266,8 @@ def _parser() -> argparse.ArgumentParser:
         "--frame-processes",
         type=int,
         default=2,
-        help="concurrent frame captures, one process each (~75 MB; see bench/RESULTS.md)",
+        help="concurrent frame captures, one process each (~60 MB PSS; a 2-core machine given to "
+        "diagnosis runs ~32: see bench/RESULTS.md)",
     )
 
     i = sub.add_parser("import", help="import a camera ledger (CSV, XLSX, GeoJSON)")

@@ -49,7 +49,10 @@ class WorkerConfig:
     connect_timeout_s: float = 2.0
     request_timeout_s: float = 3.0
     diagnose_every_s: float = 86_400.0  # frames checked at least daily, on a rotating sample
-    sample_seconds: float = 3.0
+    # 2 s of frames: every check but `frozen` is a per-frame median, and `frozen` needs a run of
+    # 10 similar frames, which 2 s holds at ≥ 5.5 fps (30 frames at a sub-stream's usual 15).
+    # Each extra second costs a capture slot a second and ≈ 0.03 CPU-s of decoding (360p).
+    sample_seconds: float = 2.0
 
 
 def next_interval(level: int, failures: int, cfg: WorkerConfig, rnd: random.Random) -> float:
@@ -175,7 +178,9 @@ class Worker:
     async def _diagnose(self, lease: store.Lease) -> tuple[Outcome, dict[str, Any], bytes | None]:
         assert self.sampler is not None and lease.uri
         uri = with_credentials(lease.uri, lease.username, lease.password)
-        sample, diag = await self.sampler.diagnose_stream(uri, seconds=self.cfg.sample_seconds)
+        sample, diag = await self.sampler.diagnose_stream(
+            uri, seconds=self.cfg.sample_seconds, keep_frames=False
+        )
         flags = {
             name: {
                 "fired": f.fired,
@@ -196,7 +201,7 @@ class Worker:
             "failure": sample.failure,
             "error": sample.error,
         }
-        if not sample.frames:
+        if diag.frames == 0:
             return "fail", report, None  # signal loss: the stream answers but shows nothing
         return ("fault" if diag.faulty else "ok"), report, sample.thumbnail
 

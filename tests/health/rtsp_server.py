@@ -11,7 +11,13 @@ Every factory is *non-shared*: each client gets its own pipeline, so `/frozen` a
 start from the beginning for every test, and Debian's 1.22 server does not crash under the quick
 connect/disconnect cycles of the tests (it does with shared media).
 
-Usage: rtsp_server.py [--port N] [--password PW] [--size WxH] [--extra-mounts N] [--watch-stdin]
+Benchmarks add `--cam-file FILE`: the extra `/cam/<i>` mounts then serve a pre-encoded H.264
+Matroska file (made once with `--encode-only FILE`, the same moving picture as `/normal`) without
+re-encoding, so the server's CPU is not charged to the client being measured.
+
+Usage: rtsp_server.py [--port N] [--password PW] [--size WxH] [--extra-mounts N]
+                      [--cam-file FILE] [--watch-stdin]
+       rtsp_server.py --encode-only FILE [--size WxH] [--seconds S]
 The first stdout line is `PORT <n>` once the server listens (useful with --port 0).
 """
 
@@ -85,6 +91,42 @@ def pipelines(width: int = WIDTH, height: int = HEIGHT) -> dict[str, str]:
     }
 
 
+def encode_file(path: str, width: int, height: int, seconds: int) -> None:
+    """Write `seconds` of the `/normal` picture to `path` as H.264 in Matroska, once.
+
+    Same source and encoder settings as the live mounts (a keyframe every second, no B-frames),
+    but a slower preset: this runs once, not for every client.
+    """
+    caps = f"video/x-raw,width={width},height={height},framerate={FPS}/1"
+    pipeline = Gst.parse_launch(
+        f"videotestsrc pattern=smpte horizontal-speed=6 num-buffers={seconds * FPS} ! {caps} ! "
+        "videoconvert ! video/x-raw,format=I420 ! "
+        f"x264enc tune=zerolatency speed-preset=medium key-int-max={FPS} bitrate=1500 ! "
+        "h264parse ! matroskamux ! filesink name=out"
+    )
+    pipeline.get_by_name("out").set_property("location", path)
+    pipeline.set_state(Gst.State.PLAYING)
+    bus = pipeline.get_bus()
+    msg = bus.timed_pop_filtered(300 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    pipeline.set_state(Gst.State.NULL)
+    if msg is None or msg.type != Gst.MessageType.EOS:
+        detail = msg.parse_error()[0].message if msg is not None else "timed out"
+        sys.exit(f"encoding {path} failed: {detail}")
+
+
+def file_pipeline(path: str) -> str:
+    """Launch line serving a pre-encoded H.264 Matroska file as is: demux, parse, packetise.
+
+    Each (non-shared) client gets its own pipeline from the start of the file, so the file only
+    needs to be longer than the longest read; the RTSP server's sinks pace it at frame rate.
+    """
+    location = path.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        f'( filesrc location="{location}" ! matroskademux ! h264parse ! '
+        "rtph264pay name=pay0 pt=96 config-interval=1 )"
+    )
+
+
 def _stop_later(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
     """Close the valve of this client's `/stopping` pipeline a fixed time after it is built."""
     gate = media.get_element().get_by_name("gate")
@@ -97,12 +139,17 @@ def _stop_later(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.R
 
 
 def build(
-    port: int, password: str, width: int = WIDTH, height: int = HEIGHT, extra: int = 0
+    port: int,
+    password: str,
+    width: int = WIDTH,
+    height: int = HEIGHT,
+    extra: int = 0,
+    cam_file: str | None = None,
 ) -> GstRtspServer.RTSPServer:
     """The server with all mounts; anonymous clients may use everything except `/auth`.
 
     `extra` adds `/cam/0` … `/cam/<extra-1>`, moving pictures like `/normal`, so benchmarks
-    can address many distinct endpoints.
+    can address many distinct endpoints: encoded live, or served from `cam_file` as is.
     """
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
@@ -120,7 +167,7 @@ def build(
     mounts = server.get_mount_points()
     launches = pipelines(width, height)
     for i in range(extra):
-        launches[f"/cam/{i}"] = launches["/normal"]
+        launches[f"/cam/{i}"] = launches["/normal"] if cam_file is None else file_pipeline(cam_file)
     for path, launch in launches.items():
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(launch)
@@ -147,6 +194,9 @@ def main() -> None:
     parser.add_argument("--password", default="secret", help="password of user admin on /auth")
     parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", help="picture size WxH")
     parser.add_argument("--extra-mounts", type=int, default=0, help="add /cam/0 … /cam/N-1")
+    parser.add_argument("--cam-file", help="serve /cam/<i> from this H.264 Matroska file")
+    parser.add_argument("--encode-only", metavar="FILE", help="write the /normal picture, exit")
+    parser.add_argument("--seconds", type=int, default=30, help="length for --encode-only")
     parser.add_argument(
         "--watch-stdin", action="store_true", help="exit when stdin closes (parent died)"
     )
@@ -154,7 +204,10 @@ def main() -> None:
 
     Gst.init(None)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    server = build(args.port, args.password, width, height, args.extra_mounts)
+    if args.encode_only:
+        encode_file(args.encode_only, width, height, args.seconds)
+        return
+    server = build(args.port, args.password, width, height, args.extra_mounts, args.cam_file)
     loop = GLib.MainLoop()
     if server.attach(None) == 0:
         sys.exit(f"cannot listen on 127.0.0.1:{args.port}")

@@ -76,6 +76,24 @@ async def test_stalled_stream_is_noticed_by_the_watchdog(
     assert wall < 5.5
 
 
+@pytest.mark.parametrize(("mount", "expected"), [("normal", None), ("frozen", "frozen")])
+async def test_frames_can_stay_in_the_worker(
+    sampler: FrameSampler, rtsp_server: str, mount: str, expected: str | None
+) -> None:
+    """What `health.worker` uses: the same diagnosis, without shipping the frames back."""
+    result, diagnosis = await sampler.diagnose_stream(
+        f"{rtsp_server}/{mount}", seconds=2.0, keep_frames=False
+    )
+    assert result.error is None, result.error
+    assert result.frames == [] and result.frames_read >= 10
+    assert 10 <= diagnosis.frames <= 20
+    assert result.thumbnail is not None and result.thumbnail.startswith(b"\xff\xd8")
+    if expected is None:
+        assert diagnosis.fired == ()
+    else:
+        assert expected in diagnosis.fired
+
+
 async def test_auth_with_the_right_password(
     sampler: FrameSampler, rtsp_server: str, rtsp_password: str
 ) -> None:
