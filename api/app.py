@@ -21,6 +21,7 @@ from camera_registry.streams import StreamLinks
 from camera_registry.tokens import Tokens
 from health.frames import FrameSampler
 from health.rtsp import ProbeResult
+from health.settings import health_runtime
 from health.worker import Worker
 
 from . import (  # noqa: F401 - each module registers its routes
@@ -59,6 +60,7 @@ from .state import (
     REGISTRY,
     SETTINGS,
     STREAMS,
+    THRESHOLDS,
     TOKENS,
     WORKER,
 )
@@ -93,7 +95,11 @@ def _database_ctx(db: Database) -> Startup:
                 metrics.probes.labels(result.failure or "ok").inc()
                 metrics.probe_seconds.observe(seconds)
 
-            app[WORKER] = Worker(opened.pool, opened.box, on_probe=count)
+            health = health_runtime(app[SETTINGS].health)
+            app[WORKER] = Worker(
+                opened.pool, opened.box, health.worker, policy=health.policy, on_probe=count
+            )
+            app[THRESHOLDS] = health.thresholds
             yield
 
     return ctx
@@ -126,7 +132,8 @@ async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
     """The in-process probe scheduler of `camreg serve` (off with --no-health)."""
     stop = asyncio.Event()
     worker = app[WORKER]
-    worker.sampler = FrameSampler(processes=1)  # frame diagnosis on the rotating daily sample
+    # frame diagnosis on the rotating daily sample, with the deployment's thresholds
+    worker.sampler = FrameSampler(processes=1, thresholds=app[THRESHOLDS])
     task = asyncio.create_task(worker.run(stop), name="health-worker")
     try:
         yield

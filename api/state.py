@@ -15,6 +15,7 @@ from camera_registry.mapgrid import MapGrid
 from camera_registry.registry import Registry
 from camera_registry.streams import StreamLinks
 from camera_registry.tokens import Tokens
+from health.diagnosis import Thresholds
 from health.worker import Worker
 
 from .broadcast import Broadcaster
@@ -33,6 +34,7 @@ IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
 STREAMS = web.AppKey("streams", StreamLinks)
 LIMITER = web.AppKey("limiter", RateLimiter)
 WORKER = web.AppKey("worker", Worker)
+THRESHOLDS = web.AppKey("diagnosis_thresholds", Thresholds)
 INBOX = web.AppKey("inbox", Inbox)
 EVENTS = web.AppKey("events", Broadcaster)
 MAPGRID = web.AppKey("mapgrid", MapGrid)

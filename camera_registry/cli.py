@@ -53,6 +53,13 @@ async def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, http_host=args.host, http_port=args.port)
     if not args.verbose:
         logging.getLogger().setLevel(settings.log_level)
+    from health.settings import HealthConfigError, health_runtime
+
+    try:
+        health_runtime(settings.health)  # a bad [health] table stops here, not mid-startup
+    except HealthConfigError as exc:
+        print(f"camreg serve: {exc}", file=sys.stderr)
+        return 2
     lock = ServeLock(settings.data_dir)
     lock.acquire()
     token_box: dict[str, str] = {}
@@ -252,7 +259,9 @@ def _parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="run a stream-health probe worker (run many, anywhere)")
     w.add_argument("--concurrency", type=int, default=200, help="probes in flight")
-    w.add_argument("--per-host", type=int, default=4, help="sessions per device host")
+    w.add_argument(
+        "--per-host", type=int, default=None, help="sessions per device host (config: 4)"
+    )
     w.add_argument("--batch", type=int, default=200, help="cameras leased at a time")
     w.add_argument("--lease-seconds", type=float, default=60.0, help="lease length")
     w.add_argument("--frames", action="store_true", help="also run frame diagnosis")
@@ -353,7 +362,10 @@ def _worker_metrics(host: str, port: int | None) -> tuple[Any, Any]:
 
 
 async def _worker(args: argparse.Namespace) -> int:
-    from health.worker import Worker, WorkerConfig
+    import dataclasses
+
+    from health.settings import HealthConfigError, health_runtime
+    from health.worker import Worker
 
     if args.frame_processes < 1:
         print("camreg worker: --frame-processes must be at least 1", file=sys.stderr)
@@ -361,19 +373,31 @@ async def _worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not args.verbose:
         logging.getLogger().setLevel(settings.log_level)
-    cfg = WorkerConfig(
+    try:
+        health = health_runtime(settings.health)
+    except HealthConfigError as exc:
+        print(f"camreg worker: {exc}", file=sys.stderr)
+        return 2
+    cfg = dataclasses.replace(
+        health.worker,
         concurrency=args.concurrency,
-        per_host=args.per_host,
         batch=args.batch,
         lease_s=args.lease_seconds,
+        per_host=health.worker.per_host if args.per_host is None else args.per_host,
     )
     stop = _stop_on_signals()
     async with open_database(settings) as db:
         from health.frames import FrameSampler
 
-        sampler = FrameSampler(processes=args.frame_processes) if args.frames else None
+        sampler = (
+            FrameSampler(processes=args.frame_processes, thresholds=health.thresholds)
+            if args.frames
+            else None
+        )
         on_probe, metrics_server = _worker_metrics(args.metrics_host, args.metrics_port)
-        worker = Worker(db.pool, db.box, cfg, sampler=sampler, on_probe=on_probe)
+        worker = Worker(
+            db.pool, db.box, cfg, policy=health.policy, sampler=sampler, on_probe=on_probe
+        )
         print(f"health worker {worker.owner} leasing probes; Ctrl-C stops", flush=True)
         try:
             await worker.run(stop)

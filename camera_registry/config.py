@@ -40,6 +40,47 @@ class Relay(BaseModel):
     secret: SecretStr = Field(min_length=16)
 
 
+class HealthSettings(BaseModel):
+    """The `[health]` table: probe intervals, status hysteresis and diagnosis thresholds.
+
+    Unset values keep the health package's defaults (DESIGN.md §2), so those live in one place;
+    `health.settings.health_runtime` checks the diagnosis keys against the thresholds it knows
+    and `camreg serve`/`camreg worker` refuse to start on a bad one.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval_level1_s: float | None = Field(
+        default=None, gt=0, le=86_400, description="protocol probe interval, level 1 (default 300)"
+    )
+    interval_s: float | None = Field(
+        default=None, gt=0, le=86_400, description="protocol probe interval, others (default 900)"
+    )
+    max_backoff_s: float | None = Field(
+        default=None, gt=0, le=7 * 86_400, description="longest re-probe wait offline (3600)"
+    )
+    diagnose_every_s: float | None = Field(
+        default=None, gt=0, le=30 * 86_400, description="frame diagnosis period (86400: daily)"
+    )
+    sample_seconds: float | None = Field(
+        default=None, gt=0, le=60, description="seconds of frames per diagnosis (2.0)"
+    )
+    per_host: int | None = Field(
+        default=None, ge=1, le=64, description="concurrent sessions per device host (4)"
+    )
+    offline_after: int | None = Field(
+        default=None, ge=1, le=100, description="consecutive failures before offline (3)"
+    )
+    online_after: int | None = Field(
+        default=None, ge=1, le=100, description="consecutive successes before online (2)"
+    )
+    diagnosis: dict[str, float] = Field(
+        default_factory=dict,
+        description="diagnosis thresholds by name (dark_mean, bright_mean, low_contrast_std, "
+        "frozen_frames, blur_laplacian_var, occlusion_share, colour_cast_share, noise_residual…)",
+    )
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -93,6 +134,9 @@ class Settings(BaseModel):
     )
     map_tiles_attribution: str = Field(default="", max_length=200)
     map_tiles_subdomains: str = Field(default="abc", pattern="^[0-9a-z]{1,16}$")
+    health: HealthSettings = Field(
+        default_factory=HealthSettings, description="[health] table of the config file"
+    )
 
     @field_validator("allow_direct_credentials")
     @classmethod

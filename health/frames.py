@@ -54,7 +54,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from health.diagnosis import Diagnosis, diagnose
+from health.diagnosis import Diagnosis, Thresholds, diagnose
 from health.rtsp import redact_uri
 
 __all__ = ["FrameSampler", "SampleFailure", "SampleResult", "sample_frames"]
@@ -401,9 +401,11 @@ def sample_frames(
 
 def _job(name: str, uri: str, kwargs: dict[str, Any]) -> tuple[Any, bool]:
     """Run one job in the worker: (payload, worker must exit)."""
+    kwargs = dict(kwargs)
+    thresholds = kwargs.pop("thresholds", None)
     result, stuck = _sample(uri, **kwargs)
     if name in ("diagnose", "diagnose_lean"):
-        diagnosis = diagnose(result.frames)
+        diagnosis = diagnose(result.frames, thresholds=thresholds)
         if name == "diagnose_lean":
             result.frames = []
         return (result, diagnosis), stuck
@@ -479,12 +481,19 @@ class FrameSampler:
     """
 
     def __init__(
-        self, processes: int = 2, *, margin: float = 2.0, start_timeout: float = 30.0
+        self,
+        processes: int = 2,
+        *,
+        margin: float = 2.0,
+        start_timeout: float = 30.0,
+        thresholds: Thresholds | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self._ctx = multiprocessing.get_context("spawn")
         self.processes = processes  # captures at once: callers size their demand by it
+        # The deployment's diagnosis thresholds (config `health.diagnosis`), sent with each job.
+        self.thresholds = thresholds or Thresholds()
         self._slots = asyncio.Semaphore(processes)
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
@@ -528,11 +537,11 @@ class FrameSampler:
         slot time per stream with 32 workers on 2 cores.
         """
         job = "diagnose" if keep_frames else "diagnose_lean"
-        payload = await self._run(job, uri, kw, overall_timeout)
+        payload = await self._run(job, uri, {**kw, "thresholds": self.thresholds}, overall_timeout)
         if isinstance(payload, tuple) and isinstance(payload[0], SampleResult):
             return payload[0], payload[1]
         result = _failed(uri, *payload)
-        return result, diagnose([])
+        return result, diagnose([], thresholds=self.thresholds)
 
     def close(self) -> None:
         """Stop every worker now (idle ones hold no state; running jobs end as failures)."""
@@ -583,7 +592,7 @@ class FrameSampler:
         """Run a job; returns its payload or (failure, error) when the worker failed."""
         if self._closed:
             raise RuntimeError("FrameSampler is closed")
-        unknown = set(kw) - _SAMPLE_ARGS
+        unknown = set(kw) - _SAMPLE_ARGS - {"thresholds"}
         if unknown:
             raise TypeError(f"unknown sampling arguments: {sorted(unknown)}")
         limit = self._deadline(kw) if limit_s is None else limit_s

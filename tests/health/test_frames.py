@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from health.diagnosis import Thresholds
 from health.frames import FrameSampler, _scrub
 
 FAULTS = {
@@ -186,3 +187,16 @@ async def test_a_server_refusing_tcp_is_sampled_over_the_default_transport(
     assert result.transport == "default"
     assert result.frames and result.thumbnail is not None
     assert "signal_loss" not in diagnosis.fired
+
+
+async def test_configured_thresholds_reach_the_capture_process(rtsp_server: str) -> None:
+    """A deployment's `[health.diagnosis]` thresholds are what the worker process applies:
+    with `dark_mean` above white, the normal picture counts as too dark."""
+    async with FrameSampler(processes=1, thresholds=Thresholds(dark_mean=255.0)) as strict:
+        for keep in (True, False):
+            result, diagnosis = await strict.diagnose_stream(
+                f"{rtsp_server}/normal", seconds=1.0, keep_frames=keep
+            )
+            assert result.error is None, result.error
+            assert "too_dark" in diagnosis.fired
+            assert diagnosis.flags["too_dark"].threshold == 255.0

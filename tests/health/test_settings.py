@@ -1,0 +1,101 @@
+"""The `[health]` config table: defaults kept in one place, overrides applied, bad keys named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from camera_registry.config import ConfigError, HealthSettings, load_settings
+from health.diagnosis import Thresholds
+from health.settings import HealthConfigError, health_runtime
+from health.status import StatusPolicy
+from health.worker import WorkerConfig
+
+
+def test_an_empty_table_keeps_the_health_defaults() -> None:
+    runtime = health_runtime(HealthSettings())
+    assert runtime.worker == WorkerConfig()
+    assert runtime.policy == StatusPolicy()
+    assert runtime.thresholds == Thresholds()
+
+
+def test_a_config_file_sets_intervals_hysteresis_and_thresholds(tmp_path: Path) -> None:
+    path = tmp_path / "camreg.toml"
+    path.write_text(
+        """[health]
+interval_level1_s = 120
+interval_s = 600
+per_host = 2
+offline_after = 5
+online_after = 3
+sample_seconds = 3
+
+[health.diagnosis]
+dark_mean = 40
+frozen_frames = 20
+""",
+        encoding="utf-8",
+    )
+    settings = load_settings(path, environ={})
+    runtime = health_runtime(settings.health, WorkerConfig(concurrency=50))
+    w = runtime.worker
+    assert (w.interval_level1_s, w.interval_s, w.per_host, w.sample_seconds) == (120, 600, 2, 3)
+    assert w.concurrency == 50  # what the command line set stays
+    assert (runtime.policy.offline_after, runtime.policy.online_after) == (5, 3)
+    assert runtime.thresholds.dark_mean == 40.0
+    assert runtime.thresholds.frozen_frames == 20
+    assert isinstance(runtime.thresholds.frozen_frames, int)
+
+
+@pytest.mark.parametrize(
+    ("diagnosis", "message"),
+    [
+        ({"dark_maen": 40}, "health.diagnosis.dark_maen: unknown threshold"),
+        ({"frozen_frames": 10.5}, "health.diagnosis.frozen_frames: must be a whole number"),
+        ({"frozen_frames": 1}, "frozen_frames must be at least 2"),
+        ({"frozen_similarity": 1.5}, "shares in (0, 1]"),
+    ],
+)
+def test_a_bad_threshold_is_named(diagnosis: dict[str, float], message: str) -> None:
+    with pytest.raises(HealthConfigError) as err:
+        health_runtime(HealthSettings(diagnosis=diagnosis))
+    assert message in str(err.value)
+
+
+def test_unknown_and_impossible_health_keys_are_config_errors(tmp_path: Path) -> None:
+    path = tmp_path / "camreg.toml"
+    path.write_text("[health]\nintervall_s = 600\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="intervall_s"):
+        load_settings(path, environ={})
+    path.write_text("[health]\nper_host = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="per_host"):
+        load_settings(path, environ={})
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_commands_refuse_to_start_on_a_bad_threshold(tmp_path: Path, command: str) -> None:
+    path = tmp_path / "camreg.toml"
+    path.write_text("[health.diagnosis]\nblurr = 3\n", encoding="utf-8")
+    camreg = str(Path(sys.executable).parent / "camreg")
+    proc = subprocess.run(
+        [camreg, "--config", str(path), command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "CAMREG_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "health.diagnosis.blurr: unknown threshold" in proc.stderr
+
+
+def test_the_readme_example_is_the_defaults(tmp_path: Path) -> None:
+    """The `[health]` example in README.md loads and spells out the defaults it claims."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("```toml\n[health]", 1)[1].split("```", 1)[0]
+    path = tmp_path / "camreg.toml"
+    path.write_text("[health]" + example, encoding="utf-8")
+    runtime = health_runtime(load_settings(path, environ={}).health)
+    assert runtime == health_runtime(HealthSettings())
