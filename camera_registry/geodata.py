@@ -13,7 +13,7 @@ a coverage run can tell whether its inputs changed.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -266,73 +266,72 @@ async def replace_regions(
         await _record(conn, "regions", source, len(rows), checksum)
 
 
+async def _replace_points_or_shapes(
+    conn: asyncpg.Connection,
+    kind: Kind,
+    source: str,
+    columns: tuple[str, ...],
+    records: Iterable[tuple[Any, ...]],
+    count: int,
+    checksum: str,
+) -> None:
+    """Replace data set `source` of one kind in one transaction: delete it, COPY the new rows,
+    record the checksum. The per-set lock keeps two loads of one file from doubling it."""
+    async with conn.transaction():
+        await _lock(conn, kind, source)
+        await conn.execute(f"DELETE FROM geo_{kind} WHERE source = $1", source)
+        await conn.copy_records_to_table(f"geo_{kind}", columns=columns, records=records)
+        await _record(conn, kind, source, count, checksum)
+
+
 async def replace_villages(
     conn: asyncpg.Connection, source: str, v: Villages, checksum: str
 ) -> None:
     """Replace data set `source` with the villages in `v`, in one transaction."""
-    async with conn.transaction():
-        await _lock(conn, "villages", source)
-        await conn.execute("DELETE FROM geo_villages WHERE source = $1", source)
-        await conn.copy_records_to_table(
-            "geo_villages",
-            columns=("region_code", "name", "lon", "lat", "outline", "population", "source"),
-            records=zip(
-                v.region_code.tolist(),
-                v.name.tolist(),
-                v.lon.tolist(),
-                v.lat.tolist(),
-                v.outline.tolist(),
-                _none_if_nan(v.population, int),
-                [source] * len(v),
-                strict=True,
-            ),
-        )
-        await _record(conn, "villages", source, len(v), checksum)
+    records = zip(
+        v.region_code.tolist(),
+        v.name.tolist(),
+        v.lon.tolist(),
+        v.lat.tolist(),
+        v.outline.tolist(),
+        _none_if_nan(v.population, int),
+        [source] * len(v),
+        strict=True,
+    )
+    columns = ("region_code", "name", "lon", "lat", "outline", "population", "source")
+    await _replace_points_or_shapes(conn, "villages", source, columns, records, len(v), checksum)
 
 
 async def replace_junctions(
     conn: asyncpg.Connection, source: str, j: Junctions, checksum: str
 ) -> None:
     """Replace data set `source` with the junctions in `j`, in one transaction."""
-    async with conn.transaction():
-        await _lock(conn, "junctions", source)
-        await conn.execute("DELETE FROM geo_junctions WHERE source = $1", source)
-        await conn.copy_records_to_table(
-            "geo_junctions",
-            columns=("region_code", "name", "kind", "lon", "lat", "weight", "source"),
-            records=zip(
-                j.region_code.tolist(),
-                j.name.tolist(),
-                j.kind.tolist(),
-                j.lon.tolist(),
-                j.lat.tolist(),
-                _none_if_nan(j.weight, float),
-                [source] * len(j),
-                strict=True,
-            ),
-        )
-        await _record(conn, "junctions", source, len(j), checksum)
+    records = zip(
+        j.region_code.tolist(),
+        j.name.tolist(),
+        j.kind.tolist(),
+        j.lon.tolist(),
+        j.lat.tolist(),
+        _none_if_nan(j.weight, float),
+        [source] * len(j),
+        strict=True,
+    )
+    columns = ("region_code", "name", "kind", "lon", "lat", "weight", "source")
+    await _replace_points_or_shapes(conn, "junctions", source, columns, records, len(j), checksum)
 
 
 async def replace_builtup(conn: asyncpg.Connection, source: str, b: Builtup, checksum: str) -> None:
     """Replace data set `source` with the built-up polygons in `b`, in one transaction."""
-    async with conn.transaction():
-        await _lock(conn, "builtup", source)
-        await conn.execute("DELETE FROM geo_builtup WHERE source = $1", source)
-        wkb = shapely.to_wkb(b.outline).tolist() if len(b) else []
-        await conn.copy_records_to_table(
-            "geo_builtup",
-            columns=("region_code", "name", "outline", "bbox", "source"),
-            records=zip(
-                b.region_code.tolist(),
-                b.name.tolist(),
-                wkb,
-                _box(b.outline) if len(b) else [],
-                [source] * len(b),
-                strict=True,
-            ),
-        )
-        await _record(conn, "builtup", source, len(b), checksum)
+    records = zip(
+        b.region_code.tolist(),
+        b.name.tolist(),
+        shapely.to_wkb(b.outline).tolist() if len(b) else [],
+        _box(b.outline) if len(b) else [],
+        [source] * len(b),
+        strict=True,
+    )
+    columns = ("region_code", "name", "outline", "bbox", "source")
+    await _replace_points_or_shapes(conn, "builtup", source, columns, records, len(b), checksum)
 
 
 # -- reading -------------------------------------------------------------------------------------
