@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import datetime as dt
 import hashlib
 import io
 import json
@@ -49,6 +48,7 @@ from .coverage_compute import (
     compute_county,
     propose,
 )
+from .db import row_dict
 from .errors import BadRequest, FieldError, Forbidden, NotFound, RegistryError
 
 log = logging.getLogger(__name__)
@@ -108,17 +108,6 @@ def normalise_region(code: str | None, field: str = "region") -> str:
     while len(raw) > 2 and raw.endswith("00"):
         raw = raw[:-2]
     return raw
-
-
-def _out(rec: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in rec.items():
-        if isinstance(v, uuid.UUID):
-            v = str(v)
-        elif isinstance(v, dt.datetime):
-            v = v.isoformat()
-        out[k] = v
-    return out
 
 
 def _like(prefix: str) -> str:
@@ -206,7 +195,7 @@ class CoverageRuns:
                 version,
             )
             if old is not None:
-                return _out(old), "reused" if old["status"] == "done" else "joined"
+                return row_dict(old), "reused" if old["status"] == "done" else "joined"
             rec = await conn.fetchrow(
                 """INSERT INTO coverage_runs (region, policy, proposals, inputs_version,
                        created_by, owner, heartbeat_at)
@@ -228,8 +217,8 @@ class CoverageRuns:
                     version,
                 )
                 assert rec is not None
-                return _out(rec), "joined"
-        return _out(rec), "new"
+                return row_dict(rec), "joined"
+        return row_dict(rec), "new"
 
     async def _own(self, actor: Actor, run_id: str) -> asyncpg.Record:
         try:
@@ -244,7 +233,7 @@ class CoverageRuns:
         return rec
 
     async def get(self, actor: Actor, run_id: str) -> dict[str, Any]:
-        return _out(await self._own(actor, run_id))
+        return row_dict(await self._own(actor, run_id))
 
     async def gaps_geojson(
         self,

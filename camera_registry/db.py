@@ -6,9 +6,12 @@ same migrations serve the product (schema `public`) and tests (a fresh schema pe
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
+import uuid
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -98,3 +101,16 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
             )
             applied.append(name)
     return applied
+
+
+def row_dict(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as JSON-ready values (UUIDs as strings, timestamps in ISO 8601): what the job and
+    inbox APIs return, so every table answers in the same shape."""
+    out: dict[str, Any] = {}
+    for k, v in rec.items():
+        if isinstance(v, uuid.UUID):
+            v = str(v)
+        elif isinstance(v, dt.datetime):
+            v = v.isoformat()
+        out[k] = v
+    return out

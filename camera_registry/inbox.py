@@ -8,7 +8,6 @@ of a duplicate appearing in the inbox.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ import asyncpg
 from . import audit, heartbeats
 from .actor import Actor
 from .crypto import CredentialBox
+from .db import row_dict
 from .errors import BadRequest, FieldError, NotFound
 
 INBOX_STATUSES = ("new", "registered", "ignored")
@@ -41,19 +41,6 @@ _COLUMNS = """id, endpoint, address, port, xaddrs, vendor, model, firmware, seri
               FROM discovered_device_cameras c WHERE c.device_id = discovered_devices.id),
              '{}') AS camera_ids"""
 _CAMERA_COLUMNS = """id, gb_id, name, region_code, ip, onvif_port, streams, version"""
-
-
-def _out(rec: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: (
-            v.isoformat()
-            if isinstance(v, dt.datetime)
-            else str(v)
-            if isinstance(v, uuid.UUID)
-            else v
-        )
-        for k, v in rec.items()
-    }
 
 
 def _uuid(value: str, what: str) -> uuid.UUID:
@@ -223,7 +210,7 @@ class Inbox:
             device_id,
         )
         for cam in cams:
-            before = _out(cam)
+            before = row_dict(cam)
             before["ip"] = str(cam["ip"]) if cam["ip"] is not None else None
             streams = {k: _moved(v, old, new) for k, v in (cam["streams"] or {}).items()}
             rec = await conn.fetchrow(
@@ -235,7 +222,7 @@ class Inbox:
                 streams,
             )
             assert rec is not None
-            after = _out(rec)
+            after = row_dict(rec)
             after["ip"] = str(rec["ip"])
             await audit.record(
                 conn,
@@ -302,7 +289,7 @@ class Inbox:
             "ORDER BY last_seen DESC, id",
             *args,
         )
-        return [_out(r) for r in rows]
+        return [row_dict(r) for r in rows]
 
     async def get(self, actor: Actor, device_id: str) -> dict[str, Any]:
         """One inbox device, with its sealed credentials opened (for registration only)."""
@@ -315,7 +302,7 @@ class Inbox:
         )
         if rec is None:
             raise NotFound(f"no discovered device {device_id} in your scope")
-        out = _out(rec)
+        out = row_dict(rec)
         sealed = out.pop("credentials")
         out["username"], out["password"] = self.box.open(sealed) if sealed else (None, None)
         return out
@@ -491,7 +478,7 @@ class DiscoveryScans:
 
     @staticmethod
     def _public(rec: Mapping[str, Any]) -> dict[str, Any]:
-        out = _out(rec)
+        out = row_dict(rec)
         out.pop("credentials", None)
         out["has_credentials"] = rec["credentials"] is not None
         out["progress"] = round(rec["probed"] / rec["addresses"], 4) if rec["addresses"] else None

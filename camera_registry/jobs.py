@@ -6,7 +6,6 @@ A job row names its owning process and carries a heartbeat (migration 0011,
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -15,20 +14,10 @@ import asyncpg
 
 from . import heartbeats
 from .actor import Actor, Role
+from .db import row_dict
 from .errors import BadRequest, FieldError, NotFound
 
 ERRORS_INLINE = 1000
-
-
-def _out(rec: asyncpg.Record) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in rec.items():
-        if isinstance(v, uuid.UUID):
-            v = str(v)
-        elif isinstance(v, dt.datetime):
-            v = v.isoformat()
-        out[k] = v
-    return out
 
 
 class ImportJobs:
@@ -106,7 +95,7 @@ class ImportJobs:
 
     async def get(self, actor: Actor, job_id: str) -> dict[str, Any]:
         rec = await self._own(actor, job_id)
-        out = _out(rec)
+        out = row_dict(rec)
         rows = await self.pool.fetch(
             """SELECT row_no AS row, field, message FROM import_errors WHERE job_id = $1
                ORDER BY seq LIMIT $2""",
