@@ -9,7 +9,6 @@ import { COLORS, app, regionLayer, regionsLoaded, toMap } from "./main.js";
 const RUNS = "/api/v1/coverage/runs";
 let layers = null;
 let run = null;
-let lastGaps = null;
 
 function ramp(x) {
   // 0 → pale yellow, 1 → deep red
@@ -61,14 +60,29 @@ async function runCoverage(region, proposals) {
   }
 }
 
-async function showRun(region) {
-  const base = `${RUNS}/${encodeURIComponent(run.id)}`;
-  if (layers) layers.remove();
-  layers = L.layerGroup().addTo(app.map);
-  const gaps = await get(`${base}/gaps`);
-  lastGaps = gaps;
+// A province run holds tens of thousands of gaps: the map asks for the highest-priority ones
+// in the current view (the API sorts by priority), and asks again when the view moves.
+const GAPS_IN_VIEW = 2000;
+let gapLayer = null;
+let gapsBase = null;
+let gapsSeq = 0;
+
+function viewBbox() {
+  const b = app.map.getBounds();
+  const c = (v, lo, hi) => Math.min(hi, Math.max(lo, v)).toFixed(5);
+  return [c(b.getWest(), -180, 180), c(b.getSouth(), -90, 90), c(b.getEast(), -180, 180), c(b.getNorth(), -90, 90)].join(",");
+}
+
+async function drawGaps(withBbox) {
+  if (!gapsBase || !layers) return;
+  const seq = ++gapsSeq;
+  const q = new URLSearchParams({ limit: String(GAPS_IN_VIEW) });
+  if (withBbox) q.set("bbox", viewBbox());
+  const gaps = await get(`${gapsBase}/gaps?${q}`);
+  if (seq !== gapsSeq || !layers) return; // a newer view answered first
   const max = Math.max(1e-9, ...gaps.features.map((f) => Number(f.properties.priority) || 0));
-  const gapLayer = geo(gaps, {
+  if (gapLayer) gapLayer.remove();
+  gapLayer = geo(gaps, {
     style: (f) => ({ color: "#a4161a", weight: 1, fillColor: ramp((f.properties.priority || 0) / max), fillOpacity: 0.55, className: "gap" }),
     pointToLayer: (f, latlng) =>
       L.circleMarker(latlng, {
@@ -85,8 +99,25 @@ async function showRun(region) {
       layer.bindTooltip(h("span", { text: `${what} ${p.name ?? ""} · ${p.region_code ?? ""} · ${Math.round(p.area_m2 || 0)} m²` }));
     },
   }).addTo(layers);
-  gapLayer.eachLayer((l) => l.getElement && l.getElement() && l.getElement().classList.add("gap"));
+  gapLayer.bringToBack();
   $("#map").dataset.gaps = String(gaps.features.length);
+  const note = $("#plan-gaps");
+  if (note) {
+    const n = gaps.features.length;
+    note.textContent = t(n >= GAPS_IN_VIEW ? "gaps_top" : "gaps_shown", { n });
+  }
+  return gapLayer;
+}
+
+async function showRun(region) {
+  const base = `${RUNS}/${encodeURIComponent(run.id)}`;
+  if (layers) layers.remove();
+  layers = L.layerGroup().addTo(app.map);
+  gapLayer = null;
+  gapsBase = base;
+  const first = await drawGaps(false); // the run's highest-priority gaps, to frame the view
+  const b = first ? first.getBounds() : null;
+  if (b && b.isValid()) app.map.fitBounds(b);
   const props = await get(`${base}/proposals`);
   geo(props, {
     pointToLayer: (f, latlng) =>
@@ -101,8 +132,14 @@ async function showRun(region) {
       layer.bindTooltip(h("span", { text: `#${f.properties.rank} +${f.properties.newly_covered} → ${share(f.properties.covered_share_after)}` })),
   }).addTo(layers);
   await regionTable(base, region);
-  const b = gapLayer.getBounds();
-  if (b.isValid()) app.map.fitBounds(b);
+}
+
+export function watchGaps() {
+  let timer = null;
+  app.map.on("moveend", () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => drawGaps(true).catch(() => {}), 250);
+  });
 }
 
 // The per-region table: 在线率 / 完好率 from /kpis (always), covered share once a run is done.
@@ -164,9 +201,11 @@ async function exportCsv() {
   download(`coverage-${run.id}.csv`, await res.blob());
 }
 
-function exportGeojson() {
-  if (!lastGaps) return;
-  download(`gaps-${run.id}.geojson`, new Blob([JSON.stringify(lastGaps)], { type: "application/geo+json" }));
+async function exportGeojson() {
+  if (!run) return;
+  // every gap of the run (up to the API's cap), not only those drawn in the view
+  const all = await get(`${RUNS}/${encodeURIComponent(run.id)}/gaps?limit=100000`);
+  download(`gaps-${run.id}.geojson`, new Blob([JSON.stringify(all)], { type: "application/geo+json" }));
 }
 
 // The current view drawn to a canvas from our own layers (tiles from other origins cannot be
@@ -255,6 +294,7 @@ export function initPlanner() {
       h("button", { type: "submit", id: "run-coverage", text: t("run_coverage") }),
     ),
     h("p", { id: "plan-status" }),
+    h("p", { id: "plan-gaps", class: "muted" }),
     h("h3", { text: t("region_table") }),
     h("div", { id: "plan-table" }),
     h(
@@ -266,4 +306,5 @@ export function initPlanner() {
     ),
   );
   regionTable(null, scope).catch(() => {});
+  watchGaps();
 }
