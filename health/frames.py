@@ -96,8 +96,22 @@ _LOG_PATTERNS: tuple[tuple[re.Pattern[str], SampleFailure, str], ...] = (
         "timed out while opening",
     ),
 )
+# Frames a sample should hold: one more than `Thresholds.frozen_frames` (a frozen run of 10)
+# plus one of slack; `health.worker` derives it from the deployment's thresholds.
+MIN_FRAMES = 12
+# A slow stream is read at most this long (after its first frame) to reach `min_frames`.
+MAX_SECONDS_CAP = 8.0
 _SAMPLE_ARGS = frozenset(
-    {"seconds", "max_frames", "open_timeout", "read_timeout", "stall_timeout", "width"}
+    {
+        "seconds",
+        "min_frames",
+        "max_seconds",
+        "max_frames",
+        "open_timeout",
+        "read_timeout",
+        "stall_timeout",
+        "width",
+    }
 )
 _USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.I)
 
@@ -110,8 +124,10 @@ class SampleResult:
     time from the start of sampling (all attempts included) to the first decoded frame, i.e.
     what a viewer waits for a picture. `frames` is an even spread of at most `max_frames` of the
     `frames_read` frames, downscaled. `stalled` means frames stopped arriving before the window
-    ended, whether the session stayed open (watchdog) or FFmpeg gave up. `error` is an operator
-    sentence without credentials; `failure` its machine-readable kind.
+    ended, whether the session stayed open (watchdog) or FFmpeg gave up. `extended` means the
+    stream was too slow to deliver `min_frames` frames in `seconds`, so reading went on (up to
+    `max_seconds`). `error` is an operator sentence without credentials; `failure` its
+    machine-readable kind.
     """
 
     uri: str
@@ -121,6 +137,7 @@ class SampleResult:
     frames_read: int = 0
     fps_measured: float | None = None
     stalled: bool = False
+    extended: bool = False
     error: str | None = None
     failure: SampleFailure | None = None
     thumbnail: bytes | None = None
@@ -271,10 +288,21 @@ def _spread(frames: list[NDArray[np.uint8]], count: int) -> list[NDArray[np.uint
     return [frames[i] for i in picks]
 
 
+def _max_seconds(seconds: float, max_seconds: float | None) -> float:
+    """The longest window after the first frame: `max_seconds`, by default 3 × `seconds` capped
+    at `MAX_SECONDS_CAP` (but never shorter than `seconds`), so a slow stream costs its capture
+    slot a bounded few seconds more."""
+    if max_seconds is None:
+        return max(seconds, min(3 * seconds, MAX_SECONDS_CAP))
+    return max_seconds
+
+
 def _sample(
     uri: str,
     *,
     seconds: float = 3.0,
+    min_frames: int = MIN_FRAMES,
+    max_seconds: float | None = None,
     max_frames: int = 20,
     open_timeout: float = 4.0,
     read_timeout: float = 3.0,
@@ -284,6 +312,11 @@ def _sample(
     """`sample_frames`, plus whether the capture thread is still stuck (the worker must exit)."""
     if max_frames < 1 or width < 8 or min(seconds, open_timeout, read_timeout, stall_timeout) <= 0:
         raise ValueError("seconds, timeouts, max_frames and width must be positive")
+    if min_frames < 0:
+        raise ValueError("min_frames must not be negative")
+    longest = _max_seconds(seconds, max_seconds)
+    if longest < seconds:
+        raise ValueError("max_seconds must not be shorter than seconds")
     start = time.monotonic()
     result = SampleResult(uri=redact_uri(uri))
     events: queue.Queue[tuple[Any, ...]] = queue.Queue()
@@ -314,9 +347,13 @@ def _sample(
                 elif result.frames_read == 0:
                     result.failure = "no_frames"
                     result.error = f"stream opened but no frame arrived within {read_timeout} s"
-                elif last_t - first_t < seconds and time.monotonic() < first_t + seconds:
+                elif time.monotonic() < first_t + seconds:
+                    # Judged on the base window only, as without the extension: a slow stream
+                    # that stops during its extension ends the sample with what arrived.
                     result.stalled, result.failure = True, "stalled"
                     result.error = f"no new frame for {stall_timeout} s: the stream stalled"
+                elif result.frames_read < min_frames:
+                    result.extended = True  # waited past `seconds` for more frames
                 break
             kind = event[0]
             if kind == "open":
@@ -341,14 +378,19 @@ def _sample(
                     if len(kept) >= 2 * max_frames:
                         kept, stride[0] = kept[::2], stride[0] * 2
                 result.frames_read += 1
-                if t - first_t >= seconds:
+                # Too few frames after `seconds` (a 1–5 fps sub-stream): read on until
+                # `min_frames` or `longest`, so a frozen run can be seen at all.
+                enough = result.frames_read >= min_frames
+                if t - first_t >= (seconds if enough else longest):
                     break
-                deadline = min(t + stall_timeout, first_t + seconds)
+                if t - first_t >= seconds:
+                    result.extended = True
+                deadline = min(t + stall_timeout, first_t + (seconds if enough else longest))
             else:  # "end"
                 if opened and event[1] != "done" and result.frames_read == 0:
                     result.failure = "no_frames"
                     result.error = f"stream opened but no frame could be read ({event[1]})"
-                elif opened and event[1] != "done" and last_t - first_t < seconds:
+                elif opened and event[1] != "done" and time.monotonic() < first_t + seconds:
                     result.stalled, result.failure = True, "stalled"
                     result.error = f"the stream ended after {result.frames_read} frames"
                 elif not opened and result.error is None and event[1] != "done":
@@ -376,6 +418,8 @@ def sample_frames(
     uri: str,
     *,
     seconds: float = 3.0,
+    min_frames: int = MIN_FRAMES,
+    max_seconds: float | None = None,
     max_frames: int = 20,
     open_timeout: float = 4.0,
     read_timeout: float = 3.0,
@@ -384,13 +428,21 @@ def sample_frames(
 ) -> SampleResult:
     """Open `uri` and read frames for `seconds` after the first one; blocking, bounded.
 
+    When fewer than `min_frames` frames arrived in `seconds` (a slow stream), reading goes on
+    until `min_frames` or `max_seconds` (default 3 × `seconds`, at most 8 s) after the first
+    frame, whichever comes first: the frozen check needs a run of `Thresholds.frozen_frames`
+    consecutive frames, which 2 s of a 3 fps sub-stream never holds. 0 disables the extension.
+
     Meant for a worker process (it redirects the process's stderr while opening, and a stuck
     capture thread can only be ended with its process): use `FrameSampler` from async code.
-    Returns at the latest after about open_timeout + 1 + read_timeout + seconds + stall_timeout.
+    Returns at the latest after about
+    open_timeout + 1 + read_timeout + max_seconds + stall_timeout.
     """
     return _sample(
         uri,
         seconds=seconds,
+        min_frames=min_frames,
+        max_seconds=max_seconds,
         max_frames=max_frames,
         open_timeout=open_timeout,
         read_timeout=read_timeout,
@@ -556,13 +608,20 @@ class FrameSampler:
         self._idle.clear()
 
     def _deadline(self, kw: dict[str, Any]) -> float:
-        """Worst case of `sample_frames` with these arguments, plus the margin."""
+        """Worst case of `sample_frames` with these arguments, plus the margin.
+
+        Charged with the longest window (`max_seconds`), not `seconds`: a slow stream reading on
+        to `min_frames` is working as intended and must never be killed for it.
+        """
         get = kw.get
+        max_seconds = get("max_seconds")
         return (
             float(get("open_timeout", 4.0))
             + OPEN_GRACE
             + float(get("read_timeout", 3.0))
-            + float(get("seconds", 3.0))
+            + _max_seconds(
+                float(get("seconds", 3.0)), None if max_seconds is None else float(max_seconds)
+            )
             + float(get("stall_timeout", 2.0))
             + self._margin
         )

@@ -51,6 +51,8 @@ class WorkerConfig:
     diagnose_every_s: float = 86_400.0  # frames checked at least daily, on a rotating sample
     # 2 s of frames: every check but `frozen` is a per-frame median, and `frozen` needs a run of
     # 10 similar frames, which 2 s holds at ≥ 5.5 fps (30 frames at a sub-stream's usual 15).
+    # Slower streams (1–5 fps sub-streams) are read on to frozen_frames + 2 frames, for at most
+    # 3 × this (≤ 8 s): see `health.frames.sample_frames`.
     # Each extra second costs a capture slot a second and ≈ 0.03 CPU-s of decoding (360p).
     sample_seconds: float = 2.0
 
@@ -178,8 +180,10 @@ class Worker:
     async def _diagnose(self, lease: store.Lease) -> tuple[Outcome, dict[str, Any], bytes | None]:
         assert self.sampler is not None and lease.uri
         uri = with_credentials(lease.uri, lease.username, lease.password)
+        # One frame more than a frozen run needs, plus slack, however slow the stream.
+        min_frames = self.sampler.thresholds.frozen_frames + 2
         sample, diag = await self.sampler.diagnose_stream(
-            uri, seconds=self.cfg.sample_seconds, keep_frames=False
+            uri, seconds=self.cfg.sample_seconds, min_frames=min_frames, keep_frames=False
         )
         flags = {
             name: {
@@ -198,6 +202,7 @@ class Worker:
             "transport": sample.transport,  # "tcp", or "default" when the device refused TCP
             "fps": sample.fps_measured,
             "stalled": sample.stalled,
+            "extended": sample.extended,  # too slow for `seconds`: read on to min_frames
             "failure": sample.failure,
             "error": sample.error,
         }

@@ -35,18 +35,30 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 320, 180, 15
+# A slow sub-stream (some cameras send 1–5 fps): 2 s of it hold only 6–7 frames.
+SLOW_FPS = 3
 STOP_AFTER_MS = 2000
 
 
 def pipelines(width: int = WIDTH, height: int = HEIGHT) -> dict[str, str]:
     """One launch line per mount, at the given picture size (the tests use 320×180)."""
     caps = f"video/x-raw,width={width},height={height},framerate={FPS}/1"
-    # Low latency and a keyframe every second, so a client joining at any moment decodes at once.
-    encode = (
-        "videoconvert ! video/x-raw,format=I420 ! "
-        f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={FPS} bitrate=1500 ! "
-        "rtph264pay name=pay0 pt=96 config-interval=1"
-    )
+    slow_caps = f"video/x-raw,width={width},height={height},framerate={SLOW_FPS}/1"
+
+    def encoder(fps: int, rate: str = "bitrate=1500") -> str:
+        # Low latency and a keyframe every second, so a client joining at any moment decodes
+        # at once.
+        return (
+            "videoconvert ! video/x-raw,format=I420 ! "
+            f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} {rate} ! "
+            "rtph264pay name=pay0 pt=96 config-interval=1"
+        )
+
+    encode = encoder(FPS)
+    # The slow mounts encode at a constant quantiser: at 3 fps x264's bit-rate control changed
+    # the picture at its first scheduled keyframe (mean grey 127 → 149 for one frame), which
+    # broke a frozen run of only 12 frames; a 15 fps sample spreads over more frames than that.
+    steady = encoder(SLOW_FPS, "pass=quant quantizer=20")
     # SMPTE bars scrolling sideways: textured, colourful but without one dominant hue, and
     # moving enough that consecutive frames differ (a static picture would rightly be called
     # frozen).
@@ -58,6 +70,16 @@ def pipelines(width: int = WIDTH, height: int = HEIGHT) -> dict[str, str]:
         "/frozen": (
             f"( videotestsrc pattern=smpte num-buffers=1 ! {caps} ! imagefreeze is-live=true ! "
             f"{encode} )"
+        ),
+        # `/frozen` and `/normal` at SLOW_FPS (a camera's slow sub-stream): 2 s hold too few
+        # frames for a frozen run, so the sampler must read on.
+        "/frozen-slow": (
+            f"( videotestsrc pattern=smpte num-buffers=1 ! {slow_caps} ! "
+            f"imagefreeze is-live=true ! {slow_caps} ! {steady} )"
+        ),
+        "/normal-slow": (
+            f"( videotestsrc is-live=true pattern=smpte horizontal-speed=6 ! {slow_caps} ! "
+            f"{steady} )"
         ),
         "/snow": f"( videotestsrc is-live=true pattern=snow ! {caps} ! {encode} )",
         # Down to 1/8 and back up: all detail lost, as through a defocused or fogged lens.

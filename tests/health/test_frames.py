@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from health.diagnosis import Thresholds
-from health.frames import FrameSampler, _scrub
+from health.frames import OPEN_GRACE, FrameSampler, _scrub, sample_frames
 
 FAULTS = {
     "normal": None,
@@ -200,3 +200,85 @@ async def test_configured_thresholds_reach_the_capture_process(rtsp_server: str)
             assert result.error is None, result.error
             assert "too_dark" in diagnosis.fired
             assert diagnosis.flags["too_dark"].threshold == 255.0
+
+
+# What `health.worker` asks for: one frame more than a frozen run, plus slack.
+MIN_FRAMES = Thresholds().frozen_frames + 2
+
+
+@pytest.mark.parametrize(("mount", "expected"), [("frozen-slow", "frozen"), ("normal-slow", None)])
+async def test_a_slow_stream_is_read_on_until_a_frozen_run_fits(
+    sampler: FrameSampler, rtsp_server: str, mount: str, expected: str | None
+) -> None:
+    """A 3 fps sub-stream holds ~7 frames in 2 s, too few for a run of 10 similar frames: the
+    window is extended until `min_frames` arrived, and the diagnosis then sees what it is."""
+    started = time.monotonic()
+    result, diagnosis = await sampler.diagnose_stream(
+        f"{rtsp_server}/{mount}", seconds=2.0, min_frames=MIN_FRAMES
+    )
+    wall = time.monotonic() - started
+    values = {name: round(flag.value, 2) for name, flag in diagnosis.flags.items()}
+    print(
+        f"{mount}: fired={diagnosis.fired} fps={result.fps_measured} read={result.frames_read} "
+        f"extended={result.extended} elapsed_ms={result.elapsed_ms} values={values}"
+    )
+    assert result.error is None and result.failure is None, result.error
+    assert result.extended and not result.stalled
+    assert result.fps_measured is not None and result.fps_measured < 5
+    assert result.frames_read >= MIN_FRAMES and diagnosis.frames >= MIN_FRAMES
+    if expected is None:
+        assert diagnosis.fired == (), values
+    else:
+        assert expected in diagnosis.fired, values
+    # Generous: open + 12 frames at 3 fps (≈ 3.7 s), far below the 6 s extension's limit.
+    assert wall < 10
+
+
+async def test_without_the_extension_a_slow_frozen_stream_goes_unnoticed(
+    sampler: FrameSampler, rtsp_server: str
+) -> None:
+    """Why the extension exists: 2 s of the 3 fps frozen stream cannot show a run of 10."""
+    result, diagnosis = await sampler.diagnose_stream(
+        f"{rtsp_server}/frozen-slow", seconds=2.0, min_frames=0
+    )
+    assert result.error is None, result.error
+    assert not result.extended and result.frames_read < Thresholds().frozen_frames
+    assert "frozen" not in diagnosis.fired
+
+
+async def test_a_normal_stream_is_not_extended(sampler: FrameSampler, rtsp_server: str) -> None:
+    result = await sampler.sample(f"{rtsp_server}/normal", seconds=2.0, min_frames=MIN_FRAMES)
+    assert result.error is None, result.error
+    assert not result.extended and result.frames_read >= MIN_FRAMES
+
+
+async def test_the_extension_ends_at_max_seconds(sampler: FrameSampler, rtsp_server: str) -> None:
+    """A stream too slow for `min_frames` is read for `max_seconds`, then judged as it is:
+    not stalled, not failed, just extended."""
+    started = time.monotonic()
+    result = await sampler.sample(
+        f"{rtsp_server}/normal-slow", seconds=1.0, min_frames=1000, max_seconds=2.5
+    )
+    wall = time.monotonic() - started
+    assert result.error is None and not result.stalled, result.error
+    assert result.extended and 3 < result.frames_read < 1000
+    assert wall < 8  # generous: open + 2.5 s, never the minutes 1000 frames would take
+
+
+def test_the_hard_deadline_covers_the_extension() -> None:
+    """The parent kills a worker only after the longest window, so a slow stream reading on to
+    `min_frames` is never killed for it."""
+    s = FrameSampler(processes=1, margin=2.0)  # no worker is spawned before the first job
+    base = 4.0 + OPEN_GRACE + 3.0 + 2.0 + 2.0  # open, grace, read, stall timeouts, margin
+    assert s._deadline({"seconds": 2.0}) == base + 6.0  # 3 × seconds
+    assert s._deadline({"seconds": 5.0}) == base + 8.0  # capped at 8 s
+    assert s._deadline({"seconds": 10.0}) == base + 10.0  # never shorter than seconds
+    assert s._deadline({"seconds": 2.0, "max_seconds": 4}) == base + 4.0
+    s.close()
+
+
+def test_max_seconds_shorter_than_seconds_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_seconds"):
+        sample_frames("rtsp://127.0.0.1:9/x", seconds=2.0, max_seconds=1.0)
+    with pytest.raises(ValueError, match="min_frames"):
+        sample_frames("rtsp://127.0.0.1:9/x", min_frames=-1)

@@ -8,6 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from api.state import BOX, POOL
+from health.diagnosis import Thresholds
 from health.frames import FrameSampler
 from health.worker import Worker, WorkerConfig
 
@@ -91,3 +92,35 @@ async def test_probes_never_queue_for_the_sampler_so_leases_do_not_expire(
             )
             assert all(r["probed"] and r["lease_owner"] is None for r in rows)
             assert sum(r["diag"] for r in rows) == expected
+
+
+async def test_a_frozen_slow_sub_stream_makes_a_camera_degraded(
+    client: TestClient, auth: Tok, rtsp_server: str
+) -> None:
+    """A frozen 3 fps sub-stream: 2 s hold ~7 frames, so the worker asks the sampler for
+    `frozen_frames + 2` of the deployment's thresholds (here 14 + 2 = 16) and reads on."""
+    h = await auth("admin")
+    body = camera(gb_id="14010500001325200000", streams={"main": f"{rtsp_server}/frozen-slow"})
+    resp = await client.post("/api/v1/cameras", json=body, headers=h)
+    assert resp.status == 201, await resp.text()
+    cam = (await resp.json())["id"]
+    pool = client.app[POOL]
+    async with FrameSampler(processes=1, thresholds=Thresholds(frozen_frames=14)) as one:
+        worker = Worker(
+            pool,
+            client.app[BOX],
+            WorkerConfig(batch=10, sample_seconds=2.0, diagnose_every_s=0.0),
+            sampler=one,
+        )
+        for _ in range(2):  # two faults make degraded
+            await pool.execute(
+                "UPDATE camera_health SET next_probe_at = CASE WHEN camera_id = $1::uuid "
+                "THEN now() ELSE now() + interval '1 hour' END",
+                cam,
+            )
+            assert await worker.run_once() == 1
+    health = await (await client.get(f"/api/v1/cameras/{cam}/health", headers=h)).json()
+    diagnosis = health["last_diagnosis"]
+    assert health["status"] == "degraded", health
+    assert "frozen" in diagnosis["fired"] and diagnosis["extended"] is True
+    assert diagnosis["frames"] == 16
