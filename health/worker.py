@@ -183,7 +183,12 @@ class Worker:
         # One frame more than a frozen run needs, plus slack, however slow the stream.
         min_frames = self.sampler.thresholds.frozen_frames + 2
         sample, diag = await self.sampler.diagnose_stream(
-            uri, seconds=self.cfg.sample_seconds, min_frames=min_frames, keep_frames=False
+            uri,
+            seconds=self.cfg.sample_seconds,
+            min_frames=min_frames,
+            # keep at least a frozen run's worth: a thinned sample could never show one
+            max_frames=max(20, min_frames),
+            keep_frames=False,
         )
         flags = {
             name: {

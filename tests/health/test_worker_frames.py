@@ -124,3 +124,33 @@ async def test_a_frozen_slow_sub_stream_makes_a_camera_degraded(
     assert health["status"] == "degraded", health
     assert "frozen" in diagnosis["fired"] and diagnosis["extended"] is True
     assert diagnosis["frames"] == 16
+
+
+async def test_a_long_frozen_run_threshold_keeps_enough_frames(
+    client: TestClient, auth: Tok, rtsp_server: str
+) -> None:
+    """A deployment asking for a frozen run of 24 frames: the sampler keeps 26 of the 30 a 2 s
+    window holds at 15 fps instead of thinning them to 20, where no run of 24 could exist."""
+    h = await auth("admin")
+    body = camera(gb_id="14010500001325200001", streams={"main": f"{rtsp_server}/frozen"})
+    resp = await client.post("/api/v1/cameras", json=body, headers=h)
+    assert resp.status == 201, await resp.text()
+    cam = (await resp.json())["id"]
+    pool = client.app[POOL]
+    async with FrameSampler(processes=1, thresholds=Thresholds(frozen_frames=24)) as one:
+        worker = Worker(
+            pool,
+            client.app[BOX],
+            WorkerConfig(batch=10, sample_seconds=2.0, diagnose_every_s=0.0),
+            sampler=one,
+        )
+        await pool.execute(
+            "UPDATE camera_health SET next_probe_at = CASE WHEN camera_id = $1::uuid "
+            "THEN now() ELSE now() + interval '1 hour' END",
+            cam,
+        )
+        assert await worker.run_once() == 1
+    health = await (await client.get(f"/api/v1/cameras/{cam}/health", headers=h)).json()
+    diagnosis = health["last_diagnosis"]
+    assert diagnosis["frames"] >= 26, diagnosis
+    assert "frozen" in diagnosis["fired"], diagnosis
