@@ -15,7 +15,6 @@ import asyncio
 import base64
 import json
 import random
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from api.app import Database, create_app
 from api.state import STREAMS, TOKENS
 from bench.bench_import import ledger_file
-from bench.common import ROOT, database_url, median, pct
+from bench.common import ROOT, database_url, drive, median, pct
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
 from camera_registry.crypto import CredentialBox
@@ -58,21 +57,6 @@ async def ensure_data(url: str, rows: int) -> None:
         await pool.execute("ANALYZE cameras")
     finally:
         await pool.close()
-
-
-def drive(urls: list[str], headers: dict[str, str], concurrency: int) -> dict[str, Any]:
-    job = json.dumps({"urls": urls, "headers": headers, "concurrency": concurrency})
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "load_client.py")],
-        input=job,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
-    bad = {k: v for k, v in result["statuses"].items() if k != "200"}
-    assert not bad, f"non-200 answers: {bad}"
-    return result
 
 
 def line(name: str, r: dict[str, Any]) -> str:

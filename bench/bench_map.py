@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import math
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from api.app import Database, create_app
 from api.state import TOKENS
 from bench.bench_import import ledger_file
-from bench.common import ROOT, database_url, median, pct
+from bench.common import ROOT, database_url, drive, median, pct
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
 from camera_registry.crypto import CredentialBox
@@ -85,21 +83,6 @@ def viewport(lon: float, lat: float, zoom: int) -> tuple[float, float, float, fl
     dx = W / 2 * deg
     dy = H / 2 * deg * math.cos(math.radians(lat))
     return (lon - dx, lat - dy, lon + dx, lat + dy)
-
-
-def drive(urls: list[str], headers: dict[str, str]) -> dict[str, Any]:
-    job = json.dumps({"urls": urls, "headers": headers, "concurrency": 1})
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "load_client.py")],
-        input=job,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
-    bad = {k: v for k, v in result["statuses"].items() if k != "200"}
-    assert not bad, f"non-200 answers: {bad}"
-    return result
 
 
 def line(name: str, r: dict[str, Any]) -> str:

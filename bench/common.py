@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -51,3 +55,20 @@ def pct(values: Sequence[float], q: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def drive(urls: list[str], headers: dict[str, str], concurrency: int = 1) -> dict[str, Any]:
+    """GET every URL from a separate client process (bench/load_client.py), so the server
+    under test has the event loop to itself; every answer must be 200."""
+    job = json.dumps({"urls": urls, "headers": headers, "concurrency": concurrency})
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "load_client.py")],
+        input=job,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    bad = {k: v for k, v in result["statuses"].items() if k != "200"}
+    assert not bad, f"non-200 answers: {bad}"
+    return result
