@@ -26,37 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.app import Database, create_app
 from api.state import STREAMS, TOKENS
-from bench.bench_import import ledger_file
+from bench.bench_import import ensure_cameras
 from bench.common import ROOT, database_url, drive, median, pct
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
-from camera_registry.crypto import CredentialBox
-from camera_registry.db import create_pool, migrate
-from ingest.ledger_import import import_ledger
 
 SCHEMA = "bench_registry"
 KEY = base64.b64encode(b"b" * 32).decode()
 RELAY_SECRET = "bench-relay-secret-0123"  # noqa: S105 - a loopback benchmark's relay
-
-
-async def ensure_data(url: str, rows: int) -> None:
-    conn = await asyncpg.connect(url)
-    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-    await conn.close()
-    pool = await create_pool(url, schema=SCHEMA, max_size=4, command_timeout=7200)
-    try:
-        async with pool.acquire() as c:
-            await migrate(c)
-        have = await pool.fetchval("SELECT count(*) FROM cameras")
-        if have >= rows:
-            return
-        print(f"loading {rows:,} cameras into {SCHEMA} (once)…", flush=True)
-        box = CredentialBox(base64.b64decode(KEY))
-        report = await import_ledger(pool, box, Actor("bench", Role.ADMIN), ledger_file(rows))
-        assert report.committed, report.summary()
-        await pool.execute("ANALYZE cameras")
-    finally:
-        await pool.close()
 
 
 def line(name: str, r: dict[str, Any]) -> str:
@@ -73,7 +50,7 @@ async def main() -> None:
     ap.add_argument("--rows", type=int, default=2_400_000)
     args = ap.parse_args()
     with database_url() as url:
-        await ensure_data(url, args.rows)
+        await ensure_cameras(url, args.rows, SCHEMA, KEY)
         relay = {
             "name": "bench-relay",
             "secret": RELAY_SECRET,

@@ -32,14 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.app import Database, create_app
 from api.state import TOKENS
-from bench.bench_import import ledger_file
+from bench.bench_import import ensure_cameras
 from bench.common import ROOT, database_url, drive, median, pct
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
-from camera_registry.crypto import CredentialBox
-from camera_registry.db import create_pool, migrate
+from camera_registry.db import create_pool
 from camera_registry.mapgrid import choose_tier
-from ingest.ledger_import import import_ledger
 
 SCHEMA = "bench_map"
 KEY = base64.b64encode(b"m" * 32).decode()
@@ -47,22 +45,12 @@ W, H = 1280, 800
 
 
 async def ensure_data(url: str, rows: int, schema: str) -> None:
-    conn = await asyncpg.connect(url)
-    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    await conn.close()
+    took = await ensure_cameras(url, rows, schema, KEY)
+    if took is None:
+        return
+    print(f"import: {took:.1f} s", flush=True)
     pool = await create_pool(url, schema=schema, max_size=4, command_timeout=7200)
     try:
-        async with pool.acquire() as c:
-            await migrate(c)
-        have = await pool.fetchval("SELECT count(*) FROM cameras")
-        if have >= rows:
-            return
-        print(f"loading {rows:,} cameras into {schema} (once)…", flush=True)
-        box = CredentialBox(base64.b64decode(KEY))
-        t = time.perf_counter()
-        report = await import_ledger(pool, box, Actor("bench", Role.ADMIN), ledger_file(rows))
-        assert report.committed, report.summary()
-        print(f"import with the map-grid triggers: {time.perf_counter() - t:.1f} s", flush=True)
         # Statuses as probes would leave them, so clusters carry a realistic status mix.
         t = time.perf_counter()
         await pool.execute(
