@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +27,7 @@ import pytest
 
 from camera_registry.heartbeats import ORPHANED
 
-from ..conftest import TEST_KEY
-from ..web.conftest import _free_port
+from ..live import camreg_serve
 
 STALE_S = "3"  # the heartbeat limit the servers run with: small, so the test is quick
 RUN = {"region": "1401", "proposals": 2}
@@ -70,42 +66,8 @@ class Server:
 
 @contextlib.contextmanager
 def _serve(dsn: str, data: Path) -> Iterator[Server]:
-    port = _free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CAMREG_")},
-        "CAMREG_DATABASE_URL": dsn,
-        "CAMREG_SECRET_KEY": TEST_KEY,
-        "CAMREG_DATA_DIR": str(data),
-        "CAMREG_JOB_STALE_AFTER_S": STALE_S,
-    }
-    data.mkdir(parents=True, exist_ok=True)
-    log_path = data / "serve.log"
-    log = log_path.open("w")
-    camreg = str(Path(sys.executable).parent / "camreg")
-    proc = subprocess.Popen(
-        [camreg, "serve", "--demo", "--no-health", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    token = data / "admin.token"
-    deadline = time.monotonic() + 90
-    while not token.exists() or "serving on" not in log_path.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("camreg serve did not start:\n" + log_path.read_text())
-        time.sleep(0.2)
-    try:
-        yield Server(proc, f"http://127.0.0.1:{port}", token.read_text().strip(), log_path)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
+    with camreg_serve(dsn, data, CAMREG_JOB_STALE_AFTER_S=STALE_S) as live:
+        yield Server(live.proc, live.base, live.admin, live.log)
 
 
 @pytest.fixture(scope="module")

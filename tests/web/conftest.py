@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +15,7 @@ import asyncpg
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
-from ..conftest import TEST_KEY
+from ..live import camreg_serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -32,12 +27,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -70,41 +59,10 @@ class Live:
 @contextlib.contextmanager
 def serve(database_url: str, schema: str, data: Path, **env_extra: str) -> Iterator[Live]:
     """`camreg serve --demo` (400 seeded Shanxi cameras) on a free loopback port."""
-    port = _free_port()
     sep = "&" if "?" in database_url else "?"
     dsn = f"{database_url}{sep}search_path={schema}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CAMREG_")},
-        "CAMREG_DATABASE_URL": dsn,
-        "CAMREG_SECRET_KEY": TEST_KEY,
-        "CAMREG_DATA_DIR": str(data),
-        **env_extra,
-    }
-    log = (data / "serve.log").open("w")
-    camreg = str(Path(sys.executable).parent / "camreg")
-    proc = subprocess.Popen(
-        [camreg, "serve", "--demo", "--no-health", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    token_file = data / "admin.token"
-    deadline = time.monotonic() + 90
-    while not token_file.exists() or "serving on" not in (data / "serve.log").read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("camreg serve did not start:\n" + (data / "serve.log").read_text())
-        time.sleep(0.2)
-    try:
-        yield Live(f"http://127.0.0.1:{port}", token_file.read_text().strip(), dsn)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with camreg_serve(dsn, data, **env_extra) as live:
+        yield Live(live.base, live.admin, dsn)
 
 
 @pytest.fixture(scope="module")
