@@ -10,21 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from camera_registry.config import Settings
-from camera_registry.heartbeats import reap_forever
-from camera_registry.inbox import Inbox
-from camera_registry.jobs import ImportJobs
-from camera_registry.mapgrid import MapGrid
-from camera_registry.registry import Registry
-from camera_registry.runtime import open_database
-from camera_registry.streams import StreamLinks
-from camera_registry.tokens import Tokens
-from health.frames import FrameSampler
-from health.rtsp import ProbeResult
-from health.settings import health_runtime
-from health.worker import Worker
-
-from . import (  # noqa: F401 - each module registers its routes
+from api import (  # noqa: F401 - each module registers its routes
     audit,
     cameras,
     coverage,
@@ -40,14 +26,14 @@ from . import (  # noqa: F401 - each module registers its routes
     system,
     tokens,
 )
-from .auth import auth_middleware
-from .discovery import discovery_ctx
-from .events import events_ctx
-from .metrics import Metrics, metrics_middleware
-from .problems import problem_middleware
-from .ratelimit import RateLimiter
-from .routes import add_routes
-from .state import (
+from api.auth import auth_middleware
+from api.discovery import discovery_ctx
+from api.events import events_ctx
+from api.metrics import Metrics, metrics_middleware
+from api.problems import problem_middleware
+from api.ratelimit import RateLimiter
+from api.routes import add_routes
+from api.state import (
     BACKGROUND,
     BOX,
     IMPORT_SLOTS,
@@ -64,6 +50,19 @@ from .state import (
     TOKENS,
     WORKER,
 )
+from camera_registry.config import Settings
+from camera_registry.store.cameras import Registry
+from camera_registry.store.heartbeats import reap_forever
+from camera_registry.store.inbox import Inbox
+from camera_registry.store.jobs import ImportJobs
+from camera_registry.store.mapgrid import MapGrid
+from camera_registry.store.runtime import open_database
+from camera_registry.store.streams import StreamLinks
+from camera_registry.store.tokens import Tokens
+from health.frames import FrameSampler
+from health.rtsp import ProbeResult
+from health.settings import health_runtime
+from health.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
-from camera_registry import audit
+from api import params
+from api.auth import ADMINS, require
+from api.cameras import json_response
+from api.routes import Param, route
+from api.state import POOL
 from camera_registry.errors import BadRequest, FieldError
-
-from . import params
-from .auth import ADMINS, require
-from .cameras import json_response
-from .routes import Param, route
-from .state import POOL
+from camera_registry.store import audit
 
 _COLUMNS = [
     "id",

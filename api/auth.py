@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from api.problems import Handler
+from api.ratelimit import RateLimiter
+from api.state import LIMITER, TOKENS
 from camera_registry.actor import Actor, Role
 from camera_registry.errors import Forbidden, TooManyRequests, Unauthorized
-
-from .problems import Handler
-from .ratelimit import RateLimiter
-from .state import LIMITER, TOKENS
 
 ACTOR = web.RequestKey("actor", Actor)
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/metrics", "/api/v1/openapi.json"})

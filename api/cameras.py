@@ -6,14 +6,13 @@ from typing import Any
 
 from aiohttp import web
 
+from api import params
+from api.auth import READERS, WRITERS, require
+from api.models import CameraCreate, CameraPatch, parse_body
+from api.problems import dumps
+from api.routes import Param, route
+from api.state import REGISTRY, SETTINGS
 from camera_registry.errors import BadRequest, FieldError, PreconditionRequired
-
-from . import params
-from .auth import READERS, WRITERS, require
-from .models import CameraCreate, CameraPatch, parse_body
-from .problems import dumps
-from .routes import Param, route
-from .state import REGISTRY, SETTINGS
 
 FILTERS = (
     Param("region", "query", "region-code prefix (2-6 digits), e.g. 1401"),

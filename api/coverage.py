@@ -22,23 +22,22 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import params
+from api.auth import READERS, WRITERS, require
+from api.cameras import json_response
+from api.models import parse_body
+from api.routes import Param, route
+from api.state import POOL, SETTINGS
 from camera_registry.actor import Role
-from camera_registry.coverage_run import (
+from camera_registry.errors import BadRequest, FieldError, RegistryError
+from camera_registry.planning.runs import (
     MAX_PROPOSALS,
     CoverageRuns,
     execute_run,
     process_pool,
     summary_csv,
 )
-from camera_registry.errors import BadRequest, FieldError, RegistryError
-from camera_registry.heartbeats import heartbeat
-
-from . import params
-from .auth import READERS, WRITERS, require
-from .cameras import json_response
-from .models import parse_body
-from .routes import Param, route
-from .state import POOL, SETTINGS
+from camera_registry.store.heartbeats import heartbeat
 
 log = logging.getLogger(__name__)
 

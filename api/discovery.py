@@ -18,20 +18,19 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.auth import WRITERS, require
+from api.cameras import ID, etag, json_response
+from api.models import CameraCreate, parse_body
+from api.routes import Param, route
+from api.state import BOX, INBOX, POOL, REGISTRY, SETTINGS
 from camera_registry.actor import Actor
 from camera_registry.errors import FieldError, ValidationFailed
-from camera_registry.heartbeats import heartbeat
-from camera_registry.inbox import DiscoveryScans
-from ingest.discover import count_hosts
+from camera_registry.store.heartbeats import heartbeat
+from camera_registry.store.inbox import DiscoveryScans
 from ingest.errors import IngestError
-from ingest.onvif_probe import group_channels
-from ingest.scan_job import run_scan
-
-from .auth import WRITERS, require
-from .cameras import ID, etag, json_response
-from .models import CameraCreate, parse_body
-from .routes import Param, route
-from .state import BOX, INBOX, POOL, REGISTRY, SETTINGS
+from ingest.onvif.discover import count_hosts
+from ingest.onvif.probe import group_channels
+from ingest.onvif.scan_job import run_scan
 
 log = logging.getLogger(__name__)
 SCANS = web.AppKey("discovery_scans", DiscoveryScans)

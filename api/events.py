@@ -17,12 +17,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from api.auth import READERS, require
+from api.broadcast import Broadcaster
+from api.routes import route
+from api.state import EVENTS
 from health.store import status_channel
-
-from .auth import READERS, require
-from .broadcast import Broadcaster
-from .routes import route
-from .state import EVENTS
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 15.0
@@ -30,7 +29,7 @@ HEARTBEAT_S = 15.0
 
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     """One LISTEN connection per process, owned by the app's lifecycle."""
-    from .state import POOL
+    from api.state import POOL
 
     hub = Broadcaster()
     app[EVENTS] = hub

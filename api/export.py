@@ -10,15 +10,14 @@ from typing import Any
 
 from aiohttp import web
 
-import ingest.ledger_write as ledger_write
+import ingest.ledger.write as ledger_write
+from api import params
+from api.auth import READERS, require
+from api.cameras import FILTERS
+from api.routes import Param, route
+from api.state import REGISTRY
 from camera_registry.errors import BadRequest, FieldError
 from camera_registry.fields import FIELDS, SECRET_FIELDS
-
-from . import params
-from .auth import READERS, require
-from .cameras import FILTERS
-from .routes import Param, route
-from .state import REGISTRY
 
 EXPORT_FIELDS = [f.name for f in FIELDS if f.name not in SECRET_FIELDS and f.name != "crs"]
 XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit, less the header

@@ -18,15 +18,14 @@ import numpy as np
 import shapely
 from aiohttp import web
 
-from camera_registry import geodata as gd
+from api import params
+from api.auth import READERS, require
+from api.problems import dumps
+from api.routes import Param, route
+from api.state import POOL
 from camera_registry.actor import Actor
 from camera_registry.errors import BadRequest, FieldError
-
-from . import params
-from .auth import READERS, require
-from .problems import dumps
-from .routes import Param, route
-from .state import POOL
+from camera_registry.planning import geodata as gd
 
 GEOJSON = "application/geo+json"
 DEFAULT_POINTS, MAX_POINTS = 5_000, 50_000

@@ -9,17 +9,16 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from api import params
+from api.auth import READERS, require
+from api.cameras import ID, json_response
+from api.routes import Param, route
+from api.state import POOL, REGISTRY, WORKER
 from camera_registry.actor import Role
 from camera_registry.errors import BadRequest, FieldError, NotFound
-from camera_registry.registry import effective_prefix, level_filter, region_range
+from camera_registry.store.cameras import effective_prefix, level_filter, region_range
 from health import store
 from health.kpi import meets_intact_target, meets_target
-
-from . import params
-from .auth import READERS, require
-from .cameras import ID, json_response
-from .routes import Param, route
-from .state import POOL, REGISTRY, WORKER
 
 PROBERS = (Role.TECHNICIAN, Role.COMMANDER, Role.ADMIN)
 # A year and a day: a leap year's report fits, while a decade-long scan of the daily rows of a

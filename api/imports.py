@@ -11,18 +11,17 @@ from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
+from api import params
+from api.auth import WRITERS, require
+from api.cameras import json_response
+from api.routes import Param, route
+from api.state import BACKGROUND, BOX, IMPORT_SLOTS, JOBS, METRICS, POOL, SETTINGS
 from camera_registry.actor import Actor
 from camera_registry.errors import BadRequest, FieldError
-from camera_registry.heartbeats import heartbeat
+from camera_registry.store.heartbeats import heartbeat
 from geo.crs import normalise_crs
 from geo.errors import UnknownCRS
-from ingest.ledger_import import import_ledger
-
-from . import params
-from .auth import WRITERS, require
-from .cameras import json_response
-from .routes import Param, route
-from .state import BACKGROUND, BOX, IMPORT_SLOTS, JOBS, METRICS, POOL, SETTINGS
+from ingest.ledger.source import import_ledger
 
 log = logging.getLogger(__name__)
 _SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".geojson", ".json")

@@ -16,10 +16,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from api.routes import Param, route
+from api.state import SETTINGS
 from camera_registry.config import Settings
-
-from .routes import Param, route
-from .state import SETTINGS
 
 STATIC = Path(__file__).resolve().parent / "static"
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -7,15 +7,14 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from api import params
+from api.auth import READERS, STREAMERS, WRITERS, require
+from api.cameras import json_response
+from api.routes import Param, route
+from api.state import MAPGRID, SETTINGS
 from camera_registry.errors import BadRequest, FieldError
-from camera_registry.mapgrid import MAP_STATUSES, MAX_ZOOM, MapQuery
-from camera_registry.registry import level_filter
-
-from . import params
-from .auth import READERS, STREAMERS, WRITERS, require
-from .cameras import json_response
-from .routes import Param, route
-from .state import MAPGRID, SETTINGS
+from camera_registry.store.cameras import level_filter
+from camera_registry.store.mapgrid import MAP_STATUSES, MAX_ZOOM, MapQuery
 
 MAP_PARAMS = (
     Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)", required=True),

@@ -9,7 +9,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .problems import Handler
+from api.problems import Handler
 
 
 class Metrics:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .routes import ROUTES
+from api.routes import ROUTES
 
 _PROBLEM = {
     "description": "problem",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from camera_registry.errors import BadRequest, FieldError
-from camera_registry.registry import STATUSES, CameraFilter, level_filter
+from camera_registry.store.cameras import STATUSES, CameraFilter, level_filter
 
 
 def _bad(field: str, message: str) -> BadRequest:

@@ -7,20 +7,19 @@ import asyncio
 import asyncpg
 from aiohttp import web
 
+from api.broadcast import Broadcaster
+from api.metrics import Metrics
+from api.ratelimit import RateLimiter
 from camera_registry.config import Settings
 from camera_registry.crypto import CredentialBox
-from camera_registry.inbox import Inbox
-from camera_registry.jobs import ImportJobs
-from camera_registry.mapgrid import MapGrid
-from camera_registry.registry import Registry
-from camera_registry.streams import StreamLinks
-from camera_registry.tokens import Tokens
+from camera_registry.store.cameras import Registry
+from camera_registry.store.inbox import Inbox
+from camera_registry.store.jobs import ImportJobs
+from camera_registry.store.mapgrid import MapGrid
+from camera_registry.store.streams import StreamLinks
+from camera_registry.store.tokens import Tokens
 from health.diagnosis import Thresholds
 from health.worker import Worker
-
-from .broadcast import Broadcaster
-from .metrics import Metrics
-from .ratelimit import RateLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)

@@ -8,14 +8,13 @@ from urllib.parse import parse_qs
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.auth import STREAMERS, require
+from api.cameras import ID, json_response
+from api.models import parse_body
+from api.routes import Param, route
+from api.state import STREAMS
 from camera_registry.errors import BadRequest, FieldError, RegistryError
-from camera_registry.streams import MAX_BATCH, check_batch
-
-from .auth import STREAMERS, require
-from .cameras import ID, json_response
-from .models import parse_body
-from .routes import Param, route
-from .state import STREAMS
+from camera_registry.store.streams import MAX_BATCH, check_batch
 
 STREAM_PARAMS = (
     Param("profile", "query", "main (default) or sub"),

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from api.cameras import json_response
+from api.openapi import build_spec
+from api.routes import route
+from api.state import METRICS, POOL
 from health import store as health_store
 from health.status import STATUSES
-
-from .cameras import json_response
-from .openapi import build_spec
-from .routes import route
-from .state import METRICS, POOL
 
 
 @route(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .auth import ADMINS, require
-from .cameras import json_response
-from .models import TokenCreate, parse_body
-from .routes import Param, route
-from .state import TOKENS
+from api.auth import ADMINS, require
+from api.cameras import json_response
+from api.models import TokenCreate, parse_body
+from api.routes import Param, route
+from api.state import TOKENS
 
 
 @route(

@@ -41,12 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import database_url
 from camera_registry.actor import Actor, Role
-from camera_registry.coverage_policy import params as policy_params
-from camera_registry.coverage_policy import parse_policy
-from camera_registry.coverage_run import CoverageRuns, execute_run, process_pool
-from camera_registry.db import create_pool, migrate
-from camera_registry.demo import generate_cameras
-from camera_registry.geodemo import demo_geodata, load_demo_geodata
+from camera_registry.demo.cameras import generate_cameras
+from camera_registry.demo.geodata import demo_geodata, load_demo_geodata
+from camera_registry.planning.coverage_policy import params as policy_params
+from camera_registry.planning.coverage_policy import parse_policy
+from camera_registry.planning.runs import CoverageRuns, execute_run, process_pool
+from camera_registry.store.db import create_pool, migrate
 
 CHUNK = 300_000
 CAMERA_COLUMNS = (

@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, database_url, fresh_schema, median
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
-from camera_registry.inbox import DiscoveryScans, Inbox
-from camera_registry.runtime import open_database
-from ingest.onvif_probe import interrogate, load_onvif
-from ingest.scan_job import run_scan
-from ingest.wsdiscovery import Discovery
+from camera_registry.store.inbox import DiscoveryScans, Inbox
+from camera_registry.store.runtime import open_database
+from ingest.onvif.probe import interrogate, load_onvif
+from ingest.onvif.scan_job import run_scan
+from ingest.onvif.wsdiscovery import Discovery
 
 BLOCK = ipaddress.IPv4Network("127.66.0.0/20")
 CIDRS = ["127.66.0.0/20", "127.66.16.0/31"]  # 4,094 + 2 = 4,096 addresses

@@ -26,9 +26,9 @@ import asyncpg
 from bench.common import OUT, ROOT, database_url, fresh_schema, median
 from camera_registry.actor import Actor, Role
 from camera_registry.crypto import CredentialBox
-from camera_registry.db import create_pool, migrate
 from camera_registry.fields import BY_NAME
-from ingest.ledger_import import import_ledger
+from camera_registry.store.db import create_pool, migrate
+from ingest.ledger.source import import_ledger
 
 
 def ledger_file(rows: int) -> Path:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest.ledger_read import open_ledger
+from ingest.ledger.read import open_ledger
 
 HEADER = [
     "国标编码", "点位名称", "点位类型", "经度", "纬度", "坐标系", "行政区划", "安装地址",

@@ -36,8 +36,8 @@ from bench.bench_import import ensure_cameras
 from bench.common import ROOT, database_url, drive, median, pct
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
-from camera_registry.db import create_pool
-from camera_registry.mapgrid import choose_tier
+from camera_registry.store.db import create_pool
+from camera_registry.store.mapgrid import choose_tier
 
 SCHEMA = "bench_map"
 KEY = base64.b64encode(b"m" * 32).decode()

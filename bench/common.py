@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from camera_registry.embedded import EmbeddedPostgres
+from camera_registry.store.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"

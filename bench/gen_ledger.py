@@ -21,7 +21,7 @@ from typing import cast
 
 import numpy as np
 
-from camera_registry.demo import COLUMNS, generate_cameras
+from camera_registry.demo.cameras import COLUMNS, generate_cameras
 from camera_registry.fields import BY_NAME, FIELDS
 from geo.crs import wgs84_to_gcj02
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from .errors import ConfigError
+from camera_registry.errors import ConfigError
 
 ENV_PREFIX = "CAMREG_"
 _ROLES = frozenset({"technician", "planner", "commander", "admin"})

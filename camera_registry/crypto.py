@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import ConfigError
+from camera_registry.errors import ConfigError
 
 TOKEN_PREFIX = "crt_"  # noqa: S105 - a label, not a secret
 _NONCE = 12

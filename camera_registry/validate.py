@@ -20,13 +20,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import numpy as np
 from numpy.typing import NDArray
 
+from camera_registry.crypto import CredentialBox
+from camera_registry.errors import FieldError
+from camera_registry.fields import BY_NAME
+from camera_registry.gbid import PROVINCES, gb_id_problem, region_code_problem
 from geo.crs import in_china_bbox, looks_swapped, normalise_crs, to_wgs84
 from geo.errors import UnknownCRS
-
-from .crypto import CredentialBox
-from .errors import FieldError
-from .fields import BY_NAME
-from .gbid import PROVINCES, gb_id_problem, region_code_problem
 
 # Columns of the `cameras` table written from input, in COPY order.
 DB_COLUMNS: tuple[str, ...] = (

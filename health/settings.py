@@ -11,11 +11,10 @@ import dataclasses
 from dataclasses import dataclass, fields
 
 from camera_registry.config import HealthSettings
-
-from .diagnosis import Thresholds
-from .errors import HealthError, InvalidPolicy, InvalidThresholds
-from .status import StatusPolicy
-from .worker import WorkerConfig
+from health.diagnosis import Thresholds
+from health.errors import HealthError, InvalidPolicy, InvalidThresholds
+from health.status import StatusPolicy
+from health.worker import WorkerConfig
 
 
 class HealthConfigError(HealthError, ValueError):

@@ -16,9 +16,8 @@ from typing import Any
 import asyncpg
 
 from camera_registry.crypto import CredentialBox
-
-from .kpi import KpiRow, PeriodTotals
-from .status import CameraState, Transition, initial_state
+from health.kpi import KpiRow, PeriodTotals
+from health.status import CameraState, Transition, initial_state
 
 STATUS_CHANNEL = "camreg_status"
 # Availability days are local days in China, where every KPI report is read (UTC+8, no DST).

@@ -22,13 +22,12 @@ from typing import Any
 import asyncpg
 
 from camera_registry.crypto import CredentialBox
-from camera_registry.streams import with_credentials
-
-from . import store
-from .errors import HealthError
-from .frames import FrameSampler
-from .rtsp import ProbeResult, probe_rtsp
-from .status import Outcome, StatusPolicy, step
+from camera_registry.store.streams import with_credentials
+from health import store
+from health.errors import HealthError
+from health.frames import FrameSampler
+from health.rtsp import ProbeResult, probe_rtsp
+from health.status import Outcome, StatusPolicy, step
 
 log = logging.getLogger(__name__)
 

@@ -33,12 +33,11 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 
-from camera_registry import geodata as gd
-from camera_registry.geodata import Builtup, Junctions, Kind, RegionRow, Villages
+from camera_registry.planning import geodata as gd
+from camera_registry.planning.geodata import Builtup, Junctions, Kind, RegionRow, Villages
 from geo.crs import CHINA_BBOX, in_china_bbox, looks_swapped, normalise_crs, to_wgs84
 from geo.errors import UnknownCRS
-
-from .errors import IngestError
+from ingest.errors import IngestError
 
 FloatArray = NDArray[np.float64]
 ObjArray = NDArray[np.object_]

@@ -21,8 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import Database, create_app
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
-from camera_registry.embedded import EmbeddedPostgres
-from camera_registry.tokens import Tokens
+from camera_registry.store.embedded import EmbeddedPostgres
+from camera_registry.store.tokens import Tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "out"

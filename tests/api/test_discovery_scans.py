@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from api.discovery import SCAN_CONFIG
 from api.state import BOX, POOL
 from camera_registry.actor import Actor, Role
-from camera_registry.inbox import Inbox
+from camera_registry.store.inbox import Inbox
 from tests.ingest.fake_fleet import endpoint_for, fleet
 from tests.ingest.fake_onvif import FakeCamera, nvr
 

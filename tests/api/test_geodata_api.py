@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from api.state import POOL
-from camera_registry.geodemo import DemoGeodata, demo_geodata, load_demo_geodata
+from camera_registry.demo.geodata import DemoGeodata, demo_geodata, load_demo_geodata
 
 from ..conftest import Tok
 

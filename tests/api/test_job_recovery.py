@@ -25,7 +25,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from camera_registry.heartbeats import ORPHANED
+from camera_registry.store.heartbeats import ORPHANED
 
 from ..live import camreg_serve
 

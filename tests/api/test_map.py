@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from api.state import BOX, POOL
-from camera_registry.bootstrap import load_demo
+from camera_registry.demo.bootstrap import load_demo
 
 from ..conftest import Tok, camera
 

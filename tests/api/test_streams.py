@@ -16,7 +16,7 @@ from api.app import Database, create_app
 from api.state import POOL, STREAMS
 from camera_registry.config import Settings
 from camera_registry.errors import Unauthorized
-from camera_registry.streams import LinkClaims
+from camera_registry.store.streams import LinkClaims
 
 from ..conftest import TEST_KEY, Tok, camera
 

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-CAMREG = [sys.executable, "-m", "camera_registry.cli"]
+CAMREG = [sys.executable, "-m", "api.cli"]
 
 
 def _env(data_dir: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from camera_registry.coverage_compute import CountyInput, CoverageParams, compute_county
+from camera_registry.planning.compute import CountyInput, CoverageParams, compute_county
 
 from .coverage_fixtures import LAT0, LON0, lonlat, square
 

@@ -16,16 +16,16 @@ import asyncpg
 import pytest
 
 from camera_registry.actor import Actor, Role
-from camera_registry.coverage_policy import PolicyInvalid
-from camera_registry.coverage_run import (
+from camera_registry.errors import Forbidden
+from camera_registry.planning.coverage_policy import PolicyInvalid
+from camera_registry.planning.runs import (
     CoverageRuns,
     EmptyRegion,
     execute_run,
     process_pool,
     summary_csv,
 )
-from camera_registry.db import create_pool, migrate
-from camera_registry.errors import Forbidden
+from camera_registry.store.db import create_pool, migrate
 
 from ..conftest import TEST_KEY
 from .coverage_fixtures import add_camera, build_world
@@ -239,7 +239,7 @@ async def test_cli_prints_the_table_and_writes_geojson_and_csv(
         "CAMREG_SECRET_KEY": TEST_KEY,
         "COLUMNS": "200",
     }
-    cmd = [sys.executable, "-m", "camera_registry.cli", "coverage", "--region", "140105"]
+    cmd = [sys.executable, "-m", "api.cli", "coverage", "--region", "140105"]
     cmd += ["--proposals", "2", "--out", str(out), "--summary-csv", str(table)]
     proc = await asyncio.create_subprocess_exec(
         *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -274,7 +274,7 @@ async def test_cli_with_a_bad_policy_file_names_the_key(
         "CAMREG_SECRET_KEY": TEST_KEY,
         "COLUMNS": "200",
     }
-    cmd = [sys.executable, "-m", "camera_registry.cli", "coverage", "--region", "1401"]
+    cmd = [sys.executable, "-m", "api.cli", "coverage", "--region", "1401"]
     proc = await asyncio.create_subprocess_exec(
         *cmd, "--policy", str(bad), env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -8,10 +8,10 @@ from datetime import date
 
 import pytest
 
-from camera_registry.demo import COLUMNS, SHANXI_BBOX, generate_cameras
+from camera_registry.demo.cameras import COLUMNS, SHANXI_BBOX, generate_cameras
+from camera_registry.demo.regions import Region, region_name, shanxi_regions
 from camera_registry.fields import BY_NAME
 from camera_registry.gbid import gb_id_problem, region_code_problem
-from camera_registry.regions import Region, region_name, shanxi_regions
 
 N = 20_000
 LON_MIN, LAT_MIN, LON_MAX, LAT_MAX = SHANXI_BBOX

@@ -8,8 +8,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from camera_registry.embedded import EmbeddedPostgres, Postmaster, ServeLock
 from camera_registry.errors import EmbeddedDatabaseBusy
+from camera_registry.store.embedded import EmbeddedPostgres, Postmaster, ServeLock
 
 
 async def _query(dsn: str, sql: str) -> object:

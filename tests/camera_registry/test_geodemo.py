@@ -16,9 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.state import BOX, POOL
-from camera_registry import geodata as gd
-from camera_registry.bootstrap import demo_geodata_loaded, load_demo
-from camera_registry.geodemo import (
+from camera_registry.demo.bootstrap import demo_geodata_loaded, load_demo
+from camera_registry.demo.geodata import (
     DemoDataError,
     DemoGeodata,
     cnmaps_version,
@@ -27,7 +26,8 @@ from camera_registry.geodemo import (
     demo_geodata,
     load_demo_geodata,
 )
-from camera_registry.regions import shanxi_regions
+from camera_registry.demo.regions import shanxi_regions
+from camera_registry.planning import geodata as gd
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,7 @@ def test_cli_demo_loads_geodata_and_cameras_and_refuses_other_provinces(
         "CAMREG_DATA_DIR": str(settings.data_dir),
         "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
     }
-    cli = [sys.executable, "-m", "camera_registry.cli", "demo"]
+    cli = [sys.executable, "-m", "api.cli", "demo"]
     args = ["--province", "14", "--cameras", "50", "--seed", "3", "--force"]
     proc = subprocess.run([*cli, *args], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -14,13 +14,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from camera_registry import heartbeats
 from camera_registry.actor import Actor, Role
-from camera_registry.coverage_run import CoverageRuns, execute_run, process_pool
 from camera_registry.crypto import CredentialBox
-from camera_registry.db import create_pool, migrate
-from camera_registry.inbox import DiscoveryScans
-from camera_registry.jobs import ImportJobs
+from camera_registry.planning.runs import CoverageRuns, execute_run, process_pool
+from camera_registry.store import heartbeats
+from camera_registry.store.db import create_pool, migrate
+from camera_registry.store.inbox import DiscoveryScans
+from camera_registry.store.jobs import ImportJobs
 
 from ..conftest import TEST_KEY
 from .coverage_fixtures import build_world
@@ -128,7 +128,7 @@ async def _cli(
         "CAMREG_JOB_STALE_AFTER_S": stale_s,
         "COLUMNS": "200",
     }
-    cmd = [sys.executable, "-m", "camera_registry.cli", "coverage", "--region", "140105"]
+    cmd = [sys.executable, "-m", "api.cli", "coverage", "--region", "140105"]
     return await asyncio.create_subprocess_exec(
         *cmd, "--proposals", str(k), "-q", env=env, stdout=PIPE, stderr=STDOUT
     )

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from camera_registry.policy import default_policy_text, load_policy
-from camera_registry.policy_model import Policy, PolicyError, parse_policy
+from camera_registry.planning.policy import default_policy_text, load_policy
+from camera_registry.planning.policy_model import Policy, PolicyError, parse_policy
 
 
 def keys(exc: pytest.ExceptionInfo[PolicyError]) -> list[str]:

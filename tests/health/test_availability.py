@@ -26,7 +26,9 @@ CST = ZoneInfo("Asia/Shanghai")
 DAY = 86_400.0
 HOUR = 3_600.0
 REGION = "140107"  # 杏花岭区: used by no other test of this module
-MIGRATION = Path(store.__file__).parent.parent / "camera_registry/migrations/0006_availability.sql"
+MIGRATION = (
+    Path(store.__file__).parent.parent / "camera_registry/store/migrations/0006_availability.sql"
+)
 
 
 def cst(day: int, hour: int = 0) -> dt.datetime:

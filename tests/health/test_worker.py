@@ -284,7 +284,7 @@ async def test_worker_processes_share_the_load_and_survive_a_sigkill_mid_lease(
         cmd = [
             sys.executable,
             "-m",
-            "camera_registry.cli",
+            "api.cli",
             "worker",
             "--batch",
             "8",
@@ -338,7 +338,7 @@ async def test_worker_refuses_zero_frame_processes_with_a_message() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "camera_registry.cli",
+        "api.cli",
         "worker",
         "--frames",
         "--frame-processes",
@@ -372,7 +372,7 @@ async def test_a_worker_process_serves_its_own_probe_metrics(
             "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
         }
         proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "camera_registry.cli", "worker", "--metrics-port", "0"),
+            *(sys.executable, "-m", "api.cli", "worker", "--metrics-port", "0"),
             env=env,
             stdout=asyncio.subprocess.PIPE,
         )

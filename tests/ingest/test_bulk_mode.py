@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from api.state import BOX, POOL
 from camera_registry.actor import Actor, Role
-from ingest.ledger_import import import_ledger
+from ingest.ledger.source import import_ledger
 
 from ..conftest import Tok, camera
 

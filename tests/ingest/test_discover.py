@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient
 from api.state import BOX, POOL
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
-from camera_registry.inbox import Inbox
-from ingest.discover import discover
+from camera_registry.store.inbox import Inbox
+from ingest.onvif.discover import discover
 
 from ..conftest import Tok, camera
 from .fake_onvif import FakeCamera, FakeOnvifServer
@@ -122,7 +122,7 @@ async def test_cli_discover_prints_json_lines_and_fills_the_inbox(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "camera_registry.cli",
+            "api.cli",
             "discover",
             "--no-multicast",
             "--cidr",
@@ -158,7 +158,7 @@ def test_cli_discover_with_nothing_to_probe_says_what_to_give() -> None:
     import subprocess
 
     proc = subprocess.run(
-        [sys.executable, "-m", "camera_registry.cli", "discover", "--no-multicast"],
+        [sys.executable, "-m", "api.cli", "discover", "--no-multicast"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -172,7 +172,7 @@ def test_cli_discover_refuses_an_unset_password_variable() -> None:
 
     env = {k: v for k, v in os.environ.items() if k != "CAMREG_NO_SUCH_PW"}
     proc = subprocess.run(
-        [sys.executable, "-m", "camera_registry.cli", "discover", "--no-multicast",
+        [sys.executable, "-m", "api.cli", "discover", "--no-multicast",
          "--cidr", "127.0.0.1/32", "--user", "admin", "--password-env", "CAMREG_NO_SUCH_PW"],
         capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
     )  # fmt: skip
@@ -185,7 +185,7 @@ def test_cli_discover_has_no_password_option() -> None:
     import subprocess
 
     proc = subprocess.run(
-        [sys.executable, "-m", "camera_registry.cli", "discover", "--password", "x"],
+        [sys.executable, "-m", "api.cli", "discover", "--password", "x"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
@@ -210,7 +210,7 @@ async def test_cli_discover_ctrl_c_keeps_what_was_found(
             "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),  # type: ignore[union-attr]
         }
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "camera_registry.cli", "discover", "--no-multicast",
+            sys.executable, "-m", "api.cli", "discover", "--no-multicast",
             "--cidr", "127.0.13.0/24", "--discovery-port", str(port), "--rate", "2",
             "--user", fake.username, "--password-env", "ONVIF_PW",
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.state import POOL
-from camera_registry import geodata as gd
+from camera_registry.planning import geodata as gd
 from geo.crs import haversine_m, wgs84_to_gcj02
 from ingest.geodata import GeodataError, assign_regions, load_geodata, parse_geodata
 
@@ -295,7 +295,7 @@ def test_cli_geodata_load_reports_problems_and_list_shows_data_sets(
         "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
     }
     bad = write(tmp_path / "b.geojson", [feature(point(112.5, 37.7), kind="road")])
-    cli = [sys.executable, "-m", "camera_registry.cli", "geodata"]
+    cli = [sys.executable, "-m", "api.cli", "geodata"]
     proc = subprocess.run(
         [*cli, "load", str(bad), "--kind", "junctions"],
         capture_output=True, text=True, env=env, timeout=120,

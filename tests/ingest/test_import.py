@@ -18,7 +18,7 @@ from api.state import BOX, POOL
 from camera_registry.actor import Actor, Role
 from geo.crs import wgs84_to_gcj02
 from ingest.errors import LedgerFormatError
-from ingest.ledger_import import import_ledger
+from ingest.ledger.source import import_ledger
 
 from ..conftest import Tok
 
@@ -263,7 +263,7 @@ def test_cli_import_prints_each_bad_row_and_exits_1(
         "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "camera_registry.cli", "import", str(path)],
+        [sys.executable, "-m", "api.cli", "import", str(path)],
         capture_output=True,
         text=True,
         env=env,
@@ -273,7 +273,7 @@ def test_cli_import_prints_each_bad_row_and_exits_1(
     assert "cli.csv: row 3: lat:" in proc.stderr and "swapped" in proc.stderr
     assert "imported nothing" in proc.stdout
     proc = subprocess.run(
-        [sys.executable, "-m", "camera_registry.cli", "import", "--partial", str(path)],
+        [sys.executable, "-m", "api.cli", "import", "--partial", str(path)],
         capture_output=True,
         text=True,
         env=env,

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from openpyxl import Workbook
 
-import ingest.ledger_read as ledger_read
+import ingest.ledger.read as ledger_read
 from ingest.errors import IngestError, LedgerFormatError
-from ingest.ledger_read import Ledger, LedgerChunk, cell_text, open_ledger
+from ingest.ledger.read import Ledger, LedgerChunk, cell_text, open_ledger
 
 GB = "34010000001320000001"
 HEADER_ZH = ["国标编码", "点位名称", "经度", "纬度", "安装地址"]

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-import ingest.ledger_write as ledger_write
+import ingest.ledger.write as ledger_write
 from camera_registry.fields import FIELDS, SECRET_FIELDS
 from ingest.errors import IngestError
-from ingest.ledger_read import Ledger, open_ledger
-from ingest.ledger_write import (
+from ingest.ledger.read import Ledger, open_ledger
+from ingest.ledger.write import (
     csv_header,
     csv_rows,
     geojson_features,
@@ -287,8 +287,8 @@ def test_xlsx_refuses_more_rows_than_a_sheet_holds(
 
 
 def test_csv_export_defuses_formulas_and_reimports_the_same_text(tmp_path: Path) -> None:
-    from ingest.ledger_read import open_ledger
-    from ingest.ledger_write import csv_header, csv_rows
+    from ingest.ledger.read import open_ledger
+    from ingest.ledger.write import csv_header, csv_rows
 
     fields = ["gb_id", "name", "level", "lon", "lat"]
     rec = {"gb_id": "14010500001325000001", "name": '=HYPERLINK("http://x","点我")',

@@ -111,7 +111,7 @@ def _scan_in(ns: str, code: str) -> list[dict[str, object]]:
 def test_multicast_probe_finds_every_device_on_the_segment(lab: Lab) -> None:
     code = f"""
 import asyncio, json
-from ingest.wsdiscovery import Discovery
+from ingest.onvif.wsdiscovery import Discovery
 async def main():
     async with Discovery() as d:
         found = await d.scan(interfaces=["{lab.scanner_ip}"], timeout=1.5)
@@ -128,7 +128,7 @@ def test_multicast_discovery_interrogates_every_device(lab: Lab) -> None:
     """The whole pipeline from the scanner's namespace: multicast → ONVIF → device facts."""
     code = f"""
 import asyncio, json
-from ingest.discover import discover
+from ingest.onvif.discover import discover
 async def main():
     report = await discover(interfaces=["{lab.scanner_ip}"], timeout=1.5,
                             username="admin", password="Secr3t!pass")
@@ -159,7 +159,7 @@ def test_devices_answer_only_on_their_own_segment(lab: Lab) -> None:
         _ip("-n", lonely, "link", "set", "eth0", "up", "multicast", "on")
         code = f"""
 import asyncio
-from ingest.wsdiscovery import Discovery
+from ingest.onvif.wsdiscovery import Discovery
 async def main():
     async with Discovery() as d:
         print(len(await d.scan(interfaces=["{NET}.99"], timeout=0.5)))

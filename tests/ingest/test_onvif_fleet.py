@@ -12,7 +12,7 @@ import tracemalloc
 
 import pytest
 
-from ingest.onvif_probe import DeviceFacts, interrogate
+from ingest.onvif.probe import DeviceFacts, interrogate
 from tests.ingest.fake_onvif import FakeCamera, FakeOnvifServer, nvr
 
 HOST = "127.0.0.1"

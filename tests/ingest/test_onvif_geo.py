@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from ingest.onvif_geo import plausibility
-from ingest.onvif_probe import DeviceFacts, interrogate
+from ingest.onvif.geolocation import plausibility
+from ingest.onvif.probe import DeviceFacts, interrogate
 from tests.ingest.fake_onvif import FakeCamera, FakeOnvifServer
 
 HOST = "127.0.0.1"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.onvif_probe import (
+from ingest.onvif.probe import (
     DeviceFacts,
     Target,
     _normalise_mac,
@@ -195,7 +195,7 @@ def test_importing_the_library_leaves_logging_alone() -> None:
     """onvif.client calls logging.basicConfig at import; a fresh interpreter proves we undo it."""
     code = (
         "import asyncio, logging\n"
-        "from ingest import onvif_probe\n"
+        "from ingest.onvif import probe as onvif_probe\n"
         "asyncio.run(onvif_probe._load_onvif())\n"
         "root = logging.getLogger()\n"
         "assert root.handlers == [], root.handlers\n"

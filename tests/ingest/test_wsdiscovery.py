@@ -16,9 +16,9 @@ from urllib.parse import quote
 
 import pytest
 
-import ingest.wsdiscovery as wsd
+import ingest.onvif.wsdiscovery as wsd
 from ingest.errors import MalformedXml
-from ingest.wsdiscovery import (
+from ingest.onvif.wsdiscovery import (
     Bye,
     Discovery,
     Found,

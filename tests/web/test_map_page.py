@@ -19,8 +19,8 @@ from shapely import box, to_wkb
 from api.index import STATIC
 from camera_registry.actor import Actor, Role
 from camera_registry.crypto import CredentialBox
-from camera_registry.db import create_pool
-from camera_registry.inbox import Inbox
+from camera_registry.store.db import create_pool
+from camera_registry.store.inbox import Inbox
 from geo.crs import gcj02_to_wgs84
 from health.store import status_channel
 
