@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from api import (  # noqa: F401 - each module registers its routes
+from api import (
     audit,
     cameras,
     coverage,
@@ -30,6 +29,7 @@ from api.auth import auth_middleware
 from api.discovery import discovery_ctx
 from api.events import events_ctx
 from api.metrics import Metrics, metrics_middleware
+from api.openapi import build_spec
 from api.problems import problem_middleware
 from api.ratelimit import RateLimiter
 from api.routes import add_routes
@@ -42,6 +42,7 @@ from api.state import (
     LIMITER,
     MAPGRID,
     METRICS,
+    OPENAPI,
     POOL,
     REGISTRY,
     SETTINGS,
@@ -50,6 +51,7 @@ from api.state import (
     TOKENS,
     WORKER,
 )
+from api.tasks import BackgroundTasks, cancel_and_wait
 from camera_registry.config import Settings
 from camera_registry.store.cameras import Registry
 from camera_registry.store.heartbeats import reap_forever
@@ -67,6 +69,23 @@ from health.worker import Worker
 log = logging.getLogger(__name__)
 
 Startup = Callable[[web.Application], AsyncIterator[None]]
+# Every module whose routes the app serves (and the OpenAPI document lists).
+ROUTE_MODULES = (
+    audit,
+    cameras,
+    coverage,
+    discovery,
+    events,
+    export,
+    geodata,
+    health,
+    imports,
+    index,
+    map,
+    streams,
+    system,
+    tokens,
+)
 
 
 @dataclass(frozen=True)
@@ -105,15 +124,11 @@ def _database_ctx(db: Database) -> Startup:
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
-    tasks: set[asyncio.Task[None]] = set()
-    app[BACKGROUND] = tasks
+    """Imports, scans and coverage runs: stopped before the contexts they use close."""
+    app[BACKGROUND] = BackgroundTasks()
     app[IMPORT_SLOTS] = asyncio.Semaphore(app[SETTINGS].max_concurrent_imports)
     yield
-    for task in list(tasks):
-        task.cancel()
-    for task in list(tasks):
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await app[BACKGROUND].stop()
 
 
 async def _reaper_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -122,9 +137,7 @@ async def _reaper_ctx(app: web.Application) -> AsyncIterator[None]:
         reap_forever(app[POOL], app[SETTINGS].job_stale_after_s), name="job-reaper"
     )
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait([task])
 
 
 async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -138,9 +151,7 @@ async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         stop.set()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
         worker.sampler.close()
         worker.sampler = None
 
@@ -169,5 +180,5 @@ def create_app(
     if run_health:
         app.cleanup_ctx.append(_health_ctx)
     app.cleanup_ctx.extend(extra_startup)
-    add_routes(app)
+    app[OPENAPI] = build_spec(add_routes(app, (t.ROUTES for t in ROUTE_MODULES)))
     return app

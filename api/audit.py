@@ -12,12 +12,14 @@ from typing import Any
 from aiohttp import web
 
 from api import params
-from api.auth import ADMINS, require
-from api.cameras import json_response
-from api.routes import Param, route
+from api.auth import ADMINS
+from api.responses import json_response
+from api.routes import Param, RouteTable, caller
 from api.state import POOL
 from camera_registry.errors import BadRequest, FieldError
 from camera_registry.store import audit
+
+ROUTES = RouteTable()
 
 _COLUMNS = [
     "id",
@@ -47,7 +49,7 @@ def _time(query: Any, name: str) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/audit",
     "The audit trail, newest first (JSON or CSV)",
@@ -66,7 +68,7 @@ def _time(query: Any, name: str) -> dt.datetime | None:
     tag="audit",
 )
 async def list_audit(request: web.Request) -> web.StreamResponse:
-    actor = require(request, ADMINS)
+    actor = caller(request)
     q = request.query
     camera = None
     if q.get("camera"):

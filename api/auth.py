@@ -1,7 +1,7 @@
 """Bearer-token authentication and role checks.
 
-The middleware only identifies the caller; each handler states the roles it admits with
-`require()`, and the registry applies the region scope in its SQL.
+The middleware only identifies the caller; each route declares the roles it admits and
+`api.routes` checks them before the handler runs; the store applies the region scope in its SQL.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from api.problems import Handler
 from api.ratelimit import RateLimiter
 from api.state import LIMITER, TOKENS
 from camera_registry.actor import Actor, Role
-from camera_registry.errors import Forbidden, TooManyRequests, Unauthorized
+from camera_registry.errors import TooManyRequests, Unauthorized
 
 ACTOR = web.RequestKey("actor", Actor)
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/metrics", "/api/v1/openapi.json"})
@@ -51,11 +51,3 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             )
     request[ACTOR] = actor
     return await handler(request)
-
-
-def require(request: web.Request, roles: tuple[Role, ...]) -> Actor:
-    actor: Actor = request[ACTOR]
-    if actor.role not in roles:
-        allowed = ", ".join(r.value for r in roles)
-        raise Forbidden(f"role {actor.role.value} may not do this; it needs one of: {allowed}")
-    return actor

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from api import params
-from api.auth import READERS, WRITERS, require
+from api.auth import READERS, WRITERS
 from api.models import CameraCreate, CameraPatch, parse_body
-from api.problems import dumps
-from api.routes import Param, route
+from api.responses import json_response
+from api.routes import Param, RouteTable, caller
 from api.state import REGISTRY, SETTINGS
 from camera_registry.errors import BadRequest, FieldError, PreconditionRequired
+
+ROUTES = RouteTable()
 
 FILTERS = (
     Param("region", "query", "region-code prefix (2-6 digits), e.g. 1401"),
@@ -22,17 +22,6 @@ FILTERS = (
     Param("q", "query", "search in name, address, GB ID prefix"),
 )
 ID = Param("id", "path", "camera UUID", required=True)
-
-
-def json_response(
-    data: Any, status: int = 200, headers: dict[str, str] | None = None, **more: str
-) -> web.Response:
-    return web.Response(
-        text=dumps(data),
-        status=status,
-        content_type="application/json",
-        headers={**(headers or {}), **more},
-    )
 
 
 def etag(version: int) -> str:
@@ -57,7 +46,7 @@ def if_match(request: web.Request, *, required: bool) -> int | None:
     return int(value)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/cameras",
     "List cameras (filters, bbox, nearest, cursor pagination)",
@@ -72,7 +61,7 @@ def if_match(request: web.Request, *, required: bool) -> int | None:
     responses={200: "a page of cameras"},
 )
 async def list_cameras(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     settings = request.app[SETTINGS]
     q = request.query
     f = params.camera_filter(q)
@@ -86,7 +75,7 @@ async def list_cameras(request: web.Request) -> web.Response:
     return json_response({"items": items, "next_cursor": nxt})
 
 
-@route(
+@ROUTES.route(
     "POST",
     "/api/v1/cameras",
     "Register a camera",
@@ -95,7 +84,7 @@ async def list_cameras(request: web.Request) -> web.Response:
     responses={201: "the camera", 409: "duplicate gb_id", 422: "invalid fields"},
 )
 async def create_camera(request: web.Request) -> web.Response:
-    actor = require(request, WRITERS)
+    actor = caller(request)
     body = await parse_body(request, CameraCreate)
     cam = await request.app[REGISTRY].create(actor, body.values(patch=False), body.crs)
     return json_response(
@@ -103,7 +92,7 @@ async def create_camera(request: web.Request) -> web.Response:
     )
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/cameras/{id}",
     "One camera",
@@ -112,12 +101,12 @@ async def create_camera(request: web.Request) -> web.Response:
     responses={200: "the camera", 404: "not found or outside your scope"},
 )
 async def get_camera(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     cam = await request.app[REGISTRY].get(actor, request.match_info["id"])
     return json_response(cam, ETag=etag(cam["version"]))
 
 
-@route(
+@ROUTES.route(
     "PATCH",
     "/api/v1/cameras/{id}",
     "Change a camera (JSON merge patch; If-Match required)",
@@ -127,7 +116,7 @@ async def get_camera(request: web.Request) -> web.Response:
     responses={200: "the camera", 412: "stale version", 428: "no If-Match"},
 )
 async def patch_camera(request: web.Request) -> web.Response:
-    actor = require(request, WRITERS)
+    actor = caller(request)
     version = if_match(request, required=True)
     assert version is not None
     body = await parse_body(request, CameraPatch)
@@ -137,7 +126,7 @@ async def patch_camera(request: web.Request) -> web.Response:
     return json_response(cam, ETag=etag(cam["version"]))
 
 
-@route(
+@ROUTES.route(
     "DELETE",
     "/api/v1/cameras/{id}",
     "Remove a camera",
@@ -146,14 +135,14 @@ async def patch_camera(request: web.Request) -> web.Response:
     responses={204: "removed", 404: "not found"},
 )
 async def delete_camera(request: web.Request) -> web.Response:
-    actor = require(request, WRITERS)
+    actor = caller(request)
     await request.app[REGISTRY].delete(
         actor, request.match_info["id"], if_match(request, required=False)
     )
     return web.Response(status=204)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/regions/{code}/summary",
     "Camera counts for a region-code prefix",
@@ -163,7 +152,7 @@ async def delete_camera(request: web.Request) -> web.Response:
     tag="regions",
 )
 async def region_summary(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     code = request.match_info["code"]
     if not code.isdigit() or not 2 <= len(code) <= 6:
         raise BadRequest("bad region code", [FieldError("code", "use 2-6 digits, e.g. 1401")])

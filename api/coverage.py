@@ -11,23 +11,22 @@ only; the SQL is in :mod:`camera_registry.coverage_run`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import params
-from api.auth import READERS, WRITERS, require
-from api.cameras import json_response
+from api.auth import READERS, WRITERS
 from api.models import parse_body
-from api.routes import Param, route
-from api.state import POOL, SETTINGS
+from api.responses import json_response
+from api.routes import Param, RouteTable, caller
+from api.state import BACKGROUND, POOL, SETTINGS
 from camera_registry.actor import Role
 from camera_registry.errors import BadRequest, FieldError, RegistryError
 from camera_registry.planning.runs import (
@@ -38,6 +37,8 @@ from camera_registry.planning.runs import (
     summary_csv,
 )
 from camera_registry.store.heartbeats import heartbeat
+
+ROUTES = RouteTable()
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,13 @@ class CoverageService:
     runs: CoverageRuns
     executor: ProcessPoolExecutor
     slots: asyncio.Semaphore
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 COVERAGE = web.AppKey("coverage", CoverageService)
 
 
 async def coverage_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Own the run tasks and the worker processes; stop both in order on shutdown."""
+    """Own the worker processes (the run tasks are the app's `BACKGROUND`, stopped first)."""
     service = CoverageService(
         CoverageRuns(app[POOL], app[SETTINGS].job_stale_after_s),
         process_pool(2),
@@ -71,11 +71,7 @@ async def coverage_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in list(service.tasks):
-            task.cancel()
-        for task in list(service.tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await app[BACKGROUND].stop()  # no run may wait on the pool being shut down
         await asyncio.to_thread(service.executor.shutdown, wait=True, cancel_futures=True)
 
 
@@ -113,7 +109,7 @@ class RunCreate(BaseModel):
 RUN_ID = Param("id", "path", "coverage run id", required=True)
 
 
-@route(
+@ROUTES.route(
     "POST",
     "/api/v1/coverage/runs",
     "Start a coverage run for a region (or join the live one, or reuse the finished one, for "
@@ -128,7 +124,7 @@ RUN_ID = Param("id", "path", "coverage run id", required=True)
     tag="coverage",
 )
 async def create_run(request: web.Request) -> web.Response:
-    actor = require(request, STARTERS)
+    actor = caller(request)
     body = await parse_body(request, RunCreate)
     service = request.app[COVERAGE]
     run, outcome = await service.runs.request(actor, body.region, body.policy, body.proposals)
@@ -141,13 +137,11 @@ async def create_run(request: web.Request) -> web.Response:
         return json_response(
             {**run, "reused": False, "joined": True, "url": url}, 202, Location=url
         )
-    task = asyncio.create_task(_run(service, run["id"]), name=f"coverage-{run['id']}")
-    service.tasks.add(task)
-    task.add_done_callback(service.tasks.discard)
+    request.app[BACKGROUND].spawn(_run(service, run["id"]), name=f"coverage-{run['id']}")
     return json_response({**run, "reused": False, "joined": False, "url": url}, 202, Location=url)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/coverage/runs/{id}",
     "A coverage run: status, progress, summary",
@@ -157,11 +151,11 @@ async def create_run(request: web.Request) -> web.Response:
     tag="coverage",
 )
 async def get_run(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     return json_response(await request.app[COVERAGE].runs.get(actor, request.match_info["id"]))
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/coverage/runs/{id}/gaps",
     "Gaps of a run as GeoJSON (merged cells, villages, junctions), highest priority first",
@@ -177,7 +171,7 @@ async def get_run(request: web.Request) -> web.Response:
     tag="coverage",
 )
 async def run_gaps(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     q = request.query
     bbox = params.floats(q, "bbox", 4)
     if bbox is not None and not (
@@ -215,7 +209,7 @@ async def run_gaps(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type=GEOJSON)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/coverage/runs/{id}/summary",
     "Per-region summary rows of a run (JSON, or CSV with format=csv)",
@@ -225,7 +219,7 @@ async def run_gaps(request: web.Request) -> web.Response:
     tag="coverage",
 )
 async def run_summary(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv"):
         raise BadRequest("unknown format", [FieldError("format", "use json or csv")])
@@ -241,7 +235,7 @@ async def run_summary(request: web.Request) -> web.Response:
     return json_response({"run_id": run_id, "items": rows})
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/coverage/runs/{id}/proposals",
     "Proposed camera sites of a run as GeoJSON points, in pick order",
@@ -251,6 +245,6 @@ async def run_summary(request: web.Request) -> web.Response:
     tag="coverage",
 )
 async def run_proposals(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     text = await request.app[COVERAGE].runs.proposals_geojson(actor, request.match_info["id"])
     return web.Response(text=text, content_type=GEOJSON)

@@ -18,11 +18,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.auth import WRITERS, require
-from api.cameras import ID, etag, json_response
+from api.auth import WRITERS
+from api.cameras import ID, etag
 from api.models import CameraCreate, parse_body
-from api.routes import Param, route
-from api.state import BOX, INBOX, POOL, REGISTRY, SETTINGS
+from api.responses import json_response
+from api.routes import Param, RouteTable, caller
+from api.state import BACKGROUND, BOX, INBOX, POOL, REGISTRY, SETTINGS
 from camera_registry.actor import Actor
 from camera_registry.errors import FieldError, ValidationFailed
 from camera_registry.store.heartbeats import heartbeat
@@ -32,9 +33,10 @@ from ingest.onvif.discover import count_hosts
 from ingest.onvif.probe import group_channels
 from ingest.onvif.scan_job import run_scan
 
+ROUTES = RouteTable()
+
 log = logging.getLogger(__name__)
 SCANS = web.AppKey("discovery_scans", DiscoveryScans)
-SCAN_TASKS = web.AppKey("discovery_scan_tasks", set[asyncio.Task[None]])
 SCAN_SLOTS = web.AppKey("discovery_scan_slots", asyncio.Semaphore)
 
 
@@ -51,21 +53,14 @@ MAX_SCAN_ADDRESSES = 65_536  # a /16 per scan, in total over its ranges
 
 
 async def discovery_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Own the scan tasks: cancel and await every running scan on shutdown."""
+    """The scan store, slots and config (the scan tasks are the app's `BACKGROUND`)."""
     app[SCANS] = DiscoveryScans(app[POOL], app[BOX])
-    tasks: set[asyncio.Task[None]] = set()
-    app[SCAN_TASKS] = tasks
     app[SCAN_SLOTS] = asyncio.Semaphore(SCAN_SLOTS_N)
     app[SCAN_CONFIG] = ScanConfig()
     yield
-    for task in list(tasks):
-        task.cancel()
-    for task in list(tasks):
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/discovery/devices",
     "Devices found: by default those not registered yet",
@@ -80,7 +75,7 @@ async def discovery_ctx(app: web.Application) -> AsyncIterator[None]:
     tag="discovery",
 )
 async def list_devices(request: web.Request) -> web.Response:
-    actor = require(request, WRITERS)
+    actor = caller(request)
     q = request.query
     pending = q.get("all", "0") not in ("1", "true", "yes")
     items = await request.app[INBOX].list(
@@ -93,7 +88,7 @@ async def list_devices(request: web.Request) -> web.Response:
     return json_response({"items": items})
 
 
-@route(
+@ROUTES.route(
     "POST",
     "/api/v1/discovery/devices/{id}/ignore",
     "Ignore a found device (it stays out of the default inbox list)",
@@ -103,7 +98,7 @@ async def list_devices(request: web.Request) -> web.Response:
     tag="discovery",
 )
 async def ignore_device(request: web.Request) -> web.Response:
-    actor = require(request, WRITERS)
+    actor = caller(request)
     device = await request.app[INBOX].set_status(actor, request.match_info["id"], "ignored")
     return json_response(device)
 
@@ -140,7 +135,7 @@ def _channel_gb_id(gb_id: str, index: int) -> str:
     return f"{gb_id[:14]}{serial:06d}"
 
 
-@route(
+@ROUTES.route(
     "POST",
     "/api/v1/discovery/devices/{id}/register",
     "Register a found device as a camera (one per channel), here (facts and streams filled in)",
@@ -151,7 +146,7 @@ def _channel_gb_id(gb_id: str, index: int) -> str:
     tag="discovery",
 )
 async def register_device(request: web.Request) -> web.Response:
-    actor = require(request, WRITERS)
+    actor = caller(request)
     inbox = request.app[INBOX]
     device = await inbox.get(actor, request.match_info["id"])
     body = await parse_body(request, RegisterFound)
@@ -291,7 +286,7 @@ class ScanRequest(BaseModel):
         return value
 
 
-@route(
+@ROUTES.route(
     "POST",
     "/api/v1/discovery/scans",
     "Start a discovery scan (WS-Discovery, unicast sweep, ONVIF interrogation) as a job",
@@ -301,7 +296,7 @@ class ScanRequest(BaseModel):
     tag="discovery",
 )
 async def create_scan(request: web.Request) -> web.Response:
-    actor = require(request, WRITERS)
+    actor = caller(request)
     body = await parse_body(request, ScanRequest)
     if not body.cidrs and not body.interfaces:
         raise ValidationFailed(
@@ -319,10 +314,9 @@ async def create_scan(request: web.Request) -> web.Response:
     spec = body.model_dump(exclude={"username", "password"})
     scans = request.app[SCANS]
     scan = await scans.create(actor, spec, body.username, body.password, addresses)
-    task = asyncio.create_task(_run(request.app, actor, scan["id"], spec))
-    tasks = request.app[SCAN_TASKS]
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+    request.app[BACKGROUND].spawn(
+        _run(request.app, actor, scan["id"], spec), name=f"scan-{scan['id']}"
+    )
     url = f"/api/v1/discovery/scans/{scan['id']}"
     return json_response(scan, 202, Location=url)
 
@@ -355,7 +349,7 @@ async def _run(app: web.Application, actor: Actor, scan_id: str, spec: dict[str,
         log.exception("discovery scan %s: the job could not record its end", scan_id)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/discovery/scans/{id}",
     "Scan job status, progress and counts (found, interrogated, failed by category)",
@@ -365,5 +359,5 @@ async def _run(app: web.Application, actor: Actor, scan_id: str, spec: dict[str,
     tag="discovery",
 )
 async def get_scan(request: web.Request) -> web.Response:
-    actor = require(request, WRITERS)
+    actor = caller(request)
     return json_response(await request.app[SCANS].get(actor, request.match_info["id"]))

@@ -17,11 +17,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from api.auth import READERS, require
+from api.auth import READERS
 from api.broadcast import Broadcaster
-from api.routes import route
+from api.routes import RouteTable, caller
 from api.state import EVENTS
 from health.store import status_channel
+
+ROUTES = RouteTable()
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 15.0
@@ -52,7 +54,7 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
         await app[POOL].release(conn)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/events",
     "Status changes in your region scope (Server-Sent Events)",
@@ -61,7 +63,7 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     tag="health",
 )
 async def events(request: web.Request) -> web.StreamResponse:
-    actor = require(request, READERS)
+    actor = caller(request)
     hub = request.app[EVENTS]
     q = hub.subscribe(actor)
     resp = web.StreamResponse(

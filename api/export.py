@@ -12,12 +12,14 @@ from aiohttp import web
 
 import ingest.ledger.write as ledger_write
 from api import params
-from api.auth import READERS, require
+from api.auth import READERS
 from api.cameras import FILTERS
-from api.routes import Param, route
+from api.routes import Param, RouteTable, caller
 from api.state import REGISTRY
 from camera_registry.errors import BadRequest, FieldError
 from camera_registry.fields import FIELDS, SECRET_FIELDS
+
+ROUTES = RouteTable()
 
 EXPORT_FIELDS = [f.name for f in FIELDS if f.name not in SECRET_FIELDS and f.name != "crs"]
 XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit, less the header
@@ -42,7 +44,7 @@ async def _batches(it: AsyncIterator[dict[str, Any]]) -> AsyncIterator[list[dict
         yield batch
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/cameras/export",
     "Export cameras as a ledger (csv, xlsx, geojson)",
@@ -51,7 +53,7 @@ async def _batches(it: AsyncIterator[dict[str, Any]]) -> AsyncIterator[list[dict
     responses={200: "the ledger file"},
 )
 async def export_cameras(request: web.Request) -> web.StreamResponse:
-    actor = require(request, READERS)
+    actor = caller(request)
     fmt = request.query.get("format", "csv")
     if fmt not in ("csv", "xlsx", "geojson"):
         raise BadRequest(

@@ -19,13 +19,15 @@ import shapely
 from aiohttp import web
 
 from api import params
-from api.auth import READERS, require
+from api.auth import READERS
 from api.problems import dumps
-from api.routes import Param, route
+from api.routes import Param, RouteTable, caller
 from api.state import POOL
 from camera_registry.actor import Actor
 from camera_registry.errors import BadRequest, FieldError
 from camera_registry.planning import geodata as gd
+
+ROUTES = RouteTable()
 
 GEOJSON = "application/geo+json"
 DEFAULT_POINTS, MAX_POINTS = 5_000, 50_000
@@ -115,7 +117,7 @@ def _num(value: float) -> float | None:
     return None if value != value else value
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/geodata/regions",
     "Region boundaries as GeoJSON (adcode, name, rank, parent, area_km2)",
@@ -136,7 +138,7 @@ def _num(value: float) -> float | None:
     tag="geodata",
 )
 async def list_regions(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     q = request.query
     rank = q.get("rank") or None
     if rank is not None and rank not in gd.RANKS:
@@ -157,13 +159,13 @@ async def list_regions(request: web.Request) -> web.Response:
 
 
 def _points_query(request: web.Request) -> tuple[str | None, gd.BBox | None, int]:
-    actor = require(request, READERS)
+    actor = caller(request)
     q = request.query
     limit = params.integer(q, "limit", DEFAULT_POINTS, 1, MAX_POINTS)
     return _prefix(actor, _code(q, "region")), _bbox(q), limit
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/geodata/villages",
     "Villages as GeoJSON points (capped; `truncated` says when more matched)",
@@ -192,7 +194,7 @@ async def list_villages(request: web.Request) -> web.Response:
     return _collection(await asyncio.to_thread(build), truncated=len(v) > limit, limit=limit)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/geodata/junctions",
     "Road junctions as GeoJSON points (capped; `truncated` says when more matched)",
@@ -221,7 +223,7 @@ async def list_junctions(request: web.Request) -> web.Response:
     return _collection(await asyncio.to_thread(build), truncated=len(j) > limit, limit=limit)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/geodata/datasets",
     "Loaded geodata sets (kind, source, features, checksum, loaded_at)",
@@ -230,7 +232,6 @@ async def list_junctions(request: web.Request) -> web.Response:
     tag="geodata",
 )
 async def list_datasets(request: web.Request) -> web.Response:
-    require(request, READERS)
     rows = await gd.datasets(request.app[POOL])
     body = {
         "items": [

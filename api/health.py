@@ -10,15 +10,18 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from api import params
-from api.auth import READERS, require
-from api.cameras import ID, json_response
-from api.routes import Param, route
+from api.auth import READERS
+from api.cameras import ID
+from api.responses import json_response
+from api.routes import Param, RouteTable, caller
 from api.state import POOL, REGISTRY, WORKER
 from camera_registry.actor import Role
 from camera_registry.errors import BadRequest, FieldError, NotFound
 from camera_registry.store.cameras import effective_prefix, level_filter, region_range
 from health import store
 from health.kpi import meets_intact_target, meets_target
+
+ROUTES = RouteTable()
 
 PROBERS = (Role.TECHNICIAN, Role.COMMANDER, Role.ADMIN)
 # A year and a day: a leap year's report fits, while a decade-long scan of the daily rows of a
@@ -70,7 +73,7 @@ def _date_range(q: Mapping[str, str]) -> tuple[dt.date, dt.date] | None:
     return first, last
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/cameras/{id}/health",
     "Status, since, last probe (timings, failure), transition history",
@@ -80,7 +83,7 @@ def _date_range(q: Mapping[str, str]) -> tuple[dt.date, dt.date] | None:
     tag="health",
 )
 async def camera_health(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     cam = await request.app[REGISTRY].get(actor, request.match_info["id"])  # scope check
     health = await store.camera_health(request.app[POOL], uuid.UUID(cam["id"]))
     if health is None:
@@ -88,7 +91,7 @@ async def camera_health(request: web.Request) -> web.Response:
     return json_response({"camera_id": cam["id"], **health})
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/cameras/{id}/snapshot",
     "The last thumbnail from frame diagnosis (JPEG)",
@@ -98,7 +101,7 @@ async def camera_health(request: web.Request) -> web.Response:
     tag="health",
 )
 async def snapshot(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     cam = await request.app[REGISTRY].get(actor, request.match_info["id"])
     jpeg = await store.thumbnail(request.app[POOL], uuid.UUID(cam["id"]))
     if jpeg is None:
@@ -108,7 +111,7 @@ async def snapshot(request: web.Request) -> web.Response:
     )
 
 
-@route(
+@ROUTES.route(
     "POST",
     "/api/v1/cameras/{id}/probe",
     "Probe a camera now and return the result",
@@ -118,13 +121,13 @@ async def snapshot(request: web.Request) -> web.Response:
     tag="health",
 )
 async def probe_now(request: web.Request) -> web.Response:
-    actor = require(request, PROBERS)
+    actor = caller(request)
     cam = await request.app[REGISTRY].get(actor, request.match_info["id"])
     result = await request.app[WORKER].probe_now(uuid.UUID(cam["id"]))
     return json_response(result)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/kpis",
     "在线率 / 完好率 / 联网率 by region prefix (and level)",
@@ -149,7 +152,7 @@ async def kpis(request: web.Request) -> web.Response:
     local days from availability seconds (health.kpi.PeriodTotals): 在线率 = (online + degraded)
     camera-seconds / camera-seconds registered in the period, up to now; 完好率 the same with
     online seconds only; `flapping` is counted apart and is not on line in either form."""
-    actor = require(request, READERS)
+    actor = caller(request)
     q = request.query
     region = q.get("region") or None
     if region is not None and (not region.isdigit() or not 2 <= len(region) <= 6):
@@ -241,7 +244,7 @@ async def _period_kpis(
     )
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/cameras/{id}/availability",
     "Seconds per status and 在线率 share for each local day from..to",
@@ -251,7 +254,7 @@ async def _period_kpis(
     tag="health",
 )
 async def availability(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     period = _date_range(request.query)
     if period is None:
         raise BadRequest(

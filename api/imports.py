@@ -12,9 +12,9 @@ from pathlib import Path
 from aiohttp import BodyPartReader, web
 
 from api import params
-from api.auth import WRITERS, require
-from api.cameras import json_response
-from api.routes import Param, route
+from api.auth import WRITERS
+from api.responses import json_response
+from api.routes import Param, RouteTable, caller
 from api.state import BACKGROUND, BOX, IMPORT_SLOTS, JOBS, METRICS, POOL, SETTINGS
 from camera_registry.actor import Actor
 from camera_registry.errors import BadRequest, FieldError
@@ -22,6 +22,8 @@ from camera_registry.store.heartbeats import heartbeat
 from geo.crs import normalise_crs
 from geo.errors import UnknownCRS
 from ingest.ledger.source import import_ledger
+
+ROUTES = RouteTable()
 
 log = logging.getLogger(__name__)
 _SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".geojson", ".json")
@@ -42,7 +44,7 @@ async def _save_upload(part: BodyPartReader, dest: Path, limit: int) -> int:
     return size
 
 
-@route(
+@ROUTES.route(
     "POST",
     "/api/v1/imports",
     "Import a camera ledger (CSV/XLSX/GeoJSON) as a job",
@@ -57,7 +59,7 @@ async def _save_upload(part: BodyPartReader, dest: Path, limit: int) -> int:
     tag="imports",
 )
 async def create_import(request: web.Request) -> web.Response:
-    actor = require(request, WRITERS)
+    actor = caller(request)
     settings = request.app[SETTINGS]
     q = request.query
     try:
@@ -95,12 +97,10 @@ async def create_import(request: web.Request) -> web.Response:
     jobs = request.app[JOBS]
     dry_run, partial = _flag(q.get("dry_run")), _flag(q.get("partial"))
     job_id = await jobs.create(actor, filename, dry_run=dry_run, partial=partial, crs=crs)
-    task = asyncio.create_task(
-        _run(request.app, actor, job_id, dest, filename, dry_run, partial, crs)
+    request.app[BACKGROUND].spawn(
+        _run(request.app, actor, job_id, dest, filename, dry_run, partial, crs),
+        name=f"import-{job_id}",
     )
-    background = request.app[BACKGROUND]
-    background.add(task)
-    task.add_done_callback(background.discard)
     url = f"/api/v1/imports/{job_id}"
     return json_response({"id": job_id, "status": "queued", "url": url}, 202, Location=url)
 
@@ -182,7 +182,7 @@ async def _run(
 JOB_ID = Param("id", "path", "import job id", required=True)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/imports/{id}",
     "Import job status, progress and the first bad rows",
@@ -192,11 +192,11 @@ JOB_ID = Param("id", "path", "import job id", required=True)
     tag="imports",
 )
 async def get_import(request: web.Request) -> web.Response:
-    actor = require(request, WRITERS)
+    actor = caller(request)
     return json_response(await request.app[JOBS].get(actor, request.match_info["id"]))
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/imports/{id}/errors",
     "Every bad row of an import, paginated",
@@ -210,7 +210,7 @@ async def get_import(request: web.Request) -> web.Response:
     tag="imports",
 )
 async def import_errors(request: web.Request) -> web.Response:
-    actor = require(request, WRITERS)
+    actor = caller(request)
     after = params.integer(request.query, "after", -1, -1, 2**31 - 1)
     limit = params.integer(request.query, "limit", 1000, 1, 10_000)
     items = await request.app[JOBS].errors(

@@ -16,9 +16,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from api.routes import Param, route
+from api.routes import Param, RouteTable
 from api.state import SETTINGS
 from camera_registry.config import Settings
+
+ROUTES = RouteTable()
 
 STATIC = Path(__file__).resolve().parent / "static"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -81,7 +83,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-@route("GET", "/", "The web map", None, tag="system", responses={200: "HTML"})
+@ROUTES.route("GET", "/", "The web map", None, tag="system", responses={200: "HTML"})
 async def index(request: web.Request) -> web.Response:
     page = _PAGE.replace("{css}", _version("app.css")).replace("{js}", _version("app.js"))
     return web.Response(
@@ -96,7 +98,7 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/static/{name}",
     "The web map's bundled files (?v=<hash> from the page: cached for a year)",

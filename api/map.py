@@ -8,13 +8,15 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from api import params
-from api.auth import READERS, STREAMERS, WRITERS, require
-from api.cameras import json_response
-from api.routes import Param, route
+from api.auth import READERS, STREAMERS, WRITERS
+from api.responses import json_response
+from api.routes import Param, RouteTable, caller
 from api.state import MAPGRID, SETTINGS
 from camera_registry.errors import BadRequest, FieldError
 from camera_registry.store.cameras import level_filter
 from camera_registry.store.mapgrid import MAP_STATUSES, MAX_ZOOM, MapQuery
+
+ROUTES = RouteTable()
 
 MAP_PARAMS = (
     Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)", required=True),
@@ -53,7 +55,7 @@ def map_query(q: Mapping[str, str]) -> MapQuery:
     return MapQuery((x0, y0, x1, y1), zoom, region, levels, statuses)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/map/cameras",
     "Cameras layer: grid clusters (counts by status and level) or points at street zoom",
@@ -63,12 +65,12 @@ def map_query(q: Mapping[str, str]) -> MapQuery:
     tag="map",
 )
 async def map_cameras(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     result = await request.app[MAPGRID].cameras(actor, map_query(request.query))
     return json_response(result, headers={"Cache-Control": "private, max-age=10"})
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/map/config",
     "What the web map needs: the caller's role and scope, what it may do, the base layer",
@@ -77,7 +79,7 @@ async def map_cameras(request: web.Request) -> web.Response:
     tag="map",
 )
 async def map_config(request: web.Request) -> web.Response:
-    actor = require(request, READERS)
+    actor = caller(request)
     s = request.app[SETTINGS]
     return json_response(
         {

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Iterable
 from typing import Any
 
-from api.routes import ROUTES
+from api.routes import Route
 
 _PROBLEM = {
     "description": "problem",
@@ -13,8 +13,7 @@ _PROBLEM = {
 }
 
 
-@functools.cache
-def build_spec() -> dict[str, Any]:
+def build_spec(routes: Iterable[Route]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {
         "Problem": {
@@ -38,7 +37,7 @@ def build_spec() -> dict[str, Any]:
             },
         }
     }
-    for r in ROUTES:
+    for r in routes:
         op: dict[str, Any] = {
             "summary": r.summary,
             "operationId": r.handler.__name__,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -10,6 +11,7 @@ from aiohttp import web
 from api.broadcast import Broadcaster
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
+from api.tasks import BackgroundTasks
 from camera_registry.config import Settings
 from camera_registry.crypto import CredentialBox
 from camera_registry.store.cameras import Registry
@@ -28,7 +30,7 @@ REGISTRY = web.AppKey("registry", Registry)
 TOKENS = web.AppKey("tokens", Tokens)
 JOBS = web.AppKey("jobs", ImportJobs)
 METRICS = web.AppKey("metrics", Metrics)
-BACKGROUND = web.AppKey("background", set[asyncio.Task[None]])
+BACKGROUND = web.AppKey("background", BackgroundTasks)
 IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
 STREAMS = web.AppKey("streams", StreamLinks)
 LIMITER = web.AppKey("limiter", RateLimiter)
@@ -37,3 +39,4 @@ THRESHOLDS = web.AppKey("diagnosis_thresholds", Thresholds)
 INBOX = web.AppKey("inbox", Inbox)
 EVENTS = web.AppKey("events", Broadcaster)
 MAPGRID = web.AppKey("mapgrid", MapGrid)
+OPENAPI = web.AppKey("openapi", dict[str, Any])

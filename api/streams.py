@@ -8,13 +8,17 @@ from urllib.parse import parse_qs
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import STREAMERS, require
-from api.cameras import ID, json_response
+from api.auth import STREAMERS
+from api.cameras import ID
 from api.models import parse_body
-from api.routes import Param, route
+from api.problems import status_of
+from api.responses import json_response
+from api.routes import Param, RouteTable, caller
 from api.state import STREAMS
 from camera_registry.errors import BadRequest, FieldError, RegistryError
 from camera_registry.store.streams import MAX_BATCH, check_batch
+
+ROUTES = RouteTable()
 
 STREAM_PARAMS = (
     Param("profile", "query", "main (default) or sub"),
@@ -30,7 +34,7 @@ class StreamBatch(BaseModel):
     protocol: str = "rtsp"
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/cameras/{id}/stream",
     "A short-lived signed stream link (audited)",
@@ -40,7 +44,7 @@ class StreamBatch(BaseModel):
     tag="streams",
 )
 async def stream_link(request: web.Request) -> web.Response:
-    actor = require(request, STREAMERS)
+    actor = caller(request)
     q = request.query
     link = await request.app[STREAMS].issue(
         actor,
@@ -51,7 +55,7 @@ async def stream_link(request: web.Request) -> web.Response:
     return json_response(link, headers={"Cache-Control": "no-store"})
 
 
-@route(
+@ROUTES.route(
     "POST",
     "/api/v1/streams",
     "Links for a video wall (up to 64 cameras)",
@@ -61,7 +65,7 @@ async def stream_link(request: web.Request) -> web.Response:
     tag="streams",
 )
 async def stream_batch(request: web.Request) -> web.Response:
-    actor = require(request, STREAMERS)
+    actor = caller(request)
     body = await parse_body(request, StreamBatch)
     check_batch(body.camera_ids)
     items: list[dict[str, Any]] = []
@@ -72,7 +76,8 @@ async def stream_batch(request: web.Request) -> web.Response:
             )
             items.append({"camera_id": cid, **link})
         except RegistryError as exc:
-            items.append({"camera_id": cid, "error": {"status": exc.status, "detail": exc.detail}})
+            status, _ = status_of(exc)
+            items.append({"camera_id": cid, "error": {"status": status, "detail": exc.detail}})
     return json_response({"items": items}, headers={"Cache-Control": "no-store"})
 
 
@@ -96,7 +101,7 @@ def _sign_from(query: str | None) -> str | None:
     return values[0] if values else None
 
 
-@route(
+@ROUTES.route(
     "POST",
     "/api/v1/hooks/zlm/on_play",
     "ZLMediaKit on_play hook: may this player play?",
@@ -120,7 +125,7 @@ async def zlm_on_play(request: web.Request) -> web.Response:
     return json_response({"code": 401, "msg": verdict.reason})
 
 
-@route(
+@ROUTES.route(
     "POST",
     "/api/v1/hooks/mediamtx/auth",
     "MediaMTX external HTTP authentication",
@@ -158,7 +163,7 @@ async def mediamtx_auth(request: web.Request) -> web.Response:
     return json_response({"status": "denied", "reason": reason}, 401)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/relay/{stream_key}/source",
     "The camera URI a relay pulls (relays only)",

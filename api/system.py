@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from api.cameras import json_response
-from api.openapi import build_spec
-from api.routes import route
-from api.state import METRICS, POOL
+from api.responses import json_response
+from api.routes import RouteTable
+from api.state import METRICS, OPENAPI, POOL
 from health import store as health_store
 from health.status import STATUSES
 
+ROUTES = RouteTable()
 
-@route(
+
+@ROUTES.route(
     "GET",
     "/healthz",
     "Liveness and database reachability",
@@ -29,7 +30,7 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "database": "ok"})
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/metrics",
     "Prometheus metrics",
@@ -55,7 +56,7 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/openapi.json",
     "This document",
@@ -64,4 +65,4 @@ async def metrics(request: web.Request) -> web.Response:
     responses={200: "OpenAPI 3.1"},
 )
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(build_spec())
+    return json_response(request.app[OPENAPI])

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.auth import ADMINS, require
-from api.cameras import json_response
+from api.auth import ADMINS
 from api.models import TokenCreate, parse_body
-from api.routes import Param, route
+from api.responses import json_response
+from api.routes import Param, RouteTable, caller
 from api.state import TOKENS
 
+ROUTES = RouteTable()
 
-@route(
+
+@ROUTES.route(
     "POST",
     "/api/v1/tokens",
     "Create an API token (the secret is returned once)",
@@ -21,7 +23,7 @@ from api.state import TOKENS
     tag="tokens",
 )
 async def create_token(request: web.Request) -> web.Response:
-    actor = require(request, ADMINS)
+    actor = caller(request)
     body = await parse_body(request, TokenCreate)
     rec, secret = await request.app[TOKENS].create(
         actor,
@@ -34,7 +36,7 @@ async def create_token(request: web.Request) -> web.Response:
     return json_response({**rec, "token": secret}, 201)
 
 
-@route(
+@ROUTES.route(
     "GET",
     "/api/v1/tokens",
     "List tokens (never their secrets)",
@@ -43,11 +45,11 @@ async def create_token(request: web.Request) -> web.Response:
     tag="tokens",
 )
 async def list_tokens(request: web.Request) -> web.Response:
-    actor = require(request, ADMINS)
+    actor = caller(request)
     return json_response({"items": await request.app[TOKENS].all(actor)})
 
 
-@route(
+@ROUTES.route(
     "DELETE",
     "/api/v1/tokens/{id}",
     "Revoke a token (effective immediately)",
@@ -57,6 +59,6 @@ async def list_tokens(request: web.Request) -> web.Response:
     tag="tokens",
 )
 async def revoke_token(request: web.Request) -> web.Response:
-    actor = require(request, ADMINS)
+    actor = caller(request)
     await request.app[TOKENS].revoke(actor, request.match_info["id"])
     return web.Response(status=204)

@@ -27,10 +27,11 @@ class FieldError:
 
 
 class RegistryError(Exception):
-    """Base of everything the registry raises on purpose."""
+    """Base of everything the registry raises on purpose.
 
-    status = 500
-    title = "Registry error"
+    Domain errors say what went wrong and what to do; they carry no HTTP status: `api/problems.py`
+    maps each class to one, and the CLI prints the same message with the row and field.
+    """
 
     def __init__(self, detail: str, errors: Iterable[FieldError] = ()) -> None:
         super().__init__(detail)
@@ -39,33 +40,27 @@ class RegistryError(Exception):
 
 
 class ValidationFailed(RegistryError):
-    status = 422
-    title = "Invalid camera data"
+    """Input that breaks a rule of the domain (a GB ID, a level without a position, …)."""
 
 
 class BadRequest(RegistryError):
-    status = 400
-    title = "Bad request"
+    """A request that is malformed in itself (a parameter of the wrong form)."""
 
 
 class NotFound(RegistryError):
-    status = 404
-    title = "Not found"
+    """No such object, or none the caller's scope may see (the two are not told apart)."""
 
 
 class Forbidden(RegistryError):
-    status = 403
-    title = "Forbidden"
+    """The caller's role or scope does not admit this action."""
 
 
 class Unauthorized(RegistryError):
-    status = 401
-    title = "Unauthorized"
+    """No usable credential: missing, unknown, expired or revoked token."""
 
 
 class TooManyRequests(RegistryError):
-    status = 429
-    title = "Too many requests"
+    """The caller's token is over its rate limit; `retry_after` says when to come back."""
 
     def __init__(self, detail: str, retry_after: str) -> None:
         super().__init__(detail)
@@ -73,28 +68,24 @@ class TooManyRequests(RegistryError):
 
 
 class DuplicateCamera(RegistryError):
-    status = 409
-    title = "Duplicate camera"
+    """A camera with this GB ID (or identity) is registered already."""
 
 
 class VersionConflict(RegistryError):
-    status = 412
-    title = "Version conflict"
+    """The object changed since the caller read it (a stale If-Match)."""
 
 
 class PreconditionRequired(RegistryError):
-    status = 428
-    title = "Precondition required"
+    """An edit that must say which version it edits (If-Match) did not."""
 
 
 class ConfigError(RegistryError):
-    title = "Configuration error"
+    """Settings that cannot work; the message names the key."""
 
 
 class DatabaseUnavailable(RegistryError):
-    status = 503
-    title = "Database unavailable"
+    """PostgreSQL cannot be reached or started."""
 
 
 class EmbeddedDatabaseBusy(DatabaseUnavailable):
-    title = "Embedded database already in use"
+    """Another server already runs on this embedded data directory."""

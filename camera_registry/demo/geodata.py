@@ -76,9 +76,6 @@ _KM_PER_DEG_LAT = 110.574
 class DemoDataError(RegistryError):
     """The demo cannot be built as asked (e.g. a province without demo data)."""
 
-    status = 400
-    title = "No demo data"
-
 
 @dataclass(frozen=True, eq=False)
 class DemoGeodata:

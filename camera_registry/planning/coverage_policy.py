@@ -26,12 +26,13 @@ from camera_registry.planning.policy_model import parse_policy as _parse
 
 
 class PolicyInvalid(RegistryError):
-    status = 422
-    title = "Invalid layout policy"
+    """A layout policy given with a request does not validate; errors name the keys."""
 
 
 def _invalid(exc: PolicyError, prefix: str | None) -> PolicyInvalid:
-    errors = [FieldError(f"{prefix}.{key}" if prefix else key, msg) for key, msg in exc.errors]
+    errors = [
+        FieldError(f"{prefix}.{e.field}" if prefix else e.field, e.message) for e in exc.errors
+    ]
     keys = ", ".join(e.field for e in errors)
     return PolicyInvalid(f"the layout policy is invalid at {keys}; fix it and ask again", errors)
 

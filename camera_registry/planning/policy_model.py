@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import shapely
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from geo.errors import GeoError
+from camera_registry.errors import FieldError, RegistryError
 
 __all__ = ["Policy", "PolicyError", "ZoneKind", "parse_policy"]
 
@@ -31,13 +31,18 @@ RegionPrefix = Annotated[str, Field(pattern=r"^[0-9]{2,6}$")]
 LEVELS = (1, 2, 3, 9)  # GB/T 28181 PointType: 一类, 二类, 三类, other
 
 
-class PolicyError(GeoError):
-    """A policy that cannot be used; `errors` lists (dotted key, message) for every problem."""
+class PolicyError(RegistryError):
+    """A policy that cannot be used; `errors` names every bad key by its dotted path.
+
+    A registry error since the policy moved out of `geo/`: it is the planner's input, checked
+    before any geometry runs.
+    """
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
-        self.errors = errors
         lines = "; ".join(f"{key}: {msg}" for key, msg in errors)
-        super().__init__(f"invalid layout policy: {lines}")
+        super().__init__(
+            f"invalid layout policy: {lines}", [FieldError(key, msg) for key, msg in errors]
+        )
 
 
 class _Strict(BaseModel):

@@ -89,13 +89,11 @@ _COPY_HEADER: Final = 19
 
 
 class EmptyRegion(RegistryError):
-    status = 422
-    title = "Nothing to measure"
+    """The region has no zone to measure (no boundaries loaded, or none inside it)."""
 
 
 class RunFailed(RegistryError):
-    status = 500
-    title = "Coverage run failed"
+    """The computation itself failed (a worker process died or raised)."""
 
 
 def normalise_region(code: str | None, field: str = "region") -> str:

@@ -16,7 +16,7 @@ from camera_registry.planning.policy_model import Policy, PolicyError, parse_pol
 
 
 def keys(exc: pytest.ExceptionInfo[PolicyError]) -> list[str]:
-    return [k for k, _ in exc.value.errors]
+    return [e.field for e in exc.value.errors]
 
 
 def test_the_shipped_default_file_is_the_default_policy(tmp_path: Path) -> None:
