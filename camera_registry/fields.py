@@ -74,3 +74,19 @@ for _f in FIELDS:
 def canonical_header(header: str) -> str | None:
     """The field a ledger column header names (Chinese or English, any case/spacing), or None."""
     return HEADER_ALIASES.get(_norm(header.lstrip("\ufeff")))
+
+
+# The one list of the `cameras` columns written from input, in COPY order: every field but the
+# input-only ones (a CRS is converted away, username/password are sealed into `credentials`).
+INPUT_ONLY = frozenset({"crs", "username", "password"})
+DB_COLUMNS: tuple[str, ...] = (
+    *(f.name for f in FIELDS if f.name not in INPUT_ONLY),
+    "credentials",
+    "credentials_mac",
+)
+# Input columns stored under `cameras.streams` (a JSON object) rather than in columns of their own.
+STREAM_KEYS: dict[str, str] = {"stream_main": "main", "stream_sub": "sub", "snapshot": "snapshot"}
+# Plain columns, as read back (no streams, no credentials).
+STORED_COLUMNS: tuple[str, ...] = tuple(
+    c for c in DB_COLUMNS if c not in STREAM_KEYS and not c.startswith("credentials")
+)

@@ -22,42 +22,10 @@ from numpy.typing import NDArray
 
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import FieldError
-from camera_registry.fields import BY_NAME
+from camera_registry.fields import BY_NAME, DB_COLUMNS
 from camera_registry.gbid import PROVINCES, gb_id_problem, region_code_problem
 from geo.crs import in_china_bbox, looks_swapped, normalise_crs, to_wgs84
 from geo.errors import UnknownCRS
-
-# Columns of the `cameras` table written from input, in COPY order.
-DB_COLUMNS: tuple[str, ...] = (
-    "gb_id",
-    "name",
-    "level",
-    "lon",
-    "lat",
-    "region_code",
-    "address",
-    "azimuth",
-    "hfov",
-    "vfov",
-    "max_view_distance",
-    "mount_height",
-    "owner",
-    "contact",
-    "installed_at",
-    "record_days",
-    "vendor",
-    "model",
-    "firmware",
-    "serial",
-    "mac",
-    "ip",
-    "onvif_port",
-    "stream_main",
-    "stream_sub",
-    "snapshot",
-    "credentials",
-    "credentials_mac",
-)
 
 LEVELS: dict[str, int] = {
     "1": 1,

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from camera_registry.crypto import CredentialBox
+from camera_registry.store import cameras
 from health.kpi import KpiRow, PeriodTotals
 from health.status import CameraState, Transition, initial_state
 
@@ -293,9 +294,7 @@ async def _record(conn: asyncpg.Connection, owner: str, r: ProbeRecord) -> bool:
             r.transition.new,
             r.transition.reason,
         )
-        await conn.execute(
-            "UPDATE cameras SET status = $2 WHERE id = $1", r.lease.camera_id, r.transition.new
-        )
+        await cameras.set_status(conn, r.lease.camera_id, r.transition.new)
         event = {
             "camera_id": str(r.lease.camera_id),
             "region_code": r.lease.region_code,

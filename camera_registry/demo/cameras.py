@@ -30,31 +30,14 @@ import shapely
 from numpy.typing import NDArray
 
 from camera_registry.demo.regions import Region, shanxi_regions
+from camera_registry.fields import FIELDS
 
-# Columns generate_cameras returns, in export (fields.FIELDS) order.
-COLUMNS: tuple[str, ...] = (
-    "gb_id",
-    "name",
-    "level",
-    "lon",
-    "lat",
-    "region_code",
-    "address",
-    "azimuth",
-    "hfov",
-    "max_view_distance",
-    "mount_height",
-    "installed_at",
-    "record_days",
-    "vendor",
-    "model",
-    "serial",
-    "mac",
-    "ip",
-    "onvif_port",
-    "stream_main",
-    "stream_sub",
+# Columns generate_cameras returns, in export (fields.FIELDS) order: every field the demo
+# has a plausible value for.
+_NOT_GENERATED = frozenset(
+    {"crs", "vfov", "owner", "contact", "firmware", "snapshot", "username", "password"}
 )
+COLUMNS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.name not in _NOT_GENERATED)
 
 # lon_min, lat_min, lon_max, lat_max: every generated point is clipped into this box.
 SHANXI_BBOX = (110.2, 34.5, 114.6, 40.8)

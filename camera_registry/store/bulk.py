@@ -21,9 +21,10 @@ import asyncpg
 
 from camera_registry.actor import Actor
 from camera_registry.errors import FieldError, ValidationFailed
+from camera_registry.fields import DB_COLUMNS, STREAM_KEYS
 from camera_registry.store import audit
 from camera_registry.store.cameras import allocate_serials
-from camera_registry.validate import DB_COLUMNS, CameraBatch
+from camera_registry.validate import CameraBatch
 
 _STAGE_TYPES = {
     "gb_id": "text",
@@ -55,7 +56,6 @@ _STAGE_TYPES = {
     "credentials": "bytea",
     "credentials_mac": "bytea",
 }
-_STREAMS = {"stream_main": "main", "stream_sub": "sub", "snapshot": "snapshot"}
 _ALWAYS = ("gb_id", "name", "level", "region_code")  # a row always carries these
 _SECRETS = "- 'credentials' - 'credentials_mac' - 'geom'"
 BULK_MODE_ROWS = 100_000
@@ -175,12 +175,9 @@ class BulkLoad:
         self._rebuild = [r["def"] for r in rows]
         # The health schedule (migration 0003) gets one row per camera from a trigger, with a
         # foreign key and a due-time index: per-row costs that doubled a 2.4 M import. In bulk
-        # mode they are paid once, set-based, in finish().
-        await self.conn.execute(
-            """ALTER TABLE cameras DISABLE TRIGGER cameras_schedule_health;
-               ALTER TABLE camera_health DROP CONSTRAINT camera_health_camera_id_fkey;
-               DROP INDEX camera_health_due"""
-        )
+        # mode they are paid once, set-based, in finish(), by the schedule's own functions
+        # (migration 0013).
+        await self.conn.execute("SELECT camera_health_bulk_begin()")
         # The map grid (migration 0010) is kept by statement triggers that upsert ~1.6 M grid
         # rows over a Shanxi-sized import, chunk by chunk (measured: +80 s on 2.4 M rows); in
         # bulk mode it is rebuilt once from the table in finish(), in the same transaction.
@@ -259,13 +256,13 @@ class BulkLoad:
         """Update cameras whose staged row differs, insert new ones, audit the updates."""
         conn = self.conn
         await self._assign_gb_ids()
-        plain = [c for c in DB_COLUMNS if c in present and c not in _STREAMS and c != "gb_id"]
-        stream_present = [c for c in _STREAMS if c in present]
+        plain = [c for c in DB_COLUMNS if c in present and c not in STREAM_KEYS and c != "gb_id"]
+        stream_present = [c for c in STREAM_KEYS if c in present]
         new_streams = "jsonb_strip_nulls(jsonb_build_object({}))".format(
-            ", ".join(f"'{_STREAMS[c]}', s.{c}" for c in stream_present)
+            ", ".join(f"'{STREAM_KEYS[c]}', s.{c}" for c in stream_present)
         )
         if stream_present:
-            drop = ", ".join(f"'{_STREAMS[c]}'" for c in stream_present)
+            drop = ", ".join(f"'{STREAM_KEYS[c]}'" for c in stream_present)
             streams_expr = f"(c.streams - ARRAY[{drop}]) || {new_streams}"
         else:
             streams_expr = "c.streams"
@@ -328,15 +325,7 @@ class BulkLoad:
                 ) from None
         self._rebuild = []
         if self._schedule_after:
-            await self.conn.execute(
-                """INSERT INTO camera_health (camera_id, next_probe_at)
-                   SELECT c.id, now() + random() * interval '5 minutes' FROM cameras c
-                   WHERE NOT EXISTS (SELECT 1 FROM camera_health h WHERE h.camera_id = c.id);
-                   CREATE INDEX camera_health_due ON camera_health (next_probe_at);
-                   ALTER TABLE camera_health ADD CONSTRAINT camera_health_camera_id_fkey
-                       FOREIGN KEY (camera_id) REFERENCES cameras (id) ON DELETE CASCADE;
-                   ALTER TABLE cameras ENABLE TRIGGER cameras_schedule_health"""
-            )
+            await self.conn.execute("SELECT camera_health_bulk_end()")
             await self.conn.execute(_REBUILD_MAP_GRID)
             self._schedule_after = False
         result = MergeResult(self.staged, self.inserted, self.updated)

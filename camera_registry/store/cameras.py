@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import numpy as np
@@ -30,22 +31,31 @@ from camera_registry.errors import (
     ValidationFailed,
     VersionConflict,
 )
+from camera_registry.fields import DB_COLUMNS, STORED_COLUMNS, STREAM_KEYS
 from camera_registry.gbid import make_gb_id
 from camera_registry.store import audit
-from camera_registry.validate import DB_COLUMNS, CameraBatch, validate_columns
+from camera_registry.store.db import row_dict
+from camera_registry.validate import CameraBatch, validate_columns
 from geo.crs import haversine_m
 
 STATUSES = ("unknown", "online", "offline", "degraded")
 LEVEL_VALUES = (1, 2, 3, 9)
 
 # What read endpoints return: never the credentials, only whether there are some.
-PUBLIC_COLUMNS = """id, gb_id, name, level, lon, lat, region_code, address, azimuth, hfov, vfov,
-    max_view_distance, mount_height, owner, contact, installed_at, record_days, vendor, model,
-    firmware, serial, mac, ip, onvif_port, streams, credentials IS NOT NULL AS has_credentials,
-    status, created_at, updated_at, version"""
+PUBLIC_COLUMNS = ", ".join(
+    (
+        "id",
+        *STORED_COLUMNS,
+        "streams",
+        "credentials IS NOT NULL AS has_credentials",
+        "status",
+        "created_at",
+        "updated_at",
+        "version",
+    )
+)
 
-_STREAM_KEYS = {"stream_main": "main", "stream_sub": "sub", "snapshot": "snapshot"}
-_STORED = [c for c in DB_COLUMNS if c not in _STREAM_KEYS]
+_STORED = [c for c in DB_COLUMNS if c not in STREAM_KEYS]
 
 
 def camera_out(rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -346,7 +356,7 @@ class Registry:
                 c: before.get(c) for c in DB_COLUMNS if c in before and c != "gb_id"
             }
             merged["gb_id"] = before["gb_id"]
-            for key, stream_key in _STREAM_KEYS.items():
+            for key, stream_key in STREAM_KEYS.items():
                 merged[key] = (before["streams"] or {}).get(stream_key)
             if "lon" in patch or "lat" in patch:
                 merged["crs"] = crs
@@ -450,7 +460,7 @@ async def allocate_serials(conn: asyncpg.Connection, counts: Mapping[str, int]) 
 
 
 def _streams(row: Mapping[str, Any]) -> dict[str, str]:
-    return {v: row[k] for k, v in _STREAM_KEYS.items() if row.get(k) is not None}
+    return {v: row[k] for k, v in STREAM_KEYS.items() if row.get(k) is not None}
 
 
 def _uuid(value: str) -> uuid.UUID:
@@ -471,3 +481,75 @@ def level_filter(values: Sequence[str]) -> tuple[int, ...]:
             raise BadRequest("bad level filter", [FieldError("level", "use 1, 2, 3 or 9")])
         out.append(lv)
     return tuple(out)
+
+
+# Writes that other stores make inside their own transactions: `cameras` keeps one writer.
+
+
+async def set_status(conn: asyncpg.Connection, camera_id: uuid.UUID, status: str) -> None:
+    """Record a camera's status (health decides it; the transition history is health's)."""
+    await conn.execute("UPDATE cameras SET status = $2 WHERE id = $1", camera_id, status)
+
+
+# What an address change shows in the audit record, before and after.
+_ADDRESS_COLUMNS = "id, gb_id, name, region_code, ip, onvif_port, streams, version"
+
+
+async def move_address(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    camera_ids: Sequence[uuid.UUID],
+    old: str,
+    new: str,
+    *,
+    reason: str,
+) -> None:
+    """Cameras of a device that moved from `old` to `new` follow it: ip and stream hosts (ports,
+    paths and embedded credentials kept), one audited update each."""
+    cams = await conn.fetch(
+        f"""SELECT {_ADDRESS_COLUMNS} FROM cameras WHERE id = ANY($1::uuid[])
+            ORDER BY id FOR UPDATE""",
+        list(camera_ids),
+    )
+    for cam in cams:
+        before = row_dict(cam)
+        before["ip"] = str(cam["ip"]) if cam["ip"] is not None else None
+        streams = {k: _moved(v, old, new) for k, v in (cam["streams"] or {}).items()}
+        rec = await conn.fetchrow(
+            f"""UPDATE cameras SET ip = $2::inet, streams = $3, version = version + 1,
+                    updated_at = now()
+                WHERE id = $1 RETURNING {_ADDRESS_COLUMNS}""",
+            cam["id"],
+            new,
+            streams,
+        )
+        assert rec is not None
+        after = row_dict(rec)
+        after["ip"] = str(rec["ip"])
+        await audit.record(
+            conn,
+            actor,
+            "camera.update",
+            camera_id=cam["id"],
+            region_code=cam["region_code"],
+            before=before,
+            after=after,
+            detail={"reason": reason, "from": old, "to": new},
+        )
+
+
+def _moved(uri: str | None, old: str, new: str) -> str | None:
+    """`uri` with host `old` replaced by `new` (port, path and query kept)."""
+    if not uri:
+        return uri
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return uri
+    if host != old:
+        return uri
+    netloc = (f"[{new}]" if ":" in new else new) + (f":{port}" if port is not None else "")
+    if parts.username is not None:  # keep embedded credentials the camera was stored with
+        netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -12,14 +12,13 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from camera_registry.actor import Actor
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import BadRequest, FieldError, NotFound
-from camera_registry.store import audit, heartbeats
+from camera_registry.store import audit, cameras, heartbeats
 from camera_registry.store.db import row_dict
 
 INBOX_STATUSES = ("new", "registered", "ignored")
@@ -40,7 +39,6 @@ _COLUMNS = """id, endpoint, address, port, xaddrs, vendor, model, firmware, seri
     coalesce((SELECT array_agg(c.camera_id::text ORDER BY c.channel, c.camera_id)
               FROM discovered_device_cameras c WHERE c.device_id = discovered_devices.id),
              '{}') AS camera_ids"""
-_CAMERA_COLUMNS = """id, gb_id, name, region_code, ip, onvif_port, streams, version"""
 
 
 def _uuid(value: str, what: str) -> uuid.UUID:
@@ -48,23 +46,6 @@ def _uuid(value: str, what: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise NotFound(f"no {what} {value}") from None
-
-
-def _moved(uri: str | None, old: str, new: str) -> str | None:
-    """`uri` with host `old` replaced by `new` (port, path and query kept)."""
-    if not uri:
-        return uri
-    try:
-        parts = urlsplit(uri)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return uri
-    if host != old:
-        return uri
-    netloc = (f"[{new}]" if ":" in new else new) + (f":{port}" if port is not None else "")
-    if parts.username is not None:  # keep embedded credentials the camera was stored with
-        netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class Inbox:
@@ -203,37 +184,17 @@ class Inbox:
         self, conn: asyncpg.Connection, actor: Actor, device_id: Any, old: str, new: str
     ) -> None:
         """The device moved from `old` to `new`: move its registered cameras with it."""
-        cams = await conn.fetch(
-            f"""SELECT {_CAMERA_COLUMNS} FROM cameras WHERE id IN (
-                    SELECT camera_id FROM discovered_device_cameras WHERE device_id = $1)
-                ORDER BY id FOR UPDATE""",
-            device_id,
+        ids = await conn.fetch(
+            "SELECT camera_id FROM discovered_device_cameras WHERE device_id = $1", device_id
         )
-        for cam in cams:
-            before = row_dict(cam)
-            before["ip"] = str(cam["ip"]) if cam["ip"] is not None else None
-            streams = {k: _moved(v, old, new) for k, v in (cam["streams"] or {}).items()}
-            rec = await conn.fetchrow(
-                f"""UPDATE cameras SET ip = $2::inet, streams = $3, version = version + 1,
-                        updated_at = now()
-                    WHERE id = $1 RETURNING {_CAMERA_COLUMNS}""",
-                cam["id"],
-                new,
-                streams,
-            )
-            assert rec is not None
-            after = row_dict(rec)
-            after["ip"] = str(rec["ip"])
-            await audit.record(
-                conn,
-                actor,
-                "camera.update",
-                camera_id=cam["id"],
-                region_code=cam["region_code"],
-                before=before,
-                after=after,
-                detail={"reason": "discovery: device changed address", "from": old, "to": new},
-            )
+        await cameras.move_address(
+            conn,
+            actor,
+            [r["camera_id"] for r in ids],
+            old,
+            new,
+            reason="discovery: device changed address",
+        )
 
     def _visible(self, actor: Actor, args: list[Any]) -> str:
         if actor.scope is None:

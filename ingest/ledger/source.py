@@ -1,9 +1,8 @@
-"""Import a camera ledger (台账): read, validate, stage and merge as one transaction.
+"""A camera ledger (台账) as a source of validated chunks for the registry's import pipeline.
 
-Reading and validation are CPU work and run in a worker thread, one chunk ahead of the COPY
-into PostgreSQL, so the event loop stays free and the database works while Python parses.
-With any bad row the default is to import nothing and report every bad row; `partial`
-imports the good rows and still reports the bad ones.
+Reading and validation are CPU work and run in a worker thread (or, for big files, a second
+process), one chunk ahead of the COPY into PostgreSQL, so the event loop stays free and the
+database works while Python parses. The transaction itself is `camera_registry.importer`'s.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ import asyncio
 import logging
 import multiprocessing
 import queue
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,79 +19,27 @@ import asyncpg
 
 from camera_registry.actor import Actor
 from camera_registry.crypto import CredentialBox
-from camera_registry.errors import FieldError
-from camera_registry.store.bulk import BULK_MODE_ROWS, BulkLoad, DuplicateFilter
-from camera_registry.validate import CameraBatch, validate_columns
+from camera_registry.importer import (
+    BULK_MODE_ROWS,
+    ChunkValidator,
+    ImportReport,
+    Progress,
+    ValidatedChunk,
+    import_rows,
+)
 from ingest.errors import IngestError, LedgerFormatError
 from ingest.ledger.read import Ledger, open_ledger
 
 log = logging.getLogger(__name__)
 
-MAX_ERRORS_KEPT = 200_000  # beyond this the file is not a ledger with typos; stop listing
-Progress = Callable[[float, int], Awaitable[None] | None]
-
-
-@dataclass
-class ImportReport:
-    filename: str
-    rows_total: int = 0
-    rows_bad: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    committed: bool = False
-    dry_run: bool = False
-    errors: list[FieldError] = field(default_factory=list)
-    errors_truncated: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        if self.rows_bad and not self.committed and not self.dry_run:
-            return "rejected"
-        return "succeeded"
-
-    def summary(self) -> str:
-        verb = (
-            "would import"
-            if self.dry_run
-            else "imported"
-            if self.committed
-            else "imported nothing of"
-        )
-        head = (
-            f"{self.filename}: {verb} {self.rows_total - self.rows_bad} of {self.rows_total} rows"
-        )
-        if self.committed or self.dry_run:
-            head += f" ({self.inserted} new, {self.updated} updated, {self.unchanged} unchanged)"
-        if self.rows_bad:
-            head += f"; {self.rows_bad} bad rows"
-            if not self.committed and not self.dry_run:
-                head += " — fix them and import again, or use --partial to import the good rows"
-        return head
-
-
-@dataclass
-class _Item:
-    batch: CameraBatch
-    errors: list[FieldError]
-    rows: int
-    progress: float
-
 
 def _items(
     ledger: Ledger, box: CredentialBox, crs: str, scope: str | None, chunk_rows: int
-) -> Iterator[_Item]:
-    """Read, validate and de-duplicate the ledger chunk by chunk (CPU work: not on the loop)."""
-    unique = DuplicateFilter()
+) -> Iterator[ValidatedChunk]:
+    """Read and validate the ledger chunk by chunk (CPU work: not on the loop)."""
+    validate = ChunkValidator(box, crs, scope)
     for chunk in ledger.chunks(chunk_rows):
-        batch, errors = validate_columns(
-            chunk.columns, chunk.rows, box=box, default_crs=crs, scope=scope
-        )
-        batch, dups = unique(batch)
-        problems = [FieldError(f or "row", m, r) for r, f, m in chunk.problems]
-        n = len(chunk.rows) + len(chunk.problems)
-        yield _Item(batch, problems + errors + dups, n, ledger.progress())
+        yield validate(chunk.columns, chunk.rows, chunk.problems, ledger.progress())
 
 
 def _warnings(ledger: Ledger) -> list[str]:
@@ -107,7 +52,7 @@ class _ThreadSource:
     def __init__(self, path: Path, key: bytes, crs: str, scope: str | None, chunk_rows: int):
         self.args = (path, key, crs, scope, chunk_rows)
         self.warnings: list[str] = []
-        self._it: Iterator[_Item] | None = None
+        self._it: Iterator[ValidatedChunk] | None = None
         self._ledger: Ledger | None = None
 
     async def start(self) -> None:
@@ -116,7 +61,7 @@ class _ThreadSource:
         self.warnings = _warnings(self._ledger)
         self._it = _items(self._ledger, CredentialBox(key), crs, scope, chunk_rows)
 
-    async def next(self) -> _Item | None:
+    async def next(self) -> ValidatedChunk | None:
         assert self._it is not None
         return await asyncio.to_thread(next, self._it, None)
 
@@ -176,7 +121,7 @@ class _ProcessSource:
         assert kind == "open", kind
         self.warnings = value
 
-    async def next(self) -> _Item | None:
+    async def next(self) -> ValidatedChunk | None:
         kind, value = await self._message()
         return value if kind == "item" else None
 
@@ -208,62 +153,25 @@ async def import_ledger(
     reader: Literal["auto", "thread", "process"] = "auto",
     bulk_threshold: int = BULK_MODE_ROWS,
 ) -> ImportReport:
-    """Import one ledger file; `reader` forces where parsing runs (default: by file size)."""
+    """Import one ledger file through the registry's pipeline; `reader` forces where parsing
+    runs (default: by file size)."""
     path = Path(path)
-    report = ImportReport(filename or path.name, dry_run=dry_run)
     if reader == "auto":
         size = await asyncio.to_thread(lambda: path.stat().st_size)
         reader = "process" if size >= PROCESS_MIN_BYTES else "thread"
     kind = _ProcessSource if reader == "process" else _ThreadSource
     source = kind(path, box.key, crs, actor.scope, chunk_rows)
-    bad_rows: set[int] = set()
     try:
-        await source.start()
-        report.warnings = source.warnings
-        async with BulkLoad(
-            pool, actor, import_id=import_id, bulk_threshold=bulk_threshold
-        ) as load:
-            first = True
-            waited = in_db = 0.0
-            while True:
-                t0 = time.perf_counter()
-                item = await source.next()
-                t1 = time.perf_counter()
-                waited += t1 - t0
-                if item is None:
-                    break
-                report.rows_total += item.rows
-                bad_rows.update(e.row for e in item.errors if e.row is not None)
-                _keep(report, item.errors)
-                report.rows_bad = len(bad_rows)
-                if first:  # the file's size over the first chunk's share of it
-                    await load.prepare(int(report.rows_total / max(item.progress, 1e-9)))
-                    first = False
-                if partial or not bad_rows:
-                    await load.add(item.batch)
-                in_db += time.perf_counter() - t1
-                if on_progress is not None:
-                    res = on_progress(item.progress, report.rows_total)
-                    if res is not None:
-                        await res
-            log.debug("import %s: %.1f s waiting for the reader, %.1f s in the database",
-                      report.filename, waited, in_db)  # fmt: skip
-            report.errors.sort(key=lambda e: e.row or 0)
-            if bad_rows and not partial:
-                return report
-            result = await load.finish()
-            report.inserted, report.updated = result.inserted, result.updated
-            report.unchanged = result.unchanged
-            if not dry_run:
-                load.commit()
-                report.committed = True
-        return report
+        return await import_rows(
+            pool,
+            actor,
+            source,
+            filename or path.name,
+            dry_run=dry_run,
+            partial=partial,
+            import_id=import_id,
+            on_progress=on_progress,
+            bulk_threshold=bulk_threshold,
+        )
     finally:
         await asyncio.to_thread(source.close)
-
-
-def _keep(report: ImportReport, errors: list[FieldError]) -> None:
-    room = MAX_ERRORS_KEPT - len(report.errors)
-    if len(errors) > room:
-        report.errors_truncated = True
-    report.errors.extend(errors[: max(room, 0)])
