@@ -58,7 +58,7 @@ async def main() -> None:
         }
         settings = Settings(
             data_dir=ROOT / ".camreg" / "bench", secret_key=KEY, db_pool_max=10, relays=(relay,)
-        )  # type: ignore[arg-type]
+        )
         app = create_app(settings, Database(dsn=url, schema=SCHEMA))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

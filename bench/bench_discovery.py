@@ -78,7 +78,7 @@ def start_helpers() -> tuple[list[subprocess.Popen[str]], int]:
 
 async def sweep(pool_url: str, port: int, args: argparse.Namespace) -> dict[str, float]:
     """One scan job into a fresh schema; seconds until 512 interrogated devices are inboxed."""
-    settings = Settings(data_dir=ROOT / ".camreg" / "bench", secret_key=KEY)  # type: ignore[arg-type]
+    settings = Settings(data_dir=ROOT / ".camreg" / "bench", secret_key=KEY)
     async with (
         fresh_schema(pool_url, "discovery") as schema,
         open_database(settings, dsn=pool_url, schema=schema, pool_max=4) as db,

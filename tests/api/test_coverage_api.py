@@ -34,7 +34,7 @@ async def _finished(client: TestClient, h: dict[str, str], url: str) -> dict[str
         assert resp.status == 200, await resp.text()
         run = await resp.json()
         if run["status"] in ("done", "failed"):
-            return run  # type: ignore[no-any-return]
+            return run
         assert 0 <= run["progress"] <= 1
         await asyncio.sleep(0.1)
     raise AssertionError(f"run {url} did not finish")

@@ -48,7 +48,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
                 "urls": {"rtsp": "rtsp://mtx:8554/live/{stream_key}?sign={sign}"},
             },
         ),
-    )  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ async def client(settings: Settings, database_url: str, schema: str) -> AsyncIte
 @pytest.fixture(scope="module")
 async def cams(client: TestClient, auth: Tok) -> dict[str, dict[str, Any]]:
     admin = await auth("admin")
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, gb, lon, lat in [
         ("taiyuan", "14010500001325800001", 112.56, 37.81),
         ("datong", "14021100001325800002", 113.30, 40.08),
@@ -365,4 +365,4 @@ def test_settings_refuse_unknown_roles_and_short_relay_secrets(tmp_path: Path) -
     with pytest.raises(ValidationError, match="unknown roles"):
         Settings(allow_direct_credentials=("boss",))
     with pytest.raises(ValidationError):
-        Settings(relays=({"name": "r", "urls": {"flv": "x"}, "secret": "short"},))  # type: ignore[arg-type]
+        Settings(relays=({"name": "r", "urls": {"flv": "x"}, "secret": "short"},))

@@ -59,7 +59,7 @@ def test_vectorised_gb_id_check_agrees_with_the_scalar_rule(value: str) -> None:
 
 
 def test_ledger_text_cells_are_typed_and_bad_cells_reported_per_row() -> None:
-    cols = {
+    cols: dict[str, list[str | None]] = {
         "gb_id": ["14010500001320000001", "14010500001320000002", "bad", None],
         "name": ["甲", "乙", "丙", "丁"],
         "level": ["一类", "2", "三类", "九类"],

@@ -311,7 +311,8 @@ async def test_stored_availability_equals_the_status_module_on_a_random_history(
     transitions: list[Transition] = []
     old: Status = "unknown"
     for t in times:
-        new = rng.choice([s for s in ("online", "degraded", "offline", "flapping") if s != old])
+        choices: list[Status] = ["online", "degraded", "offline", "flapping"]
+        new = rng.choice([s for s in choices if s != old])
         steps.append((new, dt.datetime.fromtimestamp(t, CST)))
         transitions.append(Transition(old, new, t, "random"))
         old = new

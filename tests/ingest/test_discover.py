@@ -117,8 +117,8 @@ async def test_cli_discover_prints_json_lines_and_fills_the_inbox(
             "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
             "CAMREG_DATA_DIR": str(settings.data_dir),
             "ONVIF_PW": fake.password,
-            "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
-        }  # type: ignore[union-attr]
+            "CAMREG_SECRET_KEY": _secret(settings),
+        }
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -255,3 +255,8 @@ async def test_stopped_discovery_reports_found_devices_it_could_not_finish() -> 
     (device,) = got
     assert device["endpoint"] == endpoint_for("127.0.14.1")
     assert device["failure"] == "timeout" and "stopped" in device["detail"]
+
+
+def _secret(settings: Settings) -> str:
+    assert settings.secret_key is not None  # the test settings always carry one
+    return settings.secret_key.get_secret_value()
