@@ -23,10 +23,17 @@ from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
 from camera_registry.store.embedded import EmbeddedPostgres
 from camera_registry.store.tokens import Tokens
+from camera_registry.urls import with_query
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "out"
 TEST_KEY = base64.b64encode(b"k" * 32).decode()
+
+
+def schema_dsn(database_url: str, schema: str) -> str:
+    """The DSN a subprocess (`camreg …`) uses to work in this module's schema; the URL may
+    already carry a query (the embedded cluster's `?host=…&port=…`)."""
+    return with_query(database_url, search_path=schema)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from camera_registry.errors import DatabaseUnavailable, EmbeddedDatabaseBusy
+from camera_registry.urls import with_query
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,9 @@ class EmbeddedPostgres:
         return d
 
     def dsn(self, pm: Postmaster, database: str = "postgres") -> str:
-        return f"postgresql://postgres@/{database}?host={pm.socket_dir}&port={pm.port}"
+        return with_query(
+            f"postgresql://postgres@/{database}", host=str(pm.socket_dir), port=pm.port
+        )
 
     def _pg(self, bin_dir: Path, args: list[str], user: str | None, timeout: float) -> None:
         # Drop root's group too: with gid 0 the group bits (not "other") of root-owned

@@ -27,6 +27,7 @@ import pytest
 
 from camera_registry.store.heartbeats import ORPHANED
 
+from ..conftest import schema_dsn
 from ..live import camreg_serve
 
 STALE_S = "3"  # the heartbeat limit the servers run with: small, so the test is quick
@@ -72,8 +73,7 @@ def _serve(dsn: str, data: Path) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def dsn(database_url: str, schema: str) -> str:
-    sep = "&" if "?" in database_url else "?"
-    return f"{database_url}{sep}search_path={schema}"
+    return schema_dsn(database_url, schema)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from camera_registry.planning.runs import (
 )
 from camera_registry.store.db import create_pool, migrate
 
-from ..conftest import TEST_KEY
+from ..conftest import TEST_KEY, schema_dsn
 from .coverage_fixtures import add_camera, build_world
 
 ADMIN = Actor("test", Role.ADMIN)
@@ -234,7 +234,7 @@ async def test_cli_prints_the_table_and_writes_geojson_and_csv(
     out, table = tmp_path / "gaps.geojson", tmp_path / "summary.csv"
     env = {
         **os.environ,
-        "CAMREG_DATABASE_URL": f"{database_url}?search_path={schema}",
+        "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
         "CAMREG_DATA_DIR": str(tmp_path),
         "CAMREG_SECRET_KEY": TEST_KEY,
         "COLUMNS": "200",
@@ -269,7 +269,7 @@ async def test_cli_with_a_bad_policy_file_names_the_key(
     bad.write_text("[urban]\ncell_size_m = 0\n", encoding="utf-8")
     env = {
         **os.environ,
-        "CAMREG_DATABASE_URL": f"{database_url}?search_path={schema}",
+        "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
         "CAMREG_DATA_DIR": str(tmp_path),
         "CAMREG_SECRET_KEY": TEST_KEY,
         "COLUMNS": "200",

@@ -29,6 +29,8 @@ from camera_registry.demo.geodata import (
 from camera_registry.demo.regions import shanxi_regions
 from camera_registry.planning import geodata as gd
 
+from ..conftest import schema_dsn
+
 
 @pytest.fixture(scope="module")
 def geo() -> DemoGeodata:
@@ -193,10 +195,9 @@ async def test_make_run_keeps_boundaries_a_planner_loaded(client: TestClient) ->
 def test_cli_demo_loads_geodata_and_cameras_and_refuses_other_provinces(
     database_url: str, schema: str, settings: Any, client: TestClient
 ) -> None:
-    sep = "&" if "?" in database_url else "?"
     env = {
         **os.environ,
-        "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+        "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
         "CAMREG_DATA_DIR": str(settings.data_dir),
         "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
     }

@@ -22,7 +22,7 @@ from camera_registry.store.db import create_pool, migrate
 from camera_registry.store.inbox import DiscoveryScans
 from camera_registry.store.jobs import ImportJobs
 
-from ..conftest import TEST_KEY
+from ..conftest import TEST_KEY, schema_dsn
 from .coverage_fixtures import build_world
 
 ADMIN = Actor("test", Role.ADMIN)
@@ -122,7 +122,7 @@ async def _cli(
 ) -> Process:
     env = {
         **os.environ,
-        "CAMREG_DATABASE_URL": f"{database_url}?search_path={schema}",
+        "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
         "CAMREG_DATA_DIR": str(tmp_path),
         "CAMREG_SECRET_KEY": TEST_KEY,
         "CAMREG_JOB_STALE_AFTER_S": stale_s,

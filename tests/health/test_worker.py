@@ -15,7 +15,7 @@ from api.state import BOX, POOL
 from health import store
 from health.worker import Worker, WorkerConfig
 
-from ..conftest import Tok, camera
+from ..conftest import Tok, camera, schema_dsn
 
 SDP = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=cam\r\nt=0 0\r\n"
@@ -274,10 +274,9 @@ async def test_worker_processes_share_the_load_and_survive_a_sigkill_mid_lease(
     async with nvr_on_loopback(nvr) as port:
         ids = await _register(client, auth, 8, f"rtsp://127.0.0.1:{port}", 800)
         await _only_due(client, ids)
-        sep = "&" if "?" in database_url else "?"
         env = {
             **os.environ,
-            "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+            "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
             "CAMREG_DATA_DIR": str(settings.data_dir),
             "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
         }
@@ -364,10 +363,9 @@ async def test_a_worker_process_serves_its_own_probe_metrics(
     async with nvr_on_loopback(nvr) as port:
         ids = await _register(client, auth, 3, f"rtsp://127.0.0.1:{port}", 900)
         await _only_due(client, ids)
-        sep = "&" if "?" in database_url else "?"
         env = {
             **os.environ,
-            "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+            "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
             "CAMREG_DATA_DIR": str(settings.data_dir),
             "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
         }

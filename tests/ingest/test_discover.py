@@ -18,7 +18,7 @@ from camera_registry.config import Settings
 from camera_registry.store.inbox import Inbox
 from ingest.onvif.discover import discover
 
-from ..conftest import Tok, camera
+from ..conftest import Tok, camera, schema_dsn
 from .fake_onvif import FakeCamera, FakeOnvifServer
 from .test_wsdiscovery import hik_reply, message_id_of
 
@@ -107,14 +107,13 @@ async def test_http_sweep_finds_a_camera_that_ignores_probes(client: TestClient)
 async def test_cli_discover_prints_json_lines_and_fills_the_inbox(
     database_url: str, schema: str, settings: Settings, client: TestClient
 ) -> None:
-    sep = "&" if "?" in database_url else "?"
     async with camera_on_loopback(FakeCamera(geolocation=(112.565, 37.812, 800.0))) as (
         fake,
         port,
     ):
         env = {
             **os.environ,
-            "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+            "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
             "CAMREG_DATA_DIR": str(settings.data_dir),
             "ONVIF_PW": fake.password,
             "CAMREG_SECRET_KEY": _secret(settings),
@@ -199,12 +198,11 @@ async def test_cli_discover_ctrl_c_keeps_what_was_found(
 
     from .fake_fleet import endpoint_for, fleet
 
-    sep = "&" if "?" in database_url else "?"
     fake = FakeCamera()
     async with fleet([("127.0.13.1", fake)]) as (_, port):
         env = {
             **os.environ,
-            "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+            "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
             "CAMREG_DATA_DIR": str(settings.data_dir),
             "ONVIF_PW": fake.password,
             "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),  # type: ignore[union-attr]

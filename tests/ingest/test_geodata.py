@@ -21,6 +21,8 @@ from camera_registry.planning import geodata as gd
 from geo.crs import haversine_m, wgs84_to_gcj02
 from ingest.geodata import GeodataError, assign_regions, load_geodata, parse_geodata
 
+from ..conftest import schema_dsn
+
 # Two square "counties" side by side near Taiyuan, inside a city and a province.
 XIAODIAN = [[112.5, 37.7], [112.6, 37.7], [112.6, 37.8], [112.5, 37.8], [112.5, 37.7]]
 YINGZE = [[112.6, 37.7], [112.7, 37.7], [112.7, 37.8], [112.6, 37.8], [112.6, 37.7]]
@@ -287,10 +289,9 @@ def test_each_point_gets_the_county_holding_it(points: list[tuple[float, float]]
 def test_cli_geodata_load_reports_problems_and_list_shows_data_sets(
     database_url: str, schema: str, settings: Any, tmp_path: Path, loaded: None
 ) -> None:
-    sep = "&" if "?" in database_url else "?"
     env = {
         **os.environ,
-        "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+        "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
         "CAMREG_DATA_DIR": str(settings.data_dir),
         "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
     }

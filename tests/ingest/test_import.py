@@ -20,7 +20,7 @@ from geo.crs import wgs84_to_gcj02
 from ingest.errors import LedgerFormatError
 from ingest.ledger.source import import_ledger
 
-from ..conftest import Tok
+from ..conftest import Tok, schema_dsn
 
 HEADER = ["国标编码", "点位名称", "点位类型", "经度", "纬度", "方向角", "录像保存天数", "备注"]
 ADMIN = Actor("test:import", Role.ADMIN)
@@ -255,10 +255,9 @@ def test_cli_import_prints_each_bad_row_and_exits_1(
     database_url: str, schema: str, settings: Any, tmp_path: Path
 ) -> None:
     path = ledger(tmp_path / "cli.csv", [row(1, region="140105"), row(2, lon=37.8, lat=112.5)])
-    sep = "&" if "?" in database_url else "?"
     env = {
         **os.environ,
-        "CAMREG_DATABASE_URL": f"{database_url}{sep}search_path={schema}",
+        "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
         "CAMREG_DATA_DIR": str(settings.data_dir),
         "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
     }

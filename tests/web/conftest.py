@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
+from ..conftest import schema_dsn
 from ..live import camreg_serve
 
 CHROMIUM = "/usr/bin/chromium"
@@ -59,8 +60,7 @@ class Live:
 @contextlib.contextmanager
 def serve(database_url: str, schema: str, data: Path, **env_extra: str) -> Iterator[Live]:
     """`camreg serve --demo` (400 seeded Shanxi cameras) on a free loopback port."""
-    sep = "&" if "?" in database_url else "?"
-    dsn = f"{database_url}{sep}search_path={schema}"
+    dsn = schema_dsn(database_url, schema)
     with camreg_serve(dsn, data, **env_extra) as live:
         yield Live(live.base, live.admin, dsn)
 
