@@ -158,6 +158,44 @@ async def list_regions(request: web.Request) -> web.Response:
     return _collection(await asyncio.to_thread(_region_features, rows, simplify_m))
 
 
+@ROUTES.route(
+    "GET",
+    "/api/v1/geodata/regions/at",
+    "The region containing a point, finest first (the county under a map click)",
+    READERS,
+    params=(
+        Param("lon", "query", "WGS-84 longitude", {"type": "number"}, required=True),
+        Param("lat", "query", "WGS-84 latitude", {"type": "number"}, required=True),
+    ),
+    responses={
+        200: "region: {adcode, name, rank, parent}, or null when no loaded boundary in the "
+        "caller's scope holds the point"
+    },
+    tag="geodata",
+)
+async def region_at(request: web.Request) -> web.Response:
+    actor = caller(request)
+    q = request.query
+    for name in ("lon", "lat"):
+        if name not in q:
+            raise _bad(name, "required: WGS-84 degrees")
+    [lon] = params.floats(q, "lon", 1) or [0.0]
+    [lat] = params.floats(q, "lat", 1) or [0.0]
+    if not -180 <= lon <= 180:
+        raise _bad("lon", "use WGS-84 degrees -180..180")
+    if not -90 <= lat <= 90:
+        raise _bad("lat", "use WGS-84 degrees -90..90")
+    row = await gd.region_at(request.app[POOL], lon, lat, actor.scope or "")
+    # No region is an answer, not an error: the page asks at every registering click.
+    region = (
+        None
+        if row is None
+        else {"adcode": row.adcode, "name": row.name, "rank": row.rank, "parent": row.parent}
+    )
+    body = {"lon": lon, "lat": lat, "region": region}
+    return web.Response(text=dumps(body), content_type="application/json")
+
+
 def _points_query(request: web.Request) -> tuple[str | None, gd.BBox | None, int]:
     actor = caller(request)
     q = request.query

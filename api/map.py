@@ -9,6 +9,7 @@ from aiohttp import web
 
 from api import params
 from api.auth import READERS, STREAMERS, WRITERS
+from api.coverage import STARTERS
 from api.responses import json_response
 from api.routes import Param, RouteTable, caller
 from api.state import MAPGRID, SETTINGS
@@ -89,9 +90,11 @@ async def map_config(request: web.Request) -> web.Response:
             "can": {
                 "edit": actor.role in WRITERS,
                 "stream": actor.role in STREAMERS,
-                "plan": True,
+                "plan": True,  # everyone reads KPIs and coverage results
+                "run_coverage": actor.role in STARTERS,
                 "discovery": actor.role in WRITERS,
             },
+            "record_days_level1": s.record_days_level1,
             "tiles": {
                 "url": s.map_tiles_url,
                 "crs": s.map_tiles_crs,

@@ -123,6 +123,13 @@ class Settings(BaseModel):
     allow_direct_credentials: tuple[str, ...] = Field(
         default=(), description="roles whose direct RTSP links carry the camera's credentials"
     )
+    record_days_level1: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="录像保存天数 the web map proposes for a new 一类 camera (GB/T 28181 makes it "
+        "mandatory for 一类; the technician sees and may change it)",
+    )
     map_tiles_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^\s\"'<>]+$",

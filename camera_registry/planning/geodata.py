@@ -380,6 +380,34 @@ async def regions(
     ]
 
 
+async def region_at(conn: Conn, lon: float, lat: float, prefix: str = "") -> RegionRow | None:
+    """The finest loaded region under `prefix` whose boundary contains the point (a county
+    before its city, a city before the province); None when no boundary does.
+
+    The bbox index narrows to a handful of candidates; the exact test is shapely's."""
+    rows = await conn.fetch(
+        """SELECT adcode, name, parent, rank, boundary, area_km2, source FROM geo_regions
+           WHERE adcode LIKE $1 || '%' AND bbox @> point($2, $3)""",
+        prefix,
+        lon,
+        lat,
+    )
+    finest = {"county": 0, "city": 1, "province": 2}
+    for r in sorted(rows, key=lambda r: (finest.get(r["rank"], 3), r["adcode"])):
+        shape = shapely.from_wkb(r["boundary"])
+        if shapely.intersects_xy(shape, lon, lat):
+            return RegionRow(
+                adcode=r["adcode"],
+                name=r["name"],
+                parent=r["parent"],
+                rank=r["rank"],
+                boundary=shape,
+                area_km2=r["area_km2"],
+                source=r["source"],
+            )
+    return None
+
+
 # '' selects every row, also those outside every county (region_code NULL); a prefix never does.
 _POINT_WHERE = """($1 = '' OR region_code LIKE $1 || '%')
                    AND ($2::box IS NULL OR geom <@ $2::box)"""

@@ -81,6 +81,7 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("GET", "/api/v1/coverage/runs/{id}/summary"): every(404, 404),
     ("GET", "/api/v1/coverage/runs/{id}/proposals"): every(404, 404),
     ("GET", "/api/v1/geodata/regions"): every(200, 200),  # scope filters rows
+    ("GET", "/api/v1/geodata/regions/at"): every(200, 200),  # scope: region null outside
     ("GET", "/api/v1/geodata/villages"): every(200, 200),
     ("GET", "/api/v1/geodata/junctions"): every(200, 200),
     ("GET", "/api/v1/geodata/datasets"): every(200, 200),
@@ -169,6 +170,8 @@ async def test_route_role_scope_matrix(
         url = "/static/app.js"
     if path == "/api/v1/map/cameras":
         url = path + "?bbox=110,34,115,41&zoom=6"
+    if path == "/api/v1/geodata/regions/at":
+        url = path + "?lon=112.56&lat=37.81"
     if path == "/api/v1/relay/{stream_key}/source":
         url = path.replace("{stream_key}", gb + "_main")
     if method == "POST" and path == "/api/v1/streams":

@@ -120,3 +120,34 @@ async def test_bad_parameters_are_problems_naming_the_field(
     assert resp.status == 400
     assert resp.content_type == "application/problem+json"
     assert [e["field"] for e in (await resp.json())["errors"]] == [field]
+
+
+async def test_the_county_under_a_point_is_found_for_registering_by_map_click(
+    client: TestClient, auth: Tok, demo: DemoGeodata
+) -> None:
+    """The web map fills 区域代码 from the county boundary under the technician's click."""
+    h = await auth("technician")
+    body = await get(client, "/api/v1/geodata/regions/at?lon=112.56&lat=37.81", h)
+    assert body["region"]["rank"] == "county"  # the finest boundary, not 太原市 or the province
+    code = body["region"]["adcode"]
+    assert code.startswith("1401") and body["region"]["parent"] == "140100"
+    counties = await get(client, f"/api/v1/geodata/regions?rank=county&region={code}", h)
+    assert [f["properties"]["name"] for f in counties["features"]] == [body["region"]["name"]]
+
+
+async def test_a_point_outside_every_boundary_or_the_scope_has_no_region(
+    client: TestClient, auth: Tok, demo: DemoGeodata
+) -> None:
+    outside = await get(client, "/api/v1/geodata/regions/at?lon=100.0&lat=30.0", await auth())
+    assert outside["region"] is None
+    datong = "/api/v1/geodata/regions/at?lon=113.30&lat=40.08"  # 大同 is outside 太原's scope
+    assert (await get(client, datong, await auth()))["region"]["adcode"].startswith("1402")
+    assert (await get(client, datong, await auth("technician", "1401")))["region"] is None
+
+
+async def test_region_at_names_the_bad_coordinate(client: TestClient, auth: Tok) -> None:
+    h = await auth("technician")
+    for query, field in (("lat=37", "lon"), ("lon=112&lat=95", "lat"), ("lon=x&lat=1", "lon")):
+        resp = await client.get(f"/api/v1/geodata/regions/at?{query}", headers=h)
+        assert resp.status == 400, query
+        assert [e["field"] for e in (await resp.json())["errors"]] == [field], query

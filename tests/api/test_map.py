@@ -178,3 +178,15 @@ async def test_grid_stays_exact_through_a_bulk_import(client: TestClient) -> Non
     assert result.inserted > 0
     assert await pool.fetchval("SELECT count(*) FROM cameras") == before + result.inserted
     await _grid_matches_cameras(pool)
+
+
+async def test_map_config_offers_coverage_runs_only_to_roles_that_may_start_them(
+    client: TestClient, auth: Tok
+) -> None:
+    """A commander reads coverage results but may not start a run: the page hides the button."""
+    for role, may in (("commander", False), ("planner", True), ("technician", True),
+                      ("admin", True)):  # fmt: skip
+        body = await (await client.get("/api/v1/map/config", headers=await auth(role))).json()
+        assert body["can"]["plan"] is True
+        assert body["can"]["run_coverage"] is may, role
+        assert body["record_days_level1"] == 90  # proposed for a new 一类 camera
