@@ -6,6 +6,7 @@ import "./style.css";
 import { get, hasPath, session } from "./api.js";
 import { fromWgs84, toWgs84 } from "./crs.js";
 import { $, clear, h } from "./dom.js";
+import { errorText } from "./errors.js";
 import { getLang, setLang, t } from "./i18n.js";
 import { openCamera } from "./panel.js";
 import { initPlanner } from "./planner.js";
@@ -104,7 +105,8 @@ function renderSide() {
   const may = [t("may_view")];
   if (me.can.edit) may.push(t("may_edit"));
   if (me.can.stream) may.push(t("may_stream"));
-  if (me.can.plan) may.push(t("may_plan"));
+  if (me.can.run_coverage) may.push(t("may_plan"));
+  else if (me.can.plan) may.push(t("may_view_plan"));
   side.append(
     h(
       "section",
@@ -206,6 +208,33 @@ async function baseLayer() {
   }
 }
 
+// A token scoped to a region opens on that region, not the province: the boundaries we
+// loaded are its own (the API narrows them to the scope).
+async function initialView() {
+  const m = /^#(\d{1,2})\/(-?[\d.]+)\/(-?[\d.]+)$/.exec(window.location.hash);
+  if (m) {
+    app.map.setView(toMap(Number(m[3]), Number(m[2])), Number(m[1]));
+    return;
+  }
+  if (app.me.scope) {
+    await boundariesReady;
+    let b = boundaryLayer ? boundaryLayer.getBounds() : null;
+    if (!b || !b.isValid()) {
+      try {
+        const fc = await get(`/api/v1/geodata/regions?${new URLSearchParams({ region: app.me.scope, simplify: "500" })}`);
+        if (fc.features && fc.features.length) b = L.geoJSON(fc, { coordsToLatLng: (c) => toMap(c[0], c[1]) }).getBounds();
+      } catch {
+        b = null;
+      }
+    }
+    if (b && b.isValid()) {
+      app.map.fitBounds(b);
+      return;
+    }
+  }
+  app.map.fitBounds(SHANXI);
+}
+
 let boundaryLayer = null;
 let boundariesReady = Promise.resolve();
 export function regionLayer() {
@@ -215,6 +244,136 @@ export function regionLayer() {
 // for it to show county names.
 export function regionsLoaded() {
   return boundariesReady;
+}
+
+// Say how to get a real base map, where the offline one is shown.
+function tilesHelp(show) {
+  const old = $("#tiles-help");
+  if (old) old.remove();
+  if (show) $("#hud").append(h("div", { id: "tiles-help", class: "muted", text: t("tiles_help") }));
+}
+
+// -- offline base layer: what a technician orients by at street zoom without tiles ----------
+const LABEL_ZOOM = 9; // county names from here
+const PLACES_ZOOM = 13; // villages and junctions from here
+const PLACE_NAMES_ZOOM = 15; // their names from here
+const PLACES_IN_VIEW = 2000;
+let labelLayer = null;
+let placesLayer = null;
+let placesSeq = 0;
+let havePlaces = null;
+
+function inRing(x, y, ring) {
+  let inside = false;
+  for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+    const [xi, yi] = [ring[i].lng, ring[i].lat];
+    const [xj, yj] = [ring[j].lng, ring[j].lat];
+    if (yi > y !== yj > y && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) inside = !inside;
+  }
+  return inside;
+}
+
+function inPolygon(layer, ll) {
+  // Leaflet nests rings: [ring] for a polygon, [[ring], …] for a multipolygon; holes ignored
+  const outer = [];
+  const walk = (a) => {
+    if (a.length && a[0] instanceof L.LatLng) outer.push(a);
+    else if (a.length && a[0].length && a[0][0] instanceof L.LatLng) outer.push(a[0]);
+    else a.forEach(walk);
+  };
+  walk(layer.getLatLngs());
+  return outer.some((ring) => inRing(ll.lng, ll.lat, ring));
+}
+
+// A county's label sits inside both the county and the view, so at street zoom, where one
+// county fills the screen, its name is still on it.
+function labelPoint(layer, view) {
+  const b = layer.getBounds();
+  if (!b.intersects(view)) return null;
+  const sw = L.latLng(Math.max(b.getSouth(), view.getSouth()), Math.max(b.getWest(), view.getWest()));
+  const ne = L.latLng(Math.min(b.getNorth(), view.getNorth()), Math.min(b.getEast(), view.getEast()));
+  const cut = L.latLngBounds(sw, ne);
+  const tries = [cut.getCenter(), b.getCenter()];
+  for (let i = 1; i < 4; i++) for (let j = 1; j < 4; j++) {
+    tries.push(L.latLng(sw.lat + ((ne.lat - sw.lat) * i) / 4, sw.lng + ((ne.lng - sw.lng) * j) / 4));
+  }
+  return tries.find((ll) => view.contains(ll) && inPolygon(layer, ll)) || null;
+}
+
+function drawLabels() {
+  if (!boundaryLayer || !app.map) return;
+  if (!labelLayer) labelLayer = L.layerGroup().addTo(app.map);
+  labelLayer.clearLayers();
+  if (app.map.getZoom() < LABEL_ZOOM) return;
+  const view = app.map.getBounds().pad(-0.05);
+  boundaryLayer.eachLayer((layer) => {
+    const p = layer.feature?.properties || {};
+    const at = labelPoint(layer, view);
+    if (!at) return;
+    const el = h("span", { class: "region-label", "data-adcode": p.adcode ?? "", text: p.name ?? p.adcode ?? "" });
+    labelLayer.addLayer(L.marker(at, { icon: L.divIcon({ html: el, className: "label-icon", iconSize: null }), interactive: false, keyboard: false }));
+  });
+}
+
+async function drawPlaces() {
+  if (!app.map || !boundaryLayer) return;
+  if (havePlaces === null) havePlaces = (await hasPath("/api/v1/geodata/villages")) && (await hasPath("/api/v1/geodata/junctions"));
+  if (!placesLayer) placesLayer = L.layerGroup().addTo(app.map);
+  const seq = ++placesSeq;
+  if (!havePlaces || app.map.getZoom() < PLACES_ZOOM) {
+    placesLayer.clearLayers();
+    delete $("#map").dataset.places;
+    return;
+  }
+  const q = new URLSearchParams({ bbox: viewBbox().join(","), limit: String(PLACES_IN_VIEW) });
+  let villages;
+  let junctions;
+  try {
+    [villages, junctions] = await Promise.all([
+      get(`/api/v1/geodata/villages?${q}`),
+      get(`/api/v1/geodata/junctions?${q}`),
+    ]);
+  } catch {
+    return; // the base layer is a help, not a page error
+  }
+  if (seq !== placesSeq) return;
+  placesLayer.clearLayers();
+  const named = app.map.getZoom() >= PLACE_NAMES_ZOOM;
+  const place = (f, kind) => {
+    const [x, y] = f.geometry.coordinates;
+    const m = L.circleMarker(toMap(x, y), {
+      radius: kind === "village" ? 5 : 3,
+      color: kind === "village" ? "#7a5c2e" : "#6b7785",
+      weight: 1,
+      fillColor: kind === "village" ? "#e8d9b5" : "#ffffff",
+      fillOpacity: 1,
+      className: `place ${kind}`,
+      interactive: false,
+    });
+    const name = f.properties?.name;
+    if (name && (named || kind === "village")) {
+      m.bindTooltip(h("span", { text: name }), {
+        permanent: named,
+        direction: "right",
+        offset: [5, 0],
+        className: `place-label ${kind}`,
+      });
+    }
+    placesLayer.addLayer(m);
+  };
+  for (const f of villages.features || []) place(f, "village");
+  for (const f of junctions.features || []) place(f, "junction");
+  $("#map").dataset.places = String((villages.features || []).length + (junctions.features || []).length);
+}
+
+function drawBase() {
+  try {
+    app.map.getCenter(); // throws until the first view is set
+  } catch {
+    return;
+  }
+  drawLabels();
+  drawPlaces().catch(() => {});
 }
 
 async function boundaries() {
@@ -228,7 +387,7 @@ async function boundaries() {
     const fc = await get(`${path}?rank=county&simplify=0.001`);
     boundaryLayer = L.geoJSON(fc, {
       coordsToLatLng: (c) => toMap(c[0], c[1]),
-      style: { color: "#5a6b7d", weight: 1, fillColor: "#eef1f4", fillOpacity: 0.6, className: "region-boundary" },
+      style: { color: "#5a6b7d", weight: 1.5, fillColor: "#eef1f4", fillOpacity: 0.45, className: "region-boundary" },
       onEachFeature: (feat, layer) => {
         const p = feat.properties || {};
         layer.bindTooltip(h("span", { text: `${p.name ?? ""} ${p.adcode ?? ""}` }), { sticky: true });
@@ -236,6 +395,9 @@ async function boundaries() {
     }).addTo(app.map);
     boundaryLayer.bringToBack();
     status(t("offline_map"), "muted", "offline_map");
+    tilesHelp(true);
+    app.map.on("moveend", drawBase);
+    drawBase();
   } catch {
     status(t("no_basemap"), "muted", "no_basemap");
   }
@@ -267,7 +429,7 @@ export async function refresh() {
   } catch (err) {
     if (err.name === "AbortError") return;
     delete $("#map").dataset.busy;
-    status(`${t("error")}: ${err.message}`, "error");
+    status(`${t("error")}: ${errorText(err)}`, "error");
     return;
   }
   if (ctrl !== app.abort) return;
@@ -404,7 +566,7 @@ async function start() {
   } catch (err) {
     session.clear();
     app.me = null;
-    renderSignin(err.status === 401 ? t("bad_token") : err.message);
+    renderSignin(err.status === 401 ? t("bad_token") : errorText(err));
     return;
   }
   header();
@@ -415,16 +577,15 @@ async function start() {
     L.control.scale({ imperial: false }).addTo(app.map);
     app.cameras = L.layerGroup().addTo(app.map);
     await baseLayer();
-    // #zoom/lat/lon (WGS-84) in the address: views can be bookmarked and shared.
-    const m = /^#(\d{1,2})\/(-?[\d.]+)\/(-?[\d.]+)$/.exec(window.location.hash);
-    if (m) app.map.setView(toMap(Number(m[3]), Number(m[2])), Number(m[1]));
-    else app.map.fitBounds(SHANXI);
+    // #zoom/lat/lon (WGS-84) in the address: views can be bookmarked and shared, the first
+    // one included.
     app.map.on("moveend", () => {
       const c = fromMap(app.map.getCenter());
       const hash = `#${app.map.getZoom()}/${c.lat.toFixed(5)}/${c.lon.toFixed(5)}`;
       window.history.replaceState(null, "", hash);
       refresh();
     });
+    await initialView();
   }
   if (app.me.can.edit) initTech();
   if (app.me.can.plan) initPlanner();
@@ -438,11 +599,17 @@ function boot() {
   $("#lang").addEventListener("click", () => {
     setLang(getLang() === "zh" ? "en" : "zh");
     if (app.me) {
+      const open = app.openCameraId; // the camera panel survives the switch
       header();
       renderWho();
       renderSide();
       if (app.me.can.edit) initTech();
       if (app.me.can.plan) initPlanner();
+      if (boundaryLayer) {
+        tilesHelp(true);
+        drawLabels();
+      }
+      if (open) openCamera(open);
       refresh();
     } else {
       start();

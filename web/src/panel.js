@@ -4,6 +4,7 @@ import L from "leaflet";
 import { ApiError, get, request } from "./api.js";
 import { sector, toWgs84 } from "./crs.js";
 import { $, clear, h } from "./dom.js";
+import { explain } from "./errors.js";
 import { t } from "./i18n.js";
 import { app, cameraIcon, fromMap, refresh, toast, toMap } from "./main.js";
 
@@ -18,7 +19,14 @@ function dl(rows) {
   );
 }
 
+// An error as the page shows it: translated, the server's own words in the tooltip.
+export function errorLine(err, attrs = {}) {
+  const e = explain(err);
+  return h("p", { class: "error", text: e.text, title: e.original || null, ...attrs });
+}
+
 export function closePanel() {
+  app.openCameraId = null; // what a language switch re-opens
   if (stopPlayer) {
     stopPlayer();
     stopPlayer = null;
@@ -43,9 +51,10 @@ export async function openCamera(id) {
   try {
     ({ data: cam, res } = await request(`/api/v1/cameras/${encodeURIComponent(id)}`));
   } catch (err) {
-    panel.append(h("p", { class: "error", text: err.message }));
+    panel.append(errorLine(err));
     return;
   }
+  app.openCameraId = cam.id;
   const etag = res.headers.get("ETag");
   const facts = [cam.vendor, cam.model, cam.firmware].filter(Boolean).join(" ");
   panel.append(
@@ -58,6 +67,7 @@ export async function openCamera(id) {
     dl([
       [t("gb_id"), cam.gb_id],
       [t("level"), t(`lv${cam.level}`)],
+      [t("record_days"), cam.record_days],
       [t("region"), cam.region_code],
       [t("address"), cam.address],
       [t("device"), facts],
@@ -98,7 +108,8 @@ async function showHealth(cam, box) {
       box.append(h("p", { class: "muted", text: `${t("status")}: ${t(cam.status)} · ${t("not_probed")}` }));
       return;
     }
-    throw err;
+    box.append(errorLine(err));
+    return;
   }
   box.append(
     h(
@@ -189,7 +200,7 @@ async function openStream(cam, panel) {
   try {
     link = await get(`/api/v1/cameras/${cam.id}/stream?protocol=${protocol}&profile=main`);
   } catch (err) {
-    box.append(h("p", { class: "error", text: err.message }));
+    box.append(errorLine(err, { id: "stream-error" }));
     return;
   }
   if (protocol !== "rtsp") box.append(await player(link.url, protocol));
@@ -208,7 +219,10 @@ async function openStream(cam, panel) {
         }
       },
     })),
-    h("p", { class: "muted", text: `${link.protocol} · ${new Date(link.expires_at).toLocaleTimeString()}` }),
+    // A relay link carries a signed expiry; a direct camera URI has none (it is audited).
+    link.expires_at
+      ? h("p", { class: "muted", id: "stream-expiry", text: t("link_expires", { protocol: link.protocol, time: new Date(link.expires_at).toLocaleTimeString() }) })
+      : h("p", { class: "muted", id: "stream-expiry", text: t("direct_link") }),
   );
 }
 
@@ -225,8 +239,8 @@ export function placeForm({ lon, lat, azimuth, hfov, range, level, status }, fie
   const num = (name, value, attrs = {}) =>
     h("input", { name, type: "number", step: "any", value: value ?? "", ...attrs });
   const inputs = {
-    lon: num("lon", lon.toFixed(6)),
-    lat: num("lat", lat.toFixed(6)),
+    lon: num("lon", lon.toFixed(6), { required: true, min: -180, max: 180 }),
+    lat: num("lat", lat.toFixed(6), { required: true, min: -90, max: 90 }),
     azimuth: num("azimuth", azimuth, { min: 0, max: 360 }),
     hfov: num("hfov", hfov, { min: 1, max: 360 }),
     max_view_distance: num("max_view_distance", range, { min: 1 }),
@@ -259,7 +273,7 @@ export function placeForm({ lon, lat, azimuth, hfov, range, level, status }, fie
   draw();
   const form = h(
     "form",
-    { class: "place-form", id: "place-form" },
+    { class: "place-form", id: "place-form", novalidate: true },
     fields,
     h("div", { class: "grid2" },
       h("label", {}, t("lon"), inputs.lon),
@@ -278,6 +292,11 @@ export function placeForm({ lon, lat, azimuth, hfov, range, level, status }, fie
   );
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    clearFieldErrors(form);
+    if (!validate(form)) {
+      $("#form-error").textContent = t("v_check");
+      return;
+    }
     const body = { crs: crs.value };
     for (const [k, el] of Object.entries(inputs)) body[k] = el.value === "" ? null : Number(el.value);
     for (const el of form.querySelectorAll("[data-field]")) {
@@ -287,16 +306,70 @@ export function placeForm({ lon, lat, azimuth, hfov, range, level, status }, fie
     try {
       await onSubmit(body);
     } catch (err) {
-      const errs = (err.problem && err.problem.errors) || [];
-      $("#form-error").textContent = [err.message, ...errs.map((e) => `${e.field}: ${e.message}`)].join(" · ");
+      const e = explain(err);
+      const unplaced = e.fields.filter((f) => !fieldError(form, f.field, f.text, f.original));
+      const box = $("#form-error");
+      box.textContent = [e.text, ...unplaced.map((f) => `${f.field}: ${f.text}`)].join(" · ");
+      box.title = e.original;
     }
   });
   return form;
 }
 
+function inputFor(form, field) {
+  return form.querySelector(`[data-field="${CSS.escape(field)}"], [name="${CSS.escape(field)}"]`);
+}
+
+function labelOf(el) {
+  const label = el.closest("label");
+  return label && label.firstChild ? label.firstChild.textContent.trim() : el.name || el.dataset.field;
+}
+
+function clearFieldErrors(form) {
+  for (const el of form.querySelectorAll(".field-error")) el.remove();
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+}
+
+// A message under its field; false when the form has no such field.
+function fieldError(form, field, text, original = "") {
+  const el = inputFor(form, field);
+  if (!el) return false;
+  el.setAttribute("aria-invalid", "true");
+  el.after(h("span", { class: "field-error error", "data-for": field, text, title: original || null }));
+  return true;
+}
+
+// Our own zh-CN checks in place of the browser's English bubbles ("Please fill out this field.").
+function validate(form) {
+  let ok = true;
+  for (const el of form.querySelectorAll("input, select")) {
+    if (el.hidden || el.closest("[hidden]")) continue;
+    const field = el.dataset.field || el.name;
+    const label = labelOf(el);
+    const v = el.value.trim();
+    let msg = null;
+    if (!v) {
+      if (el.required) msg = t("v_required", { field: label });
+    } else if (el.dataset.digits && !new RegExp(`^\\d{${el.dataset.digits}}$`).test(v)) {
+      msg = t("v_digits", { field: label, n: el.dataset.digits });
+    } else if (el.type === "number") {
+      const n = Number(v);
+      const lo = el.min === "" ? -Infinity : Number(el.min);
+      const hi = el.max === "" ? Infinity : Number(el.max);
+      if (!Number.isFinite(n)) msg = t("v_number", { field: label });
+      else if (n < lo || n > hi) msg = t("v_range", { field: label, lo: el.min || "…", hi: el.max || "…" });
+    }
+    if (msg) {
+      fieldError(form, field, msg);
+      ok = false;
+    }
+  }
+  return ok;
+}
+
 function editCamera(cam, etag, panel) {
   clear(panel);
-  const name = h("input", { "data-field": "name", value: cam.name, required: true });
+  const name = h("input", { "data-field": "name", value: cam.name, required: true, maxlength: 200 });
   const address = h("input", { "data-field": "address", value: cam.address ?? "" });
   const level = h(
     "select",

@@ -3,6 +3,7 @@
 import L from "leaflet";
 import { get, hasPath, request } from "./api.js";
 import { $, clear, download, h } from "./dom.js";
+import { detailText, errorText } from "./errors.js";
 import { t } from "./i18n.js";
 import { COLORS, app, regionLayer, regionsLoaded, toMap } from "./main.js";
 
@@ -21,6 +22,48 @@ function ramp(x) {
 
 function share(x) {
   return x == null || Number.isNaN(Number(x)) ? "–" : `${(Number(x) * 100).toFixed(1)}%`;
+}
+
+// 在线率/完好率 of a region where no camera has been probed yet are unknown, not 0 %.
+function probedShare(k, key) {
+  if (!k || !k.registered || (k.unknown ?? 0) >= k.registered) return "–";
+  return share(k[key]);
+}
+
+// What "covered" means for a county: urban counties count grid cells, rural ones villages
+// (农村覆盖、城市加密); a rural county has no cells, so its cell share is empty.
+function coverShare(r) {
+  if (!r) return null;
+  if (r.zone === "rural" || (!r.cells && r.villages)) {
+    return r.villages ? Number(r.villages_covered || 0) / Number(r.villages) : null;
+  }
+  return r.covered_share;
+}
+
+const RAMP_STEPS = [0, 0.25, 0.5, 0.75, 1];
+
+// The colours the map uses, with their meaning: gap priority and the coverage choropleth.
+function legend() {
+  const bar = (label, colour) =>
+    h(
+      "div",
+      { class: "ramp" },
+      h("span", { text: label }),
+      h("span", { class: "muted", text: t("low") }),
+      RAMP_STEPS.map((v) => {
+        const swatch = h("i", { class: "swatch" });
+        swatch.style.background = colour(v); // CSSOM: the CSP allows no inline style attributes
+        return swatch;
+      }),
+      h("span", { class: "muted", text: t("high") }),
+    );
+  return h(
+    "div",
+    { id: "plan-legend", class: "legend plan-legend" },
+    bar(t("legend_gaps"), (v) => ramp(v)),
+    bar(t("legend_share"), (v) => ramp(1 - v)),
+    h("p", { class: "hint", text: `${t("not_probed_dash")} · ${t("village_share_note")}` }),
+  );
 }
 
 function geo(fc, style) {
@@ -42,8 +85,7 @@ async function runCoverage(region, proposals) {
     return;
   }
   msg.className = "";
-  const body = { region };
-  if (proposals > 0) body.proposals = proposals;
+  const body = { region, proposals }; // 0 asks for none (absent would mean the default 200)
   try {
     run = (await request(RUNS, { method: "POST", body })).data;
     while (run.status === "queued" || run.status === "running") {
@@ -51,11 +93,14 @@ async function runCoverage(region, proposals) {
       await sleep(500);
       run = await get(`${RUNS}/${encodeURIComponent(run.id)}`);
     }
-    if (run.status !== "done") throw new Error(`${t("run_coverage")}: ${t("failed")}`);
+    if (run.status !== "done") {
+      const why = detailText(run.error);
+      throw new Error(`${t("run_coverage")}: ${t("failed")}${why ? ` · ${why}` : ""}`);
+    }
     msg.textContent = `${t("progress")}: 100%`;
     await showRun(region);
   } catch (err) {
-    msg.textContent = err.message;
+    msg.textContent = errorText(err);
     msg.className = "error";
   }
 }
@@ -176,9 +221,9 @@ async function regionTable(base, region) {
           "tr",
           { "data-region": code, class: base ? "run" : "" },
           h("td", { text: `${r.name ?? names.get(code) ?? ""} ${code}`.trim() }),
-          h("td", { text: share(k.online_rate) }),
-          h("td", { text: share(k.intact_rate) }),
-          h("td", { text: share(r.covered_share) }),
+          h("td", { class: "online-rate", text: probedShare(k, "online_rate") }),
+          h("td", { class: "intact-rate", text: probedShare(k, "intact_rate") }),
+          h("td", { class: "covered-share", "data-zone": r.zone || null, text: share(coverShare(byCode.get(code))) }),
         );
       }),
     ),
@@ -189,7 +234,7 @@ async function regionTable(base, region) {
     regions.setStyle((f) => {
       const r = byCode.get(String(f.properties.adcode));
       return r
-        ? { color: "#5a6b7d", weight: 1, fillColor: ramp(1 - (Number(r.covered_share) || 0)), fillOpacity: 0.5 }
+        ? { color: "#5a6b7d", weight: 1, fillColor: ramp(1 - (Number(coverShare(r)) || 0)), fillOpacity: 0.5 }
         : { color: "#5a6b7d", weight: 1, fillColor: "#eef1f4", fillOpacity: 0.6 };
     });
   }
@@ -278,8 +323,10 @@ export function initPlanner() {
   const scope = app.me.scope || "14";
   const region = h("input", { id: "plan-region", value: scope, size: 7, inputmode: "numeric" });
   const proposals = h("input", { id: "plan-proposals", type: "number", min: 0, max: 500, value: 20, size: 4 });
+  const may = app.me.can.run_coverage;
   clear(box).append(
     h("h2", { text: t("plan") }),
+    may &&
     h(
       "form",
       {
@@ -297,11 +344,12 @@ export function initPlanner() {
     h("p", { id: "plan-gaps", class: "muted" }),
     h("h3", { text: t("region_table") }),
     h("div", { id: "plan-table" }),
+    legend(),
     h(
       "div",
       { class: "actions" },
-      h("button", { class: "small", id: "export-geojson", text: t("export_geojson"), onclick: exportGeojson }),
-      h("button", { class: "small", id: "export-csv", text: t("export_csv"), onclick: exportCsv }),
+      may && h("button", { class: "small", id: "export-geojson", text: t("export_geojson"), onclick: exportGeojson }),
+      may && h("button", { class: "small", id: "export-csv", text: t("export_csv"), onclick: exportCsv }),
       h("button", { class: "small", id: "export-png", text: t("export_png"), onclick: exportPng }),
     ),
   );
