@@ -486,9 +486,12 @@ async def _discover(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.2)
 
     refresher = asyncio.create_task(refresh())
-    try:
-        bar.start()
-        report = await discover(
+    # Ctrl-C (and SIGTERM) stop the sweep and keep what was found, however the process was
+    # started: a shell that runs a command in the background starts it with SIGINT ignored,
+    # and asyncio.run only handles SIGINT where Python's default handler is installed.
+    loop = asyncio.get_running_loop()
+    work = asyncio.ensure_future(
+        discover(
             interfaces=interfaces,
             cidrs=args.cidr,
             ports=ports,
@@ -502,13 +505,22 @@ async def _discover(args: argparse.Namespace) -> int:
             on_device=done.append,
             progress=state,
         )
+    )
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in stop_signals:
+        loop.add_signal_handler(sig, work.cancel)
+    try:
+        bar.start()
+        report = await work
         malformed = report.malformed
     except IngestError as exc:
         print(f"camreg discover: {exc}", file=sys.stderr)
         return 2
-    except asyncio.CancelledError:  # Ctrl-C: keep what was found (asyncio.run re-raises it)
+    except asyncio.CancelledError:  # Ctrl-C: keep what was found
         interrupted = True
     finally:
+        for sig in stop_signals:
+            loop.remove_signal_handler(sig)
         refresher.cancel()
         bar.stop()
     devices = sorted(done, key=device_order)

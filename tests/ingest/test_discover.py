@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from api.state import BOX, POOL
@@ -190,10 +191,19 @@ def test_cli_discover_has_no_password_option() -> None:
     assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
 
 
+def _ignore_sigint() -> None:
+    """What a shell does to a command it starts in the background (`camreg discover … &`)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started", ["in the foreground", "with SIGINT ignored"])
 async def test_cli_discover_ctrl_c_keeps_what_was_found(
-    database_url: str, schema: str, settings: Settings, client: TestClient
+    database_url: str, schema: str, settings: Settings, client: TestClient, started: str
 ) -> None:
-    """A slow sweep (2 probes/s over a /24) is interrupted right after the first find."""
+    """A slow sweep (2 probes/s over a /24) is interrupted right after the first find; Ctrl-C
+    works however the process was started, and the test never leaves the CLI running."""
     import signal
 
     from .fake_fleet import endpoint_for, fleet
@@ -212,16 +222,22 @@ async def test_cli_discover_ctrl_c_keeps_what_was_found(
             "--cidr", "127.0.13.0/24", "--discovery-port", str(port), "--rate", "2",
             "--user", fake.username, "--password-env", "ONVIF_PW",
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_ignore_sigint if started == "with SIGINT ignored" else None,
         )  # fmt: skip
         assert proc.stderr is not None
         seen = b""
-        async with asyncio.timeout(120):  # upper bound for a hanging CLI
-            while b"found 1" not in seen:
-                line = await proc.stderr.readline()
-                assert line, seen.decode()
-                seen += line
-            proc.send_signal(signal.SIGINT)
-            out, err = await proc.communicate()
+        try:
+            async with asyncio.timeout(60):  # upper bound for a hanging CLI
+                while b"found 1" not in seen:
+                    line = await proc.stderr.readline()
+                    assert line, seen.decode()
+                    seen += line
+                proc.send_signal(signal.SIGINT)
+                out, err = await proc.communicate()
+        finally:  # whatever failed above, the CLI this test started does not outlive it
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
     assert proc.returncode == 130, (seen + err).decode()
     assert b"interrupted" in err and fake.password.encode() not in out + err
     n = await client.app[POOL].fetchval(

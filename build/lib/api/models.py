@@ -1,0 +1,128 @@
+"""Request bodies: strict shapes (unknown fields are errors), domain rules live in the registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any, Literal, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
+
+from camera_registry.actor import Role
+from camera_registry.errors import BadRequest, FieldError, ValidationFailed
+
+Number = StrictFloat  # accepts JSON integers too, but not strings or booleans
+
+
+class Streams(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    main: str | None = Field(default=None, max_length=2000)
+    sub: str | None = Field(default=None, max_length=2000)
+    snapshot: str | None = Field(default=None, max_length=2000)
+
+
+class CameraPatch(BaseModel):
+    """Fields a client may send; `null` clears a field in a PATCH (JSON merge patch)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    gb_id: str | None = Field(
+        default=None, description="GB/T 28181 20-digit ID; generated when absent"
+    )
+    name: str | None = Field(default=None, max_length=200)
+    level: StrictInt | str | None = Field(default=None, description="1/2/3/9 or 一类/二类/三类")
+    lon: Number | None = None
+    lat: Number | None = None
+    crs: Literal["wgs84", "gcj02", "bd09"] = Field(
+        default="wgs84", description="system of lon/lat as sent; stored as WGS-84"
+    )
+    region_code: str | None = Field(default=None, description="6-digit GB/T 2260 code")
+    address: str | None = Field(default=None, max_length=500)
+    azimuth: Number | None = Field(default=None, description="degrees clockwise from north")
+    hfov: Number | None = None
+    vfov: Number | None = None
+    max_view_distance: Number | None = None
+    mount_height: Number | None = None
+    owner: str | None = None
+    contact: str | None = None
+    installed_at: dt.date | None = None
+    record_days: StrictInt | None = None
+    vendor: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    serial: str | None = None
+    mac: str | None = None
+    ip: str | None = None
+    onvif_port: StrictInt | None = None
+    streams: Streams | None = None
+    username: str | None = Field(default=None, description="write-only")
+    password: str | None = Field(default=None, description="write-only")
+
+    def values(self, *, patch: bool) -> dict[str, Any]:
+        data = self.model_dump(exclude_unset=patch, exclude={"crs"})
+        if not patch:
+            data = {k: v for k, v in data.items() if v is not None}
+        streams = data.pop("streams", None) if "streams" in data else None
+        if streams is not None or "streams" in self.model_fields_set:
+            s = streams or {}
+            for key, col in (
+                ("main", "stream_main"),
+                ("sub", "stream_sub"),
+                ("snapshot", "snapshot"),
+            ):
+                if not patch or key in (self.streams.model_fields_set if self.streams else {key}):
+                    data[col] = s.get(key)
+        return data
+
+
+class CameraCreate(CameraPatch):
+    name: str = Field(max_length=200)
+    level: StrictInt | str
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+    name: str = Field(min_length=1, max_length=100)
+    region: str | None = Field(default=None, description="region-code prefix scope, e.g. 1401")
+    expires_at: dt.datetime | None = None
+    rate_limit_per_min: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; see the schema at /api/v1/openapi.json"
+        elif err["type"] == "missing":
+            msg = "is required"
+        else:
+            msg = err["msg"]
+        out.append(FieldError(loc, msg))
+    return out
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    raw = await request.read()  # 413 beyond client_max_size
+    try:
+        data = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(
+            f"the body is not valid JSON ({exc}); send a JSON object",
+            [FieldError("body", "malformed JSON")],
+        ) from None
+    if not isinstance(data, dict):
+        raise BadRequest(
+            "the body must be a JSON object", [FieldError("body", "expected an object")]
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "the body has invalid fields; correct them and send it again", _field_errors(exc)
+        ) from None

@@ -1,0 +1,20 @@
+"""JSON answers of every handler, one shape for all (problem+json lives in `api.problems`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from api.problems import dumps
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None, **more: str
+) -> web.Response:
+    return web.Response(
+        text=dumps(data),
+        status=status,
+        content_type="application/json",
+        headers={**(headers or {}), **more},
+    )

@@ -1,0 +1,180 @@
+"""The import pipeline: read → validate → stage → merge, as one transaction.
+
+Any reader feeds it (CSV/XLSX/GeoJSON ledgers from `ingest.ledger`, generated rows, a future
+catalog sync): a reader yields `ValidatedChunk`s — validation is CPU work, so it runs where the
+reader runs (a thread or a second process), one chunk ahead of the database — and
+`import_rows` owns the transaction: with any bad row the default is to import nothing and
+report every bad row; `partial` imports the good rows and still reports the bad ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+import numpy as np
+from numpy.typing import NDArray
+
+from camera_registry.actor import Actor
+from camera_registry.crypto import CredentialBox
+from camera_registry.errors import FieldError
+from camera_registry.store.bulk import BULK_MODE_ROWS, BulkLoad, DuplicateFilter
+from camera_registry.validate import CameraBatch, validate_columns
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BULK_MODE_ROWS", "ChunkSource", "ChunkValidator", "ImportReport", "import_rows"]
+
+MAX_ERRORS_KEPT = 200_000  # beyond this the file is not a ledger with typos; stop listing
+Progress = Callable[[float, int], Awaitable[None] | None]
+
+
+@dataclass
+class ImportReport:
+    filename: str
+    rows_total: int = 0
+    rows_bad: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    committed: bool = False
+    dry_run: bool = False
+    errors: list[FieldError] = field(default_factory=list)
+    errors_truncated: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.rows_bad and not self.committed and not self.dry_run:
+            return "rejected"
+        return "succeeded"
+
+    def summary(self) -> str:
+        verb = (
+            "would import"
+            if self.dry_run
+            else "imported"
+            if self.committed
+            else "imported nothing of"
+        )
+        head = (
+            f"{self.filename}: {verb} {self.rows_total - self.rows_bad} of {self.rows_total} rows"
+        )
+        if self.committed or self.dry_run:
+            head += f" ({self.inserted} new, {self.updated} updated, {self.unchanged} unchanged)"
+        if self.rows_bad:
+            head += f"; {self.rows_bad} bad rows"
+            if not self.committed and not self.dry_run:
+                head += " — fix them and import again, or use --partial to import the good rows"
+        return head
+
+
+@dataclass
+class ValidatedChunk:
+    """One chunk of rows as the pipeline merges it: the valid rows, every problem, how many
+    input rows it covered and how far through its source it is (0-1)."""
+
+    batch: CameraBatch
+    errors: list[FieldError]
+    rows: int
+    progress: float
+
+
+class ChunkValidator:
+    """Validates a reader's chunks and drops rows that repeat an earlier GB ID of the source.
+
+    Built where the reader runs (it holds the credential key to seal passwords there)."""
+
+    def __init__(self, box: CredentialBox, crs: str, scope: str | None) -> None:
+        self.box, self.crs, self.scope = box, crs, scope
+        self.unique = DuplicateFilter()
+
+    def __call__(
+        self,
+        columns: Mapping[str, Sequence[Any]],
+        rows: NDArray[np.int64],
+        problems: Sequence[tuple[int, str | None, str]],
+        progress: float,
+    ) -> ValidatedChunk:
+        batch, errors = validate_columns(
+            columns, rows, box=self.box, default_crs=self.crs, scope=self.scope
+        )
+        batch, dups = self.unique(batch)
+        read = [FieldError(f or "row", m, r) for r, f, m in problems]
+        return ValidatedChunk(batch, read + errors + dups, len(rows) + len(problems), progress)
+
+
+class ChunkSource(Protocol):
+    """Where validated chunks come from; `warnings` is read after `start()`."""
+
+    warnings: list[str]
+
+    async def start(self) -> None: ...
+
+    async def next(self) -> ValidatedChunk | None: ...
+
+
+async def import_rows(
+    pool: asyncpg.Pool,
+    actor: Actor,
+    source: ChunkSource,
+    filename: str,
+    *,
+    dry_run: bool = False,
+    partial: bool = False,
+    import_id: str | None = None,
+    on_progress: Progress | None = None,
+    bulk_threshold: int = BULK_MODE_ROWS,
+) -> ImportReport:
+    """Stage and merge every chunk of `source` in one transaction; the caller closes `source`."""
+    report = ImportReport(filename, dry_run=dry_run)
+    bad_rows: set[int] = set()
+    await source.start()
+    report.warnings = source.warnings
+    async with BulkLoad(pool, actor, import_id=import_id, bulk_threshold=bulk_threshold) as load:
+        first = True
+        waited = in_db = 0.0
+        while True:
+            t0 = time.perf_counter()
+            item = await source.next()
+            t1 = time.perf_counter()
+            waited += t1 - t0
+            if item is None:
+                break
+            report.rows_total += item.rows
+            bad_rows.update(e.row for e in item.errors if e.row is not None)
+            _keep(report, item.errors)
+            report.rows_bad = len(bad_rows)
+            if first:  # the file's size over the first chunk's share of it
+                await load.prepare(int(report.rows_total / max(item.progress, 1e-9)))
+                first = False
+            if partial or not bad_rows:
+                await load.add(item.batch)
+            in_db += time.perf_counter() - t1
+            if on_progress is not None:
+                res = on_progress(item.progress, report.rows_total)
+                if res is not None:
+                    await res
+        log.debug("import %s: %.1f s waiting for the reader, %.1f s in the database",
+                  report.filename, waited, in_db)  # fmt: skip
+        report.errors.sort(key=lambda e: e.row or 0)
+        if bad_rows and not partial:
+            return report
+        result = await load.finish()
+        report.inserted, report.updated = result.inserted, result.updated
+        report.unchanged = result.unchanged
+        if not dry_run:
+            load.commit()
+            report.committed = True
+    return report
+
+
+def _keep(report: ImportReport, errors: list[FieldError]) -> None:
+    room = MAX_ERRORS_KEPT - len(report.errors)
+    if len(errors) > room:
+        report.errors_truncated = True
+    report.errors.extend(errors[: max(room, 0)])

@@ -1,0 +1,555 @@
+"""The camera registry: every SQL statement about cameras lives here.
+
+Region scope is applied in the SQL of every read and write, so a camera outside the caller's
+scope does not exist for them (NotFound) and cannot be created there (Forbidden). Each change
+writes its audit record in the same transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import math
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import numpy as np
+
+from camera_registry.actor import Actor
+from camera_registry.crypto import CredentialBox
+from camera_registry.errors import (
+    BadRequest,
+    DuplicateCamera,
+    FieldError,
+    Forbidden,
+    NotFound,
+    ValidationFailed,
+    VersionConflict,
+)
+from camera_registry.fields import DB_COLUMNS, STORED_COLUMNS, STREAM_KEYS
+from camera_registry.gbid import make_gb_id
+from camera_registry.store import audit
+from camera_registry.store.db import row_dict
+from camera_registry.validate import CameraBatch, validate_columns
+from geo.crs import haversine_m
+
+STATUSES = ("unknown", "online", "offline", "degraded")
+LEVEL_VALUES = (1, 2, 3, 9)
+
+# What read endpoints return: never the credentials, only whether there are some.
+PUBLIC_COLUMNS = ", ".join(
+    (
+        "id",
+        *STORED_COLUMNS,
+        "streams",
+        "credentials IS NOT NULL AS has_credentials",
+        "status",
+        "created_at",
+        "updated_at",
+        "version",
+    )
+)
+
+_STORED = [c for c in DB_COLUMNS if c not in STREAM_KEYS]
+
+
+def camera_out(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A camera row as the API returns it (JSON-ready)."""
+    out: dict[str, Any] = {}
+    for key, value in rec.items():
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, dt.datetime | dt.date):
+            value = value.isoformat()
+        elif key == "ip" and value is not None:
+            value = str(value)
+        elif isinstance(value, float) and key in (
+            "azimuth",
+            "hfov",
+            "vfov",
+            "max_view_distance",
+            "mount_height",
+        ):
+            value = round(value, 4)  # stored as real: hide float32 noise (62.0000038)
+        out[key] = value
+    return out
+
+
+def region_range(prefix: str) -> tuple[str, str]:
+    """[low, high) bounds of the region codes starting with `prefix` (digits only)."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def effective_prefix(actor: Actor, wanted: str | None) -> str | None:
+    """Intersect a region filter with the caller's scope; '' means nothing can match."""
+    scope = actor.scope
+    if wanted is None:
+        return scope
+    if scope is None or wanted.startswith(scope):
+        return wanted
+    if scope.startswith(wanted):
+        return scope
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class CameraFilter:
+    region: str | None = None
+    levels: tuple[int, ...] = ()
+    statuses: tuple[str, ...] = ()
+    bbox: tuple[float, float, float, float] | None = None
+    q: str | None = None
+
+
+class _Where:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.args: list[Any] = []
+
+    def add(self, sql: str, *args: Any) -> None:
+        """`sql` uses {0}, {1}… for its own arguments; they become $n placeholders."""
+        start = len(self.args)
+        self.args.extend(args)
+        self.parts.append(sql.format(*(f"${start + i + 1}" for i in range(len(args)))))
+
+    def sql(self) -> str:
+        return " AND ".join(self.parts) if self.parts else "TRUE"
+
+
+def _where(actor: Actor, f: CameraFilter) -> _Where | None:
+    w = _Where()
+    prefix = effective_prefix(actor, f.region)
+    if prefix == "":
+        return None
+    if prefix:
+        w.add("region_code >= {0} AND region_code < {1}", *region_range(prefix))
+    if f.levels:
+        w.add("level = ANY({0}::smallint[])", list(f.levels))
+    if f.statuses:
+        w.add("status = ANY({0}::text[])", list(f.statuses))
+    if f.bbox is not None:
+        w.add("geom <@ box(point({0}, {1}), point({2}, {3}))", *f.bbox)
+    if f.q:
+        like = f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        w.add("(gb_id LIKE {0} OR name ILIKE {1} OR address ILIKE {1})", like + "%", f"%{like}%")
+    return w
+
+
+def encode_cursor(last_id: uuid.UUID | str) -> str:
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest(
+            "the cursor is not one this API issued",
+            [FieldError("cursor", "pass back the next_cursor value of the previous page")],
+        ) from None
+
+
+class Registry:
+    def __init__(self, pool: asyncpg.Pool, box: CredentialBox) -> None:
+        self.pool = pool
+        self.box = box
+
+    # -- reads -------------------------------------------------------------------------------
+    async def get(self, actor: Actor, camera_id: str) -> dict[str, Any]:
+        cid = _uuid(camera_id)
+        rec = await self.pool.fetchrow(f"SELECT {PUBLIC_COLUMNS} FROM cameras WHERE id = $1", cid)
+        if rec is None or not actor.covers(rec["region_code"]):
+            raise NotFound(f"no camera {camera_id} in your region scope")
+        return camera_out(rec)
+
+    async def page(
+        self, actor: Actor, f: CameraFilter, *, limit: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        w = _where(actor, f)
+        if w is None:
+            return [], None
+        if cursor:
+            w.add("id > {0}", decode_cursor(cursor))
+        w.args.append(limit + 1)
+        rows = await self.pool.fetch(
+            f"SELECT {PUBLIC_COLUMNS} FROM cameras WHERE {w.sql()} "
+            f"ORDER BY id LIMIT ${len(w.args)}",
+            *w.args,
+        )
+        nxt = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
+        return [camera_out(r) for r in rows[:limit]], nxt
+
+    async def iterate(
+        self, actor: Actor, f: CameraFilter, batch: int = 5000
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every matching camera, streamed from a server-side cursor (for exports)."""
+        w = _where(actor, f)
+        if w is None:
+            return
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            sql = (
+                f"SELECT {PUBLIC_COLUMNS} FROM cameras WHERE {w.sql()} ORDER BY region_code, gb_id"
+            )
+            async for rec in conn.cursor(sql, *w.args, prefetch=batch):
+                yield camera_out(rec)
+
+    async def nearest(
+        self, actor: Actor, lon: float, lat: float, k: int, f: CameraFilter
+    ) -> list[dict[str, Any]]:
+        """The k cameras nearest in metres: a GiST KNN pass in degrees, then an exact re-rank.
+
+        Degrees are not metres (a degree of longitude is cos(lat) shorter), so the k nearest by
+        `<->` bound the search radius; every camera within that many metres is then fetched by
+        an index-backed box and ranked by great-circle distance.
+        """
+        w = _where(actor, f)
+        if w is None:
+            return []
+        w.add("geom IS NOT NULL")
+        n = len(w.args)
+        rows = await self.pool.fetch(
+            f"""SELECT {PUBLIC_COLUMNS} FROM cameras WHERE {w.sql()}
+                ORDER BY geom <-> point(${n + 1}, ${n + 2}) LIMIT ${n + 3}""",
+            *w.args,
+            lon,
+            lat,
+            k,
+        )
+        if len(rows) == k:
+            d = haversine_m(
+                lon, lat, np.array([r["lon"] for r in rows]), np.array([r["lat"] for r in rows])
+            )
+            radius = float(np.max(d)) * 1.000001 + 0.01
+            dlat = math.degrees(radius / 6_371_008.8)
+            cos = max(math.cos(math.radians(min(abs(lat) + dlat, 89.9))), 1e-6)
+            dlon = dlat / cos
+            w.add(
+                "geom <@ box(point({0}, {1}), point({2}, {3}))",
+                lon - dlon,
+                lat - dlat,
+                lon + dlon,
+                lat + dlat,
+            )
+            rows = await self.pool.fetch(
+                f"SELECT {PUBLIC_COLUMNS} FROM cameras WHERE {w.sql()}", *w.args
+            )
+        if not rows:
+            return []
+        d = haversine_m(
+            lon, lat, np.array([r["lon"] for r in rows]), np.array([r["lat"] for r in rows])
+        )
+        order = np.argsort(d, kind="stable")[:k]
+        out = []
+        for i in order.tolist():
+            cam = camera_out(rows[i])
+            cam["distance_m"] = round(float(d[i]), 2)
+            out.append(cam)
+        return out
+
+    async def summary(self, actor: Actor, code: str) -> dict[str, Any]:
+        if not actor.covers(code) and not (actor.scope or "").startswith(code):
+            raise Forbidden(f"region {code} is outside your region scope {actor.scope}")
+        prefix = effective_prefix(actor, code) or code
+        low, high = region_range(prefix)
+        rows = await self.pool.fetch(
+            """SELECT level, status, count(*) AS n FROM cameras
+               WHERE region_code >= $1 AND region_code < $2 GROUP BY level, status""",
+            low,
+            high,
+        )
+        by_level = {str(lv): 0 for lv in LEVEL_VALUES}
+        by_status = dict.fromkeys(STATUSES, 0)
+        for r in rows:
+            by_level[str(r["level"])] += r["n"]
+            by_status[r["status"]] += r["n"]
+        return {
+            "region": code,
+            "scope": prefix,
+            "total": sum(by_status.values()),
+            "by_level": by_level,
+            "by_status": by_status,
+        }
+
+    # -- writes ------------------------------------------------------------------------------
+    def validate_one(
+        self, actor: Actor, values: Mapping[str, Any], crs: str = "wgs84"
+    ) -> CameraBatch:
+        cols = {k: [v] for k, v in values.items()}
+        batch, errors = validate_columns(cols, [1], box=self.box, default_crs=crs)
+        if errors:
+            raise ValidationFailed(
+                "the camera has invalid fields; correct them and send it again",
+                [FieldError(e.field, e.message) for e in errors],
+            )
+        region = batch.cols["region_code"][0]
+        if not actor.covers(region):
+            raise Forbidden(
+                f"region {region} is outside your region scope {actor.scope}",
+                [FieldError("region_code", "use a region inside your scope")],
+            )
+        return batch
+
+    async def create(
+        self, actor: Actor, values: Mapping[str, Any], crs: str = "wgs84"
+    ) -> dict[str, Any]:
+        batch = self.validate_one(actor, values, crs)
+        row = {c: batch.cols[c][0] for c in DB_COLUMNS}
+        async with self.pool.acquire() as conn, conn.transaction():
+            if row["gb_id"] is None:
+                row["gb_id"] = await self._generate_gb_id(conn, row["region_code"])
+            cols = [*_STORED, "streams"]
+            args = [row[c] for c in _STORED] + [_streams(row)]
+            try:
+                rec = await conn.fetchrow(
+                    f"""INSERT INTO cameras ({", ".join(cols)})
+                        VALUES ({", ".join(f"${i + 1}" for i in range(len(cols)))})
+                        RETURNING {PUBLIC_COLUMNS}""",
+                    *args,
+                )
+            except asyncpg.UniqueViolationError:
+                raise DuplicateCamera(
+                    f"a camera with 国标编码 {row['gb_id']} is already registered",
+                    [FieldError("gb_id", "use another ID, or PATCH the existing camera")],
+                ) from None
+            assert rec is not None
+            out = camera_out(rec)
+            await audit.record(
+                conn,
+                actor,
+                "camera.create",
+                camera_id=rec["id"],
+                region_code=out["region_code"],
+                after=out,
+            )
+        return out
+
+    async def update(
+        self,
+        actor: Actor,
+        camera_id: str,
+        version: int,
+        patch: Mapping[str, Any],
+        crs: str = "wgs84",
+    ) -> dict[str, Any]:
+        """Apply a merge-patch; the merged camera is validated as a whole, like a create."""
+        cid = _uuid(camera_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            cur = await conn.fetchrow(
+                f"SELECT {PUBLIC_COLUMNS}, credentials, credentials_mac FROM cameras "
+                "WHERE id = $1 FOR UPDATE",
+                cid,
+            )
+            if cur is None or not actor.covers(cur["region_code"]):
+                raise NotFound(f"no camera {camera_id} in your region scope")
+            if cur["version"] != version:
+                raise VersionConflict(
+                    f"the camera is at version {cur['version']}, not {version}; "
+                    "GET it again, reapply your change and send the new ETag in If-Match"
+                )
+            before = camera_out(cur)
+            merged: dict[str, Any] = {
+                c: before.get(c) for c in DB_COLUMNS if c in before and c != "gb_id"
+            }
+            merged["gb_id"] = before["gb_id"]
+            for key, stream_key in STREAM_KEYS.items():
+                merged[key] = (before["streams"] or {}).get(stream_key)
+            if "lon" in patch or "lat" in patch:
+                merged["crs"] = crs
+            else:
+                merged["crs"] = "wgs84"
+            merged.update(patch)
+            if "gb_id" in patch and "region_code" not in patch:
+                merged.pop("region_code")  # the new ID carries its own region
+            batch = self.validate_one(actor, merged, merged.pop("crs"))
+            row = {c: batch.cols[c][0] for c in DB_COLUMNS}
+            if not ({"username", "password"} & set(patch)):
+                row["credentials"], row["credentials_mac"] = (
+                    cur["credentials"],
+                    cur["credentials_mac"],
+                )
+            sets = [f"{c} = ${i + 2}" for i, c in enumerate(_STORED)]
+            args = [row[c] for c in _STORED]
+            try:
+                rec = await conn.fetchrow(
+                    f"""UPDATE cameras SET {", ".join(sets)}, streams = ${len(args) + 2},
+                            version = version + 1, updated_at = now()
+                        WHERE id = $1 RETURNING {PUBLIC_COLUMNS}""",
+                    cid,
+                    *args,
+                    _streams(row),
+                )
+            except asyncpg.UniqueViolationError:
+                raise DuplicateCamera(
+                    f"a camera with 国标编码 {row['gb_id']} is already registered",
+                    [FieldError("gb_id", "use another ID")],
+                ) from None
+            assert rec is not None
+            after = camera_out(rec)
+            await audit.record(
+                conn,
+                actor,
+                "camera.update",
+                camera_id=cid,
+                region_code=after["region_code"],
+                before=before,
+                after=after,
+            )
+        return after
+
+    async def delete(self, actor: Actor, camera_id: str, version: int | None = None) -> None:
+        cid = _uuid(camera_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            cur = await conn.fetchrow(
+                f"SELECT {PUBLIC_COLUMNS} FROM cameras WHERE id = $1 FOR UPDATE", cid
+            )
+            if cur is None or not actor.covers(cur["region_code"]):
+                raise NotFound(f"no camera {camera_id} in your region scope")
+            if version is not None and cur["version"] != version:
+                raise VersionConflict(
+                    f"the camera is at version {cur['version']}, not {version}; GET it again"
+                )
+            await conn.execute("DELETE FROM cameras WHERE id = $1", cid)
+            await audit.record(
+                conn,
+                actor,
+                "camera.delete",
+                camera_id=cid,
+                region_code=cur["region_code"],
+                before=camera_out(cur),
+            )
+
+    async def count(self) -> int:
+        n = await self.pool.fetchval("SELECT count(*) FROM cameras")
+        return int(n)
+
+    async def _generate_gb_id(self, conn: asyncpg.Connection, region: str) -> str:
+        for _ in range(20):
+            serials = await allocate_serials(conn, {region: 1})
+            gb_id = make_gb_id(region, serials[region][0])
+            exists = await conn.fetchval("SELECT 1 FROM cameras WHERE gb_id = $1", gb_id)
+            if not exists:
+                return gb_id
+        raise DuplicateCamera(f"could not find a free 国标编码 serial in region {region}")
+
+
+async def allocate_serials(conn: asyncpg.Connection, counts: Mapping[str, int]) -> dict[str, range]:
+    """Reserve `n` consecutive serials per region (digits 15-20 of generated GB IDs)."""
+    out: dict[str, range] = {}
+    for region, n in counts.items():
+        start = await conn.fetchval(
+            """INSERT INTO region_serials AS s (region_code, next_serial)
+               SELECT $1, coalesce(max(right(gb_id, 6)::integer), 0) + 1 + $2 FROM cameras
+                WHERE region_code = $1
+               ON CONFLICT (region_code) DO UPDATE SET next_serial = s.next_serial + $2
+               RETURNING next_serial - $2""",
+            region,
+            n,
+        )
+        if start + n > 1_000_000:
+            raise ValidationFailed(
+                f"region {region} has no free 国标编码 serials left",
+                [FieldError("gb_id", "give explicit IDs for this region")],
+            )
+        out[region] = range(start, start + n)
+    return out
+
+
+def _streams(row: Mapping[str, Any]) -> dict[str, str]:
+    return {v: row[k] for k, v in STREAM_KEYS.items() if row.get(k) is not None}
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"no camera {value}: camera ids are UUIDs") from None
+
+
+def level_filter(values: Sequence[str]) -> tuple[int, ...]:
+    out = []
+    for v in values:
+        try:
+            lv = int(v)
+        except ValueError:
+            lv = -1
+        if lv not in LEVEL_VALUES:
+            raise BadRequest("bad level filter", [FieldError("level", "use 1, 2, 3 or 9")])
+        out.append(lv)
+    return tuple(out)
+
+
+# Writes that other stores make inside their own transactions: `cameras` keeps one writer.
+
+
+async def set_status(conn: asyncpg.Connection, camera_id: uuid.UUID, status: str) -> None:
+    """Record a camera's status (health decides it; the transition history is health's)."""
+    await conn.execute("UPDATE cameras SET status = $2 WHERE id = $1", camera_id, status)
+
+
+# What an address change shows in the audit record, before and after.
+_ADDRESS_COLUMNS = "id, gb_id, name, region_code, ip, onvif_port, streams, version"
+
+
+async def move_address(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    camera_ids: Sequence[uuid.UUID],
+    old: str,
+    new: str,
+    *,
+    reason: str,
+) -> None:
+    """Cameras of a device that moved from `old` to `new` follow it: ip and stream hosts (ports,
+    paths and embedded credentials kept), one audited update each."""
+    cams = await conn.fetch(
+        f"""SELECT {_ADDRESS_COLUMNS} FROM cameras WHERE id = ANY($1::uuid[])
+            ORDER BY id FOR UPDATE""",
+        list(camera_ids),
+    )
+    for cam in cams:
+        before = row_dict(cam)
+        before["ip"] = str(cam["ip"]) if cam["ip"] is not None else None
+        streams = {k: _moved(v, old, new) for k, v in (cam["streams"] or {}).items()}
+        rec = await conn.fetchrow(
+            f"""UPDATE cameras SET ip = $2::inet, streams = $3, version = version + 1,
+                    updated_at = now()
+                WHERE id = $1 RETURNING {_ADDRESS_COLUMNS}""",
+            cam["id"],
+            new,
+            streams,
+        )
+        assert rec is not None
+        after = row_dict(rec)
+        after["ip"] = str(rec["ip"])
+        await audit.record(
+            conn,
+            actor,
+            "camera.update",
+            camera_id=cam["id"],
+            region_code=cam["region_code"],
+            before=before,
+            after=after,
+            detail={"reason": reason, "from": old, "to": new},
+        )
+
+
+def _moved(uri: str | None, old: str, new: str) -> str | None:
+    """`uri` with host `old` replaced by `new` (port, path and query kept)."""
+    if not uri:
+        return uri
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return uri
+    if host != old:
+        return uri
+    netloc = (f"[{new}]" if ":" in new else new) + (f":{port}" if port is not None else "")
+    if parts.username is not None:  # keep embedded credentials the camera was stored with
+        netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,116 @@
+"""Connections and migrations.
+
+One pool per process, created from the settings. The schema comes from `search_path`, so the
+same migrations serve the product (schema `public`) and tests (a fresh schema per module).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from camera_registry.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = 0x63616D7265670001  # "camreg" + 1: serialises concurrent `migrate` runs
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=_json, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=_json, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    schema: str | None = None,
+    min_size: int = 2,
+    max_size: int = 10,
+    command_timeout: float = 60.0,
+) -> asyncpg.Pool:
+    settings = {"application_name": "camreg", "timezone": "UTC"}
+    if schema is not None:
+        settings["search_path"] = schema
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=command_timeout,
+            init=_init_connection,
+            server_settings=settings,
+            timeout=30,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to PostgreSQL ({exc.__class__.__name__}: {exc}); check "
+            "CAMREG_DATABASE_URL, or unset it to use the embedded database"
+        ) from exc
+    assert pool is not None
+    return pool
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    out = []
+    for entry in resources.files("camera_registry.store.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            out.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations in one transaction (all or none); returns the names applied."""
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done: dict[int, Any] = {
+            r["version"]: r for r in await conn.fetch("SELECT * FROM schema_migrations")
+        }
+        for version, name, sql in _migrations():
+            checksum = hashlib.sha256(sql.encode()).hexdigest()
+            if version in done:
+                if done[version]["checksum"] != checksum:
+                    log.warning("migration %s changed after it was applied; not re-run", name)
+                continue
+            log.info("applying migration %s", name)
+            await conn.execute(sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                version,
+                name,
+                checksum,
+            )
+            applied.append(name)
+    return applied
+
+
+def row_dict(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as JSON-ready values (UUIDs as strings, timestamps in ISO 8601): what the job and
+    inbox APIs return, so every table answers in the same shape."""
+    out: dict[str, Any] = {}
+    for k, v in rec.items():
+        if isinstance(v, uuid.UUID):
+            v = str(v)
+        elif isinstance(v, dt.datetime):
+            v = v.isoformat()
+        out[k] = v
+    return out

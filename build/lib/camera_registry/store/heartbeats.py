@@ -1,0 +1,120 @@
+"""Job owners and heartbeats: a job whose process died is closed, never left running.
+
+Coverage runs, discovery scans and import jobs run as tasks inside one process, but their rows
+live in the shared database (DESIGN.md §1: stateless processes, many of them). A process that
+is killed hard (SIGKILL, power loss, OOM) cannot record that its jobs ended, so each job row
+names its ``owner`` and carries ``heartbeat_at``, refreshed by the owning process while the job
+lives (:func:`heartbeat`, one tiny UPDATE every few seconds). Any process closes the jobs whose
+heartbeat is older than the limit (:func:`reap`: one set-based UPDATE per table, on partial
+indexes of the unfinished rows) at startup, periodically, and when a request depends on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from typing import Final, Literal
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# This process: host, pid and a nonce (a pid is reused after a restart; the nonce is not).
+OWNER: Final = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+ORPHANED: Final = "the server running it stopped; start it again"
+
+Table = Literal["coverage_runs", "discovery_scans", "import_jobs"]
+TABLES: Final[tuple[Table, ...]] = ("coverage_runs", "discovery_scans", "import_jobs")
+
+# What "failed" means per table: its message columns differ, and a scan drops its sealed
+# credentials when it ends, however it ends.
+_CLOSE: Final[dict[Table, str]] = {
+    "coverage_runs": "error = $2, message = $2",
+    "discovery_scans": "error = $2, credentials = NULL",
+    "import_jobs": "message = $2",
+}
+_LIVE: Final = "status IN ('queued', 'running')"
+
+
+def beat_interval(stale_after_s: float) -> float:
+    """Six beats per limit: a job survives five lost or late beats before it is declared dead."""
+    return max(stale_after_s / 6.0, 0.05)
+
+
+async def beat(pool: asyncpg.Pool, table: Table, job_id: str) -> None:
+    """Refresh one job's heartbeat (and claim it for this process)."""
+    await pool.execute(
+        f"UPDATE {table} SET heartbeat_at = now(), owner = $2 WHERE id = $1::uuid AND {_LIVE}",
+        job_id,
+        OWNER,
+    )
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(
+    pool: asyncpg.Pool, table: Table, job_id: str, stale_after_s: float
+) -> AsyncIterator[None]:
+    """Keep a job's heartbeat fresh for as long as the block runs (queued or working).
+
+    A side task, not a hook in the job's own loop: a coverage county can compute for minutes
+    in a worker process without reaching a progress update, and a queued job has no loop yet.
+    A beat that fails (database briefly gone) is logged and retried at the next interval.
+    """
+    every = beat_interval(stale_after_s)
+
+    async def loop() -> None:
+        while True:
+            try:
+                await beat(pool, table, job_id)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("heartbeat of %s %s failed: %s", table, job_id, exc)
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(loop(), name=f"heartbeat-{table}-{job_id}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def reap(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    stale_after_s: float,
+    tables: tuple[Table, ...] = TABLES,
+) -> dict[str, int]:
+    """Mark failed every unfinished job whose heartbeat is older than the limit.
+
+    Set-based and idempotent: many processes may run it at once; a row is closed once. Returns
+    how many jobs were closed per table (for the log).
+    """
+    closed: dict[str, int] = {}
+    for table in tables:
+        status = await conn.execute(
+            f"""UPDATE {table} SET status = 'failed', finished_at = now(), {_CLOSE[table]}
+                WHERE {_LIVE}
+                  AND coalesce(heartbeat_at, created_at) < now() - make_interval(secs => $1)""",
+            stale_after_s,
+            ORPHANED,
+        )
+        n = int(status.rsplit(" ", 1)[-1])
+        if n:
+            log.warning("%d %s orphaned by a stopped server marked failed", n, table)
+        closed[table] = n
+    return closed
+
+
+async def reap_forever(pool: asyncpg.Pool, stale_after_s: float) -> None:
+    """Reap at startup and then every quarter limit, until cancelled (a server's side task)."""
+    while True:
+        try:
+            await reap(pool, stale_after_s)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("reaping orphaned jobs failed: %s", exc)
+        await asyncio.sleep(max(stale_after_s / 4.0, 0.05))

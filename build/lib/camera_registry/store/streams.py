@@ -1,0 +1,313 @@
+"""Stream links for command centres: short-lived signed links, relay hooks, audited reveals.
+
+A link's `sign` is self-contained — base64url(payload) "." base64url(HMAC-SHA256(payload)) —
+so a relay that passes on only `?sign=…` (as ZLMediaKit's on_play and MediaMTX's auth hook
+do) still gives us everything to check: camera, profile, protocol, issuing token and expiry.
+The hook re-checks the token (revocation is immediate) and the camera's region against the
+token's scope at every player connection, and every verdict is audited.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import asyncpg
+
+from camera_registry.actor import Actor, Role
+from camera_registry.config import PROTOCOLS, Protocol, Relay, Settings
+from camera_registry.crypto import CredentialBox
+from camera_registry.errors import BadRequest, FieldError, NotFound, Unauthorized
+from camera_registry.store import audit
+
+PROFILES = ("main", "sub")
+MAX_BATCH = 64
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClaims:
+    camera_id: str
+    profile: str
+    protocol: str
+    token_id: str
+    expires: int
+
+    def payload(self) -> bytes:
+        return "|".join(
+            [self.camera_id, self.profile, self.protocol, self.token_id, str(self.expires)]
+        ).encode()
+
+
+class LinkSigner:
+    def __init__(self, key: bytes, clock: Callable[[], float] = time.time) -> None:
+        self._key = key
+        self.clock = clock  # the wall clock; a seam so tests can step past an expiry
+
+    def __repr__(self) -> str:
+        return "LinkSigner(<key>)"
+
+    def sign(self, claims: LinkClaims) -> str:
+        payload = claims.payload()
+        return _b64(payload) + "." + _b64(hmac.new(self._key, payload, hashlib.sha256).digest())
+
+    def verify(self, sign: str, now: float | None = None) -> LinkClaims:
+        """The claims of a genuine, unexpired sign; `Unauthorized` naming why otherwise."""
+        try:
+            payload_b64, mac_b64 = sign.split(".", 1)
+            payload, mac = _unb64(payload_b64), _unb64(mac_b64)
+        except ValueError:
+            raise Unauthorized("the link's sign is malformed") from None
+        want = hmac.new(self._key, payload, hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, want):
+            raise Unauthorized("the link's signature does not match (tampered or foreign)")
+        try:
+            cam, profile, protocol, token_id, expires = payload.decode().split("|")
+            claims = LinkClaims(cam, profile, protocol, token_id, int(expires))
+        except ValueError:
+            raise Unauthorized("the link's sign is malformed") from None
+        if (self.clock() if now is None else now) >= claims.expires:
+            raise Unauthorized("the link has expired; ask for a new one")
+        return claims
+
+
+def link_key(settings: Settings, credential_key: bytes) -> bytes:
+    if settings.link_secret is not None:
+        return settings.link_secret.get_secret_value().encode()
+    return hashlib.sha256(b"camreg-stream-links" + credential_key).digest()
+
+
+def stream_key(gb_id: str, profile: str) -> str:
+    """The relay's path for a camera stream: the GB ID the whole platform knows it by."""
+    return f"{gb_id}_{profile}"
+
+
+def with_credentials(uri: str, username: str | None, password: str | None) -> str:
+    parts = urlsplit(uri)
+    if not username and not password:
+        return uri
+    userinfo = quote(username or "", safe="") + (
+        ":" + quote(password or "", safe="") if password else ""
+    )
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    reason: str
+    camera_id: str | None = None
+
+
+class StreamLinks:
+    """Issues links and judges relay hooks; all SQL about streams lives here."""
+
+    def __init__(self, pool: asyncpg.Pool, box: CredentialBox, settings: Settings) -> None:
+        self.pool = pool
+        self.box = box
+        self.settings = settings
+        self.signer = LinkSigner(link_key(settings, box.key))
+
+    def relay_for(self, region_code: str, protocol: str) -> Relay | None:
+        for relay in self.settings.relays:
+            if protocol in relay.urls and (
+                not relay.regions or any(region_code.startswith(p) for p in relay.regions)
+            ):
+                return relay
+        return None
+
+    async def _camera(self, actor: Actor, camera_id: str) -> asyncpg.Record:
+        try:
+            cid = uuid.UUID(camera_id)
+        except ValueError:
+            raise NotFound(f"no camera {camera_id}: camera ids are UUIDs") from None
+        rec = await self.pool.fetchrow(
+            "SELECT id, gb_id, region_code, streams, credentials FROM cameras WHERE id = $1", cid
+        )
+        if rec is None or not actor.covers(rec["region_code"]):
+            raise NotFound(f"no camera {camera_id} in your region scope")
+        return rec
+
+    async def issue(
+        self, actor: Actor, camera_id: str, *, profile: str, protocol: str
+    ) -> dict[str, Any]:
+        if profile not in PROFILES:
+            raise BadRequest("bad profile", [FieldError("profile", "use main or sub")])
+        if protocol not in PROTOCOLS:
+            raise BadRequest(
+                "bad protocol", [FieldError("protocol", "use rtsp, hls, flv, webrtc or rtmp")]
+            )
+        cam = await self._camera(actor, camera_id)
+        relay = self.relay_for(cam["region_code"], protocol)
+        streams = cam["streams"] or {}
+        async with self.pool.acquire() as conn, conn.transaction():
+            if relay is not None:
+                ttl = self.settings.link_ttl(actor.role.value)
+                expires = int(self.signer.clock()) + ttl
+                claims = LinkClaims(
+                    str(cam["id"]), profile, protocol, actor.token_id or "", expires
+                )
+                sign = self.signer.sign(claims)
+                url = relay.urls[cast(Protocol, protocol)].format(
+                    stream_key=stream_key(cam["gb_id"], profile), sign=sign, expires=expires
+                )
+                await audit.record(
+                    conn,
+                    actor,
+                    "stream.link",
+                    camera_id=cam["id"],
+                    region_code=cam["region_code"],
+                    detail={
+                        "profile": profile,
+                        "protocol": protocol,
+                        "relay": relay.name,
+                        "expires": expires,
+                    },
+                )
+                return {
+                    "url": url,
+                    "protocol": protocol,
+                    "profile": profile,
+                    "expires_at": _iso(expires),
+                    "relay": relay.name,
+                }
+            if protocol != "rtsp":
+                raise BadRequest(
+                    f"no media relay serves {protocol} for region {cam['region_code']}",
+                    [FieldError("protocol", "use rtsp, or configure a relay for this region")],
+                )
+            uri = streams.get(profile) or (streams.get("main") if profile == "sub" else None)
+            if uri is None:
+                raise NotFound(f"camera {camera_id} has no {profile} stream URI registered")
+            reveal = actor.role.value in self.settings.allow_direct_credentials
+            if reveal and cam["credentials"] is not None:
+                username, password = self.box.open(cam["credentials"])
+                uri = with_credentials(uri, username, password)
+            await audit.record(
+                conn,
+                actor,
+                "stream.direct_credentials" if reveal else "stream.direct",
+                camera_id=cam["id"],
+                region_code=cam["region_code"],
+                detail={"profile": profile},
+            )
+        return {
+            "url": uri,
+            "protocol": "rtsp",
+            "profile": profile,
+            "expires_at": None,
+            "relay": None,
+            "credentials_included": reveal,
+        }
+
+    def relay_by_secret(self, secret: str | None) -> Relay:
+        for relay in self.settings.relays:
+            if secret and hmac.compare_digest(
+                secret.encode(), relay.secret.get_secret_value().encode()
+            ):
+                return relay
+        raise Unauthorized("relay endpoints need the relay's secret")
+
+    async def judge(
+        self, relay: Relay, *, sign: str | None, key: str, ip: str | None, hook: str
+    ) -> Verdict:
+        """May this player connection play `key`? Checked afresh each time, and audited."""
+        verdict = await self._judge(relay, sign, key)
+        actor = Actor(name=f"relay:{relay.name}", role=Role.ADMIN, remote_addr=ip)
+        async with self.pool.acquire() as conn:
+            await audit.record(
+                conn,
+                actor,
+                "stream.play_allowed" if verdict.allowed else "stream.play_denied",
+                camera_id=verdict.camera_id,
+                detail={"hook": hook, "stream": key, "reason": verdict.reason, "player": ip},
+            )
+        return verdict
+
+    async def _judge(self, relay: Relay, sign: str | None, key: str) -> Verdict:
+        if not sign:
+            return Verdict(False, "no sign in the player's URL")
+        try:
+            claims = self.signer.verify(sign)
+        except Unauthorized as exc:
+            return Verdict(False, exc.detail)
+        row = await self.pool.fetchrow(
+            """SELECT c.gb_id, c.region_code, t.region_prefix, t.revoked_at IS NULL
+                          AND (t.expires_at IS NULL OR t.expires_at > now()) AS token_ok
+               FROM cameras c LEFT JOIN api_tokens t ON t.id = $2::text::uuid
+               WHERE c.id = $1::text::uuid""",
+            claims.camera_id,
+            claims.token_id,
+        )
+        if row is None:
+            return Verdict(False, "the camera no longer exists", None)
+        if row["token_ok"] is not True:
+            return Verdict(
+                False, "the token that issued the link is revoked or expired", claims.camera_id
+            )
+        if row["region_prefix"] and not row["region_code"].startswith(row["region_prefix"]):
+            return Verdict(
+                False, "the camera is outside the token's region scope", claims.camera_id
+            )
+        if relay.regions and not any(row["region_code"].startswith(p) for p in relay.regions):
+            return Verdict(False, "this relay does not serve the camera's region", claims.camera_id)
+        if unquote(key) != stream_key(row["gb_id"], claims.profile):
+            return Verdict(False, "the link was issued for another stream", claims.camera_id)
+        return Verdict(True, "ok", claims.camera_id)
+
+    async def source(self, relay: Relay, key: str) -> dict[str, Any]:
+        """The camera's own URI with credentials, for the relay to pull (audited)."""
+        gb_id, _, profile = key.rpartition("_")
+        if profile not in PROFILES or not gb_id:
+            raise NotFound(f"no stream {key}: stream keys look like <国标编码>_main")
+        rec = await self.pool.fetchrow(
+            "SELECT id, region_code, streams, credentials FROM cameras WHERE gb_id = $1", gb_id
+        )
+        if rec is None or (
+            relay.regions and not any(rec["region_code"].startswith(p) for p in relay.regions)
+        ):
+            raise NotFound(f"no stream {key} for relay {relay.name}")
+        streams = rec["streams"] or {}
+        uri = streams.get(profile) or streams.get("main")
+        if uri is None:
+            raise NotFound(f"camera {gb_id} has no stream URI registered")
+        if rec["credentials"] is not None:
+            uri = with_credentials(uri, *self.box.open(rec["credentials"]))
+        actor = Actor(name=f"relay:{relay.name}", role=Role.ADMIN)
+        async with self.pool.acquire() as conn:
+            await audit.record(
+                conn,
+                actor,
+                "stream.relay_source",
+                camera_id=rec["id"],
+                region_code=rec["region_code"],
+                detail={"stream": key},
+            )
+        return {"stream_key": key, "source": uri}
+
+
+def _iso(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
+
+
+def check_batch(ids: list[str]) -> None:
+    if not 1 <= len(ids) <= MAX_BATCH:
+        raise BadRequest(
+            f"send 1-{MAX_BATCH} camera ids",
+            [FieldError("camera_ids", f"at most {MAX_BATCH} (one video wall)")],
+        )

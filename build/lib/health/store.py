@@ -1,0 +1,574 @@
+"""The health tables: leasing due cameras to workers and recording what they found.
+
+Leases are rows, not messages: `FOR UPDATE SKIP LOCKED` hands each due camera to one worker,
+and a lease that outlives its worker simply expires and is taken again. No coordinator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+
+from camera_registry.crypto import CredentialBox
+from camera_registry.store import cameras
+from health.kpi import KpiRow, PeriodTotals
+from health.status import CameraState, Transition, initial_state
+
+STATUS_CHANNEL = "camreg_status"
+# Availability days are local days in China, where every KPI report is read (UTC+8, no DST).
+DAY_TZ = "Asia/Shanghai"
+
+# Credit the seconds since the camera's previous transition (or its registration) to the status
+# it is leaving, split over the local days the interval spans: one statement, one row per day.
+# $1 camera, $2 old status, $3 epoch seconds of the transition, $4 time zone of the days.
+_CREDIT = """
+WITH span AS (
+    SELECT coalesce((SELECT max(at) FROM status_transitions WHERE camera_id = $1),
+                    (SELECT created_at FROM cameras WHERE id = $1)) AS t0,
+           to_timestamp($3) AS t1
+), parts AS (
+    SELECT d::date AS day,
+           extract(epoch FROM least(s.t1, (d + interval '1 day') AT TIME ZONE $4)
+                            - greatest(s.t0, d AT TIME ZONE $4))::float8 AS secs
+    FROM span s,
+         generate_series((s.t0 AT TIME ZONE $4)::date::timestamp,
+                         (s.t1 AT TIME ZONE $4)::date::timestamp, interval '1 day') AS d
+    WHERE s.t1 > s.t0
+)
+INSERT INTO camera_availability AS a (camera_id, day, online_s, degraded_s, flapping_s,
+                                      offline_s, unknown_s)
+SELECT $1, day,
+       CASE WHEN $2 = 'online' THEN secs ELSE 0 END,
+       CASE WHEN $2 = 'degraded' THEN secs ELSE 0 END,
+       CASE WHEN $2 = 'flapping' THEN secs ELSE 0 END,
+       CASE WHEN $2 = 'offline' THEN secs ELSE 0 END,
+       CASE WHEN $2 = 'unknown' THEN secs ELSE 0 END
+FROM parts WHERE secs > 0
+ON CONFLICT (camera_id, day) DO UPDATE SET
+    online_s = a.online_s + EXCLUDED.online_s,
+    degraded_s = a.degraded_s + EXCLUDED.degraded_s,
+    flapping_s = a.flapping_s + EXCLUDED.flapping_s,
+    offline_s = a.offline_s + EXCLUDED.offline_s,
+    unknown_s = a.unknown_s + EXCLUDED.unknown_s
+"""
+
+
+def status_channel(schema: str) -> str:
+    """The NOTIFY channel for one deployment's schema.
+
+    NOTIFY is database-wide, so two deployments (or test modules) sharing a database in
+    different schemas must not hear each other's status changes. Channel names are limited to
+    63 bytes: a long schema name is replaced by its digest.
+    """
+    if schema == "public":
+        return STATUS_CHANNEL
+    name = f"{STATUS_CHANNEL}.{schema}"
+    if len(name.encode()) > 63:
+        name = f"{STATUS_CHANNEL}.{hashlib.sha256(schema.encode()).hexdigest()[:24]}"
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    camera_id: uuid.UUID
+    region_code: str
+    level: int
+    uri: str | None  # sub stream preferred: the cheapest to open
+    username: str | None
+    password: str | None
+    state: CameraState
+    failures: int
+    diagnosed_at: float | None = None  # epoch seconds of the last frame diagnosis
+
+    @property
+    def host(self) -> str:
+        """The device a session lands on (an NVR serves many channels from one host:port)."""
+        if not self.uri:
+            return ""
+        rest = self.uri.split("://", 1)[-1]
+        return rest.split("/", 1)[0].rsplit("@", 1)[-1].lower()
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"Lease({self.camera_id}, {self.host or 'no stream'})"
+
+
+def _state(raw: Any, now: float) -> CameraState:
+    if not raw:
+        return initial_state(now)
+    data = dict(raw)
+    data["recent"] = tuple(data.get("recent", ()))
+    data["changes"] = tuple(data.get("changes", ()))
+    return CameraState(**data)
+
+
+# The device host a stream lands on (userinfo is never stored in stream URIs).
+_HOST = (
+    "lower(split_part(split_part(coalesce(c.streams->>'sub', c.streams->>'main', ''), "
+    "'://', 2), '/', 1))"
+)
+_LEASE_LOCK = 0x63616D7265670002  # serialises leasing, so per-host caps hold across workers
+
+
+async def lease(
+    pool: asyncpg.Pool,
+    box: CredentialBox,
+    owner: str,
+    *,
+    batch: int,
+    lease_s: float,
+    per_host: int = 4,
+    only: uuid.UUID | None = None,
+) -> list[Lease]:
+    """Take up to `batch` due cameras for `lease_s` seconds (expired leases are due again).
+
+    A device host never has more than `per_host` live leases across all workers (an NVR's
+    channels share one host): leasing takes a transaction-level advisory lock, counts the
+    host's live leases, and skips its cameras beyond the cap. Leasing is a few milliseconds,
+    so serialising it costs nothing next to the probes.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LEASE_LOCK)
+        busy = {
+            r["host"]: r["n"]
+            for r in await conn.fetch(
+                f"""SELECT {_HOST} AS host, count(*) AS n
+                    FROM camera_health h JOIN cameras c ON c.id = h.camera_id
+                    WHERE h.lease_until > now() GROUP BY 1"""
+            )
+        }
+        candidates = await conn.fetch(
+            f"""SELECT h.camera_id, {_HOST} AS host
+                FROM camera_health h JOIN cameras c ON c.id = h.camera_id
+                WHERE h.next_probe_at <= now()
+                  AND (h.lease_until IS NULL OR h.lease_until < now())
+                  AND ($2::uuid IS NULL OR h.camera_id = $2)
+                ORDER BY h.next_probe_at LIMIT $1
+                FOR UPDATE OF h SKIP LOCKED""",
+            batch * 4,
+            only,
+        )
+        picked: list[uuid.UUID] = []
+        for cand in candidates:
+            host = cand["host"]
+            if host and busy.get(host, 0) >= per_host:
+                continue
+            busy[host] = busy.get(host, 0) + 1
+            picked.append(cand["camera_id"])
+            if len(picked) == batch:
+                break
+        rows = await conn.fetch(
+            """UPDATE camera_health h
+               SET lease_owner = $1, lease_until = now() + make_interval(secs => $3)
+               FROM cameras c
+               WHERE h.camera_id = ANY($2::uuid[]) AND c.id = h.camera_id
+               RETURNING h.camera_id, h.state, h.failures, c.region_code, c.level, c.streams,
+                         c.credentials, extract(epoch FROM h.last_diagnosis_at) AS diagnosed_at""",
+            owner,
+            picked,
+            lease_s,
+        )
+    now = dt.datetime.now(dt.UTC).timestamp()
+    out = []
+    for r in rows:
+        streams = r["streams"] or {}
+        user = password = None
+        if r["credentials"] is not None:
+            user, password = box.open(r["credentials"])
+        out.append(
+            Lease(
+                r["camera_id"],
+                r["region_code"],
+                r["level"],
+                streams.get("sub") or streams.get("main"),
+                user,
+                password,
+                _state(r["state"], now),
+                r["failures"],
+                float(r["diagnosed_at"]) if r["diagnosed_at"] is not None else None,
+            )
+        )
+    return out
+
+
+async def lease_one(
+    pool: asyncpg.Pool, box: CredentialBox, owner: str, camera_id: uuid.UUID, lease_s: float
+) -> Lease | None:
+    """Lease one camera now, whether due or not, unless another worker holds it."""
+    await pool.execute(
+        """UPDATE camera_health SET next_probe_at = now()
+           WHERE camera_id = $1 AND (lease_until IS NULL OR lease_until < now())""",
+        camera_id,
+    )
+    rows = await lease(
+        pool, box, owner, batch=1, lease_s=lease_s, per_host=1_000_000, only=camera_id
+    )
+    return rows[0] if rows else None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRecord:
+    """One probe's result, to be stored with `record_many`."""
+
+    lease: Lease
+    state: CameraState
+    transition: Transition | None
+    probe: dict[str, Any]
+    failures: int
+    next_in_s: float
+    diagnosis: dict[str, Any] | None = None
+    thumbnail: bytes | None = None
+
+
+async def record(
+    pool: asyncpg.Pool,
+    owner: str,
+    lease_: Lease,
+    *,
+    state: CameraState,
+    transition: Transition | None,
+    probe: dict[str, Any],
+    failures: int,
+    next_in_s: float,
+    diagnosis: dict[str, Any] | None = None,
+    thumbnail: bytes | None = None,
+) -> bool:
+    """Store one probe's result; False if the lease was lost (another worker took it)."""
+    rec = ProbeRecord(lease_, state, transition, probe, failures, next_in_s, diagnosis, thumbnail)
+    return (await record_many(pool, owner, [rec]))[0]
+
+
+async def record_many(pool: asyncpg.Pool, owner: str, records: list[ProbeRecord]) -> list[bool]:
+    """Store a batch of results in one transaction; per record, False if its lease was lost.
+
+    One commit per batch instead of one per probe: a province probes ~3,500 cameras a second,
+    and a commit each (a WAL flush each) would make PostgreSQL's fsync the limit. A lost lease
+    skips only its own record.
+    """
+    if not records:
+        return []
+    async with pool.acquire() as conn, conn.transaction():
+        return [await _record(conn, owner, r) for r in records]
+
+
+async def _record(conn: asyncpg.Connection, owner: str, r: ProbeRecord) -> bool:
+    updated = await conn.fetchval(
+        """UPDATE camera_health
+           SET state = $3, last_probe = $4, last_probe_at = now(), failures = $5,
+               next_probe_at = now() + make_interval(secs => $6),
+               lease_owner = NULL, lease_until = NULL
+           WHERE camera_id = $1 AND lease_owner = $2
+           RETURNING 1""",
+        r.lease.camera_id,
+        owner,
+        _jsonable(r.state),
+        r.probe,
+        r.failures,
+        r.next_in_s,
+    )
+    if not updated:
+        return False
+    if r.diagnosis is not None:
+        await conn.execute(
+            """UPDATE camera_health SET last_diagnosis = $2, last_diagnosis_at = now(),
+                   thumbnail = coalesce($3, thumbnail)
+               WHERE camera_id = $1""",
+            r.lease.camera_id,
+            r.diagnosis,
+            r.thumbnail,
+        )
+    if r.transition is not None:
+        # Close the interval the old status held, before the new transition opens the next.
+        await conn.execute(_CREDIT, r.lease.camera_id, r.transition.old, r.transition.at, DAY_TZ)
+        await conn.execute(
+            """INSERT INTO status_transitions (camera_id, at, old, new, reason)
+               VALUES ($1, to_timestamp($2), $3, $4, $5)""",
+            r.lease.camera_id,
+            r.transition.at,
+            r.transition.old,
+            r.transition.new,
+            r.transition.reason,
+        )
+        await cameras.set_status(conn, r.lease.camera_id, r.transition.new)
+        event = {
+            "camera_id": str(r.lease.camera_id),
+            "region_code": r.lease.region_code,
+            "old": r.transition.old,
+            "new": r.transition.new,
+            "at": dt.datetime.fromtimestamp(r.transition.at, dt.UTC).isoformat(),
+            "reason": r.transition.reason,
+        }
+        # Delivered on commit, to every API process listening: SSE fans out from there.
+        channel = status_channel(await conn.fetchval("SELECT current_schema()"))
+        await conn.execute("SELECT pg_notify($1, $2)", channel, json.dumps(event))
+    return True
+
+
+def _jsonable(state: CameraState) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(state)))
+
+
+async def camera_health(pool: asyncpg.Pool, camera_id: uuid.UUID) -> dict[str, Any] | None:
+    rec = await pool.fetchrow(
+        """SELECT c.status, h.state, h.last_probe_at, h.last_probe, h.next_probe_at, h.failures,
+                  h.last_diagnosis_at, h.last_diagnosis, h.thumbnail IS NOT NULL AS has_snapshot
+           FROM cameras c JOIN camera_health h ON h.camera_id = c.id WHERE c.id = $1""",
+        camera_id,
+    )
+    if rec is None:
+        return None
+    rows = await pool.fetch(
+        """SELECT at, old, new, reason FROM status_transitions WHERE camera_id = $1
+           ORDER BY at DESC, id DESC LIMIT 100""",
+        camera_id,
+    )
+    state = rec["state"] or {}
+    since = state.get("since")
+    changes = state.get("changes") or []
+    return {
+        "status": rec["status"],
+        "since": dt.datetime.fromtimestamp(since, dt.UTC).isoformat() if since else None,
+        "last_probe_at": rec["last_probe_at"].isoformat() if rec["last_probe_at"] else None,
+        "last_probe": rec["last_probe"],
+        "next_probe_at": rec["next_probe_at"].isoformat(),
+        "consecutive_failures": rec["failures"],
+        "last_diagnosis_at": (
+            rec["last_diagnosis_at"].isoformat() if rec["last_diagnosis_at"] else None
+        ),
+        "last_diagnosis": rec["last_diagnosis"],
+        "has_snapshot": rec["has_snapshot"],
+        # Why a camera is (or is close to being) `flapping`: raw state changes over the last
+        # probes, and the hysteresis status underneath that it returns to when they calm down.
+        "flapping": {
+            "active": rec["status"] == "flapping",
+            "changes_in_window": sum(bool(c) for c in changes),
+            "probes_in_window": len(changes),
+            "settled_status": state.get("settled", rec["status"]),
+        },
+        "transitions": [
+            {"at": r["at"].isoformat(), "old": r["old"], "new": r["new"], "reason": r["reason"]}
+            for r in rows
+        ],
+    }
+
+
+async def thumbnail(pool: asyncpg.Pool, camera_id: uuid.UUID) -> bytes | None:
+    value = await pool.fetchval(
+        "SELECT thumbnail FROM camera_health WHERE camera_id = $1", camera_id
+    )
+    return bytes(value) if value is not None else None
+
+
+async def kpi_rows(
+    pool: asyncpg.Pool,
+    low: str,
+    high: str,
+    *,
+    prefix_len: int,
+    by_level: bool,
+    levels: tuple[int, ...] = (),
+) -> list[KpiRow]:
+    """Current KPI counts per region prefix (and level), counted by PostgreSQL; `levels`
+    restricts to those levels (empty: all)."""
+    level = "c.level" if by_level else "NULL::smallint"
+    rows = await pool.fetch(
+        f"""SELECT left(c.region_code, $3) AS region, {level} AS level, c.status,
+                   count(*) AS n,
+                   count(*) FILTER (WHERE (h.last_probe->>'ok')::boolean) AS networked
+            FROM cameras c LEFT JOIN camera_health h ON h.camera_id = c.id
+            WHERE c.region_code >= $1 AND c.region_code < $2
+              AND (cardinality($4::int[]) = 0 OR c.level = ANY($4::int[]))
+            GROUP BY 1, 2, 3 ORDER BY 1, 2""",
+        low,
+        high,
+        prefix_len,
+        list(levels),
+    )
+    groups: dict[tuple[str, int | None], dict[str, int]] = {}
+    for r in rows:
+        g = groups.setdefault(
+            (r["region"], r["level"]),
+            dict.fromkeys(("online", "degraded", "offline", "unknown", "flapping", "networked"), 0),
+        )
+        g[r["status"]] += r["n"]
+        g["networked"] += r["networked"]
+    return [
+        KpiRow(region, lvl, registered=sum(v for k, v in g.items() if k != "networked"), **g)
+        for (region, lvl), g in groups.items()
+    ]
+
+
+# The open interval of a camera: its current status since its last transition (the state's
+# `since` is that transition's own timestamp), or since registration when it never changed.
+_OPEN_SINCE = "coalesce(to_timestamp((h.state->>'since')::float8), c.created_at)"
+
+
+async def period_totals(
+    pool: asyncpg.Pool,
+    low: str,
+    high: str,
+    first: dt.date,
+    last: dt.date,
+    *,
+    prefix_len: int,
+    by_level: bool,
+    levels: tuple[int, ...] = (),
+) -> tuple[dt.datetime, dt.datetime, list[PeriodTotals]]:
+    """Camera-seconds per status over the local days `first`..`last` (inclusive), per group.
+
+    Returns the period actually measured, [start, end) with end capped at now, and one
+    `PeriodTotals` per region prefix (and level). Closed intervals come from the daily
+    `camera_availability` rows; each camera's open interval is added here, clipped to the
+    period, so nothing needs to roll the rows over at midnight.
+    """
+    level = "c.level" if by_level else "NULL::smallint"
+    async with pool.acquire() as conn:
+        start, end = await conn.fetchrow(
+            """SELECT $1::date::timestamp AT TIME ZONE $3,
+                      least(($2::date + 1)::timestamp AT TIME ZONE $3, now())""",
+            first,
+            last,
+            DAY_TZ,
+        )
+        rows = await conn.fetch(
+            f"""
+            WITH cams AS (
+                SELECT c.id, left(c.region_code, $3) AS region, {level} AS level, c.status,
+                       greatest(extract(epoch FROM $7 - greatest($6, c.created_at)), 0)
+                           AS exposure,
+                       greatest(extract(epoch FROM $7 - greatest($6, {_OPEN_SINCE})), 0)
+                           AS open_s
+                FROM cameras c LEFT JOIN camera_health h ON h.camera_id = c.id
+                WHERE c.region_code >= $1 AND c.region_code < $2
+                  AND (cardinality($4::int[]) = 0 OR c.level = ANY($4::int[]))
+                  AND c.created_at < $7
+            ), closed AS (
+                -- Aggregated by day range alone and hash-joined below: joining `cams` in here
+                -- made PostgreSQL walk the (camera_id, day) key in camera order, ~10× slower.
+                SELECT a.camera_id, sum(a.online_s) AS on_s, sum(a.degraded_s) AS deg_s,
+                       sum(a.flapping_s) AS flap_s, sum(a.offline_s) AS off_s
+                FROM camera_availability a
+                WHERE a.day BETWEEN $5::date AND $8::date
+                GROUP BY a.camera_id
+            ), per AS (
+                SELECT cams.region, cams.level, cams.exposure,
+                       coalesce(on_s, 0) + CASE WHEN status = 'online' THEN open_s ELSE 0 END
+                           AS on_s,
+                       coalesce(deg_s, 0) + CASE WHEN status = 'degraded' THEN open_s ELSE 0 END
+                           AS deg_s,
+                       coalesce(flap_s, 0) + CASE WHEN status = 'flapping' THEN open_s ELSE 0 END
+                           AS flap_s,
+                       coalesce(off_s, 0) + CASE WHEN status = 'offline' THEN open_s ELSE 0 END
+                           AS off_s
+                FROM cams LEFT JOIN closed ON closed.camera_id = cams.id
+            )
+            SELECT region, level, count(*) AS registered,
+                   sum(exposure)::float8 AS camera_s, sum(on_s)::float8 AS on_s,
+                   sum(deg_s)::float8 AS deg_s, sum(flap_s)::float8 AS flap_s,
+                   sum(off_s)::float8 AS off_s,
+                   count(*) FILTER (WHERE on_s + deg_s + flap_s > 0) AS networked
+            FROM per GROUP BY 1, 2 ORDER BY 1, 2""",
+            low,
+            high,
+            prefix_len,
+            list(levels),
+            first,
+            start,
+            end,
+            last,
+        )
+    return (
+        start,
+        end,
+        [
+            PeriodTotals(
+                region=r["region"],
+                level=r["level"],
+                registered=r["registered"],
+                camera_seconds=r["camera_s"],
+                online_seconds=r["on_s"],
+                degraded_seconds=r["deg_s"],
+                flapping_seconds=r["flap_s"],
+                offline_seconds=r["off_s"],
+                networked=r["networked"],
+            )
+            for r in rows
+        ],
+    )
+
+
+async def daily_availability(
+    pool: asyncpg.Pool, camera_id: uuid.UUID, first: dt.date, last: dt.date
+) -> list[dict[str, Any]]:
+    """One camera's seconds per status for each local day `first`..`last` it was registered,
+    up to now (later days are left out); the open interval is added like in `period_totals`.
+
+    `share` is (online + degraded) / observed seconds: the day's 在线率 for this camera.
+    """
+    rows = await pool.fetch(
+        f"""
+        WITH cam AS (
+            SELECT c.id, c.status, c.created_at, {_OPEN_SINCE} AS since
+            FROM cameras c LEFT JOIN camera_health h ON h.camera_id = c.id WHERE c.id = $1
+        ), days AS (
+            SELECT d::date AS day, greatest(d AT TIME ZONE $4, cam.created_at) AS d0,
+                   least((d + interval '1 day') AT TIME ZONE $4, now()) AS d1
+            FROM cam, generate_series($2::date::timestamp, $3::date::timestamp,
+                                      interval '1 day') AS d
+        ), per AS (
+            SELECT days.day, extract(epoch FROM days.d1 - days.d0)::float8 AS observed,
+                   cam.status,
+                   greatest(extract(epoch FROM days.d1 - greatest(days.d0, cam.since)), 0)::float8
+                       AS open_s,
+                   coalesce(a.online_s, 0) AS on_s, coalesce(a.degraded_s, 0) AS deg_s,
+                   coalesce(a.flapping_s, 0) AS flap_s, coalesce(a.offline_s, 0) AS off_s
+            FROM days CROSS JOIN cam
+            LEFT JOIN camera_availability a ON a.camera_id = cam.id AND a.day = days.day
+            WHERE days.d1 > days.d0
+        )
+        SELECT day, observed,
+               on_s + CASE WHEN status = 'online' THEN open_s ELSE 0 END AS on_s,
+               deg_s + CASE WHEN status = 'degraded' THEN open_s ELSE 0 END AS deg_s,
+               flap_s + CASE WHEN status = 'flapping' THEN open_s ELSE 0 END AS flap_s,
+               off_s + CASE WHEN status = 'offline' THEN open_s ELSE 0 END AS off_s
+        FROM per ORDER BY day""",
+        camera_id,
+        first,
+        last,
+        DAY_TZ,
+    )
+    return [
+        {
+            "date": r["day"].isoformat(),
+            "observed_seconds": round(r["observed"], 3),
+            "online_seconds": round(r["on_s"], 3),
+            "degraded_seconds": round(r["deg_s"], 3),
+            "flapping_seconds": round(r["flap_s"], 3),
+            "offline_seconds": round(r["off_s"], 3),
+            "share": min(1.0, (r["on_s"] + r["deg_s"]) / r["observed"]),
+        }
+        for r in rows
+    ]
+
+
+async def gauges(pool: asyncpg.Pool) -> tuple[int, dict[str, int]]:
+    """Leases outstanding (live, across all workers) and cameras per status, for /metrics.
+
+    Both are cheap at province scale: live leases come from a partial index holding only
+    leased rows, and the status count from the (region, level, status) index.
+    """
+    async with pool.acquire() as conn:
+        leases = await conn.fetchval(
+            """SELECT count(*) FROM camera_health
+               WHERE lease_until IS NOT NULL AND lease_until > now()""",
+            timeout=5,
+        )
+        rows = await conn.fetch(
+            "SELECT status, count(*) AS n FROM cameras GROUP BY status", timeout=5
+        )
+    return int(leases), {r["status"]: int(r["n"]) for r in rows}

@@ -1,0 +1,268 @@
+"""The probe worker: lease due cameras, probe them under global and per-host caps, record.
+
+Run in-process by `camreg serve` or as any number of `camreg worker` processes on any number
+of machines; they coordinate only through their leases in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+
+from camera_registry.crypto import CredentialBox
+from camera_registry.store.streams import with_credentials
+from health import store
+from health.errors import HealthError
+from health.frames import FrameSampler
+from health.rtsp import ProbeResult, probe_rtsp
+from health.status import Outcome, StatusPolicy, step
+
+log = logging.getLogger(__name__)
+
+Prober = Callable[[store.Lease], Awaitable[ProbeResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    batch: int = 200
+    lease_s: float = 60.0
+    concurrency: int = 200  # protocol probes in flight per worker
+    per_host: int = 4  # sessions per device host: an NVR's 64 channels never get 64 at once
+    interval_level1_s: float = 300.0
+    interval_s: float = 900.0
+    max_backoff_s: float = 3600.0
+    jitter: float = 0.1
+    idle_sleep_s: float = 2.0
+    connect_timeout_s: float = 2.0
+    request_timeout_s: float = 3.0
+    diagnose_every_s: float = 86_400.0  # frames checked at least daily, on a rotating sample
+    # 2 s of frames: every check but `frozen` is a per-frame median, and `frozen` needs a run of
+    # 10 similar frames, which 2 s holds at ≥ 5.5 fps (30 frames at a sub-stream's usual 15).
+    # Slower streams (1–5 fps sub-streams) are read on to frozen_frames + 2 frames, for at most
+    # 3 × this (≤ 8 s): see `health.frames.sample_frames`.
+    # Each extra second costs a capture slot a second and ≈ 0.03 CPU-s of decoding (360p).
+    sample_seconds: float = 2.0
+
+
+def next_interval(level: int, failures: int, cfg: WorkerConfig, rnd: random.Random) -> float:
+    """Level 1 every 5 min, others every 15; offline cameras back off, all jittered so a
+    province's cameras never fall due in lock-step."""
+    base = cfg.interval_level1_s if level == 1 else cfg.interval_s
+    if failures > 0:
+        base = min(base * 2 ** min(failures - 1, 10), max(cfg.max_backoff_s, base))
+    return base * (1 + rnd.uniform(-cfg.jitter, cfg.jitter))
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        box: CredentialBox,
+        cfg: WorkerConfig | None = None,
+        *,
+        owner: str | None = None,
+        policy: StatusPolicy | None = None,
+        prober: Prober | None = None,
+        on_probe: Callable[[ProbeResult, float], None] | None = None,
+        sampler: FrameSampler | None = None,
+    ) -> None:
+        self.pool = pool
+        self.box = box
+        self.cfg = cfg or WorkerConfig()
+        self.owner = owner or worker_id()
+        self.policy = policy or StatusPolicy()
+        self.prober = prober or self._probe
+        self.on_probe = on_probe  # metrics hook: (result, seconds)
+        self.sampler = sampler  # frame diagnosis; None = protocol probes only
+        self._global = asyncio.Semaphore(self.cfg.concurrency)
+        self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(self.cfg.per_host)
+        )
+        self._rnd = random.Random()
+        self._frames_in_flight = 0
+        self.probed = 0
+
+    async def _probe(self, lease: store.Lease) -> ProbeResult:
+        if not lease.uri:
+            return ProbeResult(
+                uri="",
+                ok=False,
+                failure="not_found",
+                detail="no stream URI is registered for this camera",
+            )
+        try:
+            return await probe_rtsp(
+                lease.uri,
+                username=lease.username,
+                password=lease.password,
+                connect_timeout=self.cfg.connect_timeout_s,
+                request_timeout=self.cfg.request_timeout_s,
+            )
+        except HealthError as exc:  # a registry row to fix, e.g. not an rtsp:// URI
+            return ProbeResult(uri="", ok=False, failure="protocol_error", detail=str(exc))
+
+    async def _one(self, lease: store.Lease) -> store.ProbeRecord:
+        """Probe (and maybe diagnose) one leased camera; the result is stored by the caller."""
+        diagnosis: dict[str, Any] | None = None
+        thumbnail: bytes | None = None
+        async with self._global, self._hosts[lease.host]:
+            started = time.perf_counter()
+            result = await self.prober(lease)
+            if self.on_probe is not None:
+                self.on_probe(result, time.perf_counter() - started)
+            outcome: Outcome = "ok" if result.ok else "fail"
+            if result.ok and self._diagnosis_due(lease) and self._take_frame_slot():
+                # A DESCRIBE does not prove frames flow: sample and judge the picture.
+                try:
+                    outcome, diagnosis, thumbnail = await self._diagnose(lease)
+                finally:
+                    self._frames_in_flight -= 1
+        now = time.time()
+        state, transition = step(lease.state, outcome, max(now, lease.state.since), self.policy)
+        failures = 0 if result.ok else lease.failures + 1
+        self.probed += 1
+        return store.ProbeRecord(
+            lease,
+            state,
+            transition,
+            _summary(result),
+            failures,
+            next_interval(lease.level, failures, self.cfg, self._rnd),
+            diagnosis,
+            thumbnail,
+        )
+
+    async def _store(self, records: list[store.ProbeRecord]) -> None:
+        kept = await store.record_many(self.pool, self.owner, records)
+        for rec, ok in zip(records, kept, strict=True):
+            if not ok:
+                log.warning("lease on %s expired before its probe finished", rec.lease.camera_id)
+
+    def _diagnosis_due(self, lease: store.Lease) -> bool:
+        if self.sampler is None or not lease.uri:
+            return False
+        return lease.diagnosed_at is None or (
+            time.time() - lease.diagnosed_at >= self.cfg.diagnose_every_s
+        )
+
+    def _take_frame_slot(self) -> bool:
+        """Claim a capture slot now, or skip this camera's diagnosis until its next probe.
+
+        Never queue for the sampler: a batch of 200 leased cameras all due for diagnosis (a
+        fresh deployment) behind two capture processes would take minutes, every lease would
+        expire, and the probes' results would be thrown away. A camera skipped here stays due
+        and is diagnosed at a later probe, so the sampler runs at full capacity without ever
+        holding a lease hostage. Check and claim happen without an await in between, so
+        concurrent probes cannot overbook.
+        """
+        if self.sampler is None or self._frames_in_flight >= self.sampler.processes:
+            return False
+        self._frames_in_flight += 1
+        return True
+
+    async def _diagnose(self, lease: store.Lease) -> tuple[Outcome, dict[str, Any], bytes | None]:
+        assert self.sampler is not None and lease.uri
+        uri = with_credentials(lease.uri, lease.username, lease.password)
+        # One frame more than a frozen run needs, plus slack, however slow the stream.
+        min_frames = self.sampler.thresholds.frozen_frames + 2
+        sample, diag = await self.sampler.diagnose_stream(
+            uri,
+            seconds=self.cfg.sample_seconds,
+            min_frames=min_frames,
+            # keep at least a frozen run's worth: a thinned sample could never show one
+            max_frames=max(20, min_frames),
+            keep_frames=False,
+        )
+        flags = {
+            name: {
+                "fired": f.fired,
+                "value": None if f.value != f.value else f.value,
+                "threshold": f.threshold,
+            }
+            for name, f in diag.flags.items()
+        }
+        report = {
+            "faulty": diag.faulty,
+            "fired": list(diag.fired),
+            "frames": diag.frames,
+            "flags": flags,
+            "open_ms": sample.open_ms,
+            "transport": sample.transport,  # "tcp", or "default" when the device refused TCP
+            "fps": sample.fps_measured,
+            "stalled": sample.stalled,
+            "extended": sample.extended,  # too slow for `seconds`: read on to min_frames
+            "failure": sample.failure,
+            "error": sample.error,
+        }
+        if diag.frames == 0:
+            return "fail", report, None  # signal loss: the stream answers but shows nothing
+        return ("fault" if diag.faulty else "ok"), report, sample.thumbnail
+
+    async def run_once(self) -> int:
+        """Lease one batch and probe it; returns how many cameras were leased."""
+        leases = await store.lease(
+            self.pool,
+            self.box,
+            self.owner,
+            batch=self.cfg.batch,
+            lease_s=self.cfg.lease_s,
+            per_host=self.cfg.per_host,
+        )
+        if leases:
+            # One transaction for the batch: one commit per batch, not one per camera.
+            await self._store(list(await asyncio.gather(*(self._one(le) for le in leases))))
+        return len(leases)
+
+    async def probe_now(self, camera_id: uuid.UUID) -> dict[str, Any]:
+        """Probe one camera out of turn (an operator asked); it is recorded like any other."""
+        leases = await store.lease_one(self.pool, self.box, self.owner, camera_id, self.cfg.lease_s)
+        if leases is None:
+            return {"probed": False, "detail": "a worker is probing this camera right now"}
+        await self._store([await self._one(leases)])
+        health = await store.camera_health(self.pool, camera_id)
+        return {"probed": True, **(health or {})}
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                n = await self.run_once()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("health worker: %s; retrying", exc)
+                n = 0
+            if n == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.cfg.idle_sleep_s)
+
+
+def _summary(result: ProbeResult) -> dict[str, Any]:
+    """What is kept of a probe: outcome, timings, stream facts; never credentials."""
+    sdp = asdict(result.sdp) if result.sdp is not None else None
+    if sdp is not None:
+        sdp.pop("media", None)
+    return {
+        "ok": result.ok,
+        "failure": result.failure,
+        "detail": result.detail,
+        "status_code": result.status_code,
+        "connect_ms": result.connect_ms,
+        "options_ms": result.options_ms,
+        "describe_ms": result.describe_ms,
+        "sdp": sdp,
+    }

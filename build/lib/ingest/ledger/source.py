@@ -1,0 +1,177 @@
+"""A camera ledger (台账) as a source of validated chunks for the registry's import pipeline.
+
+Reading and validation are CPU work and run in a worker thread (or, for big files, a second
+process), one chunk ahead of the COPY into PostgreSQL, so the event loop stays free and the
+database works while Python parses. The transaction itself is `camera_registry.importer`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+
+from camera_registry.actor import Actor
+from camera_registry.crypto import CredentialBox
+from camera_registry.importer import (
+    BULK_MODE_ROWS,
+    ChunkValidator,
+    ImportReport,
+    Progress,
+    ValidatedChunk,
+    import_rows,
+)
+from ingest.errors import IngestError, LedgerFormatError
+from ingest.ledger.read import Ledger, open_ledger
+
+log = logging.getLogger(__name__)
+
+
+def _items(
+    ledger: Ledger, box: CredentialBox, crs: str, scope: str | None, chunk_rows: int
+) -> Iterator[ValidatedChunk]:
+    """Read and validate the ledger chunk by chunk (CPU work: not on the loop)."""
+    validate = ChunkValidator(box, crs, scope)
+    for chunk in ledger.chunks(chunk_rows):
+        yield validate(chunk.columns, chunk.rows, chunk.problems, ledger.progress())
+
+
+def _warnings(ledger: Ledger) -> list[str]:
+    return [f"column {c!r} is not a camera field and was ignored" for c in ledger.ignored_columns]
+
+
+class _ThreadSource:
+    """Small files: read and validate in a thread, one chunk ahead of the database."""
+
+    def __init__(self, path: Path, key: bytes, crs: str, scope: str | None, chunk_rows: int):
+        self.args = (path, key, crs, scope, chunk_rows)
+        self.warnings: list[str] = []
+        self._it: Iterator[ValidatedChunk] | None = None
+        self._ledger: Ledger | None = None
+
+    async def start(self) -> None:
+        path, key, crs, scope, chunk_rows = self.args
+        self._ledger = await asyncio.to_thread(open_ledger, path)
+        self.warnings = _warnings(self._ledger)
+        self._it = _items(self._ledger, CredentialBox(key), crs, scope, chunk_rows)
+
+    async def next(self) -> ValidatedChunk | None:
+        assert self._it is not None
+        return await asyncio.to_thread(next, self._it, None)
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+
+
+def _child(path: Path, key: bytes, crs: str, scope: str | None, chunk_rows: int, out: Any) -> None:
+    """Entry point of the reader process: streams ("open"|"item"|"done"|"error", …) messages."""
+    try:
+        with open_ledger(path) as ledger:
+            out.put(("open", _warnings(ledger)))
+            for item in _items(ledger, CredentialBox(key), crs, scope, chunk_rows):
+                out.put(("item", item))
+        out.put(("done", None))
+    except LedgerFormatError as exc:
+        out.put(("format", (exc.reason, exc.file, exc.line, exc.where)))
+    except Exception as exc:
+        out.put(("error", f"{exc.__class__.__name__}: {exc}"))
+
+
+class _ProcessSource:
+    """Big files: read and validate in a second process, so parsing runs on the other core
+    while this one encodes the COPY and PostgreSQL merges. The queue holds two chunks, which
+    bounds memory and makes the reader wait for the database."""
+
+    def __init__(self, path: Path, key: bytes, crs: str, scope: str | None, chunk_rows: int):
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding a loop & pool
+        self.queue: Any = ctx.Queue(maxsize=2)
+        self.proc = ctx.Process(
+            target=_child, args=(path, key, crs, scope, chunk_rows, self.queue), daemon=True
+        )
+        self.warnings: list[str] = []
+
+    def _get(self) -> tuple[str, Any]:
+        while True:
+            try:
+                msg: tuple[str, Any] = self.queue.get(timeout=1.0)
+                return msg
+            except queue.Empty:
+                if not self.proc.is_alive():
+                    return ("error", f"the reader process died (exit code {self.proc.exitcode})")
+
+    async def _message(self) -> tuple[str, Any]:
+        kind, value = await asyncio.to_thread(self._get)
+        if kind == "format":
+            reason, file, line, where = value
+            raise LedgerFormatError(reason, file=file, line=line, where=where)
+        if kind == "error":
+            raise IngestError(f"reading the ledger failed: {value}")
+        return kind, value
+
+    async def start(self) -> None:
+        self.proc.start()
+        kind, value = await self._message()
+        assert kind == "open", kind
+        self.warnings = value
+
+    async def next(self) -> ValidatedChunk | None:
+        kind, value = await self._message()
+        return value if kind == "item" else None
+
+    def close(self) -> None:
+        if self.proc.pid is not None:
+            if self.proc.is_alive():
+                self.proc.terminate()
+            self.proc.join(timeout=5)
+        self.queue.close()
+        self.queue.cancel_join_thread()
+
+
+PROCESS_MIN_BYTES = 16 * 1024 * 1024  # below this a process costs more to start than it saves
+
+
+async def import_ledger(
+    pool: asyncpg.Pool,
+    box: CredentialBox,
+    actor: Actor,
+    path: str | Path,
+    *,
+    dry_run: bool = False,
+    partial: bool = False,
+    crs: str = "wgs84",
+    chunk_rows: int = 50_000,
+    import_id: str | None = None,
+    on_progress: Progress | None = None,
+    filename: str | None = None,
+    reader: Literal["auto", "thread", "process"] = "auto",
+    bulk_threshold: int = BULK_MODE_ROWS,
+) -> ImportReport:
+    """Import one ledger file through the registry's pipeline; `reader` forces where parsing
+    runs (default: by file size)."""
+    path = Path(path)
+    if reader == "auto":
+        size = await asyncio.to_thread(lambda: path.stat().st_size)
+        reader = "process" if size >= PROCESS_MIN_BYTES else "thread"
+    kind = _ProcessSource if reader == "process" else _ThreadSource
+    source = kind(path, box.key, crs, actor.scope, chunk_rows)
+    try:
+        return await import_rows(
+            pool,
+            actor,
+            source,
+            filename or path.name,
+            dry_run=dry_run,
+            partial=partial,
+            import_id=import_id,
+            on_progress=on_progress,
+            bulk_threshold=bulk_threshold,
+        )
+    finally:
+        await asyncio.to_thread(source.close)
