@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,29 +48,56 @@ class ImportReport:
     errors_truncated: bool = False
     warnings: list[str] = field(default_factory=list)
 
+    partial: bool = False
+
+    @property
+    def rows_good(self) -> int:
+        return self.rows_total - self.rows_bad
+
+    @property
+    def rejected(self) -> bool:
+        """Whether the run (or, for a dry run, the real run) imports nothing because of bad
+        rows: any bad row without --partial, or no good row at all."""
+        return bool(self.rows_bad) and (not self.partial or self.rows_good == 0)
+
     @property
     def status(self) -> str:
-        if self.rows_bad and not self.committed and not self.dry_run:
-            return "rejected"
-        return "succeeded"
+        return "rejected" if self.rejected else "succeeded"
+
+    def _counts(self) -> str:
+        return f"{self.inserted} new, {self.updated} updated, {self.unchanged} unchanged"
+
+    def _bad_fields(self) -> str:
+        by_field = Counter(e.field for e in self.errors).most_common()
+        shown = ", ".join(f"{name}: {n}" for name, n in by_field[:4])
+        return shown + (", …" if len(by_field) > 4 else "")
 
     def summary(self) -> str:
-        verb = (
-            "would import"
-            if self.dry_run
-            else "imported"
-            if self.committed
-            else "imported nothing of"
-        )
-        head = (
-            f"{self.filename}: {verb} {self.rows_total - self.rows_bad} of {self.rows_total} rows"
-        )
-        if self.committed or self.dry_run:
-            head += f" ({self.inserted} new, {self.updated} updated, {self.unchanged} unchanged)"
-        if self.rows_bad:
-            head += f"; {self.rows_bad} bad rows"
-            if not self.committed and not self.dry_run:
-                head += " — fix them and import again, or use --partial to import the good rows"
+        """What happened, or for a dry run exactly what the same command would do."""
+        total, good, bad = self.rows_total, self.rows_good, self.rows_bad
+        if self.rejected:
+            why = f"{bad} of {total} rows are bad ({self._bad_fields()})"
+            if self.dry_run:
+                head = f"{self.filename}: dry run: would import nothing: {why}"
+                if good and not self.partial:
+                    head += (
+                        f"; with --partial the {good} good rows would be imported "
+                        f"({self._counts()})"
+                    )
+                return head
+            head = f"{self.filename}: nothing imported: {why}"
+            if good and not self.partial:
+                head += (
+                    f" — fix them and import again, or use --partial to import the {good} good rows"
+                )
+            return head
+        verb = "dry run: would import" if self.dry_run else "imported"
+        head = f"{self.filename}: {verb} {good} of {total} rows ({self._counts()})"
+        if bad:
+            skipped = "would be skipped" if self.dry_run else "skipped"
+            head += f"; {bad} bad rows {skipped} ({self._bad_fields()})"
+        if self.dry_run:
+            head += "; nothing was changed"
         return head
 
 
@@ -131,7 +159,7 @@ async def import_rows(
     bulk_threshold: int = BULK_MODE_ROWS,
 ) -> ImportReport:
     """Stage and merge every chunk of `source` in one transaction; the caller closes `source`."""
-    report = ImportReport(filename, dry_run=dry_run)
+    report = ImportReport(filename, dry_run=dry_run, partial=partial)
     bad_rows: set[int] = set()
     await source.start()
     report.warnings = source.warnings
@@ -152,7 +180,9 @@ async def import_rows(
             if first:  # the file's size over the first chunk's share of it
                 await load.prepare(int(report.rows_total / max(item.progress, 1e-9)))
                 first = False
-            if partial or not bad_rows:
+            # A dry run stages the good rows even when the real run would stop at a bad one,
+            # so it can say what --partial would do.
+            if partial or not bad_rows or dry_run:
                 await load.add(item.batch)
             in_db += time.perf_counter() - t1
             if on_progress is not None:
@@ -162,12 +192,12 @@ async def import_rows(
         log.debug("import %s: %.1f s waiting for the reader, %.1f s in the database",
                   report.filename, waited, in_db)  # fmt: skip
         report.errors.sort(key=lambda e: e.row or 0)
-        if bad_rows and not partial:
+        if report.rejected and not dry_run:
             return report
         result = await load.finish()
         report.inserted, report.updated = result.inserted, result.updated
         report.unchanged = result.unchanged
-        if not dry_run:
+        if not dry_run and not report.rejected:
             load.commit()
             report.committed = True
     return report

@@ -184,6 +184,28 @@ async def test_dry_run_reports_counts_and_changes_nothing(
     assert await _count(client, "140121") == 0
 
 
+async def test_dry_run_with_bad_rows_says_the_real_run_would_import_nothing(
+    client: TestClient, tmp_path: Path
+) -> None:
+    rows = [row(1, region="140181"), row(2, region="140181", lat="x"),
+            row(3, region="140181"), row(4, region="140181", level="四类")]  # fmt: skip
+    path = ledger(tmp_path / "dry-bad.csv", rows)
+    report = await _import(client, path, dry_run=True)
+    assert report.status == "rejected" and not report.committed
+    assert (report.inserted, report.updated, report.unchanged) == (2, 0, 0)  # with --partial
+    assert report.summary() == (
+        "dry-bad.csv: dry run: would import nothing: 2 of 4 rows are bad (lat: 1, level: 1); "
+        "with --partial the 2 good rows would be imported (2 new, 0 updated, 0 unchanged)"
+    )
+    partial = await _import(client, path, dry_run=True, partial=True)
+    assert partial.status == "succeeded"
+    assert partial.summary() == (
+        "dry-bad.csv: dry run: would import 2 of 4 rows (2 new, 0 updated, 0 unchanged); "
+        "2 bad rows would be skipped (lat: 1, level: 1); nothing was changed"
+    )
+    assert await _count(client, "140181") == 0
+
+
 async def test_rows_outside_the_importers_scope_are_bad_rows(
     client: TestClient, tmp_path: Path
 ) -> None:
@@ -270,7 +292,8 @@ def test_cli_import_prints_each_bad_row_and_exits_1(
     )
     assert proc.returncode == 1, proc.stderr
     assert "cli.csv: row 3: lat:" in proc.stderr and "swapped" in proc.stderr
-    assert "imported nothing" in proc.stdout
+    assert "cli.csv: nothing imported: 1 of 2 rows are bad (lat: 1)" in proc.stdout
+    assert "use --partial to import the 1 good rows" in proc.stdout
     proc = subprocess.run(
         [sys.executable, "-m", "api.cli", "import", "--partial", str(path)],
         capture_output=True,
@@ -280,6 +303,34 @@ def test_cli_import_prints_each_bad_row_and_exits_1(
     )
     assert proc.returncode == 0, proc.stderr
     assert "1 new" in proc.stdout
+
+
+def test_cli_dry_run_of_a_file_with_bad_rows_exits_1_and_says_what_a_real_run_would_do(
+    database_url: str, schema: str, settings: Any, tmp_path: Path
+) -> None:
+    rows = [row(1, region="140182"), row(2, region="140182", lat="x"),
+            row(3, region="140182"), row(4, region="140182", level="四类")]  # fmt: skip
+    path = ledger(tmp_path / "dry.csv", rows)
+    env = {
+        **os.environ,
+        "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
+        "CAMREG_DATA_DIR": str(settings.data_dir),
+        "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
+    }
+
+    def camreg(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli", "import", *args, str(path)],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+
+    dry = camreg("--dry-run")
+    assert dry.returncode == 1, dry.stderr
+    assert "would import nothing: 2 of 4 rows are bad" in dry.stdout
+    assert "with --partial the 2 good rows would be imported (2 new," in dry.stdout
+    dry_partial = camreg("--dry-run", "--partial")
+    assert dry_partial.returncode == 0, dry_partial.stderr
+    assert "would import 2 of 4 rows (2 new, 0 updated, 0 unchanged)" in dry_partial.stdout
 
 
 async def test_big_file_reader_process_reports_rows_and_file_errors_like_the_thread(
