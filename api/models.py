@@ -15,6 +15,11 @@ from camera_registry.errors import BadRequest, FieldError, ValidationFailed
 Number = StrictFloat  # accepts JSON integers too, but not strings or booleans
 
 
+class InvalidBody(ValidationFailed):
+    """A JSON body that does not fit its endpoint's schema. Cameras' own bodies keep
+    ValidationFailed ("Invalid camera data"); a video wall's `camera_ids` is not camera data."""
+
+
 class Streams(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     main: str | None = Field(default=None, max_length=2000)
@@ -123,6 +128,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed(
+        error = ValidationFailed if issubclass(model, CameraPatch) else InvalidBody
+        raise error(
             "the body has invalid fields; correct them and send it again", _field_errors(exc)
         ) from None

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api.models import InvalidBody
 from camera_registry.demo.geodata import DemoDataError
 from camera_registry.errors import (
     BadRequest,
@@ -44,6 +45,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATUS: dict[type[Exception], tuple[int, str]] = {
     RegistryError: (500, "Registry error"),
     ValidationFailed: (422, "Invalid camera data"),
+    InvalidBody: (422, "Invalid request body"),
     BadRequest: (400, "Bad request"),
     NotFound: (404, "Not found"),
     Forbidden: (403, "Forbidden"),

@@ -359,6 +359,29 @@ async def test_video_wall_batch_gives_one_item_per_camera(
     assert resp.status == 422
 
 
+async def test_video_wall_with_a_wrong_field_names_camera_ids_not_camera_data(
+    client: TestClient, auth: Tok, cams: dict[str, Any]
+) -> None:
+    h = await auth("commander", "1401")
+    resp = await client.post(
+        "/api/v1/streams", json={"cameras": [cams["taiyuan"]["id"]]}, headers=h
+    )
+    assert resp.status == 422 and resp.content_type == "application/problem+json"
+    body = await resp.json()
+    assert body["title"] == "Invalid request body"  # it is not camera data
+    assert {e["field"]: e["message"] for e in body["errors"]} == {
+        "camera_ids": "is required",
+        "cameras": "unknown field; see the schema at /api/v1/openapi.json",
+    }
+
+
+async def test_a_camera_with_bad_fields_is_still_invalid_camera_data(
+    client: TestClient, auth: Tok
+) -> None:
+    resp = await client.post("/api/v1/cameras", json={"name": 5}, headers=await auth())
+    assert resp.status == 422 and (await resp.json())["title"] == "Invalid camera data"
+
+
 def test_settings_refuse_unknown_roles_and_short_relay_secrets(tmp_path: Path) -> None:
     from pydantic import ValidationError
 
