@@ -42,29 +42,90 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f} %"
 
 
-def _print_summary(rows: list[dict[str, Any]], run: dict[str, Any]) -> None:
-    from rich.console import Console
+_HEADERS = ("region", "name", "zone", "cells", "covered", "villages", "junctions", "cameras",
+            "assumed", "per km²")  # fmt: skip
+_NAME_MIN = 6  # a county name wraps down to this many cells; nothing else wraps or is cut
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    return [
+        r["region_code"],
+        r["name"],
+        r["zone"],
+        f"{r['cells_covered']:,}/{r['cells']:,}",
+        _pct(r["covered_share"]),
+        f"{r['villages_covered']:,}/{r['villages']:,}",
+        f"{r['junctions_covered']:,}/{r['junctions']:,}",
+        f"{r['cameras']:,}",
+        f"{r['cameras_assumed']:,}",
+        "—" if r["cameras_per_km2"] is None else f"{r['cameras_per_km2']:.1f}",
+    ]
+
+
+def _build(title: str, cells: list[list[str]], compact: bool) -> Any:
+    from rich import box
+    from rich.cells import cell_len
     from rich.table import Table
 
-    table = Table(title=f"coverage of {run['region']} (run {run['id']})")
-    for col in ("region", "name", "zone", "cells", "covered", "villages", "junctions", "cameras"):
-        table.add_column(col, justify="left" if col in ("region", "name", "zone") else "right")
-    table.add_column("per km²", justify="right")
-    for r in rows:
-        table.add_row(
-            r["region_code"],
-            r["name"],
-            r["zone"],
-            f"{r['cells_covered']:,}/{r['cells']:,}",
-            _pct(r["covered_share"]),
-            f"{r['villages_covered']:,}/{r['villages']:,}",
-            f"{r['junctions_covered']:,}/{r['junctions']:,}",
-            f"{r['cameras']:,}"
-            + (f" ({r['cameras_assumed']:,} assumed)" if r["cameras_assumed"] else ""),
-            "—" if r["cameras_per_km2"] is None else f"{r['cameras_per_km2']:.1f}",
-        )
-    console = Console()
-    console.print(table)
+    table = (
+        Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
+        if compact
+        else Table(title=title)
+    )
+    for i, h in enumerate(_HEADERS):
+        widest = max([cell_len(h), *(cell_len(c[i]) for c in cells)])
+        if i == 1:
+            table.add_column(h, overflow="fold", min_width=min(widest, _NAME_MIN))
+        else:
+            left = h in ("region", "zone")
+            table.add_column(h, justify="left" if left else "right", no_wrap=True, min_width=widest)
+    for c in cells:
+        table.add_row(*c)
+    return table
+
+
+def _least_width(table: Any, cells: list[list[str]]) -> int:
+    """The narrowest the table gets without cutting: its natural width less what the name
+    column can give up by wrapping."""
+    import io
+
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    out = io.StringIO()
+    Console(file=out, width=10_000, color_system=None).print(table)
+    natural = max(cell_len(line) for line in out.getvalue().splitlines())
+    names = max([cell_len(_HEADERS[1]), *(cell_len(c[1]) for c in cells)])
+    return natural - max(0, names - _NAME_MIN)
+
+
+def _table(rows: list[dict[str, Any]], run: dict[str, Any], console: Any) -> Any:
+    """The summary as a table that fits the terminal without cutting a number: boxed where
+    there is room, compact where there is less, one block per region where even that does
+    not fit."""
+    from rich.console import Group
+    from rich.text import Text
+
+    cells = [_cells(r) for r in rows]
+    title = f"coverage of {run['region']} (run {run['id']})"
+    for compact in (False, True):
+        table = _build(title, cells, compact)
+        if _least_width(table, cells) <= console.width:
+            return table
+    lines: list[Any] = [Text(title, style="italic")]
+    for c in cells:
+        lines.append(Text(f"{c[0]} {c[1]} ({c[2]})", style="bold"))
+        lines.extend(Text(f"  {h}: {v}") for h, v in zip(_HEADERS[3:], c[3:], strict=True))
+    return Group(*lines)
+
+
+def _print_summary(
+    rows: list[dict[str, Any]], run: dict[str, Any], console: Any | None = None
+) -> None:
+    from rich.console import Console
+
+    console = console or Console()
+    console.print(_table(rows, run, console))
     s = run["summary"] or {}
     console.print(
         f"cells covered {_pct(s.get('covered_share'))}, villages {_pct(s.get('village_share'))}, "
