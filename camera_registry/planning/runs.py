@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import multiprocessing
+import signal
 import time
 import uuid
 from collections import deque
@@ -494,9 +495,19 @@ async def _read_county(
     )
 
 
+def _leave_ctrl_c_to_the_parent() -> None:
+    """A terminal's Ctrl-C reaches every process of the foreground group: the workers ignore
+    it (no traceback from each of them) and the parent stops them in order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def process_pool(workers: int = 2) -> ProcessPoolExecutor:
     """Spawned, not forked: the parent runs an event loop and a connection pool."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_leave_ctrl_c_to_the_parent,
+    )
 
 
 @contextlib.asynccontextmanager
