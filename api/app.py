@@ -28,6 +28,7 @@ from api import (
 from api.auth import auth_middleware
 from api.discovery import discovery_ctx
 from api.events import events_ctx
+from api.logs import quiet_unreadable_requests
 from api.metrics import Metrics, metrics_middleware
 from api.openapi import build_spec
 from api.problems import problem_middleware
@@ -163,6 +164,7 @@ def create_app(
     *,
     run_health: bool = False,
 ) -> web.Application:
+    quiet_unreadable_requests()
     metrics = Metrics()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
