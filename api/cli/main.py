@@ -306,16 +306,30 @@ def _parser() -> argparse.ArgumentParser:
     dc = sub.add_parser(
         "discover",
         help="find ONVIF cameras and put them in the inbox",
+        description=DISCOVER_HELP,
+        epilog=DISCOVER_EXAMPLES,
+        formatter_class=_HelpFormatter,
         allow_abbrev=False,  # so --password is an error, not --password-env
     )
     dc.add_argument(
         "--interface",
         action="append",
         default=[],
-        help="IPv4 address of a local interface to probe from (default: all)",
+        metavar="NAME|IP",
+        help="local interface to send WS-Discovery multicast from, by name (eth0) or address; "
+        "repeatable (default: every up IPv4 interface but loopback)",
     )
-    dc.add_argument("--no-multicast", action="store_true", help="unicast sweeps only")
-    dc.add_argument("--cidr", action="append", default=[], help="range to sweep, e.g. 10.2.0.0/22")
+    dc.add_argument(
+        "--no-multicast", action="store_true", help="no multicast: unicast sweeps of --cidr only"
+    )
+    dc.add_argument(
+        "--cidr",
+        action="append",
+        default=[],
+        metavar="RANGE",
+        help="IPv4 range to sweep by unicast, at most a /16; repeatable (cameras behind "
+        "routers, where multicast does not reach)",
+    )
     dc.add_argument("--ports", help="also sweep /onvif/device_service on these ports: 80,8000")
     dc.add_argument("--user", help="ONVIF user for interrogation")
     dc.add_argument(
@@ -323,10 +337,22 @@ def _parser() -> argparse.ArgumentParser:
         help="environment variable holding the ONVIF password (else asked for when --user "
         "is given on a terminal; never pass it on the command line)",
     )
-    dc.add_argument("--json", action="store_true", help="one JSON line per device")
-    dc.add_argument("--rate", type=float, default=500.0, help="probe packets per second")
-    dc.add_argument("--concurrency", type=int, default=16, help="devices interrogated at once")
-    dc.add_argument("--timeout", type=float, default=3.0, help="seconds to listen after probing")
+    dc.add_argument("--json", action="store_true", help="one JSON line per device on stdout")
+    dc.add_argument(
+        "--rate", type=float, default=500.0, help="probe packets per second (default: %(default)s)"
+    )
+    dc.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        help="devices interrogated at once (default: %(default)s)",
+    )
+    dc.add_argument(
+        "--timeout",
+        type=float,
+        default=3.0,
+        help="seconds to listen after probing (default: %(default)s)",
+    )
     dc.add_argument("--discovery-port", type=int, default=3702, help=argparse.SUPPRESS)
 
     sub.add_parser("migrate", help="apply database migrations")
@@ -338,6 +364,28 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=2024)
     d.add_argument("--force", action="store_true")
     return p
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description and examples keep their lines (each option states its own default)."""
+
+
+DISCOVER_HELP = """\
+Find ONVIF cameras, NVRs and encoders on the technician's networks and put them in the
+discovery inbox (GET /api/v1/discovery/devices; register them from the web map).
+
+WS-Discovery probes go out by multicast on every up IPv4 interface (or the --interface ones)
+and by rate-limited unicast to every address of the --cidr ranges. Found devices are
+interrogated over ONVIF (vendor, model, serial, MAC, RTSP and snapshot URIs) with --user and
+the password from --password-env (or asked for on a terminal; never an argument). Ctrl-C
+stops the sweep and keeps what was found."""
+
+DISCOVER_EXAMPLES = """\
+examples:
+  ONVIF_PW=… camreg discover --user admin --password-env ONVIF_PW
+  ONVIF_PW=… camreg discover --interface eth1 --cidr 10.2.0.0/22 --user admin \\
+      --password-env ONVIF_PW --ports 80,8000
+  camreg discover --no-multicast --cidr 192.168.1.0/24 --json > found.jsonl"""
 
 
 def _worker_metrics(host: str, port: int | None) -> tuple[Any, Any]:
@@ -442,15 +490,37 @@ async def _discover(args: argparse.Namespace) -> int:
 
     from camera_registry.store.inbox import Inbox
     from ingest.errors import IngestError
-    from ingest.onvif.discover import Progress, device_order, discover
-    from ingest.onvif.wsdiscovery import Found, local_ipv4_interfaces
+    from ingest.onvif.discover import Progress, count_hosts, device_order, discover
+    from ingest.onvif.wsdiscovery import Found, interface_address, ipv4_interfaces
 
+    # Everything the arguments can get wrong is refused before anything is printed or sent.
+    try:
+        count_hosts(args.cidr)
+    except IngestError as exc:
+        print(f"camreg discover: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ports = [int(p) for p in args.ports.split(",")] if args.ports else []
+    except ValueError:
+        print(
+            f"camreg discover: --ports {args.ports}: use port numbers like 80,8000", file=sys.stderr
+        )
+        return 2
+    if args.no_multicast:
+        named: list[tuple[str, str]] = []
+    elif args.interface:
+        try:
+            named = [interface_address(i) for i in args.interface]
+        except ValueError as exc:
+            print(f"camreg discover: --interface: {exc}", file=sys.stderr)
+            return 2
+    else:
+        named = ipv4_interfaces()
+    interfaces = [ip for _, ip in named]
     settings = _settings(args)
     ok, password = _discover_password(args)
     if not ok:
         return 2
-    interfaces = [] if args.no_multicast else (args.interface or local_ipv4_interfaces())
-    ports = [int(p) for p in args.ports.split(",")] if args.ports else []
     console = Console(stderr=True, quiet=args.json)
     count = 0
 
@@ -466,7 +536,13 @@ async def _discover(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    console.print(f"probing {', '.join([*interfaces, *args.cidr])} …")
+    where = []
+    if named:
+        shown = ", ".join(ip if name == ip else f"{name} ({ip})" for name, ip in named)
+        where.append(f"multicast on {shown}")
+    if args.cidr:
+        where.append(f"unicast to {', '.join(args.cidr)} ({count_hosts(args.cidr):,} addresses)")
+    console.print(f"probing by {' and '.join(where)} …")
     done: list[dict[str, Any]] = []
     interrupted = False
     malformed = 0

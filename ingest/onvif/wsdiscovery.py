@@ -45,6 +45,8 @@ __all__ = [
     "ProbeMatches",
     "TokenBucket",
     "build_probe",
+    "interface_address",
+    "ipv4_interfaces",
     "local_ipv4_interfaces",
     "parse_message",
     "parse_probe_matches",
@@ -454,29 +456,66 @@ _IFF_UP = 0x1
 _IFF_LOOPBACK = 0x8
 
 
-def local_ipv4_interfaces() -> list[str]:
-    """IPv4 addresses of all up, non-loopback interfaces (the primary address of each).
+def _ipv4_of(sock: socket.socket, name: str) -> tuple[int, str] | None:
+    """(flags, IPv4 address) of the interface called `name`, None without an address."""
+    ifreq = struct.pack("256s", name.encode()[:15])
+    try:
+        flags = struct.unpack_from("H", fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, ifreq), 16)[0]
+        raw = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, ifreq)
+    except OSError:
+        return None  # no IPv4 address, or the interface vanished meanwhile
+    return flags, socket.inet_ntoa(raw[20:24])
+
+
+def ipv4_interfaces() -> list[tuple[str, str]]:
+    """(name, IPv4 address) of all up, non-loopback interfaces (the primary address of each).
 
     Uses SIOCGIFFLAGS/SIOCGIFADDR ioctls, which report one address per interface: secondary
     addresses on the same interface are not listed (pass them to `scan` explicitly).
     """
-    result: list[str] = []
+    result: list[tuple[str, str]] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for _, name in socket.if_nameindex():
-            ifreq = struct.pack("256s", name.encode()[:15])
-            try:
-                flags = struct.unpack_from(
-                    "H", fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, ifreq), 16
-                )[0]
-                if not flags & _IFF_UP or flags & _IFF_LOOPBACK:
-                    continue
-                raw = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, ifreq)
-            except OSError:
-                continue  # no IPv4 address, or the interface vanished meanwhile
-            ip = socket.inet_ntoa(raw[20:24])
-            if ip not in result and not ipaddress.ip_address(ip).is_loopback:
-                result.append(ip)
+            got = _ipv4_of(sock, name)
+            if got is None:
+                continue
+            flags, ip = got
+            if not flags & _IFF_UP or flags & _IFF_LOOPBACK:
+                continue
+            if ip not in (r[1] for r in result) and not ipaddress.ip_address(ip).is_loopback:
+                result.append((name, ip))
     return result
+
+
+def local_ipv4_interfaces() -> list[str]:
+    """IPv4 addresses of all up, non-loopback interfaces (see `ipv4_interfaces`)."""
+    return [ip for _, ip in ipv4_interfaces()]
+
+
+def interface_address(value: str) -> tuple[str, str]:
+    """(name, IPv4 address) for an interface given by name (eth0) or by its address.
+
+    Raises ValueError naming the interfaces there are when `value` is neither."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        names = [name for _, name in socket.if_nameindex()]
+        try:
+            ip = str(ipaddress.IPv4Address(value))
+        except ValueError:
+            got = _ipv4_of(sock, value) if value in names else None
+            if got is None:
+                raise ValueError(_no_such_interface(value, sock, names)) from None
+            return value, got[1]
+        for name in names:
+            got = _ipv4_of(sock, name)
+            if got is not None and got[1] == ip:
+                return name, ip
+        return ip, ip  # an address this machine has not (yet): the socket bind will say
+
+
+def _no_such_interface(value: str, sock: socket.socket, names: list[str]) -> str:
+    have = [f"{n} ({got[1]})" for n in names if (got := _ipv4_of(sock, n)) is not None]
+    listed = ", ".join(have) or "none with an IPv4 address"
+    return f"no interface {value!r} with an IPv4 address; this machine has: {listed}"
 
 
 # --------------------------------------------------------------------------- discovery

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -274,3 +275,50 @@ async def test_stopped_discovery_reports_found_devices_it_could_not_finish() -> 
 def _secret(settings: Settings) -> str:
     assert settings.secret_key is not None  # the test settings always carry one
     return settings.secret_key.get_secret_value()
+
+
+def _camreg_discover(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", "discover", *args],
+        capture_output=True, text=True, timeout=120, env=env or dict(os.environ),
+    )  # fmt: skip
+
+
+def test_cli_discover_help_has_a_description_defaults_and_examples() -> None:
+    out = _camreg_discover("--help").stdout
+    assert "discovery inbox" in out and "WS-Discovery" in out  # what it does
+    assert "(default: 500.0)" in out and "(default: every" in out  # defaults
+    assert "examples:" in out and "camreg discover --user admin --password-env ONVIF_PW" in out
+
+
+def test_cli_discover_refuses_a_range_over_a_slash_16_before_printing_or_sending() -> None:
+    proc = _camreg_discover("--cidr", "10.0.0.0/8", "--user", "admin")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == (
+        "camreg discover: --cidr 10.0.0.0/8: sweep IPv4 ranges of at most a /16 at a time\n"
+    )
+
+
+def test_cli_discover_names_the_interfaces_there_are_for_an_unknown_one() -> None:
+    proc = _camreg_discover("--interface", "nosuch9")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no interface 'nosuch9'" in proc.stderr and "lo (127.0.0.1)" in proc.stderr
+
+
+async def test_cli_discover_takes_an_interface_name_and_says_where_it_probes(
+    database_url: str, schema: str, settings: Settings
+) -> None:
+    env = {
+        **os.environ,
+        "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
+        "CAMREG_DATA_DIR": str(settings.data_dir),
+        "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),  # type: ignore[union-attr]
+    }
+    proc = await asyncio.to_thread(
+        _camreg_discover, "--interface", "lo", "--timeout", "0.3", "--discovery-port", "9", env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "probing by multicast on lo (127.0.0.1)" in proc.stderr
