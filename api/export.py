@@ -33,7 +33,7 @@ def _record(cam: dict[str, Any]) -> dict[str, Any]:
     return cam
 
 
-async def _batches(it: AsyncIterator[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
+async def batches(it: AsyncIterator[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
     async for cam in it:
         batch.append(_record(cam))
@@ -73,12 +73,12 @@ async def export_cameras(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     if fmt == "csv":
         await resp.write(ledger_write.csv_header(EXPORT_FIELDS))
-        async for batch in _batches(cameras):
+        async for batch in batches(cameras):
             await resp.write(ledger_write.csv_rows(batch, EXPORT_FIELDS))
     else:
         await resp.write(ledger_write.geojson_prefix())
         first = True
-        async for batch in _batches(cameras):
+        async for batch in batches(cameras):
             await resp.write(ledger_write.geojson_features(batch, EXPORT_FIELDS, first=first))
             first = False
         await resp.write(ledger_write.geojson_suffix())
@@ -90,7 +90,7 @@ async def _xlsx(
     request: web.Request, cameras: AsyncIterator[dict[str, Any]], name: str
 ) -> web.StreamResponse:
     rows: list[dict[str, Any]] = []
-    async for batch in _batches(cameras):
+    async for batch in batches(cameras):
         rows.extend(batch)
         if len(rows) > XLSX_MAX_ROWS:
             raise BadRequest(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from api.cli.coverage import add_coverage_parser, run_coverage
+from api.cli.export import add_export_parser, run_export
 from api.cli.geodata import add_geodata_parser, run_geodata
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings, load_settings
@@ -358,6 +359,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations")
     add_geodata_parser(sub)
     add_coverage_parser(sub)
+    add_export_parser(sub)
     d = sub.add_parser("demo", help="load seeded demo cameras")
     d.add_argument("--count", "--cameras", dest="count", type=int, default=400)
     d.add_argument("--province", default="14", help="province code (demo data: 14 山西 only)")
@@ -643,8 +645,13 @@ async def _coverage(args: argparse.Namespace) -> int:
     return await run_coverage(args, _settings(args))
 
 
+async def _export(args: argparse.Namespace) -> int:
+    return await run_export(args, _settings(args))
+
+
 COMMANDS = {
     "coverage": _coverage,
+    "export": _export,
     "geodata": _geodata,
     "discover": _discover,
     "worker": _worker,

@@ -273,6 +273,63 @@ async def test_export_reimports_unchanged(
     assert (report.inserted, report.updated, report.unchanged) == (0, 0, 7), report.errors
 
 
+@pytest.mark.parametrize("fmt", ["csv", "geojson", "xlsx"])
+async def test_cli_export_writes_the_http_ledger_and_it_reimports_unchanged(
+    client: TestClient, auth: Tok, database_url: str, schema: str, settings: Any,
+    tmp_path: Path, fmt: str,
+) -> None:  # fmt: skip
+    await _import(
+        client, ledger(tmp_path / "x.csv", [row(n, region="140183") for n in range(1, 6)])
+    )
+    env = {
+        **os.environ,
+        "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
+        "CAMREG_DATA_DIR": str(settings.data_dir),
+        "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
+    }
+    out = tmp_path / f"cli-export.{fmt}"
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "api.cli", "export", str(out), "--region", "140183", "--level", "2"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == f"exported 5 cameras to {out} ({fmt})"
+    if fmt != "xlsx":  # (a workbook carries its creation time)
+        resp = await client.get(
+            f"/api/v1/cameras/export?format={fmt}&region=140183&level=2",
+            headers=await auth("planner"),
+        )
+        assert await asyncio.to_thread(out.read_bytes) == await resp.read()
+    report = await _import(client, out)
+    assert (report.inserted, report.updated, report.unchanged) == (0, 0, 5), report.errors
+
+
+def test_cli_export_to_stdout_and_a_bad_filter(
+    database_url: str, schema: str, settings: Any
+) -> None:
+    env = {
+        **os.environ,
+        "CAMREG_DATABASE_URL": schema_dsn(database_url, schema),
+        "CAMREG_DATA_DIR": str(settings.data_dir),
+        "CAMREG_SECRET_KEY": settings.secret_key.get_secret_value(),
+    }
+
+    def camreg(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli", "export", *args],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+
+    csv_out = camreg("--region", "1401")
+    assert csv_out.returncode == 0, csv_out.stderr
+    header = csv_out.stdout.splitlines()[0].lstrip("\ufeff")  # a BOM for Excel, if any
+    assert header.startswith("国标编码,点位名称")
+    bad = camreg("--region", "14x")
+    assert bad.returncode == 2 and "region: use 2-6 leading digits" in bad.stderr
+    assert camreg("--format", "xlsx").returncode == 2  # a workbook needs a file
+
+
 def test_cli_import_prints_each_bad_row_and_exits_1(
     database_url: str, schema: str, settings: Any, tmp_path: Path
 ) -> None:
