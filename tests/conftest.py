@@ -8,7 +8,9 @@ uses. Either way the tests run: a missing database fails the run, it never skips
 from __future__ import annotations
 
 import base64
+import functools
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +30,27 @@ from camera_registry.urls import with_query
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "out"
 TEST_KEY = base64.b64encode(b"k" * 32).decode()
+
+
+# Tests that hand a database URL to another process or start a server. CI runs them a second
+# time on the embedded database (`pytest -m embedded_db` without CAMREG_TEST_DATABASE_URL),
+# whose DSN already carries a query: found by what they use, so a new one cannot be missed.
+_BUILDS_URL_OR_SERVES = re.compile(
+    r"schema_dsn|\bserve\(|camreg_serve|\"api\.cli\"|EmbeddedPostgres|with_query"
+)
+_LIVE_SERVER_FIXTURES = frozenset({"server", "seeded"})
+
+
+@functools.cache
+def _module_source(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if _BUILDS_URL_OR_SERVES.search(_module_source(item.path)) or uses & _LIVE_SERVER_FIXTURES:
+            item.add_marker(pytest.mark.embedded_db)
 
 
 def schema_dsn(database_url: str, schema: str) -> str:
