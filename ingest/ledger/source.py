@@ -11,6 +11,7 @@ import asyncio
 import logging
 import multiprocessing
 import queue
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +73,9 @@ class _ThreadSource:
 
 def _child(path: Path, key: bytes, crs: str, scope: str | None, chunk_rows: int, out: Any) -> None:
     """Entry point of the reader process: streams ("open"|"item"|"done"|"error", …) messages."""
+    # A terminal's Ctrl-C reaches the whole process group: the importer stops this process
+    # itself; a KeyboardInterrupt here would only add a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with open_ledger(path) as ledger:
             out.put(("open", _warnings(ledger)))

@@ -407,3 +407,29 @@ async def test_big_file_reader_process_reports_rows_and_file_errors_like_the_thr
     with pytest.raises(LedgerFormatError) as same:
         await _import(client, empty, reader="thread")
     assert str(info.value) == str(same.value)
+
+
+async def test_ctrl_c_reaching_the_reader_process_leaves_it_quiet_and_reading(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Big ledgers are read in a second process; a terminal's Ctrl-C reaches it too. It leaves
+    the interrupt to the importer (no traceback of its own) and keeps its chunks coming."""
+    import signal
+
+    from ingest.ledger.source import _ProcessSource
+
+    path = ledger(tmp_path / "big.csv", [row(n, region="140184") for n in range(1, 121)])
+    source = _ProcessSource(path, b"k" * 32, "wgs84", None, chunk_rows=10)
+    try:
+        await source.start()
+        assert source.proc.pid is not None
+        await asyncio.sleep(0.5)  # the reader blocks on its queue of two chunks
+        os.kill(source.proc.pid, signal.SIGINT)
+        rows = 0
+        while (chunk := await source.next()) is not None:
+            rows += chunk.rows
+        assert rows == 120
+    finally:
+        source.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
