@@ -5,7 +5,7 @@ import { get, hasPath, request } from "./api.js";
 import { $, clear, download, h } from "./dom.js";
 import { detailText, errorText } from "./errors.js";
 import { t } from "./i18n.js";
-import { COLORS, app, regionLayer, regionsLoaded, toMap } from "./main.js";
+import { COLORS, app, regionLayer, regionsLoaded, toMap, toast } from "./main.js";
 
 const RUNS = "/api/v1/coverage/runs";
 let layers = null;
@@ -240,6 +240,15 @@ async function regionTable(base, region) {
   }
 }
 
+// An export that fails says why, in the page's language (not only in the console).
+async function reported(fn) {
+  try {
+    await fn();
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+}
+
 async function exportCsv() {
   if (!run) return;
   const res = await request(`${RUNS}/${encodeURIComponent(run.id)}/summary?format=csv`, { raw: true });
@@ -348,8 +357,8 @@ export function initPlanner() {
     h(
       "div",
       { class: "actions" },
-      may && h("button", { class: "small", id: "export-geojson", text: t("export_geojson"), onclick: exportGeojson }),
-      may && h("button", { class: "small", id: "export-csv", text: t("export_csv"), onclick: exportCsv }),
+      may && h("button", { class: "small", id: "export-geojson", text: t("export_geojson"), onclick: () => reported(exportGeojson) }),
+      may && h("button", { class: "small", id: "export-csv", text: t("export_csv"), onclick: () => reported(exportCsv) }),
       h("button", { class: "small", id: "export-png", text: t("export_png"), onclick: exportPng }),
     ),
   );
