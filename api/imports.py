@@ -9,7 +9,8 @@ import time
 import uuid
 from pathlib import Path
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from api import params
 from api.auth import WRITERS
@@ -44,6 +45,29 @@ async def _save_upload(part: BodyPartReader, dest: Path, limit: int) -> int:
     return size
 
 
+async def _receive(
+    reader: MultipartReader, upload_dir: Path, limit: int
+) -> tuple[Path | None, str]:
+    """Save the first 'file' part into `upload_dir`; (None, "") when there is none."""
+    async for part in reader:
+        if not isinstance(part, BodyPartReader) or part.name != "file":
+            continue
+        filename = os.path.basename(part.filename or "ledger.csv")
+        if not filename.lower().endswith(_SUFFIXES):
+            raise BadRequest(
+                f"cannot import {filename!r}",
+                [FieldError("file", "use a .csv, .xlsx or .geojson ledger")],
+            )
+        dest = upload_dir / f"{uuid.uuid4().hex}{Path(filename).suffix.lower()}"
+        try:
+            await _save_upload(part, dest, limit)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return dest, filename
+    return None, ""
+
+
 @ROUTES.route(
     "POST",
     "/api/v1/imports",
@@ -71,27 +95,17 @@ async def create_import(request: web.Request) -> web.Response:
             "send the ledger as multipart/form-data with a 'file' part",
             [FieldError("file", "missing")],
         )
-    reader = await request.multipart()
     upload_dir = settings.data_dir / "uploads"
     upload_dir.mkdir(parents=True, exist_ok=True)
-    dest: Path | None = None
-    filename = ""
-    async for part in reader:
-        if not isinstance(part, BodyPartReader) or part.name != "file":
-            continue
-        filename = os.path.basename(part.filename or "ledger.csv")
-        if not filename.lower().endswith(_SUFFIXES):
-            raise BadRequest(
-                f"cannot import {filename!r}",
-                [FieldError("file", "use a .csv, .xlsx or .geojson ledger")],
-            )
-        dest = upload_dir / f"{uuid.uuid4().hex}{Path(filename).suffix.lower()}"
-        try:
-            await _save_upload(part, dest, settings.max_upload_bytes)
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
-        break
+    try:
+        reader = await request.multipart()
+        dest, filename = await _receive(reader, upload_dir, settings.max_upload_bytes)
+    except (HttpProcessingError, ValueError) as exc:  # aiohttp's multipart parser: bad headers
+        raise BadRequest(
+            f"the multipart upload is malformed ({exc.__class__.__name__}); send the ledger as "
+            "multipart/form-data with one 'file' part, as curl -F file=@ledger.csv does",
+            [FieldError("file", "malformed multipart body")],
+        ) from None
     if dest is None:
         raise BadRequest("no 'file' part in the upload", [FieldError("file", "missing")])
     jobs = request.app[JOBS]

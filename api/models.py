@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
@@ -107,15 +108,45 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
 M = TypeVar("M", bound=BaseModel)
 
 
-async def parse_body(request: web.Request, model: type[M]) -> M:
-    raw = await request.read()  # 413 beyond client_max_size
+# No request body of this API nests deeper than a GeoJSON MultiPolygon inside a few objects;
+# Python's parser recurses per level and fails past ~1,000, so depth is checked first.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `raw` nests more than `limit` arrays/objects (brackets inside strings ignored)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for b in _BRACKETS.findall(_JSON_STRING.sub(b"", raw)):
+        depth += 1 if b in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def load_json(raw: bytes) -> Any:
+    """Parse a request body: 400 naming the body for malformed or too deeply nested JSON."""
+    if _too_deep(raw):
+        raise BadRequest(
+            f"the body nests arrays/objects more than {MAX_JSON_DEPTH} levels deep; "
+            "no request of this API needs that",
+            [FieldError("body", f"nested deeper than {MAX_JSON_DEPTH} levels")],
+        )
     try:
-        data = json.loads(raw or b"null")
+        return json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(
             f"the body is not valid JSON ({exc}); send a JSON object",
             [FieldError("body", "malformed JSON")],
         ) from None
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    raw = await request.read()  # 413 beyond client_max_size
+    data = load_json(raw)
     if not isinstance(data, dict):
         raise BadRequest(
             "the body must be a JSON object", [FieldError("body", "expected an object")]

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import STREAMERS
 from api.cameras import ID
-from api.models import parse_body
+from api.models import load_json, parse_body
 from api.problems import status_of
 from api.responses import json_response
 from api.routes import Param, RouteTable, caller
@@ -87,10 +87,7 @@ def _relay(request: web.Request) -> Any:
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError:
-        raise BadRequest("hook body is not JSON", [FieldError("body", "malformed JSON")]) from None
+    data = load_json(await request.read())
     if not isinstance(data, dict):
         raise BadRequest("hook body must be a JSON object", [FieldError("body", "not an object")])
     return data
