@@ -8,20 +8,35 @@ from api import params
 from api.auth import READERS, WRITERS
 from api.models import CameraCreate, CameraPatch, parse_body
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import (
+    BBOX,
+    LEVELS,
+    LONLAT,
+    REGION_PREFIX,
+    UUID,
+    Param,
+    RouteTable,
+    caller,
+    integer,
+    listed,
+    text,
+)
 from api.state import REGISTRY, SETTINGS
 from camera_registry.errors import BadRequest, FieldError, PreconditionRequired
+from camera_registry.store.cameras import STATUSES
 
 ROUTES = RouteTable()
 
 FILTERS = (
-    Param("region", "query", "region-code prefix (2-6 digits), e.g. 1401"),
-    Param("level", "query", "comma-separated levels: 1,2,3,9"),
-    Param("status", "query", "comma-separated: unknown,online,offline,degraded"),
-    Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)"),
-    Param("q", "query", "search in name, address, GB ID prefix"),
+    Param("region", "query", "region-code prefix (2-6 digits), e.g. 1401", REGION_PREFIX),
+    Param("level", "query", "comma-separated levels: 1,2,3,9", LEVELS),
+    Param("status", "query", "comma-separated: unknown,online,offline,degraded", listed(*STATUSES)),
+    Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)", BBOX),
+    Param("q", "query", "search in name, address, GB ID prefix", text(100)),
 )
-ID = Param("id", "path", "camera UUID", required=True)
+ETAG = {"type": "string", "pattern": '^(W/)?"?[0-9]{1,18}"?$'}
+CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+ID = Param("id", "path", "camera UUID", UUID, required=True)
 
 
 def etag(version: int) -> str:
@@ -53,10 +68,10 @@ def if_match(request: web.Request, *, required: bool) -> int | None:
     READERS,
     params=(
         *FILTERS,
-        Param("near", "query", "lon,lat: return the k nearest cameras (metres)"),
-        Param("k", "query", "how many nearest (1-1000, default 10)", {"type": "integer"}),
-        Param("limit", "query", "page size", {"type": "integer"}),
-        Param("cursor", "query", "next_cursor of the previous page"),
+        Param("near", "query", "lon,lat: return the k nearest cameras (metres)", LONLAT),
+        Param("k", "query", "how many nearest (1-1000, default 10)", integer(1, 1000)),
+        Param("limit", "query", "page size (1-10000)", integer(1, 10_000)),
+        Param("cursor", "query", "next_cursor of the previous page", CURSOR),
     ),
     responses={200: "a page of cameras"},
 )
@@ -111,7 +126,7 @@ async def get_camera(request: web.Request) -> web.Response:
     "/api/v1/cameras/{id}",
     "Change a camera (JSON merge patch; If-Match required)",
     WRITERS,
-    params=(ID, Param("If-Match", "header", "the ETag from GET", required=True)),
+    params=(ID, Param("If-Match", "header", "the ETag from GET", ETAG, required=True)),
     body=CameraPatch,
     responses={200: "the camera", 412: "stale version", 428: "no If-Match"},
 )
@@ -131,7 +146,7 @@ async def patch_camera(request: web.Request) -> web.Response:
     "/api/v1/cameras/{id}",
     "Remove a camera",
     WRITERS,
-    params=(ID, Param("If-Match", "header", "optional ETag guard")),
+    params=(ID, Param("If-Match", "header", "optional ETag guard", ETAG)),
     responses={204: "removed", 404: "not found"},
 )
 async def delete_camera(request: web.Request) -> web.Response:
@@ -147,7 +162,7 @@ async def delete_camera(request: web.Request) -> web.Response:
     "/api/v1/regions/{code}/summary",
     "Camera counts for a region-code prefix",
     READERS,
-    params=(Param("code", "path", "region-code prefix (2-6 digits)", required=True),),
+    params=(Param("code", "path", "region-code prefix (2-6 digits)", REGION_PREFIX, True),),
     responses={200: "total, by_level, by_status"},
     tag="regions",
 )

@@ -25,7 +25,7 @@ from api import params
 from api.auth import READERS, WRITERS
 from api.models import parse_body
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import BBOX, UUID, Param, RouteTable, caller, enum, integer, number
 from api.state import BACKGROUND, POOL, SETTINGS
 from camera_registry.actor import Role
 from camera_registry.errors import BadRequest, FieldError, RegistryError
@@ -106,7 +106,7 @@ class RunCreate(BaseModel):
     proposals: int = Field(default=200, ge=0, le=MAX_PROPOSALS, description="sites to propose")
 
 
-RUN_ID = Param("id", "path", "coverage run id", required=True)
+RUN_ID = Param("id", "path", "coverage run id", UUID, required=True)
 
 
 @ROUTES.route(
@@ -162,10 +162,10 @@ async def get_run(request: web.Request) -> web.Response:
     READERS,
     params=(
         RUN_ID,
-        Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)"),
-        Param("min_priority", "query", "only gaps at least this important", {"type": "number"}),
-        Param("kind", "query", "cell, village or junction"),
-        Param("limit", "query", "at most this many (default 10000)", {"type": "integer"}),
+        Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)", BBOX),
+        Param("min_priority", "query", "only gaps at least this important", number(-1e12, 1e12)),
+        Param("kind", "query", "cell, village or junction", enum(*KINDS)),
+        Param("limit", "query", "at most this many (default 10000)", integer(1, 100_000)),
     ),
     responses={200: "GeoJSON FeatureCollection"},
     tag="coverage",
@@ -214,7 +214,7 @@ async def run_gaps(request: web.Request) -> web.Response:
     "/api/v1/coverage/runs/{id}/summary",
     "Per-region summary rows of a run (JSON, or CSV with format=csv)",
     READERS,
-    params=(RUN_ID, Param("format", "query", "json (default) or csv")),
+    params=(RUN_ID, Param("format", "query", "json (default) or csv", enum("json", "csv"))),
     responses={200: "rows per county"},
     tag="coverage",
 )

@@ -15,7 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from api import params
 from api.auth import WRITERS
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import FLAG, UUID, Param, RouteTable, caller, enum, integer
 from api.state import BACKGROUND, BOX, IMPORT_SLOTS, JOBS, METRICS, POOL, SETTINGS
 from camera_registry.actor import Actor
 from camera_registry.errors import BadRequest, FieldError
@@ -27,6 +27,7 @@ from ingest.ledger.source import import_ledger
 ROUTES = RouteTable()
 
 log = logging.getLogger(__name__)
+CRS = enum("wgs84", "gcj02", "bd09")
 _SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".geojson", ".json")
 
 
@@ -75,9 +76,9 @@ async def _receive(
     WRITERS,
     body_content="multipart/form-data",
     params=(
-        Param("dry_run", "query", "validate and count, change nothing"),
-        Param("partial", "query", "import the good rows even if some are bad"),
-        Param("crs", "query", "wgs84|gcj02|bd09 for rows without a 坐标系 column"),
+        Param("dry_run", "query", "validate and count, change nothing", FLAG),
+        Param("partial", "query", "import the good rows even if some are bad", FLAG),
+        Param("crs", "query", "wgs84|gcj02|bd09 for rows without a 坐标系 column", CRS),
     ),
     responses={202: "job accepted; follow Location"},
     tag="imports",
@@ -193,7 +194,7 @@ async def _run(
         await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
-JOB_ID = Param("id", "path", "import job id", required=True)
+JOB_ID = Param("id", "path", "import job id", UUID, required=True)
 
 
 @ROUTES.route(
@@ -217,8 +218,8 @@ async def get_import(request: web.Request) -> web.Response:
     WRITERS,
     params=(
         JOB_ID,
-        Param("after", "query", "seq of the last error seen", {"type": "integer"}),
-        Param("limit", "query", "page size", {"type": "integer"}),
+        Param("after", "query", "seq of the last error seen", integer(-1, 2**31 - 1)),
+        Param("limit", "query", "page size (1-10000)", integer(1, 10_000)),
     ),
     responses={200: "errors"},
     tag="imports",

@@ -25,6 +25,7 @@ ROUTES = RouteTable()
 
 STATIC = Path(__file__).resolve().parent / "static"
 _STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+STATIC_NAME = {"type": "string", "pattern": f"^{_STATIC_NAME.pattern}$"}
 IMMUTABLE = "public, max-age=31536000, immutable"
 TYPES = {
     ".js": "text/javascript",
@@ -105,7 +106,7 @@ async def index(request: web.Request) -> web.Response:
     "/static/{name}",
     "The web map's bundled files (?v=<hash> from the page: cached for a year)",
     None,
-    params=(Param("name", "path", "app.js, app.css, …", required=True),),
+    params=(Param("name", "path", "app.js, app.css, …", STATIC_NAME, required=True),),
     tag="system",
     responses={200: "the file", 404: "no such file"},
 )

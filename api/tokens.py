@@ -7,7 +7,7 @@ from aiohttp import web
 from api.auth import ADMINS
 from api.models import TokenCreate, parse_body
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import UUID, Param, RouteTable, caller
 from api.state import TOKENS
 
 ROUTES = RouteTable()
@@ -54,7 +54,7 @@ async def list_tokens(request: web.Request) -> web.Response:
     "/api/v1/tokens/{id}",
     "Revoke a token (effective immediately)",
     ADMINS,
-    params=(Param("id", "path", "token id", required=True),),
+    params=(Param("id", "path", "token id", UUID, required=True),),
     responses={204: "revoked"},
     tag="tokens",
 )
