@@ -36,6 +36,7 @@ from camera_registry.planning.runs import (
     process_pool,
     summary_csv,
 )
+from camera_registry.store.db import CONNECTION_LOST
 from camera_registry.store.heartbeats import heartbeat
 
 ROUTES = RouteTable()
@@ -93,6 +94,8 @@ async def _run(service: CoverageService, run_id: str) -> None:
         raise
     except RegistryError:
         pass  # stored on the run row as its error
+    except CONNECTION_LOST:
+        pass  # stored on the run row too (execute_run logged it)
     except Exception:
         log.exception("coverage run %s failed", run_id)
 
