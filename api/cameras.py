@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from api import params
@@ -21,9 +23,10 @@ from api.routes import (
     listed,
     text,
 )
-from api.state import REGISTRY, SETTINGS
+from api.state import POOL, REGISTRY, SETTINGS
 from camera_registry.errors import BadRequest, FieldError, PreconditionRequired
 from camera_registry.store.cameras import STATUSES
+from camera_registry.store.placement import CountyCheck
 
 ROUTES = RouteTable()
 
@@ -59,6 +62,15 @@ def if_match(request: web.Request, *, required: bool) -> int | None:
             [FieldError("If-Match", "not a camera version")],
         )
     return int(value)
+
+
+async def _with_warnings(request: web.Request, cam: dict[str, Any]) -> dict[str, Any]:
+    """The written camera, plus `warnings` when it lies far outside its county (stored anyway:
+    boundaries may be rough, a camera may stand on the line; the technician decides)."""
+    found = await CountyCheck(request.app[POOL]).outside(
+        [cam["region_code"]], [cam["lon"]], [cam["lat"]]
+    )
+    return {**cam, "warnings": [w.as_dict() for w in found]} if found else cam
 
 
 @ROUTES.route(
@@ -103,7 +115,10 @@ async def create_camera(request: web.Request) -> web.Response:
     body = await parse_body(request, CameraCreate)
     cam = await request.app[REGISTRY].create(actor, body.values(patch=False), body.crs)
     return json_response(
-        cam, 201, ETag=etag(cam["version"]), Location=f"/api/v1/cameras/{cam['id']}"
+        await _with_warnings(request, cam),
+        201,
+        ETag=etag(cam["version"]),
+        Location=f"/api/v1/cameras/{cam['id']}",
     )
 
 
@@ -138,7 +153,7 @@ async def patch_camera(request: web.Request) -> web.Response:
     cam = await request.app[REGISTRY].update(
         actor, request.match_info["id"], version, body.values(patch=True), body.crs
     )
-    return json_response(cam, ETag=etag(cam["version"]))
+    return json_response(await _with_warnings(request, cam), ETag=etag(cam["version"]))
 
 
 @ROUTES.route(
