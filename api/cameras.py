@@ -23,6 +23,7 @@ from api.routes import (
     listed,
     text,
 )
+from api.schemas import CameraOut, CameraPage
 from api.state import POOL, REGISTRY, SETTINGS
 from camera_registry.errors import BadRequest, FieldError, PreconditionRequired
 from camera_registry.store.cameras import STATUSES
@@ -86,6 +87,7 @@ async def _with_warnings(request: web.Request, cam: dict[str, Any]) -> dict[str,
         Param("cursor", "query", "next_cursor of the previous page", CURSOR),
     ),
     responses={200: "a page of cameras"},
+    returns=CameraPage,
 )
 async def list_cameras(request: web.Request) -> web.Response:
     actor = caller(request)
@@ -109,6 +111,7 @@ async def list_cameras(request: web.Request) -> web.Response:
     WRITERS,
     body=CameraCreate,
     responses={201: "the camera", 409: "duplicate gb_id", 422: "invalid fields"},
+    returns=CameraOut,
 )
 async def create_camera(request: web.Request) -> web.Response:
     actor = caller(request)
@@ -129,6 +132,7 @@ async def create_camera(request: web.Request) -> web.Response:
     READERS,
     params=(ID,),
     responses={200: "the camera", 404: "not found or outside your scope"},
+    returns=CameraOut,
 )
 async def get_camera(request: web.Request) -> web.Response:
     actor = caller(request)
@@ -144,6 +148,7 @@ async def get_camera(request: web.Request) -> web.Response:
     params=(ID, Param("If-Match", "header", "the ETag from GET", ETAG, required=True)),
     body=CameraPatch,
     responses={200: "the camera", 412: "stale version", 428: "no If-Match"},
+    returns=CameraOut,
 )
 async def patch_camera(request: web.Request) -> web.Response:
     actor = caller(request)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
+
 from api.auth import RELAY_PREFIXES
 from api.routes import Route
 
@@ -12,6 +15,18 @@ _PROBLEM = {
     "description": "problem",
     "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
 }
+
+
+def _register(
+    schemas: dict[str, Any], model: type[BaseModel], mode: JsonSchemaMode
+) -> dict[str, str]:
+    """Put `model` (and the models it uses) into the components; a $ref to it."""
+    name = model.__name__
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+    for sub_name, sub in schema.pop("$defs", {}).items():
+        schemas[sub_name] = sub
+    schemas[name] = schema
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _errors(r: Route) -> dict[int, str]:
@@ -86,11 +101,14 @@ def build_spec(routes: Iterable[Route]) -> dict[str, Any]:
             op["x-roles"] = [role.value for role in r.roles]
         else:
             op["security"] = []
+        if r.returns is not None:
+            ref = _register(schemas, r.returns, "serialization")
+            for code, resp in op["responses"].items():
+                if code.startswith("2") and code != "204":
+                    resp["content"] = {"application/json": {"schema": ref}}
         if r.body is not None:
             name = r.body.__name__
-            schemas[name] = r.body.model_json_schema(ref_template="#/components/schemas/{model}")
-            for sub_name, sub in schemas[name].pop("$defs", {}).items():
-                schemas[sub_name] = sub
+            _register(schemas, r.body, "validation")
             op["requestBody"] = {
                 "required": True,
                 "content": {r.body_content: {"schema": {"$ref": f"#/components/schemas/{name}"}}},

@@ -147,6 +147,7 @@ class Route:
     body_content: str = "application/json"
     responses: dict[int, str] = field(default_factory=dict)
     tag: str = "cameras"
+    returns: type[BaseModel] | None = None  # the JSON body of its 2xx answer
 
 
 def require(request: web.Request, roles: tuple[Role, ...]) -> Actor:

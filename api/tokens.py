@@ -8,6 +8,7 @@ from api.auth import ADMINS
 from api.models import TokenCreate, parse_body
 from api.responses import json_response
 from api.routes import UUID, Param, RouteTable, caller
+from api.schemas import TokenCreated, TokenList
 from api.state import TOKENS
 
 ROUTES = RouteTable()
@@ -21,6 +22,7 @@ ROUTES = RouteTable()
     body=TokenCreate,
     responses={201: "id and token"},
     tag="tokens",
+    returns=TokenCreated,
 )
 async def create_token(request: web.Request) -> web.Response:
     actor = caller(request)
@@ -43,6 +45,7 @@ async def create_token(request: web.Request) -> web.Response:
     ADMINS,
     responses={200: "tokens"},
     tag="tokens",
+    returns=TokenList,
 )
 async def list_tokens(request: web.Request) -> web.Response:
     actor = caller(request)

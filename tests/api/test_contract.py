@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from api.schemas import CameraOut, CameraPage, TokenCreated, TokenList
+
 from ..conftest import Tok, camera
 from ..live import camreg_serve
 
@@ -127,6 +129,30 @@ async def test_a_camera_can_still_be_read_by_its_id(client: TestClient, auth: To
     ).json()
     assert (await client.get(f"/api/v1/cameras/{cam['id']}", headers=h)).status == 200
     assert (await client.delete(f"/api/v1/cameras/{cam['id']}", headers=h)).status == 204
+
+
+async def test_camera_and_token_answers_fit_their_closed_schemas(
+    client: TestClient, auth: Tok
+) -> None:
+    h = await auth("admin")
+    body = camera(gb_id="14010500001320000962", username="u", password="p#1")
+    made = await (await client.post("/api/v1/cameras", json=body, headers=h)).json()
+    CameraOut.model_validate(made)
+    CameraOut.model_validate(
+        await (await client.get(f"/api/v1/cameras/{made['id']}", headers=h)).json()
+    )
+    CameraPage.model_validate(await (await client.get("/api/v1/cameras", headers=h)).json())
+    near = await (await client.get("/api/v1/cameras?near=112.56,37.81&k=3", headers=h)).json()
+    assert CameraPage.model_validate(near).items[0].distance_m is not None
+    token = {"role": "planner", "name": "schema"}
+    TokenCreated.model_validate(
+        await (await client.post("/api/v1/tokens", json=token, headers=h)).json()
+    )
+    TokenList.model_validate(await (await client.get("/api/v1/tokens", headers=h)).json())
+    spec = await (await client.get("/api/v1/openapi.json")).json()
+    ok = spec["paths"]["/api/v1/cameras/{id}"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/CameraOut"}
+    assert spec["components"]["schemas"]["CameraOut"]["additionalProperties"] is False
 
 
 # -- schemathesis against a live server ---------------------------------------------------------
