@@ -6,7 +6,7 @@ import pytest
 
 from camera_registry.crypto import CredentialBox
 from camera_registry.store.cameras import move_uri_credentials
-from camera_registry.store.db import create_pool, migrate
+from camera_registry.store.db import _migrations, create_pool, migrate
 from camera_registry.stream_uri import StreamURI, StreamURIError, split_stream_uri
 
 
@@ -54,12 +54,13 @@ async def test_rows_stored_with_credentials_in_uris_are_sealed_at_the_next_start
     database_url: str, schema: str
 ) -> None:
     box = CredentialBox(b"k" * 32)
+    [(version, name)] = [(v, n) for v, n, _ in _migrations() if n.endswith("_uri_credentials.sql")]
     pool = await create_pool(database_url, schema=schema, min_size=1, max_size=2)
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-            # as stored by a server before migration 0014: the password sits in the URI
-            await conn.execute("DELETE FROM schema_migrations WHERE version = 14")
+            # as stored by a server before this migration: the password sits in the URI
+            await conn.execute("DELETE FROM schema_migrations WHERE version = $1", version)
             await conn.execute("DROP TABLE uri_credential_moves")
             user_sealed = box.seal("keeper", None)
             assert user_sealed is not None
@@ -74,7 +75,7 @@ async def test_rows_stored_with_credentials_in_uris_are_sealed_at_the_next_start
                 *user_sealed,
                 {"main": "rtsp://10.1.1.7/x"},
             )
-            assert await migrate(conn) == ["0014_uri_credentials.sql"]
+            assert await migrate(conn) == [name]
         assert await move_uri_credentials(pool, box) == 2
         rows = {
             r["gb_id"][-1]: r
