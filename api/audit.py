@@ -14,7 +14,7 @@ from aiohttp import web
 from api import params
 from api.auth import ADMINS
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import DATETIME, UUID, Param, RouteTable, caller, enum, integer, text
 from api.state import POOL
 from camera_registry.errors import BadRequest, FieldError
 from camera_registry.store import audit
@@ -55,14 +55,14 @@ def _time(query: Any, name: str) -> dt.datetime | None:
     "The audit trail, newest first (JSON or CSV)",
     ADMINS,
     params=(
-        Param("actor", "query", "who, e.g. token:规划科"),
-        Param("camera", "query", "camera UUID"),
-        Param("action", "query", "e.g. camera.update, token.create, import.commit"),
-        Param("from", "query", "ISO 8601 start (inclusive)"),
-        Param("to", "query", "ISO 8601 end (exclusive)"),
-        Param("limit", "query", "page size (1-10000)", {"type": "integer"}),
-        Param("cursor", "query", "next_cursor of the previous page"),
-        Param("format", "query", "json (default) or csv"),
+        Param("actor", "query", "who, e.g. token:规划科", text(200)),
+        Param("camera", "query", "camera UUID", UUID),
+        Param("action", "query", "e.g. camera.update, token.create, import.commit", text(100)),
+        Param("from", "query", "ISO 8601 start (inclusive)", DATETIME),
+        Param("to", "query", "ISO 8601 end (exclusive)", DATETIME),
+        Param("limit", "query", "page size (1-10000)", integer(1, 10_000)),
+        Param("cursor", "query", "next_cursor of the previous page", integer(0, 2**62)),
+        Param("format", "query", "json (default) or csv", enum("json", "csv")),
     ),
     responses={200: "audit records"},
     tag="audit",

@@ -2,26 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from api import params
 from api.auth import READERS, WRITERS
 from api.models import CameraCreate, CameraPatch, parse_body
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
-from api.state import REGISTRY, SETTINGS
+from api.routes import (
+    BBOX,
+    LEVELS,
+    LONLAT,
+    REGION_PREFIX,
+    UUID,
+    Param,
+    RouteTable,
+    caller,
+    integer,
+    listed,
+    text,
+)
+from api.schemas import CameraOut, CameraPage
+from api.state import POOL, REGISTRY, SETTINGS
 from camera_registry.errors import BadRequest, FieldError, PreconditionRequired
+from camera_registry.store.cameras import STATUSES
+from camera_registry.store.placement import CountyCheck
 
 ROUTES = RouteTable()
 
 FILTERS = (
-    Param("region", "query", "region-code prefix (2-6 digits), e.g. 1401"),
-    Param("level", "query", "comma-separated levels: 1,2,3,9"),
-    Param("status", "query", "comma-separated: unknown,online,offline,degraded"),
-    Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)"),
-    Param("q", "query", "search in name, address, GB ID prefix"),
+    Param("region", "query", "region-code prefix (2-6 digits), e.g. 1401", REGION_PREFIX),
+    Param("level", "query", "comma-separated levels: 1,2,3,9", LEVELS),
+    Param("status", "query", "comma-separated: unknown,online,offline,degraded", listed(*STATUSES)),
+    Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)", BBOX),
+    Param("q", "query", "search in name, address, GB ID prefix", text(100)),
 )
-ID = Param("id", "path", "camera UUID", required=True)
+ETAG = {"type": "string", "pattern": '^(W/)?"?[0-9]{1,18}"?$'}
+CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+ID = Param("id", "path", "camera UUID", UUID, required=True)
 
 
 def etag(version: int) -> str:
@@ -46,6 +65,15 @@ def if_match(request: web.Request, *, required: bool) -> int | None:
     return int(value)
 
 
+async def _with_warnings(request: web.Request, cam: dict[str, Any]) -> dict[str, Any]:
+    """The written camera, plus `warnings` when it lies far outside its county (stored anyway:
+    boundaries may be rough, a camera may stand on the line; the technician decides)."""
+    found = await CountyCheck(request.app[POOL]).outside(
+        [cam["region_code"]], [cam["lon"]], [cam["lat"]]
+    )
+    return {**cam, "warnings": [w.as_dict() for w in found]} if found else cam
+
+
 @ROUTES.route(
     "GET",
     "/api/v1/cameras",
@@ -53,12 +81,13 @@ def if_match(request: web.Request, *, required: bool) -> int | None:
     READERS,
     params=(
         *FILTERS,
-        Param("near", "query", "lon,lat: return the k nearest cameras (metres)"),
-        Param("k", "query", "how many nearest (1-1000, default 10)", {"type": "integer"}),
-        Param("limit", "query", "page size", {"type": "integer"}),
-        Param("cursor", "query", "next_cursor of the previous page"),
+        Param("near", "query", "lon,lat: return the k nearest cameras (metres)", LONLAT),
+        Param("k", "query", "how many nearest (1-1000, default 10)", integer(1, 1000)),
+        Param("limit", "query", "page size (1-10000)", integer(1, 10_000)),
+        Param("cursor", "query", "next_cursor of the previous page", CURSOR),
     ),
     responses={200: "a page of cameras"},
+    returns=CameraPage,
 )
 async def list_cameras(request: web.Request) -> web.Response:
     actor = caller(request)
@@ -82,13 +111,17 @@ async def list_cameras(request: web.Request) -> web.Response:
     WRITERS,
     body=CameraCreate,
     responses={201: "the camera", 409: "duplicate gb_id", 422: "invalid fields"},
+    returns=CameraOut,
 )
 async def create_camera(request: web.Request) -> web.Response:
     actor = caller(request)
     body = await parse_body(request, CameraCreate)
     cam = await request.app[REGISTRY].create(actor, body.values(patch=False), body.crs)
     return json_response(
-        cam, 201, ETag=etag(cam["version"]), Location=f"/api/v1/cameras/{cam['id']}"
+        await _with_warnings(request, cam),
+        201,
+        ETag=etag(cam["version"]),
+        Location=f"/api/v1/cameras/{cam['id']}",
     )
 
 
@@ -99,6 +132,7 @@ async def create_camera(request: web.Request) -> web.Response:
     READERS,
     params=(ID,),
     responses={200: "the camera", 404: "not found or outside your scope"},
+    returns=CameraOut,
 )
 async def get_camera(request: web.Request) -> web.Response:
     actor = caller(request)
@@ -111,9 +145,10 @@ async def get_camera(request: web.Request) -> web.Response:
     "/api/v1/cameras/{id}",
     "Change a camera (JSON merge patch; If-Match required)",
     WRITERS,
-    params=(ID, Param("If-Match", "header", "the ETag from GET", required=True)),
+    params=(ID, Param("If-Match", "header", "the ETag from GET", ETAG, required=True)),
     body=CameraPatch,
     responses={200: "the camera", 412: "stale version", 428: "no If-Match"},
+    returns=CameraOut,
 )
 async def patch_camera(request: web.Request) -> web.Response:
     actor = caller(request)
@@ -123,7 +158,7 @@ async def patch_camera(request: web.Request) -> web.Response:
     cam = await request.app[REGISTRY].update(
         actor, request.match_info["id"], version, body.values(patch=True), body.crs
     )
-    return json_response(cam, ETag=etag(cam["version"]))
+    return json_response(await _with_warnings(request, cam), ETag=etag(cam["version"]))
 
 
 @ROUTES.route(
@@ -131,7 +166,7 @@ async def patch_camera(request: web.Request) -> web.Response:
     "/api/v1/cameras/{id}",
     "Remove a camera",
     WRITERS,
-    params=(ID, Param("If-Match", "header", "optional ETag guard")),
+    params=(ID, Param("If-Match", "header", "optional ETag guard", ETAG)),
     responses={204: "removed", 404: "not found"},
 )
 async def delete_camera(request: web.Request) -> web.Response:
@@ -147,7 +182,7 @@ async def delete_camera(request: web.Request) -> web.Response:
     "/api/v1/regions/{code}/summary",
     "Camera counts for a region-code prefix",
     READERS,
-    params=(Param("code", "path", "region-code prefix (2-6 digits)", required=True),),
+    params=(Param("code", "path", "region-code prefix (2-6 digits)", REGION_PREFIX, True),),
     responses={200: "total, by_level, by_status"},
     tag="regions",
 )

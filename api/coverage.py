@@ -25,7 +25,7 @@ from api import params
 from api.auth import READERS, WRITERS
 from api.models import parse_body
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import BBOX, UUID, Param, RouteTable, caller, enum, integer, number
 from api.state import BACKGROUND, POOL, SETTINGS
 from camera_registry.actor import Role
 from camera_registry.errors import BadRequest, FieldError, RegistryError
@@ -36,6 +36,7 @@ from camera_registry.planning.runs import (
     process_pool,
     summary_csv,
 )
+from camera_registry.store.db import CONNECTION_LOST
 from camera_registry.store.heartbeats import heartbeat
 
 ROUTES = RouteTable()
@@ -93,6 +94,8 @@ async def _run(service: CoverageService, run_id: str) -> None:
         raise
     except RegistryError:
         pass  # stored on the run row as its error
+    except CONNECTION_LOST:
+        pass  # stored on the run row too (execute_run logged it)
     except Exception:
         log.exception("coverage run %s failed", run_id)
 
@@ -106,7 +109,7 @@ class RunCreate(BaseModel):
     proposals: int = Field(default=200, ge=0, le=MAX_PROPOSALS, description="sites to propose")
 
 
-RUN_ID = Param("id", "path", "coverage run id", required=True)
+RUN_ID = Param("id", "path", "coverage run id", UUID, required=True)
 
 
 @ROUTES.route(
@@ -162,10 +165,10 @@ async def get_run(request: web.Request) -> web.Response:
     READERS,
     params=(
         RUN_ID,
-        Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)"),
-        Param("min_priority", "query", "only gaps at least this important", {"type": "number"}),
-        Param("kind", "query", "cell, village or junction"),
-        Param("limit", "query", "at most this many (default 10000)", {"type": "integer"}),
+        Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)", BBOX),
+        Param("min_priority", "query", "only gaps at least this important", number(-1e12, 1e12)),
+        Param("kind", "query", "cell, village or junction", enum(*KINDS)),
+        Param("limit", "query", "at most this many (default 10000)", integer(1, 100_000)),
     ),
     responses={200: "GeoJSON FeatureCollection"},
     tag="coverage",
@@ -214,7 +217,7 @@ async def run_gaps(request: web.Request) -> web.Response:
     "/api/v1/coverage/runs/{id}/summary",
     "Per-region summary rows of a run (JSON, or CSV with format=csv)",
     READERS,
-    params=(RUN_ID, Param("format", "query", "json (default) or csv")),
+    params=(RUN_ID, Param("format", "query", "json (default) or csv", enum("json", "csv"))),
     responses={200: "rows per county"},
     tag="coverage",
 )

@@ -22,12 +22,12 @@ from api.auth import WRITERS
 from api.cameras import ID, etag
 from api.models import CameraCreate, parse_body
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import FLAG, UUID, Param, RouteTable, caller, enum
 from api.state import BACKGROUND, BOX, INBOX, POOL, REGISTRY, SETTINGS
 from camera_registry.actor import Actor
 from camera_registry.errors import FieldError, ValidationFailed
 from camera_registry.store.heartbeats import heartbeat
-from camera_registry.store.inbox import DiscoveryScans
+from camera_registry.store.inbox import FAILURE_CATEGORIES, INBOX_STATUSES, DiscoveryScans
 from ingest.errors import IngestError
 from ingest.onvif.discover import count_hosts
 from ingest.onvif.probe import group_channels
@@ -66,10 +66,15 @@ async def discovery_ctx(app: web.Application) -> AsyncIterator[None]:
     "Devices found: by default those not registered yet",
     WRITERS,
     params=(
-        Param("all", "query", "1 to include registered ones"),
-        Param("status", "query", "new, registered or ignored"),
-        Param("scan", "query", "only devices seen by this scan (id)"),
-        Param("category", "query", "ok or a failure category (auth_failed, timeout, …)"),
+        Param("all", "query", "1 to include registered ones", FLAG),
+        Param("status", "query", "new, registered or ignored", enum(*INBOX_STATUSES)),
+        Param("scan", "query", "only devices seen by this scan (id)", UUID),
+        Param(
+            "category",
+            "query",
+            "ok or a failure category (auth_failed, timeout, …)",
+            enum("ok", *FAILURE_CATEGORIES),
+        ),
     ),
     responses={200: "inbox"},
     tag="discovery",
@@ -354,7 +359,7 @@ async def _run(app: web.Application, actor: Actor, scan_id: str, spec: dict[str,
     "/api/v1/discovery/scans/{id}",
     "Scan job status, progress and counts (found, interrogated, failed by category)",
     WRITERS,
-    params=(Param("id", "path", "scan id", required=True),),
+    params=(Param("id", "path", "scan id", UUID, required=True),),
     responses={200: "the scan"},
     tag="discovery",
 )

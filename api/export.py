@@ -14,7 +14,7 @@ import ingest.ledger.write as ledger_write
 from api import params
 from api.auth import READERS
 from api.cameras import FILTERS
-from api.routes import Param, RouteTable, caller
+from api.routes import Param, RouteTable, caller, enum
 from api.state import REGISTRY
 from camera_registry.errors import BadRequest, FieldError
 from camera_registry.fields import FIELDS, SECRET_FIELDS
@@ -49,7 +49,10 @@ async def batches(it: AsyncIterator[dict[str, Any]]) -> AsyncIterator[list[dict[
     "/api/v1/cameras/export",
     "Export cameras as a ledger (csv, xlsx, geojson)",
     READERS,
-    params=(*FILTERS, Param("format", "query", "csv (default), xlsx or geojson")),
+    params=(
+        *FILTERS,
+        Param("format", "query", "csv (default), xlsx or geojson", enum("csv", "xlsx", "geojson")),
+    ),
     responses={200: "the ledger file"},
 )
 async def export_cameras(request: web.Request) -> web.StreamResponse:

@@ -21,7 +21,8 @@ from aiohttp import web
 from api import params
 from api.auth import READERS
 from api.problems import dumps
-from api.routes import Param, RouteTable, caller
+from api.routes import BBOX as BBOX_SCHEMA
+from api.routes import REGION_PREFIX, Param, RouteTable, caller, enum, integer, number
 from api.state import POOL
 from camera_registry.actor import Actor
 from camera_registry.errors import BadRequest, FieldError
@@ -34,13 +35,14 @@ DEFAULT_POINTS, MAX_POINTS = 5_000, 50_000
 MAX_SIMPLIFY_M = 10_000.0
 _M_PER_DEG = 111_320.0  # metres per degree of latitude (and of longitude at the equator)
 
-BBOX = Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)")
-REGION = Param("region", "query", "region-code prefix (2-6 digits), e.g. 1401")
+ADCODE = {"type": "string", "pattern": "^[0-9]{6}$"}
+BBOX = Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)", BBOX_SCHEMA)
+REGION = Param("region", "query", "region-code prefix (2-6 digits), e.g. 1401", REGION_PREFIX)
 LIMIT = Param(
     "limit",
     "query",
     f"most features (1-{MAX_POINTS}, default {DEFAULT_POINTS})",
-    {"type": "integer"},
+    integer(1, MAX_POINTS),
 )
 
 
@@ -123,15 +125,15 @@ def _num(value: float) -> float | None:
     "Region boundaries as GeoJSON (adcode, name, rank, parent, area_km2)",
     READERS,
     params=(
-        Param("rank", "query", "province, city or county"),
-        Param("parent", "query", "adcode of the enclosing region, e.g. 140100"),
+        Param("rank", "query", "province, city or county", enum(*gd.RANKS)),
+        Param("parent", "query", "adcode of the enclosing region, e.g. 140100", ADCODE),
         BBOX,
         REGION,
         Param(
             "simplify",
             "query",
             f"simplification tolerance in metres (0-{MAX_SIMPLIFY_M:.0f}; default 0)",
-            {"type": "number"},
+            number(0, MAX_SIMPLIFY_M),
         ),
     ),
     responses={200: "a GeoJSON FeatureCollection"},

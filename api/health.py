@@ -13,7 +13,7 @@ from api import params
 from api.auth import READERS
 from api.cameras import ID
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import DATE, FLAG, LEVELS, REGION_PREFIX, Param, RouteTable, caller
 from api.state import POOL, REGISTRY, WORKER
 from camera_registry.actor import Role
 from camera_registry.errors import BadRequest, FieldError, NotFound
@@ -33,11 +33,9 @@ DATE_PARAMS = (
         "from",
         "query",
         "first local day (Asia/Shanghai), YYYY-MM-DD",
-        {"type": "string", "format": "date"},
+        DATE,
     ),
-    Param(
-        "to", "query", "last local day, inclusive, YYYY-MM-DD", {"type": "string", "format": "date"}
-    ),
+    Param("to", "query", "last local day, inclusive, YYYY-MM-DD", DATE),
 )
 
 
@@ -133,15 +131,17 @@ async def probe_now(request: web.Request) -> web.Response:
     "在线率 / 完好率 / 联网率 by region prefix (and level)",
     READERS,
     params=(
-        Param("region", "query", "region-code prefix, e.g. 14 or 1401 (default: scope)"),
+        Param(
+            "region", "query", "region-code prefix, e.g. 14 or 1401 (default: scope)", REGION_PREFIX
+        ),
         Param(
             "group",
             "query",
             "digits of the region code to group by (2, 4 or 6)",
-            {"type": "integer"},
+            {"type": "integer", "enum": [2, 4, 6]},
         ),
-        Param("by_level", "query", "1 to split each region by level"),
-        Param("level", "query", "only these levels, e.g. 1 or 1,2"),
+        Param("by_level", "query", "1 to split each region by level", FLAG),
+        Param("level", "query", "only these levels, e.g. 1 or 1,2", LEVELS),
         *DATE_PARAMS,
     ),
     responses={200: "KPI rows: now, or over the date range from..to"},

@@ -9,12 +9,13 @@ import time
 import uuid
 from pathlib import Path
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from api import params
 from api.auth import WRITERS
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import FLAG, UUID, Param, RouteTable, caller, enum, integer
 from api.state import BACKGROUND, BOX, IMPORT_SLOTS, JOBS, METRICS, POOL, SETTINGS
 from camera_registry.actor import Actor
 from camera_registry.errors import BadRequest, FieldError
@@ -26,6 +27,7 @@ from ingest.ledger.source import import_ledger
 ROUTES = RouteTable()
 
 log = logging.getLogger(__name__)
+CRS = enum("wgs84", "gcj02", "bd09")
 _SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".geojson", ".json")
 
 
@@ -44,6 +46,29 @@ async def _save_upload(part: BodyPartReader, dest: Path, limit: int) -> int:
     return size
 
 
+async def _receive(
+    reader: MultipartReader, upload_dir: Path, limit: int
+) -> tuple[Path | None, str]:
+    """Save the first 'file' part into `upload_dir`; (None, "") when there is none."""
+    async for part in reader:
+        if not isinstance(part, BodyPartReader) or part.name != "file":
+            continue
+        filename = os.path.basename(part.filename or "ledger.csv")
+        if not filename.lower().endswith(_SUFFIXES):
+            raise BadRequest(
+                f"cannot import {filename!r}",
+                [FieldError("file", "use a .csv, .xlsx or .geojson ledger")],
+            )
+        dest = upload_dir / f"{uuid.uuid4().hex}{Path(filename).suffix.lower()}"
+        try:
+            await _save_upload(part, dest, limit)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return dest, filename
+    return None, ""
+
+
 @ROUTES.route(
     "POST",
     "/api/v1/imports",
@@ -51,9 +76,9 @@ async def _save_upload(part: BodyPartReader, dest: Path, limit: int) -> int:
     WRITERS,
     body_content="multipart/form-data",
     params=(
-        Param("dry_run", "query", "validate and count, change nothing"),
-        Param("partial", "query", "import the good rows even if some are bad"),
-        Param("crs", "query", "wgs84|gcj02|bd09 for rows without a 坐标系 column"),
+        Param("dry_run", "query", "validate and count, change nothing", FLAG),
+        Param("partial", "query", "import the good rows even if some are bad", FLAG),
+        Param("crs", "query", "wgs84|gcj02|bd09 for rows without a 坐标系 column", CRS),
     ),
     responses={202: "job accepted; follow Location"},
     tag="imports",
@@ -71,27 +96,17 @@ async def create_import(request: web.Request) -> web.Response:
             "send the ledger as multipart/form-data with a 'file' part",
             [FieldError("file", "missing")],
         )
-    reader = await request.multipart()
     upload_dir = settings.data_dir / "uploads"
     upload_dir.mkdir(parents=True, exist_ok=True)
-    dest: Path | None = None
-    filename = ""
-    async for part in reader:
-        if not isinstance(part, BodyPartReader) or part.name != "file":
-            continue
-        filename = os.path.basename(part.filename or "ledger.csv")
-        if not filename.lower().endswith(_SUFFIXES):
-            raise BadRequest(
-                f"cannot import {filename!r}",
-                [FieldError("file", "use a .csv, .xlsx or .geojson ledger")],
-            )
-        dest = upload_dir / f"{uuid.uuid4().hex}{Path(filename).suffix.lower()}"
-        try:
-            await _save_upload(part, dest, settings.max_upload_bytes)
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
-        break
+    try:
+        reader = await request.multipart()
+        dest, filename = await _receive(reader, upload_dir, settings.max_upload_bytes)
+    except (HttpProcessingError, ValueError) as exc:  # aiohttp's multipart parser: bad headers
+        raise BadRequest(
+            f"the multipart upload is malformed ({exc.__class__.__name__}); send the ledger as "
+            "multipart/form-data with one 'file' part, as curl -F file=@ledger.csv does",
+            [FieldError("file", "malformed multipart body")],
+        ) from None
     if dest is None:
         raise BadRequest("no 'file' part in the upload", [FieldError("file", "missing")])
     jobs = request.app[JOBS]
@@ -179,7 +194,7 @@ async def _run(
         await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
-JOB_ID = Param("id", "path", "import job id", required=True)
+JOB_ID = Param("id", "path", "import job id", UUID, required=True)
 
 
 @ROUTES.route(
@@ -203,8 +218,8 @@ async def get_import(request: web.Request) -> web.Response:
     WRITERS,
     params=(
         JOB_ID,
-        Param("after", "query", "seq of the last error seen", {"type": "integer"}),
-        Param("limit", "query", "page size", {"type": "integer"}),
+        Param("after", "query", "seq of the last error seen", integer(-1, 2**31 - 1)),
+        Param("limit", "query", "page size (1-10000)", integer(1, 10_000)),
     ),
     responses={200: "errors"},
     tag="imports",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import re
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +24,8 @@ from camera_registry.config import Settings
 ROUTES = RouteTable()
 
 STATIC = Path(__file__).resolve().parent / "static"
+_STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+STATIC_NAME = {"type": "string", "pattern": f"^{_STATIC_NAME.pattern}$"}
 IMMUTABLE = "public, max-age=31536000, immutable"
 TYPES = {
     ".js": "text/javascript",
@@ -103,12 +106,14 @@ async def index(request: web.Request) -> web.Response:
     "/static/{name}",
     "The web map's bundled files (?v=<hash> from the page: cached for a year)",
     None,
-    params=(Param("name", "path", "app.js, app.css, …", required=True),),
+    params=(Param("name", "path", "app.js, app.css, …", STATIC_NAME, required=True),),
     tag="system",
     responses={200: "the file", 404: "no such file"},
 )
 async def static_file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
+    if not _STATIC_NAME.fullmatch(name):  # NUL, separators, dot-files: never a bundle file
+        raise web.HTTPNotFound()
     path = (STATIC / name).resolve()
     if path.parent != STATIC or not path.is_file():
         raise web.HTTPNotFound()

@@ -11,7 +11,7 @@ from api import params
 from api.auth import READERS, STREAMERS, WRITERS
 from api.coverage import STARTERS
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import BBOX, LEVELS, REGION_PREFIX, Param, RouteTable, caller, integer, listed
 from api.state import MAPGRID, SETTINGS
 from camera_registry.errors import BadRequest, FieldError
 from camera_registry.store.cameras import level_filter
@@ -20,11 +20,11 @@ from camera_registry.store.mapgrid import MAP_STATUSES, MAX_ZOOM, MapQuery
 ROUTES = RouteTable()
 
 MAP_PARAMS = (
-    Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)", required=True),
-    Param("zoom", "query", f"web-map zoom 0-{MAX_ZOOM}", {"type": "integer"}, required=True),
-    Param("level", "query", "comma-separated levels: 1,2,3,9"),
-    Param("status", "query", f"comma-separated: {','.join(MAP_STATUSES)}"),
-    Param("region", "query", "region-code prefix (2-6 digits), e.g. 1401"),
+    Param("bbox", "query", "minlon,minlat,maxlon,maxlat (WGS-84)", BBOX, required=True),
+    Param("zoom", "query", f"web-map zoom 0-{MAX_ZOOM}", integer(0, MAX_ZOOM), required=True),
+    Param("level", "query", "comma-separated levels: 1,2,3,9", LEVELS),
+    Param("status", "query", f"comma-separated: {','.join(MAP_STATUSES)}", listed(*MAP_STATUSES)),
+    Param("region", "query", "region-code prefix (2-6 digits), e.g. 1401", REGION_PREFIX),
 )
 
 

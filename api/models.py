@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from camera_registry.actor import Role
 from camera_registry.errors import BadRequest, FieldError, ValidationFailed
@@ -64,6 +73,14 @@ class CameraPatch(BaseModel):
     username: str | None = Field(default=None, description="write-only")
     password: str | None = Field(default=None, description="write-only")
 
+    @field_validator("installed_at", mode="before")
+    @classmethod
+    def _date_text(cls, value: Any) -> Any:
+        # the document says a YYYY-MM-DD string; pydantic alone would read 0 as 1970-01-01
+        if value is not None and not isinstance(value, str | dt.date):
+            raise ValueError("give a date as YYYY-MM-DD")
+        return value
+
     def values(self, *, patch: bool) -> dict[str, Any]:
         data = self.model_dump(exclude_unset=patch, exclude={"crs"})
         if not patch:
@@ -90,9 +107,31 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
     name: str = Field(min_length=1, max_length=100)
-    region: str | None = Field(default=None, description="region-code prefix scope, e.g. 1401")
-    expires_at: dt.datetime | None = None
-    rate_limit_per_min: int | None = Field(default=None, ge=1, le=1_000_000)
+    region: str | None = Field(
+        default=None, pattern="^[0-9]{2,6}$", description="region-code prefix scope, e.g. 1401"
+    )
+    expires_at: dt.datetime | None = Field(
+        default=None, description="ISO 8601 date-time in the future; absent: never expires"
+    )
+    rate_limit_per_min: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> Any:
+        # pydantic would read 0 as 1970-01-01: a token born expired, never what was meant
+        if value is not None and not isinstance(value, str):
+            raise ValueError("give an ISO 8601 date-time, e.g. 2027-01-01T00:00:00+08:00")
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _future(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        if aware <= dt.datetime.now(dt.UTC):
+            raise ValueError("must be in the future; omit it for a token that does not expire")
+        return value
 
 
 def _field_errors(exc: ValidationError) -> list[FieldError]:
@@ -112,15 +151,45 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
 M = TypeVar("M", bound=BaseModel)
 
 
-async def parse_body(request: web.Request, model: type[M]) -> M:
-    raw = await request.read()  # 413 beyond client_max_size
+# No request body of this API nests deeper than a GeoJSON MultiPolygon inside a few objects;
+# Python's parser recurses per level and fails past ~1,000, so depth is checked first.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `raw` nests more than `limit` arrays/objects (brackets inside strings ignored)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for b in _BRACKETS.findall(_JSON_STRING.sub(b"", raw)):
+        depth += 1 if b in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def load_json(raw: bytes) -> Any:
+    """Parse a request body: 400 naming the body for malformed or too deeply nested JSON."""
+    if _too_deep(raw):
+        raise BadRequest(
+            f"the body nests arrays/objects more than {MAX_JSON_DEPTH} levels deep; "
+            "no request of this API needs that",
+            [FieldError("body", f"nested deeper than {MAX_JSON_DEPTH} levels")],
+        )
     try:
-        data = json.loads(raw or b"null")
+        return json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(
             f"the body is not valid JSON ({exc}); send a JSON object",
             [FieldError("body", "malformed JSON")],
         ) from None
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    raw = await request.read()  # 413 beyond client_max_size
+    data = load_json(raw)
     if not isinstance(data, dict):
         raise BadRequest(
             "the body must be a JSON object", [FieldError("body", "expected an object")]

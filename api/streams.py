@@ -10,21 +10,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import STREAMERS
 from api.cameras import ID
-from api.models import parse_body
+from api.models import load_json, parse_body
 from api.problems import status_of
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import Param, RouteTable, caller, enum, text
 from api.state import STREAMS
+from camera_registry.config import PROTOCOLS
 from camera_registry.errors import BadRequest, FieldError, RegistryError
-from camera_registry.store.streams import MAX_BATCH, check_batch
+from camera_registry.store.streams import MAX_BATCH, PROFILES, check_batch
 
 ROUTES = RouteTable()
 
+STREAM_KEY = {"type": "string", "pattern": "^[0-9]{20}_(main|sub)$"}
 STREAM_PARAMS = (
-    Param("profile", "query", "main (default) or sub"),
-    Param("protocol", "query", "rtsp (default), hls, flv, webrtc or rtmp"),
+    Param("profile", "query", "main (default) or sub", enum(*PROFILES)),
+    Param("protocol", "query", "rtsp (default), hls, flv, webrtc or rtmp", enum(*PROTOCOLS)),
 )
-RELAY_SECRET = Param("secret", "query", "the relay's secret (or header X-Relay-Secret)")
+RELAY_SECRET = Param("secret", "query", "the relay's secret (or header X-Relay-Secret)", text(200))
 
 
 class StreamBatch(BaseModel):
@@ -87,10 +89,7 @@ def _relay(request: web.Request) -> Any:
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError:
-        raise BadRequest("hook body is not JSON", [FieldError("body", "malformed JSON")]) from None
+    data = load_json(await request.read())
     if not isinstance(data, dict):
         raise BadRequest("hook body must be a JSON object", [FieldError("body", "not an object")])
     return data
@@ -168,7 +167,10 @@ async def mediamtx_auth(request: web.Request) -> web.Response:
     "/api/v1/relay/{stream_key}/source",
     "The camera URI a relay pulls (relays only)",
     None,
-    params=(Param("stream_key", "path", "<国标编码>_main|sub", required=True), RELAY_SECRET),
+    params=(
+        Param("stream_key", "path", "<国标编码>_main|sub", STREAM_KEY, required=True),
+        RELAY_SECRET,
+    ),
     responses={200: "source URI with credentials", 401: "not a relay"},
     tag="relay",
 )

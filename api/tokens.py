@@ -7,7 +7,8 @@ from aiohttp import web
 from api.auth import ADMINS
 from api.models import TokenCreate, parse_body
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import UUID, Param, RouteTable, caller
+from api.schemas import TokenCreated, TokenList
 from api.state import TOKENS
 
 ROUTES = RouteTable()
@@ -21,6 +22,7 @@ ROUTES = RouteTable()
     body=TokenCreate,
     responses={201: "id and token"},
     tag="tokens",
+    returns=TokenCreated,
 )
 async def create_token(request: web.Request) -> web.Response:
     actor = caller(request)
@@ -43,6 +45,7 @@ async def create_token(request: web.Request) -> web.Response:
     ADMINS,
     responses={200: "tokens"},
     tag="tokens",
+    returns=TokenList,
 )
 async def list_tokens(request: web.Request) -> web.Response:
     actor = caller(request)
@@ -54,7 +57,7 @@ async def list_tokens(request: web.Request) -> web.Response:
     "/api/v1/tokens/{id}",
     "Revoke a token (effective immediately)",
     ADMINS,
-    params=(Param("id", "path", "token id", required=True),),
+    params=(Param("id", "path", "token id", UUID, required=True),),
     responses={204: "revoked"},
     tag="tokens",
 )

@@ -24,6 +24,7 @@ from camera_registry.actor import Actor
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import FieldError
 from camera_registry.store.bulk import BULK_MODE_ROWS, BulkLoad, DuplicateFilter
+from camera_registry.store.placement import CountyCheck
 from camera_registry.validate import CameraBatch, validate_columns
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 __all__ = ["BULK_MODE_ROWS", "ChunkSource", "ChunkValidator", "ImportReport", "import_rows"]
 
 MAX_ERRORS_KEPT = 200_000  # beyond this the file is not a ledger with typos; stop listing
+MAX_PLACEMENT_WARNINGS = 1_000  # a whole ledger in the wrong 坐标系 is one problem, not 300,000
 Progress = Callable[[float, int], Awaitable[None] | None]
 
 
@@ -47,6 +49,7 @@ class ImportReport:
     errors: list[FieldError] = field(default_factory=list)
     errors_truncated: bool = False
     warnings: list[str] = field(default_factory=list)
+    placement_warnings: int = 0  # rows far outside their county (listed in `warnings`)
 
     partial: bool = False
 
@@ -162,7 +165,8 @@ async def import_rows(
     report = ImportReport(filename, dry_run=dry_run, partial=partial)
     bad_rows: set[int] = set()
     await source.start()
-    report.warnings = source.warnings
+    report.warnings = list(source.warnings)
+    placement = CountyCheck(pool)
     async with BulkLoad(pool, actor, import_id=import_id, bulk_threshold=bulk_threshold) as load:
         first = True
         waited = in_db = 0.0
@@ -184,6 +188,7 @@ async def import_rows(
             # so it can say what --partial would do.
             if partial or not bad_rows or dry_run:
                 await load.add(item.batch)
+            await _warn_placement(report, placement, item.batch)
             in_db += time.perf_counter() - t1
             if on_progress is not None:
                 res = on_progress(item.progress, report.rows_total)
@@ -201,6 +206,25 @@ async def import_rows(
             load.commit()
             report.committed = True
     return report
+
+
+async def _warn_placement(report: ImportReport, placement: CountyCheck, batch: CameraBatch) -> None:
+    """Valid rows far outside their county (where boundaries are loaded): imported, with a word."""
+    if report.placement_warnings > MAX_PLACEMENT_WARNINGS:
+        return
+    cols = batch.cols
+    found = await placement.outside(
+        cols["region_code"], cols["lon"], cols["lat"], batch.rows.tolist()
+    )
+    for w in found:
+        report.placement_warnings += 1
+        if report.placement_warnings > MAX_PLACEMENT_WARNINGS:
+            report.warnings.append(
+                f"more than {MAX_PLACEMENT_WARNINGS} rows lie outside their county; "
+                "only the first are listed (is the 坐标系 column right?)"
+            )
+            return
+        report.warnings.append(f"row {w.row}: {w.message}")
 
 
 def _keep(report: ImportReport, errors: list[FieldError]) -> None:

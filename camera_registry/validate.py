@@ -15,7 +15,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +23,7 @@ from camera_registry.crypto import CredentialBox
 from camera_registry.errors import FieldError
 from camera_registry.fields import BY_NAME, DB_COLUMNS
 from camera_registry.gbid import PROVINCES, gb_id_problem, region_code_problem
+from camera_registry.stream_uri import StreamURIError, split_stream_uri
 from geo.crs import in_china_bbox, looks_swapped, normalise_crs, to_wgs84
 from geo.errors import UnknownCRS
 
@@ -480,38 +480,42 @@ def _macs(values: Sequence[Any] | None, ck: _Checker) -> list[str | None]:
     return out
 
 
-_PLAIN_URI = re.compile(r"^(?:rtsps?|https?|rtmp)://[^@/\s]+(?:[/?][^\s]*)?$", re.M | re.I)
+# Without an '@' a URI carries no credentials: the common case skips the per-value parser.
+_PLAIN_URI = re.compile(r"^(?:rtsps?|https?|rtmp)://[^@\s]+$", re.M | re.I)
 
 
 def _streams(
     values: Sequence[Any] | None, name: str, ck: _Checker, creds: dict[int, list[str | None]]
 ) -> list[str | None]:
-    """Check stream URIs and move any user:password@ in them into the sealed credentials."""
+    """Check stream URIs and move any user:password@ in them into the sealed credentials.
+
+    Credentials given in their own columns win over those inside a URI."""
     out = _texts(values, name, ck)
     present = [v for v in out if v is not None]
     if not present or _all_match(_PLAIN_URI, present):
         return out  # the usual case: well-formed URIs without userinfo
     out = list(out)
-    bad: list[int] = []
+    bad: dict[str, list[int]] = {}
     for i, s in enumerate(out):
         if s is None:
             continue
-        if not s.lower().startswith(_STREAM_SCHEMES):
-            bad.append(i)
+        if "@" not in s and s.lower().startswith(_STREAM_SCHEMES):
             continue
-        if "@" in s.split("/", 3)[2]:
-            parts = urlsplit(s)
-            host = parts.netloc.rsplit("@", 1)[1]
+        try:
+            split = split_stream_uri(s)
+        except StreamURIError as exc:
+            bad.setdefault(str(exc), []).append(i)
+            out[i] = None
+            continue
+        if split.has_credentials:
             pair = creds.setdefault(i, [None, None])
-            if pair[0] is None and parts.username is not None:
-                pair[0] = unquote(parts.username)
-            if pair[1] is None and parts.password is not None:
-                pair[1] = unquote(parts.password)
-            out[i] = urlunsplit(parts._replace(netloc=host))
-    if bad:
-        ck.fail(
-            bad, name, f"{_label(name)} must be an rtsp://, rtsps://, rtmp:// or http(s):// URI"
-        )
+            if pair[0] is None:
+                pair[0] = split.username
+            if pair[1] is None:
+                pair[1] = split.password
+        out[i] = split.uri
+    for message, rows in bad.items():
+        ck.fail(rows, name, f"{_label(name)} {message}")
     return out
 
 

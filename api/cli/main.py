@@ -66,7 +66,7 @@ async def _serve(args: argparse.Namespace) -> int:
         return 2
     lock = ServeLock(settings.data_dir)
     lock.acquire()
-    token_box: dict[str, str] = {}
+    token_box: dict[str, tuple[str, bool]] = {}
 
     async def bootstrap(app: web.Application) -> Any:
         if args.demo:
@@ -97,10 +97,14 @@ async def _serve(args: argparse.Namespace) -> int:
         host = settings.http_host if ":" not in settings.http_host else f"[{settings.http_host}]"
         port = runner.addresses[0][1] if runner.addresses else settings.http_port
         print(f"camera registry serving on http://{host}:{port}/", flush=True)
-        print(
-            f"admin token: {token_box['admin']}  (also in {settings.data_dir / 'admin.token'})",
-            flush=True,
-        )
+        secret, created = token_box["admin"]
+        where = settings.data_dir / "admin.token"
+        if created:
+            print(f"admin token: {secret}  (saved in {where}, mode 0600)", flush=True)
+        else:
+            print(
+                f"admin token: in {where} (made at an earlier start; not printed again)", flush=True
+            )
         if args.demo:
             print(
                 "stream probes are off for the demo (its cameras do not exist); "

@@ -71,19 +71,21 @@ async def demo_geodata_loaded(
     return geodata, await load_demo_geodata(pool, geodata, seed=seed)
 
 
-async def ensure_admin_token(tokens: Tokens, path: Path) -> str:
-    """The admin token in `path` if it still works, else a new one written there (0600)."""
+async def ensure_admin_token(tokens: Tokens, path: Path) -> tuple[str, bool]:
+    """The admin token in `path` if it still works, else a new one written there (0600); and
+    whether it was made just now (only a new token is worth printing: a log that repeats it at
+    every start spreads a secret that the file already keeps)."""
     secret = await asyncio.to_thread(_read, path)
     if secret:
         try:
             actor = await tokens.authenticate(secret)
             if actor.role == Role.ADMIN and actor.scope is None:
-                return secret
+                return secret, False
         except Unauthorized:
             log.info("the token in %s no longer works; making a new one", path)
     _, secret = await tokens.create(Actor.cli("bootstrap"), role=Role.ADMIN, name="make-run admin")
     await asyncio.to_thread(_write_private, path, secret)
-    return secret
+    return secret, True
 
 
 def _read(path: Path) -> str | None:

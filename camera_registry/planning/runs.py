@@ -51,7 +51,7 @@ from camera_registry.planning.compute import (
     propose,
 )
 from camera_registry.store import heartbeats
-from camera_registry.store.db import row_dict
+from camera_registry.store.db import CONNECTION_LOST, row_dict, while_connection_lost
 
 log = logging.getLogger(__name__)
 
@@ -588,21 +588,36 @@ async def execute_run(
         )
         raise
     except Exception as exc:
-        if not isinstance(exc, RegistryError):
+        if isinstance(exc, RegistryError):
+            detail = exc.detail
+        elif isinstance(exc, CONNECTION_LOST):
+            log.error("coverage run %s: the database connection was lost: %s", run_id, exc)
+            detail = (
+                "the database connection was lost during the run (a restart or a network "
+                f"cut: {type(exc).__name__}); ask again"
+            )
+        else:
             log.exception("coverage run %s failed", run_id)
-        detail = exc.detail if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
-        await pool.execute(
-            """UPDATE coverage_runs SET status = 'failed', finished_at = now(), error = $2,
-                   message = 'failed' WHERE id = $1""",
-            rid,
-            detail,
+            detail = f"{type(exc).__name__}: {exc}"
+        # recorded even across a restart (bounded: past it the reaper closes the run)
+        await while_connection_lost(
+            f"coverage run {run_id}",
+            lambda: pool.execute(
+                """UPDATE coverage_runs SET status = 'failed', finished_at = now(), error = $2,
+                       message = 'failed' WHERE id = $1""",
+                rid,
+                detail,
+            ),
         )
         raise
-    await pool.execute(
-        """UPDATE coverage_runs SET status = 'done', progress = 1, message = 'done',
-               summary = $2, finished_at = now() WHERE id = $1""",
-        rid,
-        summary,
+    await while_connection_lost(
+        f"coverage run {run_id}",
+        lambda: pool.execute(
+            """UPDATE coverage_runs SET status = 'done', progress = 1, message = 'done',
+                   summary = $2, finished_at = now() WHERE id = $1""",
+            rid,
+            summary,
+        ),
     )
     return summary
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import numpy as np
 
-from camera_registry.actor import Actor
+from camera_registry.actor import Actor, Role
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import (
     BadRequest,
@@ -35,6 +35,7 @@ from camera_registry.fields import DB_COLUMNS, STORED_COLUMNS, STREAM_KEYS
 from camera_registry.gbid import make_gb_id
 from camera_registry.store import audit
 from camera_registry.store.db import row_dict
+from camera_registry.stream_uri import StreamURIError, split_stream_uri
 from camera_registry.validate import CameraBatch, validate_columns
 from geo.crs import haversine_m
 
@@ -365,9 +366,18 @@ class Registry:
             merged.update(patch)
             if "gb_id" in patch and "region_code" not in patch:
                 merged.pop("region_code")  # the new ID carries its own region
+            from_uri = _uri_credentials(patch)
+            touched = {"username", "password"} & set(patch) or from_uri
+            if touched:
+                # one credential edited keeps the other: explicit fields, then the patched
+                # URIs' userinfo, then what is stored
+                stored = self.box.open(cur["credentials"]) if cur["credentials"] else (None, None)
+                for name, old in zip(("username", "password"), stored, strict=True):
+                    if name not in patch:
+                        merged[name] = from_uri.get(name, old)
             batch = self.validate_one(actor, merged, merged.pop("crs"))
             row = {c: batch.cols[c][0] for c in DB_COLUMNS}
-            if not ({"username", "password"} & set(patch)):
+            if not touched:
                 row["credentials"], row["credentials_mac"] = (
                     cur["credentials"],
                     cur["credentials_mac"],
@@ -457,6 +467,84 @@ async def allocate_serials(conn: asyncpg.Connection, counts: Mapping[str, int]) 
             )
         out[region] = range(start, start + n)
     return out
+
+
+def _uri_credentials(patch: Mapping[str, Any]) -> dict[str, str]:
+    """The userinfo inside a patch's stream URIs (first given wins), to merge with the stored
+    pair; an unreadable URI is left for validation to report."""
+    out: dict[str, str] = {}
+    for key in STREAM_KEYS:
+        value = patch.get(key)
+        if not isinstance(value, str) or "@" not in value:
+            continue
+        try:
+            split = split_stream_uri(value)
+        except StreamURIError:
+            continue
+        if split.username is not None:
+            out.setdefault("username", split.username)
+        if split.password is not None:
+            out.setdefault("password", split.password)
+    return out
+
+
+MIGRATION_ACTOR = Actor("system:uri-credentials", Role.ADMIN)
+
+
+async def move_uri_credentials(pool: asyncpg.Pool, box: CredentialBox) -> int:
+    """Seal the credentials that migration 0014 found inside stored stream URIs.
+
+    Runs at every start (cheap when the list is empty); each camera is moved in its own
+    transaction, so a crash part-way leaves the rest for the next start. Credentials stored in
+    their own column win over the URI's, as on import. A URI that still cannot be read keeps
+    its row in the list and is logged by camera id only (never the URI)."""
+    moved = 0
+    ids = await pool.fetch("SELECT camera_id FROM uri_credential_moves ORDER BY camera_id")
+    for (cid,) in ids:
+        async with pool.acquire() as conn, conn.transaction():
+            cur = await conn.fetchrow(
+                "SELECT region_code, streams, credentials FROM cameras WHERE id = $1 FOR UPDATE",
+                cid,
+            )
+            if cur is None:
+                continue
+            streams = dict(cur["streams"] or {})
+            user: str | None = None
+            password: str | None = None
+            try:
+                for key, value in streams.items():
+                    if isinstance(value, str) and "@" in value:
+                        split = split_stream_uri(value)
+                        streams[key] = split.uri
+                        user = user if user is not None else split.username
+                        password = password if password is not None else split.password
+            except StreamURIError:
+                continue
+            if cur["credentials"] is not None:
+                stored_user, stored_password = box.open(cur["credentials"])
+                user = stored_user if stored_user is not None else user
+                password = stored_password if stored_password is not None else password
+            sealed = box.seal(user, password)
+            await conn.execute(
+                """UPDATE cameras SET streams = $2, credentials = $3, credentials_mac = $4,
+                       version = version + 1, updated_at = now() WHERE id = $1""",
+                cid,
+                streams,
+                sealed[0] if sealed else None,
+                sealed[1] if sealed else None,
+            )
+            await conn.execute("DELETE FROM uri_credential_moves WHERE camera_id = $1", cid)
+            await audit.record(
+                conn,
+                MIGRATION_ACTOR,
+                "camera.update",
+                camera_id=cid,
+                region_code=cur["region_code"],
+                after={"streams": streams},
+                detail={"reason": "credentials moved out of stream URIs and sealed"},
+            )
+            moved += 1
+    return moved
 
 
 def _streams(row: Mapping[str, Any]) -> dict[str, str]:

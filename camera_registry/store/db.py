@@ -6,22 +6,55 @@ same migrations serve the product (schema `public`) and tests (a fresh schema pe
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from camera_registry.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MIGRATION_LOCK = 0x63616D7265670001  # "camreg" + 1: serialises concurrent `migrate` runs
+
+
+# What a database restart, failover or network cut looks like from a client: the session is
+# cut, new connections are refused while it shuts down or starts, or the socket is gone.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.InternalClientError,  # a pooled connection left mid-operation when its session died
+)
+
+
+async def while_connection_lost(
+    what: str, call: Callable[[], Awaitable[T]], *, within_s: float = 30.0
+) -> T:
+    """`call()`, retried with backoff while the database is unreachable, for at most `within_s`
+    seconds; then the last error propagates. Only for idempotent calls (a job's progress, its
+    final state): a retried write must not count twice."""
+    delay = 0.2
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        try:
+            return await call()
+        except CONNECTION_LOST as exc:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            log.warning("%s: the database is unreachable (%s); retrying", what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def _json(value: Any) -> str:

@@ -290,10 +290,15 @@ class EmbeddedPostgres:
                 if pm is None or not pm.alive():
                     return False
                 bin_dir = find_bin_dir(self.pgdata)
+                user = _run_as()
+                if user is not None:
+                    # an ancestor may have lost o+x since the start (a temp-dir cleaner, or a
+                    # test runner resetting its root to 0700): pg_ctl must still reach the data
+                    _make_traversable(self.root)
                 self._pg(
                     bin_dir,
                     ["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop"],
-                    _run_as(),
+                    user,
                     60,
                 )
                 return True

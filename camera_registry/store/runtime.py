@@ -14,6 +14,7 @@ import asyncpg
 
 from camera_registry.config import Settings
 from camera_registry.crypto import CredentialBox, load_or_create_key
+from camera_registry.store.cameras import move_uri_credentials
 from camera_registry.store.db import create_pool, migrate
 from camera_registry.store.embedded import EmbeddedPostgres
 
@@ -59,7 +60,11 @@ async def open_database(
                 settings.secret_key.get_secret_value() if settings.secret_key else None,
                 settings.data_dir,
             )
-            yield Opened(pool, CredentialBox(key), embedded is not None)
+            box = CredentialBox(key)
+            moved = await move_uri_credentials(pool, box)
+            if moved:
+                log.info("sealed the credentials found inside %d cameras' stream URIs", moved)
+            yield Opened(pool, box, embedded is not None)
         finally:
             await pool.close()
     finally:

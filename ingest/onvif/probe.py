@@ -48,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from lxml import etree  # type: ignore[import-untyped]
 
+from camera_registry.stream_uri import split_stream_uri
 from ingest.onvif.geolocation import GeoFlag, GeoReading, read_geolocation
 from ingest.xml_safe import MalformedXml, parse_xml
 
@@ -593,7 +594,9 @@ def _reachable_uri(uri: str | None, reached: str) -> str | None:
     if not uri:
         return None
     try:
-        parts = urlsplit(uri)
+        # userinfo first, by the registry's reader: a password with # ? or / in it would make
+        # a strict parse lose the host (and the stream) or keep part of the password
+        parts = urlsplit(split_stream_uri(uri).uri)
         host = parts.hostname
         port = parts.port
     except ValueError:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from camera_registry.actor import Actor
+from camera_registry.store.db import CONNECTION_LOST, while_connection_lost
 from camera_registry.store.inbox import DiscoveryScans, Inbox
 from ingest.errors import IngestError
 from ingest.onvif.discover import Progress, discover
@@ -31,7 +32,8 @@ async def run_scan(
     *,
     discovery_port: int = 3702,
 ) -> None:
-    """Run one scan to completion; never raises except CancelledError."""
+    """Run one scan to completion and record how it ended; raises only CancelledError, or a
+    connection error when the database stays unreachable past the retry bound."""
     progress = Progress()
     pending: list[dict[str, Any]] = []
     stop = asyncio.Event()
@@ -39,8 +41,12 @@ async def run_scan(
     async def flush() -> None:
         batch = pending[:]
         del pending[: len(batch)]
-        if batch:
-            await inbox.upsert(actor, batch, scan_id=scan_id)
+        try:
+            if batch:
+                await inbox.upsert(actor, batch, scan_id=scan_id)
+        except BaseException:
+            pending[:0] = batch  # kept for the next flush: an upsert is idempotent
+            raise
         await scans.progress(
             scan_id,
             probed=progress.probed,
@@ -49,14 +55,22 @@ async def run_scan(
         )
 
     async def flusher() -> None:
+        # A database restart mid-scan must not freeze the job's progress while the sweep goes
+        # on: a flush that cannot reach the database is tried again at the next tick.
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FLUSH_S)
-            await flush()
+            try:
+                await flush()
+            except CONNECTION_LOST as exc:
+                if stop.is_set():
+                    raise
+                log.warning("discovery scan %s: progress not saved yet (%s)", scan_id, exc)
 
     username, password = await scans.credentials(scan_id)
     await scans.started(scan_id)
     task = asyncio.create_task(flusher(), name=f"scan-{scan_id}-flush")
+    status, error = "done", None
     try:
         try:
             await discover(
@@ -74,8 +88,8 @@ async def run_scan(
             )
         finally:
             stop.set()
-            await task
-        await scans.finish(scan_id, "done", failed=progress.failed)
+            with contextlib.suppress(*CONNECTION_LOST):
+                await task  # its last flush is repeated below until the database answers
     except asyncio.CancelledError:
         await asyncio.shield(
             scans.finish(
@@ -87,7 +101,14 @@ async def run_scan(
         )
         raise
     except (IngestError, OSError, ValueError) as exc:
-        await scans.finish(scan_id, "failed", failed=progress.failed, error=str(exc)[:500])
+        status, error = "failed", str(exc)[:500]
     except Exception as exc:
         log.exception("discovery scan %s failed", scan_id)
-        await scans.finish(scan_id, "failed", failed=progress.failed, error=type(exc).__name__)
+        status, error = "failed", type(exc).__name__
+    # The sweep is over; what it found and how it ended reach the database even across a
+    # restart (bounded: a database gone for longer leaves the job to the reaper).
+    what = f"discovery scan {scan_id}"
+    await while_connection_lost(what, flush)
+    await while_connection_lost(
+        what, lambda: scans.finish(scan_id, status, failed=progress.failed, error=error)
+    )

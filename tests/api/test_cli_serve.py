@@ -51,7 +51,7 @@ def test_serve_demo_on_the_embedded_database_then_ctrl_c_stops_everything(tmp_pa
             lines.append(line)
             if m := re.search(r"serving on (http://\S+)", line):
                 url = m.group(1)
-            if m := re.search(r"admin token: (\S+)", line):
+            if m := re.search(r"admin token: (crt_\S+)", line):
                 token = m.group(1)
         assert url and token, "".join(lines)
         assert (tmp_path / "admin.token").read_text().strip() == token
@@ -100,7 +100,9 @@ def test_serve_demo_on_the_embedded_database_then_ctrl_c_stops_everything(tmp_pa
             assert line, seen
             seen += line
         assert "loaded" not in seen and "serving on" in seen
-        assert token in seen  # the saved admin token still works, so it is kept
+        # the saved admin token still works, so it is kept, and said where, not printed again
+        assert token not in seen and f"admin token: in {tmp_path / 'admin.token'}" in seen
+        assert (tmp_path / "admin.token").read_text().strip() == token
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)

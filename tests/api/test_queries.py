@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from camera_registry.actor import Actor, Role
 from geo.crs import haversine_m
 
 from ..conftest import Tok, camera
@@ -202,7 +204,16 @@ async def test_tokens_over_http_shown_once_stored_hashed_revoked_at_once(
         json={"role": "planner", "name": "old", "expires_at": "2020-01-01T00:00:00Z"},
         headers=admin,
     )
-    old = {"Authorization": f"Bearer {(await expired.json())['token']}"}
+    assert expired.status == 422  # a token born expired is never what was meant
+    from api.state import TOKENS
+
+    _, lapsed = await client.app[TOKENS].create(
+        Actor("test", Role.ADMIN),
+        role=Role.PLANNER,
+        name="old",
+        expires_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+    )
+    old = {"Authorization": f"Bearer {lapsed}"}
     assert (await client.get("/api/v1/cameras", headers=old)).status == 401
     resp = await client.post("/api/v1/tokens", json={"role": "boss", "name": "x"}, headers=admin)
     assert resp.status == 422
