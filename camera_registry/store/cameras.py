@@ -492,7 +492,7 @@ MIGRATION_ACTOR = Actor("system:uri-credentials", Role.ADMIN)
 
 
 async def move_uri_credentials(pool: asyncpg.Pool, box: CredentialBox) -> int:
-    """Seal the credentials that migration 0014 found inside stored stream URIs.
+    """Seal the credentials that migration 0016 found inside stored stream URIs.
 
     Runs at every start (cheap when the list is empty); each camera is moved in its own
     transaction, so a crash part-way leaves the rest for the next start. Credentials stored in
