@@ -56,12 +56,14 @@ def is_private(host: str) -> bool:
 
 
 def target_for(contact_host: str, contact_port: int | None, source: Peer) -> Peer:
-    """Where requests to a device go: its Contact, or its packets' source when NATed.
+    """Where requests to a device go: its Contact, or its packets' source when NATed or on TCP.
 
     A Contact with a private address that is not where the device's packets come from can
     only be reached through the NAT binding the device opened: use the source. Public or
     matching Contacts are honoured (a device may listen elsewhere than it sends from).
     """
+    if source.transport == "TCP":
+        return source  # a device on TCP takes our requests on the connection it opened
     port = contact_port or 5060
     if is_private(contact_host) and contact_host != source.host:
         return source

@@ -11,8 +11,10 @@ import asyncio
 import shutil
 import signal
 import socket
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ingest.gb28181.catalog import CatalogResult
 from ingest.gb28181.manscdp import CatalogItem, Manscdp
@@ -187,3 +189,43 @@ class Sipp:
             out.append(f"== {path.name}\n{path.read_text(errors='replace')[-6000:]}")
         return "\n".join(out) or "(no SIPp logs)"
 
+
+
+RTP_SSRC = 0x0BEBC201  # 200000001: the y= of ooc_invite.xml
+
+
+def rtp_packet(seq: int, *, ssrc: int = RTP_SSRC, payload: bytes = b"") -> bytes:
+    """RTP (RFC 3550) with payload type 96 (PS) and a PS pack-start code as payload."""
+    header = struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, seq * 3600, ssrc)
+    return header + (payload or b"\x00\x00\x01\xba" + bytes(200))
+
+
+def write_rtp_pcap(path: Path, packets: int = 20, interval_s: float = 0.02) -> None:
+    """A pcap (Ethernet/IPv4/UDP) of `packets` RTP packets for SIPp's play_pcap_video."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for i in range(packets):
+        rtp = rtp_packet(i + 1)
+        udp = struct.pack("!HHHH", 30000, 30002, 8 + len(rtp), 0) + rtp
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i, 0, 64, 17, 0,
+            socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2"),
+        )  # fmt: skip
+        frame = b"\x00" * 12 + b"\x08\x00" + ip + udp
+        t = 1_700_000_000 + i * interval_s
+        out.append(struct.pack("<IIII", int(t), int((t % 1) * 1e6), len(frame), len(frame)))
+        out.append(frame)
+    path.write_bytes(b"".join(out))
+
+
+class RtpSink(asyncio.DatagramProtocol):
+    """A UDP socket of ours standing where the media server's RTP port would be."""
+
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+        self.got = asyncio.Event()
+        self.want = 1
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.packets.append(data)
+        if len(self.packets) >= self.want:
+            self.got.set()
