@@ -52,7 +52,9 @@ async def test_catalog_names_decode_right_whatever_the_declared_charset(
     assert item.address == "太原市迎泽区"
     assert item.management_unit == STREET
     mislabelled = server.metrics()["mislabelled_charset"]
-    assert mislabelled == (0 if encoding.upper().replace("-", "") in declared.replace("-", "") else 1)
+    assert mislabelled == (
+        0 if encoding.upper().replace("-", "") in declared.replace("-", "") else 1
+    )
     # the same result reached the registry side
     reported = await asyncio.wait_for(recorder.catalogs.get(), 5)
     assert reported.items[IPC_ID].name == STREET
