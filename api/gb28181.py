@@ -7,6 +7,8 @@ and hands over parsed facts; `camera_registry.store.gb28181` writes them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
@@ -38,6 +40,26 @@ class Bridge(Gb28181Events):
     def __init__(self, store: GbDevices, settings: Gb28181Settings) -> None:
         self.store = store
         self.settings = settings
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _device(self, device_id: str) -> AsyncIterator[None]:
+        """One catalog write at a time per device (answers to two queries can overlap).
+
+        Locks are counted and dropped when nobody holds or waits for them, so the map is as
+        large as the devices being written at this moment, not every device ever seen.
+        """
+        lock, users = self._locks.get(device_id, (asyncio.Lock(), 0))
+        self._locks[device_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[device_id]
+            if users == 1:
+                del self._locks[device_id]
+            else:
+                self._locks[device_id] = (lock, users - 1)
 
     async def lookup(self, device_id: str) -> DeviceAccess | None:
         if device_id_problem(device_id) is not None:
@@ -71,7 +93,10 @@ class Bridge(Gb28181Events):
 
     async def on_catalog(self, result: CatalogResult) -> None:
         items = [dataclasses.asdict(i) for i in result.items.values()]
-        outcome = await self.store.apply_catalog(result.device_id, items, complete=result.complete)
+        async with self._device(result.device_id):
+            outcome = await self.store.apply_catalog(
+                result.device_id, items, complete=result.complete
+            )
         log.info("catalog of %s: %s", result.device_id, outcome)
 
     async def on_device_info(self, device_id: str, message: Manscdp) -> None:
@@ -79,14 +104,15 @@ class Bridge(Gb28181Events):
 
     async def on_notify(self, device_id: str, items: list[CatalogItem]) -> None:
         changed = [dataclasses.asdict(i) for i in items if i.event in ("ADD", "UPDATE")]
-        if changed:
-            await self.store.apply_catalog(device_id, changed, complete=False)
-        gone = [i.device_id for i in items if i.event == "DEL"]
-        if gone:
-            await self.store.remove_items(device_id, gone)
-        for item in items:
-            if item.event in ("ON", "OFF", "VLOST", "DEFECT"):
-                await self.store.set_item_status(device_id, item.device_id, item.event)
+        async with self._device(device_id):
+            if changed:
+                await self.store.apply_catalog(device_id, changed, complete=False)
+            gone = [i.device_id for i in items if i.event == "DEL"]
+            if gone:
+                await self.store.remove_items(device_id, gone)
+            for item in items:
+                if item.event in ("ON", "OFF", "VLOST", "DEFECT"):
+                    await self.store.set_item_status(device_id, item.device_id, item.event)
 
 
 def sip_config(settings: Gb28181Settings, http_host: str) -> SipServerConfig:

@@ -20,7 +20,7 @@ import asyncpg
 
 from camera_registry.actor import Actor, Role
 from camera_registry.crypto import CredentialBox
-from camera_registry.errors import NotFound, RegistryError
+from camera_registry.errors import DuplicateCamera, NotFound, RegistryError
 from camera_registry.gbid import CAMERA_TYPES
 from camera_registry.store.cameras import Registry, region_range
 from camera_registry.store.inbox import Inbox
@@ -303,13 +303,21 @@ class GbDevices:
         mismatch = [n for n in notes if n.startswith("CivilCode")]
         if mismatch:
             return None, mismatch[0], "none"
-        cur = await self.pool.fetchrow(
-            "SELECT id, version FROM cameras WHERE gb_id = $1", values["gb_id"]
-        )
-        try:
-            if cur is None:
+        for _attempt in range(2):
+            cur = await self.pool.fetchrow(
+                "SELECT id, version FROM cameras WHERE gb_id = $1", values["gb_id"]
+            )
+            if cur is not None:
+                break
+            try:
                 made = await self.registry.create(actor, values)
                 return uuid.UUID(made["id"]), None, "created"
+            except DuplicateCamera:
+                continue  # created meanwhile (another device's catalog names it): update it
+            except RegistryError as exc:
+                return None, _reasons(exc), "none"
+        assert cur is not None
+        try:
             current = await self.registry.get(actor, str(cur["id"]))
             # compare as stored: the validator normalises (MAC separators, dates, levels)
             batch = self.registry.validate_one(actor, values)
@@ -323,8 +331,7 @@ class GbDevices:
             await self.registry.update(actor, str(cur["id"]), cur["version"], patch)
             return cur["id"], None, "updated"
         except RegistryError as exc:
-            reasons = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
-            return None, reasons, "none"
+            return None, _reasons(exc), "none"
 
     async def _to_inbox(
         self, actor: Actor, device_id: str, item: Mapping[str, Any], problem: str
@@ -395,6 +402,10 @@ _DEVICE_COLUMNS = (
     "model, firmware, channel_count, catalog_at, catalog_complete, catalog_items, "
     "(password IS NOT NULL) AS own_password"
 )
+
+
+def _reasons(exc: RegistryError) -> str:
+    return "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
 
 
 def _comparable(key: str, value: Any) -> Any:
