@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,10 +22,13 @@ from api.auth import ADMINS, READERS, WRITERS
 from api.models import parse_body
 from api.responses import json_response
 from api.routes import Param, RouteTable, caller
-from api.state import GB_DEVICES, SETTINGS, SIP
+from api.state import GB_DEVICES, POOL, SETTINGS, SIP
 from camera_registry.config import Gb28181Settings
 from camera_registry.errors import NotFound
 from camera_registry.store.gb28181 import GbDevices
+from health.settings import health_runtime
+from health.status import Outcome, StatusPolicy
+from health.store import observe_many
 from ingest.gb28181.catalog import CatalogResult
 from ingest.gb28181.manscdp import CatalogItem, Manscdp
 from ingest.gb28181.registrar import DeviceAccess, Registration, device_id_problem
@@ -32,14 +36,32 @@ from ingest.gb28181.server import Gb28181Events, SipServer, SipServerConfig
 
 log = logging.getLogger(__name__)
 ROUTES = RouteTable()
+# What a channel's Status word (catalog) or event (NOTIFY) says about it, as a probe would.
+_STATUS_OUTCOME: dict[str, Outcome] = {
+    "ON": "ok",
+    "OK": "ok",
+    "ONLINE": "ok",
+    "OFF": "fail",
+    "OFFLINE": "fail",
+    "VLOST": "fail",
+    "DEFECT": "fault",
+}
 
 
 class Bridge(Gb28181Events):
     """DeviceDirectory and Gb28181Events for the SIP server, backed by the GB store."""
 
-    def __init__(self, store: GbDevices, settings: Gb28181Settings) -> None:
+    def __init__(
+        self,
+        store: GbDevices,
+        settings: Gb28181Settings,
+        pool: asyncpg.Pool | None = None,
+        policy: StatusPolicy | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.pool = pool  # for health observations; None: status is not fed (tests of the tree)
+        self.policy = policy
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
@@ -82,14 +104,50 @@ class Bridge(Gb28181Events):
             expires_s=registration.expires_s,
         )
 
+        await self._observe_device(registration.device_id, None, "registered")
+
     async def on_unregister(self, device_id: str, reason: str) -> None:
         await self.store.offline(device_id)
+        await self._observe_device(device_id, "fail", f"device {reason}")
 
     async def on_keepalive(self, device_id: str) -> None:
         await self.store.keepalive(device_id)
+        await self._observe_device(device_id, None, "keepalive")
+
+    async def on_keepalive_missed(self, device_id: str, missed: int) -> None:
+        await self._observe_device(device_id, "fail", f"{missed} keepalive interval(s) missed")
 
     async def on_keepalive_timeout(self, device_id: str) -> None:
         await self.store.offline(device_id)
+
+    async def _observe_device(self, device_id: str, outcome: Outcome | None, why: str) -> None:
+        """One observation for each of the device's camera channels.
+
+        `outcome` None: the device is alive, so each channel is what its last Status says
+        (ON → ok, OFF/VLOST → fail, DEFECT → fault); a device-level failure fails them all.
+        """
+        if self.pool is None:
+            return
+        channels = await self.store.channel_cameras(device_id)
+        obs = [
+            (cid, outcome or _STATUS_OUTCOME.get(status, "ok"), f"{why}; channel {status or '?'}")
+            for cid, status in channels
+        ]
+        await observe_many(self.pool, obs, policy=self.policy)
+
+    async def _observe_items(self, device_id: str, items: list[CatalogItem], why: str) -> None:
+        if self.pool is None:
+            return
+        words = {i.device_id: (i.event or i.status) for i in items}
+        words = {k: v for k, v in words.items() if v in _STATUS_OUTCOME}
+        if not words:
+            return
+        cams = await self.store.item_cameras(device_id, list(words))
+        obs = [
+            (cid, _STATUS_OUTCOME[words[item]], f"{why} {words[item]}")
+            for item, cid in cams.items()
+        ]
+        await observe_many(self.pool, obs, policy=self.policy)
 
     async def on_catalog(self, result: CatalogResult) -> None:
         items = [dataclasses.asdict(i) for i in result.items.values()]
@@ -98,6 +156,7 @@ class Bridge(Gb28181Events):
                 result.device_id, items, complete=result.complete
             )
         log.info("catalog of %s: %s", result.device_id, outcome)
+        await self._observe_items(result.device_id, list(result.items.values()), "catalog Status")
 
     async def on_device_info(self, device_id: str, message: Manscdp) -> None:
         await self.store.device_info(device_id, message.fields)
@@ -113,6 +172,7 @@ class Bridge(Gb28181Events):
             for item in items:
                 if item.event in ("ON", "OFF", "VLOST", "DEFECT"):
                     await self.store.set_item_status(device_id, item.device_id, item.event)
+        await self._observe_items(device_id, items, "NOTIFY")
 
 
 def sip_config(settings: Gb28181Settings, http_host: str) -> SipServerConfig:
@@ -123,6 +183,7 @@ def sip_config(settings: Gb28181Settings, http_host: str) -> SipServerConfig:
         port=settings.sip_port,
         charset=settings.charset,
         keepalive_timeout_s=settings.keepalive_timeout_s,
+        keepalive_interval_s=settings.keepalive_timeout_s / 3,
         catalog_idle_timeout_s=settings.catalog_idle_timeout_s,
         min_expires=settings.min_expires,
         max_expires=settings.max_expires,
@@ -134,7 +195,8 @@ async def gb28181_ctx(app: web.Application) -> AsyncIterator[None]:
     """The SIP server of `camreg serve`: started after the database, stopped before it."""
     settings = app[SETTINGS]
     gb = settings.gb28181
-    bridge = Bridge(app[GB_DEVICES], gb)
+    policy = health_runtime(settings.health).policy
+    bridge = Bridge(app[GB_DEVICES], gb, app[POOL], policy)
     server = SipServer(sip_config(gb, settings.http_host), bridge, bridge)
     await server.start()
     app[SIP] = server

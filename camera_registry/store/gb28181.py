@@ -355,6 +355,24 @@ class GbDevices:
             ],
         )
 
+    async def channel_cameras(self, device_id: str) -> list[tuple[uuid.UUID, str]]:
+        """(camera id, the device's last Status word) of the device's live camera channels."""
+        rows = await self.pool.fetch(
+            """SELECT camera_id, coalesce(status, '') AS status FROM gb_catalog_items
+               WHERE device_id = $1 AND camera_id IS NOT NULL AND NOT removed""",
+            device_id,
+        )
+        return [(r["camera_id"], r["status"]) for r in rows]
+
+    async def item_cameras(self, device_id: str, item_ids: Sequence[str]) -> dict[str, uuid.UUID]:
+        rows = await self.pool.fetch(
+            """SELECT item_id, camera_id FROM gb_catalog_items
+               WHERE device_id = $1 AND item_id = ANY($2::text[]) AND camera_id IS NOT NULL""",
+            device_id,
+            list(item_ids),
+        )
+        return {r["item_id"]: r["camera_id"] for r in rows}
+
     # -- reads -------------------------------------------------------------------------------
     async def page(
         self, actor: Actor, *, region: str | None = None, online: bool | None = None,
