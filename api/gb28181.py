@@ -14,15 +14,17 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import ADMINS, READERS, WRITERS
+from api.gbplayer import GbPlayer
 from api.models import parse_body
 from api.responses import json_response
 from api.routes import Param, RouteTable, caller
-from api.state import GB_DEVICES, POOL, SETTINGS, SIP
+from api.state import GB_DEVICES, GB_PLAYER, POOL, SETTINGS, SIP
 from camera_registry.config import Gb28181Settings
 from camera_registry.errors import NotFound
 from camera_registry.store.gb28181 import GbDevices
@@ -32,7 +34,8 @@ from health.store import observe_many
 from ingest.gb28181.catalog import CatalogResult
 from ingest.gb28181.manscdp import CatalogItem, Manscdp
 from ingest.gb28181.registrar import DeviceAccess, Registration, device_id_problem
-from ingest.gb28181.server import Gb28181Events, SipServer, SipServerConfig
+from ingest.gb28181.server import Gb28181Events, PlaySession, SipServer, SipServerConfig
+from ingest.gb28181.zlm import ZlmClient
 
 log = logging.getLogger(__name__)
 ROUTES = RouteTable()
@@ -62,6 +65,7 @@ class Bridge(Gb28181Events):
         self.settings = settings
         self.pool = pool  # for health observations; None: status is not fed (tests of the tree)
         self.policy = policy
+        self.player: GbPlayer | None = None
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
@@ -119,6 +123,10 @@ class Bridge(Gb28181Events):
 
     async def on_keepalive_timeout(self, device_id: str) -> None:
         await self.store.offline(device_id)
+
+    async def on_play_ended(self, session: PlaySession, reason: str) -> None:
+        if self.player is not None and reason == "device sent BYE":
+            await self.player.ended(session)
 
     async def _observe_device(self, device_id: str, outcome: Outcome | None, why: str) -> None:
         """One observation for each of the device's camera channels.
@@ -188,6 +196,7 @@ def sip_config(settings: Gb28181Settings, http_host: str) -> SipServerConfig:
         min_expires=settings.min_expires,
         max_expires=settings.max_expires,
         rate_per_source=settings.rate_per_source,
+        query_after_register=settings.query_on_register,
     )
 
 
@@ -201,9 +210,21 @@ async def gb28181_ctx(app: web.Application) -> AsyncIterator[None]:
     await server.start()
     app[SIP] = server
     log.info("GB/T 28181 SIP server on %s:%d (UDP+TCP)", server.config.host, server.port)
+    http: aiohttp.ClientSession | None = None
+    player: GbPlayer | None = None
+    if gb.media is not None:
+        http = aiohttp.ClientSession()
+        zlm = ZlmClient(http, gb.media.api_url, gb.media.secret.get_secret_value())
+        player = GbPlayer(server, app[GB_DEVICES], zlm, gb.media)
+        bridge.player = player
+        app[GB_PLAYER] = player
     try:
         yield
     finally:
+        if player is not None:
+            await player.close_all()
+        if http is not None:
+            await http.close()
         await server.stop()
 
 

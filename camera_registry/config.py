@@ -81,6 +81,22 @@ class HealthSettings(BaseModel):
     )
 
 
+class MediaServer(BaseModel):
+    """The ZLMediaKit that receives GB/T 28181 devices' RTP (`[gb28181.media]`).
+
+    Players get the signed link of the relay (`[[relays]]`) serving the region; the relay is
+    normally this same ZLMediaKit, with URL templates for its `rtp` app.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    api_url: str = Field(pattern=r"^https?://[^\s\"'<>]+$", description="ZLMediaKit HTTP API")
+    secret: SecretStr = Field(min_length=1, description="its api.secret")
+    rtp_ip: str = Field(min_length=1, description="the address devices send RTP to")
+    tcp_mode: Literal["udp", "passive", "active"] = "udp"
+    invite_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    max_sessions_per_device: int = Field(default=4, ge=1, le=64)
+
+
 class Gb28181Settings(BaseModel):
     """The `[gb28181]` table: our SIP server for GB/T 28181 devices and lower platforms.
 
@@ -105,6 +121,10 @@ class Gb28181Settings(BaseModel):
     min_expires: int = Field(default=60, ge=1, le=86_400)
     max_expires: int = Field(default=86_400, ge=60, le=7 * 86_400)
     rate_per_source: float = Field(default=50.0, gt=0, le=100_000)
+    query_on_register: bool = Field(
+        default=True, description="query Catalog and DeviceInfo after each (re-)registration"
+    )
+    media: MediaServer | None = Field(default=None, description="live video; unset: none")
     regions: tuple[str, ...] = Field(
         default=(),
         description="region-code prefixes of the device IDs we accept; () = our own province",

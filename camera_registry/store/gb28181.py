@@ -373,6 +373,20 @@ class GbDevices:
         )
         return {r["item_id"]: r["camera_id"] for r in rows}
 
+    async def channel_of_camera(self, camera_id: str) -> tuple[str, str, str] | None:
+        """(device ID, channel ID, camera GB ID) when the camera is a live GB/T 28181 channel."""
+        try:
+            cid = uuid.UUID(camera_id)
+        except ValueError:
+            return None
+        rec = await self.pool.fetchrow(
+            """SELECT i.device_id, i.item_id, c.gb_id FROM gb_catalog_items i
+               JOIN cameras c ON c.id = i.camera_id
+               WHERE i.camera_id = $1 AND NOT i.removed ORDER BY i.updated_at DESC LIMIT 1""",
+            cid,
+        )
+        return (rec["device_id"], rec["item_id"], rec["gb_id"]) if rec else None
+
     # -- reads -------------------------------------------------------------------------------
     async def page(
         self, actor: Actor, *, region: str | None = None, online: bool | None = None,
