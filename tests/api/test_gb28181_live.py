@@ -116,7 +116,9 @@ async def test_stream_link_for_a_gb_channel_invites_rtp_to_the_media_server_and_
     ).start()
     try:
         async with asyncio.timeout(10):
-            while live_client.app[SIP].registrar.live(IPC) is None:
+            while True:  # the SIP server registers it on its own task
+                if live_client.app[SIP].registrar.live(IPC) is not None:
+                    break
                 await asyncio.sleep(0.05)
         channel = CatalogItem(
             device_id=IPC, name="迎泽大街", civil_code="140105", longitude=112.55,
