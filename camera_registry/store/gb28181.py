@@ -191,6 +191,14 @@ class GbDevices:
             device_id,
         )
 
+    async def keepalive_many(self, device_ids: Sequence[str]) -> None:
+        """Keepalives of many devices in one statement (the bridge batches them per second)."""
+        await self.pool.execute(
+            """UPDATE gb_devices SET last_keepalive = now(), online = true
+               WHERE device_id = ANY($1::text[])""",
+            list(device_ids),
+        )
+
     async def device_info(self, device_id: str, info: Mapping[str, str]) -> None:
         channels = info.get("Channel", "")
         await self.pool.execute(
@@ -361,6 +369,15 @@ class GbDevices:
             """SELECT camera_id, coalesce(status, '') AS status FROM gb_catalog_items
                WHERE device_id = $1 AND camera_id IS NOT NULL AND NOT removed""",
             device_id,
+        )
+        return [(r["camera_id"], r["status"]) for r in rows]
+
+    async def channels_of(self, device_ids: Sequence[str]) -> list[tuple[uuid.UUID, str]]:
+        """(camera id, last Status word) of the live camera channels of all these devices."""
+        rows = await self.pool.fetch(
+            """SELECT camera_id, coalesce(status, '') AS status FROM gb_catalog_items
+               WHERE device_id = ANY($1::text[]) AND camera_id IS NOT NULL AND NOT removed""",
+            list(device_ids),
         )
         return [(r["camera_id"], r["status"]) for r in rows]
 

@@ -19,7 +19,7 @@ from tests.ingest.gb28181.simdevice import SimDevice
 SERVER_ID = "14000000002000000001"
 NVR = "14010500001180000009"
 ON, OFF = "14010500001320000091", "14010500001320000092"
-TIMEOUT_S = 1.2  # three keepalive intervals of 0.4 s
+TIMEOUT_S = 3.0  # three keepalive intervals of 1 s
 
 
 def item(item_id: str, status: str) -> str:
@@ -40,6 +40,7 @@ async def gb_client(
         server_id=SERVER_ID,
         catalog_idle_timeout_s=1.0,
         keepalive_timeout_s=TIMEOUT_S,
+        keepalive_flush_s=0.05,
     )
     app = create_app(
         settings.model_copy(update={"gb28181": gb}),
@@ -83,10 +84,10 @@ async def test_keepalives_silence_and_reregistration_drive_channel_status_withou
         await until(gb_client, ON, "unknown")  # the catalog made the camera
         for sn in range(3):  # keepalives well inside the interval
             assert (await dev.keepalive(sn)).status == 200
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
         await until(gb_client, ON, "online")
         # one late keepalive (one missed interval) flaps nothing
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.3)  # one interval missed, two to spare
         assert (await dev.keepalive(10)).status == 200
         assert (await dev.keepalive(11)).status == 200
         assert await status(gb_client, ON) == "online"
