@@ -68,6 +68,9 @@ class Bridge(Gb28181Events):
         self.player: GbPlayer | None = None
         self._alive: set[str] = set()  # devices that kept alive since the last flush
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Catalogs applied at once: each holds a pool connection for its transaction, and the
+        # registrations and keepalives of everyone else need the pool too.
+        self._catalog_slots = asyncio.Semaphore(4)
 
     async def run(self, every_s: float = 1.0) -> None:
         """Write keepalives in batches: one statement and one health transaction per second
@@ -183,7 +186,7 @@ class Bridge(Gb28181Events):
 
     async def on_catalog(self, result: CatalogResult) -> None:
         items = [dataclasses.asdict(i) for i in result.items.values()]
-        async with self._device(result.device_id):
+        async with self._catalog_slots, self._device(result.device_id):
             outcome = await self.store.apply_catalog(
                 result.device_id, items, complete=result.complete
             )

@@ -127,7 +127,7 @@ class Device(asyncio.DatagramProtocol):
         data = req.serialise()
         interval = 0.5
         try:
-            for _ in range(8):
+            for _ in range(11):  # Timer F: 64 × T1 = 32 s
                 self.transport.sendto(data, self.server)
                 try:
                     return await asyncio.wait_for(asyncio.shield(fut), interval)

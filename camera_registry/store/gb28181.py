@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from camera_registry.gbid import CAMERA_TYPES
 from camera_registry.store.cameras import Registry, region_range
 from camera_registry.store.inbox import Inbox
 
+_PASSWORD_CACHE = 200_000
 # China's bounding box: a point outside it (or 0/0) is "no position", not a camera in the sea.
 _CHINA = (73.4, 135.1, 18.1, 53.6)
 _CAMERA_FIELDS = (
@@ -113,18 +115,31 @@ class GbDevices:
         self.box = box
         self.registry = registry
         self.inbox = inbox
+        self._passwords: dict[str, tuple[float, str | None]] = {}
 
     # -- devices -----------------------------------------------------------------------------
     async def password(self, device_id: str) -> str | None:
-        """The device's own password (sealed at rest), or None to use the default."""
+        """The device's own password (sealed at rest), or None to use the default.
+
+        Cached for a minute in a bounded map (every REGISTER asks, twice with the challenge;
+        a registration storm must not queue on the database); `set_password` through this
+        store clears the entry, so a change is effective at once in this process.
+        """
+        now = time.monotonic()
+        hit = self._passwords.get(device_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
         sealed = await self.pool.fetchval(
             "SELECT password FROM gb_devices WHERE device_id = $1", device_id
         )
-        if sealed is None:
-            return None
-        return self.box.open(sealed)[1]
+        value = None if sealed is None else self.box.open(sealed)[1]
+        if len(self._passwords) >= _PASSWORD_CACHE:
+            self._passwords.clear()  # crude but bounded; refilled by the next registrations
+        self._passwords[device_id] = (now + 60.0, value)
+        return value
 
     async def set_password(self, actor: Actor, device_id: str, password: str | None) -> None:
+        self._passwords.pop(device_id, None)
         pair = self.box.seal(None, password) if password else None
         sealed = pair[0] if pair else None
         async with self.pool.acquire() as conn, conn.transaction():
