@@ -187,9 +187,16 @@ class Bridge(Gb28181Events):
     async def on_catalog(self, result: CatalogResult) -> None:
         items = [dataclasses.asdict(i) for i in result.items.values()]
         async with self._catalog_slots, self._device(result.device_id):
-            outcome = await self.store.apply_catalog(
-                result.device_id, items, complete=result.complete
-            )
+            for attempt in range(3):  # a deadlock with a health writer of the same rows
+                try:
+                    outcome = await self.store.apply_catalog(
+                        result.device_id, items, complete=result.complete
+                    )
+                    break
+                except asyncpg.DeadlockDetectedError:
+                    if attempt == 2:
+                        raise
+                    log.info("catalog of %s met a deadlock; applying again", result.device_id)
         log.info("catalog of %s: %s", result.device_id, outcome)
         await self._observe_items(result.device_id, list(result.items.values()), "catalog Status")
 

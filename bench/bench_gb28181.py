@@ -108,13 +108,15 @@ async def run_once(
 
             await asyncio.gather(*(register(d) for d in devices))
             t_reg = time.perf_counter() - t0
-            items = 0
-            while time.perf_counter() - t0 < 900:
-                items = await conn.fetchval("SELECT count(*) FROM gb_catalog_items")
+            items, last_change = 0, time.perf_counter()
+            while time.perf_counter() - last_change < 30:  # stalled 30 s: count what is lost
+                now_items = await conn.fetchval("SELECT count(*) FROM gb_catalog_items")
+                if now_items != items:
+                    items, last_change = now_items, time.perf_counter()
                 if items >= expected:
                     break
                 await asyncio.sleep(0.25)
-            t_cat = time.perf_counter() - t0
+            t_cat = last_change - t0
             cameras = await conn.fetchval("SELECT count(*) FROM cameras")
             distinct = await conn.fetchval("SELECT count(DISTINCT gb_id) FROM cameras")
             cpu_load = cpu_seconds([proc.pid]) - cpu0
