@@ -45,7 +45,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from api.app import create_app
-    from api.state import BOX, POOL, REGISTRY, TOKENS
+    from api.state import BOX, POOL, REGISTRY, SIP, TOKENS
     from camera_registry.demo.bootstrap import (
         DEMO_CAMERAS,
         demo_geodata_loaded,
@@ -55,6 +55,12 @@ async def _serve(args: argparse.Namespace) -> int:
     from camera_registry.store.embedded import ServeLock
 
     settings = _settings(args, http_host=args.host, http_port=args.port)
+    if args.sip_port is not None:
+        if not 0 <= args.sip_port <= 65535:
+            print(f"camreg serve: --sip-port {args.sip_port} is not a port", file=sys.stderr)
+            return 2
+        gb = settings.gb28181.model_copy(update={"sip_port": args.sip_port})
+        settings = settings.model_copy(update={"gb28181": gb})
     if not args.verbose:
         logging.getLogger().setLevel(settings.log_level)
     from health.settings import HealthConfigError, health_runtime
@@ -86,7 +92,10 @@ async def _serve(args: argparse.Namespace) -> int:
         yield
 
     app = create_app(
-        settings, extra_startup=(bootstrap,), run_health=not (args.no_health or args.demo)
+        settings,
+        extra_startup=(bootstrap,),
+        run_health=not (args.no_health or args.demo),
+        run_sip=True,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     stop = _stop_on_signals()
@@ -97,6 +106,14 @@ async def _serve(args: argparse.Namespace) -> int:
         host = settings.http_host if ":" not in settings.http_host else f"[{settings.http_host}]"
         port = runner.addresses[0][1] if runner.addresses else settings.http_port
         print(f"camera registry serving on http://{host}:{port}/", flush=True)
+        sip = app.get(SIP)
+        if sip is not None:
+            gb = settings.gb28181
+            print(
+                f"GB/T 28181 SIP server on {sip.config.host}:{sip.port} (UDP and TCP), "
+                f"server ID {gb.server_id}, domain {gb.sip_domain}",
+                flush=True,
+            )
         secret, created = token_box["admin"]
         where = settings.data_dir / "admin.token"
         if created:
@@ -259,6 +276,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="listen address (CAMREG_HTTP_HOST, default 127.0.0.1)")
     s.add_argument("--port", type=int, help="listen port (CAMREG_HTTP_PORT, default 8080)")
     s.add_argument("--demo", action="store_true", help="load demo cameras into an empty registry")
+    s.add_argument(
+        "--sip-port",
+        type=int,
+        help="GB/T 28181 SIP port, UDP and TCP ([gb28181] sip_port, default 5060; 0 picks one)",
+    )
     s.add_argument(
         "--no-health",
         action="store_true",

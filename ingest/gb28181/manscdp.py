@@ -1,0 +1,310 @@
+"""MANSCDP bodies (GB/T 28181 Appendix A): decode, parse with the hardened parser, build.
+
+Charsets lie. GB/T 28181-2016 says GB2312; many devices send UTF-8; both kinds declare the
+other one. Strict UTF-8 decoding is the sniff: GB2312/GBK Chinese text is almost never valid
+UTF-8 (its bytes are pairs in A1–FE, which UTF-8 only allows as lead + continuation in a few
+combinations, and then as accented Latin or Cyrillic, never as CJK), whereas UTF-8 Chinese
+text *does* decode as GB18030 — into mojibake. So: valid UTF-8 wins unless reading the bytes
+as GB18030 (a superset of GB2312 and GBK) gives more CJK, whatever the Content-Type or XML
+declaration says; the declaration is reported so a mislabelling device can be counted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from xml.sax.saxutils import escape
+
+from ingest.errors import MalformedXml
+from ingest.gb28181.errors import ManscdpError
+from ingest.xml_safe import parse_xml
+
+MAX_MANSCDP_BYTES = 64 * 1024
+CONTENT_TYPE = "Application/MANSCDP+xml"
+
+_XML_DECL = re.compile(rb"^\s*(?:\xef\xbb\xbf)?\s*<\?xml[^>]{0,200}\?>", re.I)
+_DECL_ENCODING = re.compile(rb"encoding\s*=\s*[\"']([A-Za-z0-9_.:-]{1,40})[\"']", re.I)
+_GB_FAMILY = {"gb2312", "gbk", "gb18030", "cp936", "euc-cn", "x-gbk"}
+
+
+def _norm_charset(name: str | None) -> str | None:
+    if not name:
+        return None
+    low = name.strip().strip("\"'").lower().replace("_", "-")
+    if low in _GB_FAMILY:
+        return "gb18030"
+    if low in ("utf8", "utf-8"):
+        return "utf-8"
+    return low
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBody:
+    text: str
+    charset: str  # what the bytes really were: "utf-8" or "gb18030" (or a declared other)
+    declared: str | None  # the declaration (Content-Type charset, else XML encoding=)
+
+    @property
+    def mislabelled(self) -> bool:
+        return self.declared is not None and _norm_charset(self.declared) != self.charset
+
+
+def decode_body(body: bytes, declared: str | None = None) -> DecodedBody:
+    """Decode a MANSCDP body by sniffing, with the declared charset as the fallback."""
+    if declared is None:
+        decl = _XML_DECL.match(body)
+        if decl:
+            enc = _DECL_ENCODING.search(decl.group(0))
+            if enc:
+                declared = enc.group(1).decode("ascii")
+    raw = body.removeprefix(b"\xef\xbb\xbf")
+    if raw.isascii():
+        norm = _norm_charset(declared)
+        return DecodedBody(raw.decode("ascii"), norm if norm == "gb18030" else "utf-8", declared)
+    as_utf8 = _try_decode(raw, "utf-8")
+    as_gb = _try_decode(raw, "gb18030")
+    if as_utf8 is not None and (as_gb is None or _cjk_share(as_utf8) >= _cjk_share(as_gb)):
+        return DecodedBody(as_utf8, "utf-8", declared)
+    if as_gb is not None:
+        return DecodedBody(as_gb, "gb18030", declared)
+    other = _norm_charset(declared) or "utf-8"
+    try:
+        return DecodedBody(raw.decode(other, errors="replace"), other, declared)
+    except LookupError:
+        return DecodedBody(raw.decode("gb18030", errors="replace"), "gb18030", declared)
+
+
+def _try_decode(raw: bytes, codec: str) -> str | None:
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError:
+        return None
+
+
+def _cjk_share(text: str) -> float:
+    """Share of the non-ASCII characters that are CJK ideographs, punctuation or fullwidth.
+
+    Short GBK text is sometimes valid UTF-8 too (一 is D2 BB, which UTF-8 reads as Cyrillic
+    һ): two-byte UTF-8 never yields CJK, so the reading with more CJK is the real one. UTF-8
+    Chinese read as GBK also yields CJK, so ties go to UTF-8.
+    """
+    wide = [c for c in text if ord(c) > 0x7F]
+    if not wide:
+        return 1.0
+    cjk = sum(
+        1
+        for c in wide
+        if 0x4E00 <= ord(c) <= 0x9FFF or 0x3000 <= ord(c) <= 0x303F or 0xFF00 <= ord(c) <= 0xFFEF
+    )
+    return cjk / len(wide)
+
+
+@dataclass(slots=True)
+class CatalogItem:
+    """One `<Item>` of a Catalog response or NOTIFY, typed where GB/T 28181 fixes the type.
+
+    Numbers that do not parse are None and named in `problems`; the registry side decides
+    what a missing value means (level 1 without position → discovery inbox), so nothing is
+    dropped here.
+    """
+
+    device_id: str
+    name: str = ""
+    manufacturer: str = ""
+    model: str = ""
+    owner: str = ""
+    civil_code: str = ""
+    block: str = ""
+    address: str = ""
+    parental: int | None = None
+    parent_id: str = ""
+    business_group_id: str = ""
+    safety_way: int | None = None
+    register_way: int | None = None
+    secrecy: int | None = None
+    ip_address: str = ""
+    port: int | None = None
+    status: str = ""
+    longitude: float | None = None
+    latitude: float | None = None
+    ptz_type: int | None = None
+    direction_type: int | None = None
+    event: str = ""  # NOTIFY: ADD/DEL/UPDATE/ON/OFF/VLOST/DEFECT
+    po_type: int | None = None  # <Info><PoType>, or PointType as some platforms write it
+    po_common_name: str = ""
+    record_save_days: int | None = None
+    install_time: str = ""
+    management_unit: str = ""
+    contact_info: str = ""
+    hfov: float | None = None
+    vfov: float | None = None
+    max_view_distance: float | None = None
+    mac: str = ""
+    grassroots_code: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def type_code(self) -> str:
+        return self.device_id[10:13] if len(self.device_id) == 20 else ""
+
+
+@dataclass(slots=True)
+class Manscdp:
+    """A parsed body: root (Query/Response/Notify/Control), CmdType, SN, DeviceID and the rest."""
+
+    root: str
+    cmd_type: str
+    sn: int
+    device_id: str
+    fields: dict[str, str]
+    items: list[CatalogItem]
+    sum_num: int | None
+    decoded: DecodedBody
+
+
+def _text(el: Any, name: str) -> str:
+    child = el.find(name)
+    if child is None or child.text is None:
+        return ""
+    return str(child.text).strip()
+
+
+def _int(item: CatalogItem, name: str, value: str) -> int | None:
+    if value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        item.problems.append(f"{name} is not an integer")
+        return None
+
+
+def _float(item: CatalogItem, name: str, value: str) -> float | None:
+    if value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        item.problems.append(f"{name} is not a number")
+        return None
+    if number != number or number in (float("inf"), float("-inf")):
+        item.problems.append(f"{name} is not a finite number")
+        return None
+    return number
+
+
+def _item(el: Any) -> CatalogItem:
+    item = CatalogItem(device_id=_text(el, "DeviceID"))
+    item.name = _text(el, "Name")
+    item.manufacturer = _text(el, "Manufacturer")
+    item.model = _text(el, "Model")
+    item.owner = _text(el, "Owner")
+    item.civil_code = _text(el, "CivilCode")
+    item.block = _text(el, "Block")
+    item.address = _text(el, "Address")
+    item.parental = _int(item, "Parental", _text(el, "Parental"))
+    item.parent_id = _text(el, "ParentID")
+    item.business_group_id = _text(el, "BusinessGroupID")
+    item.safety_way = _int(item, "SafetyWay", _text(el, "SafetyWay"))
+    item.register_way = _int(item, "RegisterWay", _text(el, "RegisterWay"))
+    item.secrecy = _int(item, "Secrecy", _text(el, "Secrecy"))
+    item.ip_address = _text(el, "IPAddress")
+    item.port = _int(item, "Port", _text(el, "Port"))
+    item.status = _text(el, "Status").upper()
+    item.longitude = _float(item, "Longitude", _text(el, "Longitude"))
+    item.latitude = _float(item, "Latitude", _text(el, "Latitude"))
+    item.event = _text(el, "Event").upper()
+    info = el.find("Info")
+    src = info if info is not None else el
+    # PTZType/PoType and friends live in <Info> in the standard; some devices flatten them.
+    item.ptz_type = _int(item, "PTZType", _text(src, "PTZType") or _text(el, "PTZType"))
+    item.direction_type = _int(item, "DirectionType", _text(src, "DirectionType"))
+    po = _text(src, "PoType") or _text(src, "PointType") or _text(el, "PoType")
+    item.po_type = _int(item, "PoType", po)
+    item.po_common_name = _text(src, "PoCommonName")
+    item.record_save_days = _int(item, "RecordSaveDays", _text(src, "RecordSaveDays"))
+    item.install_time = _text(src, "InstallTime")
+    item.management_unit = _text(src, "ManagementUnit")
+    item.contact_info = _text(src, "ContactInfo")
+    item.hfov = _float(item, "HorizontalFieldAngle", _text(src, "HorizontalFieldAngle"))
+    item.vfov = _float(item, "VerticalFieldAngle", _text(src, "VerticalFieldAngle"))
+    item.max_view_distance = _float(item, "MaxViewDistance", _text(src, "MaxViewDistance"))
+    item.mac = _text(src, "MAC")
+    item.grassroots_code = _text(src, "GrassrootsCode")
+    return item
+
+
+def parse_manscdp(
+    body: bytes, declared: str | None = None, *, max_bytes: int = MAX_MANSCDP_BYTES
+) -> Manscdp:
+    """Parse a MANSCDP body; raise `ManscdpError` with a short reason if unusable."""
+    if len(body) > max_bytes:
+        raise ManscdpError(f"body too large: {len(body)} bytes > {max_bytes}")
+    decoded = decode_body(body, declared)
+    # Re-encode as UTF-8 without the declaration, so the parser cannot be told otherwise.
+    raw = _XML_DECL.sub(b"", decoded.text.encode("utf-8"), count=1)
+    try:
+        root = parse_xml(raw, max_bytes=max_bytes * 2)
+    except MalformedXml as exc:
+        raise ManscdpError(str(exc)) from None
+    if not isinstance(root.tag, str):
+        raise ManscdpError("no root element")
+    tag = root.tag
+    if tag not in ("Query", "Response", "Notify", "Control"):
+        raise ManscdpError(f"root element is not Query/Response/Notify/Control: {tag[:40]}")
+    cmd_type = _text(root, "CmdType")
+    sn_text = _text(root, "SN")
+    device_id = _text(root, "DeviceID")
+    if not cmd_type:
+        raise ManscdpError("no CmdType")
+    if not sn_text.isdigit() or len(sn_text) > 10:
+        raise ManscdpError("SN is not a number")
+    if not device_id:
+        raise ManscdpError("no DeviceID")
+    fields: dict[str, str] = {}
+    for child in root:
+        if isinstance(child.tag, str) and len(child) == 0 and child.tag not in fields:
+            fields[child.tag] = (child.text or "").strip()
+    items: list[CatalogItem] = []
+    sum_num: int | None = None
+    if cmd_type == "Catalog":
+        sum_text = _text(root, "SumNum")
+        if sum_text:
+            if not sum_text.isdigit() or len(sum_text) > 9:
+                raise ManscdpError("SumNum is not a number")
+            sum_num = int(sum_text)
+        device_list = root.find("DeviceList")
+        if device_list is not None:
+            items = [_item(el) for el in device_list.findall("Item")]
+    return Manscdp(tag, cmd_type, int(sn_text), device_id, fields, items, sum_num, decoded)
+
+
+def encode_body(xml_text: str, charset: str = "GB2312") -> bytes:
+    """Encode with the declaration matching the bytes (we never mislabel)."""
+    enc = "gb18030" if _norm_charset(charset) == "gb18030" else "utf-8"
+    decl = f'<?xml version="1.0" encoding="{charset}"?>\r\n'
+    return (decl + xml_text).encode(enc)
+
+
+def build(
+    root: str, cmd_type: str, sn: int, device_id: str, extra: str = "", *, charset: str = "GB2312"
+) -> bytes:
+    """A MANSCDP body; `extra` is already-escaped inner XML (e.g. `<Status>OK</Status>`)."""
+    xml = (
+        f"<{root}>\r\n<CmdType>{escape(cmd_type)}</CmdType>\r\n<SN>{sn}</SN>\r\n"
+        f"<DeviceID>{escape(device_id)}</DeviceID>\r\n{extra}</{root}>\r\n"
+    )
+    return encode_body(xml, charset)
+
+
+def build_query(cmd_type: str, sn: int, device_id: str, *, charset: str = "GB2312") -> bytes:
+    return build("Query", cmd_type, sn, device_id, charset=charset)
+
+
+def build_keepalive(sn: int, device_id: str, *, charset: str = "GB2312") -> bytes:
+    return build("Notify", "Keepalive", sn, device_id, "<Status>OK</Status>\r\n", charset=charset)
+
+
+def element(name: str, value: object) -> str:
+    return f"<{name}>{escape(str(value))}</{name}>\r\n"

@@ -1,0 +1,797 @@
+"""The GB/T 28181 device-access SIP server: REGISTER, MESSAGE, NOTIFY in; queries, SUBSCRIBE,
+INVITE/BYE out.
+
+The server owns no storage: it asks a `DeviceDirectory` who may register and tells a
+`Gb28181Events` what happened, so the registry side (store, health) stays the only writer of
+its tables and tests can watch the protocol alone. Anything a peer gets wrong is answered
+with a 4xx and counted in `counters`; nothing a peer sends raises out of the server.
+
+Bounds: requests being processed (`max_concurrent`; beyond it UDP requests are dropped and
+the device retransmits), background work after registrations (`max_tasks`), transactions,
+catalog sessions, pending queries, nonces (stateless), replay cache, rate-limiter buckets and
+the response cache all have fixed ceilings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.gb28181 import manscdp, sdp
+from ingest.gb28181.catalog import CatalogAssembler, CatalogResult
+from ingest.gb28181.digest import DigestVerifier, NonceIssuer, ReplayCache
+from ingest.gb28181.errors import (
+    DeviceNotRegistered,
+    Gb28181Error,
+    ManscdpError,
+    MessageTooLarge,
+    RequestRefused,
+    SipParseError,
+    TransactionTimeout,
+)
+from ingest.gb28181.manscdp import CatalogItem, Manscdp
+from ingest.gb28181.message import (
+    Headers,
+    SipRequest,
+    SipResponse,
+    build_response,
+    new_branch,
+    new_call_id,
+    new_tag,
+    parse_message,
+)
+from ingest.gb28181.registrar import DeviceDirectory, Registrar, Registration
+from ingest.gb28181.transactions import ClientTransactions
+from ingest.gb28181.transport import Peer, ResponseCache, SipTransport, target_for
+
+log = logging.getLogger(__name__)
+
+RequestHandler = Callable[[SipRequest, Peer], Awaitable[SipResponse | None]]
+
+
+@dataclass(slots=True)
+class SipServerConfig:
+    server_id: str
+    domain: str
+    host: str = "127.0.0.1"
+    port: int = 5060
+    charset: str = "GB2312"
+    user_agent: str = "camera-registry"
+    nonce_secret: bytes | None = None
+    nonce_ttl_s: float = 300.0
+    min_expires: int = 60
+    max_expires: int = 86_400
+    keepalive_interval_s: float = 60.0
+    keepalive_timeout_s: float = 180.0
+    catalog_idle_timeout_s: float = 10.0
+    query_timeout_s: float = 10.0
+    subscribe_expires: int = 3_600
+    t1: float = 0.5
+    max_body: int = 64 * 1024
+    max_manscdp_bytes: int = 32 * 1024
+    rate_per_source: float = 50.0
+    burst_per_source: float = 100.0
+    max_sources: int = 100_000
+    response_cache_size: int = 50_000
+    max_concurrent: int = 512
+    max_tasks: int = 2_000
+    max_pending_queries: int = 20_000
+    housekeeping_s: float = 1.0
+    query_after_register: bool = True
+
+
+class Gb28181Events:
+    """What the server tells the registry side. Override what you need; all are no-ops here.
+
+    Called after the device has been answered, so a slow database never delays a 200.
+    """
+
+    async def on_register(self, registration: Registration, is_new: bool) -> None:
+        return None
+
+    async def on_unregister(self, device_id: str, reason: str) -> None:
+        return None
+
+    async def on_keepalive(self, device_id: str) -> None:
+        return None
+
+    async def on_keepalive_timeout(self, device_id: str) -> None:
+        return None
+
+    async def on_keepalive_missed(self, device_id: str, missed: int) -> None:
+        """Called once per keepalive interval that passed in silence (1, 2, 3, …).
+
+        Health feeds each miss as one failure through its hysteresis, so one late keepalive
+        never flips a device's channels, and `keepalive_timeout_s` of silence (3 misses by
+        default) is what takes them offline.
+        """
+        return None
+
+    async def on_catalog(self, result: CatalogResult) -> None:
+        return None
+
+    async def on_device_info(self, device_id: str, message: Manscdp) -> None:
+        return None
+
+    async def on_device_status(self, device_id: str, message: Manscdp) -> None:
+        return None
+
+    async def on_notify(self, device_id: str, items: list[CatalogItem]) -> None:
+        return None
+
+    async def on_play_ended(self, session: PlaySession, reason: str) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class Dialog:
+    """The state of a dialog we started (§12): enough to send in-dialog requests."""
+
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local_uri: str
+    remote_uri: str
+    target: Peer
+    request_uri: str
+    cseq: int
+
+
+@dataclass(slots=True)
+class PlaySession:
+    device_id: str
+    channel_id: str
+    ssrc: str
+    dialog: Dialog
+    answer: sdp.SdpAnswer
+    started: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True)
+class Subscription:
+    device_id: str
+    dialog: Dialog
+    expires_s: int
+    renew_task: asyncio.Task[None] | None = None
+
+
+@dataclass(slots=True)
+class _Liveness:
+    last_seen: float
+    timed_out: bool = False
+    missed: int = 0
+
+
+class SipServer:
+    def __init__(
+        self,
+        config: SipServerConfig,
+        directory: DeviceDirectory,
+        events: Gb28181Events | None = None,
+    ) -> None:
+        self.config = config
+        self.events = events or Gb28181Events()
+        self.transport = SipTransport(
+            self._on_message,
+            self._on_parse_error,
+            max_body=config.max_body,
+            rate_per_source=config.rate_per_source,
+            burst_per_source=config.burst_per_source,
+            max_sources=config.max_sources,
+        )
+        self.transactions = ClientTransactions(self.transport, t1=config.t1)
+        self.verifier = DigestVerifier(
+            config.domain,
+            NonceIssuer(config.nonce_secret, ttl_s=config.nonce_ttl_s),
+            ReplayCache(),
+        )
+        self.registrar = Registrar(
+            directory,
+            self.verifier,
+            min_expires=config.min_expires,
+            max_expires=config.max_expires,
+            server_header=config.user_agent,
+        )
+        self.catalogs = CatalogAssembler(
+            self._catalog_done, idle_timeout_s=config.catalog_idle_timeout_s
+        )
+        self.responses = ResponseCache(config.response_cache_size)
+        self.handlers: dict[str, RequestHandler] = {}
+        """Extra request methods (INVITE/SUBSCRIBE from an upper platform, for the cascade)."""
+        self.sessions: dict[str, PlaySession] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self._liveness: dict[str, _Liveness] = {}
+        self._queries: dict[tuple[str, str, int], asyncio.Future[Manscdp]] = {}
+        self._sn = itertools.count(1)
+        self._cseq = itertools.count(1)
+        self._ssrc = itertools.count(1)
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._housekeeper: asyncio.Task[None] | None = None
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "requests",
+                "overloaded",
+                "retransmissions_absorbed",
+                "registered",
+                "unregistered",
+                "expired",
+                "keepalives",
+                "keepalive_timeouts",
+                "challenged",
+                "stale_nonce",
+                "wrong_password",
+                "wrong_user",
+                "unknown_device",
+                "out_of_scope",
+                "not_registered",
+                "source_mismatch",
+                "malformed_register",
+                "interval_too_brief",
+                "malformed_message",
+                "malformed_body",
+                "oversized_body",
+                "mislabelled_charset",
+                "unsupported_content_type",
+                "unhandled_cmd",
+                "catalog_messages",
+                "catalogs_complete",
+                "catalogs_partial",
+                "notify_events",
+                "tasks_refused",
+                "method_not_allowed",
+            ),
+            0,
+        )
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.transport.start(self.config.host, self.config.port)
+        self.config.port = self.transport.port
+        self._housekeeper = asyncio.create_task(self._housekeeping())
+
+    async def stop(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeper
+        for sub in self.subscriptions.values():
+            if sub.renew_task is not None:
+                sub.renew_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.catalogs.close()
+        await self.transport.stop()
+
+    @property
+    def port(self) -> int:
+        return self.transport.port
+
+    def metrics(self) -> dict[str, int]:
+        out = dict(self.counters)
+        out.update({f"transport_{k}": v for k, v in self.transport.counters.items()})
+        out.update({f"transaction_{k}": v for k, v in self.transactions.counters.items()})
+        out["registrations"] = len(self.registrar.registrations)
+        out["catalog_sessions"] = len(self.catalogs)
+        out["transactions_in_flight"] = len(self.transactions)
+        out["replay_cache_entries"] = len(self.verifier.replays)
+        out["rate_limiter_sources"] = len(self.transport.limiter)
+        out["response_cache_entries"] = len(self.responses)
+        out["play_sessions"] = len(self.sessions)
+        out["subscriptions"] = len(self.subscriptions)
+        return out
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if len(self._tasks) >= self.config.max_tasks:
+            self.counters["tasks_refused"] += 1
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("GB/T 28181 background task failed: %r", task.exception())
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.housekeeping_s)
+            for reg in self.registrar.expire():
+                self.counters["expired"] += 1
+                self._liveness.pop(reg.device_id, None)
+                self._spawn(self.events.on_unregister(reg.device_id, "expired"))
+            now = time.monotonic()
+            cutoff = now - self.config.keepalive_timeout_s
+            interval = self.config.keepalive_interval_s
+            for device_id, live in self._liveness.items():
+                missed = int((now - live.last_seen) // interval)
+                for m in range(live.missed + 1, missed + 1):  # one event per interval
+                    self._spawn(self.events.on_keepalive_missed(device_id, m))
+                live.missed = max(live.missed, missed)
+                if not live.timed_out and live.last_seen < cutoff:
+                    live.timed_out = True
+                    self.counters["keepalive_timeouts"] += 1
+                    self._spawn(self.events.on_keepalive_timeout(device_id))
+
+    # --- incoming ---------------------------------------------------------------------------
+    def _send(self, response: SipResponse, peer: Peer, cache_key: Any = None) -> None:
+        data = response.serialise()
+        if cache_key is not None:
+            self.responses.put(cache_key, data)
+        self.transport.send(data, peer)
+
+    def _on_parse_error(self, data: bytes, peer: Peer, exc: SipParseError) -> None:
+        """Answer 400 when the request is readable enough to answer, else just count."""
+        self.counters["malformed_message"] += 1
+        if not data:
+            return
+        if isinstance(exc, MessageTooLarge) and peer.transport == "UDP":
+            try:
+                message = parse_message(data, max_body=len(data))
+            except SipParseError:
+                return
+            if isinstance(message, SipRequest) and message.method != "ACK":
+                self.counters["oversized_body"] += 1
+                self._send(build_response(message, 400, "Bad Request: body too large"), peer)
+
+    def _on_message(self, message: SipRequest | SipResponse, peer: Peer) -> None:
+        if isinstance(message, SipResponse):
+            self.transactions.on_response(message)
+            return
+        self.counters["requests"] += 1
+        if message.method == "ACK":
+            return  # ACK ends a server INVITE transaction; this server answers none itself
+        key = ResponseCache.key(message, peer) if peer.transport == "UDP" else None
+        if key is not None:
+            seen, cached = self.responses.lookup(key)
+            if seen:
+                self.counters["retransmissions_absorbed"] += 1
+                if cached is not None:
+                    self.transport.send(cached, peer)
+                return
+        if self._in_flight >= self.config.max_concurrent:
+            self.counters["overloaded"] += 1
+            if peer.transport == "TCP":
+                resp = build_response(message, 503)
+                resp.headers.add("Retry-After", "5")
+                self._send(resp, peer)
+            return
+        if key is not None:
+            self.responses.put(key, None)
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._handle(message, peer, key))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _handle(self, request: SipRequest, peer: Peer, key: Any) -> None:
+        after: list[Coroutine[Any, Any, Any]] = []
+        try:
+            response = await self._dispatch(request, peer, after)
+            if response is not None:
+                self._send(response, peer, key)
+        except Exception:  # a bug must not kill the server, but must be seen
+            log.exception("GB/T 28181: failed handling %s", request.method)
+            self._send(build_response(request, 500), peer, key)
+        finally:
+            self._in_flight -= 1
+        for coro in after:
+            await coro
+
+    async def _dispatch(
+        self, request: SipRequest, peer: Peer, after: list[Coroutine[Any, Any, Any]]
+    ) -> SipResponse | None:
+        method = request.method
+        if method == "REGISTER":
+            return await self._register(request, peer, after)
+        if method == "MESSAGE":
+            return self._message(request, peer, after)
+        if method == "NOTIFY":
+            return self._notify(request, peer, after)
+        if method == "BYE":
+            return self._bye(request, peer, after)
+        if method == "OPTIONS":
+            resp = build_response(request, 200, to_tag=new_tag(), source=peer.addr)
+            resp.headers.add("Allow", "REGISTER, MESSAGE, NOTIFY, BYE, ACK, OPTIONS")
+            return resp
+        handler = self.handlers.get(method)
+        if handler is not None:
+            return await handler(request, peer)
+        if method == "CANCEL":
+            return build_response(request, 481, to_tag=new_tag(), source=peer.addr)
+        self.counters["method_not_allowed"] += 1
+        resp = build_response(request, 405, to_tag=new_tag(), source=peer.addr)
+        resp.headers.add("Allow", "REGISTER, MESSAGE, NOTIFY, BYE, ACK, OPTIONS")
+        return resp
+
+    async def _register(
+        self, request: SipRequest, peer: Peer, after: list[Coroutine[Any, Any, Any]]
+    ) -> SipResponse:
+        outcome = await self.registrar.handle(request, peer)
+        if outcome.refusal is not None:
+            self.counters[outcome.refusal] = self.counters.get(outcome.refusal, 0) + 1
+        if outcome.unregistered is not None:
+            self.counters["unregistered"] += 1
+            self._liveness.pop(outcome.unregistered.device_id, None)
+            self._drop_subscription(outcome.unregistered.device_id)
+            after.append(self.events.on_unregister(outcome.unregistered.device_id, "unregistered"))
+        reg = outcome.registration
+        if reg is not None:
+            self.counters["registered"] += 1
+            self._liveness[reg.device_id] = _Liveness(time.monotonic())
+            after.append(self.events.on_register(reg, outcome.is_new))
+            if outcome.is_new and self.config.query_after_register:
+                after.append(self._after_register(reg.device_id))
+        return outcome.response
+
+    async def _after_register(self, device_id: str) -> None:
+        """Re-read what the device is after every (re-)registration, in the background."""
+        self._spawn(self._quietly(self.query_catalog(device_id)))
+        self._spawn(self._quietly(self.query(device_id, "DeviceInfo")))
+
+    async def _quietly(self, aw: Awaitable[Any]) -> None:
+        try:
+            await aw
+        except Gb28181Error as exc:
+            log.info("GB/T 28181 query failed: %s", exc)
+
+    def _registered_sender(self, request: SipRequest, peer: Peer) -> tuple[str, SipResponse | None]:
+        try:
+            device_id = request.from_.uri.user or ""
+        except SipParseError:
+            self.counters["malformed_message"] += 1
+            return "", build_response(request, 400, source=peer.addr)
+        reg = self.registrar.live(device_id)
+        if reg is None:
+            self.counters["not_registered"] += 1
+            return device_id, build_response(
+                request, 403, "Forbidden: not registered", to_tag=new_tag(), source=peer.addr
+            )
+        if reg.source.host != peer.host:
+            self.counters["source_mismatch"] += 1
+            return device_id, build_response(
+                request, 403, "Forbidden: not from the registered address", source=peer.addr
+            )
+        live = self._liveness.get(device_id)
+        if live is not None:
+            live.last_seen = time.monotonic()
+            live.timed_out = False
+            live.missed = 0
+        return device_id, None
+
+    def _body(self, request: SipRequest, peer: Peer) -> tuple[Manscdp | None, SipResponse | None]:
+        if request.content_type != "application/manscdp+xml":
+            self.counters["unsupported_content_type"] += 1
+            resp = build_response(request, 415, to_tag=new_tag(), source=peer.addr)
+            resp.headers.add("Accept", manscdp.CONTENT_TYPE)
+            return None, resp
+        if len(request.body) > self.config.max_manscdp_bytes:
+            self.counters["oversized_body"] += 1
+            return None, build_response(
+                request, 400, "Bad Request: body too large", to_tag=new_tag(), source=peer.addr
+            )
+        try:
+            msg = manscdp.parse_manscdp(
+                request.body, request.charset, max_bytes=self.config.max_manscdp_bytes
+            )
+        except ManscdpError:
+            self.counters["malformed_body"] += 1
+            return None, build_response(
+                request,
+                400,
+                "Bad Request: malformed MANSCDP body",
+                to_tag=new_tag(),
+                source=peer.addr,
+            )
+        if msg.decoded.mislabelled:
+            self.counters["mislabelled_charset"] += 1
+        return msg, None
+
+    def _message(
+        self, request: SipRequest, peer: Peer, after: list[Coroutine[Any, Any, Any]]
+    ) -> SipResponse:
+        device_id, refusal = self._registered_sender(request, peer)
+        if refusal is not None:
+            return refusal
+        msg, refusal = self._body(request, peer)
+        if refusal is not None or msg is None:
+            assert refusal is not None
+            return refusal
+        ok = build_response(request, 200, to_tag=new_tag(), source=peer.addr)
+        cmd = msg.cmd_type
+        if msg.root == "Notify" and cmd == "Keepalive":
+            self.counters["keepalives"] += 1
+            after.append(self.events.on_keepalive(device_id))
+        elif msg.root == "Response" and cmd == "Catalog":
+            self.counters["catalog_messages"] += 1
+            self.catalogs.add(device_id, msg)
+        elif msg.root == "Notify" and cmd == "Catalog":
+            self._catalog_events(device_id, msg, after)
+        elif msg.root == "Response" and (device_id, cmd, msg.sn) in self._queries:
+            future = self._queries.pop((device_id, cmd, msg.sn))
+            if not future.done():
+                future.set_result(msg)
+        else:
+            self.counters["unhandled_cmd"] += 1
+        if msg.root == "Response" and cmd == "DeviceInfo":
+            after.append(self.events.on_device_info(device_id, msg))
+        elif msg.root == "Response" and cmd == "DeviceStatus":
+            after.append(self.events.on_device_status(device_id, msg))
+        return ok
+
+    def _catalog_events(
+        self, device_id: str, msg: Manscdp, after: list[Coroutine[Any, Any, Any]]
+    ) -> None:
+        items = [item for item in msg.items if item.device_id]
+        self.counters["notify_events"] += len(items)
+        after.append(self.events.on_notify(device_id, items))
+
+    def _notify(
+        self, request: SipRequest, peer: Peer, after: list[Coroutine[Any, Any, Any]]
+    ) -> SipResponse:
+        device_id, refusal = self._registered_sender(request, peer)
+        if refusal is not None:
+            return refusal
+        event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
+        if event and event != "catalog":
+            return build_response(request, 489, source=peer.addr)
+        msg, refusal = self._body(request, peer)
+        if refusal is not None or msg is None:
+            assert refusal is not None
+            return refusal
+        state = (request.headers.get("Subscription-State") or "").lower()
+        if state.startswith("terminated"):
+            self._drop_subscription(device_id)
+        self._catalog_events(device_id, msg, after)
+        return build_response(request, 200, source=peer.addr)
+
+    def _bye(
+        self, request: SipRequest, peer: Peer, after: list[Coroutine[Any, Any, Any]]
+    ) -> SipResponse:
+        session = self.sessions.pop(request.call_id, None)
+        if session is None:
+            return build_response(request, 481, source=peer.addr)
+        after.append(self.events.on_play_ended(session, "device sent BYE"))
+        return build_response(request, 200, source=peer.addr)
+
+    # --- outgoing ---------------------------------------------------------------------------
+    def _registration(self, device_id: str) -> Registration:
+        reg = self.registrar.live(device_id)
+        if reg is None:
+            raise DeviceNotRegistered(f"device {device_id} is not registered")
+        return reg
+
+    def _request(
+        self,
+        method: str,
+        target: Peer,
+        to_user: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        dialog: Dialog | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> SipRequest:
+        cfg = self.config
+        headers = Headers()
+        headers.add(
+            "Via",
+            f"SIP/2.0/{target.transport} {cfg.host}:{self.port};rport;branch={new_branch()}",
+        )
+        if dialog is None:
+            uri = f"sip:{to_user}@{target.host}:{target.port}"
+            headers.add("From", f"<sip:{cfg.server_id}@{cfg.domain}>;tag={new_tag()}")
+            headers.add("To", f"<sip:{to_user}@{to_user[:10]}>")
+            headers.add("Call-ID", new_call_id(cfg.host))
+            headers.add("CSeq", f"{next(self._cseq)} {method}")
+        else:
+            dialog.cseq += 1
+            uri = dialog.request_uri
+            headers.add("From", f"<{dialog.local_uri}>;tag={dialog.local_tag}")
+            headers.add("To", f"<{dialog.remote_uri}>;tag={dialog.remote_tag}")
+            headers.add("Call-ID", dialog.call_id)
+            headers.add("CSeq", f"{dialog.cseq} {method}")
+        headers.add("Max-Forwards", "70")
+        headers.add("User-Agent", cfg.user_agent)
+        for name, value in (extra or {}).items():
+            headers.add(name, value)
+        if content_type:
+            headers.add("Content-Type", content_type)
+        return SipRequest(headers, body, method, uri)
+
+    async def _send_manscdp(self, device_id: str, body: bytes) -> SipResponse:
+        reg = self._registration(device_id)
+        request = self._request(
+            "MESSAGE", reg.target, device_id, body=body, content_type=manscdp.CONTENT_TYPE
+        )
+        response = await self.transactions.request(request, reg.target)
+        if response.status >= 300:
+            raise RequestRefused(response.status, response.reason)
+        return response
+
+    async def query_catalog(self, device_id: str) -> CatalogResult:
+        """Query Catalog and wait for the assembled answer (complete, or partial at idle)."""
+        self._registration(device_id)
+        sn = next(self._sn)
+        future = self.catalogs.expect(device_id, sn)
+        if future is None:
+            raise Gb28181Error("too many catalog queries in progress; try again later")
+        try:
+            await self._send_manscdp(
+                device_id,
+                manscdp.build_query("Catalog", sn, device_id, charset=self.config.charset),
+            )
+        except Gb28181Error:
+            future.cancel()
+            self.catalogs.abandon(device_id, sn)
+            raise
+        return await future
+
+    async def query(self, device_id: str, cmd_type: str) -> Manscdp:
+        """Query DeviceInfo / DeviceStatus (or any one-message query) and await the Response."""
+        if len(self._queries) >= self.config.max_pending_queries:
+            raise Gb28181Error("too many queries in progress; try again later")
+        sn = next(self._sn)
+        key = (device_id, cmd_type, sn)
+        future: asyncio.Future[Manscdp] = asyncio.get_running_loop().create_future()
+        self._queries[key] = future
+        try:
+            await self._send_manscdp(
+                device_id, manscdp.build_query(cmd_type, sn, device_id, charset=self.config.charset)
+            )
+            async with asyncio.timeout(self.config.query_timeout_s):
+                return await future
+        except TimeoutError:
+            raise TransactionTimeout(
+                f"{device_id} did not answer {cmd_type} within {self.config.query_timeout_s} s"
+            ) from None
+        finally:
+            self._queries.pop(key, None)
+
+    def _dialog_from(self, request: SipRequest, response: SipResponse, fallback: Peer) -> Dialog:
+        contact = response.contact
+        if contact is not None:
+            target = target_for(contact.uri.host, contact.uri.port, fallback)
+            request_uri = str(contact.uri)
+            if target == fallback:
+                request_uri = f"sip:{contact.uri.user or ''}@{fallback.host}:{fallback.port}"
+        else:
+            target, request_uri = fallback, request.uri
+        return Dialog(
+            call_id=request.call_id,
+            local_tag=request.from_.tag or "",
+            remote_tag=response.to.tag or "",
+            local_uri=str(request.from_.uri),
+            remote_uri=str(request.to.uri),
+            target=target,
+            request_uri=request_uri,
+            cseq=request.cseq[0],
+        )
+
+    async def subscribe_catalog(self, device_id: str, expires_s: int | None = None) -> Subscription:
+        """SUBSCRIBE to the device's catalog changes; renewed at 80 % of the granted expiry."""
+        reg = self._registration(device_id)
+        expires = expires_s or self.config.subscribe_expires
+        sn = next(self._sn)
+        request = self._request(
+            "SUBSCRIBE",
+            reg.target,
+            device_id,
+            body=manscdp.build_query("Catalog", sn, device_id, charset=self.config.charset),
+            content_type=manscdp.CONTENT_TYPE,
+            extra={
+                "Event": f"Catalog;id={sn}",
+                "Expires": str(expires),
+                "Contact": self._contact(reg.target),
+            },
+        )
+        response = await self.transactions.request(request, reg.target)
+        if response.status >= 300:
+            raise RequestRefused(response.status, response.reason)
+        granted = expires
+        text = response.headers.get("Expires")
+        if text and text.isdigit():
+            granted = int(text)
+        self._drop_subscription(device_id)
+        sub = Subscription(device_id, self._dialog_from(request, response, reg.target), granted)
+        self.subscriptions[device_id] = sub
+        if granted > 0:
+            sub.renew_task = asyncio.create_task(self._renew(sub))
+        return sub
+
+    async def _renew(self, sub: Subscription) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, sub.expires_s * 0.8))
+            request = self._request(
+                "SUBSCRIBE",
+                sub.dialog.target,
+                sub.device_id,
+                dialog=sub.dialog,
+                extra={"Event": "Catalog", "Expires": str(sub.expires_s)},
+            )
+            try:
+                response = await self.transactions.request(request, sub.dialog.target)
+            except Gb28181Error as exc:
+                log.info("catalog subscription renewal for %s failed: %s", sub.device_id, exc)
+                continue
+            if response.status >= 300:
+                self.subscriptions.pop(sub.device_id, None)
+                return
+
+    def _drop_subscription(self, device_id: str) -> None:
+        sub = self.subscriptions.pop(device_id, None)
+        if sub is not None and sub.renew_task is not None:
+            sub.renew_task.cancel()
+
+    def _contact(self, target: Peer) -> str:
+        cfg = self.config
+        return f"<sip:{cfg.server_id}@{cfg.host}:{self.port};transport={target.transport.lower()}>"
+
+    async def invite(
+        self,
+        device_id: str,
+        channel_id: str,
+        *,
+        media_ip: str,
+        media_port: int,
+        tcp: str | None = None,
+        ssrc: str | None = None,
+    ) -> PlaySession:
+        """INVITE a channel to stream to the media server; ACK the 200; return the session."""
+        reg = self._registration(device_id)
+        ssrc = ssrc or sdp.play_ssrc(self.config.domain, next(self._ssrc))
+        body = sdp.play_offer(
+            channel_id=channel_id, media_ip=media_ip, media_port=media_port, ssrc=ssrc, tcp=tcp
+        )
+        request = self._request(
+            "INVITE",
+            reg.target,
+            channel_id,
+            body=body,
+            content_type="APPLICATION/SDP",
+            extra={
+                "Subject": f"{channel_id}:{ssrc},{self.config.server_id}:0",
+                "Contact": self._contact(reg.target),
+            },
+        )
+        response = await self.transactions.request(request, reg.target)
+        if response.status >= 300:
+            raise RequestRefused(response.status, response.reason)
+        dialog = self._dialog_from(request, response, reg.target)
+        ack = self._request("ACK", dialog.target, channel_id, dialog=dialog)
+        ack.headers.set("CSeq", f"{request.cseq[0]} ACK")
+        dialog.cseq = request.cseq[0]
+        self.transport.send(ack.serialise(), dialog.target)
+        try:
+            answer = sdp.parse_answer(response.body)
+        except Gb28181Error:
+            await self._send_bye(dialog, channel_id)
+            raise
+        session = PlaySession(device_id, channel_id, answer.ssrc or ssrc, dialog, answer)
+        self.sessions[dialog.call_id] = session
+        return session
+
+    async def bye(self, session: PlaySession, reason: str = "stopped") -> None:
+        if self.sessions.pop(session.dialog.call_id, None) is None:
+            return
+        try:
+            await self._send_bye(session.dialog, session.channel_id)
+        finally:
+            await self.events.on_play_ended(session, reason)
+
+    async def _send_bye(self, dialog: Dialog, channel_id: str) -> None:
+        request = self._request("BYE", dialog.target, channel_id, dialog=dialog)
+        await self.transactions.request(request, dialog.target)
+
+    def _catalog_done(self, result: CatalogResult) -> None:
+        self.counters["catalogs_complete" if result.complete else "catalogs_partial"] += 1
+        self._spawn(self.events.on_catalog(result))

@@ -1,0 +1,327 @@
+"""SIP over UDP and TCP on one port (RFC 3261 §18), with the defences a province network needs.
+
+- Per-source rate limiting (token bucket per source address and port) with a bounded LRU of
+  buckets: a storm from 10,000 source ports evicts old buckets instead of growing memory.
+- A bounded cache of the responses we sent over UDP, keyed by the request's branch: a
+  retransmitted request is answered from the cache and never processed twice (§17.2.2).
+- A bounded number of TCP connections, each with a bounded framer and an idle timeout.
+- NAT: `target_for` picks where to send requests to a device — its Contact, unless the
+  Contact is a private address the device's packets did not come from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ingest.gb28181.errors import SipParseError
+from ingest.gb28181.message import (
+    MAX_BODY_BYTES,
+    SipRequest,
+    SipResponse,
+    StreamFramer,
+    parse_message,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM = 65_535
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Where a message came from, or where to send one: transport and address."""
+
+    transport: str  # "UDP" | "TCP"
+    host: str
+    port: int
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+def is_private(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_private or ip.is_loopback or ip.is_link_local
+
+
+def target_for(contact_host: str, contact_port: int | None, source: Peer) -> Peer:
+    """Where requests to a device go: its Contact, or its packets' source when NATed or on TCP.
+
+    A Contact with a private address that is not where the device's packets come from can
+    only be reached through the NAT binding the device opened: use the source. Public or
+    matching Contacts are honoured (a device may listen elsewhere than it sends from).
+    """
+    if source.transport == "TCP":
+        return source  # a device on TCP takes our requests on the connection it opened
+    port = contact_port or 5060
+    if is_private(contact_host) and contact_host != source.host:
+        return source
+    return Peer(source.transport, contact_host, port)
+
+
+class RateLimiter:
+    """Token buckets per key in a bounded LRU; an evicted key starts again with a full bucket."""
+
+    def __init__(
+        self,
+        rate_per_s: float,
+        burst: float,
+        *,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate_per_s
+        self.burst = burst
+        self.max_keys = max_keys
+        self._clock = clock
+        self._buckets: OrderedDict[object, tuple[float, float]] = OrderedDict()
+
+    def allow(self, key: object) -> bool:
+        now = self._clock()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        ok = tokens >= 1.0
+        if ok:
+            tokens -= 1.0
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return ok
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class ResponseCache:
+    """Our last response per received request (branch, method, source), bounded and expiring.
+
+    A value of None marks a request still being processed: its retransmissions are absorbed.
+    """
+
+    def __init__(self, max_entries: int = 50_000, ttl_s: float = 32.0) -> None:
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self._entries: OrderedDict[tuple[str, str, str, Peer], tuple[float, bytes | None]] = (
+            OrderedDict()
+        )
+
+    @staticmethod
+    def key(request: SipRequest, source: Peer) -> tuple[str, str, str, Peer] | None:
+        try:
+            branch = request.top_via.branch
+        except SipParseError:
+            return None
+        if not branch:
+            return None
+        method = "INVITE" if request.method == "ACK" else request.method
+        return (branch, method, request.call_id, source)
+
+    def lookup(self, key: tuple[str, str, str, Peer]) -> tuple[bool, bytes | None]:
+        """(seen, cached response bytes); expired entries are forgotten."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return False, None
+        if time.monotonic() - entry[0] > self.ttl_s:
+            del self._entries[key]
+            return False, None
+        return True, entry[1]
+
+    def put(self, key: tuple[str, str, str, Peer], data: bytes | None) -> None:
+        self._entries[key] = (time.monotonic(), data)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+MessageHandler = Callable[["SipRequest | SipResponse", Peer], None]
+ErrorHandler = Callable[[bytes, Peer, SipParseError], None]
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        host, port = str(addr[0]), int(addr[1])
+        self.owner._incoming(data, Peer("UDP", host, port), stream=False)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.
+        self.owner.counters["udp_errors"] += 1
+
+
+class _TcpConn(asyncio.Protocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self.owner = owner
+        self.framer = StreamFramer(max_body=owner.max_body)
+        self.transport: asyncio.Transport | None = None
+        self.peer: Peer | None = None
+        self.last = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = Peer("TCP", str(host), int(port))
+        if len(self.owner._tcp) >= self.owner.max_tcp_connections:
+            self.owner.counters["tcp_refused"] += 1
+            transport.close()
+            return
+        self.owner._tcp[self.peer.addr] = self
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None and self.transport is not None
+        self.last = time.monotonic()
+        try:
+            frames = self.framer.feed(data)
+        except SipParseError as exc:
+            self.owner.counters["tcp_framing_errors"] += 1
+            self.owner._on_error(data[:0], self.peer, exc)
+            self.transport.close()
+            return
+        for frame in frames:
+            self.owner._incoming(frame, self.peer, stream=True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.owner._tcp.get(self.peer.addr) is self:
+            del self.owner._tcp[self.peer.addr]
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+
+class SipTransport:
+    """UDP socket and TCP listener on one address; delivers parsed messages to `on_message`."""
+
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        on_error: ErrorHandler,
+        *,
+        max_body: int = MAX_BODY_BYTES,
+        rate_per_source: float = 50.0,
+        burst_per_source: float = 100.0,
+        max_sources: int = 100_000,
+        max_tcp_connections: int = 20_000,
+        tcp_idle_s: float = 600.0,
+    ) -> None:
+        self._on_message = on_message
+        self._on_error = on_error
+        self.max_body = max_body
+        self.limiter = RateLimiter(rate_per_source, burst_per_source, max_keys=max_sources)
+        self.max_tcp_connections = max_tcp_connections
+        self.tcp_idle_s = tcp_idle_s
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
+        self._tcp: dict[tuple[str, int], _TcpConn] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._connecting: set[asyncio.Task[None]] = set()
+        self.counters: dict[str, int] = {
+            "udp_errors": 0,
+            "tcp_refused": 0,
+            "tcp_framing_errors": 0,
+            "tcp_connect_errors": 0,
+            "rate_limited": 0,
+            "parse_errors": 0,
+        }
+        self.host = ""
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+        self._udp = udp
+        bound_port = udp.get_extra_info("sockname")[1]
+        try:
+            self._server = await loop.create_server(
+                lambda: _TcpConn(self), host=host, port=bound_port, reuse_address=True
+            )
+        except OSError:
+            udp.close()
+            raise
+        self.host, self.port = host, int(bound_port)
+        self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def stop(self) -> None:
+        for task in list(self._connecting):
+            task.cancel()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._tcp.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._udp is not None:
+            self._udp.close()
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.tcp_idle_s / 4))
+            cutoff = time.monotonic() - self.tcp_idle_s
+            for conn in list(self._tcp.values()):
+                if conn.last < cutoff and conn.transport is not None:
+                    conn.transport.close()
+
+    def _incoming(self, data: bytes, peer: Peer, *, stream: bool) -> None:
+        if not data.strip(b"\r\n"):
+            return  # keepalive CRLFs
+        if not self.limiter.allow(peer.addr):
+            self.counters["rate_limited"] += 1
+            return
+        if len(data) > MAX_DATAGRAM + self.max_body:
+            self.counters["parse_errors"] += 1
+            return
+        try:
+            message = parse_message(data, max_body=self.max_body, stream=stream)
+        except SipParseError as exc:
+            self.counters["parse_errors"] += 1
+            self._on_error(data, peer, exc)
+            return
+        self._on_message(message, peer)
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        """Send bytes to `peer`; over TCP on the connection it opened, else a new one."""
+        if peer.transport == "UDP":
+            if self._udp is not None:
+                self._udp.sendto(data, peer.addr)
+            return
+        conn = self._tcp.get(peer.addr)
+        if conn is not None:
+            conn.send(data)
+            return
+        task = asyncio.get_running_loop().create_task(self._connect_and_send(data, peer))
+        self._connecting.add(task)  # kept referenced until done
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect_and_send(self, data: bytes, peer: Peer) -> None:
+        if len(self._tcp) >= self.max_tcp_connections:
+            self.counters["tcp_refused"] += 1
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(5):
+                _, proto = await loop.create_connection(lambda: _TcpConn(self), *peer.addr)
+        except (OSError, TimeoutError):
+            self.counters["tcp_connect_errors"] += 1
+            return
+        proto.send(data)
