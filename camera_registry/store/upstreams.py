@@ -1,0 +1,310 @@
+"""GB/T 28181 upper platforms (the cascade's configuration) and the reads the cascade serves.
+
+The one writer of `gb28181_upstreams`. Passwords are sealed with the credential box and never
+leave this module except to the SIP client that needs them; rows read back carry
+`password_set` instead. The catalog reads run inside the caller's REPEATABLE READ transaction,
+so the `SumNum` counted first and the items streamed after it see the same snapshot: a camera
+added mid-push can neither be counted and missing nor sent and uncounted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+
+from camera_registry.actor import Actor
+from camera_registry.config import UpstreamSettings
+from camera_registry.crypto import CredentialBox
+from camera_registry.errors import (
+    DuplicateCamera,
+    FieldError,
+    NotFound,
+    RegistryError,
+    ValidationFailed,
+)
+from camera_registry.store import audit
+from camera_registry.store.db import row_dict
+
+
+class DuplicateUpstream(DuplicateCamera):
+    """An upper platform with this name exists already (names are how operators tell them apart)."""
+
+
+def _errors(exc: ValidationError) -> list[FieldError]:
+    return [
+        FieldError(".".join(str(p) for p in err["loc"]) or "body", err["msg"])
+        for err in exc.errors()
+    ]
+
+
+def validate(data: dict[str, Any]) -> UpstreamSettings:
+    try:
+        return UpstreamSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "the upstream has invalid fields; correct them and send it again", _errors(exc)
+        ) from None
+
+
+def _public(settings: UpstreamSettings) -> dict[str, Any]:
+    return settings.model_dump(mode="json", exclude={"password"})
+
+
+def region_clause(regions: Sequence[str], column: str = "region_code", first: int = 1) -> str:
+    """`column LIKE ANY(...)` for an upstream's region prefixes; TRUE when it may see all."""
+    if not regions:
+        return "TRUE"
+    return f"{column} LIKE ANY(${first}::text[])"
+
+
+def region_args(regions: Sequence[str]) -> list[Any]:
+    return [[f"{r}%" for r in regions]] if regions else []
+
+
+class Upstreams:
+    def __init__(self, pool: asyncpg.Pool, box: CredentialBox) -> None:
+        self.pool = pool
+        self.box = box
+
+    def _seal(self, settings: UpstreamSettings) -> bytes:
+        sealed = self.box.seal(None, settings.password.get_secret_value())
+        assert sealed is not None
+        return sealed[0]
+
+    def _row(self, rec: asyncpg.Record) -> dict[str, Any]:
+        out = row_dict(rec)
+        out.pop("password", None)
+        out["password_set"] = True
+        return out
+
+    def settings_of(self, rec: asyncpg.Record | dict[str, Any]) -> UpstreamSettings:
+        """The full settings of a stored row, password opened (for the SIP client only)."""
+        _, password = self.box.open(rec["password"])
+        return UpstreamSettings.model_validate({**rec["settings"], "password": password})
+
+    async def all(self) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch("SELECT * FROM gb28181_upstreams ORDER BY name")
+        return [self._row(r) for r in rows]
+
+    async def all_with_secrets(self) -> list[tuple[uuid.UUID, UpstreamSettings]]:
+        rows = await self.pool.fetch("SELECT * FROM gb28181_upstreams ORDER BY name")
+        return [(r["id"], self.settings_of(r)) for r in rows]
+
+    async def _fetch(self, conn: asyncpg.Connection, upstream_id: str | uuid.UUID) -> Any:
+        try:
+            uid = uuid.UUID(str(upstream_id))
+        except ValueError:
+            raise NotFound(f"no upstream {upstream_id}; list them with GET /api/v1/gb28181/upstreams") from None
+        rec = await conn.fetchrow("SELECT * FROM gb28181_upstreams WHERE id = $1", uid)
+        if rec is None:
+            raise NotFound(f"no upstream {upstream_id}; list them with GET /api/v1/gb28181/upstreams")
+        return rec
+
+    async def get(self, upstream_id: str | uuid.UUID) -> dict[str, Any]:
+        async with self.pool.acquire() as conn:
+            return self._row(await self._fetch(conn, upstream_id))
+
+    async def get_with_secret(self, upstream_id: str | uuid.UUID) -> UpstreamSettings:
+        async with self.pool.acquire() as conn:
+            return self.settings_of(await self._fetch(conn, upstream_id))
+
+    async def create(
+        self, actor: Actor, settings: UpstreamSettings, *, source: str = "api"
+    ) -> dict[str, Any]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                rec = await conn.fetchrow(
+                    """INSERT INTO gb28181_upstreams (name, source, settings, password)
+                       VALUES ($1, $2, $3, $4) RETURNING *""",
+                    settings.name,
+                    source,
+                    _public(settings),
+                    self._seal(settings),
+                )
+            except asyncpg.UniqueViolationError:
+                raise DuplicateUpstream(
+                    f"an upstream named {settings.name!r} exists; pick another name or PATCH it",
+                    [FieldError("name", "already used")],
+                ) from None
+            await audit.record(
+                conn, actor, "gb28181.upstream.create", after={"id": str(rec["id"]), **_public(settings)}
+            )
+        return self._row(rec)
+
+    async def update(
+        self, actor: Actor, upstream_id: str | uuid.UUID, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Apply a partial change; the result is validated whole, as the file would be."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rec = await self._fetch(conn, upstream_id)
+            current = self.settings_of(rec)
+            merged = {**current.model_dump(), **patch}
+            if "password" not in patch:
+                merged["password"] = current.password.get_secret_value()
+            settings = validate(merged)
+            try:
+                new = await conn.fetchrow(
+                    """UPDATE gb28181_upstreams
+                          SET name = $2, settings = $3, password = $4, updated_at = now(),
+                              version = version + 1
+                        WHERE id = $1 RETURNING *""",
+                    rec["id"],
+                    settings.name,
+                    _public(settings),
+                    self._seal(settings),
+                )
+            except asyncpg.UniqueViolationError:
+                raise DuplicateUpstream(
+                    f"an upstream named {settings.name!r} exists; pick another name",
+                    [FieldError("name", "already used")],
+                ) from None
+            changed = sorted(patch)
+            await audit.record(
+                conn,
+                actor,
+                "gb28181.upstream.update",
+                before=_public(current),
+                after=_public(settings),
+                detail={"id": str(rec["id"]), "fields": changed},
+            )
+        return self._row(new)
+
+    async def delete(self, actor: Actor, upstream_id: str | uuid.UUID) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            rec = await self._fetch(conn, upstream_id)
+            await conn.execute("DELETE FROM gb28181_upstreams WHERE id = $1", rec["id"])
+            await audit.record(
+                conn,
+                actor,
+                "gb28181.upstream.delete",
+                before={"id": str(rec["id"]), **rec["settings"]},
+            )
+
+    async def sync_config(self, actor: Actor, configured: Sequence[UpstreamSettings]) -> None:
+        """Make the config file's upstreams the stored ones of source 'config' (by name).
+
+        An API-made upstream with the same name as a configured one is an operator conflict
+        the service cannot settle: it stops start-up naming it.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = {
+                r["name"]: r for r in await conn.fetch("SELECT * FROM gb28181_upstreams")
+            }
+            names = {u.name for u in configured}
+            for settings in configured:
+                rec = rows.get(settings.name)
+                if rec is not None and rec["source"] != "config":
+                    raise RegistryError(
+                        f"upstream {settings.name!r} is in the config file and was also made over "
+                        "the API; delete one of them"
+                    )
+                if rec is None:
+                    await conn.execute(
+                        """INSERT INTO gb28181_upstreams (name, source, settings, password)
+                           VALUES ($1, 'config', $2, $3)""",
+                        settings.name,
+                        _public(settings),
+                        self._seal(settings),
+                    )
+                elif self.settings_of(rec) != settings:
+                    await conn.execute(
+                        """UPDATE gb28181_upstreams SET settings = $2, password = $3,
+                                  updated_at = now(), version = version + 1 WHERE id = $1""",
+                        rec["id"],
+                        _public(settings),
+                        self._seal(settings),
+                    )
+            gone = [r["id"] for n, r in rows.items() if r["source"] == "config" and n not in names]
+            if gone:
+                await conn.execute("DELETE FROM gb28181_upstreams WHERE id = ANY($1)", gone)
+            if gone or configured:
+                await audit.record(
+                    conn,
+                    actor,
+                    "gb28181.upstream.sync_config",
+                    detail={"configured": sorted(names), "removed": len(gone)},
+                )
+
+
+# --- what the cascade reads ----------------------------------------------------------------
+
+CATALOG_COLUMNS = (
+    "id, gb_id, name, level, lon, lat, region_code, address, hfov, vfov, max_view_distance, "
+    "owner, contact, installed_at, record_days, vendor, model, mac, ip, onvif_port, status, "
+    "azimuth"
+)
+
+
+async def catalog_counts(
+    conn: asyncpg.Connection, regions: Sequence[str]
+) -> tuple[int, list[str]]:
+    """(cameras visible to the upstream, the region codes they lie in), in the caller's snapshot."""
+    where = region_clause(regions)
+    rows = await conn.fetch(
+        f"SELECT region_code, count(*) AS n FROM cameras WHERE {where} GROUP BY region_code",
+        *region_args(regions),
+    )
+    return sum(r["n"] for r in rows), sorted(r["region_code"] for r in rows)
+
+
+async def catalog_rows(
+    conn: asyncpg.Connection, regions: Sequence[str], *, prefetch: int = 500
+) -> AsyncIterator[asyncpg.Record]:
+    """Every visible camera once, in GB ID order, through a server-side cursor.
+
+    The caller holds the transaction; `prefetch` rows are in memory at a time, whatever the
+    catalog size.
+    """
+    where = region_clause(regions)
+    async for rec in conn.cursor(
+        f"SELECT {CATALOG_COLUMNS} FROM cameras WHERE {where} ORDER BY gb_id",
+        *region_args(regions),
+        prefetch=prefetch,
+    ):
+        yield rec
+
+
+async def channel(
+    pool: asyncpg.Pool, gb_id: str
+) -> asyncpg.Record | None:
+    """One camera by GB ID with what a live view upward needs (streams, sealed credentials)."""
+    return await pool.fetchrow(
+        f"SELECT {CATALOG_COLUMNS}, streams, credentials FROM cameras WHERE gb_id = $1", gb_id
+    )
+
+
+async def count_visible(pool: asyncpg.Pool, regions: Sequence[str]) -> int:
+    where = region_clause(regions)
+    n = await pool.fetchval(f"SELECT count(*) FROM cameras WHERE {where}", *region_args(regions))
+    return int(n or 0)
+
+
+async def changed_since(
+    pool: asyncpg.Pool, regions: Sequence[str], since: Any, limit: int
+) -> list[asyncpg.Record]:
+    """Cameras changed after `since` (registry edits and health status), oldest first."""
+    where = region_clause(regions, first=3)
+    return list(
+        await pool.fetch(
+            f"""SELECT {CATALOG_COLUMNS}, updated_at FROM cameras
+                 WHERE updated_at > $1 AND {where} ORDER BY updated_at LIMIT $2""",
+            since,
+            limit,
+            *region_args(regions),
+        )
+    )
+
+
+async def region_names(conn: asyncpg.Connection, codes: Sequence[str]) -> dict[str, str]:
+    """Names of civil-code nodes (2/4/6 digits) from the loaded region boundaries, if any."""
+    padded = {code: code.ljust(6, "0") for code in codes}
+    rows = await conn.fetch(
+        "SELECT adcode, name FROM geo_regions WHERE adcode = ANY($1::text[])",
+        sorted(set(padded.values())),
+    )
+    by_adcode = {r["adcode"]: r["name"] for r in rows}
+    return {code: by_adcode[p] for code, p in padded.items() if p in by_adcode}

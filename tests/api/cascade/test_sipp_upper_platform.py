@@ -1,0 +1,67 @@
+"""Our registry cascades to SIPp acting as an independent upper platform (上级平台)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient
+
+from tests.api.cascade.peers import (
+    CITY_CAMERAS,
+    CIVIL_NODES,
+    OUTSIDE,
+    UpperPlatform,
+    make_client,
+    seed,
+    upstream_settings,
+    wait_for,
+)
+from tests.conftest import Tok
+
+
+async def test_registers_with_digest_keeps_alive_and_answers_catalog_with_exact_sumnum(
+    client: TestClient, auth: Tok, tmp_path: Path
+) -> None:
+    await seed(client, auth)
+    upper = await UpperPlatform(tmp_path).start()
+    up = make_client(client, upstream_settings(upper.port))
+    await up.start()
+    try:
+        await wait_for(lambda: up.state == "registered", what="registered")
+        await wait_for(lambda: up.counters["keepalives_ok"] >= 2, what="keepalives")
+        await wait_for(lambda: up.counters["catalog_pushes"] >= 1, what="catalog pushed")
+        await wait_for(lambda: up.counters["device_info"] >= 1, what="DeviceInfo")
+    finally:
+        await up.stop()
+        await upper.stop()
+    assert up.last_error is None, up.last_error
+    sums, ids, nums = upper.received_catalog()
+    want = sorted([c["gb_id"] for c in CITY_CAMERAS] + CIVIL_NODES)
+    assert sums == {len(want)}, upper.errors()
+    assert sorted(ids) == want  # every item once, nothing outside the upstream's regions
+    assert OUTSIDE["gb_id"] not in ids
+    assert max(nums) <= 3 and sum(nums) == len(want)
+    last = up.timings["last_catalog"]
+    assert last["sum_num"] == last["items_sent"] == len(want)
+    assert b"\xd3\xad\xd4\xf3\xb4\xf3\xbd\xd6" in upper.trace()  # 迎泽大街 in GB2312 bytes
+
+
+async def test_wrong_password_is_recorded_with_the_status_the_platform_answered(
+    client: TestClient, auth: Tok, tmp_path: Path
+) -> None:
+    upper = await UpperPlatform(tmp_path, password="not-ours").start()
+    up = make_client(client, upstream_settings(upper.port))
+    await up.start()
+    try:
+        await wait_for(lambda: up.state == "failed", what="registration failed")
+        api_view = up.status()
+    finally:
+        await up.stop()
+        await upper.stop()
+    assert api_view["last_error"]["status"] == 403
+    assert up.last_error is not None
+    assert up.last_error.what == "REGISTER"
+    assert up.last_error.status == 403
+    assert "Forbidden" in up.last_error.reason
+    assert up.counters["register_failures"] == 1
+    assert up.timings["next_attempt_at"] is not None
