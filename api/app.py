@@ -26,6 +26,8 @@ from api import (
     tokens,
 )
 from api.auth import auth_middleware
+from api.cascade import admin as cascade_admin
+from api.cascade.manager import cascade_ctx
 from api.discovery import discovery_ctx
 from api.events import events_ctx
 from api.metrics import Metrics, metrics_middleware
@@ -73,6 +75,7 @@ Startup = Callable[[web.Application], AsyncIterator[None]]
 ROUTE_MODULES = (
     audit,
     cameras,
+    cascade_admin,
     coverage,
     discovery,
     events,
@@ -177,6 +180,7 @@ def create_app(
     app.cleanup_ctx.append(discovery_ctx)
     app.cleanup_ctx.append(coverage.coverage_ctx)
     app.cleanup_ctx.append(events_ctx)
+    app.cleanup_ctx.append(cascade_ctx)
     if run_health:
         app.cleanup_ctx.append(_health_ctx)
     app.cleanup_ctx.extend(extra_startup)

@@ -165,7 +165,7 @@ class UpstreamSettings(BaseModel):
         if self.transport == "udp" and self.catalog_group_size > 16:
             raise ValueError(
                 "catalog_group_size above 16 does not fit one UDP datagram safely; "
-                "use transport = \"tcp\" or a smaller group"
+                'use transport = "tcp" or a smaller group'
             )
         return self
 
@@ -180,12 +180,27 @@ class UpstreamSettings(BaseModel):
         return 5000.0 if self.transport == "tcp" else 500.0
 
 
+class MediaServerSettings(BaseModel):
+    """`[gb28181.media]`: the ZLMediaKit whose HTTP API relays live video to upper platforms."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_url: str = Field(pattern=r"^https?://[^\s\"'<>]+$", description="e.g. http://127.0.0.1:80")
+    secret: SecretStr = Field(min_length=1, description="ZLMediaKit's api.secret")
+    rtp_ip: str = Field(default="127.0.0.1", description="the IP its RTP leaves from (our SDP c=)")
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
 class Gb28181Settings(BaseModel):
-    """The `[gb28181]` table (the cascade's part: `[[gb28181.upstreams]]`)."""
+    """The `[gb28181]` table (the cascade's part: `[[gb28181.upstreams]]`, `[gb28181.media]`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     upstreams: tuple[UpstreamSettings, ...] = ()
+    media: MediaServerSettings | None = None
+    cascade_host: str | None = Field(
+        default=None, description="address our cascade SIP sockets bind to; default http_host"
+    )
 
     @field_validator("upstreams")
     @classmethod

@@ -215,7 +215,10 @@ async def push_catalog(
             slots.release()
 
     try:
-        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        async with (
+            pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             async for total, batch in catalog_batches(conn, regions, parent_id, group_size):
                 result.sum_num = total
                 if failure:

@@ -37,7 +37,13 @@ from camera_registry.store import upstreams as store
 from camera_registry.store.streams import with_credentials
 from ingest.gb28181 import manscdp, sdp
 from ingest.gb28181.digest import authorization_for
-from ingest.gb28181.errors import Gb28181Error, ManscdpError, SipParseError, TransactionTimeout
+from ingest.gb28181.errors import (
+    Gb28181Error,
+    ManscdpError,
+    RequestRefused,
+    SipParseError,
+    TransactionTimeout,
+)
 from ingest.gb28181.message import (
     Headers,
     SipRequest,
@@ -130,7 +136,9 @@ class UpstreamClient:
         )
         self.transactions = ClientTransactions(self.transport, t1=t1)
         self.responses = ResponseCache(max_entries=10_000)
-        self.pacer = catalog.Pacer(settings.items_per_s, burst=max(settings.catalog_group_size, settings.items_per_s / 20))
+        self.pacer = catalog.Pacer(
+            settings.items_per_s, burst=max(settings.catalog_group_size, settings.items_per_s / 20)
+        )
         self.actor = Actor(f"gb28181-upstream:{settings.name}", Role.COMMANDER)
         self.state = "stopped"
         self.last_error: LastError | None = None
@@ -176,6 +184,7 @@ class UpstreamClient:
         )
         self.sessions: dict[str, UpSession] = {}
         self.subscription: dict[str, Any] | None = None
+        self._granted = settings.register_expires
         self._call_id = new_call_id(local_host)
         self._from_tag = new_tag()
         self._cseq = itertools.count(1)
@@ -251,13 +260,13 @@ class UpstreamClient:
             log.warning("upstream %s: task failed: %r", self.settings.name, task.exception())
 
     # --- requests we send -------------------------------------------------------------------
-    def _headers(self, method: str, *, call_id: str | None = None, cseq: int | None = None) -> Headers:
+    def _headers(
+        self, method: str, *, call_id: str | None = None, cseq: int | None = None
+    ) -> Headers:
         s = self.settings
         headers = Headers()
-        headers.add(
-            "Via",
-            f"SIP/2.0/{self.peer.transport} {self.local_host}:{self.port};rport;branch={new_branch()}",
-        )
+        via = f"{self.local_host}:{self.port};rport;branch={new_branch()}"
+        headers.add("Via", f"SIP/2.0/{self.peer.transport} {via}")
         headers.add("From", f"<sip:{self.local_id}@{self.local_id[:10]}>;tag={self._from_tag}")
         headers.add("To", f"<sip:{s.server_id}@{s.sip_domain}>")
         headers.add("Call-ID", call_id or new_call_id(self.local_host))
@@ -332,7 +341,9 @@ class UpstreamClient:
         reason = response.reason
         if response.status in (401, 407):
             self.counters["auth_refused"] += 1
-            reason = f"{reason} (our digest answer was challenged again: check password and local_id)"
+            reason = (
+                f"{reason} (our digest answer was challenged again: check password and local_id)"
+            )
         self._error("REGISTER", response.status, reason)
         return False
 
@@ -388,7 +399,7 @@ class UpstreamClient:
     async def _online(self) -> None:
         """Keepalives and refresh while registered; returns when we must register anew."""
         s = self.settings
-        granted = getattr(self, "_granted", s.register_expires)
+        granted = self._granted
         now = time.monotonic()
         refresh_at = now + max(1.0, min(granted * 0.8, granted - 30))
         next_keepalive = now + s.keepalive_s
@@ -428,8 +439,6 @@ class UpstreamClient:
         request = SipRequest(headers, body, "MESSAGE", f"sip:{s.server_id}@{s.sip_domain}")
         response = await self.transactions.request(request, self.peer)
         if response.status >= 300:
-            from ingest.gb28181.errors import RequestRefused
-
             raise RequestRefused(response.status, response.reason)
         return response
 
@@ -558,10 +567,12 @@ class UpstreamClient:
 
                 async def send(items: str, count: int, total: int) -> None:
                     extra = (
-                        f"<SumNum>{total}</SumNum>\r\n<DeviceList Num=\"{count}\">\r\n"
+                        f'<SumNum>{total}</SumNum>\r\n<DeviceList Num="{count}">\r\n'
                         f"{items}</DeviceList>\r\n"
                     )
-                    body = manscdp.build("Response", "Catalog", sn, self.local_id, extra, charset=s.charset)
+                    body = manscdp.build(
+                        "Response", "Catalog", sn, self.local_id, extra, charset=s.charset
+                    )
                     await self.send_manscdp(body)
                     self.counters["catalog_items_sent"] += count
                     self.counters["catalog_messages_sent"] += 1
@@ -621,17 +632,20 @@ class UpstreamClient:
                 online, status = "OFFLINE", "ERROR"
             elif rec["status"] not in catalog.ON_STATUSES:
                 online = "OFFLINE"
-        extra = "".join(
-            manscdp.element(k, v)
-            for k, v in (
-                ("Result", "OK"),
-                ("Online", online),
-                ("Status", status),
-                ("Encode", "ON"),
-                ("Record", "OFF"),
-                ("DeviceTime", gb_date()),
+        extra = (
+            "".join(
+                manscdp.element(k, v)
+                for k, v in (
+                    ("Result", "OK"),
+                    ("Online", online),
+                    ("Status", status),
+                    ("Encode", "ON"),
+                    ("Record", "OFF"),
+                    ("DeviceTime", gb_date()),
+                )
             )
-        ) + '<Alarmstatus Num="0">\r\n</Alarmstatus>\r\n'
+            + '<Alarmstatus Num="0">\r\n</Alarmstatus>\r\n'
+        )
         body = manscdp.build("Response", "DeviceStatus", sn, device_id, extra, charset=s.charset)
         await self._quietly("DeviceStatus", self.send_manscdp(body))
 
@@ -668,7 +682,9 @@ class UpstreamClient:
         return resp
 
     # --- live video upward ------------------------------------------------------------------
-    def _refuse(self, request: SipRequest, peer: Peer, status: int, reason: str, tag: str) -> SipResponse:
+    def _refuse(
+        self, request: SipRequest, peer: Peer, status: int, reason: str, tag: str
+    ) -> SipResponse:
         self.counters["invites_refused"] += 1
         self._error("INVITE", status, reason)
         return build_response(request, status, _reason_text(reason), to_tag=tag, source=peer.addr)
@@ -678,7 +694,7 @@ class UpstreamClient:
         tag = new_tag()
         self._send(build_response(request, 100, source=peer.addr), peer)
         try:
-            channel_id = request.headers.get("Subject", "").split(":")[0].strip() or (
+            channel_id = (request.headers.get("Subject") or "").split(":")[0].strip() or (
                 request.uri.split(":", 1)[1].split("@")[0]
             )
         except IndexError:

@@ -98,10 +98,14 @@ class Upstreams:
         try:
             uid = uuid.UUID(str(upstream_id))
         except ValueError:
-            raise NotFound(f"no upstream {upstream_id}; list them with GET /api/v1/gb28181/upstreams") from None
+            raise NotFound(
+                f"no upstream {upstream_id}; list them with GET /api/v1/gb28181/upstreams"
+            ) from None
         rec = await conn.fetchrow("SELECT * FROM gb28181_upstreams WHERE id = $1", uid)
         if rec is None:
-            raise NotFound(f"no upstream {upstream_id}; list them with GET /api/v1/gb28181/upstreams")
+            raise NotFound(
+                f"no upstream {upstream_id}; list them with GET /api/v1/gb28181/upstreams"
+            )
         return rec
 
     async def get(self, upstream_id: str | uuid.UUID) -> dict[str, Any]:
@@ -131,7 +135,10 @@ class Upstreams:
                     [FieldError("name", "already used")],
                 ) from None
             await audit.record(
-                conn, actor, "gb28181.upstream.create", after={"id": str(rec["id"]), **_public(settings)}
+                conn,
+                actor,
+                "gb28181.upstream.create",
+                after={"id": str(rec["id"]), **_public(settings)},
             )
         return self._row(rec)
 
@@ -191,9 +198,7 @@ class Upstreams:
         the service cannot settle: it stops start-up naming it.
         """
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = {
-                r["name"]: r for r in await conn.fetch("SELECT * FROM gb28181_upstreams")
-            }
+            rows = {r["name"]: r for r in await conn.fetch("SELECT * FROM gb28181_upstreams")}
             names = {u.name for u in configured}
             for settings in configured:
                 rec = rows.get(settings.name)
@@ -239,9 +244,7 @@ CATALOG_COLUMNS = (
 )
 
 
-async def catalog_counts(
-    conn: asyncpg.Connection, regions: Sequence[str]
-) -> tuple[int, list[str]]:
+async def catalog_counts(conn: asyncpg.Connection, regions: Sequence[str]) -> tuple[int, list[str]]:
     """(cameras visible to the upstream, the region codes they lie in), in the caller's snapshot."""
     where = region_clause(regions)
     rows = await conn.fetch(
@@ -268,9 +271,7 @@ async def catalog_rows(
         yield rec
 
 
-async def channel(
-    pool: asyncpg.Pool, gb_id: str
-) -> asyncpg.Record | None:
+async def channel(pool: asyncpg.Pool, gb_id: str) -> asyncpg.Record | None:
     """One camera by GB ID with what a live view upward needs (streams, sealed credentials)."""
     return await pool.fetchrow(
         f"SELECT {CATALOG_COLUMNS}, streams, credentials FROM cameras WHERE gb_id = $1", gb_id

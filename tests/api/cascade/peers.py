@@ -89,9 +89,10 @@ class UpperPlatform:
         transport: str = "u1",
         charset: str = "GB2312",
         password: str = PASSWORD,
+        port: int | None = None,
     ) -> None:
         self.workdir = workdir
-        self.port = free_udp_port()
+        self.port = port or free_udp_port()
         text = (SCENARIOS / "upper_platform.xml").read_text(encoding="utf-8")
         text = (
             text.replace("@@FAIL@@", fail)
@@ -158,7 +159,11 @@ class UpperPlatform:
         return sums, ids, nums
 
 
-async def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
+async def wait_for(predicate: Any, within_s: float = 15.0, what: str = "condition") -> None:
+    """Poll a condition of a live peer (state kept by our client, not an event we own)."""
+    try:
+        async with asyncio.timeout(within_s):
+            while not predicate():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"{what}: not reached within {within_s} s") from None

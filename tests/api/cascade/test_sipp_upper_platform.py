@@ -65,3 +65,29 @@ async def test_wrong_password_is_recorded_with_the_status_the_platform_answered(
     assert "Forbidden" in up.last_error.reason
     assert up.counters["register_failures"] == 1
     assert up.timings["next_attempt_at"] is not None
+
+
+async def test_silent_platform_goes_offline_after_the_misses_and_comes_back_on_reregister(
+    client: TestClient, auth: Tok, tmp_path: Path
+) -> None:
+    first = tmp_path / "first"
+    first.mkdir()
+    upper = await UpperPlatform(first, query_after_ms=60_000).start()
+    up = make_client(client, upstream_settings(upper.port), backoff_base_s=0.5)
+    await up.start()
+    try:
+        await wait_for(lambda: up.counters["keepalives_ok"] >= 1, what="a keepalive answered")
+        await upper.stop()  # the platform goes silent
+        await wait_for(lambda: up.state != "registered", what="offline")
+        assert up.counters["keepalive_misses"] >= 3
+        assert up.counters["went_offline"] == 1
+        assert up.last_error is not None and up.last_error.what == "keepalive"
+        assert "3 keepalives in a row" in up.last_error.reason
+        second = tmp_path / "second"
+        second.mkdir()
+        upper = await UpperPlatform(second, port=upper.port, query_after_ms=60_000).start()
+        await wait_for(lambda: up.state == "registered", what="registered again")
+        assert up.counters["registered"] == 2
+    finally:
+        await up.stop()
+        await upper.stop()
