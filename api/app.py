@@ -16,6 +16,7 @@ from api import (
     discovery,
     events,
     export,
+    gb28181,
     geodata,
     health,
     imports,
@@ -38,6 +39,7 @@ from api.routes import add_routes
 from api.state import (
     BACKGROUND,
     BOX,
+    GB_DEVICES,
     IMPORT_SLOTS,
     INBOX,
     JOBS,
@@ -56,6 +58,7 @@ from api.state import (
 from api.tasks import BackgroundTasks, cancel_and_wait
 from camera_registry.config import Settings
 from camera_registry.store.cameras import Registry
+from camera_registry.store.gb28181 import GbDevices
 from camera_registry.store.heartbeats import reap_forever
 from camera_registry.store.inbox import Inbox
 from camera_registry.store.jobs import ImportJobs
@@ -80,6 +83,7 @@ ROUTE_MODULES = (
     discovery,
     events,
     export,
+    gb28181,
     geodata,
     health,
     imports,
@@ -108,6 +112,7 @@ def _database_ctx(db: Database) -> Startup:
             app[TOKENS] = Tokens(opened.pool)
             app[JOBS] = ImportJobs(opened.pool)
             app[INBOX] = Inbox(opened.pool, opened.box)
+            app[GB_DEVICES] = GbDevices(opened.pool, opened.box, app[REGISTRY], app[INBOX])
             app[MAPGRID] = MapGrid(opened.pool)
             app[STREAMS] = StreamLinks(opened.pool, opened.box, app[SETTINGS])
             metrics = app[METRICS]
@@ -165,6 +170,7 @@ def create_app(
     extra_startup: tuple[Startup, ...] = (),
     *,
     run_health: bool = False,
+    run_sip: bool = False,
 ) -> web.Application:
     metrics = Metrics()
     app = web.Application(
@@ -180,6 +186,8 @@ def create_app(
     app.cleanup_ctx.append(discovery_ctx)
     app.cleanup_ctx.append(coverage.coverage_ctx)
     app.cleanup_ctx.append(events_ctx)
+    if run_sip and settings.gb28181.enabled:
+        app.cleanup_ctx.append(gb28181.gb28181_ctx)
     app.cleanup_ctx.append(cascade_ctx)
     if run_health:
         app.cleanup_ctx.append(_health_ctx)

@@ -32,6 +32,12 @@ from camera_registry.planning.runs import EmptyRegion, RunFailed
 from geo.errors import GeoError
 from health.errors import HealthError
 from ingest.errors import IngestError
+from ingest.gb28181.errors import (
+    DeviceNotRegistered,
+    Gb28181Error,
+    RequestRefused,
+    TransactionTimeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,10 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     RunFailed: (500, "Coverage run failed"),
     DemoDataError: (400, "No demo data"),
     IngestError: (422, "Unreadable ledger"),
+    Gb28181Error: (502, "GB/T 28181 device error"),
+    DeviceNotRegistered: (409, "Device not registered"),
+    TransactionTimeout: (504, "Device did not answer"),
+    RequestRefused: (502, "Device refused the request"),
     GeoError: (422, "Invalid coordinates or geometry"),
     HealthError: (422, "Invalid health input"),
 }

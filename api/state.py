@@ -15,6 +15,7 @@ from api.tasks import BackgroundTasks
 from camera_registry.config import Settings
 from camera_registry.crypto import CredentialBox
 from camera_registry.store.cameras import Registry
+from camera_registry.store.gb28181 import GbDevices
 from camera_registry.store.inbox import Inbox
 from camera_registry.store.jobs import ImportJobs
 from camera_registry.store.mapgrid import MapGrid
@@ -22,6 +23,7 @@ from camera_registry.store.streams import StreamLinks
 from camera_registry.store.tokens import Tokens
 from health.diagnosis import Thresholds
 from health.worker import Worker
+from ingest.gb28181.server import SipServer
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -40,3 +42,5 @@ INBOX = web.AppKey("inbox", Inbox)
 EVENTS = web.AppKey("events", Broadcaster)
 MAPGRID = web.AppKey("mapgrid", MapGrid)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+SIP = web.AppKey("sip", SipServer)
+GB_DEVICES = web.AppKey("gb_devices", GbDevices)

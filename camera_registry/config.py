@@ -192,12 +192,39 @@ class MediaServerSettings(BaseModel):
 
 
 class Gb28181Settings(BaseModel):
-    """The `[gb28181]` table (the cascade's part: `[[gb28181.upstreams]]`, `[gb28181.media]`)."""
+    """The `[gb28181]` table: our SIP server for GB/T 28181 devices and lower platforms.
+
+    `server_id` is our own 20-digit ID (type 200, a 中心信令服务器); the SIP domain (and digest
+    realm) defaults to its first 10 digits. `password` is the default device password; it is
+    sealed with the credential key the moment the store needs it and never returned.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    upstreams: tuple[UpstreamSettings, ...] = ()
-    media: MediaServerSettings | None = None
+    enabled: bool = True
+    sip_host: str | None = Field(default=None, description="SIP listen address; the HTTP host")
+    sip_port: int = Field(default=5060, ge=0, le=65535, description="UDP and TCP; 0 picks one")
+    server_id: str = Field(default="14000000002000000001", description="our ID, type 200")
+    domain: str | None = Field(default=None, description="SIP domain; first 10 digits of the ID")
+    password: SecretStr = Field(default=SecretStr("12345678"), min_length=1, max_length=64)
+    charset: Literal["GB2312", "UTF-8"] = "GB2312"
+    keepalive_timeout_s: float = Field(
+        default=180.0, gt=0, le=86_400, description="missed keepalives: 3 × 60 s"
+    )
+    catalog_idle_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    min_expires: int = Field(default=60, ge=1, le=86_400)
+    max_expires: int = Field(default=86_400, ge=60, le=7 * 86_400)
+    rate_per_source: float = Field(default=50.0, gt=0, le=100_000)
+    regions: tuple[str, ...] = Field(
+        default=(),
+        description="region-code prefixes of the device IDs we accept; () = our own province",
+    )
+    upstreams: tuple[UpstreamSettings, ...] = Field(
+        default=(), description="[[gb28181.upstreams]]: upper platforms we cascade to"
+    )
+    media: MediaServerSettings | None = Field(
+        default=None, description="[gb28181.media]: ZLMediaKit relaying live video upward"
+    )
     cascade_host: str | None = Field(
         default=None, description="address our cascade SIP sockets bind to; default http_host"
     )
@@ -210,6 +237,42 @@ class Gb28181Settings(BaseModel):
         if dupes:
             raise ValueError(f"upstream names must be unique; repeated: {dupes}")
         return value
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [r for r in value if not (r.isdigit() and 2 <= len(r) <= 6)]
+        if bad:
+            raise ValueError(f"region prefixes must be 2-6 digits, not {bad}")
+        return value
+
+    @field_validator("server_id")
+    @classmethod
+    def _server_id(cls, value: str) -> str:
+        from camera_registry.gbid import PROVINCES
+
+        if len(value) != 20 or not value.isdigit():
+            raise ValueError("must be exactly 20 digits (GB/T 28181 encoding rule A)")
+        if value[:2] not in PROVINCES:
+            raise ValueError(f"digits 1-2 ({value[:2]}) are not a GB/T 2260 province code")
+        if value[10:13] != "200":
+            raise ValueError(f"digits 11-13 ({value[10:13]}) must be 200 (中心信令服务器)")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 10 or not value.isdigit()):
+            raise ValueError("must be 10 digits (the first 10 of a GB/T 28181 ID)")
+        return value
+
+    @property
+    def sip_domain(self) -> str:
+        return self.domain or self.server_id[:10]
+
+    @property
+    def accepted_regions(self) -> tuple[str, ...]:
+        return self.regions or (self.server_id[:2],)
 
 
 class Settings(BaseModel):
@@ -269,7 +332,7 @@ class Settings(BaseModel):
         default_factory=HealthSettings, description="[health] table of the config file"
     )
     gb28181: Gb28181Settings = Field(
-        default_factory=Gb28181Settings, description="[gb28181] table of the config file"
+        default_factory=Gb28181Settings, description="[gb28181] table: the SIP server"
     )
 
     @field_validator("allow_direct_credentials")

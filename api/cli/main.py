@@ -44,7 +44,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from api.app import create_app
-    from api.state import BOX, POOL, REGISTRY, TOKENS
+    from api.state import BOX, POOL, REGISTRY, SIP, TOKENS
     from camera_registry.demo.bootstrap import (
         DEMO_CAMERAS,
         demo_geodata_loaded,
@@ -85,7 +85,10 @@ async def _serve(args: argparse.Namespace) -> int:
         yield
 
     app = create_app(
-        settings, extra_startup=(bootstrap,), run_health=not (args.no_health or args.demo)
+        settings,
+        extra_startup=(bootstrap,),
+        run_health=not (args.no_health or args.demo),
+        run_sip=True,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     stop = _stop_on_signals()
@@ -96,6 +99,14 @@ async def _serve(args: argparse.Namespace) -> int:
         host = settings.http_host if ":" not in settings.http_host else f"[{settings.http_host}]"
         port = runner.addresses[0][1] if runner.addresses else settings.http_port
         print(f"camera registry serving on http://{host}:{port}/", flush=True)
+        sip = app.get(SIP)
+        if sip is not None:
+            gb = settings.gb28181
+            print(
+                f"GB/T 28181 SIP server on {sip.config.host}:{sip.port} (UDP and TCP), "
+                f"server ID {gb.server_id}, domain {gb.sip_domain}",
+                flush=True,
+            )
         print(
             f"admin token: {token_box['admin']}  (also in {settings.data_dir / 'admin.token'})",
             flush=True,

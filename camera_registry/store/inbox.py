@@ -30,6 +30,7 @@ FAILURE_CATEGORIES = (
     "no_media_profile",
     "malformed_response",
     "timeout",
+    "gb28181_invalid",  # a GB/T 28181 catalog item that cannot become a camera as sent
 )
 
 _COLUMNS = """id, endpoint, address, port, xaddrs, vendor, model, firmware, serial, mac, profiles,

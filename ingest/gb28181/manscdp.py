@@ -3,10 +3,10 @@
 Charsets lie. GB/T 28181-2016 says GB2312; many devices send UTF-8; both kinds declare the
 other one. Strict UTF-8 decoding is the sniff: GB2312/GBK Chinese text is almost never valid
 UTF-8 (its bytes are pairs in A1–FE, which UTF-8 only allows as lead + continuation in a few
-combinations, never for a run of characters), whereas UTF-8 Chinese text *does* decode as
-GB18030 — into mojibake. So: valid UTF-8 wins, otherwise GB18030 (a superset of GB2312 and
-GBK), whatever the Content-Type or XML declaration says; the declaration is reported so a
-mislabelling device can be counted and shown.
+combinations, and then as accented Latin or Cyrillic, never as CJK), whereas UTF-8 Chinese
+text *does* decode as GB18030 — into mojibake. So: valid UTF-8 wins unless reading the bytes
+as GB18030 (a superset of GB2312 and GBK) gives more CJK, whatever the Content-Type or XML
+declaration says; the declaration is reported so a mislabelling device can be counted.
 """
 
 from __future__ import annotations
@@ -62,19 +62,42 @@ def decode_body(body: bytes, declared: str | None = None) -> DecodedBody:
     if raw.isascii():
         norm = _norm_charset(declared)
         return DecodedBody(raw.decode("ascii"), norm if norm == "gb18030" else "utf-8", declared)
-    try:
-        return DecodedBody(raw.decode("utf-8"), "utf-8", declared)
-    except UnicodeDecodeError:
-        pass
-    try:
-        return DecodedBody(raw.decode("gb18030"), "gb18030", declared)
-    except UnicodeDecodeError:
-        pass
+    as_utf8 = _try_decode(raw, "utf-8")
+    as_gb = _try_decode(raw, "gb18030")
+    if as_utf8 is not None and (as_gb is None or _cjk_share(as_utf8) >= _cjk_share(as_gb)):
+        return DecodedBody(as_utf8, "utf-8", declared)
+    if as_gb is not None:
+        return DecodedBody(as_gb, "gb18030", declared)
     other = _norm_charset(declared) or "utf-8"
     try:
         return DecodedBody(raw.decode(other, errors="replace"), other, declared)
     except LookupError:
         return DecodedBody(raw.decode("gb18030", errors="replace"), "gb18030", declared)
+
+
+def _try_decode(raw: bytes, codec: str) -> str | None:
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError:
+        return None
+
+
+def _cjk_share(text: str) -> float:
+    """Share of the non-ASCII characters that are CJK ideographs, punctuation or fullwidth.
+
+    Short GBK text is sometimes valid UTF-8 too (一 is D2 BB, which UTF-8 reads as Cyrillic
+    һ): two-byte UTF-8 never yields CJK, so the reading with more CJK is the real one. UTF-8
+    Chinese read as GBK also yields CJK, so ties go to UTF-8.
+    """
+    wide = [c for c in text if ord(c) > 0x7F]
+    if not wide:
+        return 1.0
+    cjk = sum(
+        1
+        for c in wide
+        if 0x4E00 <= ord(c) <= 0x9FFF or 0x3000 <= ord(c) <= 0x303F or 0xFF00 <= ord(c) <= 0xFFEF
+    )
+    return cjk / len(wide)
 
 
 @dataclass(slots=True)

@@ -76,6 +76,8 @@ class SipServerConfig:
     max_manscdp_bytes: int = 32 * 1024
     rate_per_source: float = 50.0
     burst_per_source: float = 100.0
+    max_sources: int = 100_000
+    response_cache_size: int = 50_000
     max_concurrent: int = 512
     max_tasks: int = 2_000
     max_pending_queries: int = 20_000
@@ -170,6 +172,7 @@ class SipServer:
             max_body=config.max_body,
             rate_per_source=config.rate_per_source,
             burst_per_source=config.burst_per_source,
+            max_sources=config.max_sources,
         )
         self.transactions = ClientTransactions(self.transport, t1=config.t1)
         self.verifier = DigestVerifier(
@@ -187,7 +190,7 @@ class SipServer:
         self.catalogs = CatalogAssembler(
             self._catalog_done, idle_timeout_s=config.catalog_idle_timeout_s
         )
-        self.responses = ResponseCache()
+        self.responses = ResponseCache(config.response_cache_size)
         self.handlers: dict[str, RequestHandler] = {}
         """Extra request methods (INVITE/SUBSCRIBE from an upper platform, for the cascade)."""
         self.sessions: dict[str, PlaySession] = {}

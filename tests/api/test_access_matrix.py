@@ -87,6 +87,13 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("GET", "/api/v1/map/cameras"): every(200, 200),
     ("GET", "/api/v1/map/config"): every(200, 200),
     ("GET", "/static/{name}"): every(200, 200),
+    ("GET", "/api/v1/gb28181/server"): every(200, 200),
+    ("GET", "/api/v1/gb28181/devices"): every(200, 200),  # scope filters rows
+    ("GET", "/api/v1/gb28181/devices/{id}"): every(404, 404),  # none registered here
+    ("POST", "/api/v1/gb28181/devices/{id}/catalog"): writers(404, 404),
+    ("PUT", "/api/v1/gb28181/devices/{id}/password"): {
+        r: ((204, 404) if r == "admin" else (403, 403)) for r in ROLES
+    },
 }
 
 
@@ -165,6 +172,10 @@ async def test_route_role_scope_matrix(
         h = {**h, "If-Match": '"1"'}
     if path.endswith("/availability"):
         url += "?from=2026-11-01&to=2026-11-02"
+    if path.startswith("/api/v1/gb28181/devices/{id}"):
+        url = path.replace("{id}", gb)
+        if method == "PUT":
+            kw["json"] = {"password": "matrix-pw"}
     if path == "/static/{name}":
         url = "/static/app.js"
     if path == "/api/v1/map/cameras":

@@ -106,7 +106,7 @@ class Sipp:
         transport: str = "u1",
         hold_ms: int = 3000,
         keys: dict[str, str | bytes] | None = None,
-        extra: list[str] | None = None,
+        extra: list[str | bytes] | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = free_udp_port()
@@ -166,11 +166,11 @@ class Sipp:
         )
         return self
 
-    async def wait(self, timeout: float = 30.0) -> int:
+    async def wait(self, within_s: float = 30.0) -> int:
         """SIPp's exit status: 0 when every call of the scenario succeeded."""
         assert self.proc is not None
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within_s):
                 return await self.proc.wait()
         except TimeoutError:
             self.proc.send_signal(signal.SIGKILL)
@@ -188,7 +188,6 @@ class Sipp:
         for path in sorted(self.workdir.glob("*.log")):
             out.append(f"== {path.name}\n{path.read_text(errors='replace')[-6000:]}")
         return "\n".join(out) or "(no SIPp logs)"
-
 
 
 RTP_SSRC = 0x0BEBC201  # 200000001: the y= of ooc_invite.xml

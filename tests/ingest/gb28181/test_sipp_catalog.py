@@ -52,7 +52,9 @@ async def test_catalog_names_decode_right_whatever_the_declared_charset(
     assert item.address == "太原市迎泽区"
     assert item.management_unit == STREET
     mislabelled = server.metrics()["mislabelled_charset"]
-    assert mislabelled == (0 if encoding.upper().replace("-", "") in declared.replace("-", "") else 1)
+    assert mislabelled == (
+        0 if encoding.upper().replace("-", "") in declared.replace("-", "") else 1
+    )
     # the same result reached the registry side
     reported = await asyncio.wait_for(recorder.catalogs.get(), 5)
     assert reported.items[IPC_ID].name == STREET
@@ -103,3 +105,21 @@ async def test_catalog_out_of_order_with_duplicate_and_missing_channel_is_partia
     assert result.missing == 1
     assert result.messages == 3
     assert server.metrics()["catalogs_partial"] == 1
+
+
+async def test_ipc_over_tcp_registers_and_answers_the_catalog_on_its_own_connection(
+    server: SipServer, recorder: Recorder, tmp_path: Path
+) -> None:
+    sipp = await Sipp(
+        tmp_path, server.port, "register.xml", ooc="ooc_catalog.xml", transport="t1", hold_ms=800
+    ).start()
+    try:
+        reg, _ = await asyncio.wait_for(recorder.registered.get(), 10)
+        assert reg.source.transport == "TCP"
+        assert reg.target == reg.source
+        result = await asyncio.wait_for(server.query_catalog(IPC_ID), 10)
+        assert await sipp.wait() == 0, sipp.logs()
+    finally:
+        await sipp.stop()
+    assert result.complete
+    assert list(result.items) == [IPC_ID]

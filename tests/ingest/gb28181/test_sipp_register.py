@@ -45,9 +45,7 @@ async def test_register_with_wrong_password_gets_403(
 
 async def test_unknown_device_gets_403_and_is_counted(server: SipServer, tmp_path: Path) -> None:
     stranger = "34020000001320009999"
-    sipp = await Sipp(
-        tmp_path, server.port, "register_unknown.xml", device_id=stranger
-    ).start()
+    sipp = await Sipp(tmp_path, server.port, "register_unknown.xml", device_id=stranger).start()
     try:
         assert await sipp.wait() == 0, sipp.logs()
     finally:
