@@ -94,6 +94,12 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("PUT", "/api/v1/gb28181/devices/{id}/password"): {
         r: ((204, 404) if r == "admin" else (403, 403)) for r in ROLES
     },
+    # upper platforms see whole regions: only an unscoped admin (none here) manages them
+    ("GET", "/api/v1/gb28181/upstreams"): every(403, 403),
+    ("POST", "/api/v1/gb28181/upstreams"): every(403, 403),
+    ("GET", "/api/v1/gb28181/upstreams/{id}"): every(403, 403),
+    ("PATCH", "/api/v1/gb28181/upstreams/{id}"): every(403, 403),
+    ("DELETE", "/api/v1/gb28181/upstreams/{id}"): every(403, 403),
 }
 
 
