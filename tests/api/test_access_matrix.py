@@ -182,6 +182,8 @@ async def test_route_role_scope_matrix(
         url = path.replace("{id}", gb)
         if method == "PUT":
             kw["json"] = {"password": "matrix-pw"}
+    if path.startswith("/api/v1/gb28181/upstreams/{id}"):
+        url = path.replace("{id}", "00000000-0000-0000-0000-000000000000")
     if path == "/static/{name}":
         url = "/static/app.js"
     if path == "/api/v1/map/cameras":
