@@ -90,16 +90,20 @@ class UpperPlatform:
         charset: str = "GB2312",
         password: str = PASSWORD,
         port: int | None = None,
+        scenario: str = "upper_platform.xml",
+        watch_ms: int = 1000,
+        keys: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_udp_port()
-        text = (SCENARIOS / "upper_platform.xml").read_text(encoding="utf-8")
+        text = (SCENARIOS / scenario).read_text(encoding="utf-8")
         text = (
             text.replace("@@FAIL@@", fail)
             .replace("@@EXPIRES@@", str(expires))
             .replace("@@QUERY_AFTER_MS@@", str(query_after_ms))
+            .replace("@@WATCH_MS@@", str(watch_ms))
         )
-        self.scenario = workdir / "upper_platform.xml"
+        self.scenario = workdir / scenario
         self.scenario.write_text(text, encoding="utf-8")
         keys = {
             "local_id": LOCAL_ID,
@@ -107,6 +111,7 @@ class UpperPlatform:
             "domain": UPPER_DOMAIN,
             "server_id": UPPER_ID,
             "charset": charset,
+            **(keys or {}),
         }
         self.args = [
             sipp_binary(), "-sf", str(self.scenario), "-i", "127.0.0.1", "-mi", "127.0.0.1",
