@@ -67,7 +67,8 @@ async def test_invite_in_region_relays_rtp_to_the_sdp_address_and_bye_tears_down
     assert len(zlm.called("stopSendRtp")) == 1 and len(zlm.called("delStreamProxy")) == 1
     assert "Unexpected" not in upper.errors(), upper.errors()
     rows = await client.app[POOL].fetch(
-        "SELECT action, detail FROM audit_log WHERE action LIKE 'gb28181.upstream_view%' ORDER BY id"
+        "SELECT action, detail FROM audit_log"
+        " WHERE action LIKE 'gb28181.upstream_view%' ORDER BY id"
     )
     assert [r["action"] for r in rows] == [
         "gb28181.upstream_view.start",
