@@ -20,7 +20,6 @@ from camera_registry.actor import Actor
 from camera_registry.config import UpstreamSettings
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import (
-    DuplicateCamera,
     FieldError,
     NotFound,
     RegistryError,
@@ -30,7 +29,7 @@ from camera_registry.store import audit
 from camera_registry.store.db import row_dict
 
 
-class DuplicateUpstream(DuplicateCamera):
+class DuplicateUpstream(RegistryError):
     """An upper platform with this name exists already (names are how operators tell them apart)."""
 
 

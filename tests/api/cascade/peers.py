@@ -156,7 +156,7 @@ class UpperPlatform:
                 continue
             if b"<Response>" not in block:
                 continue
-            text = block.decode("gb18030", errors="replace")
+            text = block.decode("utf-8" if b'encoding="UTF-8"' in block else "gb18030", "replace")
             sums.update(int(m) for m in re.findall(r"<SumNum>(\d+)</SumNum>", text))
             nums += [int(m) for m in re.findall(r'<DeviceList Num="(\d+)">', text)]
             for item in re.findall(r"<Item>(.*?)</Item>", text, re.S):

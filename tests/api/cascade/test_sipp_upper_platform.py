@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.api.cascade.peers import (
@@ -19,12 +20,16 @@ from tests.api.cascade.peers import (
 from tests.conftest import Tok
 
 
+@pytest.mark.parametrize(
+    ("charset", "name_bytes"),
+    [("GB2312", "迎泽大街".encode("gb2312")), ("UTF-8", "迎泽大街".encode())],
+)
 async def test_registers_with_digest_keeps_alive_and_answers_catalog_with_exact_sumnum(
-    client: TestClient, auth: Tok, tmp_path: Path
+    client: TestClient, auth: Tok, tmp_path: Path, charset: str, name_bytes: bytes
 ) -> None:
     await seed(client, auth)
-    upper = await UpperPlatform(tmp_path).start()
-    up = make_client(client, upstream_settings(upper.port))
+    upper = await UpperPlatform(tmp_path, charset=charset).start()
+    up = make_client(client, upstream_settings(upper.port, charset=charset))
     await up.start()
     try:
         await wait_for(lambda: up.state == "registered", what="registered")
@@ -43,7 +48,9 @@ async def test_registers_with_digest_keeps_alive_and_answers_catalog_with_exact_
     assert max(nums) <= 3 and sum(nums) == len(want)
     last = up.timings["last_catalog"]
     assert last["sum_num"] == last["items_sent"] == len(want)
-    assert b"\xd3\xad\xd4\xf3\xb4\xf3\xbd\xd6" in upper.trace()  # 迎泽大街 in GB2312 bytes
+    trace = upper.trace()
+    assert name_bytes in trace  # names in the upstream's charset, declared as such
+    assert f'encoding="{charset}"'.encode() in trace
 
 
 async def test_wrong_password_is_recorded_with_the_status_the_platform_answered(
