@@ -79,8 +79,9 @@ class FakeZlm:
         if api == "startSendRtpPassive":
             return web.json_response({"code": 0, "local_port": 31_000 + len(self.calls)})
         if api == "stopSendRtp":
-            task = self.sending.pop((params["stream"], params["ssrc"]), None)
+            task = self.sending.get((params["stream"], params["ssrc"]))
             if task is not None:
+                del self.sending[(params["stream"], params["ssrc"])]
                 task.cancel()
             return web.json_response({"code": 0})
         return web.json_response({"code": -300, "msg": f"unknown api {api}"})
