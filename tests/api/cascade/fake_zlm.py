@@ -29,7 +29,7 @@ class FakeZlm:
         self.packets = packets
         self.refuse = refuse or set()
         self.proxies: dict[str, str] = {}
-        self.sending: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.sending: dict[tuple[str, str], asyncio.Task[None] | None] = {}
         self.server: TestServer | None = None
 
     async def start(self) -> FakeZlm:
@@ -41,7 +41,8 @@ class FakeZlm:
 
     async def stop(self) -> None:
         for task in self.sending.values():
-            task.cancel()
+            if task is not None:
+                task.cancel()
         if self.server is not None:
             await self.server.close()
 
@@ -79,10 +80,9 @@ class FakeZlm:
         if api == "startSendRtpPassive":
             return web.json_response({"code": 0, "local_port": 31_000 + len(self.calls)})
         if api == "stopSendRtp":
-            task = self.sending.get((params["stream"], params["ssrc"]))
-            if task is not None:
-                del self.sending[(params["stream"], params["ssrc"])]
-                task.cancel()
+            sending = self.sending.pop((params["stream"], params["ssrc"]), None)
+            if sending is not None:
+                sending.cancel()
             return web.json_response({"code": 0})
         return web.json_response({"code": -300, "msg": f"unknown api {api}"})
 
