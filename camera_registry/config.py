@@ -140,6 +140,9 @@ class UpstreamSettings(BaseModel):
         le=1_000_000,
         description="catalog pacing per upstream; default 5000 over TCP, 500 over UDP",
     )
+    notify_interval_s: float = Field(
+        default=5.0, ge=0.1, le=3600, description="catalog changes are coalesced this long"
+    )
     enabled: bool = True
 
     @field_validator("server_id", "local_id")

@@ -77,6 +77,18 @@ class LastError:
 
 
 @dataclass(slots=True)
+class Subscription:
+    """The upper platform's catalog subscription (we are the notifier, RFC 6665)."""
+
+    call_id: str
+    local_tag: str
+    remote: str  # their From, with their tag: our NOTIFYs' To
+    event: str
+    expires_at: float
+    cseq: int = 0
+
+
+@dataclass(slots=True)
 class UpSession:
     """A live view the upper platform asked for: media leg + dialog, audited when it ends."""
 
@@ -174,6 +186,8 @@ class UpstreamClient:
                 "device_info",
                 "device_status",
                 "subscriptions",
+                "notify_items_sent",
+                "notify_failures",
                 "invites",
                 "invites_refused",
                 "views_started",
@@ -183,7 +197,9 @@ class UpstreamClient:
             0,
         )
         self.sessions: dict[str, UpSession] = {}
-        self.subscription: dict[str, Any] | None = None
+        self.subscription: Subscription | None = None
+        self._notifier: asyncio.Task[None] | None = None
+        self.notify_interval_s = settings.notify_interval_s
         self._granted = settings.register_expires
         self._call_id = new_call_id(local_host)
         self._from_tag = new_tag()
@@ -219,6 +235,7 @@ class UpstreamClient:
             with contextlib.suppress(Gb28181Error, TimeoutError):
                 async with asyncio.timeout(2):
                     await self._register_once(0)
+        self._end_subscription()
         for session in list(self.sessions.values()):
             await self._end_session(session, "upstream stopped")
         for task in list(self._tasks):
@@ -665,21 +682,115 @@ class UpstreamClient:
         if event != "catalog":
             return build_response(request, 489, to_tag=new_tag(), source=peer.addr)
         text = request.headers.get("Expires") or "3600"
-        expires = int(text) if text.isdigit() else 3600
-        resp = build_response(request, 200, to_tag=new_tag(), source=peer.addr)
+        expires = min(int(text), 86_400) if text.isdigit() else 3600
+        current = self.subscription
+        same = current is not None and current.call_id == request.call_id
+        tag = current.local_tag if same and current is not None else new_tag()
+        resp = build_response(request, 200, to_tag=tag, source=peer.addr)
         resp.headers.add("Expires", str(expires))
         resp.headers.add("Contact", self._contact())
         if expires == 0:
-            self.subscription = None
-        else:
-            self.counters["subscriptions"] += 1
-            self.subscription = {
-                "call_id": request.call_id,
-                "remote": request.headers.get("From") or "",
-                "local_tag": resp.to.tag,
-                "expires_at": time.monotonic() + expires,
-            }
+            self._end_subscription()
+            return resp
+        self.counters["subscriptions"] += 1
+        if same and current is not None:
+            current.expires_at = time.monotonic() + expires  # a refresh
+            return resp
+        self._end_subscription()
+        event_id = (request.headers.get("Event") or "").partition("id=")[2].strip()
+        self.subscription = Subscription(
+            call_id=request.call_id,
+            local_tag=tag,
+            remote=request.headers.get("From") or "",
+            event=f"Catalog;id={event_id}" if event_id else "Catalog",
+            expires_at=time.monotonic() + expires,
+        )
+        self._notifier = asyncio.get_running_loop().create_task(
+            self._notify_changes(self.subscription)
+        )
+        self._tasks.add(self._notifier)
+        self._notifier.add_done_callback(self._task_done)
         return resp
+
+    def _end_subscription(self) -> None:
+        self.subscription = None
+        if self._notifier is not None:
+            self._notifier.cancel()
+            self._notifier = None
+
+    async def _notify_changes(self, sub: Subscription) -> None:
+        """Poll the registry and health for catalog changes; NOTIFY them, coalesced per camera.
+
+        Each round sends each camera once with its latest event (a DEL wins; an edit carries
+        the status, so it absorbs ON/OFF), in groups of `catalog_group_size`, paced like the
+        catalog. A refused or unanswered NOTIFY is recorded; the changes stay lost to that
+        subscription (the upper platform re-queries the catalog on re-subscribe).
+        """
+        s = self.settings
+        marks = await store.change_marks(self.pool)
+        while self.subscription is sub and time.monotonic() < sub.expires_at:
+            await asyncio.sleep(self.notify_interval_s)
+            events, marks = await store.changes(self.pool, s.regions, marks)
+            latest: dict[str, tuple[str, Any]] = {}
+            for gb_id, kind, rec in events:
+                prev = latest.get(gb_id)
+                if (
+                    prev is not None
+                    and prev[0] in ("ADD", "UPDATE", "DEL")
+                    and kind in ("ON", "OFF")
+                ):
+                    continue
+                latest[gb_id] = (kind, rec)
+            items = []
+            for gb_id, (kind, rec) in latest.items():
+                if rec is not None:
+                    items.append(catalog.camera_item(rec, self.local_id, event=kind))
+                else:
+                    items.append(
+                        f"<Item><DeviceID>{gb_id}</DeviceID><Event>{kind}</Event></Item>\r\n"
+                    )
+            group = max(1, s.catalog_group_size)
+            for start in range(0, len(items), group):
+                batch = items[start : start + group]
+                await self.pacer.take(len(batch))
+                extra = (
+                    f'<SumNum>{len(items)}</SumNum>\r\n<DeviceList Num="{len(batch)}">\r\n'
+                    + "".join(batch)
+                    + "</DeviceList>\r\n"
+                )
+                body = manscdp.build(
+                    "Notify", "Catalog", next(self._sn), self.local_id, extra, charset=s.charset
+                )
+                try:
+                    await self._send_notify(sub, body)
+                    self.counters["notify_items_sent"] += len(batch)
+                except Gb28181Error as exc:
+                    self.counters["notify_failures"] += 1
+                    self._error("NOTIFY", getattr(exc, "status", None), str(exc))
+                    break
+        if self.subscription is sub:
+            self.subscription = None
+
+    async def _send_notify(self, sub: Subscription, body: bytes) -> None:
+        s = self.settings
+        sub.cseq += 1
+        headers = Headers()
+        via = f"{self.local_host}:{self.port};rport;branch={new_branch()}"
+        headers.add("Via", f"SIP/2.0/{self.peer.transport} {via}")
+        headers.add("From", f"<sip:{self.local_id}@{self.local_id[:10]}>;tag={sub.local_tag}")
+        headers.add("To", sub.remote)
+        headers.add("Call-ID", sub.call_id)
+        headers.add("CSeq", f"{sub.cseq} NOTIFY")
+        headers.add("Max-Forwards", "70")
+        headers.add("User-Agent", USER_AGENT)
+        headers.add("Event", sub.event)
+        left = max(0, int(sub.expires_at - time.monotonic()))
+        headers.add("Subscription-State", f"active;expires={left}")
+        headers.add("Content-Type", manscdp.CONTENT_TYPE)
+        request = SipRequest(headers, body, "NOTIFY", f"sip:{s.server_id}@{s.host}:{s.port}")
+        response = await self.transactions.request(request, self.peer)
+        if response.status >= 300:
+            raise RequestRefused(response.status, response.reason)
 
     # --- live video upward ------------------------------------------------------------------
     def _refuse(

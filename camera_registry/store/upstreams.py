@@ -308,3 +308,73 @@ async def region_names(conn: asyncpg.Connection, codes: Sequence[str]) -> dict[s
     )
     by_adcode = {r["adcode"]: r["name"] for r in rows}
     return {code: by_adcode[p] for code, p in padded.items() if p in by_adcode}
+
+
+async def change_marks(pool: asyncpg.Pool) -> dict[str, Any]:
+    """Where a catalog subscription starts watching: now, the last transition, the last audit."""
+    rec = await pool.fetchrow(
+        """SELECT now() AS at,
+                  (SELECT coalesce(max(id), 0) FROM status_transitions) AS transition,
+                  (SELECT coalesce(max(id), 0) FROM audit_log) AS audit"""
+    )
+    assert rec is not None
+    return dict(rec)
+
+
+async def changes(
+    pool: asyncpg.Pool, regions: Sequence[str], marks: dict[str, Any], limit: int = 10_000
+) -> tuple[list[tuple[str, str, Any]], dict[str, Any]]:
+    """Catalog events since `marks`: (gb_id, ADD|UPDATE|DEL|ON|OFF, row or None), new marks.
+
+    Edits come from `cameras.updated_at`, status from health's `status_transitions`, removals
+    from the audit trail (the row is gone). Each source is bounded by `limit` per call; what
+    is left is read on the next call, since the marks only advance over what was read.
+    """
+    where = region_clause(regions, first=3)
+    args = region_args(regions)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        new = dict(marks)
+        edited = await conn.fetch(
+            f"""SELECT {CATALOG_COLUMNS}, created_at, updated_at FROM cameras
+                 WHERE updated_at > $1 AND {where} ORDER BY updated_at LIMIT $2""",
+            marks["at"],
+            limit,
+            *args,
+        )
+        out: list[tuple[str, str, Any]] = []
+        for rec in edited:
+            out.append((rec["gb_id"], "ADD" if rec["created_at"] > marks["at"] else "UPDATE", rec))
+            new["at"] = max(new["at"], rec["updated_at"])
+        where_c = region_clause(regions, column="c.region_code", first=3)
+        moved = await conn.fetch(
+            f"""SELECT t.id, t.new, c.gb_id FROM status_transitions t
+                  JOIN cameras c ON c.id = t.camera_id
+                 WHERE t.id > $1 AND {where_c} ORDER BY t.id LIMIT $2""",
+            marks["transition"],
+            limit,
+            *args,
+        )
+        for rec in moved:
+            out.append(
+                (rec["gb_id"], "ON" if rec["new"] in ("online", "degraded") else "OFF", None)
+            )
+            new["transition"] = max(new["transition"], rec["id"])
+        where_a = region_clause(regions, first=3)
+        gone = await conn.fetch(
+            f"""SELECT id, before->>'gb_id' AS gb_id FROM audit_log
+                 WHERE id > $1 AND action = 'camera.delete' AND {where_a}
+                 ORDER BY id LIMIT $2""",
+            marks["audit"],
+            limit,
+            *args,
+        )
+        for rec in gone:
+            if rec["gb_id"]:
+                out.append((rec["gb_id"], "DEL", None))
+            new["audit"] = max(new["audit"], rec["id"])
+        if not gone:  # skip what is settled (older than any open transaction plausibly is)
+            last = await conn.fetchval(
+                "SELECT coalesce(max(id), 0) FROM audit_log WHERE at < now() - interval '60 s'"
+            )
+            new["audit"] = max(new["audit"], last)
+    return out, new

@@ -31,12 +31,11 @@ from tests.api.cascade.peers import (
     seed,
     wait_for,
 )
-from tests.conftest import TEST_KEY, Tok
+from tests.conftest import TEST_KEY, Tok, camera
 
 
-@pytest.fixture
-async def province_schema(database_url: str) -> AsyncIterator[str]:
-    name = f"t_province_{uuid.uuid4().hex[:8]}"
+async def _fresh_schema(database_url: str, what: str) -> AsyncIterator[str]:
+    name = f"t_{what}_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(f'CREATE SCHEMA "{name}"')
@@ -46,10 +45,22 @@ async def province_schema(database_url: str) -> AsyncIterator[str]:
         await conn.close()
 
 
+@pytest.fixture
+async def province_schema(database_url: str) -> AsyncIterator[str]:
+    async for name in _fresh_schema(database_url, "province"):
+        yield name
+
+
+@pytest.fixture
+async def city_schema(database_url: str) -> AsyncIterator[str]:
+    async for name in _fresh_schema(database_url, "city"):
+        yield name
+
+
 @pytest.mark.parametrize("charset", ["GB2312", "UTF-8"])
 async def test_province_registry_holds_the_city_cameras_and_invites_through_the_city(
     database_url: str,
-    schema: str,
+    city_schema: str,
     province_schema: str,
     tmp_path: Path,
     charset: str,
@@ -72,7 +83,7 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
             "charset": charset,
         },
     )
-    city_app = create_app(city_settings, Database(dsn=database_url, schema=schema))
+    city_app = create_app(city_settings, Database(dsn=database_url, schema=city_schema))
     province_app = create_app(
         province_settings, Database(dsn=database_url, schema=province_schema), run_sip=True
     )
@@ -89,7 +100,7 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
             resp = await city.post(
                 "/api/v1/gb28181/upstreams",
                 json={
-                    "name": f"province-{charset}",
+                    "name": "province",
                     "server_id": UPPER_ID,
                     "host": "127.0.0.1",
                     "port": sip.port,
@@ -98,6 +109,7 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
                     "regions": ["1401"],
                     "charset": charset,
                     "catalog_group_size": 4,
+                    "notify_interval_s": 0.2,
                 },
                 headers=await auth("admin"),
             )
@@ -152,6 +164,48 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
             assert state["state"] == "registered"
             assert state["counters"]["views_started"] == 1
             assert state["timings"]["last_catalog"]["items_sent"] == len(want) + 4
+
+            # the province subscribes; the city's changes arrive as NOTIFY ADD/UPDATE/DEL
+            admin = await auth("admin")
+            await sip.subscribe_catalog(LOCAL_ID)
+            await asyncio.sleep(0.3)
+            added = camera(gb_id="14010500001320000201", name="新建路口", lon=112.57, lat=37.81)
+            resp = await city.post("/api/v1/cameras", json=added, headers=admin)
+            assert resp.status == 201, await resp.text()
+            renamed = CITY_CAMERAS[1]["gb_id"]
+            city_rows = {
+                r["gb_id"]: r
+                for r in await city.app[POOL].fetch("SELECT id, gb_id, version FROM cameras")
+            }
+            resp = await city.patch(
+                f"/api/v1/cameras/{city_rows[renamed]['id']}",
+                json={"name": "迎泽大街改名"},
+                headers={**admin, "If-Match": f'"{city_rows[renamed]["version"]}"'},
+            )
+            assert resp.status == 200, await resp.text()
+            removed = CITY_CAMERAS[2]["gb_id"]
+            resp = await city.delete(
+                f"/api/v1/cameras/{city_rows[removed]['id']}",
+                headers={**admin, "If-Match": f'"{city_rows[removed]["version"]}"'},
+            )
+            assert resp.status == 204, await resp.text()
+
+            async def notified() -> bool:
+                got = await province_cameras()
+                gone = await ppool.fetchval(
+                    "SELECT removed FROM gb_catalog_items WHERE item_id = $1", removed
+                )
+                return (
+                    added["gb_id"] in got
+                    and got[renamed]["name"] == "迎泽大街改名"
+                    and gone is True
+                )
+
+            for _ in range(100):
+                if await notified():
+                    break
+                await asyncio.sleep(0.1)
+            assert await notified()
     finally:
         transport.close()
         await zlm.stop()
