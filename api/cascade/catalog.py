@@ -176,8 +176,8 @@ async def catalog_batches(
             batch, size = [], 0
         batch.append(xml)
         size += len(xml)
-    async for rec in store.catalog_rows(conn, regions, prefetch=max(500, group_size * 4)):
-        xml = camera_item(rec, parent_id)
+    async for item in store.catalog_items(conn, regions, parent_id):
+        xml = item + "\r\n"
         if full(len(xml)):
             yield total, batch
             batch, size = [], 0

@@ -222,11 +222,27 @@ class UpstreamClient:
         return self.transport.port
 
     async def start(self) -> None:
-        await self.transport.start(self.local_host, self.local_port)
+        """Bind the SIP socket and start registering; a bind failure is recorded, not raised.
+
+        With port 0 the UDP port is picked by the kernel and TCP must bind the same number,
+        which another socket may hold: pick again a few times before giving up.
+        """
+        for attempt in range(5):
+            try:
+                await self.transport.start(self.local_host, self.local_port)
+                break
+            except OSError as exc:
+                if self.local_port != 0 or attempt == 4:
+                    self.state = "failed"
+                    self._error("bind", None, f"cannot bind our SIP socket: {exc}")
+                    return
         self.state = "registering"
         self._runner = asyncio.create_task(self._run(), name=f"upstream-{self.settings.name}")
 
     async def stop(self) -> None:
+        if self._runner is None:
+            self.state = "stopped"
+            return
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -53,8 +53,12 @@ def _public(settings: UpstreamSettings) -> dict[str, Any]:
     return settings.model_dump(mode="json", exclude={"password"})
 
 
-def region_clause(regions: Sequence[str], column: str = "region_code", first: int = 1) -> str:
-    """`column LIKE ANY(...)` for an upstream's region prefixes; TRUE when it may see all."""
+def region_clause(regions: Sequence[str], column: str = "gb_id", first: int = 1) -> str:
+    """`column LIKE ANY(...)` for an upstream's region prefixes; TRUE when it may see all.
+
+    On `cameras` the GB ID is the column: its first six digits are the region code (a CHECK
+    says so) and its "C"-collated index serves a prefix LIKE in GB ID order.
+    """
     if not regions:
         return "TRUE"
     return f"{column} LIKE ANY(${first}::text[])"
@@ -345,7 +349,7 @@ async def changes(
         for rec in edited:
             out.append((rec["gb_id"], "ADD" if rec["created_at"] > marks["at"] else "UPDATE", rec))
             new["at"] = max(new["at"], rec["updated_at"])
-        where_c = region_clause(regions, column="c.region_code", first=3)
+        where_c = region_clause(regions, column="c.gb_id", first=3)
         moved = await conn.fetch(
             f"""SELECT t.id, t.new, c.gb_id FROM status_transitions t
                   JOIN cameras c ON c.id = t.camera_id
@@ -359,7 +363,7 @@ async def changes(
                 (rec["gb_id"], "ON" if rec["new"] in ("online", "degraded") else "OFF", None)
             )
             new["transition"] = max(new["transition"], rec["id"])
-        where_a = region_clause(regions, first=3)
+        where_a = region_clause(regions, column="region_code", first=3)
         gone = await conn.fetch(
             f"""SELECT id, before->>'gb_id' AS gb_id FROM audit_log
                  WHERE id > $1 AND action = 'camera.delete' AND {where_a}
@@ -378,3 +382,38 @@ async def changes(
             )
             new["audit"] = max(new["audit"], last)
     return out, new
+
+
+# One camera as a GB/T 28181 catalog <Item>, built by PostgreSQL: xmlforest escapes text and
+# leaves out NULLs, and one text column per row is far cheaper to fetch and decode than 22
+# typed ones; at 2.4 M items this halves the push. `api/cascade/catalog.camera_item` builds
+# the same item in Python for the few rows a NOTIFY carries (a test keeps the two equal).
+ITEM_SQL = """xmlelement(name "Item", xmlforest(
+    gb_id AS "DeviceID", name AS "Name", coalesce(vendor, '') AS "Manufacturer",
+    coalesce(model, '') AS "Model", coalesce(owner, '') AS "Owner", region_code AS "CivilCode",
+    coalesce(address, '') AS "Address", 0 AS "Parental", {parent} AS "ParentID",
+    0 AS "SafetyWay", 1 AS "RegisterWay", 0 AS "Secrecy", host(ip) AS "IPAddress",
+    onvif_port AS "Port",
+    CASE WHEN status IN ('online', 'degraded') THEN 'ON' ELSE 'OFF' END AS "Status",
+    to_char(lon, 'FM990.000000') AS "Longitude", to_char(lat, 'FM990.000000') AS "Latitude"),
+  xmlelement(name "Info", xmlforest(
+    level AS "PoType", record_days AS "RecordSaveDays",
+    to_char(installed_at, 'YYYY-MM-DD"T00:00:00"') AS "InstallTime",
+    nullif(owner, '') AS "ManagementUnit", nullif(contact, '') AS "ContactInfo",
+    hfov::text AS "HorizontalFieldAngle", vfov::text AS "VerticalFieldAngle",
+    max_view_distance::text AS "MaxViewDistance", nullif(mac, '') AS "MAC")))::text"""
+
+
+async def catalog_items(
+    conn: asyncpg.Connection, regions: Sequence[str], parent_id: str, *, prefetch: int = 2000
+) -> AsyncIterator[str]:
+    """Every visible camera once as `<Item>` XML, in GB ID order, through a cursor."""
+    where = region_clause(regions, first=2)
+    async for rec in conn.cursor(
+        f"SELECT {ITEM_SQL.format(parent='$1::text')} AS item FROM cameras "
+        f"WHERE {where} ORDER BY gb_id",
+        parent_id,
+        *region_args(regions),
+        prefetch=prefetch,
+    ):
+        yield rec["item"]
