@@ -7,37 +7,85 @@ and hands over parsed facts; `camera_registry.store.gb28181` writes them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import ADMINS, READERS, WRITERS
+from api.gbplayer import GbPlayer
 from api.models import parse_body
 from api.responses import json_response
 from api.routes import Param, RouteTable, caller
-from api.state import GB_DEVICES, SETTINGS, SIP
+from api.state import GB_DEVICES, GB_PLAYER, POOL, SETTINGS, SIP
 from camera_registry.config import Gb28181Settings
 from camera_registry.errors import NotFound
 from camera_registry.store.gb28181 import GbDevices
+from health.settings import health_runtime
+from health.status import Outcome, StatusPolicy
+from health.store import observe_many
 from ingest.gb28181.catalog import CatalogResult
 from ingest.gb28181.manscdp import CatalogItem, Manscdp
 from ingest.gb28181.registrar import DeviceAccess, Registration, device_id_problem
-from ingest.gb28181.server import Gb28181Events, SipServer, SipServerConfig
+from ingest.gb28181.server import Gb28181Events, PlaySession, SipServer, SipServerConfig
+from ingest.gb28181.zlm import ZlmClient
 
 log = logging.getLogger(__name__)
 ROUTES = RouteTable()
+# What a channel's Status word (catalog) or event (NOTIFY) says about it, as a probe would.
+_STATUS_OUTCOME: dict[str, Outcome] = {
+    "ON": "ok",
+    "OK": "ok",
+    "ONLINE": "ok",
+    "OFF": "fail",
+    "OFFLINE": "fail",
+    "VLOST": "fail",
+    "DEFECT": "fault",
+}
 
 
 class Bridge(Gb28181Events):
     """DeviceDirectory and Gb28181Events for the SIP server, backed by the GB store."""
 
-    def __init__(self, store: GbDevices, settings: Gb28181Settings) -> None:
+    def __init__(
+        self,
+        store: GbDevices,
+        settings: Gb28181Settings,
+        pool: asyncpg.Pool | None = None,
+        policy: StatusPolicy | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.pool = pool  # for health observations; None: status is not fed (tests of the tree)
+        self.policy = policy
+        self.player: GbPlayer | None = None
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _device(self, device_id: str) -> AsyncIterator[None]:
+        """One catalog write at a time per device (answers to two queries can overlap).
+
+        Locks are counted and dropped when nobody holds or waits for them, so the map is as
+        large as the devices being written at this moment, not every device ever seen.
+        """
+        lock, users = self._locks.get(device_id, (asyncio.Lock(), 0))
+        self._locks[device_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[device_id]
+            if users == 1:
+                del self._locks[device_id]
+            else:
+                self._locks[device_id] = (lock, users - 1)
 
     async def lookup(self, device_id: str) -> DeviceAccess | None:
         if device_id_problem(device_id) is not None:
@@ -60,33 +108,79 @@ class Bridge(Gb28181Events):
             expires_s=registration.expires_s,
         )
 
+        await self._observe_device(registration.device_id, None, "registered")
+
     async def on_unregister(self, device_id: str, reason: str) -> None:
         await self.store.offline(device_id)
+        await self._observe_device(device_id, "fail", f"device {reason}")
 
     async def on_keepalive(self, device_id: str) -> None:
         await self.store.keepalive(device_id)
+        await self._observe_device(device_id, None, "keepalive")
+
+    async def on_keepalive_missed(self, device_id: str, missed: int) -> None:
+        await self._observe_device(device_id, "fail", f"{missed} keepalive interval(s) missed")
 
     async def on_keepalive_timeout(self, device_id: str) -> None:
         await self.store.offline(device_id)
 
+    async def on_play_ended(self, session: PlaySession, reason: str) -> None:
+        if self.player is not None and reason == "device sent BYE":
+            await self.player.ended(session)
+
+    async def _observe_device(self, device_id: str, outcome: Outcome | None, why: str) -> None:
+        """One observation for each of the device's camera channels.
+
+        `outcome` None: the device is alive, so each channel is what its last Status says
+        (ON → ok, OFF/VLOST → fail, DEFECT → fault); a device-level failure fails them all.
+        """
+        if self.pool is None:
+            return
+        channels = await self.store.channel_cameras(device_id)
+        obs = [
+            (cid, outcome or _STATUS_OUTCOME.get(status, "ok"), f"{why}; channel {status or '?'}")
+            for cid, status in channels
+        ]
+        await observe_many(self.pool, obs, policy=self.policy)
+
+    async def _observe_items(self, device_id: str, items: list[CatalogItem], why: str) -> None:
+        if self.pool is None:
+            return
+        words = {i.device_id: (i.event or i.status) for i in items}
+        words = {k: v for k, v in words.items() if v in _STATUS_OUTCOME}
+        if not words:
+            return
+        cams = await self.store.item_cameras(device_id, list(words))
+        obs = [
+            (cid, _STATUS_OUTCOME[words[item]], f"{why} {words[item]}")
+            for item, cid in cams.items()
+        ]
+        await observe_many(self.pool, obs, policy=self.policy)
+
     async def on_catalog(self, result: CatalogResult) -> None:
         items = [dataclasses.asdict(i) for i in result.items.values()]
-        outcome = await self.store.apply_catalog(result.device_id, items, complete=result.complete)
+        async with self._device(result.device_id):
+            outcome = await self.store.apply_catalog(
+                result.device_id, items, complete=result.complete
+            )
         log.info("catalog of %s: %s", result.device_id, outcome)
+        await self._observe_items(result.device_id, list(result.items.values()), "catalog Status")
 
     async def on_device_info(self, device_id: str, message: Manscdp) -> None:
         await self.store.device_info(device_id, message.fields)
 
     async def on_notify(self, device_id: str, items: list[CatalogItem]) -> None:
         changed = [dataclasses.asdict(i) for i in items if i.event in ("ADD", "UPDATE")]
-        if changed:
-            await self.store.apply_catalog(device_id, changed, complete=False)
-        gone = [i.device_id for i in items if i.event == "DEL"]
-        if gone:
-            await self.store.remove_items(device_id, gone)
-        for item in items:
-            if item.event in ("ON", "OFF", "VLOST", "DEFECT"):
-                await self.store.set_item_status(device_id, item.device_id, item.event)
+        async with self._device(device_id):
+            if changed:
+                await self.store.apply_catalog(device_id, changed, complete=False)
+            gone = [i.device_id for i in items if i.event == "DEL"]
+            if gone:
+                await self.store.remove_items(device_id, gone)
+            for item in items:
+                if item.event in ("ON", "OFF", "VLOST", "DEFECT"):
+                    await self.store.set_item_status(device_id, item.device_id, item.event)
+        await self._observe_items(device_id, items, "NOTIFY")
 
 
 def sip_config(settings: Gb28181Settings, http_host: str) -> SipServerConfig:
@@ -97,10 +191,12 @@ def sip_config(settings: Gb28181Settings, http_host: str) -> SipServerConfig:
         port=settings.sip_port,
         charset=settings.charset,
         keepalive_timeout_s=settings.keepalive_timeout_s,
+        keepalive_interval_s=settings.keepalive_timeout_s / 3,
         catalog_idle_timeout_s=settings.catalog_idle_timeout_s,
         min_expires=settings.min_expires,
         max_expires=settings.max_expires,
         rate_per_source=settings.rate_per_source,
+        query_after_register=settings.query_on_register,
     )
 
 
@@ -108,14 +204,27 @@ async def gb28181_ctx(app: web.Application) -> AsyncIterator[None]:
     """The SIP server of `camreg serve`: started after the database, stopped before it."""
     settings = app[SETTINGS]
     gb = settings.gb28181
-    bridge = Bridge(app[GB_DEVICES], gb)
+    policy = health_runtime(settings.health).policy
+    bridge = Bridge(app[GB_DEVICES], gb, app[POOL], policy)
     server = SipServer(sip_config(gb, settings.http_host), bridge, bridge)
     await server.start()
     app[SIP] = server
     log.info("GB/T 28181 SIP server on %s:%d (UDP+TCP)", server.config.host, server.port)
+    http: aiohttp.ClientSession | None = None
+    player: GbPlayer | None = None
+    if gb.media is not None:
+        http = aiohttp.ClientSession()
+        zlm = ZlmClient(http, gb.media.api_url, gb.media.secret.get_secret_value())
+        player = GbPlayer(server, app[GB_DEVICES], zlm, gb.media)
+        bridge.player = player
+        app[GB_PLAYER] = player
     try:
         yield
     finally:
+        if player is not None:
+            await player.close_all()
+        if http is not None:
+            await http.close()
         await server.stop()
 
 

@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from api.broadcast import Broadcaster
+from api.gbplayer import GbPlayer
 from api.metrics import Metrics
 from api.ratelimit import RateLimiter
 from api.tasks import BackgroundTasks
@@ -44,3 +45,4 @@ MAPGRID = web.AppKey("mapgrid", MapGrid)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 SIP = web.AppKey("sip", SipServer)
 GB_DEVICES = web.AppKey("gb_devices", GbDevices)
+GB_PLAYER = web.AppKey("gb_player", GbPlayer)

@@ -14,7 +14,7 @@ from api.models import parse_body
 from api.problems import status_of
 from api.responses import json_response
 from api.routes import Param, RouteTable, caller
-from api.state import STREAMS
+from api.state import GB_PLAYER, STREAMS
 from camera_registry.errors import BadRequest, FieldError, RegistryError
 from camera_registry.store.streams import MAX_BATCH, check_batch
 
@@ -52,6 +52,9 @@ async def stream_link(request: web.Request) -> web.Response:
         profile=q.get("profile", "main"),
         protocol=q.get("protocol", "rtsp"),
     )
+    player = request.app.get(GB_PLAYER)
+    if player is not None:  # a GB/T 28181 channel: have it stream to the media server first
+        await player.ensure(request.match_info["id"], q.get("profile", "main"))
     return json_response(link, headers={"Cache-Control": "no-store"})
 
 
@@ -123,6 +126,24 @@ async def zlm_on_play(request: web.Request) -> web.Response:
     if verdict.allowed:
         return json_response({"code": 0, "msg": "success"})
     return json_response({"code": 401, "msg": verdict.reason})
+
+
+@ROUTES.route(
+    "POST",
+    "/api/v1/hooks/zlm/on_stream_none_reader",
+    "ZLMediaKit on_stream_none_reader hook: close a GB/T 28181 channel's media leg",
+    None,
+    params=(RELAY_SECRET,),
+    responses={200: '{"code": 0, "close": true|false}'},
+    tag="relay",
+)
+async def zlm_on_stream_none_reader(request: web.Request) -> web.Response:
+    _relay(request)
+    body = await _json(request)
+    player = request.app.get(GB_PLAYER)
+    key = str(body.get("stream") or "")
+    closed = player is not None and await player.stop(key, "no reader")
+    return json_response({"code": 0, "close": closed})
 
 
 @ROUTES.route(

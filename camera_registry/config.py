@@ -183,15 +183,20 @@ class UpstreamSettings(BaseModel):
         return 5000.0 if self.transport == "tcp" else 500.0
 
 
-class MediaServerSettings(BaseModel):
-    """`[gb28181.media]`: the ZLMediaKit whose HTTP API relays live video to upper platforms."""
+class MediaServer(BaseModel):
+    """The ZLMediaKit that receives GB/T 28181 devices' RTP (`[gb28181.media]`).
+
+    Players get the signed link of the relay (`[[relays]]`) serving the region; the relay is
+    normally this same ZLMediaKit, with URL templates for its `rtp` app.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    api_url: str = Field(pattern=r"^https?://[^\s\"'<>]+$", description="e.g. http://127.0.0.1:80")
-    secret: SecretStr = Field(min_length=1, description="ZLMediaKit's api.secret")
-    rtp_ip: str = Field(default="127.0.0.1", description="the IP its RTP leaves from (our SDP c=)")
-    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    api_url: str = Field(pattern=r"^https?://[^\s\"'<>]+$", description="ZLMediaKit HTTP API")
+    secret: SecretStr = Field(min_length=1, description="its api.secret")
+    rtp_ip: str = Field(min_length=1, description="the address devices send RTP to")
+    tcp_mode: Literal["udp", "passive", "active"] = "udp"
+    invite_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    max_sessions_per_device: int = Field(default=4, ge=1, le=64)
 
 
 class Gb28181Settings(BaseModel):
@@ -218,15 +223,12 @@ class Gb28181Settings(BaseModel):
     min_expires: int = Field(default=60, ge=1, le=86_400)
     max_expires: int = Field(default=86_400, ge=60, le=7 * 86_400)
     rate_per_source: float = Field(default=50.0, gt=0, le=100_000)
-    regions: tuple[str, ...] = Field(
-        default=(),
-        description="region-code prefixes of the device IDs we accept; () = our own province",
+    query_on_register: bool = Field(
+        default=True, description="query Catalog and DeviceInfo after each (re-)registration"
     )
+    media: MediaServer | None = Field(default=None, description="live video; unset: none")
     upstreams: tuple[UpstreamSettings, ...] = Field(
         default=(), description="[[gb28181.upstreams]]: upper platforms we cascade to"
-    )
-    media: MediaServerSettings | None = Field(
-        default=None, description="[gb28181.media]: ZLMediaKit relaying live video upward"
     )
     cascade_host: str | None = Field(
         default=None, description="address our cascade SIP sockets bind to; default http_host"
@@ -240,6 +242,11 @@ class Gb28181Settings(BaseModel):
         if dupes:
             raise ValueError(f"upstream names must be unique; repeated: {dupes}")
         return value
+
+    regions: tuple[str, ...] = Field(
+        default=(),
+        description="region-code prefixes of the device IDs we accept; () = our own province",
+    )
 
     @field_validator("regions")
     @classmethod

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ import asyncpg
 from camera_registry.crypto import CredentialBox
 from camera_registry.store import cameras
 from health.kpi import KpiRow, PeriodTotals
-from health.status import CameraState, Transition, initial_state
+from health.status import CameraState, Outcome, StatusPolicy, Transition, initial_state, step
 
 STATUS_CHANNEL = "camreg_status"
 # Availability days are local days in China, where every KPI report is read (UTC+8, no DST).
@@ -283,30 +284,92 @@ async def _record(conn: asyncpg.Connection, owner: str, r: ProbeRecord) -> bool:
             r.thumbnail,
         )
     if r.transition is not None:
-        # Close the interval the old status held, before the new transition opens the next.
-        await conn.execute(_CREDIT, r.lease.camera_id, r.transition.old, r.transition.at, DAY_TZ)
-        await conn.execute(
-            """INSERT INTO status_transitions (camera_id, at, old, new, reason)
-               VALUES ($1, to_timestamp($2), $3, $4, $5)""",
-            r.lease.camera_id,
-            r.transition.at,
-            r.transition.old,
-            r.transition.new,
-            r.transition.reason,
-        )
-        await cameras.set_status(conn, r.lease.camera_id, r.transition.new)
-        event = {
-            "camera_id": str(r.lease.camera_id),
-            "region_code": r.lease.region_code,
-            "old": r.transition.old,
-            "new": r.transition.new,
-            "at": dt.datetime.fromtimestamp(r.transition.at, dt.UTC).isoformat(),
-            "reason": r.transition.reason,
-        }
-        # Delivered on commit, to every API process listening: SSE fans out from there.
-        channel = status_channel(await conn.fetchval("SELECT current_schema()"))
-        await conn.execute("SELECT pg_notify($1, $2)", channel, json.dumps(event))
+        await _transition(conn, r.lease.camera_id, r.lease.region_code, r.transition)
     return True
+
+
+async def _transition(
+    conn: asyncpg.Connection, camera_id: uuid.UUID, region_code: str, transition: Transition
+) -> None:
+    """Store a status change: close the old interval, log it, set the camera, notify listeners."""
+    # Close the interval the old status held, before the new transition opens the next.
+    await conn.execute(_CREDIT, camera_id, transition.old, transition.at, DAY_TZ)
+    await conn.execute(
+        """INSERT INTO status_transitions (camera_id, at, old, new, reason)
+           VALUES ($1, to_timestamp($2), $3, $4, $5)""",
+        camera_id,
+        transition.at,
+        transition.old,
+        transition.new,
+        transition.reason,
+    )
+    await cameras.set_status(conn, camera_id, transition.new)
+    event = {
+        "camera_id": str(camera_id),
+        "region_code": region_code,
+        "old": transition.old,
+        "new": transition.new,
+        "at": dt.datetime.fromtimestamp(transition.at, dt.UTC).isoformat(),
+        "reason": transition.reason,
+    }
+    # Delivered on commit, to every API process listening: SSE fans out from there.
+    channel = status_channel(await conn.fetchval("SELECT current_schema()"))
+    await conn.execute("SELECT pg_notify($1, $2)", channel, json.dumps(event))
+
+
+async def observe_many(
+    pool: asyncpg.Pool,
+    observations: Sequence[tuple[uuid.UUID, Outcome, str]],
+    *,
+    policy: StatusPolicy | None = None,
+    source: str = "gb28181",
+) -> list[Transition]:
+    """Feed status observations that are not our probes through the same hysteresis.
+
+    GB/T 28181 channels have no RTSP URL to probe: their device's keepalives, registration,
+    catalog Status and NOTIFY ON/OFF/VLOST/DEFECT are the observations. Each is one step of
+    the status machine, exactly like a probe outcome, so flap damping and 在线率 treat them
+    alike. These cameras are taken off the RTSP schedule (`next_probe_at = infinity`).
+    One transaction per call, rows locked in id order (no deadlock between callers).
+    """
+    if not observations:
+        return []
+    now = dt.datetime.now(dt.UTC).timestamp()
+    ids = sorted({cid for cid, _, _ in observations})
+    out: list[Transition] = []
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """SELECT h.camera_id, h.state, h.failures, c.region_code
+               FROM camera_health h JOIN cameras c ON c.id = h.camera_id
+               WHERE h.camera_id = ANY($1::uuid[]) ORDER BY h.camera_id FOR UPDATE OF h""",
+            ids,
+        )
+        found = {r["camera_id"]: r for r in rows}
+        states = {cid: _state(r["state"], now) for cid, r in found.items()}
+        last: dict[uuid.UUID, tuple[Outcome, str]] = {}
+        for cid, outcome, detail in observations:
+            if cid not in states:
+                continue
+            state = states[cid]
+            state, transition = step(state, outcome, max(now, state.since), policy)
+            states[cid] = state
+            last[cid] = (outcome, detail)
+            if transition is not None:
+                await _transition(conn, cid, found[cid]["region_code"], transition)
+                out.append(transition)
+        for cid, state in states.items():
+            outcome, detail = last[cid]
+            await conn.execute(
+                """UPDATE camera_health SET state = $2, last_probe = $3, last_probe_at = now(),
+                       failures = CASE WHEN $4 THEN failures + 1 ELSE 0 END,
+                       next_probe_at = 'infinity', lease_owner = NULL, lease_until = NULL
+                   WHERE camera_id = $1""",
+                cid,
+                _jsonable(state),
+                {"source": source, "outcome": outcome, "detail": detail},
+                outcome == "fail",
+            )
+    return out
 
 
 def _jsonable(state: CameraState) -> dict[str, Any]:

@@ -141,7 +141,7 @@ async def cascade_ctx(app: web.Application) -> AsyncIterator[None]:
                     gb.media.api_url,
                     gb.media.secret.get_secret_value(),
                     rtp_ip=gb.media.rtp_ip,
-                    timeout_s=gb.media.timeout_s,
+                    timeout_s=gb.media.invite_timeout_s,
                 ),
                 session,
             )

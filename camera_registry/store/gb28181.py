@@ -20,7 +20,7 @@ import asyncpg
 
 from camera_registry.actor import Actor, Role
 from camera_registry.crypto import CredentialBox
-from camera_registry.errors import NotFound, RegistryError
+from camera_registry.errors import DuplicateCamera, NotFound, RegistryError
 from camera_registry.gbid import CAMERA_TYPES
 from camera_registry.store.cameras import Registry, region_range
 from camera_registry.store.inbox import Inbox
@@ -303,13 +303,21 @@ class GbDevices:
         mismatch = [n for n in notes if n.startswith("CivilCode")]
         if mismatch:
             return None, mismatch[0], "none"
-        cur = await self.pool.fetchrow(
-            "SELECT id, version FROM cameras WHERE gb_id = $1", values["gb_id"]
-        )
-        try:
-            if cur is None:
+        for _attempt in range(2):
+            cur = await self.pool.fetchrow(
+                "SELECT id, version FROM cameras WHERE gb_id = $1", values["gb_id"]
+            )
+            if cur is not None:
+                break
+            try:
                 made = await self.registry.create(actor, values)
                 return uuid.UUID(made["id"]), None, "created"
+            except DuplicateCamera:
+                continue  # created meanwhile (another device's catalog names it): update it
+            except RegistryError as exc:
+                return None, _reasons(exc), "none"
+        assert cur is not None
+        try:
             current = await self.registry.get(actor, str(cur["id"]))
             # compare as stored: the validator normalises (MAC separators, dates, levels)
             batch = self.registry.validate_one(actor, values)
@@ -323,8 +331,7 @@ class GbDevices:
             await self.registry.update(actor, str(cur["id"]), cur["version"], patch)
             return cur["id"], None, "updated"
         except RegistryError as exc:
-            reasons = "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
-            return None, reasons, "none"
+            return None, _reasons(exc), "none"
 
     async def _to_inbox(
         self, actor: Actor, device_id: str, item: Mapping[str, Any], problem: str
@@ -347,6 +354,38 @@ class GbDevices:
                 }
             ],
         )
+
+    async def channel_cameras(self, device_id: str) -> list[tuple[uuid.UUID, str]]:
+        """(camera id, the device's last Status word) of the device's live camera channels."""
+        rows = await self.pool.fetch(
+            """SELECT camera_id, coalesce(status, '') AS status FROM gb_catalog_items
+               WHERE device_id = $1 AND camera_id IS NOT NULL AND NOT removed""",
+            device_id,
+        )
+        return [(r["camera_id"], r["status"]) for r in rows]
+
+    async def item_cameras(self, device_id: str, item_ids: Sequence[str]) -> dict[str, uuid.UUID]:
+        rows = await self.pool.fetch(
+            """SELECT item_id, camera_id FROM gb_catalog_items
+               WHERE device_id = $1 AND item_id = ANY($2::text[]) AND camera_id IS NOT NULL""",
+            device_id,
+            list(item_ids),
+        )
+        return {r["item_id"]: r["camera_id"] for r in rows}
+
+    async def channel_of_camera(self, camera_id: str) -> tuple[str, str, str] | None:
+        """(device ID, channel ID, camera GB ID) when the camera is a live GB/T 28181 channel."""
+        try:
+            cid = uuid.UUID(camera_id)
+        except ValueError:
+            return None
+        rec = await self.pool.fetchrow(
+            """SELECT i.device_id, i.item_id, c.gb_id FROM gb_catalog_items i
+               JOIN cameras c ON c.id = i.camera_id
+               WHERE i.camera_id = $1 AND NOT i.removed ORDER BY i.updated_at DESC LIMIT 1""",
+            cid,
+        )
+        return (rec["device_id"], rec["item_id"], rec["gb_id"]) if rec else None
 
     # -- reads -------------------------------------------------------------------------------
     async def page(
@@ -395,6 +434,10 @@ _DEVICE_COLUMNS = (
     "model, firmware, channel_count, catalog_at, catalog_complete, catalog_items, "
     "(password IS NOT NULL) AS own_password"
 )
+
+
+def _reasons(exc: RegistryError) -> str:
+    return "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or exc.detail
 
 
 def _comparable(key: str, value: Any) -> Any:

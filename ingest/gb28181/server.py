@@ -67,6 +67,7 @@ class SipServerConfig:
     nonce_ttl_s: float = 300.0
     min_expires: int = 60
     max_expires: int = 86_400
+    keepalive_interval_s: float = 60.0
     keepalive_timeout_s: float = 180.0
     catalog_idle_timeout_s: float = 10.0
     query_timeout_s: float = 10.0
@@ -101,6 +102,15 @@ class Gb28181Events:
         return None
 
     async def on_keepalive_timeout(self, device_id: str) -> None:
+        return None
+
+    async def on_keepalive_missed(self, device_id: str, missed: int) -> None:
+        """Called once per keepalive interval that passed in silence (1, 2, 3, …).
+
+        Health feeds each miss as one failure through its hysteresis, so one late keepalive
+        never flips a device's channels, and `keepalive_timeout_s` of silence (3 misses by
+        default) is what takes them offline.
+        """
         return None
 
     async def on_catalog(self, result: CatalogResult) -> None:
@@ -155,6 +165,7 @@ class Subscription:
 class _Liveness:
     last_seen: float
     timed_out: bool = False
+    missed: int = 0
 
 
 class SipServer:
@@ -299,8 +310,14 @@ class SipServer:
                 self.counters["expired"] += 1
                 self._liveness.pop(reg.device_id, None)
                 self._spawn(self.events.on_unregister(reg.device_id, "expired"))
-            cutoff = time.monotonic() - self.config.keepalive_timeout_s
+            now = time.monotonic()
+            cutoff = now - self.config.keepalive_timeout_s
+            interval = self.config.keepalive_interval_s
             for device_id, live in self._liveness.items():
+                missed = int((now - live.last_seen) // interval)
+                for m in range(live.missed + 1, missed + 1):  # one event per interval
+                    self._spawn(self.events.on_keepalive_missed(device_id, m))
+                live.missed = max(live.missed, missed)
                 if not live.timed_out and live.last_seen < cutoff:
                     live.timed_out = True
                     self.counters["keepalive_timeouts"] += 1
@@ -448,6 +465,7 @@ class SipServer:
         if live is not None:
             live.last_seen = time.monotonic()
             live.timed_out = False
+            live.missed = 0
         return device_id, None
 
     def _body(self, request: SipRequest, peer: Peer) -> tuple[Manscdp | None, SipResponse | None]:

@@ -68,6 +68,7 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("POST", "/api/v1/streams"): streamers(200, 200),
     ("POST", "/api/v1/hooks/zlm/on_play"): every(401, 401),  # players are not relays
     ("POST", "/api/v1/hooks/mediamtx/auth"): every(401, 401),
+    ("POST", "/api/v1/hooks/zlm/on_stream_none_reader"): every(401, 401),
     ("GET", "/api/v1/relay/{stream_key}/source"): every(401, 401),
     ("POST", "/api/v1/imports"): writers(202, 202),
     ("GET", "/api/v1/imports/{id}"): writers(200, 200),

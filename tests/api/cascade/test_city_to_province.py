@@ -69,7 +69,10 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
     city_settings = Settings(
         data_dir=tmp_path / "city",
         secret_key=TEST_KEY,
-        gb28181={"enabled": False, "media": {"api_url": zlm.url, "secret": SECRET}},
+        gb28181={
+            "enabled": False,
+            "media": {"api_url": zlm.url, "secret": SECRET, "rtp_ip": "127.0.0.1"},
+        },
     )
     province_settings = Settings(
         data_dir=tmp_path / "province",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 from dataclasses import dataclass
 
 from ingest.gb28181 import manscdp
@@ -17,6 +18,7 @@ from ingest.gb28181.message import (
     Headers,
     SipRequest,
     SipResponse,
+    build_response,
     new_branch,
     new_call_id,
     new_tag,
@@ -28,11 +30,17 @@ from tests.ingest.gb28181.peers import DOMAIN, PASSWORD, SERVER_ID
 class _Proto(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.inbox: asyncio.Queue[SipRequest | SipResponse] = asyncio.Queue(maxsize=1000)
+        self.catalog: bytes | None = None  # Response items to answer Query Catalog with
+        self.device: SimDevice | None = None
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         # A test peer ignores what it cannot read, and drops what it has no room for.
         with contextlib.suppress(SipParseError, asyncio.QueueFull):
-            self.inbox.put_nowait(parse_message(data))
+            msg = parse_message(data)
+            if isinstance(msg, SipRequest) and self.device is not None and self.catalog:
+                self.device.answer(msg, addr)
+                return
+            self.inbox.put_nowait(msg)
 
 
 @dataclass
@@ -48,6 +56,7 @@ class SimDevice:
             _Proto, local_addr=("127.0.0.1", 0)
         )
         self.port = int(self.transport.get_extra_info("sockname")[1])
+        self.proto.device = self
         self.call_id = new_call_id("127.0.0.1")
         self.tag = new_tag()
         self.cseq = itertools.count(1)
@@ -77,11 +86,12 @@ class SimDevice:
     def send(self, request: SipRequest) -> None:
         self.transport.sendto(request.serialise(), ("127.0.0.1", self.server_port))
 
-    async def response(self, within_s: float = 5.0) -> SipResponse:
+    async def response(self, within_s: float = 5.0, to: SipRequest | None = None) -> SipResponse:
+        """The next response (to `to`, if given: late answers to earlier requests are skipped)."""
         async with asyncio.timeout(within_s):
             while True:
                 msg = await self.proto.inbox.get()
-                if isinstance(msg, SipResponse):
+                if isinstance(msg, SipResponse) and (to is None or msg.cseq == to.cseq):
                     return msg
 
     async def ask(self, request: SipRequest, within_s: float = 5.0) -> SipResponse:
@@ -92,7 +102,9 @@ class SimDevice:
         while True:
             self.send(request)
             try:
-                return await self.response(min(interval, max(0.0, deadline - loop.time())))
+                return await self.response(
+                    min(interval, max(0.0, deadline - loop.time())), to=request
+                )
             except TimeoutError:
                 if loop.time() >= deadline:
                     raise
@@ -111,6 +123,25 @@ class SimDevice:
         return await self.ask(
             self.request("REGISTER", extra={"Expires": str(expires), "Authorization": auth})
         )
+
+    def answer_catalog_with(self, items_xml: str, count: int) -> None:
+        """From now on, answer the server's requests: 200, and a Catalog of these items."""
+        self.proto.catalog = items_xml.encode("utf-8")
+        self.catalog_count = count
+
+    def answer(self, request: SipRequest, addr: tuple[str | object, int]) -> None:
+        ok = build_response(request, 200, to_tag=new_tag())
+        self.transport.sendto(ok.serialise(), ("127.0.0.1", int(addr[1])))
+        sn = re.search(rb"<SN>(\d+)</SN>", request.body)
+        if request.method == "MESSAGE" and b"<CmdType>Catalog</CmdType>" in request.body and sn:
+            assert self.proto.catalog is not None
+            body = (
+                b'<?xml version="1.0" encoding="UTF-8"?><Response><CmdType>Catalog</CmdType>'
+                b"<SN>" + sn.group(1) + b"</SN><DeviceID>" + self.device_id.encode()
+                + b"</DeviceID><SumNum>" + str(self.catalog_count).encode()
+                + b"</SumNum><DeviceList>" + self.proto.catalog + b"</DeviceList></Response>"
+            )  # fmt: skip
+            self.send(self.request("MESSAGE", body=body))
 
     async def keepalive(self, sn: int = 1) -> SipResponse:
         return await self.ask(
