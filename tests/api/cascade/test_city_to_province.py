@@ -125,10 +125,16 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
                 rows = await ppool.fetch("SELECT gb_id, name, level, lon, lat FROM cameras")
                 return {r["gb_id"]: r for r in rows}
 
+            async def catalog_done() -> bool:
+                done = await ppool.fetchval(
+                    "SELECT catalog_complete FROM gb_devices WHERE device_id = $1", LOCAL_ID
+                )
+                return done is True
+
             got: dict[str, asyncpg.Record] = {}
-            for _ in range(150):
+            for _ in range(300):
                 got = await province_cameras()
-                if len(got) >= len(want):
+                if len(got) >= len(want) and await catalog_done():
                     break
                 await asyncio.sleep(0.1)
             assert set(got) == set(want)  # every city camera once, nothing outside its regions
@@ -143,10 +149,7 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
                 LOCAL_ID,
             )
             assert {r["item_id"] for r in tree} == {"14", "1401", "140105", "140106"}
-            device = await ppool.fetchrow(
-                "SELECT catalog_complete FROM gb_devices WHERE device_id = $1", LOCAL_ID
-            )
-            assert device is not None and device["catalog_complete"] is True
+            assert await catalog_done()
 
             # the province watches a city camera: INVITE province → city → media server
             channel = CITY_CAMERAS[0]["gb_id"]
@@ -204,7 +207,7 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
                     and gone is True
                 )
 
-            for _ in range(100):
+            for _ in range(300):
                 if await notified():
                     break
                 await asyncio.sleep(0.1)
