@@ -150,6 +150,10 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
             )
             assert {r["item_id"] for r in tree} == {"14", "1401", "140105", "140106"}
             assert await catalog_done()
+            status = await sip.query(LOCAL_ID, "DeviceStatus")
+            assert (status.fields["Online"], status.fields["Status"]) == ("ONLINE", "OK")
+            info = await sip.query(LOCAL_ID, "DeviceInfo")
+            assert info.fields["Channel"] == str(len(want))
 
             # the province watches a city camera: INVITE province → city → media server
             channel = CITY_CAMERAS[0]["gb_id"]

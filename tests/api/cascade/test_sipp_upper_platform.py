@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from api.state import POOL
+from health.store import observe_many
 from tests.api.cascade.peers import (
     CITY_CAMERAS,
     CIVIL_NODES,
@@ -98,3 +101,32 @@ async def test_silent_platform_goes_offline_after_the_misses_and_comes_back_on_r
     finally:
         await up.stop()
         await upper.stop()
+
+
+async def test_subscribed_platform_gets_notify_on_when_health_brings_a_camera_online(
+    client: TestClient, auth: Tok, tmp_path: Path
+) -> None:
+    await seed(client, auth)
+    watched = CITY_CAMERAS[3]["gb_id"]
+    upper = await UpperPlatform(tmp_path, scenario="upper_subscribe.xml").start()
+    up = make_client(client, upstream_settings(upper.port, notify_interval_s=0.2))
+    await up.start()
+    try:
+        await wait_for(lambda: up.subscription is not None, what="subscribed")
+        await asyncio.sleep(0.4)  # the notifier has taken its starting marks
+        pool = client.app[POOL]
+        camera_id = await pool.fetchval("SELECT id FROM cameras WHERE gb_id = $1", watched)
+        for _ in range(3):  # health's own path: observations through the hysteresis
+            await observe_many(pool, [(camera_id, "ok", "test: stream answers")])
+        assert await pool.fetchval("SELECT status FROM cameras WHERE id = $1", camera_id) == (
+            "online"
+        )
+        await wait_for(lambda: up.counters["notify_items_sent"] >= 1, what="NOTIFY sent")
+        await wait_for(lambda: b"NOTIFY sip:" in upper.trace(), what="NOTIFY received")
+    finally:
+        await up.stop()
+        await upper.stop()
+    trace = upper.trace()
+    assert f"<DeviceID>{watched}</DeviceID><Event>ON</Event>".encode() in trace
+    assert up.counters["notify_failures"] == 0
+    assert "Failed regexp" not in upper.errors(), upper.errors()
