@@ -185,6 +185,78 @@ async def one_run(
     }
 
 
+async def to_ours(
+    url: str, pool: asyncpg.Pool, box: CredentialBox, args: argparse.Namespace
+) -> dict[str, float]:
+    """The same push into our own device-access side (a province instance, fresh schema)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.app import Database, create_app
+    from api.state import POOL, SIP
+    from bench.common import ROOT, fresh_schema
+    from camera_registry.config import Settings
+
+    async with fresh_schema(url, "province") as schema:
+        settings = Settings(
+            data_dir=ROOT / ".camreg" / "bench-province",
+            secret_key=KEY,
+            gb28181={
+                "server_id": UPPER_ID,
+                "sip_host": "127.0.0.1",
+                "sip_port": 0,
+                "password": "bench-pw",
+                "regions": ["14"],
+                "catalog_idle_timeout_s": 60,
+                # one lower platform pushing its catalog is one source: above the flood limit
+                "rate_per_source": 5000,
+            },
+        )
+        app = create_app(settings, Database(dsn=url, schema=schema), run_sip=True)
+        async with TestClient(TestServer(app)) as province:
+            up = UpstreamSettings(
+                name="province",
+                server_id=UPPER_ID,
+                host="127.0.0.1",
+                port=province.app[SIP].port,
+                transport=args.transport,
+                password="bench-pw",  # noqa: S106 - a loopback benchmark
+                local_id=LOCAL_ID,
+                regions=tuple(args.regions),
+                catalog_group_size=min(args.group, 16 if args.transport == "udp" else 200),
+                catalog_items_per_s=args.rate,
+            )
+            client = UpstreamClient(str(uuid.uuid4()), up, pool, box)
+            want = await store.count_visible(pool, args.regions)
+            t = time.perf_counter()
+            await client.start()
+            ppool = province.app[POOL]
+            try:
+                async with asyncio.timeout(args.timeout):
+                    while True:
+                        done = await ppool.fetchval(
+                            "SELECT catalog_complete FROM gb_devices WHERE device_id = $1",
+                            LOCAL_ID,
+                        )
+                        if done is not None:
+                            break
+                        await asyncio.sleep(0.5)
+                took = time.perf_counter() - t
+            finally:
+                await client.stop()
+            got = await ppool.fetchval("SELECT count(*) FROM cameras")
+            distinct = await ppool.fetchval("SELECT count(DISTINCT gb_id) FROM cameras")
+            return {
+                "seconds": took,
+                "cameras": float(want),
+                "in_province": float(got),
+                "lost": float(want - distinct),
+                "duplicated": float(got - distinct),
+                "complete": 1.0 if done else 0.0,
+                "push_seconds": float(client.timings["last_catalog"]["seconds"]),
+                "peak_rss_mb": peak_rss_mb(),
+            }
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=2_400_000)
@@ -194,6 +266,12 @@ async def main() -> None:
     ap.add_argument("--transport", choices=("tcp", "udp"), default="tcp")
     ap.add_argument("--regions", nargs="*", default=[])
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument(
+        "--receiver",
+        choices=("sipp", "ours"),
+        default="sipp",
+        help="sipp: a SIPp UAS counting items; ours: our own device-access side",
+    )
     args = ap.parse_args()
     with database_url() as url:
         conn = await asyncpg.connect(url)
@@ -222,6 +300,19 @@ async def main() -> None:
                 f"{args.group} items/MESSAGE, pacing {rate:,.0f} items/s, {args.runs} run(s)",
                 flush=True,
             )
+            if args.receiver == "ours":
+                for i in range(args.runs):
+                    r = await to_ours(url, pool, box, args)
+                    print(
+                        f"  run {i + 1}: {r['cameras']:,.0f} cameras into our device-access "
+                        f"side in {r['seconds']:.1f} s ({r['cameras'] / r['seconds']:,.0f}/s; "
+                        f"push {r['push_seconds']:.1f} s), province holds "
+                        f"{r['in_province']:,.0f}, lost {r['lost']:.0f}, dup "
+                        f"{r['duplicated']:.0f}, complete {bool(r['complete'])}, peak RSS "
+                        f"{r['peak_rss_mb']:.0f} MB (both instances)",
+                        flush=True,
+                    )
+                return
             anchors = [await anchor(pool, args.regions, args.group) for _ in range(args.runs)]
             results = []
             for i in range(args.runs):
