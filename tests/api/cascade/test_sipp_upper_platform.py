@@ -24,15 +24,21 @@ from tests.conftest import Tok
 
 
 @pytest.mark.parametrize(
-    ("charset", "name_bytes"),
-    [("GB2312", "迎泽大街".encode("gb2312")), ("UTF-8", "迎泽大街".encode())],
+    ("charset", "name_bytes", "transport"),
+    [
+        ("GB2312", "迎泽大街".encode("gb2312"), "udp"),
+        ("UTF-8", "迎泽大街".encode(), "udp"),
+        ("GB2312", "迎泽大街".encode("gb2312"), "tcp"),
+    ],
 )
 async def test_registers_with_digest_keeps_alive_and_answers_catalog_with_exact_sumnum(
-    client: TestClient, auth: Tok, tmp_path: Path, charset: str, name_bytes: bytes
+    client: TestClient, auth: Tok, tmp_path: Path, charset: str, name_bytes: bytes, transport: str
 ) -> None:
     await seed(client, auth)
-    upper = await UpperPlatform(tmp_path, charset=charset).start()
-    up = make_client(client, upstream_settings(upper.port, charset=charset))
+    upper = await UpperPlatform(
+        tmp_path, charset=charset, transport="t1" if transport == "tcp" else "u1"
+    ).start()
+    up = make_client(client, upstream_settings(upper.port, charset=charset, transport=transport))
     await up.start()
     try:
         await wait_for(lambda: up.state == "registered", what="registered")
@@ -130,3 +136,22 @@ async def test_subscribed_platform_gets_notify_on_when_health_brings_a_camera_on
     assert f"<DeviceID>{watched}</DeviceID><Event>ON</Event>".encode() in trace
     assert up.counters["notify_failures"] == 0
     assert "Failed regexp" not in upper.errors(), upper.errors()
+
+
+async def test_a_401_loop_is_recorded_as_a_refused_password_and_backs_off(
+    client: TestClient, auth: Tok, tmp_path: Path
+) -> None:
+    upper = await UpperPlatform(tmp_path, password="not-ours", fail="401 Unauthorized").start()
+    up = make_client(client, upstream_settings(upper.port))
+    await up.start()
+    try:
+        await wait_for(lambda: up.state == "failed", what="registration failed")
+        view = up.status()
+    finally:
+        await up.stop()
+        await upper.stop()
+    assert view["last_error"]["status"] == 401
+    assert "challenged again" in view["last_error"]["reason"]
+    assert view["counters"]["auth_refused"] == 1
+    assert view["counters"]["register_attempts"] == 1  # backing off, not hammering
+    assert view["timings"]["next_attempt_at"] is not None
