@@ -93,6 +93,7 @@ class UpperPlatform:
         scenario: str = "upper_platform.xml",
         watch_ms: int = 1000,
         keys: dict[str, str] | None = None,
+        message_answer: str = "200 OK",
     ) -> None:
         self.workdir = workdir
         self.port = port or free_udp_port()
@@ -102,6 +103,7 @@ class UpperPlatform:
             .replace("@@EXPIRES@@", str(expires))
             .replace("@@QUERY_AFTER_MS@@", str(query_after_ms))
             .replace("@@WATCH_MS@@", str(watch_ms))
+            .replace("@@MESSAGE_ANSWER@@", message_answer)
         )
         self.scenario = workdir / scenario
         self.scenario.write_text(text, encoding="utf-8")

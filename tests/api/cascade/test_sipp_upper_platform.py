@@ -155,3 +155,23 @@ async def test_a_401_loop_is_recorded_as_a_refused_password_and_backs_off(
     assert view["counters"]["auth_refused"] == 1
     assert view["counters"]["register_attempts"] == 1  # backing off, not hammering
     assert view["timings"]["next_attempt_at"] is not None
+
+
+async def test_catalog_refused_with_404_is_recorded_with_the_platforms_answer(
+    client: TestClient, auth: Tok, tmp_path: Path
+) -> None:
+    await seed(client, auth)
+    upper = await UpperPlatform(tmp_path, message_answer="404 Not Found").start()
+    up = make_client(client, upstream_settings(upper.port, keepalive_s=60))
+    await up.start()
+    try:
+        await wait_for(lambda: up.counters["catalog_pushes"] >= 1, what="catalog answered")
+    finally:
+        await up.stop()
+        await upper.stop()
+    assert up.last_error is not None
+    assert (up.last_error.what, up.last_error.status) == ("catalog", 404)
+    assert "Not Found" in up.last_error.reason
+    assert up.counters["catalog_failures"] == 1
+    last = up.timings["last_catalog"]
+    assert last["items_sent"] == 0 and last["error"] == "peer answered 404 Not Found"
