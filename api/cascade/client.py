@@ -100,6 +100,9 @@ class UpSession:
     stream: str
     dst: str
     to_tag: str
+    remote: str = ""  # the INVITE's From (with the upper platform's tag): our BYE's To
+    remote_target: str = ""  # the INVITE's Contact URI: our BYE's Request-URI
+    cseq: int = 0
     started: float = field(default_factory=time.monotonic)
     acked: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -884,6 +887,8 @@ class UpstreamClient:
             stream=stream,
             dst=f"{offer.media_ip}:{offer.media_port}",
             to_tag=tag,
+            remote=request.headers.get("From") or "",
+            remote_target=str(request.contact.uri) if request.contact else request.uri,
         )
         self.sessions[request.call_id] = session
         self.counters["views_started"] += 1
@@ -945,6 +950,25 @@ class UpstreamClient:
         if self.sessions.get(session.call_id) is session:
             await self._end_session(session, "no ACK for the 200")
 
+    async def _send_bye(self, session: UpSession) -> None:
+        """End the dialog from our side (we stop, or no ACK came); best effort, bounded."""
+        session.cseq += 1
+        headers = Headers()
+        via = f"{self.local_host}:{self.port};rport;branch={new_branch()}"
+        headers.add("Via", f"SIP/2.0/{self.peer.transport} {via}")
+        headers.add("From", f"<sip:{session.channel_id}@{self.local_id[:10]}>;tag={session.to_tag}")
+        headers.add("To", session.remote)
+        headers.add("Call-ID", session.call_id)
+        headers.add("CSeq", f"{session.cseq} BYE")
+        headers.add("Max-Forwards", "70")
+        headers.add("User-Agent", USER_AGENT)
+        request = SipRequest(headers, b"", "BYE", session.remote_target)
+        try:
+            async with asyncio.timeout(2):
+                await self.transactions.request(request, self.peer)
+        except (TimeoutError, Gb28181Error) as exc:
+            log.info("upstream %s: BYE for %s: %s", self.settings.name, session.channel_id, exc)
+
     async def _release_stream(self, stream: str) -> None:
         assert self.media is not None
         self._streams[stream] -= 1
@@ -959,6 +983,8 @@ class UpstreamClient:
         if self.sessions.pop(session.call_id, None) is None:
             return
         self.counters["views_ended"] += 1
+        if reason != "upper platform sent BYE":
+            await self._send_bye(session)
         if self.media is not None:
             with contextlib.suppress(MediaError):
                 await self.media.stop_send_rtp(session.stream, session.ssrc)

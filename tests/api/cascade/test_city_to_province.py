@@ -216,6 +216,14 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
                     break
                 await asyncio.sleep(0.1)
             assert await notified()
+
+            # the city removes the upstream while the province watches: BYE from below
+            again = await sip.invite(LOCAL_ID, channel, media_ip="127.0.0.1", media_port=rtp_port)
+            assert again.dialog.call_id in sip.sessions
+            resp = await city.delete(f"/api/v1/gb28181/upstreams/{uid}", headers=admin)
+            assert resp.status == 204
+            await wait_for(lambda: again.dialog.call_id not in sip.sessions, what="BYE from below")
+            assert len(zlm.called("stopSendRtp")) == 2
     finally:
         transport.close()
         await zlm.stop()
