@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, each printing its own figure beside its anchor's.
 
-Set BENCH_ROWS to change the scale (default 2,400,000, Shanxi). Results are recorded by hand
-in bench/RESULTS.md together with the command.
+Set BENCH_ROWS to change the scale (default 2,400,000, Shanxi), BENCH_GB_DEVICES the number
+of simulated GB/T 28181 devices (default 1,000; the issue's target is 50,000). Results are
+recorded by hand in bench/RESULTS.md together with the command.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ def main() -> int:
         [sys.executable, str(HERE / "bench_diagnosis.py"), "--repeat", repeat],
         [sys.executable, str(HERE / "bench_coverage_province.py"), "--cameras", rows],
         [sys.executable, str(HERE / "bench_map.py"), "--rows", rows],
+        [
+            sys.executable,
+            str(HERE / "bench_gb28181.py"),
+            "--devices",
+            os.environ.get("BENCH_GB_DEVICES", "1000"),
+            "--repeat",
+            repeat,
+        ],
     ):
         print(
             "\n$", " ".join(Path(c).name if c.endswith(".py") else c for c in cmd[1:]), flush=True

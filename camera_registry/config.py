@@ -223,6 +223,9 @@ class Gb28181Settings(BaseModel):
     min_expires: int = Field(default=60, ge=1, le=86_400)
     max_expires: int = Field(default=86_400, ge=60, le=7 * 86_400)
     rate_per_source: float = Field(default=50.0, gt=0, le=100_000)
+    keepalive_flush_s: float = Field(
+        default=1.0, gt=0, le=60, description="keepalives are written in batches this often"
+    )
     query_on_register: bool = Field(
         default=True, description="query Catalog and DeviceInfo after each (re-)registration"
     )

@@ -330,10 +330,28 @@ async def observe_many(
     catalog Status and NOTIFY ON/OFF/VLOST/DEFECT are the observations. Each is one step of
     the status machine, exactly like a probe outcome, so flap damping and 在线率 treat them
     alike. These cameras are taken off the RTSP schedule (`next_probe_at = infinity`).
-    One transaction per call, rows locked in id order (no deadlock between callers).
+    One transaction per call; rows are locked and written in camera-id order, and a deadlock
+    with another writer of the same cameras (a catalog update) is retried.
     """
     if not observations:
         return []
+    # stable sort: each camera's observations keep their order
+    observations = sorted(observations, key=lambda o: o[0])
+    for attempt in range(3):
+        try:
+            return await _observe(pool, observations, policy, source)
+        except asyncpg.DeadlockDetectedError:
+            if attempt == 2:
+                raise
+    return []
+
+
+async def _observe(
+    pool: asyncpg.Pool,
+    observations: Sequence[tuple[uuid.UUID, Outcome, str]],
+    policy: StatusPolicy | None,
+    source: str,
+) -> list[Transition]:
     now = dt.datetime.now(dt.UTC).timestamp()
     ids = sorted({cid for cid, _, _ in observations})
     out: list[Transition] = []

@@ -47,7 +47,18 @@ def camreg_serve(dsn: str, data: Path, **env_extra: str) -> Iterator[Process]:
     log = log_path.open("w")
     camreg = str(Path(sys.executable).parent / "camreg")
     proc = subprocess.Popen(
-        [camreg, "serve", "--demo", "--no-health", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            camreg,
+            "serve",
+            "--demo",
+            "--no-health",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--sip-port",
+            "0",
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

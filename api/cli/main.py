@@ -54,6 +54,12 @@ async def _serve(args: argparse.Namespace) -> int:
     from camera_registry.store.embedded import ServeLock
 
     settings = _settings(args, http_host=args.host, http_port=args.port)
+    if args.sip_port is not None:
+        if not 0 <= args.sip_port <= 65535:
+            print(f"camreg serve: --sip-port {args.sip_port} is not a port", file=sys.stderr)
+            return 2
+        gb = settings.gb28181.model_copy(update={"sip_port": args.sip_port})
+        settings = settings.model_copy(update={"gb28181": gb})
     if not args.verbose:
         logging.getLogger().setLevel(settings.log_level)
     from health.settings import HealthConfigError, health_runtime
@@ -265,6 +271,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="listen address (CAMREG_HTTP_HOST, default 127.0.0.1)")
     s.add_argument("--port", type=int, help="listen port (CAMREG_HTTP_PORT, default 8080)")
     s.add_argument("--demo", action="store_true", help="load demo cameras into an empty registry")
+    s.add_argument(
+        "--sip-port",
+        type=int,
+        help="GB/T 28181 SIP port, UDP and TCP ([gb28181] sip_port, default 5060; 0 picks one)",
+    )
     s.add_argument(
         "--no-health",
         action="store_true",

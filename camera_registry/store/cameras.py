@@ -328,6 +328,64 @@ class Registry:
             )
         return out
 
+    async def create_many(
+        self, actor: Actor, values: Sequence[Mapping[str, Any]]
+    ) -> tuple[dict[int, dict[str, Any]], dict[int, list[FieldError]]]:
+        """Create many cameras (by position in `values`) in one transaction, each audited.
+
+        For GB/T 28181 catalogs, which hand over thousands of channels at once: one `create`
+        per channel (a validation pass and a transaction each) runs at ~40 channels/s on a
+        busy machine. Here the whole list is validated in one vectorised pass. Rows that fail
+        validation, lie outside the actor's scope, carry no GB ID or whose GB ID is already
+        registered are returned with their errors and nothing of them is written.
+        """
+        if not values:
+            return {}, {}
+        keys = sorted({k for v in values for k in v})
+        cols = {k: [v.get(k) for v in values] for k in keys}
+        batch, errors = validate_columns(cols, list(range(len(values))), box=self.box)
+        problems: dict[int, list[FieldError]] = {}
+        for err in errors:
+            problems.setdefault(int(err.row or 0), []).append(err)
+        created: dict[int, dict[str, Any]] = {}
+        cols_sql = [*_STORED, "streams"]
+        insert = (
+            f"INSERT INTO cameras ({', '.join(cols_sql)}) "
+            f"VALUES ({', '.join(f'${i + 1}' for i in range(len(cols_sql)))}) "
+            f"RETURNING {PUBLIC_COLUMNS}"
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            for pos, row_no in enumerate(batch.rows.tolist()):
+                row = {c: batch.cols[c][pos] for c in DB_COLUMNS}
+                if row["gb_id"] is None:
+                    problems[row_no] = [FieldError("gb_id", "国标编码/gb_id is required here")]
+                    continue
+                if not actor.covers(row["region_code"]):
+                    problems[row_no] = [
+                        FieldError("region_code", f"outside the region scope {actor.scope}")
+                    ]
+                    continue
+                try:
+                    async with conn.transaction():  # a savepoint: a duplicate skips its row only
+                        rec = await conn.fetchrow(insert, *[row[c] for c in _STORED], _streams(row))
+                except asyncpg.UniqueViolationError:
+                    problems[row_no] = [
+                        FieldError("gb_id", f"a camera with 国标编码 {row['gb_id']} exists")
+                    ]
+                    continue
+                assert rec is not None
+                out = camera_out(rec)
+                await audit.record(
+                    conn,
+                    actor,
+                    "camera.create",
+                    camera_id=rec["id"],
+                    region_code=out["region_code"],
+                    after=out,
+                )
+                created[row_no] = out
+        return created, problems
+
     async def update(
         self,
         actor: Actor,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,11 +21,12 @@ import asyncpg
 
 from camera_registry.actor import Actor, Role
 from camera_registry.crypto import CredentialBox
-from camera_registry.errors import DuplicateCamera, NotFound, RegistryError
+from camera_registry.errors import NotFound, RegistryError
 from camera_registry.gbid import CAMERA_TYPES
 from camera_registry.store.cameras import Registry, region_range
 from camera_registry.store.inbox import Inbox
 
+_PASSWORD_CACHE = 200_000
 # China's bounding box: a point outside it (or 0/0) is "no position", not a camera in the sea.
 _CHINA = (73.4, 135.1, 18.1, 53.6)
 _CAMERA_FIELDS = (
@@ -113,18 +115,31 @@ class GbDevices:
         self.box = box
         self.registry = registry
         self.inbox = inbox
+        self._passwords: dict[str, tuple[float, str | None]] = {}
 
     # -- devices -----------------------------------------------------------------------------
     async def password(self, device_id: str) -> str | None:
-        """The device's own password (sealed at rest), or None to use the default."""
+        """The device's own password (sealed at rest), or None to use the default.
+
+        Cached for a minute in a bounded map (every REGISTER asks, twice with the challenge;
+        a registration storm must not queue on the database); `set_password` through this
+        store clears the entry, so a change is effective at once in this process.
+        """
+        now = time.monotonic()
+        hit = self._passwords.get(device_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
         sealed = await self.pool.fetchval(
             "SELECT password FROM gb_devices WHERE device_id = $1", device_id
         )
-        if sealed is None:
-            return None
-        return self.box.open(sealed)[1]
+        value = None if sealed is None else self.box.open(sealed)[1]
+        if len(self._passwords) >= _PASSWORD_CACHE:
+            self._passwords.clear()  # crude but bounded; refilled by the next registrations
+        self._passwords[device_id] = (now + 60.0, value)
+        return value
 
     async def set_password(self, actor: Actor, device_id: str, password: str | None) -> None:
+        self._passwords.pop(device_id, None)
         pair = self.box.seal(None, password) if password else None
         sealed = pair[0] if pair else None
         async with self.pool.acquire() as conn, conn.transaction():
@@ -184,11 +199,12 @@ class GbDevices:
             device_id,
         )
 
-    async def keepalive(self, device_id: str) -> None:
+    async def keepalive_many(self, device_ids: Sequence[str]) -> None:
+        """Keepalives of many devices in one statement (the bridge batches them per second)."""
         await self.pool.execute(
             """UPDATE gb_devices SET last_keepalive = now(), online = true
-               WHERE device_id = $1""",
-            device_id,
+               WHERE device_id = ANY($1::text[])""",
+            list(device_ids),
         )
 
     async def device_info(self, device_id: str, info: Mapping[str, str]) -> None:
@@ -215,49 +231,91 @@ class GbDevices:
     ) -> CatalogOutcome:
         """Store the tree, create or patch the cameras, mark channels gone from a complete catalog.
 
-        A partial catalog never marks anything removed: a channel that did not arrive may
-        still exist.
+        New cameras are created together (`Registry.create_many`: one validation pass, one
+        transaction); existing ones are patched one by one, and only when a field changed. A
+        partial catalog never marks anything removed: a channel that did not arrive may still
+        exist.
         """
         out = CatalogOutcome()
         actor = Actor(name=f"gb28181:{device_id}", role=Role.ADMIN)
+        camera_of: dict[str, uuid.UUID] = {}
+        problem_of: dict[str, str] = {}
+        prepared: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
         for item in items:
             item_id = str(item["device_id"])
-            type_code = item_id[10:13] if len(item_id) == 20 else ""
-            camera_id: uuid.UUID | None = None
-            problem: str | None = None
-            if type_code in CAMERA_TYPES:
-                camera_id, problem, change = await self._camera(actor, item)
-                if problem is not None:
-                    out.to_inbox += 1
-                    out.problems[item_id] = problem
-                    await self._to_inbox(actor, device_id, item, problem)
-                elif change == "created":
-                    out.created += 1
-                elif change == "updated":
+            if item_id[10:13] not in CAMERA_TYPES or len(item_id) != 20:
+                out.tree += 1
+                continue
+            values, notes = camera_values(item)
+            mismatch = [n for n in notes if n.startswith("CivilCode")]
+            if mismatch:
+                problem_of[item_id] = mismatch[0]
+            else:
+                prepared.append((item, values))
+        existing = {
+            r["gb_id"]: r
+            for r in await self.pool.fetch(
+                "SELECT id, version, gb_id FROM cameras WHERE gb_id = ANY($1::text[])",
+                [v["gb_id"] for _, v in prepared],
+            )
+        }
+        new = [(i, v) for i, v in prepared if v["gb_id"] not in existing]
+        created, refused = await self.registry.create_many(actor, [v for _, v in new])
+        later: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
+        for pos, (item, values) in enumerate(new):
+            item_id = str(item["device_id"])
+            if pos in created:
+                camera_of[item_id] = uuid.UUID(created[pos]["id"])
+                out.created += 1
+                continue
+            errs = refused.get(pos, [])
+            if any(e.field == "gb_id" and "exists" in e.message for e in errs):
+                later.append((item, values))  # created meanwhile (another device lists it)
+            else:
+                problem_of[item_id] = "; ".join(f"{e.field}: {e.message}" for e in errs)
+        for item, values in [(i, v) for i, v in prepared if v["gb_id"] in existing] + later:
+            item_id = str(item["device_id"])
+            camera_id, problem, change = await self._camera(actor, values)
+            if problem is not None:
+                problem_of[item_id] = problem
+            else:
+                assert camera_id is not None
+                camera_of[item_id] = camera_id
+                if change == "updated":
                     out.updated += 1
                 else:
                     out.unchanged += 1
-            else:
-                out.tree += 1
-            await self.pool.execute(
-                """INSERT INTO gb_catalog_items (device_id, item_id, parent_id, type_code, name,
-                       civil_code, status, item, camera_id, problem, removed)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, false)
-                   ON CONFLICT (device_id, item_id) DO UPDATE SET parent_id = $3, type_code = $4,
-                       name = $5, civil_code = $6, status = $7, item = $8,
-                       camera_id = COALESCE($9, gb_catalog_items.camera_id), problem = $10,
-                       removed = false, updated_at = now()""",
-                device_id,
-                item_id,
-                item.get("parent_id") or None,
-                type_code,
-                item.get("name") or None,
-                item.get("civil_code") or None,
-                item.get("status") or None,
-                json.dumps(dict(item), ensure_ascii=False, default=str),
-                camera_id,
-                problem,
-            )
+        out.problems = problem_of
+        out.to_inbox = len(problem_of)
+        if problem_of:
+            await self._to_inbox(
+                actor, device_id, [i for i in items if str(i["device_id"]) in problem_of],
+                problem_of,
+            )  # fmt: skip
+        await self.pool.executemany(
+            """INSERT INTO gb_catalog_items (device_id, item_id, parent_id, type_code, name,
+                   civil_code, status, item, camera_id, problem, removed)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, false)
+               ON CONFLICT (device_id, item_id) DO UPDATE SET parent_id = $3, type_code = $4,
+                   name = $5, civil_code = $6, status = $7, item = $8,
+                   camera_id = COALESCE($9, gb_catalog_items.camera_id), problem = $10,
+                   removed = false, updated_at = now()""",
+            [
+                (
+                    device_id,
+                    str(item["device_id"]),
+                    item.get("parent_id") or None,
+                    str(item["device_id"])[10:13],
+                    item.get("name") or None,
+                    item.get("civil_code") or None,
+                    item.get("status") or None,
+                    json.dumps(dict(item), ensure_ascii=False, default=str),
+                    camera_of.get(str(item["device_id"])),
+                    problem_of.get(str(item["device_id"])),
+                )
+                for item in items
+            ],
+        )
         if complete:
             seen = [str(i["device_id"]) for i in items]
             status = await self.pool.execute(
@@ -297,26 +355,14 @@ class GbDevices:
         )
 
     async def _camera(
-        self, actor: Actor, item: Mapping[str, Any]
+        self, actor: Actor, values: dict[str, Any]
     ) -> tuple[uuid.UUID | None, str | None, str]:
-        values, notes = camera_values(item)
-        mismatch = [n for n in notes if n.startswith("CivilCode")]
-        if mismatch:
-            return None, mismatch[0], "none"
-        for _attempt in range(2):
-            cur = await self.pool.fetchrow(
-                "SELECT id, version FROM cameras WHERE gb_id = $1", values["gb_id"]
-            )
-            if cur is not None:
-                break
-            try:
-                made = await self.registry.create(actor, values)
-                return uuid.UUID(made["id"]), None, "created"
-            except DuplicateCamera:
-                continue  # created meanwhile (another device's catalog names it): update it
-            except RegistryError as exc:
-                return None, _reasons(exc), "none"
-        assert cur is not None
+        """Patch an existing camera with what changed; (id, problem, "updated"|"unchanged")."""
+        cur = await self.pool.fetchrow(
+            "SELECT id, version FROM cameras WHERE gb_id = $1", values["gb_id"]
+        )
+        if cur is None:
+            return None, "the camera vanished while its catalog was applied; query again", "none"
         try:
             current = await self.registry.get(actor, str(cur["id"]))
             # compare as stored: the validator normalises (MAC separators, dates, levels)
@@ -334,24 +380,32 @@ class GbDevices:
             return None, _reasons(exc), "none"
 
     async def _to_inbox(
-        self, actor: Actor, device_id: str, item: Mapping[str, Any], problem: str
+        self,
+        actor: Actor,
+        device_id: str,
+        items: Sequence[Mapping[str, Any]],
+        problems: Mapping[str, str],
     ) -> None:
         src = await self.pool.fetchrow(
             "SELECT source_host, source_port FROM gb_devices WHERE device_id = $1", device_id
         )
+        host = src["source_host"] if src else ""
+        port = (src["source_port"] if src else 0) or 0
         await self.inbox.upsert(
             actor,
             [
                 {
                     "endpoint": f"gb28181:{item['device_id']}",
-                    "address": item.get("ip_address") or (src["source_host"] if src else ""),
-                    "port": item.get("port") or (src["source_port"] if src else 0) or 0,
+                    "address": item.get("ip_address") or host,
+                    "port": item.get("port") or port,
                     "vendor": item.get("manufacturer") or None,
                     "model": item.get("model") or None,
                     "mac": item.get("mac") or None,
                     "failure": "gb28181_invalid",
-                    "detail": f"{item.get('name') or ''} ({item['device_id']}): {problem}",
+                    "detail": f"{item.get('name') or ''} ({item['device_id']}): "
+                    f"{problems[str(item['device_id'])]}",
                 }
+                for item in items
             ],
         )
 
@@ -361,6 +415,15 @@ class GbDevices:
             """SELECT camera_id, coalesce(status, '') AS status FROM gb_catalog_items
                WHERE device_id = $1 AND camera_id IS NOT NULL AND NOT removed""",
             device_id,
+        )
+        return [(r["camera_id"], r["status"]) for r in rows]
+
+    async def channels_of(self, device_ids: Sequence[str]) -> list[tuple[uuid.UUID, str]]:
+        """(camera id, last Status word) of the live camera channels of all these devices."""
+        rows = await self.pool.fetch(
+            """SELECT camera_id, coalesce(status, '') AS status FROM gb_catalog_items
+               WHERE device_id = ANY($1::text[]) AND camera_id IS NOT NULL AND NOT removed""",
+            list(device_ids),
         )
         return [(r["camera_id"], r["status"]) for r in rows]
 

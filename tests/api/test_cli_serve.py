@@ -33,7 +33,7 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
 def test_serve_demo_on_the_embedded_database_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
     env = _env(tmp_path)
     proc = subprocess.Popen(
-        [*CAMREG, "serve", "--demo", "--port", "0"],
+        [*CAMREG, "serve", "--demo", "--port", "0", "--sip-port", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -75,7 +75,11 @@ def test_serve_demo_on_the_embedded_database_then_ctrl_c_stops_everything(tmp_pa
         assert listed["items"] and all(c["region_code"].startswith("1401") for c in listed["items"])
         # And a second server on the same data dir is refused, clearly.
         again = subprocess.run(
-            [*CAMREG, "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60
+            [*CAMREG, "serve", "--port", "0", "--sip-port", "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert again.returncode == 2 and "already running" in again.stderr
     finally:
@@ -86,7 +90,7 @@ def test_serve_demo_on_the_embedded_database_then_ctrl_c_stops_everything(tmp_pa
     assert not pid_file.exists(), "the embedded PostgreSQL is still running after Ctrl-C"
     # Data persists: a restart does not load the demo twice and keeps the same admin token.
     proc = subprocess.Popen(
-        [*CAMREG, "serve", "--demo", "--port", "0"],
+        [*CAMREG, "serve", "--demo", "--port", "0", "--sip-port", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

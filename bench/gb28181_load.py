@@ -1,0 +1,198 @@
+"""Simulated GB/T 28181 devices over UDP for bench_gb28181.py: one socket (source port) per
+device, digest REGISTER, answers to Catalog/DeviceInfo queries, keepalives.
+
+Every request is retransmitted on Timer E (0.5 s doubling, up to 7 times) until answered, as a
+device does, so a datagram dropped under load is a delay and never a lost channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ingest.gb28181.digest import authorization_for
+from ingest.gb28181.errors import SipParseError
+from ingest.gb28181.message import (
+    Headers,
+    SipRequest,
+    SipResponse,
+    build_response,
+    new_branch,
+    new_call_id,
+    new_tag,
+    parse_message,
+)
+
+DOMAIN = "1400000000"
+SERVER_ID = "14000000002000000001"
+PASSWORD = "12345678"  # noqa: S105 — the default device password of [gb28181]
+ITEMS_PER_MESSAGE = 8
+_SN = re.compile(rb"<SN>(\d+)</SN>")
+
+
+def device_ids(n: int, nvr_share: float) -> list[tuple[str, int]]:
+    """(device ID, channels): NVRs (type 118) first, then IPCs (132), all in 太原市."""
+    nvrs = round(n * nvr_share)
+    out = [(f"14010500001180{i:06d}", 32) for i in range(nvrs)]
+    out += [(f"14010600001320{i:06d}", 1) for i in range(n - nvrs)]
+    return out
+
+
+def channel_ids(device_id: str, channels: int) -> list[str]:
+    if channels == 1 and device_id[10:13] == "132":
+        return [device_id]
+    base = int(device_id[14:]) * 32
+    return [f"14010700001310{base + c:06d}" for c in range(channels)]
+
+
+def catalog_item(item_id: str, parent: str) -> bytes:
+    return (
+        f"<Item><DeviceID>{item_id}</DeviceID><Name>通道{item_id[-4:]}</Name>"
+        f"<Manufacturer>Bench</Manufacturer><CivilCode>{item_id[:6]}</CivilCode>"
+        f"<ParentID>{parent}</ParentID><Status>ON</Status><Longitude>112.5{item_id[-4:]}"
+        f"</Longitude><Latitude>37.8{item_id[-4:]}</Latitude><Info><PoType>3</PoType></Info>"
+        "</Item>"
+    ).encode()
+
+
+@dataclass
+class Device(asyncio.DatagramProtocol):
+    device_id: str
+    channels: int
+    server: tuple[str, int]
+    on_keepalive: Callable[[], None] | None = None
+    transport: asyncio.DatagramTransport | None = None
+    pending: dict[str, asyncio.Future[SipResponse]] = field(default_factory=dict)
+    cseq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    tag: str = field(default_factory=new_tag)
+    call_id: str = field(default_factory=lambda: new_call_id("127.0.0.1"))
+    port: int = 0
+    tasks: set[asyncio.Task[object]] = field(default_factory=set)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.port = int(transport.get_extra_info("sockname")[1])
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        try:
+            msg = parse_message(data)
+        except SipParseError:
+            return
+        if isinstance(msg, SipResponse):
+            fut = self.pending.get(msg.top_via.branch)
+            if fut is not None and not fut.done() and msg.status >= 200:
+                fut.set_result(msg)
+            return
+        assert self.transport is not None
+        self.transport.sendto(build_response(msg, 200, to_tag=self.tag).serialise(), self.server)
+        if msg.method != "MESSAGE":
+            return
+        sn = _SN.search(msg.body)
+        if sn is None:
+            return
+        if b"<CmdType>Catalog</CmdType>" in msg.body:
+            task = asyncio.get_running_loop().create_task(self.answer_catalog(sn.group(1)))
+        elif b"<CmdType>DeviceInfo</CmdType>" in msg.body:
+            task = asyncio.get_running_loop().create_task(self.answer_info(sn.group(1)))
+        else:
+            return
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def request(
+        self, method: str, body: bytes = b"", extra: dict[str, str] | None = None
+    ) -> SipRequest:
+        h = Headers()
+        h.add("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};rport;branch={new_branch()}")
+        h.add("From", f"<sip:{self.device_id}@{DOMAIN}>;tag={self.tag}")
+        h.add("To", f"<sip:{self.device_id if method == 'REGISTER' else SERVER_ID}@{DOMAIN}>")
+        h.add("Call-ID", self.call_id if method == "REGISTER" else new_call_id("127.0.0.1"))
+        h.add("CSeq", f"{next(self.cseq)} {method}")
+        h.add("Contact", f"<sip:{self.device_id}@127.0.0.1:{self.port}>")
+        h.add("Max-Forwards", "70")
+        for k, v in (extra or {}).items():
+            h.add(k, v)
+        if body:
+            h.add("Content-Type", "Application/MANSCDP+xml")
+        return SipRequest(h, body, method, f"sip:{SERVER_ID}@{DOMAIN}")
+
+    async def ask(self, req: SipRequest) -> SipResponse:
+        assert self.transport is not None
+        branch = req.top_via.branch
+        fut: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
+        self.pending[branch] = fut
+        data = req.serialise()
+        interval = 0.5
+        try:
+            for _ in range(11):  # Timer F: 64 × T1 = 32 s
+                self.transport.sendto(data, self.server)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(fut), interval)
+                except TimeoutError:
+                    interval = min(interval * 2, 4.0)
+            raise TimeoutError(f"{self.device_id}: no answer to {req.method}")
+        finally:
+            self.pending.pop(branch, None)
+
+    async def register(self) -> None:
+        first = await self.ask(self.request("REGISTER", extra={"Expires": "3600"}))
+        if first.status == 200:
+            return
+        auth = authorization_for(
+            first.headers.get("WWW-Authenticate") or "",
+            method="REGISTER",
+            uri=f"sip:{SERVER_ID}@{DOMAIN}",
+            username=self.device_id,
+            password=PASSWORD,
+        )
+        ok = await self.ask(
+            self.request("REGISTER", extra={"Expires": "3600", "Authorization": auth})
+        )
+        if ok.status != 200:
+            raise RuntimeError(f"{self.device_id}: REGISTER answered {ok.status}")
+
+    async def answer_catalog(self, sn: bytes) -> None:
+        ids = channel_ids(self.device_id, self.channels)
+        for i in range(0, len(ids), ITEMS_PER_MESSAGE):
+            items = b"".join(
+                catalog_item(c, self.device_id) for c in ids[i : i + ITEMS_PER_MESSAGE]
+            )
+            body = (
+                b'<?xml version="1.0" encoding="UTF-8"?><Response><CmdType>Catalog</CmdType><SN>'
+                + sn + b"</SN><DeviceID>" + self.device_id.encode() + b"</DeviceID><SumNum>"
+                + str(len(ids)).encode() + b"</SumNum><DeviceList>" + items
+                + b"</DeviceList></Response>"
+            )  # fmt: skip
+            await self.ask(self.request("MESSAGE", body))
+
+    async def answer_info(self, sn: bytes) -> None:
+        body = (
+            b"<Response><CmdType>DeviceInfo</CmdType><SN>" + sn + b"</SN><DeviceID>"
+            + self.device_id.encode() + b"</DeviceID><Result>OK</Result><Manufacturer>Bench"
+            b"</Manufacturer><Channel>" + str(self.channels).encode() + b"</Channel></Response>"
+        )  # fmt: skip
+        await self.ask(self.request("MESSAGE", body))
+
+    async def keepalive(self, sn: int) -> None:
+        body = (
+            b"<Notify><CmdType>Keepalive</CmdType><SN>" + str(sn).encode() + b"</SN><DeviceID>"
+            + self.device_id.encode() + b"</DeviceID><Status>OK</Status></Notify>"
+        )  # fmt: skip
+        await self.ask(self.request("MESSAGE", body))
+        if self.on_keepalive is not None:
+            self.on_keepalive()
+
+
+async def open_devices(specs: list[tuple[str, int]], server: tuple[str, int]) -> list[Device]:
+    loop = asyncio.get_running_loop()
+    out = []
+    for device_id, channels in specs:
+        _, proto = await loop.create_datagram_endpoint(
+            lambda d=device_id, c=channels: Device(d, c, server),  # type: ignore[misc]
+            local_addr=("127.0.0.1", 0),
+        )
+        out.append(proto)
+    return out
