@@ -27,6 +27,8 @@ from api import (
     tokens,
 )
 from api.auth import auth_middleware
+from api.cascade import admin as cascade_admin
+from api.cascade.manager import cascade_ctx
 from api.discovery import discovery_ctx
 from api.events import events_ctx
 from api.logs import quiet_unreadable_requests
@@ -77,6 +79,7 @@ Startup = Callable[[web.Application], AsyncIterator[None]]
 ROUTE_MODULES = (
     audit,
     cameras,
+    cascade_admin,
     coverage,
     discovery,
     events,
@@ -187,6 +190,7 @@ def create_app(
     app.cleanup_ctx.append(events_ctx)
     if run_sip and settings.gb28181.enabled:
         app.cleanup_ctx.append(gb28181.gb28181_ctx)
+    app.cleanup_ctx.append(cascade_ctx)
     if run_health:
         app.cleanup_ctx.append(_health_ctx)
     app.cleanup_ctx.extend(extra_startup)

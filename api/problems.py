@@ -30,6 +30,7 @@ from camera_registry.errors import (
 from camera_registry.planning.coverage_policy import PolicyInvalid
 from camera_registry.planning.policy_model import PolicyError
 from camera_registry.planning.runs import EmptyRegion, RunFailed
+from camera_registry.store.upstreams import DuplicateUpstream
 from geo.errors import GeoError
 from health.errors import HealthError
 from ingest.errors import IngestError
@@ -58,6 +59,7 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     Unauthorized: (401, "Unauthorized"),
     TooManyRequests: (429, "Too many requests"),
     DuplicateCamera: (409, "Duplicate camera"),
+    DuplicateUpstream: (409, "Duplicate upstream"),
     VersionConflict: (412, "Version conflict"),
     PreconditionRequired: (428, "Precondition required"),
     ConfigError: (500, "Configuration error"),

@@ -8,14 +8,24 @@ key silently ignored is a setting the operator believes is in force.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from camera_registry.errors import ConfigError
+from camera_registry.gbid import PROVINCES
 
 ENV_PREFIX = "CAMREG_"
 _ROLES = frozenset({"technician", "planner", "commander", "admin"})
@@ -81,6 +91,98 @@ class HealthSettings(BaseModel):
     )
 
 
+_PLATFORM_ID = r"^[0-9]{20}$"
+
+
+def platform_id_problem(value: str) -> str | None:
+    """Why `value` cannot be a GB/T 28181 platform ID (type 200), or None."""
+    if not re.fullmatch(_PLATFORM_ID, value):
+        return "must be exactly 20 digits (GB/T 28181 encoding rule A)"
+    if value[:2] not in PROVINCES:
+        return f"digits 1-2 ({value[:2]}) are not a GB/T 2260 province code"
+    if value[10:13] != "200":
+        return f"digits 11-13 ({value[10:13]}) must be 200 (中心信令服务器) for a platform"
+    return None
+
+
+class UpstreamSettings(BaseModel):
+    """One upper platform (上级平台) we cascade to as its lower platform: `[[gb28181.upstreams]]`.
+
+    The same model validates the admin API's POST/PATCH, so a key the file rejects the API
+    rejects too, with the same message.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, description="shown in the API and metrics")
+    server_id: str = Field(description="the upper platform's 20-digit SIP ID (type 200)")
+    domain: str | None = Field(
+        default=None, pattern="^[0-9]{10}$", description="its SIP domain; default server_id[:10]"
+    )
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=5060, ge=1, le=65535)
+    transport: Literal["udp", "tcp"] = "udp"
+    password: SecretStr = Field(min_length=1, max_length=128, description="sealed at rest")
+    local_id: str = Field(description="our 20-digit type-200 ID towards this platform")
+    register_expires: int = Field(default=3600, ge=60, le=86_400)
+    keepalive_s: float = Field(default=60, gt=0, le=3600)
+    keepalive_misses: int = Field(default=3, ge=1, le=100)
+    charset: Literal["GB2312", "UTF-8"] = "GB2312"
+    regions: tuple[str, ...] = Field(
+        default=(), description="region-code prefixes it may see (2-6 digits); () = all"
+    )
+    catalog_group_size: int = Field(
+        default=1, ge=1, le=200, description="catalog items per MESSAGE (UDP at most 16)"
+    )
+    catalog_items_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="catalog pacing per upstream; default 5000 over TCP, 500 over UDP",
+    )
+    notify_interval_s: float = Field(
+        default=5.0, ge=0.1, le=3600, description="catalog changes are coalesced this long"
+    )
+    enabled: bool = True
+
+    @field_validator("server_id", "local_id")
+    @classmethod
+    def _platform_id(cls, value: str) -> str:
+        problem = platform_id_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for prefix in value:
+            if not re.fullmatch(r"[0-9]{2}(?:[0-9]{2}){0,2}", prefix):
+                raise ValueError(f"region {prefix!r} must be a 2, 4 or 6-digit civil-code prefix")
+            if prefix[:2] not in PROVINCES:
+                raise ValueError(f"region {prefix!r}: {prefix[:2]} is not a province code")
+        return value
+
+    @model_validator(mode="after")
+    def _udp_group(self) -> UpstreamSettings:
+        if self.transport == "udp" and self.catalog_group_size > 16:
+            raise ValueError(
+                "catalog_group_size above 16 does not fit one UDP datagram safely; "
+                'use transport = "tcp" or a smaller group'
+            )
+        return self
+
+    @property
+    def sip_domain(self) -> str:
+        return self.domain or self.server_id[:10]
+
+    @property
+    def items_per_s(self) -> float:
+        if self.catalog_items_per_s is not None:
+            return self.catalog_items_per_s
+        return 5000.0 if self.transport == "tcp" else 500.0
+
+
 class MediaServer(BaseModel):
     """The ZLMediaKit that receives GB/T 28181 devices' RTP (`[gb28181.media]`).
 
@@ -128,6 +230,22 @@ class Gb28181Settings(BaseModel):
         default=True, description="query Catalog and DeviceInfo after each (re-)registration"
     )
     media: MediaServer | None = Field(default=None, description="live video; unset: none")
+    upstreams: tuple[UpstreamSettings, ...] = Field(
+        default=(), description="[[gb28181.upstreams]]: upper platforms we cascade to"
+    )
+    cascade_host: str | None = Field(
+        default=None, description="address our cascade SIP sockets bind to; default http_host"
+    )
+
+    @field_validator("upstreams")
+    @classmethod
+    def _unique_names(cls, value: tuple[UpstreamSettings, ...]) -> tuple[UpstreamSettings, ...]:
+        names = [u.name for u in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"upstream names must be unique; repeated: {dupes}")
+        return value
+
     regions: tuple[str, ...] = Field(
         default=(),
         description="region-code prefixes of the device IDs we accept; () = our own province",

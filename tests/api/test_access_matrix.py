@@ -96,6 +96,12 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("PUT", "/api/v1/gb28181/devices/{id}/password"): {
         r: ((204, 404) if r == "admin" else (403, 403)) for r in ROLES
     },
+    # upper platforms see whole regions: only an unscoped admin (none here) manages them
+    ("GET", "/api/v1/gb28181/upstreams"): every(403, 403),
+    ("POST", "/api/v1/gb28181/upstreams"): every(403, 403),
+    ("GET", "/api/v1/gb28181/upstreams/{id}"): every(403, 403),
+    ("PATCH", "/api/v1/gb28181/upstreams/{id}"): every(403, 403),
+    ("DELETE", "/api/v1/gb28181/upstreams/{id}"): every(403, 403),
 }
 
 
@@ -178,6 +184,8 @@ async def test_route_role_scope_matrix(
         url = path.replace("{id}", gb)
         if method == "PUT":
             kw["json"] = {"password": "matrix-pw"}
+    if path.startswith("/api/v1/gb28181/upstreams/{id}"):
+        url = path.replace("{id}", "00000000-0000-0000-0000-000000000000")
     if path == "/static/{name}":
         url = "/static/app.js"
     if path == "/api/v1/map/cameras":

@@ -11,6 +11,7 @@ import { getLang, setLang, t } from "./i18n.js";
 import { openCamera } from "./panel.js";
 import { initPlanner } from "./planner.js";
 import { initTech } from "./tech.js";
+import { initAdmin } from "./admin.js";
 
 export const STATUSES = ["online", "degraded", "offline", "unknown", "flapping"];
 export const LEVELS = [1, 2, 3, 9];
@@ -118,6 +119,7 @@ function renderSide() {
   );
   if (me.can.edit) side.append(h("section", { id: "tech", class: "card" }));
   if (me.can.plan) side.append(h("section", { id: "plan", class: "card" }));
+  if (me.role === "admin" && !me.scope) side.append(h("section", { id: "admin", class: "card" }));
 }
 
 function filtersCard() {
@@ -589,6 +591,7 @@ async function start() {
   }
   if (app.me.can.edit) initTech();
   if (app.me.can.plan) initPlanner();
+  if (app.me.role === "admin" && !app.me.scope) initAdmin();
   document.body.dataset.ready = "1";
   watchEvents();
   await refresh();
@@ -610,6 +613,7 @@ function boot() {
         drawLabels();
       }
       if (open) openCamera(open);
+      if (app.me.role === "admin" && !app.me.scope) initAdmin();
       refresh();
     } else {
       start();

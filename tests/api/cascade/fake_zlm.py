@@ -1,0 +1,108 @@
+"""A real HTTP server implementing the ZLMediaKit API calls the cascade makes.
+
+It keeps the calls it got (so a test can see the pull URL and the teardown) and, on
+`startSendRtp` over UDP, really sends RTP packets (PS payload type 96, the given SSRC) to the
+destination, like the media server would: the media leg's arrival is tested at a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+SECRET = "zlm-test-secret"
+
+
+def rtp_packet(seq: int, ssrc: int) -> bytes:
+    header = struct.pack("!BBHII", 0x80, 96, seq & 0xFFFF, seq * 3600, ssrc)
+    return header + b"\x00\x00\x01\xba" + bytes(100)
+
+
+class FakeZlm:
+    def __init__(self, *, packets: int = 10, refuse: set[str] | None = None) -> None:
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        self.packets = packets
+        self.refuse = refuse or set()
+        self.proxies: dict[str, str] = {}
+        self.sending: dict[tuple[str, str], asyncio.Task[None] | None] = {}
+        self.server: TestServer | None = None
+
+    async def start(self) -> FakeZlm:
+        app = web.Application()
+        app.router.add_get("/index/api/{api}", self._api)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        return self
+
+    async def stop(self) -> None:
+        for task in self.sending.values():
+            if task is not None:
+                task.cancel()
+        if self.server is not None:
+            await self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def called(self, api: str) -> list[dict[str, str]]:
+        return [params for name, params in self.calls if name == api]
+
+    async def _api(self, request: web.Request) -> web.Response:
+        api = request.match_info["api"]
+        params = dict(request.query)
+        self.calls.append((api, params))
+        if params.get("secret") != SECRET:
+            return web.json_response({"code": -100, "msg": "secret is wrong"})
+        if api in self.refuse:
+            return web.json_response({"code": -1, "msg": f"{api} refused by test"})
+        if api == "addStreamProxy":
+            key = f"{params['vhost']}/{params['app']}/{params['stream']}"
+            self.proxies[key] = params["url"]
+            return web.json_response({"code": 0, "data": {"key": key}})
+        if api == "delStreamProxy":
+            found = self.proxies.pop(params["key"], None) is not None
+            return web.json_response({"code": 0, "data": {"flag": found}})
+        if api == "startSendRtp":
+            port = 30_000 + len(self.calls)
+            if params.get("is_udp") == "1":
+                task = asyncio.create_task(
+                    self._send(params["dst_url"], int(params["dst_port"]), int(params["ssrc"]))
+                )
+                self.sending[(params["stream"], params["ssrc"])] = task
+            return web.json_response({"code": 0, "local_port": port})
+        if api == "startSendRtpPassive":
+            return web.json_response({"code": 0, "local_port": 31_000 + len(self.calls)})
+        if api == "stopSendRtp":
+            sending = self.sending.pop((params["stream"], params["ssrc"]), None)
+            if sending is not None:
+                sending.cancel()
+            return web.json_response({"code": 0})
+        return web.json_response({"code": -300, "msg": f"unknown api {api}"})
+
+    async def _send(self, host: str, port: int, ssrc: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for seq in range(1, self.packets + 1):
+                sock.sendto(rtp_packet(seq, ssrc), (host, port))
+                await asyncio.sleep(0.01)
+
+
+class RtpSink(asyncio.DatagramProtocol):
+    """The upper platform's media port: a real UDP socket counting RTP packets."""
+
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+        self.got = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.packets.append(data)
+        self.got.set()
+
+    def ssrcs(self) -> set[int]:
+        return {struct.unpack("!I", p[8:12])[0] for p in self.packets if len(p) >= 12}
