@@ -8,9 +8,13 @@ database works while Python parses. The transaction itself is `camera_registry.i
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import os
 import queue
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -20,9 +24,10 @@ import asyncpg
 from camera_registry.actor import Actor
 from camera_registry.crypto import CredentialBox
 from camera_registry.importer import (
-    BULK_MODE_ROWS,
+    STATEMENT_TIMEOUT_S,
     ChunkValidator,
     ImportReport,
+    ImportWatch,
     Progress,
     ValidatedChunk,
     import_rows,
@@ -70,8 +75,32 @@ class _ThreadSource:
             self._ledger.close()
 
 
-def _child(path: Path, key: bytes, crs: str, scope: str | None, chunk_rows: int, out: Any) -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (issue 17: after `kill -9` of
+    the server its ~450 MB reader kept running with no parent). Linux only; elsewhere the
+    parent's watch below still ends the child at its next message.
+
+    PR_SET_PDEATHSIG fires when the *thread* that started the child ends; the reader is started
+    from the event loop's thread, which lives as long as the server. A parent that died before
+    the call is caught by comparing the parent pid.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _child(
+    path: Path, key: bytes, crs: str, scope: str | None, chunk_rows: int, out: Any, parent: int
+) -> None:
     """Entry point of the reader process: streams ("open"|"item"|"done"|"error", …) messages."""
+    die_with_parent(parent)
     try:
         with open_ledger(path) as ledger:
             out.put(("open", _warnings(ledger)))
@@ -93,7 +122,9 @@ class _ProcessSource:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding a loop & pool
         self.queue: Any = ctx.Queue(maxsize=2)
         self.proc = ctx.Process(
-            target=_child, args=(path, key, crs, scope, chunk_rows, self.queue), daemon=True
+            target=_child,
+            args=(path, key, crs, scope, chunk_rows, self.queue, os.getpid()),
+            daemon=True,
         )
         self.warnings: list[str] = []
 
@@ -151,7 +182,8 @@ async def import_ledger(
     on_progress: Progress | None = None,
     filename: str | None = None,
     reader: Literal["auto", "thread", "process"] = "auto",
-    bulk_threshold: int = BULK_MODE_ROWS,
+    watch: ImportWatch | None = None,
+    statement_timeout_s: float = STATEMENT_TIMEOUT_S,
 ) -> ImportReport:
     """Import one ledger file through the registry's pipeline; `reader` forces where parsing
     runs (default: by file size)."""
@@ -171,7 +203,8 @@ async def import_ledger(
             partial=partial,
             import_id=import_id,
             on_progress=on_progress,
-            bulk_threshold=bulk_threshold,
+            watch=watch,
+            statement_timeout_s=statement_timeout_s,
         )
     finally:
         await asyncio.to_thread(source.close)
