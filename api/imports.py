@@ -28,6 +28,7 @@ from api.state import BACKGROUND, BOX, IMPORT_SLOTS, JOBS, METRICS, POOL, SETTIN
 from camera_registry.actor import Actor
 from camera_registry.errors import BadRequest, FieldError
 from camera_registry.importer import ImportWatch
+from camera_registry.store.bulk import ImportConnectionLost
 from camera_registry.store.heartbeats import heartbeat
 from geo.crs import normalise_crs
 from geo.errors import UnknownCRS
@@ -137,7 +138,8 @@ async def create_import(request: web.Request) -> web.Response:
     return json_response({"id": job_id, "status": "queued", "url": url}, 202, Location=url)
 
 
-_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+_LOST = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+         asyncpg.PostgresConnectionError,
          asyncpg.exceptions.OperatorInterventionError)  # fmt: skip
 
 
@@ -183,14 +185,21 @@ async def _run(
             me.cancel()
 
     async def fail(message: str) -> None:
-        try:
-            await asyncio.wait_for(
-                jobs.finish(job_id, status="failed", rows_total=0, message=message), 60
-            )
-        except (*_LOST, TimeoutError, asyncpg.PostgresError) as exc:
-            # The row stays live without a heartbeat: the reaper closes it once the database
-            # is back.
-            log.warning("could not mark import %s failed: %s", job_id, exc)
+        """Record the failure, retrying while the database comes back (a restart takes
+        seconds); the slot is already free. Should the database stay away, the reaper of
+        whichever server sees it first closes the job instead."""
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                await asyncio.wait_for(
+                    jobs.finish(job_id, status="failed", rows_total=0, message=message), 30
+                )
+                break
+            except (*_LOST, TimeoutError, asyncpg.PostgresError) as exc:
+                if time.monotonic() > deadline:
+                    log.warning("could not mark import %s failed: %s", job_id, exc)
+                    break
+                await asyncio.sleep(1.0)
         app[METRICS].imports.labels("failed").inc()
 
     try:
@@ -244,6 +253,9 @@ async def _run(
             "probably lost); the registry has all of the file or none of it — run the import "
             "again (re-importing an imported file changes nothing)"
         )
+    except ImportConnectionLost as exc:
+        log.error("import %s: %s", job_id, exc)
+        await fail(str(exc))
     except _LOST as exc:
         log.error("import %s lost its database connection: %s", job_id, exc)
         await fail(

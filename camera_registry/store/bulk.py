@@ -15,7 +15,10 @@ technician set in the field.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from camera_registry.actor import Actor
-from camera_registry.errors import FieldError, ValidationFailed
+from camera_registry.errors import DatabaseUnavailable, FieldError, ValidationFailed
 from camera_registry.fields import DB_COLUMNS, STREAM_KEYS
 from camera_registry.store import audit
 from camera_registry.store.cameras import allocate_serials
@@ -74,6 +77,42 @@ class MergeResult:
     @property
     def unchanged(self) -> int:
         return self.staged - self.inserted - self.updated
+
+
+# What a session that died under us (a restarted server, a dropped network) raises on use.
+_GONE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+# The subset that means the session itself is gone: asyncpg reports a connection lost between
+# statements as a confused protocol state (InternalClientError), so that counts too.
+_LOST = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown
+)
+
+
+class ImportConnectionLost(DatabaseUnavailable):
+    """The import's database session died (server restarted or unreachable)."""
+
+
+@contextlib.contextmanager
+def _lost_means_unavailable() -> Iterator[None]:
+    """Any sign that the session died becomes one error that says what happened and what to do."""
+    try:
+        yield
+    except _LOST as exc:
+        raise ImportConnectionLost(
+            f"the database connection was lost during the import ({exc.__class__.__name__}: "
+            f"{exc}); the registry has all of the file or none of it — run the import again "
+            "when the database is back (re-importing an imported file changes nothing)"
+        ) from exc
 
 
 class GeneratedIdCollision(ValidationFailed):
@@ -143,8 +182,18 @@ class BulkLoad:
         self._commit = False
 
     async def __aenter__(self) -> BulkLoad:
-        self._conn = await self.pool.acquire(timeout=self.acquire_timeout_s)
+        with _lost_means_unavailable():
+            self._conn = await self.pool.acquire(timeout=self.acquire_timeout_s)
         try:
+            await self._open_session()
+        except BaseException:
+            await self._release()
+            raise
+        return self
+
+    async def _open_session(self) -> None:
+        assert self._conn is not None
+        with _lost_means_unavailable():
             keepalive(self._conn)
             self.backend_pid = self._conn.get_server_pid()
             # Server-side bounds beside the client's: the statement or idle transaction of a
@@ -163,20 +212,18 @@ class BulkLoad:
                                                     generated boolean NOT NULL DEFAULT false)""",
                 timeout=self.acquire_timeout_s,
             )
-        except BaseException:
-            await self._release()
-            raise
-        return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            if self._tx is not None and not self.conn.is_closed():
+            if self._tx is not None:
                 if self._commit and et is None:
-                    await self._tx.commit()
+                    with _lost_means_unavailable():
+                        await self._tx.commit()
                 else:
-                    await self._tx.rollback()
+                    with contextlib.suppress(*_GONE):  # a lost session rolled itself back
+                        await self._tx.rollback()
         finally:
             await self._release()
 
@@ -184,14 +231,13 @@ class BulkLoad:
         conn, self._conn, self._tx = self._conn, None, None
         if conn is None:
             return
-        if not conn.is_closed():
-            try:  # neither the stage nor the session's timeouts may outlive the import
-                await conn.execute(
-                    "DROP TABLE IF EXISTS pg_temp.import_stage; RESET ALL", timeout=10
-                )
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        try:  # neither the stage nor the session's timeouts may outlive the import
+            await conn.execute("DROP TABLE IF EXISTS pg_temp.import_stage; RESET ALL", timeout=10)
+        except _GONE:
+            with contextlib.suppress(*_GONE):
                 conn.terminate()  # the pool replaces a terminated connection
-        await self.pool.release(conn)
+        with contextlib.suppress(*_GONE):
+            await asyncio.wait_for(self.pool.release(conn), 10)
 
     @property
     def conn(self) -> asyncpg.Connection:
@@ -214,12 +260,13 @@ class BulkLoad:
         # Columns the file does not have are all NULL: leave them out of the COPY.
         cols = [c for c in DB_COLUMNS if c in present]
         records = zip(batch.rows.tolist(), *(batch.cols[c] for c in cols), strict=True)
-        await self.conn.copy_records_to_table(
-            "import_stage",
-            records=records,
-            columns=["row_no", *cols],
-            timeout=min(COPY_TIMEOUT_S, self.statement_timeout_s),
-        )
+        with _lost_means_unavailable():
+            await self.conn.copy_records_to_table(
+                "import_stage",
+                records=records,
+                columns=["row_no", *cols],
+                timeout=min(COPY_TIMEOUT_S, self.statement_timeout_s),
+            )
         self.staged += len(batch)
 
     async def _assign_gb_ids(self) -> None:
@@ -336,6 +383,10 @@ class BulkLoad:
         self.inserted += int(status.split()[-1])
 
     async def finish(self) -> MergeResult:
+        with _lost_means_unavailable():
+            return await self._finish()
+
+    async def _finish(self) -> MergeResult:
         """Merge the whole stage into `cameras` in one transaction and audit the import.
 
         The transaction stays open (holding row locks only) until the block is left:
