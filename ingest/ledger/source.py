@@ -8,6 +8,7 @@ database works while Python parses. The transaction itself is `camera_registry.i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -94,6 +95,9 @@ def die_with_parent(parent: int) -> None:
         pass
     if os.getppid() != parent:
         os._exit(1)
+    # Reading a ledger is background work: requests of the server it belongs to go first.
+    with contextlib.suppress(OSError):
+        os.nice(10)
 
 
 def _child(
