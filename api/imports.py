@@ -163,10 +163,15 @@ async def _run(
     me = asyncio.current_task()
 
     async def progress(fraction: float, rows: int) -> None:
+        """Best effort: with the pool busy (many readers) a progress write is skipped rather
+        than queued, so the import itself never waits for it."""
         nonlocal last
         if time.monotonic() - last >= 1.0:
             last = time.monotonic()
-            await jobs.progress(job_id, fraction, rows)
+            try:
+                await asyncio.wait_for(jobs.progress(job_id, fraction, rows), 2.0)
+            except TimeoutError:
+                log.info("import %s: progress not recorded (database busy)", job_id)
 
     class _Queued:
         """While the job waits for its slot it has nothing to prove: it counts as moving."""
@@ -209,7 +214,7 @@ async def _run(
         ):
             queued = False
             watch.step()
-            await jobs.started(job_id)
+            await asyncio.wait_for(jobs.started(job_id), 60)
             report = await import_ledger(
                 app[POOL],
                 app[BOX],
