@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import csv
 import os
+import shutil
 import signal
 import stat
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -50,14 +52,19 @@ def ledger(path: Path, first: int, n: int, rename: int | None = None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """This module's own PostgreSQL, which its tests may stop and start at will."""
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("private") / "pg")
+def cluster() -> Iterator[EmbeddedPostgres]:
+    """This module's own PostgreSQL, which its tests may stop and start at will.
+
+    Not under pytest's temporary root: as root the server runs as another user, and every
+    pytest session on the machine resets that root to 0700, locking the server out."""
+    root = Path(tempfile.mkdtemp(prefix="camreg-faults-"))
+    pg = EmbeddedPostgres(root / "pg")
     pg.start()
     try:
         yield pg
     finally:
         pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
