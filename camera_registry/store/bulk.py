@@ -282,14 +282,30 @@ class BulkLoad:
             )
         self.staged += len(batch)
 
+    # Every statement of the merge carries the import's own bound: the pool's command timeout
+    # (a minute, for requests) is far too short for a province's merge, and no bound at all
+    # would let a dead server wedge the job.
+    async def _execute(self, sql: str, *args: Any) -> str:
+        status: str = await self.conn.execute(sql, *args, timeout=self.statement_timeout_s)
+        return status
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.conn.fetch(
+            sql, *args, timeout=self.statement_timeout_s
+        )
+        return rows
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        return await self.conn.fetchval(sql, *args, timeout=self.statement_timeout_s)
+
     async def _assign_gb_ids(self) -> None:
         conn = self.conn
-        if not await conn.fetchval(
+        if not await self._fetchval(
             "SELECT EXISTS (SELECT 1 FROM import_stage WHERE gb_id IS NULL)"
         ):
             return
         # Unambiguous (region, name) matches keep the ID the camera already has.
-        await conn.execute(
+        await self._execute(
             """UPDATE import_stage s SET gb_id = m.gb_id
                FROM (SELECT c.region_code, c.name, min(c.gb_id) AS gb_id FROM cameras c
                      WHERE (c.region_code, c.name) IN
@@ -298,14 +314,14 @@ class BulkLoad:
                WHERE s.gb_id IS NULL AND s.region_code = m.region_code AND s.name = m.name"""
         )
         for _ in range(10):
-            counts = await conn.fetch(
+            counts = await self._fetch(
                 """SELECT region_code, count(*) AS n FROM import_stage WHERE gb_id IS NULL
                    GROUP BY region_code"""
             )
             if not counts:
                 return
             ranges = await allocate_serials(conn, {r["region_code"]: r["n"] for r in counts})
-            await conn.execute(
+            await self._execute(
                 """WITH alloc AS (
                           SELECT * FROM unnest($1::text[], $2::integer[]) AS a(region, start)),
                         numbered AS (
@@ -323,7 +339,7 @@ class BulkLoad:
             )
             # A generated ID that a camera or another row of the file already holds is drawn
             # again (the whole file is staged, so a later row's explicit ID is seen too).
-            await conn.execute(
+            await self._execute(
                 """UPDATE import_stage s SET gb_id = NULL, generated = false
                    WHERE s.generated
                      AND (EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id)
@@ -338,7 +354,6 @@ class BulkLoad:
 
     async def _merge_stage(self) -> None:
         """Update cameras whose staged row differs, insert new ones, audit the updates."""
-        conn = self.conn
         present = self.present
         plain = [c for c in DB_COLUMNS if c in present and c not in STREAM_KEYS and c != "gb_id"]
         stream_present = [c for c in STREAM_KEYS if c in present]
@@ -354,7 +369,7 @@ class BulkLoad:
         compare_new = ", ".join([*(f"s.{c}" for c in plain if c != "credentials"), streams_expr])
         sets = ", ".join(f"{c} = s.{c}" for c in plain)
         detail = {"import_id": self.import_id} if self.import_id else None
-        self.updated += await conn.fetchval(
+        self.updated += await self._fetchval(
             f"""WITH old AS (
                     SELECT c.* FROM cameras c JOIN import_stage s ON s.gb_id = c.gb_id
                     WHERE ({compare_old}) IS DISTINCT FROM ({compare_new})
@@ -381,7 +396,7 @@ class BulkLoad:
         insert_cols = ["gb_id", *plain]
         stream_values = new_streams if stream_present else "'{}'::jsonb"
         try:
-            status = await conn.execute(
+            status = await self._execute(
                 f"""INSERT INTO cameras ({", ".join(insert_cols)}, streams)
                     SELECT {", ".join(f"s.{c}" for c in insert_cols)}, {stream_values}
                     FROM import_stage s
@@ -405,7 +420,7 @@ class BulkLoad:
         The transaction stays open (holding row locks only) until the block is left:
         committed if `commit()` was called, else rolled back (a dry run, a failure)."""
         conn = self.conn
-        await conn.execute("ANALYZE import_stage")  # row counts for the planner's joins
+        await self._execute("ANALYZE import_stage")  # row counts for the planner's joins
         self._tx = conn.transaction()
         await self._tx.start()
         await self._assign_gb_ids()

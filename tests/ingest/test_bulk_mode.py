@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from api.state import BOX, POOL
 from camera_registry.actor import Actor, Role
 from camera_registry.importer import ImportWatch
+from camera_registry.store.db import create_pool
 from ingest.ledger.source import import_ledger
 
 from ..conftest import Tok, camera
@@ -188,3 +189,32 @@ async def test_import_waiting_in_its_merge_blocks_no_reader_and_takes_only_row_l
     assert await pool.fetchval("SELECT count(*) FROM cameras") == 2301  # + the API's one
     assert await pool.fetchval("SELECT count(*) FROM camera_health") == 2301
     await _map_grid_is_exact(client)
+
+
+async def test_a_merge_longer_than_the_pools_request_timeout_completes(
+    client: TestClient, database_url: str, schema: str, tmp_path: Path
+) -> None:
+    """The pool's command timeout bounds requests (a minute by default); a province's merge
+    runs for minutes, under the import's own bound. Here the pool allows 0.3 s and the merge
+    waits 1.5 s for a row another writer holds."""
+    pool = await create_pool(
+        database_url, schema=schema, min_size=1, max_size=2, command_timeout=0.3
+    )
+    blocker = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    path = tmp_path / "slow.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        w.writerow(["14010500001325000003", "慢合并点位", "三类", 112.5003, 37.7003])
+    try:
+        async with blocker.transaction():
+            await blocker.execute(
+                "SELECT 1 FROM cameras WHERE gb_id = '14010500001325000003' FOR UPDATE"
+            )
+            job = asyncio.create_task(import_ledger(pool, client.app[BOX], ADMIN, path))
+            await asyncio.sleep(1.5)
+        report = await asyncio.wait_for(job, 60)
+    finally:
+        await blocker.close()
+        await pool.close()
+    assert report.committed and report.updated == 1
