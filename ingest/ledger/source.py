@@ -81,8 +81,8 @@ _PR_SET_PDEATHSIG = 1
 
 def die_with_parent(parent: int) -> None:
     """Have the kernel SIGKILL this process when its parent dies (issue 17: after `kill -9` of
-    the server its ~450 MB reader kept running with no parent). Linux only; elsewhere the
-    parent's watch below still ends the child at its next message.
+    the server its ~450 MB reader kept running with no parent). Linux only; elsewhere (and as
+    a second line) the child checks its parent whenever it waits to hand over a chunk (`_send`).
 
     PR_SET_PDEATHSIG fires when the *thread* that started the child ends; the reader is started
     from the event loop's thread, which lives as long as the server. A parent that died before
@@ -100,6 +100,18 @@ def die_with_parent(parent: int) -> None:
         os.nice(10)
 
 
+def _send(out: Any, message: tuple[str, Any], parent: int) -> None:
+    """Put a message on the bounded queue, leaving if the parent is gone meanwhile (the queue
+    would stay full for ever)."""
+    while True:
+        try:
+            out.put(message, timeout=1.0)
+            return
+        except queue.Full:
+            if os.getppid() != parent:
+                os._exit(1)
+
+
 def _child(
     path: Path, key: bytes, crs: str, scope: str | None, chunk_rows: int, out: Any, parent: int
 ) -> None:
@@ -107,14 +119,14 @@ def _child(
     die_with_parent(parent)
     try:
         with open_ledger(path) as ledger:
-            out.put(("open", _warnings(ledger)))
+            _send(out, ("open", _warnings(ledger)), parent)
             for item in _items(ledger, CredentialBox(key), crs, scope, chunk_rows):
-                out.put(("item", item))
-        out.put(("done", None))
+                _send(out, ("item", item), parent)
+        _send(out, ("done", None), parent)
     except LedgerFormatError as exc:
-        out.put(("format", (exc.reason, exc.file, exc.line, exc.where)))
+        _send(out, ("format", (exc.reason, exc.file, exc.line, exc.where)), parent)
     except Exception as exc:
-        out.put(("error", f"{exc.__class__.__name__}: {exc}"))
+        _send(out, ("error", f"{exc.__class__.__name__}: {exc}"), parent)
 
 
 class _ProcessSource:
