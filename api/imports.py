@@ -189,15 +189,15 @@ async def _run(
         if me is not None:
             me.cancel()
 
-    async def fail(message: str) -> None:
+    async def fail(message: str, retry_s: float = 120.0) -> None:
         """Record the failure, retrying while the database comes back (a restart takes
         seconds); the slot is already free. Should the database stay away, the reaper of
         whichever server sees it first closes the job instead."""
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + retry_s
         while True:
             try:
                 await asyncio.wait_for(
-                    jobs.finish(job_id, status="failed", rows_total=0, message=message), 30
+                    jobs.finish(job_id, status="failed", rows_total=0, message=message), 10
                 )
                 break
             except (*_LOST, TimeoutError, asyncpg.PostgresError) as exc:
@@ -247,9 +247,13 @@ async def _run(
         )
         app[METRICS].imports.labels(report.status).inc()
     except asyncio.CancelledError:
-        if not stalled:
-            await asyncio.shield(fail("the server stopped during the import; run it again"))
+        if not stalled:  # the server is stopping: one attempt, shutdown must not wait
+            await asyncio.shield(
+                fail("the server stopped during the import; run it again", retry_s=0)
+            )
             raise
+        if me is not None:
+            me.uncancel()  # the cancellation was our own watchdog's, and is handled here
         # Our own watchdog: the import stopped moving (its database connection died under
         # it, say). Failing it frees the slot for the next import.
         log.error("import %s made no progress for %.0f s; failed", job_id, stale)
