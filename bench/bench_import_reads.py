@@ -155,7 +155,7 @@ async def one_run(
     health = {"samples": 0.0, "failures": 0.0, "max_ms": 0.0}
     stop = asyncio.Event()
     poller = asyncio.create_task(poll_health(base, stop, health))
-    anchor = await asyncio.to_thread(wrk, script, base, window)
+    anchors = [await asyncio.to_thread(wrk, script, base, window) for _ in range(2)]
     async with aiohttp.ClientSession() as s:
         form = aiohttp.FormData()
         fh = await asyncio.to_thread(ledger.open, "rb")
@@ -173,12 +173,23 @@ async def one_run(
             if state["status"] not in ("queued", "running"):
                 break
         took = time.perf_counter() - t0
+    anchors.append(await asyncio.to_thread(wrk, script, base, window))  # and after it
     stop.set()
     await poller
     assert state["status"] == "succeeded", state
     worst = max(windows, key=lambda w: w["p99"])
     return {
-        "anchor": anchor,
+        # The machine is shared: the anchor is the median window of three, two before the
+        # import and one after it; during the import, the median window and the worst.
+        "anchor": {
+            "p99": median([a["p99"] for a in anchors]),
+            "rps": median([a["rps"] for a in anchors]),
+        },
+        "during": {
+            "p99": median([w["p99"] for w in windows]),
+            "rps": median([w["rps"] for w in windows]),
+        },
+        "anchor_p99s": [round(a["p99"], 1) for a in anchors],
         "worst": worst,
         "windows": len(windows),
         "health": health,
@@ -226,11 +237,13 @@ async def main() -> None:
                     r = await one_run(base, admin, script, ledger, args.window)
                     runs.append(r)
                     print(
-                        f"run: anchor p99 {r['anchor']['p99']:.1f} ms "
-                        f"({r['anchor']['rps']:,.0f} req/s); during import worst p99 "
-                        f"{r['worst']['p99']:.1f} ms over {r['windows']} windows "
-                        f"({r['worst']['rps']:,.0f} req/s); ratio "
-                        f"{r['worst']['p99'] / r['anchor']['p99']:.2f}; /healthz "
+                        f"run: anchor p99 {r['anchor']['p99']:.1f} ms {r['anchor_p99s']} "
+                        f"({r['anchor']['rps']:,.0f} req/s); during import p99 "
+                        f"{r['during']['p99']:.1f} ms (median window, "
+                        f"{r['during']['rps']:,.0f} req/s), worst {r['worst']['p99']:.1f} ms "
+                        f"over {r['windows']} windows; ratios "
+                        f"{r['during']['p99'] / r['anchor']['p99']:.2f} (median) "
+                        f"{r['worst']['p99'] / r['anchor']['p99']:.2f} (worst); /healthz "
                         f"{r['health']['failures']:.0f} failed of {r['health']['samples']:.0f} "
                         f"(slowest {r['health']['max_ms']:.0f} ms); import of "
                         f"{r['inserted']:,} new cameras {r['import_s']:.1f} s; "
@@ -238,13 +251,17 @@ async def main() -> None:
                         flush=True,
                     )
     anchor = median([r["anchor"]["p99"] for r in runs])
+    during = median([r["during"]["p99"] for r in runs])
     worst = median([r["worst"]["p99"] for r in runs])
     print(
         f"\nregistry {args.registry:,} cameras, import of {args.import_rows:,} new ones, "
         f"GET /cameras/{{id}} at c=8 (wrk), medians of {len(runs)} runs"
     )
-    print(f"p99 without import: {anchor:.1f} ms; worst window during import: {worst:.1f} ms")
-    print(f"ratio: {worst / anchor:.2f} (target ≤ 2)")
+    print(
+        f"p99 without import: {anchor:.1f} ms; during import: {during:.1f} ms (median "
+        f"window), {worst:.1f} ms (worst window)"
+    )
+    print(f"ratio: {during / anchor:.2f} median window, {worst / anchor:.2f} worst (target ≤ 2)")
     print(f"/healthz failures: {sum(r['health']['failures'] for r in runs):.0f} (target 0)")
 
 
