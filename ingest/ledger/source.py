@@ -134,7 +134,16 @@ class _ProcessSource:
     while this one encodes the COPY and PostgreSQL merges. The queue holds two chunks, which
     bounds memory and makes the reader wait for the database."""
 
-    def __init__(self, path: Path, key: bytes, crs: str, scope: str | None, chunk_rows: int):
+    def __init__(
+        self,
+        path: Path,
+        key: bytes,
+        crs: str,
+        scope: str | None,
+        chunk_rows: int,
+        watch: ImportWatch | None = None,
+    ):
+        self.watch = watch
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding a loop & pool
         self.queue: Any = ctx.Queue(maxsize=2)
         self.proc = ctx.Process(
@@ -152,6 +161,11 @@ class _ProcessSource:
             except queue.Empty:
                 if not self.proc.is_alive():
                     return ("error", f"the reader process died (exit code {self.proc.exitcode})")
+                if self.watch is not None:
+                    # The import waits on a live reader, which is working (it blocks only on a
+                    # full queue, and this side is emptying it): progress for the heartbeat,
+                    # e.g. while a big workbook is opened before its first chunk.
+                    self.watch.step()
 
     async def _message(self) -> tuple[str, Any]:
         kind, value = await asyncio.to_thread(self._get)
@@ -207,8 +221,12 @@ async def import_ledger(
     if reader == "auto":
         size = await asyncio.to_thread(lambda: path.stat().st_size)
         reader = "process" if size >= PROCESS_MIN_BYTES else "thread"
-    kind = _ProcessSource if reader == "process" else _ThreadSource
-    source = kind(path, box.key, crs, actor.scope, chunk_rows)
+    watch = watch or ImportWatch()
+    source: _ProcessSource | _ThreadSource
+    if reader == "process":
+        source = _ProcessSource(path, box.key, crs, actor.scope, chunk_rows, watch)
+    else:
+        source = _ThreadSource(path, box.key, crs, actor.scope, chunk_rows)
     try:
         return await import_rows(
             pool,
