@@ -285,10 +285,10 @@ async def _run(
         await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
-def _sweep(upload_dir: Path, live: set[str], partials_too: bool) -> list[str]:
+def _sweep(entries: list[Path], live: set[str], partials_too: bool) -> list[str]:
     """Remove the uploads of jobs that are not live (and, at startup, unfinished uploads)."""
     removed = []
-    for entry in upload_dir.iterdir():
+    for entry in entries:
         stem = entry.name.split(".", 1)[0]
         if entry.name.endswith(_PARTIAL):
             if not partials_too:
@@ -302,12 +302,18 @@ def _sweep(upload_dir: Path, live: set[str], partials_too: bool) -> list[str]:
 
 async def sweep_uploads(app: web.Application, *, partials_too: bool = False) -> list[str]:
     """One pass: uploads left by a crashed server are removed once their job is no longer
-    queued or running (the reaper fails such jobs when their heartbeat goes stale)."""
+    queued or running (the reaper fails such jobs when their heartbeat goes stale).
+
+    The directory is listed before the live jobs are read: an upload is renamed after its
+    job exists, so every upload listed has its job in the answer while that job is live."""
     upload_dir = await asyncio.to_thread(_upload_dir, app)
+    entries = await asyncio.to_thread(lambda: list(upload_dir.iterdir()))
+    if not entries:
+        return []
     rows = await app[POOL].fetch(
         "SELECT id::text FROM import_jobs WHERE status IN ('queued', 'running')", timeout=30
     )
-    removed = await asyncio.to_thread(_sweep, upload_dir, {r[0] for r in rows}, partials_too)
+    removed = await asyncio.to_thread(_sweep, entries, {r[0] for r in rows}, partials_too)
     if removed:
         log.warning("removed %d upload(s) of ended import jobs: %s", len(removed), removed)
     return removed

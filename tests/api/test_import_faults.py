@@ -30,6 +30,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import Database, create_app
+from api.state import SETTINGS
 from camera_registry.config import Settings
 from camera_registry.store.embedded import EmbeddedPostgres
 
@@ -174,6 +175,7 @@ async def test_restart_during_the_merge_fails_the_import_clearly_frees_the_slot_
     assert again["status"] == "succeeded", again
     assert (again["inserted"], again["updated"]) == (2500, 1)
     assert await _registry(cluster) == (before[0] + 2500, 1)
+    assert _uploads(app_client.app[SETTINGS].data_dir) == []  # each removed as its job ended
 
 
 async def test_restart_while_the_file_is_staged_leaves_no_job_stuck_and_all_or_nothing(
@@ -201,6 +203,7 @@ async def test_restart_while_the_file_is_staged_leaves_no_job_stuck_and_all_or_n
     again = await _until_done(app_client, await _post(app_client, path, h), h)
     assert again["status"] == "succeeded", again
     assert await _registry(cluster) == (before[0] + 40_000, before[1])
+    assert _uploads(app_client.app[SETTINGS].data_dir) == []
 
 
 def _children(pid: int) -> set[int]:
