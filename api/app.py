@@ -185,6 +185,7 @@ def create_app(
     app.cleanup_ctx.append(_database_ctx(db or Database()))
     app.cleanup_ctx.append(_background_ctx)
     app.cleanup_ctx.append(_reaper_ctx)
+    app.cleanup_ctx.append(imports.uploads_ctx)
     app.cleanup_ctx.append(discovery_ctx)
     app.cleanup_ctx.append(coverage.coverage_ctx)
     app.cleanup_ctx.append(events_ctx)

@@ -310,6 +310,13 @@ class Settings(BaseModel):
     max_page_size: int = Field(default=10_000, ge=1, le=100_000)
     default_page_size: int = Field(default=100, ge=1, le=10_000)
     import_chunk_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+    import_statement_timeout_s: float = Field(
+        default=3600.0,
+        ge=1,
+        le=86_400,
+        description="longest single database statement of an import (its merge); a longer "
+        "wait means the database is gone or wedged, and the import fails",
+    )
     max_concurrent_imports: int = Field(
         default=1, ge=1, le=16, description="imports running at once; later uploads queue"
     )

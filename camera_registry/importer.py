@@ -23,13 +23,20 @@ from numpy.typing import NDArray
 from camera_registry.actor import Actor
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import FieldError
-from camera_registry.store.bulk import BULK_MODE_ROWS, BulkLoad, DuplicateFilter
+from camera_registry.store.bulk import STATEMENT_TIMEOUT_S, BulkLoad, DuplicateFilter
 from camera_registry.store.placement import CountyCheck
 from camera_registry.validate import CameraBatch, validate_columns
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BULK_MODE_ROWS", "ChunkSource", "ChunkValidator", "ImportReport", "import_rows"]
+__all__ = [
+    "STATEMENT_TIMEOUT_S",
+    "ChunkSource",
+    "ChunkValidator",
+    "ImportReport",
+    "ImportWatch",
+    "import_rows",
+]
 
 MAX_ERRORS_KEPT = 200_000  # beyond this the file is not a ledger with typos; stop listing
 MAX_PLACEMENT_WARNINGS = 1_000  # a whole ledger in the wrong 坐标系 is one problem, not 300,000
@@ -139,6 +146,27 @@ class ChunkValidator:
         return ValidatedChunk(batch, read + errors + dups, len(rows) + len(problems), progress)
 
 
+class ImportWatch:
+    """How an import proves it moves, for its job's heartbeat: a process that lives is not
+    an import that progresses (issue 17: a job stayed 'running' for ever after a database
+    restart while its process kept beating).
+
+    `step()` is called after every chunk and around every database phase; `backend_pid` is
+    the import's own database session, which the heartbeat may ask PostgreSQL about while a
+    long merge statement runs.
+    """
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.backend_pid: int | None = None
+
+    def step(self) -> None:
+        self.last = time.monotonic()
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last
+
+
 class ChunkSource(Protocol):
     """Where validated chunks come from; `warnings` is read after `start()`."""
 
@@ -159,16 +187,22 @@ async def import_rows(
     partial: bool = False,
     import_id: str | None = None,
     on_progress: Progress | None = None,
-    bulk_threshold: int = BULK_MODE_ROWS,
+    watch: ImportWatch | None = None,
+    statement_timeout_s: float = STATEMENT_TIMEOUT_S,
 ) -> ImportReport:
-    """Stage and merge every chunk of `source` in one transaction; the caller closes `source`."""
+    """Stage every chunk of `source`, then merge them in one transaction; the caller closes
+    `source`. Every database wait is bounded (`statement_timeout_s` for the merge)."""
     report = ImportReport(filename, dry_run=dry_run, partial=partial)
     bad_rows: set[int] = set()
+    watch = watch or ImportWatch()
     await source.start()
+    watch.step()
     report.warnings = list(source.warnings)
     placement = CountyCheck(pool)
-    async with BulkLoad(pool, actor, import_id=import_id, bulk_threshold=bulk_threshold) as load:
-        first = True
+    async with BulkLoad(
+        pool, actor, import_id=import_id, statement_timeout_s=statement_timeout_s
+    ) as load:
+        watch.backend_pid = load.backend_pid
         waited = in_db = 0.0
         while True:
             t0 = time.perf_counter()
@@ -181,15 +215,13 @@ async def import_rows(
             bad_rows.update(e.row for e in item.errors if e.row is not None)
             _keep(report, item.errors)
             report.rows_bad = len(bad_rows)
-            if first:  # the file's size over the first chunk's share of it
-                await load.prepare(int(report.rows_total / max(item.progress, 1e-9)))
-                first = False
             # A dry run stages the good rows even when the real run would stop at a bad one,
             # so it can say what --partial would do.
             if partial or not bad_rows or dry_run:
                 await load.add(item.batch)
             await _warn_placement(report, placement, item.batch)
             in_db += time.perf_counter() - t1
+            watch.step()
             if on_progress is not None:
                 res = on_progress(item.progress, report.rows_total)
                 if res is not None:
@@ -199,7 +231,9 @@ async def import_rows(
         report.errors.sort(key=lambda e: e.row or 0)
         if report.rejected and not dry_run:
             return report
+        watch.step()
         result = await load.finish()
+        watch.step()
         report.inserted, report.updated = result.inserted, result.updated
         report.unchanged = result.unchanged
         if not dry_run and not report.rejected:

@@ -174,10 +174,12 @@ async def _import(args: argparse.Namespace) -> int:
                     crs=args.crs,
                     chunk_rows=settings.import_chunk_rows,
                     on_progress=progress,
+                    statement_timeout_s=settings.import_statement_timeout_s,
                 )
             except IngestError as exc:
                 print(f"camreg import: {exc}", file=sys.stderr)
                 return 2
+
             bar.update(task, completed=1.0)
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -49,7 +49,6 @@ async def load_demo(
         raise RegistryError(f"demo generator produced invalid rows: {errors[:3]}")
     actor = Actor.cli("demo")
     async with BulkLoad(pool, actor) as load:
-        await load.prepare(n)
         await load.add(batch)
         result = await load.finish()
         load.commit()

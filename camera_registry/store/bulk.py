@@ -1,9 +1,11 @@
-"""Bulk upsert of validated cameras: each chunk is COPYed into a staging table and merged
-set-based, while the caller validates the next chunk in a thread.
+"""Bulk upsert of validated cameras: chunks are COPYed into a staging table while the caller
+validates the next one, then merged set-based in one short transaction.
 
-The whole import is one transaction on one connection, so "all or nothing" is PostgreSQL's
-rollback, not bookkeeping of ours. Merging per chunk (rather than once at the end) lets
-PostgreSQL insert while Python parses: the two halves of the work overlap instead of queueing.
+Staging runs beside live traffic and takes no lock on `cameras`; the merge is one transaction
+of row locks (UPDATE of the rows that differ, INSERT of the new ones), so "all or nothing" is
+PostgreSQL's rollback, not bookkeeping of ours, and readers of the registry never wait for an
+import. No index is dropped and no trigger disabled: a DDL statement on `cameras` would lock
+every reader out until the import commits (issue 13: /healthz timed out for minutes).
 
 Rows are matched by GB ID; rows without one are matched by (region, name) when that is
 unambiguous, else given a generated ID, so importing the same file twice changes nothing.
@@ -13,6 +15,10 @@ technician set in the field.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -20,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from camera_registry.actor import Actor
-from camera_registry.errors import FieldError, ValidationFailed
+from camera_registry.errors import DatabaseUnavailable, FieldError, ValidationFailed
 from camera_registry.fields import DB_COLUMNS, STREAM_KEYS
 from camera_registry.store import audit
 from camera_registry.store.cameras import allocate_serials
@@ -58,21 +64,8 @@ _STAGE_TYPES = {
 }
 _ALWAYS = ("gb_id", "name", "level", "region_code")  # a row always carries these
 _SECRETS = "- 'credentials' - 'credentials_mac' - 'geom'"
-BULK_MODE_ROWS = 100_000
-
-# The whole map grid from the table, as migration 0010 first filled it; sorted by key so the
-# primary-key index is built from ordered input.
-_REBUILD_MAP_GRID = """
-DELETE FROM map_grid;
-INSERT INTO map_grid (tier, cx, cy, region_code, level, status, n, sum_lon, sum_lat)
-SELECT t.tier, floor(c.lon / t.size)::integer, floor(c.lat / t.size)::integer,
-       c.region_code, c.level, c.status, count(*), sum(c.lon), sum(c.lat)
-  FROM cameras c CROSS JOIN map_grid_tiers() t
- WHERE c.lon IS NOT NULL
- GROUP BY 1, 2, 3, 4, 5, 6
- ORDER BY 1, 2, 3, 4, 5, 6;
-ALTER TABLE cameras ENABLE TRIGGER cameras_map_grid_insert;
-ALTER TABLE cameras ENABLE TRIGGER cameras_map_grid_update"""
+STATEMENT_TIMEOUT_S = 3600.0  # a 2.4 M merge on a loaded machine stays well inside this
+COPY_TIMEOUT_S = 300.0  # one chunk of the stage is seconds of work: a wait this long is a wedge
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +79,98 @@ class MergeResult:
         return self.staged - self.inserted - self.updated
 
 
+# What a session that died under us (a restarted server, a dropped network) raises on use.
+_GONE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+# The subset that means the session itself is gone: asyncpg reports a connection lost between
+# statements as a confused protocol state (InternalClientError), so that counts too.
+_LOST = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown
+)
+
+
+class ImportConnectionLost(DatabaseUnavailable):
+    """The import's database session died (server restarted or unreachable)."""
+
+
+@contextlib.contextmanager
+def _lost_means_unavailable() -> Iterator[None]:
+    """Any sign that the session died becomes one error that says what happened and what to do."""
+    try:
+        yield
+    except _LOST as exc:
+        raise ImportConnectionLost(
+            f"the database connection was lost during the import ({exc.__class__.__name__}: "
+            f"{exc}); the registry has all of the file or none of it — run the import again "
+            "when the database is back (re-importing an imported file changes nothing)"
+        ) from exc
+
+
 class GeneratedIdCollision(ValidationFailed):
     pass
 
 
+class ConcurrentCameraAdded(ValidationFailed):
+    pass
+
+
+def keepalive(conn: asyncpg.Connection) -> None:
+    """Notice a vanished server within about half a minute, not after the kernel's two hours.
+
+    A restarted PostgreSQL closes its sockets and asyncpg notices at once; a server whose host
+    or network went away sends nothing, and a COPY paused for writing would wait for ever
+    (issue 17). TCP keepalives and TCP_USER_TIMEOUT turn that silence into a connection error.
+    Unix sockets (the embedded cluster) need none of this.
+    """
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", 10),
+        ("TCP_KEEPINTVL", 5),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", 30_000),
+    ):
+        opt = getattr(socket, name, None)
+        if opt is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+
+
+_YIELD_ROWS = 1000  # rows asyncpg encodes between two turns of the event loop (~10 ms)
+
+
+async def _yielding(records: Iterable[tuple[Any, ...]]) -> AsyncIterator[tuple[Any, ...]]:
+    """The records, handing the event loop back every `_YIELD_ROWS`: asyncpg encodes COPY rows
+    on the loop (~10 µs each), and a 50,000-row chunk in one go held every request of the
+    server for half a second."""
+    for i, record in enumerate(records):
+        if i % _YIELD_ROWS == 0:
+            await asyncio.sleep(0)
+        yield record
+
+
 class BulkLoad:
-    """`async with BulkLoad(pool, actor) as load: await load.prepare(n); await load.add(b) …;
+    """`async with BulkLoad(pool, actor) as load: await load.add(b) …;
     result = await load.finish(); load.commit()`.
 
-    Leaving the block commits only if `commit()` was called; any exception or a dry run rolls
-    everything back. Batches must not repeat a GB ID (see `DuplicateFilter`).
+    Staging takes no lock on `cameras`: each chunk is COPYed into a temporary (unlogged,
+    session-private) table in a statement of its own. `finish()` then opens the one
+    transaction that touches `cameras` — an UPDATE of the rows that differ and an INSERT of the
+    new ones, which take row locks only — so readers of `cameras` never wait for an import,
+    and writers wait only for rows both change. Leaving the block commits only if `commit()`
+    was called; any exception or a dry run rolls the merge back, and the stage is dropped.
+    Batches must not repeat a GB ID (see `DuplicateFilter`).
     """
 
     def __init__(
@@ -104,46 +179,78 @@ class BulkLoad:
         actor: Actor,
         *,
         import_id: str | None = None,
-        bulk_threshold: int = BULK_MODE_ROWS,
+        statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+        acquire_timeout_s: float = 60.0,
     ) -> None:
-        self.bulk_threshold = bulk_threshold
         self.pool = pool
         self.actor = actor
         self.import_id = import_id
+        self.statement_timeout_s = statement_timeout_s
+        self.acquire_timeout_s = acquire_timeout_s
         self.present: set[str] = set(_ALWAYS)
         self.staged = self.inserted = self.updated = 0
+        self.backend_pid: int | None = None
         self._conn: asyncpg.Connection | None = None
         self._tx: Any = None
         self._commit = False
-        self._rebuild: list[str] = []
-        self._schedule_after = False
-        self._empty = False
 
     async def __aenter__(self) -> BulkLoad:
-        self._conn = await self.pool.acquire()
-        self._tx = self._conn.transaction()
-        await self._tx.start()
-        cols = ", ".join(f"{c} {_STAGE_TYPES[c]}" for c in DB_COLUMNS)
-        await self._conn.execute(
-            f"""CREATE TEMP TABLE import_stage (row_no integer NOT NULL, {cols},
-                                                generated boolean NOT NULL DEFAULT false)
-                ON COMMIT DROP"""
-        )
-        self._empty = not await self._conn.fetchval("SELECT EXISTS (SELECT 1 FROM cameras)")
+        with _lost_means_unavailable():
+            self._conn = await self.pool.acquire(timeout=self.acquire_timeout_s)
+        try:
+            await self._open_session()
+        except BaseException:
+            await self._release()
+            raise
         return self
+
+    async def _open_session(self) -> None:
+        assert self._conn is not None
+        with _lost_means_unavailable():
+            keepalive(self._conn)
+            self.backend_pid = self._conn.get_server_pid()
+            # Server-side bounds beside the client's: the statement or idle transaction of a
+            # client that vanished is ended by PostgreSQL itself, releasing its locks.
+            ms = int(self.statement_timeout_s * 1000)
+            await self._conn.execute(
+                f"""SET statement_timeout = {ms};
+                    SET idle_in_transaction_session_timeout = {max(ms // 10, 60_000)};
+                    SET lock_timeout = {min(ms, 600_000)}""",
+                timeout=self.acquire_timeout_s,
+            )
+            cols = ", ".join(f"{c} {_STAGE_TYPES[c]}" for c in DB_COLUMNS)
+            await self._conn.execute(
+                f"""DROP TABLE IF EXISTS pg_temp.import_stage;
+                    CREATE TEMP TABLE import_stage (row_no integer NOT NULL, {cols},
+                                                    generated boolean NOT NULL DEFAULT false)""",
+                timeout=self.acquire_timeout_s,
+            )
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._conn is not None
         try:
-            if self._commit and et is None:
-                await self._tx.commit()
-            else:
-                await self._tx.rollback()
+            if self._tx is not None:
+                if self._commit and et is None:
+                    with _lost_means_unavailable():
+                        await self._tx.commit()
+                else:
+                    with contextlib.suppress(*_GONE):  # a lost session rolled itself back
+                        await self._tx.rollback()
         finally:
-            await self.pool.release(self._conn)
-            self._conn = None
+            await self._release()
+
+    async def _release(self) -> None:
+        conn, self._conn, self._tx = self._conn, None, None
+        if conn is None:
+            return
+        try:  # neither the stage nor the session's timeouts may outlive the import
+            await conn.execute("DROP TABLE IF EXISTS pg_temp.import_stage; RESET ALL", timeout=10)
+        except _GONE:
+            with contextlib.suppress(*_GONE):
+                conn.terminate()  # the pool replaces a terminated connection
+        with contextlib.suppress(*_GONE):
+            await asyncio.wait_for(self.pool.release(conn), 10)
 
     @property
     def conn(self) -> asyncpg.Connection:
@@ -153,42 +260,8 @@ class BulkLoad:
     def commit(self) -> None:
         self._commit = True
 
-    async def prepare(self, expected_rows: int) -> None:
-        """For a load much bigger than the table, drop the secondary indexes until `finish()`.
-
-        Inserting millions of rows into a GiST and two B-trees costs several times the insert
-        itself; rebuilding them sorted afterwards is cheap. The DROP locks `cameras` until the
-        import commits, which suits the first load of a province; daily re-imports stay below
-        the threshold (and mostly update or skip rows).
-        """
-        existing = await self.conn.fetchval(
-            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'cameras'::regclass"
-        )
-        if expected_rows < self.bulk_threshold or expected_rows < 2 * (existing or 0):
-            return
-        rows = await self.conn.fetch(
-            """SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS def
-               FROM pg_index WHERE indrelid = 'cameras'::regclass AND NOT indisprimary"""
-        )
-        for r in rows:
-            await self.conn.execute(f"DROP INDEX {r['name']}")
-        self._rebuild = [r["def"] for r in rows]
-        # The health schedule (migration 0003) gets one row per camera from a trigger, with a
-        # foreign key and a due-time index: per-row costs that doubled a 2.4 M import. In bulk
-        # mode they are paid once, set-based, in finish(), by the schedule's own functions
-        # (migration 0013).
-        await self.conn.execute("SELECT camera_health_bulk_begin()")
-        # The map grid (migration 0010) is kept by statement triggers that upsert ~1.6 M grid
-        # rows over a Shanxi-sized import, chunk by chunk (measured: +80 s on 2.4 M rows); in
-        # bulk mode it is rebuilt once from the table in finish(), in the same transaction.
-        await self.conn.execute(
-            """ALTER TABLE cameras DISABLE TRIGGER cameras_map_grid_insert;
-               ALTER TABLE cameras DISABLE TRIGGER cameras_map_grid_update"""
-        )
-        self._schedule_after = True
-
     async def add(self, batch: CameraBatch) -> None:
-        """Stage one validated batch and merge it into `cameras`."""
+        """Stage one validated batch (no lock on `cameras`; merged by `finish()`)."""
         if not len(batch):
             return
         present = {c for c in batch.present if c in _STAGE_TYPES} | set(_ALWAYS)
@@ -200,21 +273,39 @@ class BulkLoad:
         # Columns the file does not have are all NULL: leave them out of the COPY.
         cols = [c for c in DB_COLUMNS if c in present]
         records = zip(batch.rows.tolist(), *(batch.cols[c] for c in cols), strict=True)
-        await self.conn.copy_records_to_table(
-            "import_stage", records=records, columns=["row_no", *cols]
-        )
+        with _lost_means_unavailable():
+            await self.conn.copy_records_to_table(
+                "import_stage",
+                records=_yielding(records),
+                columns=["row_no", *cols],
+                timeout=min(COPY_TIMEOUT_S, self.statement_timeout_s),
+            )
         self.staged += len(batch)
-        await self._merge_stage(present)
-        await self.conn.execute("TRUNCATE import_stage")
+
+    # Every statement of the merge carries the import's own bound: the pool's command timeout
+    # (a minute, for requests) is far too short for a province's merge, and no bound at all
+    # would let a dead server wedge the job.
+    async def _execute(self, sql: str, *args: Any) -> str:
+        status: str = await self.conn.execute(sql, *args, timeout=self.statement_timeout_s)
+        return status
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.conn.fetch(
+            sql, *args, timeout=self.statement_timeout_s
+        )
+        return rows
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        return await self.conn.fetchval(sql, *args, timeout=self.statement_timeout_s)
 
     async def _assign_gb_ids(self) -> None:
         conn = self.conn
-        if not await conn.fetchval(
+        if not await self._fetchval(
             "SELECT EXISTS (SELECT 1 FROM import_stage WHERE gb_id IS NULL)"
         ):
             return
         # Unambiguous (region, name) matches keep the ID the camera already has.
-        await conn.execute(
+        await self._execute(
             """UPDATE import_stage s SET gb_id = m.gb_id
                FROM (SELECT c.region_code, c.name, min(c.gb_id) AS gb_id FROM cameras c
                      WHERE (c.region_code, c.name) IN
@@ -223,14 +314,14 @@ class BulkLoad:
                WHERE s.gb_id IS NULL AND s.region_code = m.region_code AND s.name = m.name"""
         )
         for _ in range(10):
-            counts = await conn.fetch(
+            counts = await self._fetch(
                 """SELECT region_code, count(*) AS n FROM import_stage WHERE gb_id IS NULL
                    GROUP BY region_code"""
             )
             if not counts:
                 return
             ranges = await allocate_serials(conn, {r["region_code"]: r["n"] for r in counts})
-            await conn.execute(
+            await self._execute(
                 """WITH alloc AS (
                           SELECT * FROM unnest($1::text[], $2::integer[]) AS a(region, start)),
                         numbered AS (
@@ -246,16 +337,24 @@ class BulkLoad:
                 list(ranges),
                 [r.start for r in ranges.values()],
             )
-            # A generated ID that an existing camera already holds is drawn again.
-            await conn.execute(
+            # A generated ID that a camera or another row of the file already holds is drawn
+            # again (the whole file is staged, so a later row's explicit ID is seen too).
+            await self._execute(
                 """UPDATE import_stage s SET gb_id = NULL, generated = false
-                   WHERE s.generated AND EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id)"""
+                   WHERE s.generated
+                     AND (EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id)
+                          OR EXISTS (SELECT 1 FROM import_stage t
+                                     WHERE t.gb_id = s.gb_id AND NOT t.generated))"""
             )
+        raise GeneratedIdCollision(
+            "a generated 国标编码 kept colliding with existing ones; give every row of that "
+            "region its 国标编码",
+            [FieldError("gb_id", "generated ID collided with an explicit one")],
+        )
 
-    async def _merge_stage(self, present: set[str]) -> None:
+    async def _merge_stage(self) -> None:
         """Update cameras whose staged row differs, insert new ones, audit the updates."""
-        conn = self.conn
-        await self._assign_gb_ids()
+        present = self.present
         plain = [c for c in DB_COLUMNS if c in present and c not in STREAM_KEYS and c != "gb_id"]
         stream_present = [c for c in STREAM_KEYS if c in present]
         new_streams = "jsonb_strip_nulls(jsonb_build_object({}))".format(
@@ -266,71 +365,69 @@ class BulkLoad:
             streams_expr = f"(c.streams - ARRAY[{drop}]) || {new_streams}"
         else:
             streams_expr = "c.streams"
-        # An import into an empty registry (with its indexes dropped) only inserts: the rows of
-        # earlier chunks cannot match, since batches never repeat a GB ID.
-        fresh = self._empty and bool(self._rebuild)
-        if not fresh:
-            compare_old = ", ".join([*(f"c.{c}" for c in plain if c != "credentials"), "c.streams"])
-            compare_new = ", ".join(
-                [*(f"s.{c}" for c in plain if c != "credentials"), streams_expr]
-            )
-            sets = ", ".join(f"{c} = s.{c}" for c in plain)
-            detail = {"import_id": self.import_id} if self.import_id else None
-            self.updated += await conn.fetchval(
-                f"""WITH old AS (
-                        SELECT c.* FROM cameras c JOIN import_stage s ON s.gb_id = c.gb_id
-                        WHERE ({compare_old}) IS DISTINCT FROM ({compare_new})
-                        FOR UPDATE OF c),
-                    upd AS (
-                        UPDATE cameras c SET {sets}, streams = {streams_expr},
-                               version = c.version + 1, updated_at = now()
-                        FROM import_stage s
-                        WHERE s.gb_id = c.gb_id AND c.id IN (SELECT id FROM old)
-                        RETURNING c.*),
-                    aud AS (
-                        INSERT INTO audit_log (actor, token_id, action, camera_id, region_code,
-                                               remote_addr, before, after, detail)
-                        SELECT $1, $2, 'camera.import_update', o.id, o.region_code, $3,
-                               to_jsonb(o) {_SECRETS}, to_jsonb(u) {_SECRETS}, $4
-                        FROM old o JOIN upd u USING (id)
-                        RETURNING 1)
-                    SELECT count(*) FROM aud""",
-                self.actor.name,
-                self.actor.token_id,
-                self.actor.remote_addr,
-                detail,
-            )
+        compare_old = ", ".join([*(f"c.{c}" for c in plain if c != "credentials"), "c.streams"])
+        compare_new = ", ".join([*(f"s.{c}" for c in plain if c != "credentials"), streams_expr])
+        sets = ", ".join(f"{c} = s.{c}" for c in plain)
+        detail = {"import_id": self.import_id} if self.import_id else None
+        self.updated += await self._fetchval(
+            f"""WITH old AS (
+                    SELECT c.* FROM cameras c JOIN import_stage s ON s.gb_id = c.gb_id
+                    WHERE ({compare_old}) IS DISTINCT FROM ({compare_new})
+                    FOR UPDATE OF c),
+                upd AS (
+                    UPDATE cameras c SET {sets}, streams = {streams_expr},
+                           version = c.version + 1, updated_at = now()
+                    FROM import_stage s
+                    WHERE s.gb_id = c.gb_id AND c.id IN (SELECT id FROM old)
+                    RETURNING c.*),
+                aud AS (
+                    INSERT INTO audit_log (actor, token_id, action, camera_id, region_code,
+                                           remote_addr, before, after, detail)
+                    SELECT $1, $2, 'camera.import_update', o.id, o.region_code, $3,
+                           to_jsonb(o) {_SECRETS}, to_jsonb(u) {_SECRETS}, $4
+                    FROM old o JOIN upd u USING (id)
+                    RETURNING 1)
+                SELECT count(*) FROM aud""",
+            self.actor.name,
+            self.actor.token_id,
+            self.actor.remote_addr,
+            detail,
+        )
         insert_cols = ["gb_id", *plain]
         stream_values = new_streams if stream_present else "'{}'::jsonb"
-        new_only = (
-            "" if fresh else ("WHERE NOT EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id)")
-        )
-        status = await conn.execute(
-            f"""INSERT INTO cameras ({", ".join(insert_cols)}, streams)
-                SELECT {", ".join(f"s.{c}" for c in insert_cols)}, {stream_values}
-                FROM import_stage s {new_only}"""
-        )
+        try:
+            status = await self._execute(
+                f"""INSERT INTO cameras ({", ".join(insert_cols)}, streams)
+                    SELECT {", ".join(f"s.{c}" for c in insert_cols)}, {stream_values}
+                    FROM import_stage s
+                    WHERE NOT EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id)"""
+            )
+        except asyncpg.UniqueViolationError:
+            raise ConcurrentCameraAdded(
+                "a camera with a 国标编码 of this file was added while the import ran; "
+                "import the file again",
+                [FieldError("gb_id", "added by another writer during the import")],
+            ) from None
         self.inserted += int(status.split()[-1])
 
     async def finish(self) -> MergeResult:
-        """Rebuild dropped indexes and write the import's summary to the audit log."""
-        for sql in self._rebuild:
-            try:
-                await self.conn.execute(sql)
-            except asyncpg.UniqueViolationError:
-                raise GeneratedIdCollision(
-                    "a generated 国标编码 equals one given on a later row of the file; "
-                    "give every row of that region its 国标编码, or import those rows first",
-                    [FieldError("gb_id", "generated ID collided with an explicit one")],
-                ) from None
-        self._rebuild = []
-        if self._schedule_after:
-            await self.conn.execute("SELECT camera_health_bulk_end()")
-            await self.conn.execute(_REBUILD_MAP_GRID)
-            self._schedule_after = False
+        with _lost_means_unavailable():
+            return await self._finish()
+
+    async def _finish(self) -> MergeResult:
+        """Merge the whole stage into `cameras` in one transaction and audit the import.
+
+        The transaction stays open (holding row locks only) until the block is left:
+        committed if `commit()` was called, else rolled back (a dry run, a failure)."""
+        conn = self.conn
+        await self._execute("ANALYZE import_stage")  # row counts for the planner's joins
+        self._tx = conn.transaction()
+        await self._tx.start()
+        await self._assign_gb_ids()
+        await self._merge_stage()
         result = MergeResult(self.staged, self.inserted, self.updated)
         await audit.record(
-            self.conn,
+            conn,
             self.actor,
             "import.commit",
             detail={

@@ -25,6 +25,11 @@ T = TypeVar("T")
 
 _MIGRATION_LOCK = 0x63616D7265670001  # "camreg" + 1: serialises concurrent `migrate` runs
 
+# How each pool of ours connects, so a job can open a connection of its own that a pool full
+# of waiting requests cannot starve (its heartbeat, issue 13).
+# (asyncpg pools take no weak references: entries of closed pools are dropped on the next create)
+_CONNECT: dict[int, tuple[asyncpg.Pool, Callable[[], Awaitable[asyncpg.Connection]]]] = {}
+
 
 # What a database restart, failover or network cut looks like from a client: the session is
 # cut, new connections are refused while it shuts down or starts, or the socket is gone.
@@ -93,7 +98,25 @@ async def create_pool(
             "CAMREG_DATABASE_URL, or unset it to use the embedded database"
         ) from exc
     assert pool is not None
+
+    async def connect() -> asyncpg.Connection:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            dsn, timeout=10, command_timeout=10, server_settings=settings
+        )
+        return conn
+
+    for key, (old, _) in list(_CONNECT.items()):
+        if old.is_closing():
+            del _CONNECT[key]
+    _CONNECT[id(pool)] = (pool, connect)
     return pool
+
+
+async def connect_beside(pool: asyncpg.Pool) -> asyncpg.Connection | None:
+    """A new connection with the pool's settings but outside it (None for a pool made
+    elsewhere): for small periodic writes that must not queue behind the pool's users."""
+    entry = _CONNECT.get(id(pool))
+    return await entry[1]() if entry is not None and entry[0] is pool else None
 
 
 def _migrations() -> list[tuple[int, str, str]]:

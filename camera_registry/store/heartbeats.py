@@ -16,11 +16,14 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Final, Literal
+from collections.abc import AsyncIterator, Callable
+from typing import Final, Literal, Protocol
 
 import asyncpg
+
+from camera_registry.store.db import connect_beside
 
 log = logging.getLogger(__name__)
 
@@ -41,38 +44,123 @@ _CLOSE: Final[dict[Table, str]] = {
 _LIVE: Final = "status IN ('queued', 'running')"
 
 
+class Progress(Protocol):
+    """A job that can prove it moves (camera_registry.importer.ImportWatch)."""
+
+    @property
+    def backend_pid(self) -> int | None: ...
+
+    def idle_for(self) -> float: ...
+
+
 def beat_interval(stale_after_s: float) -> float:
     """Six beats per limit: a job survives five lost or late beats before it is declared dead."""
     return max(stale_after_s / 6.0, 0.05)
 
 
-async def beat(pool: asyncpg.Pool, table: Table, job_id: str) -> None:
-    """Refresh one job's heartbeat (and claim it for this process)."""
-    await pool.execute(
-        f"UPDATE {table} SET heartbeat_at = now(), owner = $2 WHERE id = $1::uuid AND {_LIVE}",
-        job_id,
-        OWNER,
+async def beat(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    table: Table,
+    job_id: str,
+    *,
+    busy_backend: int | None = None,
+) -> bool:
+    """Refresh one job's heartbeat (and claim it for this process); True if refreshed.
+
+    With `busy_backend`, only while that database session is running a statement: the proof
+    that a job which has not stepped for a while is still at work inside PostgreSQL (a long
+    merge), and not waiting on a connection that died with a restarted server."""
+    proof = ""
+    args: list[object] = [job_id, OWNER]
+    if busy_backend is not None:
+        proof = " AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $3 AND state = 'active')"
+        args.append(busy_backend)
+    status = await conn.execute(
+        f"""UPDATE {table} SET heartbeat_at = now(), owner = $2
+            WHERE id = $1::uuid AND {_LIVE}{proof}""",
+        *args,
+        timeout=10,
     )
+    return status.rsplit(" ", 1)[-1] != "0"
+
+
+class _OwnConnection:
+    """The heartbeat's connection, outside the pool: when waiting requests fill the pool, the
+    beat still gets through (issue 13: starved beats got a live import marked failed)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.conn: asyncpg.Connection | None = None
+
+    async def get(self) -> asyncpg.Pool | asyncpg.Connection:
+        if self.conn is None or self.conn.is_closed():
+            self.conn = None
+            self.conn = await connect_beside(self.pool)
+        return self.conn if self.conn is not None else self.pool
+
+    async def close(self) -> None:
+        if self.conn is not None and not self.conn.is_closed():
+            try:
+                await asyncio.wait_for(self.conn.close(), 5)
+            except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError):
+                self.conn.terminate()
+        self.conn = None
 
 
 @contextlib.asynccontextmanager
 async def heartbeat(
-    pool: asyncpg.Pool, table: Table, job_id: str, stale_after_s: float
+    pool: asyncpg.Pool,
+    table: Table,
+    job_id: str,
+    stale_after_s: float,
+    *,
+    progress: Progress | None = None,
+    on_stall: Callable[[], None] | None = None,
 ) -> AsyncIterator[None]:
     """Keep a job's heartbeat fresh for as long as the block runs (queued or working).
 
     A side task, not a hook in the job's own loop: a coverage county can compute for minutes
     in a worker process without reaching a progress update, and a queued job has no loop yet.
     A beat that fails (database briefly gone) is logged and retried at the next interval.
+
+    With `progress`, a beat proves the job's own progress, not just that the process lives:
+    the job stepped within the limit, or its database session is running a statement. When
+    neither has held for a whole limit the job is stuck (its connection died under it, say),
+    its row goes stale for the reaper, and `on_stall` is called once, so the job can be
+    cancelled and its slot freed.
     """
     every = beat_interval(stale_after_s)
+    own = _OwnConnection(pool)
 
     async def loop() -> None:
+        proved = time.monotonic()
+        stalled = False
         while True:
             try:
-                await beat(pool, table, job_id)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                conn = await own.get()
+                if progress is None or progress.idle_for() < stale_after_s:
+                    ok = await beat(conn, table, job_id)
+                elif progress.backend_pid is not None:
+                    ok = await beat(conn, table, job_id, busy_backend=progress.backend_pid)
+                else:
+                    ok = False
+                if ok:
+                    proved = time.monotonic()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("heartbeat of %s %s failed: %s", table, job_id, exc)
+                await own.close()
+                if progress is None:
+                    proved = time.monotonic()  # only the database is in doubt, not the job
+            if (
+                progress is not None
+                and not stalled
+                and time.monotonic() - proved > stale_after_s
+                and progress.idle_for() > stale_after_s
+            ):
+                stalled = True
+                log.warning("%s %s made no progress for %.0f s", table, job_id, stale_after_s)
+                if on_stall is not None:
+                    on_stall()
             await asyncio.sleep(every)
 
     task = asyncio.create_task(loop(), name=f"heartbeat-{table}-{job_id}")
@@ -82,6 +170,7 @@ async def heartbeat(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await own.close()
 
 
 async def reap(

@@ -16,6 +16,7 @@ import pytest
 
 from camera_registry.actor import Actor, Role
 from camera_registry.crypto import CredentialBox
+from camera_registry.importer import ImportWatch
 from camera_registry.planning.runs import CoverageRuns, execute_run, process_pool
 from camera_registry.store import heartbeats
 from camera_registry.store.db import create_pool, migrate
@@ -86,6 +87,82 @@ async def test_a_heartbeat_keeps_a_job_alive_past_the_limit(pool: asyncpg.Pool) 
     await asyncio.sleep(2.2)
     await heartbeats.reap(pool, 2.0, ("import_jobs",))
     assert (await jobs.get(ADMIN, job))["status"] == "failed"
+
+
+async def _beat_age(pool: asyncpg.Pool, job: str) -> float:
+    return float(
+        await pool.fetchval(
+            "SELECT extract(epoch FROM now() - heartbeat_at) FROM import_jobs WHERE id = $1::uuid",
+            job,
+        )
+    )
+
+
+async def test_a_job_that_stops_moving_stops_beating_and_is_reported_stalled(
+    pool: asyncpg.Pool, database_url: str, schema: str
+) -> None:
+    """Issue 17: the process lived and beat on while the import waited for ever on a dead
+    connection. Now the beat needs the job's own progress: a step within the limit, or its
+    database session running a statement; an idle session proves nothing."""
+    jobs = ImportJobs(pool)
+    job = await jobs.create(ADMIN, "d.csv", dry_run=True, partial=False, crs="wgs84")
+    session = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    watch = ImportWatch()
+    watch.backend_pid = session.get_server_pid()  # idle: no statement running
+    stalls: list[float] = []
+    try:
+        async with heartbeats.heartbeat(
+            pool, "import_jobs", job, 1.0, progress=watch, on_stall=lambda: stalls.append(1)
+        ):
+            await asyncio.sleep(3.0)
+            assert await _beat_age(pool, job) > 1.0
+            assert stalls == [1]  # once
+            await heartbeats.reap(pool, 1.0, ("import_jobs",))
+            assert (await jobs.get(ADMIN, job))["status"] == "failed"
+    finally:
+        await session.close()
+
+
+async def test_a_job_inside_a_long_statement_keeps_beating_without_stepping(
+    pool: asyncpg.Pool, database_url: str, schema: str
+) -> None:
+    jobs = ImportJobs(pool)
+    job = await jobs.create(ADMIN, "e.csv", dry_run=True, partial=False, crs="wgs84")
+    session = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    watch = ImportWatch()
+    watch.backend_pid = session.get_server_pid()
+    stalls: list[float] = []
+    try:
+        merge = asyncio.create_task(session.execute("SELECT pg_sleep(3.5)"))  # a long merge
+        async with heartbeats.heartbeat(
+            pool, "import_jobs", job, 1.0, progress=watch, on_stall=lambda: stalls.append(1)
+        ):
+            await asyncio.sleep(3.0)  # no step all along
+            assert await _beat_age(pool, job) < 1.0
+            assert stalls == []
+        await merge
+    finally:
+        await session.close()
+
+
+async def test_a_heartbeat_gets_through_when_the_pool_is_exhausted(pool: asyncpg.Pool) -> None:
+    """Issue 13: requests waiting on locks filled the pool, the beats starved and a live import
+    was declared dead. The beat has a connection of its own."""
+    jobs = ImportJobs(pool)
+    job = await jobs.create(ADMIN, "f.csv", dry_run=True, partial=False, crs="wgs84")
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    try:
+        async with heartbeats.heartbeat(pool, "import_jobs", job, 1.0):
+            await asyncio.sleep(2.5)
+            age = await held[0].fetchval(
+                "SELECT extract(epoch FROM now() - heartbeat_at) FROM import_jobs "
+                "WHERE id = $1::uuid",
+                job,
+            )
+            assert age < 1.0
+    finally:
+        for conn in held:
+            await pool.release(conn)
 
 
 async def test_a_queued_run_whose_owner_died_does_not_block_identical_requests(

@@ -1,15 +1,20 @@
-"""The first big import into an empty registry drops and rebuilds indexes, constraints and the
-health-schedule trigger; everything must be back afterwards, or untouched after a rollback."""
+"""A big import runs beside live traffic: it never drops an index, disables a trigger or takes a
+lock that blocks readers of `cameras`; indexes, constraints, the health schedule and the map
+grid are exact afterwards, and untouched after a rollback."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 from pathlib import Path
 
+import asyncpg
 from aiohttp.test_utils import TestClient
 
 from api.state import BOX, POOL
 from camera_registry.actor import Actor, Role
+from camera_registry.importer import ImportWatch
+from camera_registry.store.db import create_pool
 from ingest.ledger.source import import_ledger
 
 from ..conftest import Tok, camera
@@ -80,34 +85,136 @@ async def test_rejected_bulk_import_leaves_every_index_and_trigger_in_place(
         client.app[BOX],
         ADMIN,
         ledger(tmp_path / "bad.csv", 300, bad_row=250),
-        bulk_threshold=100,
     )
     assert not report.committed and report.rows_bad == 1
     assert await _schema_objects(client) == before
     assert await client.app[POOL].fetchval("SELECT count(*) FROM cameras") == 0
 
 
-async def test_bulk_import_rebuilds_indexes_schedule_and_constraints(
+async def test_big_import_keeps_indexes_schedule_and_constraints_exact(
     client: TestClient, auth: Tok, tmp_path: Path
 ) -> None:
     before = await _schema_objects(client)
     assert {"cameras_gb_id", "cameras_geom_gist", "camera_health_due"} <= before[0]
     path = ledger(tmp_path / "big.csv", 300)
     pool = client.app[POOL]
-    report = await import_ledger(pool, client.app[BOX], ADMIN, path, bulk_threshold=100)
+    report = await import_ledger(pool, client.app[BOX], ADMIN, path, chunk_rows=100)
     assert report.committed and report.inserted == 300
     assert await _schema_objects(client) == before
     assert await pool.fetchval("SELECT count(*) FROM camera_health") == 300
-    await _map_grid_is_exact(client)  # rebuilt once, not upserted chunk by chunk
-    # The rebuilt unique index still refuses a duplicate, and the trigger schedules new ones.
+    await _map_grid_is_exact(client)
+    # The unique index still refuses a duplicate, and the trigger schedules new ones.
     h = await auth("technician")
     dup = await client.post("/api/v1/cameras", json=camera(gb_id="14010500001325000007"), headers=h)
     assert dup.status == 409
     new = await client.post("/api/v1/cameras", json=camera(gb_id="14010500001325099999"), headers=h)
     assert new.status == 201
     assert await pool.fetchval("SELECT count(*) FROM camera_health") == 301
-    await _map_grid_is_exact(client)  # and its triggers are back on
+    await _map_grid_is_exact(client)  # and its triggers stayed on
     near = await (await client.get("/api/v1/cameras?near=112.5,37.7&k=1", headers=h)).json()
     assert near["items"][0]["gb_id"] == "14010500001325000000"
-    again = await import_ledger(pool, client.app[BOX], ADMIN, path, bulk_threshold=100)
+    again = await import_ledger(pool, client.app[BOX], ADMIN, path, chunk_rows=100)
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, 300)
+
+
+_HARMLESS = {"AccessShareLock", "RowShareLock", "RowExclusiveLock"}  # never block a reader
+
+
+async def test_import_waiting_in_its_merge_blocks_no_reader_and_takes_only_row_locks(
+    client: TestClient, auth: Tok, database_url: str, schema: str, tmp_path: Path
+) -> None:
+    """A writer holds one camera the import updates, so the import waits inside its merge
+    transaction (the longest it can hold anything): meanwhile the API still reads that camera
+    and /healthz answers, a reader takes its table lock without waiting, and the import's
+    session never held more than row-level locks on the registry's tables."""
+    pool = client.app[POOL]
+    base = ledger(tmp_path / "base.csv", 300)
+    assert (await import_ledger(pool, client.app[BOX], ADMIN, base)).committed
+    cam = await pool.fetchrow("SELECT id, name FROM cameras WHERE gb_id = '14010500001325000007'")
+    with (tmp_path / "more.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        w.writerow(["14010500001325000007", "改名点位", "三类", 112.5007, 37.7007])
+        for i in range(300, 2300):
+            w.writerow([f"140105000013250{i:05d}", f"批量点位{i}", "三类", 112.5 + i * 1e-4, 37.7])
+    seen: set[tuple[str, str]] = set()
+    watch = ImportWatch()
+    blocker = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    spy = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT 1 FROM cameras WHERE id = $1 FOR UPDATE", cam["id"])
+        job = asyncio.create_task(
+            import_ledger(pool, client.app[BOX], ADMIN, tmp_path / "more.csv", watch=watch)
+        )
+
+        async def waiting_on_lock() -> bool:
+            locks = await spy.fetch(
+                """SELECT l.relation::regclass::text AS rel, l.mode, l.granted
+                     FROM pg_locks l WHERE l.pid = $1 AND l.locktype = 'relation'""",
+                watch.backend_pid or 0,
+            )
+            for r in locks:
+                if r["rel"] in ("cameras", "camera_health", "map_grid") and r["granted"]:
+                    seen.add((r["rel"], r["mode"]))
+            return bool(
+                await spy.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                    watch.backend_pid or 0,
+                )
+            )
+
+        async with asyncio.timeout(60):  # a bound for a loaded machine, not a measurement
+            while not await waiting_on_lock():
+                assert not job.done(), job.result()
+                await asyncio.sleep(0.02)
+        # The import is inside its merge, waiting: readers are not.
+        async with asyncio.timeout(10):
+            async with spy.transaction():
+                await spy.execute("LOCK TABLE cameras IN ACCESS SHARE MODE NOWAIT")
+                await spy.execute("LOCK TABLE camera_health IN ACCESS SHARE MODE NOWAIT")
+            h = await auth("planner")
+            got = await client.get(f"/api/v1/cameras/{cam['id']}", headers=h)
+            assert got.status == 200 and (await got.json())["name"] == cam["name"]
+            assert (await client.get("/healthz")).status == 200
+        await waiting_on_lock()
+        await tx.rollback()
+        report = await asyncio.wait_for(job, 60)
+    finally:
+        await blocker.close()
+        await spy.close()
+    assert report.committed and (report.inserted, report.updated) == (2000, 1)
+    assert seen and {mode for _, mode in seen} <= _HARMLESS, seen
+    assert await pool.fetchval("SELECT count(*) FROM cameras") == 2301  # + the API's one
+    assert await pool.fetchval("SELECT count(*) FROM camera_health") == 2301
+    await _map_grid_is_exact(client)
+
+
+async def test_a_merge_longer_than_the_pools_request_timeout_completes(
+    client: TestClient, database_url: str, schema: str, tmp_path: Path
+) -> None:
+    """The pool's command timeout bounds requests (a minute by default); a province's merge
+    runs for minutes, under the import's own bound. Here the pool allows 0.3 s and the merge
+    waits 1.5 s for a row another writer holds."""
+    pool = await create_pool(
+        database_url, schema=schema, min_size=1, max_size=2, command_timeout=0.3
+    )
+    blocker = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    path = tmp_path / "slow.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        w.writerow(["14010500001325000003", "慢合并点位", "三类", 112.5003, 37.7003])
+    try:
+        async with blocker.transaction():
+            await blocker.execute(
+                "SELECT 1 FROM cameras WHERE gb_id = '14010500001325000003' FOR UPDATE"
+            )
+            job = asyncio.create_task(import_ledger(pool, client.app[BOX], ADMIN, path))
+            await asyncio.sleep(1.5)
+        report = await asyncio.wait_for(job, 60)
+    finally:
+        await blocker.close()
+        await pool.close()
+    assert report.committed and report.updated == 1
