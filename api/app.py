@@ -131,6 +131,15 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[BACKGROUND].stop()
 
 
+async def _token_revocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Hear token revocations from every process, so cached verifications drop at once."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(app[TOKENS].listen(stop), name="token-revocations")
+    yield
+    stop.set()
+    await cancel_and_wait([task])
+
+
 async def _reaper_ctx(app: web.Application) -> AsyncIterator[None]:
     """Close jobs orphaned by servers that stopped hard: at startup, then periodically."""
     task = asyncio.create_task(
@@ -172,6 +181,7 @@ def create_app(
     app[METRICS] = metrics
     app[LIMITER] = RateLimiter()
     app.cleanup_ctx.append(_database_ctx(db or Database()))
+    app.cleanup_ctx.append(_token_revocations_ctx)
     app.cleanup_ctx.append(_background_ctx)
     app.cleanup_ctx.append(_reaper_ctx)
     app.cleanup_ctx.append(discovery_ctx)

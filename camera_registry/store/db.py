@@ -103,6 +103,21 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied
 
 
+def schema_channel(base: str, schema: str) -> str:
+    """The NOTIFY channel `base` for one deployment's schema.
+
+    NOTIFY is database-wide, so two deployments (or test modules) sharing a database in
+    different schemas must not hear each other. Channel names are limited to 63 bytes: a long
+    schema name is replaced by its digest.
+    """
+    if schema == "public":
+        return base
+    name = f"{base}.{schema}"
+    if len(name.encode()) > 63:
+        name = f"{base}.{hashlib.sha256(schema.encode()).hexdigest()[:24]}"
+    return name
+
+
 def row_dict(rec: Mapping[str, Any]) -> dict[str, Any]:
     """A row as JSON-ready values (UUIDs as strings, timestamps in ISO 8601): what the job and
     inbox APIs return, so every table answers in the same shape."""
