@@ -119,6 +119,7 @@ def _database_ctx(db: Database) -> Startup:
             )
             app[THRESHOLDS] = health.thresholds
             yield
+            await app[STREAMS].audit.close()  # audit rows already taken commit before the pool
 
     return ctx
 

@@ -31,9 +31,10 @@ class Process:
 
 
 @contextlib.contextmanager
-def camreg_serve(dsn: str, data: Path, **env_extra: str) -> Iterator[Process]:
-    """Start the server (demo data, no health probes) on a free loopback port, wait until it
-    serves and has written its admin token, and stop it afterwards (if a test has not)."""
+def camreg_serve(dsn: str, data: Path, *, demo: bool = True, **env_extra: str) -> Iterator[Process]:
+    """Start the server (demo data unless `demo=False`, no health probes) on a free loopback
+    port, wait until it serves and has written its admin token, and stop it afterwards (if a
+    test has not)."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CAMREG_")},
@@ -47,7 +48,16 @@ def camreg_serve(dsn: str, data: Path, **env_extra: str) -> Iterator[Process]:
     log = log_path.open("w")
     camreg = str(Path(sys.executable).parent / "camreg")
     proc = subprocess.Popen(
-        [camreg, "serve", "--demo", "--no-health", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            camreg,
+            "serve",
+            *(["--demo"] if demo else []),
+            "--no-health",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

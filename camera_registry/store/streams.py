@@ -122,6 +122,9 @@ class StreamLinks:
         self.box = box
         self.settings = settings
         self.signer = LinkSigner(link_key(settings, box.key))
+        # Every link, verdict and source lookup is audited before it is answered; those rows
+        # are the requests' only writes, so they are group-committed.
+        self.audit = audit.GroupCommit(pool)
 
     def relay_for(self, region_code: str, protocol: str) -> Relay | None:
         for relay in self.settings.relays:
@@ -155,57 +158,52 @@ class StreamLinks:
         cam = await self._camera(actor, camera_id)
         relay = self.relay_for(cam["region_code"], protocol)
         streams = cam["streams"] or {}
-        async with self.pool.acquire() as conn, conn.transaction():
-            if relay is not None:
-                ttl = self.settings.link_ttl(actor.role.value)
-                expires = int(self.signer.clock()) + ttl
-                claims = LinkClaims(
-                    str(cam["id"]), profile, protocol, actor.token_id or "", expires
-                )
-                sign = self.signer.sign(claims)
-                url = relay.urls[cast(Protocol, protocol)].format(
-                    stream_key=stream_key(cam["gb_id"], profile), sign=sign, expires=expires
-                )
-                await audit.record(
-                    conn,
-                    actor,
-                    "stream.link",
-                    camera_id=cam["id"],
-                    region_code=cam["region_code"],
-                    detail={
-                        "profile": profile,
-                        "protocol": protocol,
-                        "relay": relay.name,
-                        "expires": expires,
-                    },
-                )
-                return {
-                    "url": url,
-                    "protocol": protocol,
-                    "profile": profile,
-                    "expires_at": _iso(expires),
-                    "relay": relay.name,
-                }
-            if protocol != "rtsp":
-                raise BadRequest(
-                    f"no media relay serves {protocol} for region {cam['region_code']}",
-                    [FieldError("protocol", "use rtsp, or configure a relay for this region")],
-                )
-            uri = streams.get(profile) or (streams.get("main") if profile == "sub" else None)
-            if uri is None:
-                raise NotFound(f"camera {camera_id} has no {profile} stream URI registered")
-            reveal = actor.role.value in self.settings.allow_direct_credentials
-            if reveal and cam["credentials"] is not None:
-                username, password = self.box.open(cam["credentials"])
-                uri = with_credentials(uri, username, password)
-            await audit.record(
-                conn,
+        if relay is not None:
+            ttl = self.settings.link_ttl(actor.role.value)
+            expires = int(self.signer.clock()) + ttl
+            claims = LinkClaims(str(cam["id"]), profile, protocol, actor.token_id or "", expires)
+            sign = self.signer.sign(claims)
+            url = relay.urls[cast(Protocol, protocol)].format(
+                stream_key=stream_key(cam["gb_id"], profile), sign=sign, expires=expires
+            )
+            await self.audit.record(
                 actor,
-                "stream.direct_credentials" if reveal else "stream.direct",
+                "stream.link",
                 camera_id=cam["id"],
                 region_code=cam["region_code"],
-                detail={"profile": profile},
+                detail={
+                    "profile": profile,
+                    "protocol": protocol,
+                    "relay": relay.name,
+                    "expires": expires,
+                },
             )
+            return {
+                "url": url,
+                "protocol": protocol,
+                "profile": profile,
+                "expires_at": _iso(expires),
+                "relay": relay.name,
+            }
+        if protocol != "rtsp":
+            raise BadRequest(
+                f"no media relay serves {protocol} for region {cam['region_code']}",
+                [FieldError("protocol", "use rtsp, or configure a relay for this region")],
+            )
+        uri = streams.get(profile) or (streams.get("main") if profile == "sub" else None)
+        if uri is None:
+            raise NotFound(f"camera {camera_id} has no {profile} stream URI registered")
+        reveal = actor.role.value in self.settings.allow_direct_credentials
+        if reveal and cam["credentials"] is not None:
+            username, password = self.box.open(cam["credentials"])
+            uri = with_credentials(uri, username, password)
+        await self.audit.record(
+            actor,
+            "stream.direct_credentials" if reveal else "stream.direct",
+            camera_id=cam["id"],
+            region_code=cam["region_code"],
+            detail={"profile": profile},
+        )
         return {
             "url": uri,
             "protocol": "rtsp",
@@ -229,14 +227,12 @@ class StreamLinks:
         """May this player connection play `key`? Checked afresh each time, and audited."""
         verdict = await self._judge(relay, sign, key)
         actor = Actor(name=f"relay:{relay.name}", role=Role.ADMIN, remote_addr=ip)
-        async with self.pool.acquire() as conn:
-            await audit.record(
-                conn,
-                actor,
-                "stream.play_allowed" if verdict.allowed else "stream.play_denied",
-                camera_id=verdict.camera_id,
-                detail={"hook": hook, "stream": key, "reason": verdict.reason, "player": ip},
-            )
+        await self.audit.record(
+            actor,
+            "stream.play_allowed" if verdict.allowed else "stream.play_denied",
+            camera_id=verdict.camera_id,
+            detail={"hook": hook, "stream": key, "reason": verdict.reason, "player": ip},
+        )
         return verdict
 
     async def _judge(self, relay: Relay, sign: str | None, key: str) -> Verdict:
@@ -289,15 +285,13 @@ class StreamLinks:
         if rec["credentials"] is not None:
             uri = with_credentials(uri, *self.box.open(rec["credentials"]))
         actor = Actor(name=f"relay:{relay.name}", role=Role.ADMIN)
-        async with self.pool.acquire() as conn:
-            await audit.record(
-                conn,
-                actor,
-                "stream.relay_source",
-                camera_id=rec["id"],
-                region_code=rec["region_code"],
-                detail={"stream": key},
-            )
+        await self.audit.record(
+            actor,
+            "stream.relay_source",
+            camera_id=rec["id"],
+            region_code=rec["region_code"],
+            detail={"stream": key},
+        )
         return {"stream_key": key, "source": uri}
 
 
