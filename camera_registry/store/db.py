@@ -6,14 +6,15 @@ same migrations serve the product (schema `public`) and tests (a fresh schema pe
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -142,3 +143,56 @@ def row_dict(rec: Mapping[str, Any]) -> dict[str, Any]:
             v = v.isoformat()
         out[k] = v
     return out
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Coalescer(Generic[K, V]):
+    """Concurrent lookups by key merged into one query (one round trip for many requests).
+
+    A query starts at once when none is running, so a lone request waits for exactly one
+    round trip; keys asked for while it runs go together in the next one. Each query is
+    issued after the requests it answers arrived, so nothing is served stale.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[list[K]], Awaitable[dict[K, V]]],
+        *,
+        max_batch: int = 512,
+        max_pending: int = 8192,
+    ) -> None:
+        self._fetch = fetch
+        self.max_batch = max_batch
+        self._room = asyncio.Semaphore(max_pending)
+        self._pending: list[tuple[K, asyncio.Future[V | None]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def get(self, key: K) -> V | None:
+        async with self._room:
+            found: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
+            self._pending.append((key, found))
+            if self._runner is None:
+                self._runner = asyncio.create_task(self._run(), name="coalesced-lookup")
+            # shielded: one caller giving up must not cancel the query the others wait on
+            return await asyncio.shield(found)
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                try:
+                    rows = await self._fetch(list(dict.fromkeys(k for k, _ in batch)))
+                except Exception as exc:  # every waiter of this batch learns it failed
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for key, fut in batch:
+                    if not fut.done():
+                        fut.set_result(rows.get(key))
+        finally:
+            self._runner = None

@@ -27,6 +27,7 @@ from camera_registry.config import PROTOCOLS, Protocol, Relay, Settings
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import BadRequest, FieldError, NotFound, Unauthorized
 from camera_registry.store import audit
+from camera_registry.store.db import Coalescer
 
 PROFILES = ("main", "sub")
 MAX_BATCH = 64
@@ -125,6 +126,35 @@ class StreamLinks:
         # Every link, verdict and source lookup is audited before it is answered; those rows
         # are the requests' only writes, so they are group-committed.
         self.audit = audit.GroupCommit(pool)
+        # The camera of each link and the (camera, token) of each verdict: concurrent
+        # requests' lookups share one query.
+        self._cameras: Coalescer[uuid.UUID, asyncpg.Record] = Coalescer(self._fetch_cameras)
+        self._verdicts: Coalescer[tuple[uuid.UUID, uuid.UUID | None], asyncpg.Record] = Coalescer(
+            self._fetch_verdicts
+        )
+
+    async def _fetch_cameras(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
+        rows = await self.pool.fetch(
+            """SELECT id, gb_id, region_code, streams, credentials FROM cameras
+               WHERE id = ANY($1::uuid[])""",
+            ids,
+        )
+        return {r["id"]: r for r in rows}
+
+    async def _fetch_verdicts(
+        self, keys: list[tuple[uuid.UUID, uuid.UUID | None]]
+    ) -> dict[tuple[uuid.UUID, uuid.UUID | None], asyncpg.Record]:
+        rows = await self.pool.fetch(
+            """SELECT k.c, k.t, c.gb_id, c.region_code, t.region_prefix,
+                      t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
+                          AS token_ok
+               FROM unnest($1::uuid[], $2::uuid[]) AS k(c, t)
+               JOIN cameras c ON c.id = k.c
+               LEFT JOIN api_tokens t ON t.id = k.t""",
+            [c for c, _ in keys],
+            [t for _, t in keys],
+        )
+        return {(r["c"], r["t"]): r for r in rows}
 
     def relay_for(self, region_code: str, protocol: str) -> Relay | None:
         for relay in self.settings.relays:
@@ -139,9 +169,7 @@ class StreamLinks:
             cid = uuid.UUID(camera_id)
         except ValueError:
             raise NotFound(f"no camera {camera_id}: camera ids are UUIDs") from None
-        rec = await self.pool.fetchrow(
-            "SELECT id, gb_id, region_code, streams, credentials FROM cameras WHERE id = $1", cid
-        )
+        rec = await self._cameras.get(cid)
         if rec is None or not actor.covers(rec["region_code"]):
             raise NotFound(f"no camera {camera_id} in your region scope")
         return rec
@@ -242,14 +270,15 @@ class StreamLinks:
             claims = self.signer.verify(sign)
         except Unauthorized as exc:
             return Verdict(False, exc.detail)
-        row = await self.pool.fetchrow(
-            """SELECT c.gb_id, c.region_code, t.region_prefix, t.revoked_at IS NULL
-                          AND (t.expires_at IS NULL OR t.expires_at > now()) AS token_ok
-               FROM cameras c LEFT JOIN api_tokens t ON t.id = $2::text::uuid
-               WHERE c.id = $1::text::uuid""",
-            claims.camera_id,
-            claims.token_id,
-        )
+        try:
+            cid = uuid.UUID(claims.camera_id)
+        except ValueError:
+            return Verdict(False, "the camera no longer exists", None)
+        try:
+            tid: uuid.UUID | None = uuid.UUID(claims.token_id)
+        except ValueError:  # issued without a token: no token can vouch for it
+            tid = None
+        row = await self._verdicts.get((cid, tid))
         if row is None:
             return Verdict(False, "the camera no longer exists", None)
         if row["token_ok"] is not True:
