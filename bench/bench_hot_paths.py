@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def _lua_str(s: str) -> str:
 
 
 def wrk(
-    base: str, items: list[tuple[str, str, str | None]], headers: dict[str, str], c: int, d: int
+    base: str, items: Sequence[tuple[str, str, str | None]], headers: dict[str, str], c: int, d: int
 ) -> dict[str, float]:
     """Run wrk against `items` (method, path, body); req/s and latency percentiles in ms."""
     rows = ",".join(
@@ -227,9 +228,9 @@ async def main() -> None:
 
         async def pair(
             name: str,
-            mine: list[tuple[str, str, str | None]],
+            mine: Sequence[tuple[str, str, str | None]],
             hdr: dict[str, str],
-            anchor: list[tuple[str, str, str | None]] | None,
+            anchor: Sequence[tuple[str, str, str | None]] | None,
             c: int,
             python_n: int = 0,
         ) -> None:
@@ -307,7 +308,7 @@ async def main() -> None:
                 [("GET", f"/near?near={p}", None) for p in pts],
                 8,
             )
-        link_anchor = [("GET", f"/link/{i}", None) for i in ids]
+        link_anchor: list[tuple[str, str, str | None]] = [("GET", f"/link/{i}", None) for i in ids]
         if "link" in only:
             mine = [("GET", f"/api/v1/cameras/{i}/stream?protocol=flv", None) for i in ids]
             for c in (1, 16, 64):
