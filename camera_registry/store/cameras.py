@@ -93,6 +93,10 @@ def _json_value(key: str) -> str:
 CAMERA_JSON = (
     "json_build_object(" + ", ".join(f"'{k}', {_json_value(k)}" for k in _PUBLIC_KEYS) + ")::text"
 )
+# The same keys as columns, for `row_to_json` over a sub-select: for pages of thousands it
+# costs PostgreSQL markedly less per row than `json_build_object`, which resolves the output
+# function of each of its 62 arguments at every call.
+CAMERA_JSON_COLUMNS = ", ".join(f"{_json_value(k)} AS {k}" for k in _PUBLIC_KEYS)
 
 
 def camera_out(rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,8 +233,10 @@ class Registry:
             w.add("id > {0}", decode_cursor(cursor))
         w.args.append(limit + 1)
         rows = await self.pool.fetch(
-            f"SELECT id, {CAMERA_JSON} AS j FROM cameras WHERE {w.sql()} "
-            f"ORDER BY id LIMIT ${len(w.args)}",
+            f"""SELECT c.id, row_to_json(c)::text AS j
+                FROM (SELECT {CAMERA_JSON_COLUMNS} FROM cameras WHERE {w.sql()}
+                      ORDER BY id LIMIT ${len(w.args)}) c
+                ORDER BY c.id""",
             *w.args,
         )
         nxt = f'"{encode_cursor(rows[limit - 1]["id"])}"' if len(rows) > limit else "null"
