@@ -128,6 +128,7 @@ def _database_ctx(db: Database) -> Startup:
             )
             app[THRESHOLDS] = health.thresholds
             yield
+            await app[STREAMS].audit.close()  # audit rows already taken commit before the pool
 
     return ctx
 
@@ -138,6 +139,15 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     app[IMPORT_SLOTS] = asyncio.Semaphore(app[SETTINGS].max_concurrent_imports)
     yield
     await app[BACKGROUND].stop()
+
+
+async def _token_revocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Hear token revocations from every process, so cached verifications drop at once."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(app[TOKENS].listen(stop), name="token-revocations")
+    yield
+    stop.set()
+    await cancel_and_wait([task])
 
 
 async def _reaper_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -183,6 +193,7 @@ def create_app(
     app[METRICS] = metrics
     app[LIMITER] = RateLimiter()
     app.cleanup_ctx.append(_database_ctx(db or Database()))
+    app.cleanup_ctx.append(_token_revocations_ctx)
     app.cleanup_ctx.append(_background_ctx)
     app.cleanup_ctx.append(_reaper_ctx)
     app.cleanup_ctx.append(imports.uploads_ctx)

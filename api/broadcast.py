@@ -36,8 +36,25 @@ class Broadcaster:
                         q.get_nowait()
                 q.put_nowait({"type": "lagged"})
 
+    def close_token(self, token_id: str) -> None:
+        """End the streams of a revoked token: a revoked token must not keep listening."""
+        for q, actor in list(self._subs.items()):
+            if actor.token_id == token_id:
+                self._subs.pop(q, None)
+                _end(q)
+
     def close(self) -> None:
         for q in list(self._subs):
-            with contextlib.suppress(asyncio.QueueFull):
-                q.put_nowait(None)
+            _end(q)
         self._subs.clear()
+
+
+def _end(q: asyncio.Queue[dict[str, Any] | None]) -> None:
+    """Tell the stream reading `q` to end, even if its queue is full (the backlog is moot)."""
+    try:
+        q.put_nowait(None)
+    except asyncio.QueueFull:
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while True:
+                q.get_nowait()
+        q.put_nowait(None)

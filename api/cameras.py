@@ -9,7 +9,7 @@ from aiohttp import web
 from api import params
 from api.auth import READERS, WRITERS
 from api.models import CameraCreate, CameraPatch, parse_body
-from api.responses import json_response
+from api.responses import json_response, json_text_response
 from api.routes import (
     BBOX,
     LEVELS,
@@ -97,11 +97,11 @@ async def list_cameras(request: web.Request) -> web.Response:
     near = params.floats(q, "near", 2)
     if near is not None:
         k = params.integer(q, "k", 10, 1, 1000)
-        items = await request.app[REGISTRY].nearest(actor, near[0], near[1], k, f)
-        return json_response({"items": items, "next_cursor": None})
+        text = await request.app[REGISTRY].nearest_json(actor, near[0], near[1], k, f)
+        return json_text_response(text)
     limit = params.integer(q, "limit", settings.default_page_size, 1, settings.max_page_size)
-    items, nxt = await request.app[REGISTRY].page(actor, f, limit=limit, cursor=q.get("cursor"))
-    return json_response({"items": items, "next_cursor": nxt})
+    text = await request.app[REGISTRY].page_json(actor, f, limit=limit, cursor=q.get("cursor"))
+    return json_text_response(text)
 
 
 @ROUTES.route(
@@ -136,8 +136,8 @@ async def create_camera(request: web.Request) -> web.Response:
 )
 async def get_camera(request: web.Request) -> web.Response:
     actor = caller(request)
-    cam = await request.app[REGISTRY].get(actor, request.match_info["id"])
-    return json_response(cam, ETag=etag(cam["version"]))
+    text, version = await request.app[REGISTRY].get_json(actor, request.match_info["id"])
+    return json_text_response(text, ETag=etag(version))
 
 
 @ROUTES.route(

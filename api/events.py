@@ -31,10 +31,11 @@ HEARTBEAT_S = 15.0
 
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     """One LISTEN connection per process, owned by the app's lifecycle."""
-    from api.state import POOL
+    from api.state import POOL, TOKENS
 
     hub = Broadcaster()
     app[EVENTS] = hub
+    forget = app[TOKENS].on_revoke(hub.close_token)
     conn: asyncpg.Connection = await app[POOL].acquire()
 
     def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
@@ -48,6 +49,7 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        forget()
         hub.close()
         with contextlib.suppress(Exception):
             await conn.remove_listener(channel, on_notify)
@@ -82,7 +84,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await resp.write(b": keep-alive\n\n")
                 continue
-            if event is None:
+            if event is None:  # the server stops, or the caller's token was revoked
                 break
             kind = event.pop("type", "status")
             data = json.dumps(event, ensure_ascii=False)

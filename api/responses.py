@@ -18,3 +18,10 @@ def json_response(
         content_type="application/json",
         headers={**(headers or {}), **more},
     )
+
+
+def json_text_response(text: str, status: int = 200, **headers: str) -> web.Response:
+    """An answer whose JSON was built elsewhere (by PostgreSQL): sent as it is."""
+    return web.Response(
+        body=text.encode(), status=status, content_type="application/json", headers=headers
+    )

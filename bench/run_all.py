@@ -22,6 +22,9 @@ def main() -> int:
         [sys.executable, str(HERE / "bench_ledger_read.py")],
         [sys.executable, str(HERE / "bench_import.py"), "--rows", rows, "--repeat", repeat],
         [sys.executable, str(HERE / "bench_api.py"), "--rows", rows],
+        # needs wrk (Debian package `wrk`) as the load generator
+        [sys.executable, str(HERE / "bench_hot_paths.py"), "--rows", rows, "--repeat", repeat],
+        [sys.executable, str(HERE / "bench_health_writes.py"), "--rows", rows, "--repeat", repeat],
         [sys.executable, str(HERE / "bench_discovery.py"), "--repeat", repeat],
         [sys.executable, str(HERE / "bench_probe.py"), "--repeat", repeat],
         [sys.executable, str(HERE / "bench_diagnosis.py"), "--repeat", repeat],

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,16 +31,19 @@ class Process:
 
 
 @contextlib.contextmanager
-def camreg_serve(dsn: str, data: Path, **env_extra: str) -> Iterator[Process]:
-    """Start the server (demo data, no health probes) on a free loopback port, wait until it
-    serves and has written its admin token, and stop it afterwards (if a test has not)."""
+def camreg_serve(
+    dsn: str, data: Path, env_extra: Mapping[str, str] | None = None, *, demo: bool = True
+) -> Iterator[Process]:
+    """Start the server (demo data unless `demo=False`, no health probes) on a free loopback
+    port, wait until it serves and has written its admin token, and stop it afterwards (if a
+    test has not)."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CAMREG_")},
         "CAMREG_DATABASE_URL": dsn,
         "CAMREG_SECRET_KEY": TEST_KEY,
         "CAMREG_DATA_DIR": str(data),
-        **env_extra,
+        **(env_extra or {}),
     }
     data.mkdir(parents=True, exist_ok=True)
     log_path = data / "serve.log"
@@ -50,7 +53,7 @@ def camreg_serve(dsn: str, data: Path, **env_extra: str) -> Iterator[Process]:
         [
             camreg,
             "serve",
-            "--demo",
+            *(["--demo"] if demo else []),
             "--no-health",
             "--host",
             "127.0.0.1",

@@ -37,7 +37,7 @@ from camera_registry.store import audit
 from camera_registry.store.db import row_dict
 from camera_registry.stream_uri import StreamURIError, split_stream_uri
 from camera_registry.validate import CameraBatch, validate_columns
-from geo.crs import haversine_m
+from geo.crs import EARTH_RADIUS_M, haversine_m
 
 STATUSES = ("unknown", "online", "offline", "degraded")
 LEVEL_VALUES = (1, 2, 3, 9)
@@ -57,6 +57,47 @@ PUBLIC_COLUMNS = ", ".join(
 )
 
 _STORED = [c for c in DB_COLUMNS if c not in STREAM_KEYS]
+
+# `real` columns: shown rounded, hiding float32 noise (62.0000038). Rounded from float8 so that
+# values with more than six significant digits round as `camera_out` rounds them.
+_ROUNDED = ("azimuth", "hfov", "vfov", "max_view_distance", "mount_height")
+_PUBLIC_KEYS = (
+    "id",
+    *STORED_COLUMNS,
+    "streams",
+    "has_credentials",
+    "status",
+    "created_at",
+    "updated_at",
+    "version",
+)
+
+
+def _json_value(key: str) -> str:
+    if key in _ROUNDED:
+        return f"round({key}::float8::numeric, 4)"
+    if key == "has_credentials":
+        return "credentials IS NOT NULL"
+    if key in ("created_at", "updated_at"):  # isoformat's text: microseconds only when non-zero
+        return (
+            f"to_char({key} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+            f"CASE WHEN date_part('microseconds', {key})::int % 1000000 <> 0 "
+            f"THEN to_char({key}, '.US') ELSE '' END || '+00:00'"
+        )
+    return key
+
+
+# A camera as the API returns it (the shape of `camera_out`), built by PostgreSQL: per-row
+# Python (record decoding, camera_out, json.dumps) was most of a read's cost. `json`, not
+# `jsonb`, so the keys keep their order; timestamps come out in ISO 8601 in the session's
+# UTC, as `isoformat` writes them.
+CAMERA_JSON = (
+    "json_build_object(" + ", ".join(f"'{k}', {_json_value(k)}" for k in _PUBLIC_KEYS) + ")::text"
+)
+# The same keys as columns, for `row_to_json` over a sub-select: for pages of thousands it
+# costs PostgreSQL markedly less per row than `json_build_object`, which resolves the output
+# function of each of its 62 arguments at every call.
+CAMERA_JSON_COLUMNS = ", ".join(f"{_json_value(k)} AS {k}" for k in _PUBLIC_KEYS)
 
 
 def camera_out(rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,6 +208,88 @@ class Registry:
         if rec is None or not actor.covers(rec["region_code"]):
             raise NotFound(f"no camera {camera_id} in your region scope")
         return camera_out(rec)
+
+    async def get_json(self, actor: Actor, camera_id: str) -> tuple[str, int]:
+        """One camera as JSON text (built by PostgreSQL) and its version, scope in the SQL."""
+        cid = _uuid(camera_id)
+        w = _where(actor, CameraFilter())
+        assert w is not None  # no region filter: the scope alone never empties the set
+        w.add("id = {0}", cid)
+        rec = await self.pool.fetchrow(
+            f"SELECT {CAMERA_JSON} AS j, version FROM cameras WHERE {w.sql()}", *w.args
+        )
+        if rec is None:
+            raise NotFound(f"no camera {camera_id} in your region scope")
+        return rec["j"], rec["version"]
+
+    async def page_json(
+        self, actor: Actor, f: CameraFilter, *, limit: int, cursor: str | None = None
+    ) -> str:
+        """A page as the JSON document the API answers, `{"items": [...], "next_cursor"}`:
+        each camera's JSON is built by PostgreSQL, Python only joins them."""
+        w = _where(actor, f)
+        if w is None:
+            return '{"items": [], "next_cursor": null}'
+        if cursor:
+            w.add("id > {0}", decode_cursor(cursor))
+        w.args.append(limit + 1)
+        rows = await self.pool.fetch(
+            f"""SELECT c.id, row_to_json(c)::text AS j
+                FROM (SELECT {CAMERA_JSON_COLUMNS} FROM cameras WHERE {w.sql()}
+                      ORDER BY id LIMIT ${len(w.args)}) c
+                ORDER BY c.id""",
+            *w.args,
+        )
+        nxt = f'"{encode_cursor(rows[limit - 1]["id"])}"' if len(rows) > limit else "null"
+        items = ", ".join(r["j"] for r in rows[:limit])
+        return '{"items": [' + items + '], "next_cursor": ' + nxt + "}"
+
+    async def nearest_json(
+        self, actor: Actor, lon: float, lat: float, k: int, f: CameraFilter
+    ) -> str:
+        """`nearest` in one statement, as the JSON document the API answers.
+
+        The k nearest by `<->` (degrees, GiST KNN) bound the radius in metres; every camera in
+        the index-backed box of that radius is ranked by great-circle distance, in SQL, with
+        the same formula and radius as `geo.crs.haversine_m`.
+        """
+        w = _where(actor, f)
+        if w is None:
+            return '{"items": [], "next_cursor": null}'
+        w.add("geom IS NOT NULL")
+        n = len(w.args)
+        x, y, kk, r = f"${n + 1}::float8", f"${n + 2}::float8", f"${n + 3}", EARTH_RADIUS_M
+        dist = (
+            f"2.0 * {r} * asin(sqrt(least(1.0, greatest(0.0, "
+            f"sin(radians(lat - {y}) / 2.0) ^ 2 + cos(radians({y})) * cos(radians(lat)) "
+            f"* sin(radians(lon - {x}) / 2.0) ^ 2))))"
+        )
+        text = await self.pool.fetchval(
+            f"""WITH knn AS (
+                    SELECT {dist} AS d FROM cameras WHERE {w.sql()}
+                    ORDER BY geom <-> point({x}, {y}) LIMIT {kk}
+                ), radius AS (
+                    SELECT degrees((max(d) * 1.000001 + 0.01) / {r}) AS dlat FROM knn
+                ), box AS (
+                    SELECT dlat, dlat / greatest(cos(radians(least(abs({y}) + dlat, 89.9))),
+                                                 1e-6) AS dlon
+                    FROM radius WHERE dlat IS NOT NULL
+                ), ranked AS (
+                    SELECT {CAMERA_JSON} AS j, {dist} AS d, id FROM cameras, box
+                    WHERE {w.sql()} AND geom <@ box(point({x} - dlon, {y} - dlat),
+                                                     point({x} + dlon, {y} + dlat))
+                    ORDER BY d, id LIMIT {kk}
+                )
+                SELECT coalesce(string_agg(
+                    left(j, -1) || ', "distance_m" : ' || round(d::numeric, 2) || '}}',
+                    ', ' ORDER BY d, id), '')
+                FROM ranked""",
+            *w.args,
+            lon,
+            lat,
+            k,
+        )
+        return '{"items": [' + (text or "") + '], "next_cursor": null}'
 
     async def page(
         self, actor: Actor, f: CameraFilter, *, limit: int, cursor: str | None = None

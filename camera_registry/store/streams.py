@@ -27,6 +27,7 @@ from camera_registry.config import PROTOCOLS, Protocol, Relay, Settings
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import BadRequest, FieldError, NotFound, Unauthorized
 from camera_registry.store import audit
+from camera_registry.store.db import Coalescer
 
 PROFILES = ("main", "sub")
 MAX_BATCH = 64
@@ -122,6 +123,38 @@ class StreamLinks:
         self.box = box
         self.settings = settings
         self.signer = LinkSigner(link_key(settings, box.key))
+        # Every link, verdict and source lookup is audited before it is answered; those rows
+        # are the requests' only writes, so they are group-committed.
+        self.audit = audit.GroupCommit(pool)
+        # The camera of each link and the (camera, token) of each verdict: concurrent
+        # requests' lookups share one query.
+        self._cameras: Coalescer[uuid.UUID, asyncpg.Record] = Coalescer(self._fetch_cameras)
+        self._verdicts: Coalescer[tuple[uuid.UUID, uuid.UUID | None], asyncpg.Record] = Coalescer(
+            self._fetch_verdicts
+        )
+
+    async def _fetch_cameras(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
+        rows = await self.pool.fetch(
+            """SELECT id, gb_id, region_code, streams, credentials FROM cameras
+               WHERE id = ANY($1::uuid[])""",
+            ids,
+        )
+        return {r["id"]: r for r in rows}
+
+    async def _fetch_verdicts(
+        self, keys: list[tuple[uuid.UUID, uuid.UUID | None]]
+    ) -> dict[tuple[uuid.UUID, uuid.UUID | None], asyncpg.Record]:
+        rows = await self.pool.fetch(
+            """SELECT k.c, k.t, c.gb_id, c.region_code, t.region_prefix,
+                      t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
+                          AS token_ok
+               FROM unnest($1::uuid[], $2::uuid[]) AS k(c, t)
+               JOIN cameras c ON c.id = k.c
+               LEFT JOIN api_tokens t ON t.id = k.t""",
+            [c for c, _ in keys],
+            [t for _, t in keys],
+        )
+        return {(r["c"], r["t"]): r for r in rows}
 
     def relay_for(self, region_code: str, protocol: str) -> Relay | None:
         for relay in self.settings.relays:
@@ -136,9 +169,7 @@ class StreamLinks:
             cid = uuid.UUID(camera_id)
         except ValueError:
             raise NotFound(f"no camera {camera_id}: camera ids are UUIDs") from None
-        rec = await self.pool.fetchrow(
-            "SELECT id, gb_id, region_code, streams, credentials FROM cameras WHERE id = $1", cid
-        )
+        rec = await self._cameras.get(cid)
         if rec is None or not actor.covers(rec["region_code"]):
             raise NotFound(f"no camera {camera_id} in your region scope")
         return rec
@@ -155,57 +186,52 @@ class StreamLinks:
         cam = await self._camera(actor, camera_id)
         relay = self.relay_for(cam["region_code"], protocol)
         streams = cam["streams"] or {}
-        async with self.pool.acquire() as conn, conn.transaction():
-            if relay is not None:
-                ttl = self.settings.link_ttl(actor.role.value)
-                expires = int(self.signer.clock()) + ttl
-                claims = LinkClaims(
-                    str(cam["id"]), profile, protocol, actor.token_id or "", expires
-                )
-                sign = self.signer.sign(claims)
-                url = relay.urls[cast(Protocol, protocol)].format(
-                    stream_key=stream_key(cam["gb_id"], profile), sign=sign, expires=expires
-                )
-                await audit.record(
-                    conn,
-                    actor,
-                    "stream.link",
-                    camera_id=cam["id"],
-                    region_code=cam["region_code"],
-                    detail={
-                        "profile": profile,
-                        "protocol": protocol,
-                        "relay": relay.name,
-                        "expires": expires,
-                    },
-                )
-                return {
-                    "url": url,
-                    "protocol": protocol,
-                    "profile": profile,
-                    "expires_at": _iso(expires),
-                    "relay": relay.name,
-                }
-            if protocol != "rtsp":
-                raise BadRequest(
-                    f"no media relay serves {protocol} for region {cam['region_code']}",
-                    [FieldError("protocol", "use rtsp, or configure a relay for this region")],
-                )
-            uri = streams.get(profile) or (streams.get("main") if profile == "sub" else None)
-            if uri is None:
-                raise NotFound(f"camera {camera_id} has no {profile} stream URI registered")
-            reveal = actor.role.value in self.settings.allow_direct_credentials
-            if reveal and cam["credentials"] is not None:
-                username, password = self.box.open(cam["credentials"])
-                uri = with_credentials(uri, username, password)
-            await audit.record(
-                conn,
+        if relay is not None:
+            ttl = self.settings.link_ttl(actor.role.value)
+            expires = int(self.signer.clock()) + ttl
+            claims = LinkClaims(str(cam["id"]), profile, protocol, actor.token_id or "", expires)
+            sign = self.signer.sign(claims)
+            url = relay.urls[cast(Protocol, protocol)].format(
+                stream_key=stream_key(cam["gb_id"], profile), sign=sign, expires=expires
+            )
+            await self.audit.record(
                 actor,
-                "stream.direct_credentials" if reveal else "stream.direct",
+                "stream.link",
                 camera_id=cam["id"],
                 region_code=cam["region_code"],
-                detail={"profile": profile},
+                detail={
+                    "profile": profile,
+                    "protocol": protocol,
+                    "relay": relay.name,
+                    "expires": expires,
+                },
             )
+            return {
+                "url": url,
+                "protocol": protocol,
+                "profile": profile,
+                "expires_at": _iso(expires),
+                "relay": relay.name,
+            }
+        if protocol != "rtsp":
+            raise BadRequest(
+                f"no media relay serves {protocol} for region {cam['region_code']}",
+                [FieldError("protocol", "use rtsp, or configure a relay for this region")],
+            )
+        uri = streams.get(profile) or (streams.get("main") if profile == "sub" else None)
+        if uri is None:
+            raise NotFound(f"camera {camera_id} has no {profile} stream URI registered")
+        reveal = actor.role.value in self.settings.allow_direct_credentials
+        if reveal and cam["credentials"] is not None:
+            username, password = self.box.open(cam["credentials"])
+            uri = with_credentials(uri, username, password)
+        await self.audit.record(
+            actor,
+            "stream.direct_credentials" if reveal else "stream.direct",
+            camera_id=cam["id"],
+            region_code=cam["region_code"],
+            detail={"profile": profile},
+        )
         return {
             "url": uri,
             "protocol": "rtsp",
@@ -229,14 +255,12 @@ class StreamLinks:
         """May this player connection play `key`? Checked afresh each time, and audited."""
         verdict = await self._judge(relay, sign, key)
         actor = Actor(name=f"relay:{relay.name}", role=Role.ADMIN, remote_addr=ip)
-        async with self.pool.acquire() as conn:
-            await audit.record(
-                conn,
-                actor,
-                "stream.play_allowed" if verdict.allowed else "stream.play_denied",
-                camera_id=verdict.camera_id,
-                detail={"hook": hook, "stream": key, "reason": verdict.reason, "player": ip},
-            )
+        await self.audit.record(
+            actor,
+            "stream.play_allowed" if verdict.allowed else "stream.play_denied",
+            camera_id=verdict.camera_id,
+            detail={"hook": hook, "stream": key, "reason": verdict.reason, "player": ip},
+        )
         return verdict
 
     async def _judge(self, relay: Relay, sign: str | None, key: str) -> Verdict:
@@ -246,14 +270,15 @@ class StreamLinks:
             claims = self.signer.verify(sign)
         except Unauthorized as exc:
             return Verdict(False, exc.detail)
-        row = await self.pool.fetchrow(
-            """SELECT c.gb_id, c.region_code, t.region_prefix, t.revoked_at IS NULL
-                          AND (t.expires_at IS NULL OR t.expires_at > now()) AS token_ok
-               FROM cameras c LEFT JOIN api_tokens t ON t.id = $2::text::uuid
-               WHERE c.id = $1::text::uuid""",
-            claims.camera_id,
-            claims.token_id,
-        )
+        try:
+            cid = uuid.UUID(claims.camera_id)
+        except ValueError:
+            return Verdict(False, "the camera no longer exists", None)
+        try:
+            tid: uuid.UUID | None = uuid.UUID(claims.token_id)
+        except ValueError:  # issued without a token: no token can vouch for it
+            tid = None
+        row = await self._verdicts.get((cid, tid))
         if row is None:
             return Verdict(False, "the camera no longer exists", None)
         if row["token_ok"] is not True:
@@ -289,15 +314,13 @@ class StreamLinks:
         if rec["credentials"] is not None:
             uri = with_credentials(uri, *self.box.open(rec["credentials"]))
         actor = Actor(name=f"relay:{relay.name}", role=Role.ADMIN)
-        async with self.pool.acquire() as conn:
-            await audit.record(
-                conn,
-                actor,
-                "stream.relay_source",
-                camera_id=rec["id"],
-                region_code=rec["region_code"],
-                detail={"stream": key},
-            )
+        await self.audit.record(
+            actor,
+            "stream.relay_source",
+            camera_id=rec["id"],
+            region_code=rec["region_code"],
+            detail={"stream": key},
+        )
         return {"stream_key": key, "source": uri}
 
 

@@ -250,7 +250,7 @@ async def test_kill_9_of_the_server_mid_import_leaves_no_reader_process_and_no_u
     path = ledger(tmp_path / "big.csv", 0, 150_000)
     assert path.stat().st_size > 16 * 1024 * 1024
     env = {"CAMREG_JOB_STALE_AFTER_S": "3", "CAMREG_IMPORT_CHUNK_ROWS": "200"}
-    with camreg_serve(dsn, data, **env) as a:
+    with camreg_serve(dsn, data, env) as a:
         form = aiohttp.FormData()
         form.add_field("file", await asyncio.to_thread(path.read_bytes), filename="big.csv")
         auth = {"Authorization": f"Bearer {a.admin}"}
@@ -280,7 +280,7 @@ async def test_kill_9_of_the_server_mid_import_leaves_no_reader_process_and_no_u
         assert not [k for k in kids if _alive(k)], "the server's children outlived it"
     # The next server on the data dir: the job is failed once its heartbeat is stale, and its
     # upload is removed.
-    with camreg_serve(dsn, data, **env) as b:
+    with camreg_serve(dsn, data, env) as b:
         auth = {"Authorization": f"Bearer {b.admin}"}
         url = b.base + url.split(a.base, 1)[1]
         async with aiohttp.ClientSession() as s, asyncio.timeout(60):

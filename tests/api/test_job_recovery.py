@@ -67,7 +67,7 @@ class Server:
 
 @contextlib.contextmanager
 def _serve(dsn: str, data: Path) -> Iterator[Server]:
-    with camreg_serve(dsn, data, CAMREG_JOB_STALE_AFTER_S=STALE_S) as live:
+    with camreg_serve(dsn, data, {"CAMREG_JOB_STALE_AFTER_S": STALE_S}) as live:
         yield Server(live.proc, live.base, live.admin, live.log)
 
 

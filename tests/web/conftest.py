@@ -61,7 +61,7 @@ class Live:
 def serve(database_url: str, schema: str, data: Path, **env_extra: str) -> Iterator[Live]:
     """`camreg serve --demo` (400 seeded Shanxi cameras) on a free loopback port."""
     dsn = schema_dsn(database_url, schema)
-    with camreg_serve(dsn, data, **env_extra) as live:
+    with camreg_serve(dsn, data, env_extra) as live:
         yield Live(live.base, live.admin, dsn)
 
 
