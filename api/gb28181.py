@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,8 +27,8 @@ from api.responses import json_response
 from api.routes import Param, RouteTable, caller
 from api.state import GB_DEVICES, GB_PLAYER, POOL, SETTINGS, SIP
 from camera_registry.config import Gb28181Settings
-from camera_registry.errors import NotFound
-from camera_registry.store.gb28181 import GbDevices
+from camera_registry.errors import NotFound, RegistryError
+from camera_registry.store.gb28181 import CatalogInput, CatalogOutcome, GbDevices
 from health.settings import health_runtime
 from health.status import Outcome, StatusPolicy
 from health.store import observe_many
@@ -60,6 +61,9 @@ class Bridge(Gb28181Events):
         settings: Gb28181Settings,
         pool: asyncpg.Pool | None = None,
         policy: StatusPolicy | None = None,
+        *,
+        catalog_waiting: int = 2000,
+        catalog_batch_items: int = 20_000,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -68,9 +72,11 @@ class Bridge(Gb28181Events):
         self.player: GbPlayer | None = None
         self._alive: set[str] = set()  # devices that kept alive since the last flush
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        # Catalogs applied at once: each holds a pool connection for its transaction, and the
-        # registrations and keepalives of everyone else need the pool too.
-        self._catalog_slots = asyncio.Semaphore(4)
+        # Catalogs waiting to be applied (bounded: a SIP task each) and the batch size in items.
+        self._catalog_room = asyncio.Semaphore(catalog_waiting)
+        self._waiting: list[tuple[CatalogResult, asyncio.Future[CatalogOutcome]]] = []
+        self._applying = False
+        self.catalog_batch_items = catalog_batch_items
 
     async def run(self, every_s: float = 1.0) -> None:
         """Write keepalives in batches: one statement and one health transaction per second
@@ -185,20 +191,113 @@ class Bridge(Gb28181Events):
         await observe_many(self.pool, obs, policy=self.policy)
 
     async def on_catalog(self, result: CatalogResult) -> None:
-        items = [dataclasses.asdict(i) for i in result.items.values()]
-        async with self._catalog_slots, self._device(result.device_id):
-            for attempt in range(3):  # a deadlock with a health writer of the same rows
+        """Apply the catalog together with the others that arrive meanwhile.
+
+        One transaction per batch of catalogs, not ~6 commits per catalog: at a province's
+        registration wave hundreds of catalogs complete per second and each alone waits on
+        PostgreSQL (measured 31 channels/s). Whoever finds no batch being applied applies the
+        waiting ones, batch after batch, until none wait; the others wait for their own to be
+        committed (so a caller still learns of its catalog's failure). Waiting catalogs are
+        bounded (`_catalog_room`); a device's second catalog waits for the next batch, so a
+        device's catalogs are applied in the order they completed.
+        """
+        done: asyncio.Future[CatalogOutcome] = asyncio.get_running_loop().create_future()
+        async with self._catalog_room:
+            self._waiting.append((result, done))
+            if not self._applying:
+                self._applying = True
                 try:
-                    outcome = await self.store.apply_catalog(
-                        result.device_id, items, complete=result.complete
-                    )
-                    break
-                except asyncpg.DeadlockDetectedError:
-                    if attempt == 2:
-                        raise
-                    log.info("catalog of %s met a deadlock; applying again", result.device_id)
+                    while self._waiting:
+                        await self._apply_batch()
+                finally:
+                    self._applying = False
+            outcome = await done
         log.info("catalog of %s: %s", result.device_id, outcome)
-        await self._observe_items(result.device_id, list(result.items.values()), "catalog Status")
+
+    async def _apply_batch(self) -> None:
+        batch: list[tuple[CatalogResult, asyncio.Future[CatalogOutcome]]] = []
+        rest: list[tuple[CatalogResult, asyncio.Future[CatalogOutcome]]] = []
+        devices: set[str] = set()
+        items = 0
+        for entry in self._waiting:
+            result = entry[0]
+            if result.device_id in devices or (batch and items >= self.catalog_batch_items):
+                rest.append(entry)
+                continue
+            devices.add(result.device_id)
+            items += len(result.items)
+            batch.append(entry)
+        self._waiting = rest
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for device_id in sorted(devices):  # a NOTIFY of the same device waits
+                    await stack.enter_async_context(self._device(device_id))
+                await self._apply_locked(batch)
+        except BaseException as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):  # cancelled: nobody is left to apply the rest
+                for _, fut in self._waiting:
+                    fut.set_exception(RuntimeError("the catalog writer stopped"))
+                self._waiting = []
+                raise
+
+    async def _apply_locked(
+        self, batch: list[tuple[CatalogResult, asyncio.Future[CatalogOutcome]]]
+    ) -> None:
+        inputs = [
+            CatalogInput(r.device_id, [dataclasses.asdict(i) for i in r.items.values()], r.complete)
+            for r, _ in batch
+        ]
+        try:
+            outcomes = await self._apply_retrying(inputs)
+        except (asyncpg.PostgresError, RegistryError) as exc:
+            if len(inputs) == 1:
+                raise
+            # one bad catalog must not fail the others: apply each alone
+            log.warning("a batch of %d catalogs failed (%s); applying one by one", len(batch), exc)
+            for (_, fut), one in zip(batch, inputs, strict=True):
+                try:
+                    fut.set_result((await self._apply_retrying([one]))[0])
+                except (asyncpg.PostgresError, RegistryError) as err:
+                    fut.set_exception(err)
+            outcomes = []
+        for (_, fut), outcome in zip(batch, outcomes, strict=False):
+            fut.set_result(outcome)
+        try:
+            await self._observe_catalogs([r for r, _ in batch])
+        except (asyncpg.PostgresError, OSError) as exc:  # the catalogs are stored; status follows
+            log.warning("health observations of a catalog batch failed: %s", exc)
+
+    async def _apply_retrying(self, inputs: list[CatalogInput]) -> list[CatalogOutcome]:
+        for attempt in range(3):  # a deadlock with a health writer of the same rows
+            try:
+                return await self.store.apply_catalogs(inputs)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 2:
+                    raise
+                log.info("a batch of %d catalogs met a deadlock; applying again", len(inputs))
+        raise AssertionError("unreachable")
+
+    async def _observe_catalogs(self, results: list[CatalogResult]) -> None:
+        """The channels' catalog Status words as health observations, one call per batch."""
+        if self.pool is None:
+            return
+        words = {
+            (r.device_id, i.device_id): w
+            for r in results
+            for i in r.items.values()
+            if (w := i.event or i.status) in _STATUS_OUTCOME
+        }
+        if not words:
+            return
+        cams = await self.store.items_cameras(list(words))
+        obs: list[tuple[uuid.UUID, Outcome, str]] = [
+            (cid, _STATUS_OUTCOME[words[key]], f"catalog Status {words[key]}")
+            for key, cid in cams.items()
+        ]
+        await observe_many(self.pool, obs, policy=self.policy)
 
     async def on_device_info(self, device_id: str, message: Manscdp) -> None:
         await self.store.device_info(device_id, message.fields)

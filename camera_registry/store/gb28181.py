@@ -23,10 +23,14 @@ from camera_registry.actor import Actor, Role
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import NotFound, RegistryError
 from camera_registry.gbid import CAMERA_TYPES
-from camera_registry.store.cameras import Registry, region_range
+from camera_registry.store.cameras import PUBLIC_COLUMNS, Registry, camera_out, region_range
 from camera_registry.store.inbox import Inbox
+from camera_registry.validate import validate_columns
 
 _PASSWORD_CACHE = 200_000
+# Whose scope a batch's INSERT of new cameras is checked against (every region: these are the
+# devices we accepted); each camera's audit record names the device that listed it.
+_BATCH_ACTOR = Actor(name="gb28181:catalog", role=Role.ADMIN)
 # China's bounding box: a point outside it (or 0/0) is "no position", not a camera in the sea.
 _CHINA = (73.4, 135.1, 18.1, 53.6)
 _CAMERA_FIELDS = (
@@ -48,6 +52,16 @@ _CAMERA_FIELDS = (
     "mac",
     "ip",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogInput:
+    """One device's catalog as the SIP side assembled it (items as `CatalogItem` fields)."""
+
+    device_id: str
+    items: Sequence[Mapping[str, Any]]
+    complete: bool
+    charset: str | None = None
 
 
 @dataclass(slots=True)
@@ -229,111 +243,184 @@ class GbDevices:
         complete: bool,
         charset: str | None = None,
     ) -> CatalogOutcome:
-        """Store the tree, create or patch the cameras, mark channels gone from a complete catalog.
+        """One device's catalog: `apply_catalogs` with a batch of one."""
+        return (await self.apply_catalogs([CatalogInput(device_id, items, complete, charset)]))[0]
 
-        New cameras are created together (`Registry.create_many`: one validation pass, one
-        transaction); existing ones are patched one by one, and only when a field changed. A
-        partial catalog never marks anything removed: a channel that did not arrive may still
-        exist.
+    async def apply_catalogs(self, catalogs: Sequence[CatalogInput]) -> list[CatalogOutcome]:
+        """Store the trees, create or patch the cameras, mark channels gone from complete catalogs,
+        for many devices' catalogs in one transaction.
+
+        Why a batch: a province's devices register together and their catalogs arrive together;
+        applied one by one each costs ~6 commits and per-row statement triggers on `cameras`
+        (measured 31 channels/s). Here every step is one set-based statement for the whole
+        batch: one read of the cameras already known, one INSERT of the new ones (each with
+        its audit record), one upsert of the items, one marking of removed channels, one
+        update of the devices. A camera whose fields changed is still patched through
+        `Registry.update` (one audited update per changed camera, in a savepoint so that one
+        refusal does not undo the batch); an unchanged one is not written at all. A partial
+        catalog never marks anything removed: a channel that did not arrive may still exist.
+        A device should appear at most once per batch (the bridge keeps a second catalog of
+        the same device for the next batch), so that its items are written in arrival order.
         """
-        out = CatalogOutcome()
-        actor = Actor(name=f"gb28181:{device_id}", role=Role.ADMIN)
-        camera_of: dict[str, uuid.UUID] = {}
-        problem_of: dict[str, str] = {}
-        prepared: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
-        for item in items:
-            item_id = str(item["device_id"])
-            if item_id[10:13] not in CAMERA_TYPES or len(item_id) != 20:
-                out.tree += 1
-                continue
-            values, notes = camera_values(item)
-            mismatch = [n for n in notes if n.startswith("CivilCode")]
-            if mismatch:
-                problem_of[item_id] = mismatch[0]
-            else:
-                prepared.append((item, values))
-        existing = {
-            r["gb_id"]: r
-            for r in await self.pool.fetch(
-                "SELECT id, version, gb_id FROM cameras WHERE gb_id = ANY($1::text[])",
-                [v["gb_id"] for _, v in prepared],
-            )
-        }
-        new = [(i, v) for i, v in prepared if v["gb_id"] not in existing]
-        created, refused = await self.registry.create_many(actor, [v for _, v in new])
-        later: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
-        for pos, (item, values) in enumerate(new):
-            item_id = str(item["device_id"])
-            if pos in created:
-                camera_of[item_id] = uuid.UUID(created[pos]["id"])
-                out.created += 1
-                continue
-            errs = refused.get(pos, [])
-            if any(e.field == "gb_id" and "exists" in e.message for e in errs):
-                later.append((item, values))  # created meanwhile (another device lists it)
-            else:
-                problem_of[item_id] = "; ".join(f"{e.field}: {e.message}" for e in errs)
-        for item, values in [(i, v) for i, v in prepared if v["gb_id"] in existing] + later:
-            item_id = str(item["device_id"])
-            camera_id, problem, change = await self._camera(actor, values)
-            if problem is not None:
-                problem_of[item_id] = problem
-            else:
-                assert camera_id is not None
-                camera_of[item_id] = camera_id
-                if change == "updated":
-                    out.updated += 1
+        outs = [CatalogOutcome() for _ in catalogs]
+        if not catalogs:
+            return outs
+        actors = [Actor(name=f"gb28181:{c.device_id}", role=Role.ADMIN) for c in catalogs]
+        camera_of: list[dict[str, uuid.UUID]] = [{} for _ in catalogs]
+        problem_of: list[dict[str, str]] = [{} for _ in catalogs]
+        prepared: list[tuple[int, dict[str, Any]]] = []  # (catalog index, camera values)
+        for n, cat in enumerate(catalogs):
+            for item in cat.items:
+                item_id = str(item["device_id"])
+                if item_id[10:13] not in CAMERA_TYPES or len(item_id) != 20:
+                    outs[n].tree += 1
+                    continue
+                values, notes = camera_values(item)
+                mismatch = [m for m in notes if m.startswith("CivilCode")]
+                if mismatch:
+                    problem_of[n][item_id] = mismatch[0]
                 else:
-                    out.unchanged += 1
-        out.problems = problem_of
-        out.to_inbox = len(problem_of)
-        if problem_of:
-            await self._to_inbox(
-                actor, device_id, [i for i in items if str(i["device_id"]) in problem_of],
-                problem_of,
-            )  # fmt: skip
-        await self.pool.executemany(
-            """INSERT INTO gb_catalog_items (device_id, item_id, parent_id, type_code, name,
-                   civil_code, status, item, camera_id, problem, removed)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, false)
-               ON CONFLICT (device_id, item_id) DO UPDATE SET parent_id = $3, type_code = $4,
-                   name = $5, civil_code = $6, status = $7, item = $8,
-                   camera_id = COALESCE($9, gb_catalog_items.camera_id), problem = $10,
-                   removed = false, updated_at = now()""",
-            [
-                (
-                    device_id,
-                    str(item["device_id"]),
-                    item.get("parent_id") or None,
-                    str(item["device_id"])[10:13],
-                    item.get("name") or None,
-                    item.get("civil_code") or None,
-                    item.get("status") or None,
-                    json.dumps(dict(item), ensure_ascii=False, default=str),
-                    camera_of.get(str(item["device_id"])),
-                    problem_of.get(str(item["device_id"])),
-                )
-                for item in items
-            ],
-        )
-        if complete:
-            seen = [str(i["device_id"]) for i in items]
-            status = await self.pool.execute(
-                """UPDATE gb_catalog_items SET removed = true, updated_at = now()
-                   WHERE device_id = $1 AND NOT removed AND NOT (item_id = ANY($2::text[]))""",
-                device_id,
-                seen,
+                    prepared.append((n, values))
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"SELECT {PUBLIC_COLUMNS} FROM cameras WHERE gb_id = ANY($1::text[])",
+                sorted({v["gb_id"] for _, v in prepared}),
             )
-            out.removed = int(status.split()[-1])
-        await self.pool.execute(
-            """UPDATE gb_devices SET catalog_at = now(), catalog_complete = $2, catalog_items = $3,
-                   charset = COALESCE($4, charset), updated_at = now() WHERE device_id = $1""",
-            device_id,
-            complete,
-            len(items),
-            charset,
-        )
-        return out
+            existing = {r["gb_id"]: camera_out(r) for r in rows}
+            known_before = set(existing)
+            new = [(n, v) for n, v in prepared if v["gb_id"] not in existing]
+            created, refused = await self.registry.create_many(
+                _BATCH_ACTOR, [v for _, v in new], conn=conn, record_as=[actors[n] for n, _ in new]
+            )
+            later: list[tuple[int, dict[str, Any]]] = []
+            for pos, (n, values) in enumerate(new):
+                if pos in created:
+                    camera_of[n][values["gb_id"]] = uuid.UUID(created[pos]["id"])
+                    outs[n].created += 1
+                    continue
+                errs = refused.get(pos, [])
+                if any(e.field == "gb_id" and "exists" in e.message for e in errs):
+                    later.append((n, values))  # listed twice in this batch, or made meanwhile
+                else:
+                    problem_of[n][values["gb_id"]] = "; ".join(
+                        f"{e.field}: {e.message}" for e in errs
+                    )
+            if later:
+                rows = await conn.fetch(
+                    f"SELECT {PUBLIC_COLUMNS} FROM cameras WHERE gb_id = ANY($1::text[])",
+                    sorted({v["gb_id"] for _, v in later}),
+                )
+                existing.update({r["gb_id"]: camera_out(r) for r in rows})
+            again = [(n, v) for n, v in prepared if v["gb_id"] in known_before]
+            await self._patch_many(
+                conn, actors, again + later, existing, outs, camera_of, problem_of
+            )
+            await conn.executemany(
+                """INSERT INTO gb_catalog_items (device_id, item_id, parent_id, type_code, name,
+                       civil_code, status, item, camera_id, problem, removed)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, false)
+                   ON CONFLICT (device_id, item_id) DO UPDATE SET parent_id = $3, type_code = $4,
+                       name = $5, civil_code = $6, status = $7, item = $8,
+                       camera_id = COALESCE($9, gb_catalog_items.camera_id), problem = $10,
+                       removed = false, updated_at = now()""",
+                sorted(
+                    (
+                        cat.device_id,
+                        str(item["device_id"]),
+                        item.get("parent_id") or None,
+                        str(item["device_id"])[10:13],
+                        item.get("name") or None,
+                        item.get("civil_code") or None,
+                        item.get("status") or None,
+                        json.dumps(dict(item), ensure_ascii=False, default=str),
+                        camera_of[n].get(str(item["device_id"])),
+                        problem_of[n].get(str(item["device_id"])),
+                    )
+                    for n, cat in enumerate(catalogs)
+                    for item in cat.items
+                ),
+            )
+            whole = [(n, c) for n, c in enumerate(catalogs) if c.complete]
+            if whole:
+                gone = await conn.fetch(
+                    """WITH seen AS (SELECT * FROM unnest($2::text[], $3::text[]) AS s(d, i))
+                       UPDATE gb_catalog_items g SET removed = true, updated_at = now()
+                       WHERE g.device_id = ANY($1::text[]) AND NOT g.removed
+                         AND NOT EXISTS (SELECT 1 FROM seen WHERE seen.d = g.device_id
+                                                              AND seen.i = g.item_id)
+                       RETURNING g.device_id""",
+                    [c.device_id for _, c in whole],
+                    [c.device_id for _, c in whole for _ in c.items],
+                    [str(i["device_id"]) for _, c in whole for i in c.items],
+                )
+                index = {c.device_id: n for n, c in whole}
+                for rec in gone:
+                    outs[index[rec["device_id"]]].removed += 1
+            await conn.executemany(
+                """UPDATE gb_devices SET catalog_at = now(), catalog_complete = $2,
+                       catalog_items = $3, charset = COALESCE($4, charset), updated_at = now()
+                   WHERE device_id = $1""",
+                sorted((c.device_id, c.complete, len(c.items), c.charset) for c in catalogs),
+            )
+        for n, cat in enumerate(catalogs):
+            outs[n].problems = problem_of[n]
+            outs[n].to_inbox = len(problem_of[n])
+            if problem_of[n]:
+                await self._to_inbox(
+                    actors[n], cat.device_id,
+                    [i for i in cat.items if str(i["device_id"]) in problem_of[n]],
+                    problem_of[n],
+                )  # fmt: skip
+        return outs
+
+    async def _patch_many(
+        self,
+        conn: asyncpg.Connection,
+        actors: Sequence[Actor],
+        known: Sequence[tuple[int, dict[str, Any]]],
+        current: Mapping[str, dict[str, Any]],
+        outs: list[CatalogOutcome],
+        camera_of: list[dict[str, uuid.UUID]],
+        problem_of: list[dict[str, str]],
+    ) -> None:
+        """Compare catalog values with the stored cameras in one validation pass; patch only
+        what differs, each change its own audited update."""
+        if not known:
+            return
+        keys = sorted({k for _, v in known for k in v})
+        cols = {k: [v.get(k) for _, v in known] for k in keys}
+        batch, errors = validate_columns(cols, list(range(len(known))), box=self.registry.box)
+        bad: dict[int, list[str]] = {}
+        for err in errors:
+            bad.setdefault(int(err.row or 0), []).append(f"{err.field}: {err.message}")
+        at = {row: pos for pos, row in enumerate(batch.rows.tolist())}
+        for row, (n, values) in enumerate(known):
+            gb_id = values["gb_id"]
+            if row in bad or row not in at:
+                problem_of[n][gb_id] = "; ".join(bad.get(row, ["invalid"]))
+                continue
+            cur = current[gb_id]
+            pos = at[row]
+            patch = {
+                k: values[k]
+                for k in _CAMERA_FIELDS
+                if not _same(_comparable(k, cur.get(k)), _comparable(k, batch.cols[k][pos]))
+            }
+            camera_of[n][gb_id] = uuid.UUID(cur["id"])
+            if not patch:
+                outs[n].unchanged += 1
+                continue
+            try:
+                async with conn.transaction():  # a savepoint: a refusal undoes this camera only
+                    after = await self.registry.update(
+                        actors[n], cur["id"], cur["version"], patch, conn=conn
+                    )
+            except RegistryError as exc:
+                problem_of[n][gb_id] = _reasons(exc)
+                del camera_of[n][gb_id]
+                continue
+            current[gb_id].update(after)  # mutable: the same camera listed twice patches once
+            outs[n].updated += 1
 
     async def remove_items(self, device_id: str, item_ids: Sequence[str]) -> int:
         """NOTIFY DEL: mark removed, never delete."""
@@ -353,31 +440,6 @@ class GbDevices:
             item_id,
             status,
         )
-
-    async def _camera(
-        self, actor: Actor, values: dict[str, Any]
-    ) -> tuple[uuid.UUID | None, str | None, str]:
-        """Patch an existing camera with what changed; (id, problem, "updated"|"unchanged")."""
-        cur = await self.pool.fetchrow(
-            "SELECT id, version FROM cameras WHERE gb_id = $1", values["gb_id"]
-        )
-        if cur is None:
-            return None, "the camera vanished while its catalog was applied; query again", "none"
-        try:
-            current = await self.registry.get(actor, str(cur["id"]))
-            # compare as stored: the validator normalises (MAC separators, dates, levels)
-            batch = self.registry.validate_one(actor, values)
-            patch = {
-                k: values[k]
-                for k in _CAMERA_FIELDS
-                if not _same(_comparable(k, current.get(k)), _comparable(k, batch.cols[k][0]))
-            }
-            if not patch:
-                return cur["id"], None, "unchanged"
-            await self.registry.update(actor, str(cur["id"]), cur["version"], patch)
-            return cur["id"], None, "updated"
-        except RegistryError as exc:
-            return None, _reasons(exc), "none"
 
     async def _to_inbox(
         self,
@@ -435,6 +497,20 @@ class GbDevices:
             list(item_ids),
         )
         return {r["item_id"]: r["camera_id"] for r in rows}
+
+    async def items_cameras(
+        self, items: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], uuid.UUID]:
+        """Camera ids of many (device ID, item ID) channels in one query (a catalog batch)."""
+        rows = await self.pool.fetch(
+            """SELECT g.device_id, g.item_id, g.camera_id FROM gb_catalog_items g
+               JOIN unnest($1::text[], $2::text[]) AS k(d, i) ON g.device_id = k.d
+                                                         AND g.item_id = k.i
+               WHERE g.camera_id IS NOT NULL""",
+            [d for d, _ in items],
+            [i for _, i in items],
+        )
+        return {(r["device_id"], r["item_id"]): r["camera_id"] for r in rows}
 
     async def channel_of_camera(self, camera_id: str) -> tuple[str, str, str] | None:
         """(device ID, channel ID, camera GB ID) when the camera is a live GB/T 28181 channel."""
