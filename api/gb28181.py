@@ -77,6 +77,7 @@ class Bridge(Gb28181Events):
         self._waiting: list[tuple[CatalogResult, asyncio.Future[CatalogOutcome]]] = []
         self._applying = False
         self.catalog_batch_items = catalog_batch_items
+        self.catalog_batches = 0  # transactions that applied catalogs (a batch each)
 
     async def run(self, every_s: float = 1.0) -> None:
         """Write keepalives in batches: one statement and one health transaction per second
@@ -250,6 +251,7 @@ class Bridge(Gb28181Events):
             CatalogInput(r.device_id, [dataclasses.asdict(i) for i in r.items.values()], r.complete)
             for r, _ in batch
         ]
+        self.catalog_batches += 1
         try:
             outcomes = await self._apply_retrying(inputs)
         except (asyncpg.PostgresError, RegistryError) as exc:
