@@ -72,9 +72,9 @@ class Bridge(Gb28181Events):
         self.player: GbPlayer | None = None
         self._alive: set[str] = set()  # devices that kept alive since the last flush
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        # Catalogs waiting to be applied (bounded: a SIP task each) and the batch size in items.
+        # Catalogs waiting to be applied (bounded) and the batch size in items.
         self._catalog_room = asyncio.Semaphore(catalog_waiting)
-        self._waiting: list[tuple[CatalogResult, asyncio.Future[CatalogOutcome]]] = []
+        self._waiting: list[CatalogResult] = []
         self._applying = False
         self.catalog_batch_items = catalog_batch_items
         self.catalog_batches = 0  # transactions that applied catalogs (a batch each)
@@ -197,59 +197,57 @@ class Bridge(Gb28181Events):
         One transaction per batch of catalogs, not ~6 commits per catalog: at a province's
         registration wave hundreds of catalogs complete per second and each alone waits on
         PostgreSQL (measured 31 channels/s). Whoever finds no batch being applied applies the
-        waiting ones, batch after batch, until none wait; the others wait for their own to be
-        committed (so a caller still learns of its catalog's failure). Waiting catalogs are
-        bounded (`_catalog_room`); a device's second catalog waits for the next batch, so a
-        device's catalogs are applied in the order they completed.
+        waiting ones, batch after batch, until none wait; the others return at once, so a
+        waiting catalog holds no task of the SIP server (its task budget is for SIP work).
+        Waiting catalogs are bounded (`catalog_waiting`: beyond it, callers wait for room); a
+        device's second catalog waits for the next batch, so a device's catalogs are applied
+        in the order they completed. Failures are logged with the device (the SIP server's
+        tasks only log them too).
         """
-        done: asyncio.Future[CatalogOutcome] = asyncio.get_running_loop().create_future()
-        async with self._catalog_room:
-            self._waiting.append((result, done))
-            if not self._applying:
-                self._applying = True
-                try:
-                    while self._waiting:
-                        await self._apply_batch()
-                finally:
-                    self._applying = False
-            outcome = await done
-        log.info("catalog of %s: %s", result.device_id, outcome)
+        await self._catalog_room.acquire()
+        self._waiting.append(result)
+        if self._applying:
+            return
+        self._applying = True
+        try:
+            while self._waiting:
+                await self._apply_batch()
+        finally:
+            self._applying = False
 
     async def _apply_batch(self) -> None:
-        batch: list[tuple[CatalogResult, asyncio.Future[CatalogOutcome]]] = []
-        rest: list[tuple[CatalogResult, asyncio.Future[CatalogOutcome]]] = []
+        batch: list[CatalogResult] = []
+        rest: list[CatalogResult] = []
         devices: set[str] = set()
         items = 0
-        for entry in self._waiting:
-            result = entry[0]
+        for result in self._waiting:
             if result.device_id in devices or (batch and items >= self.catalog_batch_items):
-                rest.append(entry)
+                rest.append(result)
                 continue
             devices.add(result.device_id)
             items += len(result.items)
-            batch.append(entry)
+            batch.append(result)
         self._waiting = rest
         try:
             async with contextlib.AsyncExitStack() as stack:
                 for device_id in sorted(devices):  # a NOTIFY of the same device waits
                     await stack.enter_async_context(self._device(device_id))
                 await self._apply_locked(batch)
-        except BaseException as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            if not isinstance(exc, Exception):  # cancelled: nobody is left to apply the rest
-                for _, fut in self._waiting:
-                    fut.set_exception(RuntimeError("the catalog writer stopped"))
-                self._waiting = []
-                raise
+        except Exception:
+            log.exception("a batch of %d catalogs was not applied", len(batch))
+        except BaseException:  # cancelled: nobody is left to apply the rest
+            for _ in self._waiting:
+                self._catalog_room.release()
+            self._waiting = []
+            raise
+        finally:
+            for _ in batch:
+                self._catalog_room.release()
 
-    async def _apply_locked(
-        self, batch: list[tuple[CatalogResult, asyncio.Future[CatalogOutcome]]]
-    ) -> None:
+    async def _apply_locked(self, batch: list[CatalogResult]) -> None:
         inputs = [
             CatalogInput(r.device_id, [dataclasses.asdict(i) for i in r.items.values()], r.complete)
-            for r, _ in batch
+            for r in batch
         ]
         self.catalog_batches += 1
         try:
@@ -259,16 +257,16 @@ class Bridge(Gb28181Events):
                 raise
             # one bad catalog must not fail the others: apply each alone
             log.warning("a batch of %d catalogs failed (%s); applying one by one", len(batch), exc)
-            for (_, fut), one in zip(batch, inputs, strict=True):
-                try:
-                    fut.set_result((await self._apply_retrying([one]))[0])
-                except (asyncpg.PostgresError, RegistryError) as err:
-                    fut.set_exception(err)
             outcomes = []
-        for (_, fut), outcome in zip(batch, outcomes, strict=False):
-            fut.set_result(outcome)
+            for one in inputs:
+                try:
+                    outcomes += await self._apply_retrying([one])
+                except (asyncpg.PostgresError, RegistryError):
+                    log.exception("catalog of %s was not applied", one.device_id)
+        for outcome, one in zip(outcomes, inputs, strict=False):
+            log.info("catalog of %s: %s", one.device_id, outcome)
         try:
-            await self._observe_catalogs([r for r, _ in batch])
+            await self._observe_catalogs(batch)
         except (asyncpg.PostgresError, OSError) as exc:  # the catalogs are stored; status follows
             log.warning("health observations of a catalog batch failed: %s", exc)
 

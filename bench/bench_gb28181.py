@@ -82,7 +82,7 @@ async def keepalive_load(
 
 
 async def run_once(
-    url: str, n: int, nvr_share: float, seconds: float, rate: float
+    url: str, n: int, nvr_share: float, seconds: float, rate: float, reg_in_flight: int = 100
 ) -> dict[str, float]:
     async with fresh_schema(url, "gb") as schema:
         proc = await asyncio.create_subprocess_exec(
@@ -99,8 +99,9 @@ async def run_once(
             devices = await open_devices(specs, server)
             conn = await asyncpg.connect(url, server_settings={"search_path": schema})
             cpu0 = cpu_seconds([proc.pid])
+            own0 = time.process_time()
             t0 = time.perf_counter()
-            sem = asyncio.Semaphore(100)  # registrations in flight (devices boot over time)
+            sem = asyncio.Semaphore(reg_in_flight)  # devices boot over time
 
             async def register(dev: Device) -> None:
                 async with sem:
@@ -120,6 +121,7 @@ async def run_once(
             cameras = await conn.fetchval("SELECT count(*) FROM cameras")
             distinct = await conn.fetchval("SELECT count(DISTINCT gb_id) FROM cameras")
             cpu_load = cpu_seconds([proc.pid]) - cpu0
+            client_load = time.process_time() - own0
             await asyncio.sleep(2)  # let the registration tail (DeviceInfo) settle
             cpu1 = cpu_seconds([proc.pid])
             full = await keepalive_load(devices, seconds)
@@ -145,6 +147,8 @@ async def run_once(
         "lost": expected - items,
         "duplicated": cameras - distinct,
         "cpu_s_load": cpu_load,
+        "client_cpu_load": client_load / max(t_cat, 1e-9),
+        "server_cpu_load": cpu_load / max(t_cat, 1e-9),
         "ka_full_per_s": full,
         "cpu_full": cpu_full,
         "ka_paced_per_s": paced,
@@ -190,12 +194,15 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="each keepalive phase")
     ap.add_argument("--rate", type=float, default=100_000 / 60, help="paced keepalives/s")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--in-flight", type=int, default=100, help="registrations in flight")
     args = ap.parse_args()
     runs: list[dict[str, float]] = []
     anchors: list[tuple[float, float]] = []
     with database_url() as url:
         for i in range(args.repeat):
-            r = asyncio.run(run_once(url, args.devices, args.nvr_share, args.seconds, args.rate))
+            r = asyncio.run(
+                run_once(url, args.devices, args.nvr_share, args.seconds, args.rate, args.in_flight)
+            )
             a = asyncio.run(anchor(min(args.devices, 5000), args.seconds))
             runs.append(r)
             anchors.append(a)
@@ -204,7 +211,9 @@ def main() -> int:
                 f"registered in {r['t_registered_s']:.1f} s, catalogs in the registry in "
                 f"{r['t_catalog_s']:.1f} s ({r['channels'] / r['t_catalog_s']:.0f} channels/s; "
                 f"lost {r['lost']:.0f}, duplicated {r['duplicated']:.0f}, cameras "
-                f"{r['cameras']:.0f}); keepalives full {r['ka_full_per_s']:.0f}/s at "
+                f"{r['cameras']:.0f}; CPU while loading: service {r['server_cpu_load']:.0%}, "
+                f"load client {r['client_cpu_load']:.0%}); "
+                f"keepalives full {r['ka_full_per_s']:.0f}/s at "
                 f"{r['cpu_full']:.0%} CPU, paced {r['ka_paced_per_s']:.0f}/s at "
                 f"{r['cpu_paced']:.0%} CPU; peak RSS {r['rss_mb']:.0f} MB | anchor SIPp UAS "
                 f"{a[0]:.0f}/s at {a[1]:.0%} CPU; ratio {r['ka_full_per_s'] / a[0]:.2f}",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import cProfile
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -39,8 +41,15 @@ async def main(dsn: str, schema: str) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     print(f"ready {app[SIP].port}", flush=True)
+    profile = os.environ.get("CAMREG_BENCH_PROFILE")  # a path: cProfile stats, dumped every 5 s
+    if profile:
+        prof = cProfile.Profile()
+        prof.enable()
     try:
-        await asyncio.Event().wait()
+        while True:
+            await asyncio.sleep(5)
+            if profile:
+                prof.dump_stats(profile)
     finally:
         await runner.cleanup()
 

@@ -807,6 +807,21 @@ async def set_status(conn: asyncpg.Connection, camera_id: uuid.UUID, status: str
     await conn.execute("UPDATE cameras SET status = $2 WHERE id = $1", camera_id, status)
 
 
+async def set_status_many(
+    conn: asyncpg.Connection, statuses: Sequence[tuple[uuid.UUID, str]]
+) -> None:
+    """`set_status` for many cameras in one statement (the map-grid and coverage triggers on
+    `cameras` run per statement, so one statement, not one per camera)."""
+    if not statuses:
+        return
+    await conn.execute(
+        """UPDATE cameras c SET status = u.status
+           FROM unnest($1::uuid[], $2::text[]) AS u(id, status) WHERE c.id = u.id""",
+        [c for c, _ in statuses],
+        [s for _, s in statuses],
+    )
+
+
 # What an address change shows in the audit record, before and after.
 _ADDRESS_COLUMNS = "id, gb_id, name, region_code, ip, onvif_port, streams, version"
 
