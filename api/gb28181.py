@@ -12,8 +12,8 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 import asyncpg
@@ -52,6 +52,52 @@ _STATUS_OUTCOME: dict[str, Outcome] = {
 }
 
 
+_T = TypeVar("_T")
+# (device ID, its registration or None for "went away", why it went away)
+_DeviceEvent = tuple[str, Registration | None, str]
+
+
+class Batcher(Generic[_T]):
+    """Many callers' writes applied together: whoever finds no batch being applied applies
+    the waiting ones, batch after batch, until none wait; the others return at once.
+
+    Why: at a province's registration wave thousands of devices per second each want a
+    commit; applied together they share one. A caller that applies alone (nothing else
+    waiting) sees its write done when it returns, as before. Waiting writes are bounded
+    (`room`: beyond it, callers wait); failures are logged, as the SIP server's tasks would.
+    """
+
+    def __init__(self, apply: Callable[[list[_T]], Awaitable[None]], *, room: int) -> None:
+        self._apply = apply
+        self._room = asyncio.Semaphore(room)
+        self._waiting: list[_T] = []
+        self._applying = False
+
+    async def submit(self, item: _T) -> None:
+        await self._room.acquire()
+        self._waiting.append(item)
+        if self._applying:
+            return
+        self._applying = True
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    await self._apply(batch)
+                except Exception:
+                    log.exception("a batch of %d GB/T 28181 writes failed", len(batch))
+                finally:
+                    for _ in batch:
+                        self._room.release()
+        except BaseException:  # cancelled: nobody is left to apply the rest
+            for _ in self._waiting:
+                self._room.release()
+            self._waiting = []
+            raise
+        finally:
+            self._applying = False
+
+
 class Bridge(Gb28181Events):
     """DeviceDirectory and Gb28181Events for the SIP server, backed by the GB store."""
 
@@ -78,6 +124,7 @@ class Bridge(Gb28181Events):
         self._applying = False
         self.catalog_batch_items = catalog_batch_items
         self.catalog_batches = 0  # transactions that applied catalogs (a batch each)
+        self._device_events = Batcher(self._apply_device_events, room=catalog_waiting)
 
     async def run(self, every_s: float = 1.0) -> None:
         """Write keepalives in batches: one statement and one health transaction per second
@@ -132,22 +179,41 @@ class Bridge(Gb28181Events):
         )
 
     async def on_register(self, registration: Registration, is_new: bool) -> None:
-        src = registration.source
-        await self.store.registered(
-            registration.device_id,
-            transport=src.transport,
-            source_host=src.host,
-            source_port=src.port,
-            contact=registration.contact,
-            user_agent=registration.user_agent,
-            expires_s=registration.expires_s,
-        )
-
-        await self._observe_device(registration.device_id, None, "registered")
+        await self._device_events.submit((registration.device_id, registration, ""))
 
     async def on_unregister(self, device_id: str, reason: str) -> None:
-        await self.store.offline(device_id)
-        await self._observe_device(device_id, "fail", f"device {reason}")
+        await self._device_events.submit((device_id, None, f"device {reason}"))
+
+    async def _apply_device_events(self, events: list[_DeviceEvent]) -> None:
+        """Registrations and unregistrations of many devices: one statement each kind, one
+        health transaction (a registration wave is thousands per second). A device's last
+        event in the batch wins, as if they had been applied in order."""
+        last = {device_id: (reg, why) for device_id, reg, why in events}
+        regs = [reg for reg, _ in last.values() if reg is not None]
+        await self.store.registered_many(
+            [
+                (
+                    r.device_id, r.source.transport, r.source.host, r.source.port, r.contact,
+                    r.user_agent, r.expires_s,
+                )
+                for r in regs
+            ]
+        )  # fmt: skip
+        gone = {d: why for d, (reg, why) in last.items() if reg is None}
+        await self.store.offline_many(sorted(gone))
+        if self.pool is None:
+            return
+        channels = await self.store.channels_by_device(sorted(last))
+        obs: list[tuple[uuid.UUID, Outcome, str]] = []
+        for device_id, cid, status in channels:
+            why = gone.get(device_id)
+            if why is None:
+                obs.append(
+                    (cid, _STATUS_OUTCOME.get(status, "ok"), f"registered; channel {status or '?'}")
+                )
+            else:
+                obs.append((cid, "fail", f"{why}; channel {status or '?'}"))
+        await observe_many(self.pool, obs, policy=self.policy)
 
     async def on_keepalive(self, device_id: str) -> None:
         self._alive.add(device_id)  # bounded by the registered devices; flushed by run()
@@ -156,7 +222,7 @@ class Bridge(Gb28181Events):
         await self._observe_device(device_id, "fail", f"{missed} keepalive interval(s) missed")
 
     async def on_keepalive_timeout(self, device_id: str) -> None:
-        await self.store.offline(device_id)
+        await self.store.offline_many([device_id])
 
     async def on_play_ended(self, session: PlaySession, reason: str) -> None:
         if self.player is not None and reason == "device sent BYE":

@@ -207,6 +207,45 @@ class GbDevices:
             float(expires_s),
         )
 
+    async def registered_many(
+        self, registrations: Sequence[tuple[str, str, str, int, str, str, int]]
+    ) -> None:
+        """`registered` for many devices in one pipelined statement: (device ID, transport,
+        source host, source port, Contact, User-Agent, expires s)."""
+        if not registrations:
+            return
+        await self.pool.executemany(
+            """INSERT INTO gb_devices (device_id, type_code, region_code, transport, source_host,
+                   source_port, contact, user_agent, registered_at, expires_at, online)
+               VALUES ($1, substr($1, 11, 3), left($1, 6), $2, $3, $4, $5, $6, now(),
+                       now() + make_interval(secs => $7), true)
+               ON CONFLICT (device_id) DO UPDATE SET transport = $2, source_host = $3,
+                   source_port = $4, contact = $5, user_agent = $6, registered_at = now(),
+                   expires_at = now() + make_interval(secs => $7), online = true,
+                   updated_at = now()""",
+            sorted((d, t, h, p, c, u, float(e)) for d, t, h, p, c, u, e in registrations),
+        )
+
+    async def offline_many(self, device_ids: Sequence[str]) -> None:
+        if not device_ids:
+            return
+        await self.pool.execute(
+            """UPDATE gb_devices SET online = false, updated_at = now()
+               WHERE device_id = ANY($1::text[])""",
+            list(device_ids),
+        )
+
+    async def channels_by_device(
+        self, device_ids: Sequence[str]
+    ) -> list[tuple[str, uuid.UUID, str]]:
+        """(device ID, camera id, last Status word) of these devices' live camera channels."""
+        rows = await self.pool.fetch(
+            """SELECT device_id, camera_id, coalesce(status, '') AS status FROM gb_catalog_items
+               WHERE device_id = ANY($1::text[]) AND camera_id IS NOT NULL AND NOT removed""",
+            list(device_ids),
+        )
+        return [(r["device_id"], r["camera_id"], r["status"]) for r in rows]
+
     async def offline(self, device_id: str) -> None:
         await self.pool.execute(
             "UPDATE gb_devices SET online = false, updated_at = now() WHERE device_id = $1",
@@ -282,6 +321,13 @@ class GbDevices:
                 else:
                     prepared.append((n, values))
         async with self.pool.acquire() as conn, conn.transaction():
+            # the device's registration may still wait in its own batch: its row must exist
+            await conn.execute(
+                """INSERT INTO gb_devices (device_id, type_code, region_code)
+                   SELECT d, substr(d, 11, 3), left(d, 6) FROM unnest($1::text[]) AS d
+                   ORDER BY d ON CONFLICT (device_id) DO NOTHING""",
+                sorted({c.device_id for c in catalogs}),
+            )
             rows = await conn.fetch(
                 f"SELECT {PUBLIC_COLUMNS} FROM cameras WHERE gb_id = ANY($1::text[])",
                 sorted({v["gb_id"] for _, v in prepared}),
