@@ -369,7 +369,7 @@ class Bridge(Gb28181Events):
         await self.store.device_info(device_id, message.fields)
 
     async def on_notify(self, device_id: str, items: list[CatalogItem]) -> None:
-        changed = [dataclasses.asdict(i) for i in items if i.event in ("ADD", "UPDATE")]
+        changed = [_fields(i) for i in items if i.event in ("ADD", "UPDATE")]
         async with self._device(device_id):
             if changed:
                 await self.store.apply_catalog(device_id, changed, complete=False)
@@ -380,6 +380,12 @@ class Bridge(Gb28181Events):
                 if item.event in ("ON", "OFF", "VLOST", "DEFECT"):
                     await self.store.set_item_status(device_id, item.device_id, item.event)
         await self._observe_items(device_id, items, "NOTIFY")
+
+
+def _fields(item: CatalogItem) -> dict[str, Any]:
+    """An item's fields, shallow: `dataclasses.asdict` deep-copies every value, which was a
+    tenth of the service's CPU at a registration wave."""
+    return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
 
 
 def sip_config(settings: Gb28181Settings, http_host: str) -> SipServerConfig:

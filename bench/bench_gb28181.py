@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import shutil
 import sys
 import time
@@ -85,6 +86,7 @@ async def run_once(
     url: str, n: int, nvr_share: float, seconds: float, rate: float, reg_in_flight: int = 100
 ) -> dict[str, float]:
     async with fresh_schema(url, "gb") as schema:
+        started = dt.datetime.now(dt.UTC)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(HERE / "gb28181_server.py"), url, schema,
             stdout=asyncio.subprocess.PIPE,
@@ -122,6 +124,14 @@ async def run_once(
             distinct = await conn.fetchval("SELECT count(DISTINCT gb_id) FROM cameras")
             cpu_load = cpu_seconds([proc.pid]) - cpu0
             client_load = time.process_time() - own0
+            # PostgreSQL backends opened by the service (since it started; the server is
+            # shared, so another engineer's connection opened meanwhile would count too)
+            backends = await conn.fetch(
+                """SELECT pid FROM pg_stat_activity WHERE backend_start >= $1
+                   AND backend_type = 'client backend' AND pid <> pg_backend_pid()""",
+                started,
+            )
+            pg_load = cpu_seconds([r["pid"] for r in backends])
             await asyncio.sleep(2)  # let the registration tail (DeviceInfo) settle
             cpu1 = cpu_seconds([proc.pid])
             full = await keepalive_load(devices, seconds)
@@ -149,6 +159,7 @@ async def run_once(
         "cpu_s_load": cpu_load,
         "client_cpu_load": client_load / max(t_cat, 1e-9),
         "server_cpu_load": cpu_load / max(t_cat, 1e-9),
+        "pg_cpu_load": pg_load / max(t_cat, 1e-9),
         "ka_full_per_s": full,
         "cpu_full": cpu_full,
         "ka_paced_per_s": paced,
@@ -212,6 +223,7 @@ def main() -> int:
                 f"{r['t_catalog_s']:.1f} s ({r['channels'] / r['t_catalog_s']:.0f} channels/s; "
                 f"lost {r['lost']:.0f}, duplicated {r['duplicated']:.0f}, cameras "
                 f"{r['cameras']:.0f}; CPU while loading: service {r['server_cpu_load']:.0%}, "
+                f"its PostgreSQL backends {r['pg_cpu_load']:.0%}, "
                 f"load client {r['client_cpu_load']:.0%}); "
                 f"keepalives full {r['ka_full_per_s']:.0f}/s at "
                 f"{r['cpu_full']:.0%} CPU, paced {r['ka_paced_per_s']:.0f}/s at "

@@ -82,6 +82,10 @@ def _try_decode(raw: bytes, codec: str) -> str | None:
         return None
 
 
+_WIDE = re.compile(r"[^\x00-\x7f]")
+_CJK = re.compile("[\u4e00-\u9fff\u3000-\u303f\uff00-\uffef]")
+
+
 def _cjk_share(text: str) -> float:
     """Share of the non-ASCII characters that are CJK ideographs, punctuation or fullwidth.
 
@@ -89,15 +93,11 @@ def _cjk_share(text: str) -> float:
     һ): two-byte UTF-8 never yields CJK, so the reading with more CJK is the real one. UTF-8
     Chinese read as GBK also yields CJK, so ties go to UTF-8.
     """
-    wide = [c for c in text if ord(c) > 0x7F]
+    # regexes, not a loop over characters: catalogs of thousands of items are sniffed twice
+    wide = len(_WIDE.findall(text))
     if not wide:
         return 1.0
-    cjk = sum(
-        1
-        for c in wide
-        if 0x4E00 <= ord(c) <= 0x9FFF or 0x3000 <= ord(c) <= 0x303F or 0xFF00 <= ord(c) <= 0xFFEF
-    )
-    return cjk / len(wide)
+    return len(_CJK.findall(text)) / wide
 
 
 @dataclass(slots=True)
