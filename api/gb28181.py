@@ -312,7 +312,7 @@ class Bridge(Gb28181Events):
 
     async def _apply_locked(self, batch: list[CatalogResult]) -> None:
         inputs = [
-            CatalogInput(r.device_id, [dataclasses.asdict(i) for i in r.items.values()], r.complete)
+            CatalogInput(r.device_id, [_fields(i) for i in r.items.values()], r.complete)
             for r in batch
         ]
         self.catalog_batches += 1
