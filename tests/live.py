@@ -30,11 +30,23 @@ class Process:
     log: Path
 
 
+def camreg_serve(
+    dsn: str, data: Path, **env_extra: str
+) -> contextlib.AbstractContextManager[Process]:
+    """Start the server (demo data, no health probes) on a free loopback port, wait until it
+    serves and has written its admin token, and stop it afterwards (if a test has not)."""
+    return _serve(dsn, data, True, env_extra)
+
+
+def camreg_serve_empty(
+    dsn: str, data: Path, **env_extra: str
+) -> contextlib.AbstractContextManager[Process]:
+    """`camreg_serve` without the demo data: the test registers what it needs."""
+    return _serve(dsn, data, False, env_extra)
+
+
 @contextlib.contextmanager
-def camreg_serve(dsn: str, data: Path, *, demo: bool = True, **env_extra: str) -> Iterator[Process]:
-    """Start the server (demo data unless `demo=False`, no health probes) on a free loopback
-    port, wait until it serves and has written its admin token, and stop it afterwards (if a
-    test has not)."""
+def _serve(dsn: str, data: Path, demo: bool, env_extra: dict[str, str]) -> Iterator[Process]:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CAMREG_")},
