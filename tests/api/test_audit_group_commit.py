@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from api.state import POOL, STREAMS
 
 from ..conftest import Tok, camera
-from ..live import camreg_serve
+from ..live import camreg_serve_empty
 
 
 async def _cameras(
@@ -123,7 +123,7 @@ def dsn(database_url: str, schema: str) -> str:
 async def test_a_server_killed_mid_batch_lost_no_audit_row_of_an_answered_link(
     dsn: str, tmp_path: Path
 ) -> None:
-    with camreg_serve(dsn, tmp_path / "serve", demo=False) as live:
+    with camreg_serve_empty(dsn, tmp_path / "serve") as live:
         admin = {"Authorization": f"Bearer {live.admin}"}
         timeout = aiohttp.ClientTimeout(total=10)
         connector = aiohttp.TCPConnector(limit=64)
