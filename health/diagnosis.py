@@ -434,7 +434,7 @@ def _noise_and_stripes(
         # residual on texture would read as noise.
         moved = cv2.warpAffine(
             frames[i - 1],
-            np.float32([[1, 0, sx], [0, 1, sy]]),
+            np.array([[1, 0, sx], [0, 1, sy]], dtype=np.float32),
             (frames.shape[2], frames.shape[1]),
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
@@ -443,7 +443,7 @@ def _noise_and_stripes(
             math.ceil(abs(sx)) * (1 if sx >= 0 else -1),
             math.ceil(abs(sy)) * (1 if sy >= 0 else -1),
         )
-        p, c = _aligned_pair(moved, frames[i], 0, 0)
+        p, c = _aligned_pair(np.asarray(moved, np.float32), frames[i], 0, 0)
         margin_y, margin_x = min(abs(dy), p.shape[0] // 3), min(abs(dx), p.shape[1] // 3)
         p = p[margin_y : p.shape[0] - margin_y, margin_x : p.shape[1] - margin_x]
         c = c[margin_y : c.shape[0] - margin_y, margin_x : c.shape[1] - margin_x]
@@ -491,7 +491,7 @@ def _occlusion(
     or much darker than the reference. Changes of the whole picture (night, exposure) are
     divided out with the upper quartile of the per-block ratios, which an object covering up
     to ~70 % of the view does not move. Without a reference: dark or uniform blocks.
-    Returns the share and the covered blocks (all of them, a block wider) as a pixel mask."""
+    Returns the share and the covered blocks (sizeable regions, widened) as a pixel mask."""
     block = max(4, round(t.occlusion_block * picture.shape[1] / t.work_width))
     mean, std = _block_stats(picture, block)
     if reference is None:
@@ -517,8 +517,8 @@ def _occlusion(
     # The sizeable regions (not a few scattered flat blocks), two blocks wider: an
     # occluder's edge is out of focus and spills over its blocks.
     big = 1 + np.flatnonzero(areas >= max(4, 0.02 * changed.size))
-    region = np.isin(labels, big).astype(np.uint8)
-    around = cv2.dilate(region, np.ones((5, 5), np.uint8)).astype(bool)
+    sizeable = np.isin(labels, big).astype(np.uint8)
+    around = cv2.dilate(sizeable, np.ones((5, 5), np.uint8)).astype(bool)
     return share, _pixels(around, block, picture.shape)
 
 
@@ -534,7 +534,7 @@ def _gradient(picture: NDArray[np.float32]) -> NDArray[np.float32]:
     smooth = cv2.GaussianBlur(picture, (0, 0), 1.0)
     gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
-    return cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), 2.0)
+    return np.asarray(cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), 2.0), np.float32)
 
 
 def _scene_change(
@@ -552,7 +552,9 @@ def _scene_change(
     if abs(dx) > t.scene_max_shift * w or abs(dy) > t.scene_max_shift * h:
         dx = dy = 0.0
     r, p = _aligned_pair(_gradient(reference), _gradient(picture), round(dx), round(dy))
-    keep, _ = _aligned_pair(~covered, ~covered, round(dx), round(dy))
+    open_view = (~covered).astype(np.float32)
+    keep_f, _ = _aligned_pair(open_view, open_view, round(dx), round(dy))
+    keep = keep_f > 0
     if keep.mean() < 0.2:
         keep = np.ones_like(keep)
     r = r[keep]
@@ -637,10 +639,12 @@ def diagnose(
     if n == 0:
         values["signal_loss"] = 1.0
     else:
-        grey = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in bgr_list])
+        grey = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in bgr_list]).astype(
+            np.uint8, copy=False
+        )
         thumbs = np.stack(
             [cv2.resize(f, REFERENCE_SIZE, interpolation=cv2.INTER_AREA) for f in bgr_list]
-        )
+        ).astype(np.uint8, copy=False)
         values["signal_loss"] = _signal_loss(thumbs, t)
         means = grey.mean(axis=(1, 2))
         stds = grey.std(axis=(1, 2))

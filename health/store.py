@@ -101,10 +101,7 @@ class Lease:
 def _state(raw: Any, now: float) -> CameraState:
     if not raw:
         return initial_state(now)
-    data = dict(raw)
-    data["recent"] = tuple(data.get("recent", ()))
-    data["changes"] = tuple(data.get("changes", ()))
-    return CameraState(**data)
+    return CameraState.load(dict(raw))
 
 
 # The device host a stream lands on (userinfo is never stored in stream URIs).

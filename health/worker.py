@@ -27,7 +27,15 @@ from health import store
 from health.errors import HealthError
 from health.frames import FrameSampler
 from health.rtsp import ProbeResult, probe_rtsp
-from health.status import Outcome, StatusPolicy, step
+from health.status import (
+    Outcome,
+    StatusPolicy,
+    Transition,
+    Verdict,
+    diagnosis_due,
+    judge,
+    step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +126,15 @@ class Worker:
             return ProbeResult(uri="", ok=False, failure="protocol_error", detail=str(exc))
 
     async def _one(self, lease: store.Lease) -> store.ProbeRecord:
-        """Probe (and maybe diagnose) one leased camera; the result is stored by the caller."""
+        """Probe (and maybe diagnose) one leased camera; the result is stored by the caller.
+
+        The probe feeds reachability, the diagnosis (when one ran) the picture: two
+        dimensions of one status (`health.status`). Both land at the same instant, so when
+        both move the status, one transition from the old status to the final one is kept.
+        """
         diagnosis: dict[str, Any] | None = None
         thumbnail: bytes | None = None
+        verdict: tuple[Verdict, tuple[str, ...]] | None = None
         async with self._global, self._hosts[lease.host]:
             started = time.perf_counter()
             result = await self.prober(lease)
@@ -130,12 +144,19 @@ class Worker:
             if result.ok and self._diagnosis_due(lease) and self._take_frame_slot():
                 # A DESCRIBE does not prove frames flow: sample and judge the picture.
                 try:
-                    outcome, diagnosis, thumbnail = await self._diagnose(lease)
+                    outcome, verdict, diagnosis, thumbnail = await self._diagnose(lease)
                 finally:
                     self._frames_in_flight -= 1
-        now = time.time()
-        state, transition = step(lease.state, outcome, max(now, lease.state.since), self.policy)
+        now = max(time.time(), lease.state.since)
+        state, transition = step(lease.state, outcome, now, self.policy)
+        if verdict is not None:
+            state, second = judge(state, verdict[0], now, self.policy, verdict[1])
+            transition = _merged(transition, second)
         failures = 0 if result.ok else lease.failures + 1
+        next_in_s = next_interval(lease.level, failures, self.cfg, self._rnd)
+        if state.recheck_at is not None:
+            # A suspect picture is diagnosed again soon, not at the next daily turn.
+            next_in_s = min(next_in_s, max(1.0, state.recheck_at - now))
         self.probed += 1
         return store.ProbeRecord(
             lease,
@@ -143,7 +164,7 @@ class Worker:
             transition,
             _summary(result),
             failures,
-            next_interval(lease.level, failures, self.cfg, self._rnd),
+            next_in_s,
             diagnosis,
             thumbnail,
         )
@@ -157,6 +178,8 @@ class Worker:
     def _diagnosis_due(self, lease: store.Lease) -> bool:
         if self.sampler is None or not lease.uri:
             return False
+        if diagnosis_due(lease.state, time.time()):
+            return True  # a suspect picture's re-diagnosis
         return lease.diagnosed_at is None or (
             time.time() - lease.diagnosed_at >= self.cfg.diagnose_every_s
         )
@@ -176,7 +199,15 @@ class Worker:
         self._frames_in_flight += 1
         return True
 
-    async def _diagnose(self, lease: store.Lease) -> tuple[Outcome, dict[str, Any], bytes | None]:
+    async def _diagnose(
+        self, lease: store.Lease
+    ) -> tuple[Outcome, tuple[Verdict, tuple[str, ...]] | None, dict[str, Any], bytes | None]:
+        """(probe outcome, picture verdict and its fault flags, report, thumbnail).
+
+        A stream that opens but sends no frames (or stalls before the first) is 信号丢失, a
+        picture fault of a reachable camera; one that cannot be opened at all (refused,
+        timed out, authentication) is a failed probe, as before.
+        """
         assert self.sampler is not None and lease.uri
         uri = with_credentials(lease.uri, lease.username, lease.password)
         # One frame more than a frozen run needs, plus slack, however slow the stream.
@@ -191,7 +222,10 @@ class Worker:
         )
         flags = {
             name: {
+                "label": f.label,
                 "fired": f.fired,
+                "fault": f.fault,
+                "masked_by": f.masked_by,
                 "value": None if f.value != f.value else f.value,
                 "threshold": f.threshold,
             }
@@ -200,6 +234,8 @@ class Worker:
         report = {
             "faulty": diag.faulty,
             "fired": list(diag.fired),
+            "faults": list(diag.faults),
+            "warnings": list(diag.warnings),
             "frames": diag.frames,
             "flags": flags,
             "open_ms": sample.open_ms,
@@ -210,9 +246,10 @@ class Worker:
             "failure": sample.failure,
             "error": sample.error,
         }
-        if diag.frames == 0:
-            return "fail", report, None  # signal loss: the stream answers but shows nothing
-        return ("fault" if diag.faulty else "ok"), report, sample.thumbnail
+        if diag.frames == 0 and sample.failure not in ("no_frames", "stalled"):
+            return "fail", None, report, None  # the stream could not be opened at all
+        verdict: Verdict = "fault" if diag.faulty else "clean"
+        return "ok", (verdict, diag.faults), report, sample.thumbnail
 
     async def run_once(self) -> int:
         """Lease one batch and probe it; returns how many cameras were leased."""
@@ -249,6 +286,16 @@ class Worker:
             if n == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.cfg.idle_sleep_s)
+
+
+def _merged(first: Transition | None, second: Transition | None) -> Transition | None:
+    """One transition for two at the same instant (probe, then diagnosis), or none if the
+    second undid the first."""
+    if first is None or second is None:
+        return first or second
+    if first.old == second.new:
+        return None
+    return Transition(first.old, second.new, second.at, f"{first.reason}; {second.reason}")
 
 
 def _summary(result: ProbeResult) -> dict[str, Any]:
