@@ -5,7 +5,7 @@ beside a simple baseline in the same run, and the diagnosis's own cost.
 
 The clips come from bench/vqd_clips.py (generated on first use; never committed). Each clip is
 read as the worker reads a camera: decoded by OpenCV/FFmpeg, downscaled to 320 px, an even
-spread of 20 of its 30 frames (2 s at 15 fps). The scene reference is the median picture of a
+20 of its 30 frames at a fixed stride (2 s at 15 fps), as `health.frames` thins them. The scene reference is the median picture of a
 clean clip of the same scene taken at another time ("accepted at installation").
 
 Per item: precision and recall over the clips (a flag on a clip whose label neither is nor
@@ -38,13 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import vqd_clips
 from bench.common import median
 from health.diagnosis import CHECKS, Thresholds, diagnose, reference_picture
+from health.frames import _spread
 
 SAMPLE = 20
 WIDTH = 320
 
 
 def read_clip(path: Path) -> list[np.ndarray]:
-    """Decode like the sampler: every frame, downscaled to 320 px, an even spread of 20."""
+    """Decode like the sampler: every frame, downscaled to 320 px, thinned to 20 as it does."""
     cap = cv2.VideoCapture(str(path))
     frames = []
     while True:
@@ -56,10 +57,7 @@ def read_clip(path: Path) -> list[np.ndarray]:
             frame = cv2.resize(frame, (WIDTH, round(h * WIDTH / w)), interpolation=cv2.INTER_AREA)
         frames.append(frame)
     cap.release()
-    if len(frames) > SAMPLE:
-        keep = np.linspace(0, len(frames) - 1, SAMPLE).round().astype(int)
-        frames = [frames[i] for i in keep]
-    return frames
+    return _spread(frames, SAMPLE)
 
 
 def baseline(frames: list[np.ndarray]) -> set[str]:

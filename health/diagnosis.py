@@ -42,8 +42,10 @@ thresholds were tuned on the labelled clip set of `bench/bench_vqd.py`):
   pan moves steadily, a shaking mount jumps back and forth. Value: RMS of the displacements
   around their median, in px at 320 px width, over pairs the correlation is sure of.
 - **occlusion** 遮挡 — the largest connected region of blocks that had texture in the reference
-  picture and lost it (flat or dark now). Without a reference: blocks that are dark or uniform,
-  which also catches walls and night skies, so a reference is the trustworthy mode.
+  picture and lost it (flat, or much darker than the rest of the view became). Without a
+  reference it is not judged: a flat or dark region alone is as often a sky, a wall, the
+  black bars of a test pattern or a night scene as a cover (the old dark/uniform-block rule
+  fired on every black and night picture).
 - **scene_change** 场景变更 — 1 − the correlation of gradient-magnitude maps of the reference
   picture and of this sample's median picture, after a small shift (≤ `scene_max_shift` of the
   width: sway, a loose bracket) is allowed. Gradient maps ignore brightness and colour, so
@@ -133,9 +135,10 @@ MASKS: Final[dict[str, tuple[str, ...]]] = {
     "too_dark": ("low_contrast", "blur", "colour_cast", "occlusion", "scene_change", "noise"),
     "too_bright": ("low_contrast", "blur", "colour_cast", "occlusion", "scene_change"),
     "frozen": ("shake", "stripes", "noise"),
+    "colour_cast": ("low_contrast",),
     "low_contrast": ("blur", "occlusion", "scene_change"),
     "stripes": ("noise", "shake", "blur"),
-    "shake": ("noise", "blur"),
+    "shake": ("noise", "blur", "scene_change"),
     "noise": ("shake", "blur", "occlusion", "scene_change", "low_contrast"),
     "scene_change": ("occlusion", "colour_cast"),
     "occlusion": ("colour_cast",),
@@ -171,7 +174,7 @@ class Thresholds:
     blur_reblur: float = 0.385
     noise_level: float = 2.2
     noise_flat_share: float = 0.2
-    stripes_amplitude: float = 3.5
+    stripes_amplitude: float = 5.0
     shake_px: float = 1.2
     shake_min_response: float = 0.1
     occlusion_share: float = 0.12
@@ -490,13 +493,12 @@ def _occlusion(
     """Largest connected share of blocks now covered: flat where the reference had texture,
     or much darker than the reference. Changes of the whole picture (night, exposure) are
     divided out with the upper quartile of the per-block ratios, which an object covering up
-    to ~70 % of the view does not move. Without a reference: dark or uniform blocks.
+    to ~70 % of the view does not move. Without a reference: not judged (NaN).
     Returns the share and the covered blocks (sizeable regions, widened) as a pixel mask."""
     block = max(4, round(t.occlusion_block * picture.shape[1] / t.work_width))
     mean, std = _block_stats(picture, block)
     if reference is None:
-        share, region = _largest_component((mean < t.dark_mean) | (std < t.occlusion_block_std))
-        return share, _pixels(region, block, picture.shape)
+        return math.nan, np.zeros(picture.shape[:2], dtype=bool)
     ref_mean, ref_std = _block_stats(reference, block)
     lit = ref_mean >= t.dark_mean
     gain = float(np.quantile(mean[lit] / ref_mean[lit], 0.75)) if lit.any() else 1.0
@@ -607,10 +609,10 @@ def diagnose(
 ) -> Diagnosis:
     """Run every check on `frames` (8-bit BGR, in capture order) and return all their flags.
 
-    `reference` is the accepted scene picture (`reference_picture`); without it scene_change
-    is not judged (NaN) and occlusion falls back to dark/uniform blocks. The element type is
-    loose because OpenCV's stubs type every result as a generic array; the uint8 dtype is
-    checked at run time instead (`InvalidFrames`).
+    `reference` is the accepted scene picture (`reference_picture`, or `Diagnosis.picture`
+    of a clean sample); without it scene_change and occlusion are not judged (NaN). The
+    element type is loose because OpenCV's stubs type every result as a generic array; the
+    uint8 dtype is checked at run time instead (`InvalidFrames`).
 
     Every check is always reported, fired or not, so a dashboard can show how close a camera is
     to a threshold. Raises `InvalidFrames` only for input that is not an image at all.
@@ -699,6 +701,15 @@ def diagnose(
         hit = value < threshold if name in BELOW else value >= threshold  # NaN: never
         past[name] = bool(hit) and extra_fire.get(name, True)
     masked_by: dict[str, str] = {}
+    if past["noise"] and past["shake"]:
+        # Each explains the other (snow throws phase correlation about; a shaking picture
+        # leaves residue in flat areas): the one further past its threshold is the cause.
+        ratio = {n: values[n] / max(threshold_of[n], 1e-9) for n in ("noise", "shake")}
+        winner = max(ratio, key=lambda n: ratio[n])
+        masked_by["shake" if winner == "noise" else "noise"] = winner
+        for other in MASKS[winner]:
+            if past[other] and other not in masked_by:
+                masked_by[other] = winner
     for name, explained in MASKS.items():
         if past[name] and name not in masked_by:
             for other in explained:
