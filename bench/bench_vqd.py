@@ -4,9 +4,10 @@ beside a simple baseline in the same run, and the diagnosis's own cost.
     python bench/bench_vqd.py [--clips bench/out/vqd-clips] [--jobs 2] [--split test] [--repeat 3]
 
 The clips come from bench/vqd_clips.py (generated on first use; never committed). Each clip is
-read as the worker reads a camera: decoded by OpenCV/FFmpeg, downscaled to 320 px, an even
-20 of its 30 frames at a fixed stride (2 s at 15 fps), as `health.frames` thins them. The scene reference is the median picture of a
-clean clip of the same scene taken at another time ("accepted at installation").
+read as the worker reads a camera: decoded by OpenCV/FFmpeg, downscaled to 320 px, 20 of its
+30 frames (2 s at 15 fps) at a fixed stride, as `health.frames` thins them. The scene
+reference is the median picture of a clean clip of the same scene, in the same picture size,
+taken at another moment ("accepted at installation").
 
 Per item: precision and recall over the clips (a flag on a clip whose label neither is nor
 allows that item is a false alarm), and the false-fault rate on clean clips (any fault flag of
