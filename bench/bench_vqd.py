@@ -56,7 +56,7 @@ def read_clip(path: Path) -> list[np.ndarray]:
         h, w = frame.shape[:2]
         if w > WIDTH:
             frame = cv2.resize(frame, (WIDTH, round(h * WIDTH / w)), interpolation=cv2.INTER_AREA)
-        frames.append(frame)
+        frames.append(np.asarray(frame, np.uint8))
     cap.release()
     return _spread(frames, SAMPLE)
 
@@ -96,7 +96,8 @@ def baseline(frames: list[np.ndarray]) -> set[str]:
         fired.add("colour_cast")
     blocks = grey[0][: grey.shape[1] // 16 * 16, : grey.shape[2] // 16 * 16]
     bm = blocks.reshape(blocks.shape[0] // 16, 16, blocks.shape[1] // 16, 16).mean(axis=(1, 3))
-    count, _, stats, _ = cv2.connectedComponentsWithStats((bm < 30).astype(np.uint8), 8)
+    dark = np.asarray(bm < 30, dtype=np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     if count > 1 and stats[1:, cv2.CC_STAT_AREA].max() / bm.size >= 0.4:
         fired.add("occlusion")
     return fired

@@ -220,7 +220,7 @@ def _pan_photo(
     speed = rng.uniform(0.3, 0.8) * w / 320 * rng.choice([-1, 1])
     frames = np.empty((n, h, w, 3), np.uint8)
     for i in range(n):
-        m = np.float32([[1, 0, (cw - w) / 2 + speed * i], [0, 1, (ch - h) / 2]])
+        m = np.array([[1, 0, (cw - w) / 2 + speed * i], [0, 1, (ch - h) / 2]], dtype=np.float32)
         f = cv2.warpAffine(
             canvas,
             m,
@@ -282,7 +282,7 @@ def render_scene(
     rng = np.random.default_rng(seed)
     if kind == "night":  # IR night mode: grey, dim, noisier
         grey = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]).astype(np.float32)
-        grey = 255 * (grey / 255) ** 1.8
+        grey = (255 * (grey / 255) ** 1.8).astype(np.float32)
         grey = grey * (rng.uniform(40, 60) - 12) / max(float(grey.mean()), 1.0) + 12  # mean 40–60
         frames = np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=3)
     return frames
@@ -387,7 +387,7 @@ def inject(
         out = np.empty_like(f)
         for i in range(n):
             dx, dy = rng.uniform(-a, a, 2)
-            m = np.float32([[1, 0, dx], [0, 1, dy]])
+            m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
             out[i] = cv2.warpAffine(f[i], m, (w, h), borderMode=cv2.BORDER_REFLECT)
         return out
     if fault == "occlusion":
@@ -400,11 +400,11 @@ def inject(
         if side == 3:
             ax, ay = w * np.sqrt(share * 4 / np.pi), h * np.sqrt(share * 4 / np.pi)
         cv2.ellipse(mask, (int(centre[0]), int(centre[1])), (int(ax), int(ay)), 0, 0, 360, 1.0, -1)
-        mask = cv2.GaussianBlur(mask, (0, 0), w / 200)[..., None]
+        soft = np.asarray(cv2.GaussianBlur(mask, (0, 0), w / 200), np.float32)[..., None]
         colour = np.array([rng.uniform(15, 45), rng.uniform(20, 60), rng.uniform(15, 40)])
         texture = cv2.GaussianBlur(rng.normal(0, 6, (h, w)).astype(np.float32), (0, 0), w / 60)
         occluder = colour + texture[..., None]
-        return f * (1 - mask) + occluder * mask
+        return f * (1 - soft) + occluder * soft
     if fault == "scene_change":
         view = ("zoom", "mirror", "other")[k]
         return render_scene(kind, source, w, h, n, seed + 1, view=view).astype(np.float32)

@@ -301,9 +301,10 @@ def test_alternating_picture_verdicts_are_not_flapping() -> None:
     """Flapping is about reachability; a picture that comes and goes is judged by diagnoses."""
     state = online_camera()
     at = 200.0
-    for verdict in ("fault", "clean") * 6:
+    verdicts: tuple[Verdict, ...] = ("fault", "clean") * 6
+    for verdict in verdicts:
         at += 60.0
-        state, tr = judge(state, verdict, at)  # type: ignore[arg-type]
+        state, tr = judge(state, verdict, at)
         assert tr is None
     assert state.status == "online"
 
