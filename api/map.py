@@ -9,6 +9,7 @@ from aiohttp import web
 
 from api import params
 from api.auth import READERS, STREAMERS, WRITERS
+from api.health import PROBERS
 from api.responses import json_response
 from api.routes import Param, RouteTable, caller
 from api.state import MAPGRID, SETTINGS
@@ -91,6 +92,8 @@ async def map_config(request: web.Request) -> web.Response:
                 "stream": actor.role in STREAMERS,
                 "plan": True,
                 "discovery": actor.role in WRITERS,
+                # 视频质量诊断 on demand (POST /cameras/{id}/diagnose)
+                "diagnose": actor.role in PROBERS,
             },
             "tiles": {
                 "url": s.map_tiles_url,

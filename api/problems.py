@@ -30,7 +30,7 @@ from camera_registry.planning.coverage_policy import PolicyInvalid
 from camera_registry.planning.policy_model import PolicyError
 from camera_registry.planning.runs import EmptyRegion, RunFailed
 from geo.errors import GeoError
-from health.errors import HealthError
+from health.errors import DiagnosisUnavailable, HealthError
 from ingest.errors import IngestError
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     DemoDataError: (400, "No demo data"),
     IngestError: (422, "Unreadable ledger"),
     GeoError: (422, "Invalid coordinates or geometry"),
+    DiagnosisUnavailable: (503, "Frame diagnosis unavailable"),
     HealthError: (422, "Invalid health input"),
 }
 DOMAIN_ERRORS = (RegistryError, IngestError, GeoError, HealthError)
