@@ -703,9 +703,10 @@ def diagnose(
     masked_by: dict[str, str] = {}
     if past["noise"] and past["shake"]:
         # Each explains the other (snow throws phase correlation about; a shaking picture
-        # leaves residue in flat areas): the one further past its threshold is the cause.
+        # leaves residue in flat areas): the one further past its threshold is the cause,
+        # except that heavy noise (3 × its threshold) leaves no shift worth believing.
         ratio = {n: values[n] / max(threshold_of[n], 1e-9) for n in ("noise", "shake")}
-        winner = max(ratio, key=lambda n: ratio[n])
+        winner = "noise" if ratio["noise"] >= 3 else max(ratio, key=lambda n: ratio[n])
         masked_by["shake" if winner == "noise" else "noise"] = winner
         for other in MASKS[winner]:
             if past[other] and other not in masked_by:
