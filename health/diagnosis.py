@@ -35,9 +35,9 @@ thresholds were tuned on the labelled clip set of `bench/bench_vqd.py`):
   while in a live scene most pixels do not.
 - **stripes** 条纹干扰 — rolling horizontal bands (mains-frequency interference in analogue
   links): the strongest periodic component (periods of 3 … h/3 rows) of the change of the
-  frame's row profile between consecutive frames, after the vertical shift is compensated.
-  Rolling bands move against the scene; the scene's own horizontal structures (bricks, stairs)
-  move with it and cancel.
+  frame's row profile between consecutive frames. Rolling bands move between frames; the
+  scene's own horizontal structures (bricks, stairs) stand still and cancel, and a moving car
+  is a bump spread over many periods.
 - **shake** 画面抖动 — global displacement between consecutive frames by phase correlation; a
   pan moves steadily, a shaking mount jumps back and forth. Value: RMS of the displacements
   around their median, in px at 320 px width, over pairs the correlation is sure of.
@@ -77,6 +77,7 @@ __all__ = [
     "DEFAULT_FAULTS",
     "LABELS",
     "MASKS",
+    "MUTUAL",
     "REFERENCE_SIZE",
     "Diagnosis",
     "Flag",
@@ -137,13 +138,15 @@ MASKS: Final[dict[str, tuple[str, ...]]] = {
     "frozen": ("shake", "stripes", "noise"),
     "colour_cast": ("low_contrast",),
     "low_contrast": ("blur", "occlusion", "scene_change"),
-    "stripes": ("noise", "shake", "blur"),
-    "shake": ("noise", "blur", "scene_change"),
+    "shake": ("noise", "blur", "scene_change", "stripes"),
+    "stripes": ("noise", "blur"),
     "noise": ("shake", "blur", "occlusion", "scene_change", "low_contrast"),
     "scene_change": ("occlusion", "colour_cast"),
-    "occlusion": ("colour_cast",),
-    "blur": ("occlusion",),
+    "occlusion": ("colour_cast", "blur"),
 }
+# Pairs that each explain the other: the one further past its threshold is taken as the cause.
+# (Stripes always explain noise: noise averages out of a row profile, bands do not.)
+MUTUAL: Final = (("noise", "shake"),)
 
 # The reference picture kept for scene_change / occlusion: small grey, aspect 16:9.
 REFERENCE_SIZE: Final = (160, 90)
@@ -174,7 +177,7 @@ class Thresholds:
     blur_reblur: float = 0.385
     noise_level: float = 2.2
     noise_flat_share: float = 0.2
-    stripes_amplitude: float = 5.0
+    stripes_amplitude: float = 3.5
     shake_px: float = 1.2
     shake_min_response: float = 0.1
     occlusion_share: float = 0.12
@@ -455,7 +458,10 @@ def _noise_and_stripes(
         delta -= float(np.median(delta[::4, ::4]))
         chosen = np.minimum(np.abs(delta), 16.0)[mask > 0]
         noise[i - 1] = float(chosen.mean()) if chosen.size else 0.0
-        profile = delta.mean(axis=1)
+        # Stripes on the plain difference: rolling bands drag the phase correlation along
+        # (they are the strongest moving pattern), so the aligned one would cancel them.
+        plain = frames[i] - frames[i - 1]
+        profile = plain.mean(axis=1) - float(np.median(plain[::4, ::4]))
         rows = len(profile)
         if rows < 12:
             continue
@@ -701,16 +707,19 @@ def diagnose(
         hit = value < threshold if name in BELOW else value >= threshold  # NaN: never
         past[name] = bool(hit) and extra_fire.get(name, True)
     masked_by: dict[str, str] = {}
-    if past["noise"] and past["shake"]:
-        # Each explains the other (snow throws phase correlation about; a shaking picture
-        # leaves residue in flat areas): the one further past its threshold is the cause,
-        # except that heavy noise (3 × its threshold) leaves no shift worth believing.
-        ratio = {n: values[n] / max(threshold_of[n], 1e-9) for n in ("noise", "shake")}
-        winner = "noise" if ratio["noise"] >= 3 else max(ratio, key=lambda n: ratio[n])
-        masked_by["shake" if winner == "noise" else "noise"] = winner
-        for other in MASKS[winner]:
-            if past[other] and other not in masked_by:
-                masked_by[other] = winner
+    for a, b in MUTUAL:
+        if past[a] and past[b] and a not in masked_by and b not in masked_by:
+            # Snow throws phase correlation about; a shaking picture leaves residue in flat
+            # areas. The one further past its threshold
+            # is the cause, except that heavy noise (3 × its threshold) leaves no shift worth
+            # believing.
+            ratio = {n: values[n] / max(threshold_of[n], 1e-9) for n in (a, b)}
+            heavy = a == "noise" and ratio[a] >= 3
+            winner = a if heavy else max(ratio, key=lambda n: ratio[n])
+            masked_by[b if winner == a else a] = winner
+            for other in MASKS[winner]:
+                if past[other] and other not in masked_by:
+                    masked_by[other] = winner
     for name, explained in MASKS.items():
         if past[name] and name not in masked_by:
             for other in explained:
