@@ -17,7 +17,7 @@ split, so the held-out split has scenes never seen while tuning), fault, strengt
 rate, and the items it must fire.
 
 Needs ffmpeg with libx264 (Debian: `apt-get install -y ffmpeg`) and scikit-image (a bench-only
-dependency: `pip install scikit-image`; its photographs are in the wheel).
+dependency: `pip install -e '.[bench]'`; its photographs are in the wheel).
 """
 
 from __future__ import annotations
