@@ -23,7 +23,9 @@ region ≥ 40 %; it has no measure for stripes, shake or scene change. Cost: wal
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -145,6 +147,16 @@ def main() -> int:
     parser.add_argument("--values", action="store_true", help="print every clip's values")
     args = parser.parse_args()
     labels = args.clips / "labels.json"
+    missing = [tool for tool in ("ffmpeg",) if shutil.which(tool) is None]
+    if importlib.util.find_spec("skimage") is None:
+        missing.append("scikit-image (pip install -e '.[bench]')")
+    if missing and not labels.exists():
+        print(
+            f"cannot generate the clip set: missing {', '.join(missing)} "
+            "(Debian: apt-get install -y ffmpeg)",
+            file=sys.stderr,
+        )
+        return 2
     if not labels.exists():
         print(f"generating the clip set in {args.clips} …", flush=True)
         vqd_clips.generate(args.clips, args.jobs)
