@@ -48,7 +48,7 @@ _STATUS_OUTCOME: dict[str, Outcome] = {
     "OFF": "fail",
     "OFFLINE": "fail",
     "VLOST": "fail",
-    "DEFECT": "fault",
+    "DEFECT": "fail",  # 故障: the channel does not work (a picture verdict needs our own diagnosis)
 }
 
 
