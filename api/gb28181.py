@@ -231,6 +231,7 @@ def sip_config(settings: Gb28181Settings, http_host: str) -> SipServerConfig:
         min_expires=settings.min_expires,
         max_expires=settings.max_expires,
         rate_per_source=settings.rate_per_source,
+        platform_rate_per_source=settings.platform_rate_per_source,
         query_after_register=settings.query_on_register,
     )
 

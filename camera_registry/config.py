@@ -238,6 +238,8 @@ class Gb28181Settings(BaseModel):
     min_expires: int = Field(default=60, ge=1, le=86_400)
     max_expires: int = Field(default=86_400, ge=60, le=7 * 86_400)
     rate_per_source: float = Field(default=50.0, gt=0, le=100_000)
+    # registered lower platforms (type 200) push whole catalogs: a budget of their own
+    platform_rate_per_source: float = Field(default=5_000.0, gt=0, le=100_000)
     keepalive_flush_s: float = Field(
         default=1.0, gt=0, le=60, description="keepalives are written in batches this often"
     )
