@@ -360,7 +360,7 @@ async def refresh_catalog(request: web.Request) -> web.Response:
             "complete": result.complete,
             "sum_num": result.sum_num,
             "received": len(result.items),
-            "duplicates": result.duplicates,
+            "repeated": result.repeated,
             "missing": result.missing,
         }
     )

@@ -100,7 +100,7 @@ async def run_once(
             conn = await asyncpg.connect(url, server_settings={"search_path": schema})
             cpu0 = cpu_seconds([proc.pid])
             t0 = time.perf_counter()
-            sem = asyncio.Semaphore(500)
+            sem = asyncio.Semaphore(100)  # registrations in flight (devices boot over time)
 
             async def register(dev: Device) -> None:
                 async with sem:

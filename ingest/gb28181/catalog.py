@@ -31,7 +31,7 @@ class CatalogResult:
     items: dict[str, CatalogItem]
     complete: bool
     messages: int = 0
-    duplicates: int = 0
+    repeated: int = 0
     started: float = 0.0
     finished: float = 0.0
 
@@ -104,7 +104,7 @@ class CatalogAssembler:
             result.sum_num = msg.sum_num
         for item in msg.items:
             if item.device_id in result.items:
-                result.duplicates += 1
+                result.repeated += 1
                 result.items[item.device_id] = item  # the later copy is the newer state
             elif len(result.items) >= self.max_items:
                 self.dropped_items += 1

@@ -18,7 +18,7 @@ from typing import Protocol
 from camera_registry.gbid import PROVINCES
 from ingest.gb28181.digest import AuthResult, DigestVerifier
 from ingest.gb28181.errors import SipParseError
-from ingest.gb28181.message import SipRequest, SipResponse, build_response, new_tag
+from ingest.gb28181.message import NameAddr, SipRequest, SipResponse, build_response, new_tag
 from ingest.gb28181.transport import Peer, target_for
 
 MIN_EXPIRES = 60
@@ -58,8 +58,6 @@ class Registration:
 
     @property
     def contact_host(self) -> str:
-        from ingest.gb28181.message import NameAddr
-
         try:
             return NameAddr.parse(self.contact).uri.host
         except SipParseError:

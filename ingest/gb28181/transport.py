@@ -230,10 +230,12 @@ class SipTransport:
         self._server: asyncio.Server | None = None
         self._tcp: dict[tuple[str, int], _TcpConn] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._connecting: set[asyncio.Task[None]] = set()
         self.counters: dict[str, int] = {
             "udp_errors": 0,
             "tcp_refused": 0,
             "tcp_framing_errors": 0,
+            "tcp_connect_errors": 0,
             "rate_limited": 0,
             "parse_errors": 0,
         }
@@ -256,6 +258,8 @@ class SipTransport:
         self._reaper = asyncio.create_task(self._reap_idle())
 
     async def stop(self) -> None:
+        for task in list(self._connecting):
+            task.cancel()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -305,7 +309,9 @@ class SipTransport:
         if conn is not None:
             conn.send(data)
             return
-        asyncio.get_running_loop().create_task(self._connect_and_send(data, peer))
+        task = asyncio.get_running_loop().create_task(self._connect_and_send(data, peer))
+        self._connecting.add(task)  # kept referenced until done
+        task.add_done_callback(self._connecting.discard)
 
     async def _connect_and_send(self, data: bytes, peer: Peer) -> None:
         if len(self._tcp) >= self.max_tcp_connections:
@@ -316,6 +322,6 @@ class SipTransport:
             async with asyncio.timeout(5):
                 _, proto = await loop.create_connection(lambda: _TcpConn(self), *peer.addr)
         except (OSError, TimeoutError):
-            self.counters["udp_errors"] += 1
+            self.counters["tcp_connect_errors"] += 1
             return
         proto.send(data)

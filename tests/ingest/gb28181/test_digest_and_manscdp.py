@@ -170,7 +170,7 @@ async def test_assembler_completes_at_sum_num_and_never_counts_a_duplicate_twice
     asm.add(DEV, catalog_msg(7, ["c"], 3))
     result = await fut
     assert result.complete and sorted(result.items) == ["a", "b", "c"]
-    assert result.duplicates == 1
+    assert result.repeated == 1
     assert done == [result]
     assert len(asm) == 0
 

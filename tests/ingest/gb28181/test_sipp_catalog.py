@@ -101,7 +101,7 @@ async def test_catalog_out_of_order_with_duplicate_and_missing_channel_is_partia
         "34020000001320000103",
         "34020000001320000104",
     ]
-    assert result.duplicates == 1
+    assert result.repeated == 1
     assert result.missing == 1
     assert result.messages == 3
     assert server.metrics()["catalogs_partial"] == 1
