@@ -24,7 +24,7 @@ from api.auth import ADMINS, READERS, WRITERS
 from api.gbplayer import GbPlayer
 from api.models import parse_body
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import REGION_PREFIX, Param, RouteTable, caller, integer, text
 from api.state import GB_DEVICES, GB_PLAYER, POOL, SETTINGS, SIP
 from camera_registry.config import Gb28181Settings
 from camera_registry.errors import NotFound, RegistryError
@@ -39,6 +39,7 @@ from ingest.gb28181.server import Gb28181Events, PlaySession, SipServer, SipServ
 from ingest.gb28181.zlm import ZlmClient
 
 log = logging.getLogger(__name__)
+GB_ID = {"type": "string", "pattern": "^[0-9]{20}$"}
 ROUTES = RouteTable()
 # What a channel's Status word (catalog) or event (NOTIFY) says about it, as a probe would.
 _STATUS_OUTCOME: dict[str, Outcome] = {
@@ -48,7 +49,7 @@ _STATUS_OUTCOME: dict[str, Outcome] = {
     "OFF": "fail",
     "OFFLINE": "fail",
     "VLOST": "fail",
-    "DEFECT": "fault",
+    "DEFECT": "fail",  # 故障: the channel does not work (a picture verdict needs our own diagnosis)
 }
 
 
@@ -401,6 +402,7 @@ def sip_config(settings: Gb28181Settings, http_host: str) -> SipServerConfig:
         min_expires=settings.min_expires,
         max_expires=settings.max_expires,
         rate_per_source=settings.rate_per_source,
+        platform_rate_per_source=settings.platform_rate_per_source,
         query_after_register=settings.query_on_register,
     )
 
@@ -478,10 +480,10 @@ async def get_server(request: web.Request) -> web.Response:
     "GB/T 28181 devices that registered (filters: region, online; scope by ID region)",
     READERS,
     params=(
-        Param("region", "query", "region-code prefix"),
+        Param("region", "query", "region-code prefix", REGION_PREFIX),
         Param("online", "query", "true/false", {"type": "boolean"}),
-        Param("limit", "query", "page size", {"type": "integer"}),
-        Param("cursor", "query", "next_cursor of the previous page"),
+        Param("limit", "query", "page size (1-1000, default 100)", integer(1, 1000)),
+        Param("cursor", "query", "next_cursor of the previous page", text(200)),
     ),
     responses={200: "devices"},
     tag="gb28181",
@@ -502,7 +504,7 @@ async def list_devices(request: web.Request) -> web.Response:
     "/api/v1/gb28181/devices/{id}",
     "One GB/T 28181 device with its catalog channels (removed ones marked)",
     READERS,
-    params=(Param("id", "path", "20-digit device ID", required=True),),
+    params=(Param("id", "path", "20-digit device ID", GB_ID, required=True),),
     responses={200: "device", 404: "not found"},
     tag="gb28181",
 )
@@ -516,7 +518,7 @@ async def get_device(request: web.Request) -> web.Response:
     "/api/v1/gb28181/devices/{id}/catalog",
     "Query the device's catalog now and apply it (waits for the answer)",
     WRITERS,
-    params=(Param("id", "path", "20-digit device ID", required=True),),
+    params=(Param("id", "path", "20-digit device ID", GB_ID, required=True),),
     responses={200: "catalog summary", 409: "device not registered"},
     tag="gb28181",
 )
@@ -547,7 +549,7 @@ class DevicePassword(BaseModel):
     "/api/v1/gb28181/devices/{id}/password",
     "Set (or with null clear) a device's own SIP password; sealed, never returned",
     ADMINS,
-    params=(Param("id", "path", "20-digit device ID", required=True),),
+    params=(Param("id", "path", "20-digit device ID", GB_ID, required=True),),
     body=DevicePassword,
     responses={204: "set"},
     tag="gb28181",

@@ -126,6 +126,39 @@ async def probe_now(request: web.Request) -> web.Response:
 
 
 @ROUTES.route(
+    "POST",
+    "/api/v1/cameras/{id}/diagnose",
+    "视频质量诊断 now: probe, sample frames, diagnose; report and thumbnail",
+    PROBERS,
+    params=(
+        ID,
+        Param(
+            "accept_reference",
+            "query",
+            "1 to keep this picture as the scene reference "
+            "(场景变更 / 遮挡 / 偏色 are judged against it)",
+        ),
+    ),
+    responses={200: "the diagnosis report, a thumbnail (data URL) and the new status"},
+    tag="health",
+)
+async def diagnose_now(request: web.Request) -> web.Response:
+    """For a technician on the ladder: the answer within the sample window plus a few seconds,
+    through the same capture processes and per-host limits as the schedule."""
+    actor = caller(request)
+    cam = await request.app[REGISTRY].get(actor, request.match_info["id"])  # scope check
+    raw = request.query.get("accept_reference", "0")
+    if raw not in ("0", "1", "true", "false"):
+        raise BadRequest(
+            "bad accept_reference", [FieldError("accept_reference", "use 1 or 0 (true/false)")]
+        )
+    result = await request.app[WORKER].diagnose_now(
+        uuid.UUID(cam["id"]), accept_reference=raw in ("1", "true")
+    )
+    return json_response(result)
+
+
+@ROUTES.route(
     "GET",
     "/api/v1/kpis",
     "在线率 / 完好率 / 联网率 by region prefix (and level)",

@@ -10,6 +10,7 @@ from aiohttp import web
 from api import params
 from api.auth import READERS, STREAMERS, WRITERS
 from api.coverage import STARTERS
+from api.health import PROBERS
 from api.responses import json_response
 from api.routes import BBOX, LEVELS, REGION_PREFIX, Param, RouteTable, caller, integer, listed
 from api.state import MAPGRID, SETTINGS
@@ -93,6 +94,8 @@ async def map_config(request: web.Request) -> web.Response:
                 "plan": True,  # everyone reads KPIs and coverage results
                 "run_coverage": actor.role in STARTERS,
                 "discovery": actor.role in WRITERS,
+                # 视频质量诊断 on demand (POST /cameras/{id}/diagnose)
+                "diagnose": actor.role in PROBERS,
             },
             "record_days_level1": s.record_days_level1,
             "tiles": {

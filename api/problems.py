@@ -32,7 +32,7 @@ from camera_registry.planning.policy_model import PolicyError
 from camera_registry.planning.runs import EmptyRegion, RunFailed
 from camera_registry.store.upstreams import DuplicateUpstream
 from geo.errors import GeoError
-from health.errors import HealthError
+from health.errors import DiagnosisUnavailable, HealthError
 from ingest.errors import IngestError
 from ingest.gb28181.errors import (
     DeviceNotRegistered,
@@ -76,6 +76,7 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     TransactionTimeout: (504, "Device did not answer"),
     RequestRefused: (502, "Device refused the request"),
     GeoError: (422, "Invalid coordinates or geometry"),
+    DiagnosisUnavailable: (503, "Frame diagnosis unavailable"),
     HealthError: (422, "Invalid health input"),
 }
 DOMAIN_ERRORS = (RegistryError, IngestError, GeoError, HealthError)

@@ -77,6 +77,8 @@ def _violation(schema: dict[str, Any], raw: str) -> str | None:
         if "enum" in schema and value not in schema["enum"]:
             return f"use one of {', '.join(map(str, schema['enum']))}"
         return None
+    if kind == "boolean":
+        return None if raw in ("true", "false") else "use true or false"
     if "enum" in schema and raw not in schema["enum"]:
         return f"use one of {', '.join(schema['enum'])}"
     if len(raw) > schema.get("maxLength", 10_000):

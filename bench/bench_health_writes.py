@@ -109,7 +109,7 @@ async def ours(
             records = []
             for le in leases:
                 x = rnd.random()
-                outcome: Outcome = "ok" if x < 0.97 else "fail" if x < 0.99 else "fault"
+                outcome: Outcome = "ok" if x < 0.98 else "fail"
                 state, tr = step(le.state, outcome, max(now, le.state.since), policy)
                 failures = 0 if outcome != "fail" else le.failures + 1
                 transitions += tr is not None

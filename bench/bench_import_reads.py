@@ -36,6 +36,7 @@ import asyncpg
 
 from bench.bench_import import ensure_cameras, ledger_file
 from bench.common import OUT, database_url, median
+from camera_registry.urls import with_query
 
 KEY = base64.b64encode(b"b" * 32).decode()
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -65,10 +66,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(url: str, schema: str, data: Path) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
     port = free_port()
-    sep = "&" if "?" in url else "?"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CAMREG_")},
-        "CAMREG_DATABASE_URL": f"{url}{sep}search_path={schema}",
+        "CAMREG_DATABASE_URL": with_query(url, search_path=schema),
         "CAMREG_SECRET_KEY": KEY,
         "CAMREG_DATA_DIR": str(data),
         "CAMREG_LOG_LEVEL": "WARNING",

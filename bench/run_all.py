@@ -28,6 +28,7 @@ def main() -> int:
         [sys.executable, str(HERE / "bench_discovery.py"), "--repeat", repeat],
         [sys.executable, str(HERE / "bench_probe.py"), "--repeat", repeat],
         [sys.executable, str(HERE / "bench_diagnosis.py"), "--repeat", repeat],
+        [sys.executable, str(HERE / "bench_vqd.py"), "--repeat", repeat],
         [sys.executable, str(HERE / "bench_coverage_province.py"), "--cameras", rows],
         [sys.executable, str(HERE / "bench_map.py"), "--rows", rows],
         [sys.executable, str(HERE / "bench_cascade.py"), "--rows", rows, "--runs", repeat],

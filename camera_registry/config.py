@@ -84,10 +84,25 @@ class HealthSettings(BaseModel):
     online_after: int | None = Field(
         default=None, ge=1, le=100, description="consecutive successes before online (2)"
     )
+    recheck_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="a first faulty diagnosis is checked again this soon (600: 10 minutes)",
+    )
+    confirm_after: int | None = Field(
+        default=None, ge=1, le=10, description="faulty diagnoses in a row that confirm (2)"
+    )
+    faults: tuple[str, ...] | None = Field(
+        default=None,
+        description="diagnosis checks that make a camera degraded; others are warnings "
+        "(signal_loss, frozen, noise, occlusion, colour_cast, blur)",
+    )
     diagnosis: dict[str, float] = Field(
         default_factory=dict,
         description="diagnosis thresholds by name (dark_mean, bright_mean, low_contrast_std, "
-        "frozen_frames, blur_laplacian_var, occlusion_share, colour_cast_share, noise_residual…)",
+        "frozen_frames, blur_reblur, noise_level, stripes_amplitude, shake_px, "
+        "occlusion_share, colour_cast_offset, scene_change…)",
     )
 
 
@@ -223,6 +238,8 @@ class Gb28181Settings(BaseModel):
     min_expires: int = Field(default=60, ge=1, le=86_400)
     max_expires: int = Field(default=86_400, ge=60, le=7 * 86_400)
     rate_per_source: float = Field(default=50.0, gt=0, le=100_000)
+    # registered lower platforms (type 200) push whole catalogs: a budget of their own
+    platform_rate_per_source: float = Field(default=5_000.0, gt=0, le=100_000)
     keepalive_flush_s: float = Field(
         default=1.0, gt=0, le=60, description="keepalives are written in batches this often"
     )

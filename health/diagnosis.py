@@ -1,41 +1,62 @@
 """Frame-level video-quality diagnosis (视频质量诊断) on a short sample of frames.
 
 The last rung of the probe ladder (DESIGN.md §2 "Health and KPIs"): a DESCRIBE proves the
-camera talks, only frames prove it shows something useful. Every measure here is a cheap
-statistic of small grey (or HSV) frames, because the diagnosis runs on a rotating sample of
-thousands of cameras per worker; none needs a model or a reference image of the scene.
+camera talks, only frames prove it shows something useful. The checks are the list that VQD
+products and 雪亮 tenders name; every one is a cheap vectorised statistic of small grey frames,
+because a worker diagnoses thousands of cameras a day on two cores, and each is reported with
+its value, its threshold (`[health.diagnosis]`) and its Chinese label (`LABELS`).
 
-Why each measure:
+Why each measure (frames are first brought to at most `work_width` px wide, where the
+thresholds were tuned on the labelled clip set of `bench/bench_vqd.py`):
 
-- **signal_loss** — no frames at all. The caller decides the sampling window; an empty sample is
-  the one fault no statistic can see, so it is explicit.
-- **too_dark / too_bright** — mean grey level. A dead sensor, a camera at night without IR, or a
-  lens facing the sun all move the mean to an end of the range; nothing cheaper is as direct.
-- **low_contrast** — standard deviation of grey. Fog, a dirty dome, a lost video signal replaced
-  by a flat colour screen: the mean may be normal while everything is one level.
-- **frozen** — share of pixels changing by at most `frozen_pixel_tolerance` grey levels between
-  consecutive frames; a run of `frozen_frames` frames each more than `frozen_similarity`
-  similar to the previous one fires. A tolerance of a few levels absorbs re-encoding jitter of a
-  repeated frame, while real motion or sensor noise changes far more pixels. A perfectly static
-  scene encoded at a very low bit rate can look frozen too; sample frames some seconds apart.
-- **blur** — variance of the Laplacian (Pech-Pacheco et al. 2000): focus concentrates energy in
-  second derivatives, a defocused or fogged lens removes it. It depends on resolution, so frames
-  are brought to at most `work_width` pixels wide, where the defaults were calibrated.
-- **occlusion** — share of the largest 8-connected region of blocks that are dark or uniform.
-  An object over the lens (cloth, leaves, paint, a hand) is too close to be in focus, so it
-  shows as one smooth or dark patch; requiring one *connected* region ignores many small flat
-  patches scattered over a normal scene (walls, road surface).
-- **colour_cast** — dominance of one hue among sufficiently saturated, not-dark pixels, gated
-  by a minimum mean saturation. A failed IR-cut filter or a broken colour channel pushes
-  nearly everything to one hue with strong saturation; a scene that merely has one colourful
-  object has low overall saturation and stays quiet. Dark pixels are left out because their
-  hue is noise.
-- **noise** — mean absolute difference between the frame and its 3×3 median: the median
-  removes salt-and-pepper and "snow" while keeping edges, so the residual is the impulsive
-  high-frequency energy of interference, and small for real edges and texture.
+- **signal_loss** 信号丢失 — no frames at all, or frames that are a "no video" screen: nearly
+  every pixel within a few levels of one colour that is black or saturated blue (what DVRs,
+  encoders and decoders show when the analogue input is lost). Value: share of such frames (1
+  when no frame came). Everything else is masked: a blue screen is not "colour cast".
+- **frozen** 画面冻结 — a run of `frozen_frames` frames, each more than `frozen_similarity`
+  of its pixels within `frozen_pixel_tolerance` levels of the previous one. A tolerance of a few
+  levels absorbs re-encoding jitter of a repeated frame; a live OSD clock is far below 5 %.
+- **too_dark / too_bright** 亮度异常 — median of the frames' mean grey level.
+- **low_contrast** 对比度异常 — median of the frames' grey standard deviation (fog, a dirty
+  dome, a flat picture).
+- **colour_cast** 偏色 — the cast factor of CIELAB chroma (Xu et al.): the mean (a, b) offset
+  `D` of the lit pixels against their chroma spread `M`. A failed IR-cut filter or a dead colour
+  channel moves the whole picture (large D, K = D / M large); a colourful scene has a large
+  spread, and a grey night picture has D ≈ 0. Fires when D ≥ `colour_cast_offset` and
+  K ≥ `colour_cast_factor`.
+- **blur** 清晰度异常 — the re-blur measure of Crété-Roffet et al. (2007): blur the picture
+  again and see how much of its neighbour differences survive. A sharp picture loses much, a
+  defocused one little. It is a ratio, so unlike the variance of the Laplacian it does not
+  call a dim, flat or low-texture scene blurred; 0 sharp … 1 fully blurred.
+- **noise** 雪花/噪声 — temporal: the median pixel change between consecutive frames after the
+  global shift (camera sway, a pan) is compensated and a global brightness change removed.
+  Snow and noise are new every frame; after H.264 they turn into blotches that a spatial
+  estimate (median residual, Immerkær) takes for texture, but they still change every frame,
+  while in a live scene most pixels do not.
+- **stripes** 条纹干扰 — rolling horizontal bands (mains-frequency interference in analogue
+  links): the strongest periodic component (periods of 3 … h/3 rows) of the change of the
+  frame's row profile between consecutive frames. Rolling bands move between frames; the
+  scene's own horizontal structures (bricks, stairs) stand still and cancel, and a moving car
+  is a bump spread over many periods.
+- **shake** 画面抖动 — global displacement between consecutive frames by phase correlation; a
+  pan moves steadily, a shaking mount jumps back and forth. Value: RMS of the displacements
+  around their median, in px at 320 px width, over pairs the correlation is sure of.
+- **occlusion** 遮挡 — the largest connected region of blocks that had texture in the reference
+  picture and lost it (flat, or much darker than the rest of the view became). Without a
+  reference it is not judged: a flat or dark region alone is as often a sky, a wall, the
+  black bars of a test pattern or a night scene as a cover (the old dark/uniform-block rule
+  fired on every black and night picture).
+- **scene_change** 场景变更 — 1 − the correlation of gradient-magnitude maps of the reference
+  picture and of this sample's median picture, after a small shift (≤ `scene_max_shift` of the
+  width: sway, a loose bracket) is allowed. Gradient maps ignore brightness and colour, so
+  day/night and a cast do not count as a moved camera.
 
 Per-frame measures are combined with the median over the sample, so a single glitched frame (a
-keyframe artefact, a passing headlight) does not decide the verdict.
+keyframe artefact, a passing headlight) does not decide the verdict. Some flags explain others
+(`MASKS`): a black screen is also dark, flat and "blurred"; those are reported as masked (value
+kept, `masked_by` set) instead of firing, so an operator sees the cause, not its symptoms.
+Which fired flags are faults (make a camera `degraded`) and which are warnings is
+configuration (`Thresholds.faults`).
 """
 
 from __future__ import annotations
@@ -43,7 +64,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Final
 
 import cv2
 import numpy as np
@@ -51,86 +72,193 @@ from numpy.typing import NDArray
 
 from health.errors import InvalidFrames, InvalidThresholds
 
-__all__ = ["CHECKS", "Diagnosis", "Flag", "Thresholds", "diagnose"]
+__all__ = [
+    "CHECKS",
+    "DEFAULT_FAULTS",
+    "LABELS",
+    "MASKS",
+    "MUTUAL",
+    "REFERENCE_SIZE",
+    "Diagnosis",
+    "Flag",
+    "Thresholds",
+    "diagnose",
+    "reference_picture",
+]
 
-CHECKS = (
+CHECKS: Final = (
     "signal_loss",
+    "frozen",
     "too_dark",
     "too_bright",
     "low_contrast",
-    "frozen",
+    "colour_cast",
     "blur",
+    "noise",
+    "stripes",
+    "shake",
+    "occlusion",
+    "scene_change",
+)
+
+LABELS: Final[dict[str, str]] = {
+    "signal_loss": "信号丢失",
+    "frozen": "画面冻结",
+    "too_dark": "亮度异常（过暗）",
+    "too_bright": "亮度异常（过亮）",
+    "low_contrast": "对比度异常",
+    "colour_cast": "偏色",
+    "blur": "清晰度异常",
+    "noise": "雪花/噪声",
+    "stripes": "条纹干扰",
+    "shake": "画面抖动",
+    "occlusion": "遮挡",
+    "scene_change": "场景变更",
+}
+
+# Checks that fire when their value is *below* the threshold; all others at or above it.
+BELOW: Final = frozenset({"too_dark", "low_contrast"})
+
+# The issue's default: what makes a camera degraded; the rest are warnings.
+DEFAULT_FAULTS: Final = (
+    "signal_loss",
+    "frozen",
+    "noise",
     "occlusion",
     "colour_cast",
-    "noise",
+    "blur",
 )
+
+# flag → flags it explains (the explained ones are masked when it fires). Order matters: a
+# flag masked by an earlier one does not mask others.
+MASKS: Final[dict[str, tuple[str, ...]]] = {
+    "signal_loss": CHECKS[1:],
+    "too_dark": ("low_contrast", "blur", "colour_cast", "occlusion", "scene_change", "noise"),
+    "too_bright": ("low_contrast", "blur", "colour_cast", "occlusion", "scene_change"),
+    "frozen": ("shake", "stripes", "noise"),
+    "colour_cast": ("low_contrast",),
+    "low_contrast": ("blur", "occlusion", "scene_change"),
+    "shake": ("noise", "blur", "scene_change", "stripes"),
+    "stripes": ("noise", "blur"),
+    "noise": ("shake", "blur", "occlusion", "scene_change", "low_contrast"),
+    "scene_change": ("occlusion", "colour_cast"),
+    "occlusion": ("colour_cast", "blur"),
+}
+# Pairs that each explain the other: the one further past its threshold is taken as the cause.
+# (Stripes always explain noise: noise averages out of a row profile, bands do not.)
+MUTUAL: Final = (("noise", "shake"),)
+
+# The reference picture kept for scene_change / occlusion: small grey, aspect 16:9.
+REFERENCE_SIZE: Final = (160, 90)
 
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Diagnosis thresholds; defaults from DESIGN.md §2, the others calibrated at 320×180.
+    """Diagnosis thresholds (`[health.diagnosis]`); tuned at 320 px width on the training split
+    of bench/bench_vqd.py, DESIGN.md §2 values where it gives them (mean 30/220, std 25,
+    frozen run of 10 frames > 95 % similar).
 
-    `blur_laplacian_var`, `occlusion_*`, `colour_cast_*` and `noise_residual` were set on
-    synthetic patterns (see tests/health/test_diagnosis.py): a normal textured scene measures
-    Laplacian variance ≈ 390, occlusion share ≈ 0.04, hue share ≈ 0.23 and noise residual ≈ 0.7;
-    the faulty patterns land far on the other side (blur ≈ 2–6, half-occluded 0.5, tinted ≥ 0.87,
-    snow ≈ 37). Real deployments should tune them per camera model from data.
+    `faults` lists the checks that make a camera degraded; any other fired check is a warning.
     """
 
     dark_mean: float = 30.0
     bright_mean: float = 220.0
     low_contrast_std: float = 25.0
     frozen_frames: int = 10
-    frozen_similarity: float = 0.95
-    frozen_pixel_tolerance: int = 2
-    blur_laplacian_var: float = 50.0
-    occlusion_share: float = 0.4
-    occlusion_block: int = 16
-    occlusion_block_std: float = 2.0
-    colour_cast_share: float = 0.6
-    colour_cast_min_saturation: float = 80.0
-    colour_cast_pixel_saturation: int = 60
+    frozen_block_change: float = 6.0
+    frozen_moving_share: float = 0.005
+    signal_loss_share: float = 0.5
+    signal_loss_black: float = 25.0
+    signal_loss_uniform: float = 0.9
+    signal_loss_tolerance: int = 6
+    colour_cast_offset: float = 12.0
+    colour_cast_factor: float = 1.5
     colour_cast_pixel_value: int = 40
-    noise_residual: float = 12.0
+    blur_reblur: float = 0.385
+    noise_level: float = 2.2
+    noise_flat_share: float = 0.2
+    stripes_amplitude: float = 3.5
+    shake_px: float = 1.2
+    shake_min_response: float = 0.1
+    occlusion_share: float = 0.12
+    occlusion_block: int = 10
+    occlusion_block_std: float = 3.0
+    occlusion_texture_loss: float = 0.35
+    scene_change: float = 0.2
+    scene_max_shift: float = 0.1
     work_width: int = 320
+    faults: tuple[str, ...] = DEFAULT_FAULTS
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if f.name == "faults":
+                continue
             value = getattr(self, f.name)
-            if not math.isfinite(value) or value < 0:
+            if isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise InvalidThresholds(f"threshold {f.name} must be a finite number ≥ 0")
         if self.frozen_frames < 2:
             raise InvalidThresholds("frozen_frames must be at least 2 (a run needs two frames)")
-        if not 0 < self.frozen_similarity <= 1 or not 0 < self.colour_cast_share <= 1:
-            raise InvalidThresholds("frozen_similarity and colour_cast_share are shares in (0, 1]")
-        if self.occlusion_block < 2 or self.work_width < 32:
-            raise InvalidThresholds("occlusion_block must be ≥ 2 px and work_width ≥ 32 px")
+        for name in (
+            "frozen_moving_share",
+            "signal_loss_share",
+            "signal_loss_uniform",
+            "noise_flat_share",
+        ):
+            if not 0 < getattr(self, name) <= 1:
+                raise InvalidThresholds(f"{name} is a share in (0, 1]")
+        if not 0 < self.scene_max_shift < 0.5:
+            raise InvalidThresholds("scene_max_shift is a share of the width in (0, 0.5)")
+        if self.occlusion_block < 4 or self.work_width < 64:
+            raise InvalidThresholds("occlusion_block must be ≥ 4 px and work_width ≥ 64 px")
+        unknown = [name for name in self.faults if name not in CHECKS]
+        if unknown:
+            raise InvalidThresholds(
+                f"faults: unknown check {unknown[0]!r}; known ones: {', '.join(CHECKS)}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
 class Flag:
-    """One check: its measured value and the threshold it was compared with.
+    """One check: its measured value, the threshold it was compared with, and the verdict.
 
-    `value` is NaN when the check could not run (no frames). Grey input is accepted and simply
-    has no colour, so colour_cast stays quiet on it.
-    Checks that fire below their threshold: signal_loss (frame count < 1), too_dark,
-    low_contrast, blur. All others fire at or above it.
+    `value` is NaN when the check could not run (no frames, or no reference picture for
+    scene_change). `fired` is the verdict after masking: a value past its threshold that
+    another fired flag explains keeps `fired` false and names that flag in `masked_by`.
+    `fault` is `fired` and the check is listed in `Thresholds.faults`.
     """
 
     name: str
     fired: bool
     value: float
     threshold: float
+    fault: bool = False
+    masked_by: str | None = None
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.name]
 
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
-    """The verdict on one frame sample; `faulty` is true when any check fired."""
+    """The verdict on one frame sample.
+
+    `faulty` is true when a fault flag fired; `fired` lists every fired flag (faults and
+    warnings), `faults` only the faults. `picture` is this sample's median grey picture at
+    `REFERENCE_SIZE` (None without frames): the scene reference to keep when a technician
+    accepts it, or when it is the first clean diagnosis.
+    """
 
     flags: dict[str, Flag]
     faulty: bool
     frames: int
     fired: tuple[str, ...] = field(default=())
+    faults: tuple[str, ...] = field(default=())
+    picture: NDArray[np.uint8] | None = None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(name for name in self.fired if name not in self.faults)
 
 
 def _prepare(frames: Sequence[NDArray[Any]], work_width: int) -> list[NDArray[np.uint8]]:
@@ -147,11 +275,11 @@ def _prepare(frames: Sequence[NDArray[Any]], work_width: int) -> list[NDArray[np
         elif frame.ndim != 3 or frame.shape[2] != 3:
             raise InvalidFrames(f"frame {i} has shape {frame.shape}; expected H×W×3 BGR")
         height, width = frame.shape[:2]
-        if height < 8 or width < 8:
-            raise InvalidFrames(f"frame {i} is {width}×{height} px; at least 8×8 is needed")
+        if height < 16 or width < 16:
+            raise InvalidFrames(f"frame {i} is {width}×{height} px; at least 16×16 is needed")
         if size is None:
             scale = min(1.0, work_width / width)
-            size = (max(8, round(width * scale)), max(8, round(height * scale)))
+            size = (max(16, round(width * scale)), max(16, round(height * scale)))
         if (width, height) != size:
             frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
         out.append(np.ascontiguousarray(frame, dtype=np.uint8))
@@ -167,110 +295,454 @@ def _longest_run(mask: NDArray[np.bool_]) -> int:
     return int((edges[1::2] - edges[0::2]).max())
 
 
-def _occlusion(grey: NDArray[np.uint8], t: Thresholds) -> NDArray[np.float64]:
-    """Largest connected dark-or-uniform block region, as a share of each frame's blocks."""
-    n, height, width = grey.shape
-    b = min(t.occlusion_block, height, width)
-    bh, bw = height // b, width // b
-    blocks = grey[:, : bh * b, : bw * b].reshape(n, bh, b, bw, b).astype(np.float32)
-    mean = blocks.mean(axis=(2, 4))
-    std = blocks.std(axis=(2, 4))
-    masks = ((mean < t.dark_mean) | (std < t.occlusion_block_std)).astype(np.uint8)
-    shares = np.zeros(n)
-    for i, mask in enumerate(masks):
-        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        if count > 1:
-            shares[i] = stats[1:, cv2.CC_STAT_AREA].max() / mask.size
-    return shares
+def _still_pairs(grey: NDArray[np.uint8], tolerance: float, t: Thresholds) -> NDArray[np.bool_]:
+    """Per consecutive pair: did (almost) no 8×8 block change? A block changed when its mean
+    absolute difference exceeds `tolerance` levels: a keyframe re-encoding a
+    repeated picture moves many pixels by a level or two (no block), a passing car or a
+    pedestrian moves a few blocks by tens of levels. A burnt-in OSD clock ticking once a
+    second stays under `frozen_moving_share` of the blocks."""
+    n, h, w = grey.shape
+    if n < 2:
+        return np.zeros(0, dtype=bool)
+    diff = np.abs(np.diff(grey.astype(np.int16), axis=0)).astype(np.float32)
+    bh, bw = h // 8, w // 8
+    blocks = diff[:, : bh * 8, : bw * 8].reshape(n - 1, bh, 8, bw, 8).mean(axis=(2, 4))
+    moving = (blocks > tolerance).mean(axis=(1, 2))
+    return np.asarray(moving <= t.frozen_moving_share)
 
 
-def _colour_cast(frame: NDArray[np.uint8], t: Thresholds) -> tuple[float, float]:
-    """(share of the dominant 30° hue bin among saturated pixels, mean saturation of lit ones)."""
-    hsv = cv2.cvtColor(frame, cv2.COLOR_BGR2HSV)
-    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    lit = val >= t.colour_cast_pixel_value
-    if not lit.any():
+def _signal_loss(thumbs: NDArray[np.uint8], t: Thresholds) -> float:
+    """Share of frames that are a black or blue "no video" screen (on the small pictures: a
+    uniform screen is uniform at any size)."""
+    n = len(thumbs)
+    flat = thumbs.reshape(n, -1, 3)
+    # Only dark or blue frames can be such a screen; a cheap mean spares the rest.
+    means = flat[:, ::16].mean(axis=1)
+    candidates = (means.mean(axis=1) < 2 * t.signal_loss_black) | (
+        means[:, 0] > np.maximum(means[:, 1], means[:, 2]) + 40
+    )
+    if not candidates.any():
+        return 0.0
+    flat = flat[candidates]
+    median = np.median(flat[:, ::7], axis=1)  # (n, 3) B, G, R
+    near = np.abs(flat.astype(np.int16) - median[:, None, :].astype(np.int16)).max(axis=2)
+    uniform = (near <= t.signal_loss_tolerance).mean(axis=1) >= t.signal_loss_uniform
+    b, g, r = median[:, 0], median[:, 1], median[:, 2]
+    blue = (b >= 100) & (b >= 2 * np.maximum(g, r))
+    black = median.mean(axis=1) < t.signal_loss_black
+    return float((uniform & (blue | black)).sum() / n)
+
+
+def _chroma(
+    picture: NDArray[np.uint8], t: Thresholds, keep: NDArray[np.bool_] | None = None
+) -> tuple[NDArray[np.float64], float]:
+    """Mean CIELAB (a, b) offset of the lit (and kept) pixels of a BGR picture, and the cast
+    factor K = |mean| / spread (Xu et al.)."""
+    lab = cv2.cvtColor(picture, cv2.COLOR_BGR2Lab)
+    lit = lab[..., 0] >= t.colour_cast_pixel_value
+    if keep is not None:
+        lit &= keep
+    if lit.sum() < 64:
+        return np.zeros(2), 0.0
+    a = lab[..., 1][lit].astype(np.float32) - 128.0
+    b = lab[..., 2][lit].astype(np.float32) - 128.0
+    centre = np.array([float(a.mean()), float(b.mean())])
+    spread = float(math.hypot(float(a.std()), float(b.std())))
+    return centre, float(np.hypot(*centre)) / max(spread, 1.0)
+
+
+def _reblur(grey: NDArray[np.uint8], floor: float = 6.0) -> NDArray[np.float64]:
+    """Crété-Roffet blur per frame (0 sharp … 1 blurred), vertical and horizontal, the worse.
+
+    Only neighbour differences above `floor` levels count: sensor noise is added after the
+    optics, so a defocused camera still shows sharp grain, which in a low-texture scene would
+    otherwise outweigh its few soft edges.
+    """
+    f = grey.astype(np.float32)
+    n = len(f)
+    out = np.empty(n)
+    for i in range(n):
+        worst = 0.0
+        for axis, kernel in ((0, (1, 9)), (1, (9, 1))):
+            blurred = cv2.blur(f[i], kernel)
+            d_f = np.abs(np.diff(f[i], axis=axis))
+            d_b = np.abs(np.diff(blurred, axis=axis))
+            edges = d_f > floor
+            s_f = float(d_f[edges].sum())
+            if s_f <= 0:
+                worst = 1.0
+                continue
+            s_v = float(np.maximum(0.0, d_f - d_b)[edges].sum())
+            worst = max(worst, (s_f - s_v) / s_f)
+        out[i] = worst
+    return out
+
+
+def _shifts(small: NDArray[np.float32]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Global shift (dx, dy) of each frame against the previous one, and the correlation's
+    confidence: phase correlation of the four quadrants, median of their shifts, so one
+    moving object (a bus filling a quadrant) cannot pass for the camera moving."""
+    n, h, w = small.shape
+    th, tw = h // 2, w // 2
+    window = cv2.createHanningWindow((tw, th), cv2.CV_32F)
+    shifts = np.zeros((max(n - 1, 0), 2))
+    response = np.zeros(max(n - 1, 0))
+    tiles = [(y, x) for y in (0, th) for x in (0, tw)]
+    for i in range(1, n):
+        found = []
+        sure = []
+        for y, x in tiles:
+            (dx, dy), resp = cv2.phaseCorrelate(
+                small[i - 1, y : y + th, x : x + tw], small[i, y : y + th, x : x + tw], window
+            )
+            found.append((dx, dy))
+            sure.append(resp)
+        shifts[i - 1] = np.median(np.array(found), axis=0)
+        response[i - 1] = float(np.median(sure))
+    return shifts, response
+
+
+def _aligned_pair(
+    prev: NDArray[np.float32], cur: NDArray[np.float32], dx: int, dy: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The overlap of two frames after `cur` is moved back by (dx, dy)."""
+    h, w = prev.shape
+    dx, dy = max(-w // 3, min(w // 3, dx)), max(-h // 3, min(h // 3, dy))
+    p = prev[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+    c = cur[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)]
+    return p, c
+
+
+def _noise_and_stripes(
+    grey: NDArray[np.uint8], shifts: NDArray[np.float64], t: Thresholds
+) -> tuple[float, float]:
+    """(temporal noise in the flattest part of the scene, strongest periodic row-profile
+    change), medians over consecutive pairs; `shifts` are in px of `grey`.
+
+    Noise is the mean absolute change (clipped at 16, so a passing car adds little) between
+    aligned consecutive frames, over the `noise_flat_share` of pixels where the sample's mean
+    picture is flattest: there a live scene barely changes (its change is at edges: motion,
+    sub-pixel sway), while snow and noise change it every frame.
+    """
+    n = len(grey)
+    if n < 2:
         return 0.0, 0.0
-    coloured = lit & (sat >= t.colour_cast_pixel_saturation)
-    mean_sat = float(sat[lit].mean())
-    total = int(coloured.sum())
-    if total == 0:
-        return 0.0, mean_sat
-    # OpenCV hue is 0..179 (2° steps); shift by 7 so red (which wraps at 0/180) is one bin.
-    bins = ((hue[coloured].astype(np.int16) + 7) % 180) // 15
-    return float(np.bincount(bins, minlength=12).max() / total), mean_sat
+    frames = grey.astype(np.float32)
+    mean = frames.mean(axis=0)
+    gradient = np.abs(cv2.Sobel(mean, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(mean, cv2.CV_32F, 0, 1))
+    gradient = cv2.blur(gradient, (5, 5))
+    flat = (gradient <= np.quantile(gradient[::2, ::2], t.noise_flat_share)).astype(np.float32)
+    noise = np.zeros(n - 1)
+    stripes = np.zeros(n - 1)
+    for i in range(1, n):
+        sx, sy = (float(v) for v in shifts[i - 1])
+        # Sub-pixel: a slow pan or sway moves by fractions of a pixel, and the rounding
+        # residual on texture would read as noise.
+        moved = cv2.warpAffine(
+            frames[i - 1],
+            np.array([[1, 0, sx], [0, 1, sy]], dtype=np.float32),
+            (frames.shape[2], frames.shape[1]),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        dx, dy = (
+            math.ceil(abs(sx)) * (1 if sx >= 0 else -1),
+            math.ceil(abs(sy)) * (1 if sy >= 0 else -1),
+        )
+        p, c = _aligned_pair(np.asarray(moved, np.float32), frames[i], 0, 0)
+        margin_y, margin_x = min(abs(dy), p.shape[0] // 3), min(abs(dx), p.shape[1] // 3)
+        p = p[margin_y : p.shape[0] - margin_y, margin_x : p.shape[1] - margin_x]
+        c = c[margin_y : c.shape[0] - margin_y, margin_x : c.shape[1] - margin_x]
+        mask = flat[margin_y : flat.shape[0] - margin_y, margin_x : flat.shape[1] - margin_x]
+        delta = c - p
+        delta -= float(np.median(delta[::4, ::4]))
+        chosen = np.minimum(np.abs(delta), 16.0)[mask > 0]
+        noise[i - 1] = float(chosen.mean()) if chosen.size else 0.0
+        # Stripes on the plain difference: rolling bands drag the phase correlation along
+        # (they are the strongest moving pattern), so the aligned one would cancel them.
+        plain = frames[i] - frames[i - 1]
+        profile = plain.mean(axis=1) - float(np.median(plain[::4, ::4]))
+        rows = len(profile)
+        if rows < 12:
+            continue
+        spectrum = np.abs(np.fft.rfft(profile * np.hanning(rows)))
+        band = spectrum[3 : rows // 3 + 1]  # bin k is a period of rows / k: h/3 … 3 rows
+        if band.size:
+            # Amplitude of a sinusoid from its Hann-windowed rfft bin: 2·|X| / Σ window.
+            stripes[i - 1] = float(band.max()) * 4.0 / rows
+    return float(np.median(noise)), float(np.median(stripes))
 
 
-def diagnose(frames: Sequence[NDArray[Any]], *, thresholds: Thresholds | None = None) -> Diagnosis:
+def _block_stats(
+    picture: NDArray[np.float32], block: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    h, w = picture.shape
+    bh, bw = h // block, w // block
+    blocks = picture[: bh * block, : bw * block].reshape(bh, block, bw, block)
+    return blocks.mean(axis=(1, 3)), blocks.std(axis=(1, 3))
+
+
+def _largest_component(mask: NDArray[np.bool_]) -> tuple[float, NDArray[np.bool_]]:
+    """(share of the largest 8-connected region of `mask`, that region)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8
+    )
+    if count <= 1:
+        return 0.0, np.zeros(mask.shape, dtype=bool)
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return float(stats[best, cv2.CC_STAT_AREA] / mask.size), labels == best
+
+
+def _occlusion(
+    picture: NDArray[np.float32], reference: NDArray[np.float32] | None, t: Thresholds
+) -> tuple[float, NDArray[np.bool_]]:
+    """Largest connected share of blocks now covered: flat where the reference had texture,
+    or much darker than the reference. Changes of the whole picture (night, exposure) are
+    divided out with the upper quartile of the per-block ratios, which an object covering up
+    to ~70 % of the view does not move. Without a reference: not judged (NaN).
+    Returns the share and the covered blocks (sizeable regions, widened) as a pixel mask."""
+    block = max(4, round(t.occlusion_block * picture.shape[1] / t.work_width))
+    mean, std = _block_stats(picture, block)
+    if reference is None:
+        return math.nan, np.zeros(picture.shape[:2], dtype=bool)
+    ref_mean, ref_std = _block_stats(reference, block)
+    lit = ref_mean >= t.dark_mean
+    gain = float(np.quantile(mean[lit] / ref_mean[lit], 0.75)) if lit.any() else 1.0
+    textured = ref_std >= 2 * t.occlusion_block_std
+    contrast = (
+        float(np.quantile(std[textured] / ref_std[textured], 0.75)) if textured.any() else 1.0
+    )
+    flat = std <= np.maximum(t.occlusion_block_std, t.occlusion_texture_loss * contrast * ref_std)
+    darker = lit & (mean < 0.5 * gain * ref_mean)
+    changed = flat & (textured | darker)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        changed.astype(np.uint8), connectivity=8
+    )
+    if count <= 1:
+        return 0.0, np.zeros(picture.shape[:2], dtype=bool)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    share = float(areas.max() / changed.size)
+    # The sizeable regions (not a few scattered flat blocks), two blocks wider: an
+    # occluder's edge is out of focus and spills over its blocks.
+    big = 1 + np.flatnonzero(areas >= max(4, 0.02 * changed.size))
+    sizeable = np.isin(labels, big).astype(np.uint8)
+    around = cv2.dilate(sizeable, np.ones((5, 5), np.uint8)).astype(bool)
+    return share, _pixels(around, block, picture.shape)
+
+
+def _pixels(blocks: NDArray[np.bool_], block: int, shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    """A block mask blown up to a pixel mask of `shape` (edge rows/columns left out)."""
+    out = np.zeros(shape[:2], dtype=bool)
+    up = np.repeat(np.repeat(blocks, block, axis=0), block, axis=1)
+    out[: up.shape[0], : up.shape[1]] = up
+    return out
+
+
+def _gradient(picture: NDArray[np.float32]) -> NDArray[np.float32]:
+    smooth = cv2.GaussianBlur(picture, (0, 0), 1.0)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
+    return np.asarray(cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), 2.0), np.float32)
+
+
+def _scene_change(
+    picture: NDArray[np.float32],
+    reference: NDArray[np.float32],
+    covered: NDArray[np.bool_],
+    t: Thresholds,
+) -> float:
+    """1 − correlation of gradient maps, after a small shift is allowed, over the part of the
+    view not `covered` (an object over the lens is occlusion; the rest of the view still
+    matches the reference, whereas a turned camera matches nowhere)."""
+    h, w = reference.shape
+    window = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(reference, picture, window)
+    if abs(dx) > t.scene_max_shift * w or abs(dy) > t.scene_max_shift * h:
+        dx = dy = 0.0
+    r, p = _aligned_pair(_gradient(reference), _gradient(picture), round(dx), round(dy))
+    open_view = (~covered).astype(np.float32)
+    keep_f, _ = _aligned_pair(open_view, open_view, round(dx), round(dy))
+    keep = keep_f > 0
+    if keep.mean() < 0.2:
+        keep = np.ones_like(keep)
+    r = r[keep]
+    p = p[keep]
+    r = r - r.mean()
+    p = p - p.mean()
+    denominator = float(np.sqrt((r * r).sum() * (p * p).sum()))
+    if denominator <= 1e-6:
+        # Neither has structure (both flat): nothing to say the view moved.
+        return 0.0 if float((r * r).sum()) <= 1e-6 and float((p * p).sum()) <= 1e-6 else 1.0
+    return float(1.0 - (r * p).sum() / denominator)
+
+
+def reference_picture(frames: Sequence[NDArray[Any]]) -> NDArray[np.uint8]:
+    """The median BGR picture of `frames` at `REFERENCE_SIZE`: what scene_change, occlusion
+    and colour_cast compare with. Moving objects are gone from a median; the scene stays."""
+    bgr = _prepare(frames, REFERENCE_SIZE[0] * 2)
+    if not bgr:
+        raise InvalidFrames("a reference picture needs at least one frame")
+    small = np.stack([cv2.resize(f, REFERENCE_SIZE, interpolation=cv2.INTER_AREA) for f in bgr])
+    return np.asarray(np.median(small, axis=0) + 0.5, np.uint8)
+
+
+def _as_reference(
+    reference: NDArray[Any] | None, t: Thresholds
+) -> tuple[NDArray[np.float32] | None, NDArray[np.float64] | None]:
+    """(grey picture at REFERENCE_SIZE, its chroma centre or None for a grey reference)."""
+    if reference is None:
+        return None, None
+    if (
+        not isinstance(reference, np.ndarray)
+        or reference.dtype != np.uint8
+        or reference.ndim not in (2, 3)
+        or (reference.ndim == 3 and reference.shape[2] != 3)
+    ):
+        raise InvalidFrames("the reference picture must be a uint8 BGR (or grey) image")
+    if reference.shape[1::-1] != REFERENCE_SIZE:
+        reference = cv2.resize(reference, REFERENCE_SIZE, interpolation=cv2.INTER_AREA)
+    if reference.ndim == 2:
+        return reference.astype(np.float32), None
+    grey = cv2.cvtColor(reference, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    return grey, _chroma(np.asarray(reference, np.uint8), t)[0]
+
+
+def diagnose(
+    frames: Sequence[NDArray[Any]],
+    *,
+    thresholds: Thresholds | None = None,
+    reference: NDArray[Any] | None = None,
+) -> Diagnosis:
     """Run every check on `frames` (8-bit BGR, in capture order) and return all their flags.
 
-    The element type is loose because OpenCV's stubs type every result as a generic array; the
+    `reference` is the accepted scene picture (`reference_picture`, or `Diagnosis.picture`
+    of a clean sample); without it scene_change and occlusion are not judged (NaN). The
+    element type is loose because OpenCV's stubs type every result as a generic array; the
     uint8 dtype is checked at run time instead (`InvalidFrames`).
 
     Every check is always reported, fired or not, so a dashboard can show how close a camera is
     to a threshold. Raises `InvalidFrames` only for input that is not an image at all.
     """
     t = thresholds if thresholds is not None else Thresholds()
-    bgr = _prepare(frames, t.work_width)
-    n = len(bgr)
-    flags: dict[str, Flag] = {}
-
-    def put(name: str, value: float, threshold: float, *, below: bool) -> None:
-        # NaN (check not run) compares false both ways, so it never fires.
-        fired = value < threshold if below else value >= threshold
-        flags[name] = Flag(name, bool(fired), float(value), float(threshold))
-
-    put("signal_loss", float(n), 1.0, below=True)
+    ref, ref_colour = _as_reference(reference, t)
+    bgr_list = _prepare(frames, t.work_width)
+    n = len(bgr_list)
+    threshold_of = {
+        "signal_loss": t.signal_loss_share,
+        "frozen": float(t.frozen_frames),
+        "too_dark": t.dark_mean,
+        "too_bright": t.bright_mean,
+        "low_contrast": t.low_contrast_std,
+        "colour_cast": t.colour_cast_offset,
+        "blur": t.blur_reblur,
+        "noise": t.noise_level,
+        "stripes": t.stripes_amplitude,
+        "shake": t.shake_px,
+        "occlusion": t.occlusion_share,
+        "scene_change": t.scene_change,
+    }
+    values: dict[str, float] = dict.fromkeys(CHECKS, math.nan)
+    extra_fire: dict[str, bool] = {}
+    picture_out: NDArray[np.uint8] | None = None
     if n == 0:
-        for name in CHECKS[1:]:
-            threshold = {
-                "too_dark": t.dark_mean,
-                "too_bright": t.bright_mean,
-                "low_contrast": t.low_contrast_std,
-                "frozen": float(t.frozen_frames),
-                "blur": t.blur_laplacian_var,
-                "occlusion": t.occlusion_share,
-                "colour_cast": t.colour_cast_share,
-                "noise": t.noise_residual,
-            }[name]
-            put(name, math.nan, threshold, below=False)
-        return _verdict(flags, n)
+        values["signal_loss"] = 1.0
+    else:
+        grey = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in bgr_list]).astype(
+            np.uint8, copy=False
+        )
+        thumbs = np.stack(
+            [cv2.resize(f, REFERENCE_SIZE, interpolation=cv2.INTER_AREA) for f in bgr_list]
+        ).astype(np.uint8, copy=False)
+        values["signal_loss"] = _signal_loss(thumbs, t)
+        means = grey.mean(axis=(1, 2))
+        stds = grey.std(axis=(1, 2))
+        values["too_dark"] = values["too_bright"] = float(np.median(means))
+        values["low_contrast"] = float(np.median(stds))
 
-    grey: NDArray[np.uint8] = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in bgr]).astype(
-        np.uint8, copy=False
+        # A low-contrast picture moves by fewer levels: the block tolerance follows contrast.
+        contrast = min(1.0, max(0.3, float(np.median(stds)) / 50.0))
+        run = _longest_run(_still_pairs(grey, t.frozen_block_change * contrast, t))
+        values["frozen"] = float(run + 1 if run else 1)
+        values["blur"] = float(np.median(_reblur(grey[::4])))  # a steady measure: 5 frames do
+
+        # Motion on the small pictures (REFERENCE_SIZE whatever the aspect: shifts are scaled
+        # back per axis).
+        small = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in thumbs]).astype(np.float32)
+        scale = (grey.shape[2] / REFERENCE_SIZE[0], grey.shape[1] / REFERENCE_SIZE[1])
+        shifts, response = _shifts(small)
+        shifts *= np.array(scale)  # in px of the work frames from here on
+        noise, stripes = _noise_and_stripes(grey, shifts, t)
+        values["noise"] = noise
+        values["stripes"] = stripes
+        width = grey.shape[2]
+        sure = response >= t.shake_min_response
+        if sure.sum() >= 2:
+            d_sure = shifts[sure]
+            jitter = d_sure - np.median(d_sure, axis=0)
+            values["shake"] = float(np.sqrt((jitter**2).sum(axis=1).mean())) * 320.0 / width
+        else:
+            values["shake"] = 0.0
+
+        picture_out = np.asarray(np.median(thumbs, axis=0) + 0.5, np.uint8)
+        picture = cv2.cvtColor(picture_out, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        values["occlusion"], covered = _occlusion(picture, ref, t)
+        if ref is not None:
+            values["scene_change"] = _scene_change(picture, ref, covered, t)
+        # Chroma of the view outside an occluder (a green cloth over half the lens is
+        # occlusion, not a cast).
+        centre, k = _chroma(picture_out, t, None if covered.mean() > 0.8 else ~covered)
+        offset = float(np.hypot(*centre))
+        if ref_colour is not None:
+            # Against the accepted picture: a warm scene is not a cast, a change of it is. A
+            # grey night picture (no chroma at all) is the IR mode, not a cast either.
+            values["colour_cast"] = float(np.hypot(*(centre - ref_colour)))
+            extra_fire["colour_cast"] = offset >= t.colour_cast_offset
+        else:
+            values["colour_cast"] = offset
+            extra_fire["colour_cast"] = k >= t.colour_cast_factor
+
+    past: dict[str, bool] = {}
+    for name in CHECKS:
+        value, threshold = values[name], threshold_of[name]
+        hit = value < threshold if name in BELOW else value >= threshold  # NaN: never
+        past[name] = bool(hit) and extra_fire.get(name, True)
+    masked_by: dict[str, str] = {}
+    for a, b in MUTUAL:
+        if past[a] and past[b] and a not in masked_by and b not in masked_by:
+            # Snow throws phase correlation about; a shaking picture leaves residue in flat
+            # areas. The one further past its threshold
+            # is the cause, except that heavy noise (3 × its threshold) leaves no shift worth
+            # believing.
+            ratio = {n: values[n] / max(threshold_of[n], 1e-9) for n in (a, b)}
+            heavy = a == "noise" and ratio[a] >= 3
+            winner = a if heavy else max(ratio, key=lambda n: ratio[n])
+            masked_by[b if winner == a else a] = winner
+            for other in MASKS[winner]:
+                if past[other] and other not in masked_by:
+                    masked_by[other] = winner
+    for name, explained in MASKS.items():
+        if past[name] and name not in masked_by:
+            for other in explained:
+                if past[other] and other not in masked_by:
+                    masked_by[other] = name
+    flags: dict[str, Flag] = {}
+    for name in CHECKS:
+        fired = past[name] and name not in masked_by
+        flags[name] = Flag(
+            name,
+            fired,
+            float(values[name]),
+            float(threshold_of[name]),
+            fault=fired and name in t.faults,
+            masked_by=masked_by.get(name),
+        )
+    fired_names = tuple(name for name in CHECKS if flags[name].fired)
+    faults = tuple(name for name in fired_names if flags[name].fault)
+    return Diagnosis(
+        flags=flags,
+        faulty=bool(faults),
+        frames=n,
+        fired=fired_names,
+        faults=faults,
+        picture=picture_out,
     )
-    means = grey.mean(axis=(1, 2))
-    stds = grey.std(axis=(1, 2))
-    put("too_dark", float(np.median(means)), t.dark_mean, below=True)
-    put("too_bright", float(np.median(means)), t.bright_mean, below=False)
-    put("low_contrast", float(np.median(stds)), t.low_contrast_std, below=True)
-
-    as_int = grey.astype(np.int16)
-    steady = np.abs(np.diff(as_int, axis=0)) <= t.frozen_pixel_tolerance
-    similar = steady.mean(axis=(1, 2)) > t.frozen_similarity
-    run = _longest_run(similar)
-    put("frozen", float(run + 1 if run else 1), float(t.frozen_frames), below=False)
-
-    laplacian = [float(cv2.Laplacian(g, cv2.CV_64F).var()) for g in grey]
-    put("blur", float(np.median(laplacian)), t.blur_laplacian_var, below=True)
-
-    put("occlusion", float(np.median(_occlusion(grey, t))), t.occlusion_share, below=False)
-
-    casts = [_colour_cast(f, t) for f in bgr]
-    share = float(np.median([c[0] for c in casts]))
-    saturation = float(np.median([c[1] for c in casts]))
-    put("colour_cast", share, t.colour_cast_share, below=False)
-    if flags["colour_cast"].fired and saturation < t.colour_cast_min_saturation:
-        flags["colour_cast"] = Flag("colour_cast", False, share, t.colour_cast_share)
-
-    residual = [
-        float(np.abs(as_int[i] - cv2.medianBlur(grey[i], 3).astype(np.int16)).mean())
-        for i in range(n)
-    ]
-    put("noise", float(np.median(residual)), t.noise_residual, below=False)
-    return _verdict(flags, n)
-
-
-def _verdict(flags: dict[str, Flag], n: int) -> Diagnosis:
-    fired = tuple(name for name in CHECKS if flags[name].fired)
-    return Diagnosis(flags=flags, faulty=bool(fired), frames=n, fired=fired)

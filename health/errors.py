@@ -41,3 +41,8 @@ class InvalidHistory(HealthError, ValueError):
 class InvalidKpiInput(HealthError, ValueError):
     """KPI inputs that do not describe one camera per row (length mismatch, unknown status,
     region codes shorter than the requested prefix, impossible online seconds)."""
+
+
+class DiagnosisUnavailable(HealthError):
+    """Frame diagnosis was asked for where no capture processes run (health off, or a probe-only
+    worker); the message says how to turn it on."""

@@ -47,18 +47,22 @@ def health_runtime(cfg: HealthSettings, base: WorkerConfig | None = None) -> Hea
     worker = base or WorkerConfig()
     changes = {k: getattr(cfg, k) for k in _WORKER_KEYS if getattr(cfg, k) is not None}
     worker = dataclasses.replace(worker, **changes)
-    status = {k: getattr(cfg, k) for k in ("offline_after", "online_after")}
+    status = {
+        k: getattr(cfg, k) for k in ("offline_after", "online_after", "recheck_s", "confirm_after")
+    }
     try:
         policy = StatusPolicy(**{k: v for k, v in status.items() if v is not None})
     except InvalidPolicy as exc:
         raise HealthConfigError(f"health: {exc}") from None
-    known = {f.name: f for f in fields(Thresholds)}
+    known = {f.name: f for f in fields(Thresholds) if f.name != "faults"}
     unknown = sorted(set(cfg.diagnosis) - set(known))
     if unknown:
         raise HealthConfigError(
             f"health.diagnosis.{unknown[0]}: unknown threshold; known ones: {', '.join(known)}"
         )
-    values: dict[str, float | int] = {}
+    values: dict[str, float | int | tuple[str, ...]] = {}
+    if cfg.faults is not None:
+        values["faults"] = tuple(cfg.faults)
     for name, value in cfg.diagnosis.items():
         if known[name].type in (int, "int"):
             if value != int(value):

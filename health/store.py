@@ -86,6 +86,7 @@ class Lease:
     state: CameraState
     failures: int
     diagnosed_at: float | None = None  # epoch seconds of the last frame diagnosis
+    reference: bytes | None = None  # the scene reference, PNG (160×90 BGR)
 
     @property
     def host(self) -> str:
@@ -102,10 +103,7 @@ class Lease:
 def _state(raw: Any, now: float) -> CameraState:
     if not raw:
         return initial_state(now)
-    data = dict(raw)
-    data["recent"] = tuple(data.get("recent", ()))
-    data["changes"] = tuple(data.get("changes", ()))
-    return CameraState(**data)
+    return CameraState.load(dict(raw))
 
 
 # The device host a stream lands on (userinfo is never stored in stream URIs).
@@ -179,7 +177,8 @@ async def lease(
                FROM cameras c
                WHERE h.camera_id = ANY($2::uuid[]) AND c.id = h.camera_id
                RETURNING h.camera_id, h.state, h.failures, c.region_code, c.level, c.streams,
-                         c.credentials, extract(epoch FROM h.last_diagnosis_at) AS diagnosed_at""",
+                         c.credentials, extract(epoch FROM h.last_diagnosis_at) AS diagnosed_at,
+                         h.reference""",
             owner,
             picked,
             lease_s,
@@ -202,6 +201,7 @@ async def lease(
                 _state(r["state"], now),
                 r["failures"],
                 float(r["diagnosed_at"]) if r["diagnosed_at"] is not None else None,
+                r["reference"],
             )
         )
     return out
@@ -234,6 +234,10 @@ class ProbeRecord:
     next_in_s: float
     diagnosis: dict[str, Any] | None = None
     thumbnail: bytes | None = None
+    # A new scene reference (PNG) and where it came from: "first_clean" is kept only if the
+    # camera has none yet; "accepted" (a technician's) replaces any.
+    reference: bytes | None = None
+    reference_source: str | None = None
 
 
 async def record(
@@ -325,6 +329,15 @@ async def _record_extras(conn: asyncpg.Connection, r: ProbeRecord) -> None:
             r.lease.camera_id,
             r.diagnosis,
             r.thumbnail,
+        )
+    if r.reference is not None:
+        await conn.execute(
+            """UPDATE camera_health
+               SET reference = $2, reference_at = now(), reference_source = $3
+               WHERE camera_id = $1 AND ($3 = 'accepted' OR reference IS NULL)""",
+            r.lease.camera_id,
+            r.reference,
+            r.reference_source or "first_clean",
         )
     if r.transition is not None:
         await _transition(conn, r.lease.camera_id, r.lease.region_code, r.transition)
@@ -495,7 +508,8 @@ def _jsonable(state: CameraState) -> dict[str, Any]:
 async def camera_health(pool: asyncpg.Pool, camera_id: uuid.UUID) -> dict[str, Any] | None:
     rec = await pool.fetchrow(
         """SELECT c.status, h.state, h.last_probe_at, h.last_probe, h.next_probe_at, h.failures,
-                  h.last_diagnosis_at, h.last_diagnosis, h.thumbnail IS NOT NULL AS has_snapshot
+                  h.last_diagnosis_at, h.last_diagnosis, h.thumbnail IS NOT NULL AS has_snapshot,
+                  h.reference_at, h.reference_source
            FROM cameras c JOIN camera_health h ON h.camera_id = c.id WHERE c.id = $1""",
         camera_id,
     )
@@ -521,6 +535,21 @@ async def camera_health(pool: asyncpg.Pool, camera_id: uuid.UUID) -> dict[str, A
         ),
         "last_diagnosis": rec["last_diagnosis"],
         "has_snapshot": rec["has_snapshot"],
+        # The scene reference that 场景变更 / 遮挡 / 偏色 are judged against.
+        "reference": {
+            "at": rec["reference_at"].isoformat() if rec["reference_at"] else None,
+            "source": rec["reference_source"],
+        },
+        # The picture dimension of the status (health.status): suspect pictures are re-checked.
+        "picture": {
+            "state": state.get("picture", "unknown"),
+            "faults": state.get("faults", []),
+            "recheck_at": (
+                dt.datetime.fromtimestamp(state["recheck_at"], dt.UTC).isoformat()
+                if state.get("recheck_at")
+                else None
+            ),
+        },
         # Why a camera is (or is close to being) `flapping`: raw state changes over the last
         # probes, and the hysteresis status underneath that it returns to when they calm down.
         "flapping": {

@@ -7,6 +7,7 @@ of machines; they coordinate only through their leases in PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -20,14 +21,25 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import asyncpg
+import cv2
+import numpy as np
+from numpy.typing import NDArray
 
 from camera_registry.crypto import CredentialBox
 from camera_registry.store.streams import with_credentials
 from health import store
-from health.errors import HealthError
+from health.errors import DiagnosisUnavailable, HealthError
 from health.frames import FrameSampler
 from health.rtsp import ProbeResult, probe_rtsp
-from health.status import Outcome, StatusPolicy, step
+from health.status import (
+    Outcome,
+    StatusPolicy,
+    Transition,
+    Verdict,
+    diagnosis_due,
+    judge,
+    step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,25 +129,51 @@ class Worker:
         except HealthError as exc:  # a registry row to fix, e.g. not an rtsp:// URI
             return ProbeResult(uri="", ok=False, failure="protocol_error", detail=str(exc))
 
-    async def _one(self, lease: store.Lease) -> store.ProbeRecord:
-        """Probe (and maybe diagnose) one leased camera; the result is stored by the caller."""
+    async def _one(
+        self, lease: store.Lease, *, now_please: bool = False, accept_reference: bool = False
+    ) -> store.ProbeRecord:
+        """Probe (and maybe diagnose) one leased camera; the result is stored by the caller.
+
+        The probe feeds reachability, the diagnosis (when one ran) the picture: two
+        dimensions of one status (`health.status`). Both land at the same instant, so when
+        both move the status, one transition from the old status to the final one is kept.
+        `now_please` (an operator asked) diagnoses whether due or not, waiting for a capture
+        process instead of skipping; `accept_reference` keeps the picture as the scene
+        reference.
+        """
         diagnosis: dict[str, Any] | None = None
         thumbnail: bytes | None = None
+        verdict: tuple[Verdict, tuple[str, ...]] | None = None
+        reference: bytes | None = None
         async with self._global, self._hosts[lease.host]:
             started = time.perf_counter()
             result = await self.prober(lease)
             if self.on_probe is not None:
                 self.on_probe(result, time.perf_counter() - started)
             outcome: Outcome = "ok" if result.ok else "fail"
-            if result.ok and self._diagnosis_due(lease) and self._take_frame_slot():
+            wanted = now_please and self.sampler is not None and bool(lease.uri)
+            if result.ok and (wanted or (self._diagnosis_due(lease) and self._take_frame_slot())):
                 # A DESCRIBE does not prove frames flow: sample and judge the picture.
+                if wanted:
+                    self._frames_in_flight += 1
                 try:
-                    outcome, diagnosis, thumbnail = await self._diagnose(lease)
+                    outcome, verdict, diagnosis, thumbnail, picture = await self._diagnose(lease)
                 finally:
                     self._frames_in_flight -= 1
-        now = time.time()
-        state, transition = step(lease.state, outcome, max(now, lease.state.since), self.policy)
+                if picture is not None and (
+                    accept_reference or (lease.reference is None and verdict == ("clean", ()))
+                ):
+                    reference = picture
+        now = max(time.time(), lease.state.since)
+        state, transition = step(lease.state, outcome, now, self.policy)
+        if verdict is not None:
+            state, second = judge(state, verdict[0], now, self.policy, verdict[1])
+            transition = _merged(transition, second)
         failures = 0 if result.ok else lease.failures + 1
+        next_in_s = next_interval(lease.level, failures, self.cfg, self._rnd)
+        if state.recheck_at is not None:
+            # A suspect picture is diagnosed again soon, not at the next daily turn.
+            next_in_s = min(next_in_s, max(1.0, state.recheck_at - now))
         self.probed += 1
         return store.ProbeRecord(
             lease,
@@ -143,9 +181,11 @@ class Worker:
             transition,
             _summary(result),
             failures,
-            next_interval(lease.level, failures, self.cfg, self._rnd),
+            next_in_s,
             diagnosis,
             thumbnail,
+            reference,
+            "accepted" if accept_reference else "first_clean",
         )
 
     async def _store(self, records: list[store.ProbeRecord]) -> None:
@@ -157,6 +197,12 @@ class Worker:
     def _diagnosis_due(self, lease: store.Lease) -> bool:
         if self.sampler is None or not lease.uri:
             return False
+        if diagnosis_due(lease.state, time.time()):
+            return True  # a suspect picture's re-diagnosis
+        if lease.state.picture == "faulty":
+            # A degraded camera is looked at again at each probe (a few per cent of cameras),
+            # so a repaired one clears within a probe interval, not at the next daily turn.
+            return True
         return lease.diagnosed_at is None or (
             time.time() - lease.diagnosed_at >= self.cfg.diagnose_every_s
         )
@@ -176,7 +222,23 @@ class Worker:
         self._frames_in_flight += 1
         return True
 
-    async def _diagnose(self, lease: store.Lease) -> tuple[Outcome, dict[str, Any], bytes | None]:
+    async def _diagnose(
+        self, lease: store.Lease
+    ) -> tuple[
+        Outcome,
+        tuple[Verdict, tuple[str, ...]] | None,
+        dict[str, Any],
+        bytes | None,
+        bytes | None,
+    ]:
+        """(probe outcome, picture verdict and its fault flags, report, thumbnail, this
+        sample's picture as a PNG reference candidate).
+
+        The camera's scene reference goes with the job, so 场景变更 and 遮挡 are judged. A
+        stream that opens but sends no frames (or stalls before the first) is 信号丢失, a
+        picture fault of a reachable camera; one that cannot be opened at all (refused,
+        timed out, authentication) is a failed probe, as before.
+        """
         assert self.sampler is not None and lease.uri
         uri = with_credentials(lease.uri, lease.username, lease.password)
         # One frame more than a frozen run needs, plus slack, however slow the stream.
@@ -188,10 +250,14 @@ class Worker:
             # keep at least a frozen run's worth: a thinned sample could never show one
             max_frames=max(20, min_frames),
             keep_frames=False,
+            reference=_decode_reference(lease.reference),
         )
         flags = {
             name: {
+                "label": f.label,
                 "fired": f.fired,
+                "fault": f.fault,
+                "masked_by": f.masked_by,
                 "value": None if f.value != f.value else f.value,
                 "threshold": f.threshold,
             }
@@ -200,6 +266,8 @@ class Worker:
         report = {
             "faulty": diag.faulty,
             "fired": list(diag.fired),
+            "faults": list(diag.faults),
+            "warnings": list(diag.warnings),
             "frames": diag.frames,
             "flags": flags,
             "open_ms": sample.open_ms,
@@ -210,9 +278,14 @@ class Worker:
             "failure": sample.failure,
             "error": sample.error,
         }
-        if diag.frames == 0:
-            return "fail", report, None  # signal loss: the stream answers but shows nothing
-        return ("fault" if diag.faulty else "ok"), report, sample.thumbnail
+        if diag.frames == 0 and sample.failure not in ("no_frames", "stalled"):
+            return "fail", None, report, None, None  # the stream could not be opened at all
+        verdict: Verdict = "fault" if diag.faulty else "clean"
+        picture = None
+        if diag.picture is not None:
+            ok, png = cv2.imencode(".png", diag.picture)
+            picture = png.tobytes() if ok else None
+        return "ok", (verdict, diag.faults), report, sample.thumbnail, picture
 
     async def run_once(self) -> int:
         """Lease one batch and probe it; returns how many cameras were leased."""
@@ -228,6 +301,36 @@ class Worker:
             # One transaction for the batch: one commit per batch, not one per camera.
             await self._store(list(await asyncio.gather(*(self._one(le) for le in leases))))
         return len(leases)
+
+    async def diagnose_now(
+        self, camera_id: uuid.UUID, *, accept_reference: bool = False
+    ) -> dict[str, Any]:
+        """Probe and diagnose one camera out of turn (a technician on the ladder asked), with
+        the same capture processes and limits as the schedule; recorded like any other.
+        `accept_reference` keeps this picture as the camera's scene reference."""
+        if self.sampler is None:
+            raise DiagnosisUnavailable(
+                "frame diagnosis is not running here: start `camreg serve` without "
+                "--no-health, or ask a server that runs it"
+            )
+        lease = await store.lease_one(self.pool, self.box, self.owner, camera_id, self.cfg.lease_s)
+        if lease is None:
+            return {"diagnosed": False, "detail": "a worker is probing this camera right now"}
+        record = await self._one(lease, now_please=True, accept_reference=accept_reference)
+        await self._store([record])
+        health = await store.camera_health(self.pool, camera_id)
+        thumbnail = (
+            "data:image/jpeg;base64," + base64.b64encode(record.thumbnail).decode()
+            if record.thumbnail
+            else None
+        )
+        return {
+            "diagnosed": record.diagnosis is not None,
+            "report": record.diagnosis,
+            "thumbnail": thumbnail,
+            "reference_accepted": accept_reference and record.reference is not None,
+            **(health or {}),
+        }
 
     async def probe_now(self, camera_id: uuid.UUID) -> dict[str, Any]:
         """Probe one camera out of turn (an operator asked); it is recorded like any other."""
@@ -249,6 +352,25 @@ class Worker:
             if n == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.cfg.idle_sleep_s)
+
+
+def _decode_reference(png: bytes | None) -> NDArray[np.uint8] | None:
+    """The stored scene reference as a BGR picture (None when there is none or it is
+    unreadable: then scene change and occlusion are not judged, nothing else changes)."""
+    if not png:
+        return None
+    picture = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    return None if picture is None else np.asarray(picture, np.uint8)
+
+
+def _merged(first: Transition | None, second: Transition | None) -> Transition | None:
+    """One transition for two at the same instant (probe, then diagnosis), or none if the
+    second undid the first."""
+    if first is None or second is None:
+        return first or second
+    if first.old == second.new:
+        return None
+    return Transition(first.old, second.new, second.at, f"{first.reason}; {second.reason}")
 
 
 def _summary(result: ProbeResult) -> dict[str, Any]:

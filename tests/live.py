@@ -30,20 +30,30 @@ class Process:
     log: Path
 
 
-@contextlib.contextmanager
 def camreg_serve(
-    dsn: str, data: Path, env_extra: Mapping[str, str] | None = None, *, demo: bool = True
-) -> Iterator[Process]:
-    """Start the server (demo data unless `demo=False`, no health probes) on a free loopback
-    port, wait until it serves and has written its admin token, and stop it afterwards (if a
-    test has not)."""
+    dsn: str, data: Path, env_extra: Mapping[str, str] | None = None
+) -> contextlib.AbstractContextManager[Process]:
+    """Start the server (demo data, no health probes) on a free loopback port, wait until it
+    serves and has written its admin token, and stop it afterwards (if a test has not)."""
+    return _serve(dsn, data, True, env_extra or {})
+
+
+def camreg_serve_empty(
+    dsn: str, data: Path, env_extra: Mapping[str, str] | None = None
+) -> contextlib.AbstractContextManager[Process]:
+    """`camreg_serve` without the demo data: the test registers what it needs."""
+    return _serve(dsn, data, False, env_extra or {})
+
+
+@contextlib.contextmanager
+def _serve(dsn: str, data: Path, demo: bool, env_extra: Mapping[str, str]) -> Iterator[Process]:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CAMREG_")},
         "CAMREG_DATABASE_URL": dsn,
         "CAMREG_SECRET_KEY": TEST_KEY,
         "CAMREG_DATA_DIR": str(data),
-        **(env_extra or {}),
+        **env_extra,
     }
     data.mkdir(parents=True, exist_ok=True)
     log_path = data / "serve.log"

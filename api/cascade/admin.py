@@ -15,13 +15,13 @@ from api.auth import ADMINS
 from api.cascade.manager import CASCADE
 from api.models import parse_body
 from api.responses import json_response
-from api.routes import Param, RouteTable, caller
+from api.routes import UUID, Param, RouteTable, caller
 from camera_registry.actor import Actor
 from camera_registry.config import UpstreamSettings
 from camera_registry.errors import BadRequest, FieldError, Forbidden, ValidationFailed
 
 ROUTES = RouteTable()
-_ID = (Param("id", "path", "upstream id", required=True),)
+_ID = (Param("id", "path", "upstream id", UUID, required=True),)
 
 
 def _unscoped(actor: Actor) -> None:
@@ -55,7 +55,11 @@ async def list_upstreams(request: web.Request) -> web.Response:
     "Add an upper platform (registration starts at once; the password is sealed)",
     ADMINS,
     body=UpstreamSettings,
-    responses={201: "the upstream"},
+    responses={
+        201: "the upstream",
+        400: "the body is not a JSON object",
+        422: "invalid fields (the problem names each)",
+    },
     tag="gb28181",
 )
 async def create_upstream(request: web.Request) -> web.Response:
@@ -90,7 +94,11 @@ async def get_upstream(request: web.Request) -> web.Response:
     "Change an upper platform (validated whole; the client re-registers)",
     ADMINS,
     params=_ID,
-    responses={200: "the upstream"},
+    responses={
+        200: "the upstream",
+        400: "the body is not a JSON object",
+        422: "invalid fields (the problem names each)",
+    },
     tag="gb28181",
 )
 async def patch_upstream(request: web.Request) -> web.Response:

@@ -77,6 +77,7 @@ class SipServerConfig:
     max_manscdp_bytes: int = 32 * 1024
     rate_per_source: float = 50.0
     burst_per_source: float = 100.0
+    platform_rate_per_source: float = 5_000.0  # registered lower platforms (type 200)
     max_sources: int = 100_000
     response_cache_size: int = 50_000
     max_concurrent: int = 512
@@ -183,6 +184,7 @@ class SipServer:
             max_body=config.max_body,
             rate_per_source=config.rate_per_source,
             burst_per_source=config.burst_per_source,
+            platform_rate_per_source=config.platform_rate_per_source,
             max_sources=config.max_sources,
         )
         self.transactions = ClientTransactions(self.transport, t1=config.t1)
@@ -308,6 +310,7 @@ class SipServer:
             await asyncio.sleep(self.config.housekeeping_s)
             for reg in self.registrar.expire():
                 self.counters["expired"] += 1
+                self.transport.platforms.discard(reg.source.addr)
                 self._liveness.pop(reg.device_id, None)
                 self._spawn(self.events.on_unregister(reg.device_id, "expired"))
             now = time.monotonic()
@@ -421,12 +424,15 @@ class SipServer:
             self.counters[outcome.refusal] = self.counters.get(outcome.refusal, 0) + 1
         if outcome.unregistered is not None:
             self.counters["unregistered"] += 1
+            self.transport.platforms.discard(outcome.unregistered.source.addr)
             self._liveness.pop(outcome.unregistered.device_id, None)
             self._drop_subscription(outcome.unregistered.device_id)
             after.append(self.events.on_unregister(outcome.unregistered.device_id, "unregistered"))
         reg = outcome.registration
         if reg is not None:
             self.counters["registered"] += 1
+            if reg.device_id[10:13] == "200":  # a lower platform: it pushes whole catalogs
+                self.transport.platforms.add(reg.source.addr)
             self._liveness[reg.device_id] = _Liveness(time.monotonic())
             after.append(self.events.on_register(reg, outcome.is_new))
             if outcome.is_new and self.config.query_after_register:

@@ -216,6 +216,7 @@ class SipTransport:
         max_body: int = MAX_BODY_BYTES,
         rate_per_source: float = 50.0,
         burst_per_source: float = 100.0,
+        platform_rate_per_source: float = 5_000.0,
         max_sources: int = 100_000,
         max_tcp_connections: int = 20_000,
         tcp_idle_s: float = 600.0,
@@ -224,6 +225,13 @@ class SipTransport:
         self._on_error = on_error
         self.max_body = max_body
         self.limiter = RateLimiter(rate_per_source, burst_per_source, max_keys=max_sources)
+        # Registered lower platforms (type 200) push catalogs of many thousand items as fast as
+        # their pacing allows: at a device's budget the push would be dropped mid-way. Their
+        # addresses (added and removed by the registrar's owner) get a budget of their own.
+        self.platforms: set[object] = set()
+        self.platform_limiter = RateLimiter(
+            platform_rate_per_source, 2 * platform_rate_per_source, max_keys=max_sources
+        )
         self.max_tcp_connections = max_tcp_connections
         self.tcp_idle_s = tcp_idle_s
         self._udp: asyncio.DatagramTransport | None = None
@@ -285,7 +293,8 @@ class SipTransport:
     def _incoming(self, data: bytes, peer: Peer, *, stream: bool) -> None:
         if not data.strip(b"\r\n"):
             return  # keepalive CRLFs
-        if not self.limiter.allow(peer.addr):
+        limiter = self.platform_limiter if peer.addr in self.platforms else self.limiter
+        if not limiter.allow(peer.addr):
             self.counters["rate_limited"] += 1
             return
         if len(data) > MAX_DATAGRAM + self.max_body:

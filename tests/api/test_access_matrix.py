@@ -56,6 +56,10 @@ MATRIX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {
     ("POST", "/api/v1/cameras/{id}/probe"): {
         r: ((403, 403) if r == "planner" else (200, 404)) for r in ROLES
     },
+    # No capture processes in this app (health off): in scope the answer says so (503).
+    ("POST", "/api/v1/cameras/{id}/diagnose"): {
+        r: ((403, 403) if r == "planner" else (503, 404)) for r in ROLES
+    },
     ("GET", "/api/v1/kpis"): every(200, 200),
     ("GET", "/api/v1/cameras/{id}/availability"): every(200, 404),
     ("GET", "/api/v1/events"): every(200, 200),

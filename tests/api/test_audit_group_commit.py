@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient
 
 from api.state import POOL, STREAMS
 
-from ..conftest import Tok, camera
-from ..live import camreg_serve
+from ..conftest import Tok, camera, schema_dsn
+from ..live import camreg_serve_empty
 
 
 async def _cameras(
@@ -116,14 +116,13 @@ async def test_a_failed_audit_commit_fails_the_link_instead_of_answering_it(
 
 @pytest.fixture(scope="module")
 def dsn(database_url: str, schema: str) -> str:
-    sep = "&" if "?" in database_url else "?"
-    return f"{database_url}{sep}search_path={schema}"
+    return schema_dsn(database_url, schema)
 
 
 async def test_a_server_killed_mid_batch_lost_no_audit_row_of_an_answered_link(
     dsn: str, tmp_path: Path
 ) -> None:
-    with camreg_serve(dsn, tmp_path / "serve", demo=False) as live:
+    with camreg_serve_empty(dsn, tmp_path / "serve") as live:
         admin = {"Authorization": f"Bearer {live.admin}"}
         timeout = aiohttp.ClientTimeout(total=10)
         connector = aiohttp.TCPConnector(limit=64)

@@ -34,7 +34,7 @@ from api.state import SETTINGS
 from camera_registry.config import Settings
 from camera_registry.store.embedded import EmbeddedPostgres
 
-from ..conftest import TEST_KEY, Tok
+from ..conftest import TEST_KEY, Tok, schema_dsn
 from ..live import camreg_serve
 
 HEADER = ["国标编码", "点位名称", "点位类型", "经度", "纬度", "安装地址"]
@@ -242,8 +242,7 @@ def _uploads(data: Path) -> list[Path]:
 async def test_kill_9_of_the_server_mid_import_leaves_no_reader_process_and_no_upload(
     database_url: str, schema: str, tmp_path: Path
 ) -> None:
-    sep = "&" if "?" in database_url else "?"
-    dsn = f"{database_url}{sep}search_path={schema}"
+    dsn = schema_dsn(database_url, schema)
     data = tmp_path / "data"
     # Above the size at which the reader runs in a process of its own; small chunks keep it
     # busy (its queue holds two), so it is alive when the server dies.

@@ -24,6 +24,7 @@ The first stdout line is `PORT <n>` once the server listens (useful with --port 
 from __future__ import annotations
 
 import argparse
+import random
 import signal
 import sys
 
@@ -106,10 +107,75 @@ def pipelines(width: int = WIDTH, height: int = HEIGHT) -> dict[str, str]:
         # the RTSP session stays up: a stalled camera, not one that hangs up.
         "/stopping": f"( {moving} ! valve name=gate drop=false ! {encode} )",
         "/auth": f"( {moving} ! {encode} )",
+        **scene_mounts(width, height, encode),
         # RTP over UDP only: a SETUP asking for TCP interleaved transport is refused (461), as
         # by devices that never implemented it, so a client must fall back to its default
         # transport.
         "/udp-only": f"( {moving} ! {encode} )",
+    }
+
+
+def scene_mounts(width: int, height: int, encode: str) -> dict[str, str]:
+    """`/scene` — a fixed camera: SMPTE bars as the street, a ball as the traffic — and one
+    mount per item of the VQD check list, each the scene with one fault, for the tests that
+    diagnose against a reference picture of `/scene` (test_vqd_streams.py).
+
+    `/scene-shake` moves the view by a few pixels at random every frame (a timer on the
+    compositor's pad, see `_shake`); `/scene-turned` is another view (a different pattern),
+    as after the camera was knocked round.
+    """
+    caps = f"video/x-raw,width={width},height={height},framerate={FPS}/1"
+    big = f"video/x-raw,width={width + 32},height={height + 32},framerate={FPS}/1"
+    ball = (
+        "videotestsrc is-live=true pattern=ball motion=sweep background-color=0x00000000 "
+        f"foreground-color=0xffe0e020 ! video/x-raw,format=BGRA,width={width},height={height},"
+        f"framerate={FPS}/1"
+    )
+
+    def scene(then: str, pattern: str = "smpte", out: str = caps) -> str:
+        """The scene's branch, its output linked into `then` (an element or a pad)."""
+        return (
+            f"compositor name=scene ! videoconvert ! {out} ! {then} "
+            f"videotestsrc is-live=true pattern={pattern} ! {out} ! videoconvert ! scene.sink_0 "
+            f"{ball} ! scene.sink_1"
+        )
+
+    def veil(alpha: float, source: str) -> str:
+        """The scene with `source` blended over it at `alpha`."""
+        return (
+            f"( compositor name=mix sink_1::alpha={alpha} ! videoconvert ! {caps} ! {encode} "
+            f"{scene('mix.sink_0')} {source} ! videoconvert ! mix.sink_1 )"
+        )
+
+    def filtered(chain: str) -> str:
+        return f"( {scene(chain + ' ! ' + encode)} )"
+
+    solid = "videotestsrc is-live=true pattern=solid-color foreground-color="
+    return {
+        "/scene": filtered("identity"),
+        "/scene-blue": f"( {solid}0xff1e32c8 ! {caps} ! {encode} )",
+        "/scene-dark": filtered("videobalance brightness=-0.42 contrast=0.5"),
+        "/scene-bright": filtered("videobalance brightness=0.75 contrast=0.6"),
+        # A red veil over everything, as behind a failed IR-cut filter or a dead channel.
+        "/scene-cast": veil(0.4, f"{solid}0xffd02020 ! {caps}"),
+        "/scene-blur": filtered(
+            f"videoscale ! video/x-raw,width={width // 8},height={height // 8} ! videoscale ! "
+            f"{caps}"
+        ),
+        "/scene-snow": veil(0.45, f"videotestsrc is-live=true pattern=snow ! {caps}"),
+        "/scene-stripes": veil(
+            0.3, f"videotestsrc is-live=true pattern=zone-plate ky=40 kt=6 ! {caps}"
+        ),
+        "/scene-occluded": (
+            f"( compositor name=mix ! videoconvert ! {caps} ! {encode} {scene('mix.sink_0')} "
+            f"{solid}0xff203020 ! video/x-raw,width={width * 2 // 5},height={height},"
+            f"framerate={FPS}/1 ! videoconvert ! mix.sink_1 )"
+        ),
+        "/scene-turned": f"( {scene(encode, pattern='spokes')} )",
+        "/scene-shake": (
+            f"( compositor name=shake ! videoconvert ! {caps} ! {encode} "
+            f"{scene('shake.sink_0', out=big)} )"
+        ),
     }
 
 
@@ -160,6 +226,23 @@ def _stop_later(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.R
     GLib.timeout_add(STOP_AFTER_MS, close)
 
 
+def _shake(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
+    """Move this client's `/scene-shake` picture by up to ±8 px at random every frame, as a
+    camera on a loose bracket in the wind."""
+    mix = media.get_element().get_by_name("shake")
+    pad = mix.get_static_pad("sink_0")
+    rng = random.Random(7)
+
+    def jiggle() -> bool:
+        if pad is None:
+            return False
+        pad.set_property("xpos", rng.randint(-24, -8))
+        pad.set_property("ypos", rng.randint(-24, -8))
+        return True
+
+    GLib.timeout_add(1000 // FPS, jiggle)
+
+
 def build(
     port: int,
     password: str,
@@ -204,6 +287,8 @@ def build(
         factory.set_permissions(permissions)
         if path == "/stopping":
             factory.connect("media-configure", _stop_later)
+        if path == "/scene-shake":
+            factory.connect("media-configure", _shake)
         if path == "/udp-only":
             factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
         mounts.add_factory(path, factory)

@@ -67,7 +67,12 @@ async def _history(
             pool,
             "t-hist",
             lease,
-            state=CameraState(status=new, since=ts, settled="online" if new == "flapping" else new),
+            state=CameraState(
+                status=new,
+                since=ts,
+                settled="online" if new in ("flapping", "degraded") else new,
+                picture="faulty" if new == "degraded" else "clean",
+            ),
             transition=Transition(old=old, new=new, at=ts, reason="scripted"),
             probe={"ok": new != "offline"},
             failures=0,

@@ -32,6 +32,9 @@ per_host = 2
 offline_after = 5
 online_after = 3
 sample_seconds = 3
+recheck_s = 300
+confirm_after = 3
+faults = ["signal_loss", "frozen", "stripes"]
 
 [health.diagnosis]
 dark_mean = 40
@@ -45,6 +48,8 @@ frozen_frames = 20
     assert (w.interval_level1_s, w.interval_s, w.per_host, w.sample_seconds) == (120, 600, 2, 3)
     assert w.concurrency == 50  # what the command line set stays
     assert (runtime.policy.offline_after, runtime.policy.online_after) == (5, 3)
+    assert (runtime.policy.recheck_s, runtime.policy.confirm_after) == (300, 3)
+    assert runtime.thresholds.faults == ("signal_loss", "frozen", "stripes")
     assert runtime.thresholds.dark_mean == 40.0
     assert runtime.thresholds.frozen_frames == 20
     assert isinstance(runtime.thresholds.frozen_frames, int)
@@ -56,13 +61,19 @@ frozen_frames = 20
         ({"dark_maen": 40}, "health.diagnosis.dark_maen: unknown threshold"),
         ({"frozen_frames": 10.5}, "health.diagnosis.frozen_frames: must be a whole number"),
         ({"frozen_frames": 1}, "frozen_frames must be at least 2"),
-        ({"frozen_similarity": 1.5}, "shares in (0, 1]"),
+        ({"frozen_moving_share": 1.5}, "frozen_moving_share is a share in (0, 1]"),
+        ({"blur_laplacian_var": 50}, "health.diagnosis.blur_laplacian_var: unknown threshold"),
     ],
 )
 def test_a_bad_threshold_is_named(diagnosis: dict[str, float], message: str) -> None:
     with pytest.raises(HealthConfigError) as err:
         health_runtime(HealthSettings(diagnosis=diagnosis))
     assert message in str(err.value)
+
+
+def test_an_unknown_fault_check_is_named() -> None:
+    with pytest.raises(HealthConfigError, match="unknown check 'snow'"):
+        health_runtime(HealthSettings(faults=("signal_loss", "snow")))
 
 
 def test_unknown_and_impossible_health_keys_are_config_errors(tmp_path: Path) -> None:

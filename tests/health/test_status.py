@@ -1,5 +1,5 @@
-"""Status machine on scripted probe sequences, availability on hand-built histories, and
-properties over random outcome sequences and policies."""
+"""Status machine on scripted probe and diagnosis sequences (reachability and picture as two
+dimensions), availability on hand-built histories, and properties over random sequences."""
 
 from __future__ import annotations
 
@@ -14,13 +14,17 @@ from health.errors import HealthError, InvalidHistory, InvalidPolicy
 from health.status import (
     OUTCOMES,
     STATUSES,
+    VERDICTS,
     CameraState,
     Outcome,
     Status,
     StatusPolicy,
     Transition,
+    Verdict,
     availability_seconds,
+    diagnosis_due,
     initial_state,
+    judge,
     step,
 )
 
@@ -63,6 +67,9 @@ def run(
         {"flap_threshold": -0.1},
         {"flap_threshold": 1.5},
         {"flap_threshold": float("nan")},
+        {"confirm_after": 0},
+        {"recheck_s": 0},
+        {"recheck_s": "soon"},
     ],
 )
 def test_policy_rejects_unusable_values(kwargs: dict[str, object]) -> None:
@@ -91,9 +98,6 @@ def test_unknown_needs_a_streak_before_claiming_anything() -> None:
     _, trs, seen = run(["fail", "fail", "fail"])
     assert seen == ["unknown", "unknown", "offline"]
     assert [(t.old, t.new) for t in trs] == [("unknown", "offline")]
-    _, trs, seen = run(["fault", "fault"])
-    assert seen == ["unknown", "degraded"]
-    assert "quality fault" in trs[0].reason
 
 
 def test_two_fails_stay_online_third_goes_offline() -> None:
@@ -120,21 +124,108 @@ def test_one_ok_after_offline_stays_offline_second_goes_online() -> None:
     assert state.ok_streak == 2 and state.fail_streak == 0
 
 
-def test_fault_streak_degrades_and_recovers() -> None:
-    online, _, _ = run(["ok", "ok"])
-    _, trs, seen = run(["fault", "fault", "ok", "ok"], state=online)
-    assert seen == ["online", "degraded", "degraded", "online"]
-    assert [(t.old, t.new) for t in trs] == [("online", "degraded"), ("degraded", "online")]
-    # a degraded camera that stops answering goes offline by the fail rule
-    degraded, _, _ = run(["fault", "fault"], state=online)
-    _, trs, seen = run(["fail"] * 3, state=degraded)
+def online_camera(t0: float = 0.0) -> CameraState:
+    state, _, _ = run(["ok", "ok"], t0=t0)
+    assert state.status == "online"
+    return state
+
+
+def test_a_first_faulty_diagnosis_asks_for_a_recheck_and_changes_nothing_yet() -> None:
+    state, tr = judge(online_camera(), "fault", 200.0, POLICY, ("frozen",))
+    assert tr is None and state.status == "online"
+    assert state.picture == "suspect" and state.recheck_at == 200.0 + POLICY.recheck_s
+    assert not diagnosis_due(state, 200.0 + POLICY.recheck_s - 1)
+    assert diagnosis_due(state, 200.0 + POLICY.recheck_s)
+
+
+def test_a_second_faulty_diagnosis_confirms_and_makes_the_camera_degraded() -> None:
+    state, _ = judge(online_camera(), "fault", 200.0, POLICY, ("frozen",))
+    state, tr = judge(state, "fault", 700.0, POLICY, ("frozen", "blur"))
+    assert tr is not None and (tr.old, tr.new, tr.at) == ("online", "degraded", 700.0)
+    assert "confirmed by 2 faulty diagnoses" in tr.reason and "frozen, blur" in tr.reason
+    assert state.picture == "faulty" and state.recheck_at is None
+    assert state.faults == ("frozen", "blur")
+
+
+def test_a_protocol_probe_never_clears_a_picture_fault() -> None:
+    state, _ = judge(online_camera(), "fault", 200.0)
+    state, _ = judge(state, "fault", 300.0)
+    state, trs, seen = run(["ok"] * 20, state=state, t0=300.0)
+    assert trs == [] and set(seen) == {"degraded"}
+
+
+def test_a_clean_diagnosis_clears_a_confirmed_fault() -> None:
+    state, _ = judge(online_camera(), "fault", 200.0)
+    state, _ = judge(state, "fault", 300.0)
+    state, tr = judge(state, "clean", 400.0)
+    assert tr is not None and (tr.old, tr.new) == ("degraded", "online")
+    assert "clean diagnosis cleared" in tr.reason
+    assert state.picture == "clean" and state.fault_streak == 0 and state.faults == ()
+
+
+def test_a_clean_diagnosis_between_two_faults_restarts_the_confirmation() -> None:
+    state, _ = judge(online_camera(), "fault", 200.0)
+    state, _ = judge(state, "clean", 300.0)
+    state, tr = judge(state, "fault", 400.0)
+    assert tr is None and state.picture == "suspect" and state.status == "online"
+
+
+def test_degraded_camera_that_stops_answering_goes_offline_and_comes_back_degraded() -> None:
+    state, _ = judge(online_camera(), "fault", 200.0)
+    state, _ = judge(state, "fault", 300.0)
+    state, trs, seen = run(["fail"] * 3, state=state, t0=300.0)
     assert seen == ["degraded", "degraded", "offline"]
+    assert state.picture == "faulty"  # nothing was learnt about the picture meanwhile
+    state, trs, seen = run(["ok"] * 2, state=state, t0=state.since)
+    assert seen == ["offline", "degraded"]
+    assert "picture fault" in trs[0].reason
 
 
-def test_fault_resets_fail_streak_because_frames_flowed() -> None:
-    online, _, _ = run(["ok", "ok"])
-    state, trs, _ = run(["fail", "fail", "fault", "fail", "fail"], state=online)
-    assert trs == [] and state.status == "online" and state.fail_streak == 2
+def test_a_picture_fault_on_an_offline_camera_shows_offline() -> None:
+    offline, _, _ = run(["fail"] * 3)
+    state, _ = judge(offline, "fault", 500.0)
+    state, tr = judge(state, "fault", 600.0)
+    assert tr is None and state.status == "offline" and state.picture == "faulty"
+
+
+def test_confirmation_count_and_recheck_delay_are_configuration() -> None:
+    policy = StatusPolicy(confirm_after=3, recheck_s=60.0)
+    state = online_camera()
+    for at in (200.0, 260.0):
+        state, tr = judge(state, "fault", at, policy)
+        assert tr is None and state.recheck_at == at + 60.0
+    state, tr = judge(state, "fault", 320.0, policy)
+    assert tr is not None and tr.new == "degraded"
+    one = StatusPolicy(confirm_after=1)
+    state, tr = judge(online_camera(), "fault", 200.0, one)
+    assert tr is not None and tr.new == "degraded"
+
+
+def test_judge_rejects_bad_verdict_and_time_running_backwards() -> None:
+    state = online_camera()
+    with pytest.raises(InvalidHistory, match="verdict"):
+        judge(state, "awful", 500.0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidHistory, match="precedes"):
+        judge(state, "clean", state.since - 1)
+
+
+def test_a_stored_state_from_before_the_two_dimensions_loads() -> None:
+    """Rows written when a diagnosis fault was a probe outcome: it meant the camera answered."""
+    old = {
+        "status": "degraded",
+        "since": 50.0,
+        "fail_streak": 0,
+        "ok_streak": 0,
+        "fault_streak": 2,
+        "recent": ["ok", "fault", "fault"],
+        "changes": [False, True, False],
+        "settled": "degraded",
+    }
+    state = CameraState.load(old)
+    assert state.recent == ("ok", "ok", "ok") and state.settled == "online"
+    assert state.picture == "unknown" and state.fault_streak == 0
+    state, tr = step(state, "ok", 60.0)
+    assert tr is not None and (tr.old, tr.new) == ("degraded", "online")
 
 
 def test_since_moves_only_on_transitions() -> None:
@@ -196,9 +287,9 @@ def test_settled_status_keeps_evolving_under_flapping() -> None:
 
 
 def test_recent_window_is_bounded() -> None:
-    state, _, _ = run(["ok", "fail", "fault"] * 20)
+    state, _, _ = run(["ok", "fail", "fail"] * 20)
     assert len(state.recent) == len(state.changes) == POLICY.flap_window
-    assert state.recent[-3:] == ("ok", "fail", "fault")
+    assert state.recent[-3:] == ("ok", "fail", "fail")
 
 
 def test_first_probe_is_not_a_change() -> None:
@@ -206,10 +297,16 @@ def test_first_probe_is_not_a_change() -> None:
     assert state.changes == (False,)
 
 
-def test_ok_and_fault_alternation_is_also_flapping() -> None:
-    flap: list[Outcome] = ["ok", "ok", "fault", "ok", "fault", "ok", "fault", "ok"]
-    _, trs, _ = run(flap)
-    assert [t.new for t in trs] == ["online", "flapping"]
+def test_alternating_picture_verdicts_are_not_flapping() -> None:
+    """Flapping is about reachability; a picture that comes and goes is judged by diagnoses."""
+    state = online_camera()
+    at = 200.0
+    verdicts: tuple[Verdict, ...] = ("fault", "clean") * 6
+    for verdict in verdicts:
+        at += 60.0
+        state, tr = judge(state, verdict, at)
+        assert tr is None
+    assert state.status == "online"
 
 
 # --- input errors ------------------------------------------------------------------------------
@@ -230,6 +327,10 @@ def test_state_rejects_inconsistent_fields() -> None:
         CameraState(status="flapping", since=0.0, settled="flapping")
     with pytest.raises(InvalidHistory):
         CameraState(status="online", since=0.0, recent=("ok",), changes=())
+    with pytest.raises(InvalidHistory):
+        CameraState(status="online", since=0.0, settled="degraded")
+    with pytest.raises(InvalidHistory):
+        CameraState(status="online", since=0.0, picture="dirty")  # type: ignore[arg-type]
 
 
 # --- availability ------------------------------------------------------------------------------
@@ -359,3 +460,38 @@ def test_availability_seconds_sum_to_the_period(
     got = availability_seconds(trs, start, end, "unknown")
     assert all(v >= 0.0 for v in got.values())
     assert math.isclose(sum(got.values()), end - start, rel_tol=1e-9, abs_tol=1e-6)
+
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("probe"), st.sampled_from(OUTCOMES)),
+        st.tuples(st.just("diagnosis"), st.sampled_from(VERDICTS)),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seq=events, policy=policies)
+def test_degraded_exactly_when_reachable_and_picture_confirmed_faulty(
+    seq: list[tuple[str, str]], policy: StatusPolicy
+) -> None:
+    state = initial_state(0.0)
+    previous: Status = "unknown"
+    now = 0.0
+    for kind, value in seq:
+        now += 60.0
+        if kind == "probe":
+            outcome: Outcome = "ok" if value == "ok" else "fail"
+            state, tr = step(state, outcome, now, policy)
+        else:
+            verdict: Verdict = "clean" if value == "clean" else "fault"
+            state, tr = judge(state, verdict, now, policy, ("frozen",))
+        if tr is not None:
+            assert tr.old == previous and tr.new != tr.old
+            previous = tr.new
+        assert state.status == previous
+        flapping = sum(state.changes) / policy.flap_window >= policy.flap_threshold
+        expected_degraded = not flapping and state.settled == "online" and state.picture == "faulty"
+        assert (state.status == "degraded") == expected_degraded
+        assert (state.recheck_at is not None) == (state.picture == "suspect")

@@ -131,6 +131,9 @@ async def test_zoom_to_points_and_open_a_camera_panel(seeded: Live, tab: Tab) ->
     assert await page.inner_text("#panel-name") == cam["name"]
     panel = await page.inner_text("#panel")
     assert cam["gb_id"] in panel and cam["region_code"].startswith(SCOPE)
+    # A commander may have the picture diagnosed now and accept it as the scene reference.
+    await expect(page.locator("#diagnose-now")).to_have_text("诊断")
+    await expect(page.locator("#accept-reference")).to_have_text("设为基准画面")
     await tab.shot("camera-panel")
     await page.click("#open-stream")
     await page.wait_for_selector("#stream-url")

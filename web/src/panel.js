@@ -96,7 +96,48 @@ export async function openCamera(id) {
   if (app.me.can.edit) {
     actions.append(h("button", { id: "edit-camera", text: t("edit"), onclick: () => editCamera(cam, etag, panel) }));
   }
+  if (app.me.can.diagnose) {
+    actions.append(
+      h("button", { id: "diagnose-now", text: t("diagnose_now"), onclick: () => diagnoseNow(cam, healthBox, false) }),
+      h("button", { id: "accept-reference", text: t("accept_reference"), onclick: () => diagnoseNow(cam, healthBox, true) }),
+    );
+  }
   await showHealth(cam, healthBox);
+}
+
+// 视频质量诊断 now (a technician on the ladder): sample, diagnose, show report and thumbnail;
+// "accept as reference" keeps this picture as the scene that 场景变更 / 遮挡 compare with.
+async function diagnoseNow(cam, box, acceptReference) {
+  const buttons = ["#diagnose-now", "#accept-reference"].map((id) => $(id)).filter(Boolean);
+  buttons.forEach((b) => (b.disabled = true));
+  toast(t("diagnosing"));
+  try {
+    const q = acceptReference ? "?accept_reference=1" : "";
+    const res = await request(`/api/v1/cameras/${cam.id}/diagnose${q}`, { method: "POST" });
+    clear(box);
+    await showHealth(cam, box);
+    if (res.thumbnail) {
+      const img = box.querySelector("img.snapshot");
+      if (img) img.src = res.thumbnail;
+    }
+    toast(res.diagnosed ? (acceptReference && res.reference_accepted ? t("reference_accepted") : t("diagnosed")) : res.detail);
+  } catch (err) {
+    toast(err.message || String(err));
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
+}
+
+// A fired flag with its Chinese label, value and threshold; faults and warnings look apart.
+function flagBadge(name, diag) {
+  const f = (diag.flags || {})[name] || {};
+  const value = typeof f.value === "number" ? ` ${f.value.toFixed(2)} / ${f.threshold}` : "";
+  return h("span", {
+    class: f.fault === false ? "flag warn" : "flag",
+    "data-flag": name,
+    title: `${name}${value}`,
+    text: f.label || name,
+  });
 }
 
 async function showHealth(cam, box) {
@@ -127,7 +168,7 @@ async function showHealth(cam, box) {
     h(
       "p",
       { id: "panel-flags" },
-      !diag ? t("not_probed") : fired.length ? fired.map((f) => h("span", { class: "flag", text: f })) : t("no_faults"),
+      !diag ? t("not_probed") : fired.length ? fired.map((f) => flagBadge(f, diag)) : t("no_faults"),
     ),
   );
   box.append(h("h3", { text: t("snapshot") }));
