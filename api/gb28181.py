@@ -40,6 +40,7 @@ from ingest.gb28181.zlm import ZlmClient
 
 log = logging.getLogger(__name__)
 GB_ID = {"type": "string", "pattern": "^[0-9]{20}$"}
+DEVICE_ID = (Param("id", "path", "20-digit device ID", GB_ID, required=True),)
 ROUTES = RouteTable()
 # What a channel's Status word (catalog) or event (NOTIFY) says about it, as a probe would.
 _STATUS_OUTCOME: dict[str, Outcome] = {
@@ -504,7 +505,7 @@ async def list_devices(request: web.Request) -> web.Response:
     "/api/v1/gb28181/devices/{id}",
     "One GB/T 28181 device with its catalog channels (removed ones marked)",
     READERS,
-    params=(Param("id", "path", "20-digit device ID", GB_ID, required=True),),
+    params=DEVICE_ID,
     responses={200: "device", 404: "not found"},
     tag="gb28181",
 )
@@ -518,7 +519,7 @@ async def get_device(request: web.Request) -> web.Response:
     "/api/v1/gb28181/devices/{id}/catalog",
     "Query the device's catalog now and apply it (waits for the answer)",
     WRITERS,
-    params=(Param("id", "path", "20-digit device ID", GB_ID, required=True),),
+    params=DEVICE_ID,
     responses={200: "catalog summary", 409: "device not registered"},
     tag="gb28181",
 )
@@ -549,7 +550,7 @@ class DevicePassword(BaseModel):
     "/api/v1/gb28181/devices/{id}/password",
     "Set (or with null clear) a device's own SIP password; sealed, never returned",
     ADMINS,
-    params=(Param("id", "path", "20-digit device ID", GB_ID, required=True),),
+    params=DEVICE_ID,
     body=DevicePassword,
     responses={204: "set"},
     tag="gb28181",

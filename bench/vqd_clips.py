@@ -36,6 +36,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from health.diagnosis import CHECKS
+
 FPS = 15
 FRAMES = 30  # 2 s: the worker's window
 OUT = Path(__file__).resolve().parent / "out" / "vqd-clips"
@@ -68,20 +70,7 @@ SCENES: tuple[tuple[str, str, str, str], ...] = (
     ("night-motorcycle", "night", "motorcycle_left.png", "test"),
     ("skyline-b", "skyline", "1", "test"),
 )
-FAULTS = (
-    "signal_loss",
-    "frozen",
-    "too_dark",
-    "too_bright",
-    "low_contrast",
-    "colour_cast",
-    "blur",
-    "noise",
-    "stripes",
-    "shake",
-    "occlusion",
-    "scene_change",
-)
+FAULTS = CHECKS  # every item of the check list gets injected clips
 # Items a fault may also fire without that counting as a false alarm: the picture really is so.
 ALSO: dict[str, tuple[str, ...]] = {
     "occlusion": ("scene_change",),
