@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -31,7 +32,8 @@ from bench.common import ROOT, database_url, drive, median, pct
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
 
-SCHEMA = "bench_registry"
+# CAMREG_BENCH_SCHEMA: a schema of one's own, when others benchmark on the same server.
+SCHEMA = os.environ.get("CAMREG_BENCH_SCHEMA", "bench_registry")
 KEY = base64.b64encode(b"b" * 32).decode()
 RELAY_SECRET = "bench-relay-secret-0123"  # noqa: S105 - a loopback benchmark's relay
 

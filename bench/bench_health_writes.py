@@ -101,8 +101,11 @@ async def ours(
         nonlocal done, transitions
         rnd = random.Random(seed * 100 + i)
         owner = f"bench-{seed}-{i}"
+        cursor = store.LeaseCursor()  # one per worker, as each `camreg worker` has its own
         while done < rows:
-            leases = await store.lease(pool, box, owner, batch=cfg.batch, lease_s=cfg.lease_s)
+            leases = await store.lease(
+                pool, box, owner, batch=cfg.batch, lease_s=cfg.lease_s, cursor=cursor
+            )
             if not leases:
                 return
             now = time.time()

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import random
 import re
 import statistics
@@ -45,7 +46,8 @@ from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
 from camera_registry.store.cameras import PUBLIC_COLUMNS
 
-SCHEMA = "bench_registry"
+# CAMREG_BENCH_SCHEMA: a schema of one's own, when others benchmark on the same server.
+SCHEMA = os.environ.get("CAMREG_BENCH_SCHEMA", "bench_registry")
 KEY = base64.b64encode(b"b" * 32).decode()
 RELAY_SECRET = "bench-relay-secret-0123"  # noqa: S105 - a loopback benchmark's relay
 LINK_BODY = json.dumps(

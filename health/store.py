@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -112,6 +113,30 @@ _HOST = (
     "'://', 2), '/', 1))"
 )
 _LEASE_LOCK = 0x63616D7265670002  # serialises leasing, so per-host caps hold across workers
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # before every schedule: the queue's head
+
+
+class LeaseCursor:
+    """Where a worker's last batch ended on the due queue (`camera_health_due`).
+
+    Every probe moves its camera's `next_probe_at`, leaving a dead entry at the head of the
+    due index; PostgreSQL skips such entries cheaply only once no snapshot can see them, so
+    while any session of the server holds an old snapshot, a scan from the head walks every
+    probe stored since (905 ms for 251 due cameras after 300,000 results, bench/RESULTS.md).
+    A worker starts its next scan where the last one stopped instead: before the first
+    camera it left due (capped host, full batch), else at the last one it leased. A leased
+    camera's `next_probe_at` moves to its lease's expiry, so an expired lease is due again
+    ahead of every cursor. Cameras made due behind a cursor by someone else (a schedule
+    edited by hand, a past date) are found by a scan from the head, taken whenever a
+    cursor's scan comes up short of a batch and at least every `sweep_s` seconds.
+    """
+
+    __slots__ = ("floor", "sweep_s", "swept_at")
+
+    def __init__(self, sweep_s: float = 10.0) -> None:
+        self.floor = _EPOCH
+        self.sweep_s = sweep_s
+        self.swept_at = -float("inf")
 
 
 async def lease(
@@ -123,14 +148,21 @@ async def lease(
     lease_s: float,
     per_host: int = 4,
     only: uuid.UUID | None = None,
+    cursor: LeaseCursor | None = None,
 ) -> list[Lease]:
     """Take up to `batch` due cameras for `lease_s` seconds (expired leases are due again).
 
     A device host never has more than `per_host` live leases across all workers (an NVR's
     channels share one host): leasing takes a transaction-level advisory lock, counts the
     host's live leases, and skips its cameras beyond the cap. Leasing is a few milliseconds,
-    so serialising it costs nothing next to the probes.
+    so serialising it costs nothing next to the probes. A worker passes its `cursor` so
+    that the scan of the due queue starts where its last one ended (see `LeaseCursor`);
+    without one, every scan starts at the head.
     """
+    clock = time.monotonic()
+    floor = _EPOCH
+    if cursor is not None and only is None and clock - cursor.swept_at < cursor.sweep_s:
+        floor = cursor.floor
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LEASE_LOCK)
         busy = {
@@ -147,12 +179,14 @@ async def lease(
         # that is mostly capped hosts is followed by the next one.
         picked: list[uuid.UUID] = []
         seen: list[uuid.UUID] = []
-        for _ in range(4):
+        left: list[dt.datetime] = []  # due times of candidates left due
+        last = floor
+        for _ in range(5):
             page = batch + batch // 4 + 1
             candidates = await conn.fetch(
-                f"""SELECT h.camera_id, {_HOST} AS host
+                f"""SELECT h.camera_id, h.next_probe_at, {_HOST} AS host
                     FROM camera_health h JOIN cameras c ON c.id = h.camera_id
-                    WHERE h.next_probe_at <= now()
+                    WHERE h.next_probe_at >= $4 AND h.next_probe_at <= now()
                       AND (h.lease_until IS NULL OR h.lease_until < now())
                       AND ($2::uuid IS NULL OR h.camera_id = $2)
                       AND h.camera_id <> ALL($3::uuid[])
@@ -161,19 +195,29 @@ async def lease(
                 page,
                 only,
                 seen,
+                floor,
             )
+            if floor == _EPOCH and cursor is not None:
+                cursor.swept_at = clock
             for cand in candidates:
                 seen.append(cand["camera_id"])
                 host = cand["host"]
                 if len(picked) == batch or (host and busy.get(host, 0) >= per_host):
+                    left.append(cand["next_probe_at"])
                     continue
                 busy[host] = busy.get(host, 0) + 1
                 picked.append(cand["camera_id"])
-            if len(picked) == batch or len(candidates) < page:
+                last = max(last, cand["next_probe_at"])
+            if len(picked) == batch:
                 break
+            if len(candidates) < page:
+                if floor == _EPOCH:
+                    break
+                floor = _EPOCH  # short of a batch past the cursor: look behind it too
         rows = await conn.fetch(
             """UPDATE camera_health h
-               SET lease_owner = $1, lease_until = now() + make_interval(secs => $3)
+               SET lease_owner = $1, lease_until = now() + make_interval(secs => $3),
+                   next_probe_at = now() + make_interval(secs => $3)
                FROM cameras c
                WHERE h.camera_id = ANY($2::uuid[]) AND c.id = h.camera_id
                RETURNING h.camera_id, h.state, h.failures, c.region_code, c.level, c.streams,
@@ -183,6 +227,8 @@ async def lease(
             picked,
             lease_s,
         )
+    if cursor is not None and only is None and (picked or left):
+        cursor.floor = min(left) if left else last
     now = dt.datetime.now(dt.UTC).timestamp()
     out = []
     for r in rows:

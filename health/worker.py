@@ -108,6 +108,7 @@ class Worker:
         )
         self._rnd = random.Random()
         self._frames_in_flight = 0
+        self._cursor = store.LeaseCursor()  # where this worker's scan of the due queue resumes
         self.probed = 0
 
     async def _probe(self, lease: store.Lease) -> ProbeResult:
@@ -296,6 +297,7 @@ class Worker:
             batch=self.cfg.batch,
             lease_s=self.cfg.lease_s,
             per_host=self.cfg.per_host,
+            cursor=self._cursor,
         )
         if leases:
             # One transaction for the batch: one commit per batch, not one per camera.
