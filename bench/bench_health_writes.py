@@ -137,7 +137,7 @@ _BARE = """
 UPDATE camera_health h
 SET state = u.state::jsonb, last_probe = u.probe::jsonb, last_probe_at = now(),
     failures = u.failures, next_probe_at = now() + make_interval(secs => u.next_s),
-    lease_owner = NULL, lease_until = NULL
+    lease_owner = NULL, lease_until = NULL, lease_host = NULL
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::float8[])
      AS u(camera_id, state, probe, failures, next_s)
 WHERE h.camera_id = u.camera_id
@@ -223,8 +223,8 @@ async def main() -> None:
         pool = await create_pool(url, schema=SCHEMA, min_size=args.workers, max_size=args.workers)
         try:
             await pool.execute(
-                "UPDATE camera_health SET lease_owner = NULL, lease_until = NULL "
-                "WHERE lease_owner IS NOT NULL"
+                "UPDATE camera_health SET lease_owner = NULL, lease_until = NULL, "
+                "lease_host = NULL WHERE lease_owner IS NOT NULL"
             )
             due = await pool.fetchval(
                 "SELECT count(*) FROM camera_health WHERE next_probe_at <= now()"

@@ -112,7 +112,8 @@ _HOST = (
     "lower(split_part(split_part(coalesce(c.streams->>'sub', c.streams->>'main', ''), "
     "'://', 2), '/', 1))"
 )
-_LEASE_LOCK = 0x63616D7265670002  # serialises leasing, so per-host caps hold across workers
+# The advisory-lock class of per-host lease decisions (the second key is the host's hash).
+_HOST_LOCK = 0x63616D72
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # before every schedule: the queue's head
 
 
@@ -153,31 +154,29 @@ async def lease(
     """Take up to `batch` due cameras for `lease_s` seconds (expired leases are due again).
 
     A device host never has more than `per_host` live leases across all workers (an NVR's
-    channels share one host): leasing takes a transaction-level advisory lock, counts the
-    host's live leases, and skips its cameras beyond the cap. Leasing is a few milliseconds,
-    so serialising it costs nothing next to the probes. A worker passes its `cursor` so
-    that the scan of the due queue starts where its last one ended (see `LeaseCursor`);
-    without one, every scan starts at the head.
+    channels share one host). Workers lease concurrently: `SKIP LOCKED` gives each its own
+    candidates, and the cap of each candidate's host is decided under that host's advisory
+    lock, taken without waiting (a host another worker is deciding on right now is left due
+    for the next batch), by counting the host's live leases through `camera_health_lease_host`.
+    One lock for all workers made leasing, ~80 ms a batch at province scale, the limit of the
+    probe rate (bench/RESULTS.md). A worker passes its `cursor` so that the scan of the due
+    queue starts where its last one ended (see `LeaseCursor`); without one, every scan starts
+    at the head.
     """
     clock = time.monotonic()
     floor = _EPOCH
     if cursor is not None and only is None and clock - cursor.swept_at < cursor.sweep_s:
         floor = cursor.floor
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LEASE_LOCK)
-        busy = {
-            r["host"]: r["n"]
-            for r in await conn.fetch(
-                f"""SELECT {_HOST} AS host, count(*) AS n
-                    FROM camera_health h JOIN cameras c ON c.id = h.camera_id
-                    WHERE h.lease_until > now() GROUP BY 1"""
-            )
-        }
+        # A lease lost with the server's last few commits is only a camera probed again: the
+        # lease need not wait for its WAL flush (results and transitions do, in record_many).
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        busy: dict[str, int] = {}  # live leases of each host whose lock this lease holds
         # Candidates in pages of 1.25 batches: each costs a row lock and a look-up of its
         # camera's host, so fetching 4 batches to fill one (the old margin for capped hosts)
-        # made leasing, which is serialised, the limit of a province's probe rate. A page
-        # that is mostly capped hosts is followed by the next one.
-        picked: list[uuid.UUID] = []
+        # made leasing the limit of a province's probe rate. A page that is mostly capped
+        # hosts is followed by the next one.
+        picked: list[tuple[uuid.UUID, str]] = []
         seen: list[uuid.UUID] = []
         left: list[dt.datetime] = []  # due times of candidates left due
         last = floor
@@ -199,14 +198,35 @@ async def lease(
             )
             if floor == _EPOCH and cursor is not None:
                 cursor.swept_at = clock
+            new_hosts = sorted({c["host"] for c in candidates if c["host"]} - busy.keys())
+            if new_hosts:
+                # Row locks are held here, so never wait: a busy host's cameras stay due. The
+                # count is a statement of its own, so that its snapshot is taken after the
+                # locks: it sees every lease of these hosts committed by their last holder.
+                mine = await conn.fetchval(
+                    """SELECT coalesce(array_agg(h), '{}') FROM unnest($1::text[]) AS h
+                       WHERE pg_try_advisory_xact_lock($2, hashtext(h))""",
+                    new_hosts,
+                    _HOST_LOCK,
+                )
+                busy.update(dict.fromkeys(mine, 0))
+                for r in await conn.fetch(
+                    """SELECT lease_host, count(*) AS n FROM camera_health
+                       WHERE lease_host = ANY($1::text[]) AND lease_until IS NOT NULL
+                         AND lease_until > now()
+                       GROUP BY lease_host""",
+                    mine,
+                ):
+                    busy[r["lease_host"]] = r["n"]
             for cand in candidates:
                 seen.append(cand["camera_id"])
                 host = cand["host"]
-                if len(picked) == batch or (host and busy.get(host, 0) >= per_host):
+                if len(picked) == batch or (host and (host not in busy or busy[host] >= per_host)):
                     left.append(cand["next_probe_at"])
                     continue
-                busy[host] = busy.get(host, 0) + 1
-                picked.append(cand["camera_id"])
+                if host:
+                    busy[host] += 1
+                picked.append((cand["camera_id"], host))
                 last = max(last, cand["next_probe_at"])
             if len(picked) == batch:
                 break
@@ -216,15 +236,16 @@ async def lease(
                 floor = _EPOCH  # short of a batch past the cursor: look behind it too
         rows = await conn.fetch(
             """UPDATE camera_health h
-               SET lease_owner = $1, lease_until = now() + make_interval(secs => $3),
-                   next_probe_at = now() + make_interval(secs => $3)
-               FROM cameras c
-               WHERE h.camera_id = ANY($2::uuid[]) AND c.id = h.camera_id
+               SET lease_owner = $1, lease_until = now() + make_interval(secs => $4),
+                   next_probe_at = now() + make_interval(secs => $4), lease_host = p.host
+               FROM unnest($2::uuid[], $3::text[]) AS p(camera_id, host), cameras c
+               WHERE h.camera_id = p.camera_id AND c.id = h.camera_id
                RETURNING h.camera_id, h.state, h.failures, c.region_code, c.level, c.streams,
                          c.credentials, extract(epoch FROM h.last_diagnosis_at) AS diagnosed_at,
                          h.reference""",
             owner,
-            picked,
+            [cid for cid, _ in picked],
+            [host or None for _, host in picked],
             lease_s,
         )
     if cursor is not None and only is None and (picked or left):
@@ -337,7 +358,7 @@ _UPDATE_MANY = """
 UPDATE camera_health h
 SET state = u.state::jsonb, last_probe = u.probe::jsonb, last_probe_at = now(),
     failures = u.failures, next_probe_at = now() + make_interval(secs => u.next_s),
-    lease_owner = NULL, lease_until = NULL
+    lease_owner = NULL, lease_until = NULL, lease_host = NULL
 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::integer[], $6::float8[])
      AS u(camera_id, state, probe, failures, next_s)
 WHERE h.camera_id = u.camera_id AND h.lease_owner = $1
@@ -483,7 +504,8 @@ async def _observe(
             """UPDATE camera_health h SET state = u.state::jsonb, last_probe = u.probe::jsonb,
                    last_probe_at = now(),
                    failures = CASE WHEN u.failed THEN h.failures + 1 ELSE 0 END,
-                   next_probe_at = 'infinity', lease_owner = NULL, lease_until = NULL
+                   next_probe_at = 'infinity', lease_owner = NULL, lease_until = NULL,
+                   lease_host = NULL
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[])
                     AS u(camera_id, state, probe, failed)
                WHERE h.camera_id = u.camera_id""",

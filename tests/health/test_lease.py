@@ -1,6 +1,7 @@
-"""A worker's `LeaseCursor` resumes its scan of the due queue where the last one ended, yet
-no due camera is ever left behind it: cameras skipped for a capped host, cameras made due
-behind it, and expired leases are all leased again."""
+"""Leasing without one lock for all workers: concurrent leases never exceed a host's cap, and
+a worker's `LeaseCursor` resumes its scan of the due queue where the last one ended, yet no
+due camera is ever left behind it (cameras skipped for a capped host, cameras made due behind
+it, and expired leases are all leased again)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,21 @@ async def test_an_expired_lease_is_due_again_ahead_of_every_cursor(
     await asyncio.sleep(0.6)
     again = await store.lease(pool, box, "w-heir", batch=2, lease_s=60, cursor=cursor)
     assert [str(le.camera_id) for le in again] == ids[0:1]
+
+
+async def test_concurrent_leases_never_exceed_a_hosts_cap(client: TestClient, auth: Tok) -> None:
+    pool, box = client.app[POOL], client.app[BOX]
+    ids = await _cameras(client, auth, ["10.9.3.1"] * 12, 400)
+    for _ in range(3):
+        # Six workers at once, each taking a different slice of the NVR's channels.
+        got = await asyncio.gather(
+            *(store.lease(pool, box, f"w-{i}", batch=2, lease_s=60, per_host=2) for i in range(6))
+        )
+        live = await pool.fetchval(
+            """SELECT count(*) FROM camera_health
+               WHERE camera_id = ANY($1::uuid[]) AND lease_until > now()""",
+            ids,
+        )
+        assert sum(len(g) for g in got) == live == 2
+        for i, g in enumerate(got):
+            await _release(client, f"w-{i}", g)
