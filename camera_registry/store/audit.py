@@ -142,8 +142,13 @@ class _Row:
     detail: str | None
 
 
-_INSERT_MANY = """
-INSERT INTO audit_log (actor, token_id, action, camera_id, region_code, remote_addr, detail)
+# The audit row's columns, for statements that write their audit rows themselves (a stream
+# link's camera look-up and its audit row are one statement: store/streams.py).
+INSERT_COLUMNS = (
+    "INSERT INTO audit_log (actor, token_id, action, camera_id, region_code, remote_addr, detail)"
+)
+_INSERT_MANY = f"""
+{INSERT_COLUMNS}
 SELECT a, t::uuid, x, c::uuid, r, ra, d::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
      AS u(a, t, x, c, r, ra, d)

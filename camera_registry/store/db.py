@@ -224,6 +224,8 @@ class Coalescer(Generic[K, V]):
         self._room = asyncio.Semaphore(max_pending)
         self._pending: list[tuple[K, asyncio.Future[V | None]]] = []
         self._runner: asyncio.Task[None] | None = None
+        self.runs = 0  # queries made and keys asked, for tests and /metrics
+        self.keys = 0
 
     async def get(self, key: K) -> V | None:
         async with self._room:
@@ -239,13 +241,16 @@ class Coalescer(Generic[K, V]):
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
+                keys = list(dict.fromkeys(k for k, _ in batch))
                 try:
-                    rows = await self._fetch(list(dict.fromkeys(k for k, _ in batch)))
+                    rows = await self._fetch(keys)
                 except Exception as exc:  # every waiter of this batch learns it failed
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
+                self.runs += 1
+                self.keys += len(keys)
                 for key, fut in batch:
                     if not fut.done():
                         fut.set_result(rows.get(key))

@@ -108,6 +108,59 @@ def with_credentials(uri: str, username: str | None, password: str | None) -> st
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
 
 
+@dataclass(frozen=True, slots=True, eq=False)  # one per request: identity is the key
+class _LinkRequest:
+    camera_id: uuid.UUID
+    actor: Actor
+    profile: str
+    protocol: str
+    reveal: bool
+    expires: int
+
+
+# A batch of link requests in one statement and one commit: each camera looked up within its
+# requester's scope, the relay that serves it chosen (the first configured relay with the
+# protocol and, if it lists regions, one the camera is in; as `relay_for`), and the audit row
+# of every link that will be answered inserted. `action` says which (NULL: no link, nothing
+# audited: a protocol no relay serves other than rtsp, or no stream URI for the profile).
+# The statement commits before any answer, so every answered link's row is durable.
+_LINK_BATCH = f"""
+WITH r AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::uuid[], $7::text[], $8::boolean[], $9::bigint[]) WITH ORDINALITY
+        AS r(cam, scope, profile, protocol, actor, token_id, remote_addr, reveal, expires, n)
+), f AS (
+    SELECT r.*, c.id, c.gb_id, c.region_code, c.streams, c.credentials,
+           (SELECT rl.i FROM unnest($10::text[], $11::text[]) WITH ORDINALITY
+                AS rl(protocols, regions, i)
+            WHERE r.protocol = ANY(string_to_array(rl.protocols, ' '))
+              AND (rl.regions = '' OR EXISTS (
+                  SELECT 1 FROM unnest(string_to_array(rl.regions, ' ')) AS p
+                  WHERE starts_with(c.region_code, p)))
+            ORDER BY rl.i LIMIT 1) AS relay
+    FROM r JOIN cameras c ON c.id = r.cam
+    WHERE r.scope IS NULL OR starts_with(c.region_code, r.scope)
+), a AS (
+    SELECT f.*, CASE
+        WHEN relay IS NOT NULL THEN 'stream.link'
+        WHEN protocol <> 'rtsp' THEN NULL
+        WHEN coalesce(streams->>profile,
+                      CASE WHEN profile = 'sub' THEN streams->>'main' END) IS NULL THEN NULL
+        WHEN reveal THEN 'stream.direct_credentials'
+        ELSE 'stream.direct' END AS action
+    FROM f
+), audited AS (
+    {audit.INSERT_COLUMNS}
+    SELECT actor, token_id, action, id, region_code, remote_addr,
+           CASE WHEN relay IS NULL THEN jsonb_build_object('profile', profile)
+                ELSE jsonb_build_object('profile', profile, 'protocol', protocol,
+                                        'relay', ($12::text[])[relay], 'expires', expires) END
+    FROM a WHERE action IS NOT NULL
+)
+SELECT n, id, gb_id, region_code, streams, credentials, relay, action FROM a
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     allowed: bool
@@ -123,23 +176,40 @@ class StreamLinks:
         self.box = box
         self.settings = settings
         self.signer = LinkSigner(link_key(settings, box.key))
-        # Every link, verdict and source lookup is audited before it is answered; those rows
-        # are the requests' only writes, so they are group-committed.
+        # Every verdict and source lookup is audited before it is answered; those rows are the
+        # requests' only writes, so they are group-committed (links: `self.links` below).
         self.audit = audit.GroupCommit(pool)
-        # The camera of each link and the (camera, token) of each verdict: concurrent
-        # requests' lookups share one query.
-        self._cameras: Coalescer[uuid.UUID, asyncpg.Record] = Coalescer(self._fetch_cameras)
+        # The (camera, token) of each verdict: concurrent requests' lookups share one query.
         self._verdicts: Coalescer[tuple[uuid.UUID, uuid.UUID | None], asyncpg.Record] = Coalescer(
             self._fetch_verdicts
         )
-
-    async def _fetch_cameras(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
-        rows = await self.pool.fetch(
-            """SELECT id, gb_id, region_code, streams, credentials FROM cameras
-               WHERE id = ANY($1::uuid[])""",
-            ids,
+        # Links: look-up and audit row in one statement and one commit for concurrent requests
+        # (one round trip a link instead of a look-up and then a commit).
+        self.links: Coalescer[_LinkRequest, asyncpg.Record] = Coalescer(self._issue_batch)
+        relays = self.settings.relays
+        self._relay_args = (
+            [" ".join(r.urls) for r in relays],
+            [" ".join(r.regions) for r in relays],
+            [r.name for r in relays],
         )
-        return {r["id"]: r for r in rows}
+
+    async def _issue_batch(
+        self, requests: list[_LinkRequest]
+    ) -> dict[_LinkRequest, asyncpg.Record]:
+        rows = await self.pool.fetch(
+            _LINK_BATCH,
+            [q.camera_id for q in requests],
+            [q.actor.scope for q in requests],
+            [q.profile for q in requests],
+            [q.protocol for q in requests],
+            [q.actor.name for q in requests],
+            [q.actor.token_id for q in requests],
+            [q.actor.remote_addr for q in requests],
+            [q.reveal for q in requests],
+            [q.expires for q in requests],
+            *self._relay_args,
+        )
+        return {requests[row["n"] - 1]: row for row in rows}  # n: 1-based position
 
     async def _fetch_verdicts(
         self, keys: list[tuple[uuid.UUID, uuid.UUID | None]]
@@ -164,16 +234,6 @@ class StreamLinks:
                 return relay
         return None
 
-    async def _camera(self, actor: Actor, camera_id: str) -> asyncpg.Record:
-        try:
-            cid = uuid.UUID(camera_id)
-        except ValueError:
-            raise NotFound(f"no camera {camera_id}: camera ids are UUIDs") from None
-        rec = await self._cameras.get(cid)
-        if rec is None or not actor.covers(rec["region_code"]):
-            raise NotFound(f"no camera {camera_id} in your region scope")
-        return rec
-
     async def issue(
         self, actor: Actor, camera_id: str, *, profile: str, protocol: str
     ) -> dict[str, Any]:
@@ -183,28 +243,23 @@ class StreamLinks:
             raise BadRequest(
                 "bad protocol", [FieldError("protocol", "use rtsp, hls, flv, webrtc or rtmp")]
             )
-        cam = await self._camera(actor, camera_id)
-        relay = self.relay_for(cam["region_code"], protocol)
+        try:
+            cid = uuid.UUID(camera_id)
+        except ValueError:
+            raise NotFound(f"no camera {camera_id}: camera ids are UUIDs") from None
+        reveal = actor.role.value in self.settings.allow_direct_credentials
+        expires = int(self.signer.clock()) + self.settings.link_ttl(actor.role.value)
+        # Looked up, scope-checked and audited by one statement (see _LINK_BATCH).
+        cam = await self.links.get(_LinkRequest(cid, actor, profile, protocol, reveal, expires))
+        if cam is None:
+            raise NotFound(f"no camera {camera_id} in your region scope")
         streams = cam["streams"] or {}
-        if relay is not None:
-            ttl = self.settings.link_ttl(actor.role.value)
-            expires = int(self.signer.clock()) + ttl
+        if cam["relay"] is not None:
+            relay = self.settings.relays[cam["relay"] - 1]  # 1-based, as SQL counts
             claims = LinkClaims(str(cam["id"]), profile, protocol, actor.token_id or "", expires)
             sign = self.signer.sign(claims)
             url = relay.urls[cast(Protocol, protocol)].format(
                 stream_key=stream_key(cam["gb_id"], profile), sign=sign, expires=expires
-            )
-            await self.audit.record(
-                actor,
-                "stream.link",
-                camera_id=cam["id"],
-                region_code=cam["region_code"],
-                detail={
-                    "profile": profile,
-                    "protocol": protocol,
-                    "relay": relay.name,
-                    "expires": expires,
-                },
             )
             return {
                 "url": url,
@@ -219,19 +274,11 @@ class StreamLinks:
                 [FieldError("protocol", "use rtsp, or configure a relay for this region")],
             )
         uri = streams.get(profile) or (streams.get("main") if profile == "sub" else None)
-        if uri is None:
+        if uri is None or cam["action"] is None:
             raise NotFound(f"camera {camera_id} has no {profile} stream URI registered")
-        reveal = actor.role.value in self.settings.allow_direct_credentials
         if reveal and cam["credentials"] is not None:
             username, password = self.box.open(cam["credentials"])
             uri = with_credentials(uri, username, password)
-        await self.audit.record(
-            actor,
-            "stream.direct_credentials" if reveal else "stream.direct",
-            camera_id=cam["id"],
-            region_code=cam["region_code"],
-            detail={"profile": profile},
-        )
         return {
             "url": uri,
             "protocol": "rtsp",

@@ -50,8 +50,8 @@ async def test_a_video_wall_of_64_links_shares_commits_and_every_link_is_audited
     ids = await _cameras(session, base, admin, 8, 0)
     token = await _commander(session, base, admin)
     h = {"Authorization": f"Bearer {token['token']}"}
-    group = client.app[STREAMS].audit
-    before = group.flushes
+    group = client.app[STREAMS].links
+    before = group.runs
 
     async def link(cid: str) -> int:
         async with session.get(f"{base}/api/v1/cameras/{cid}/stream", headers=h) as resp:
@@ -66,7 +66,7 @@ async def test_a_video_wall_of_64_links_shares_commits_and_every_link_is_audited
     )
     assert len(rows) == 64
     commits = len({r["tx"] for r in rows})
-    assert commits == group.flushes - before
+    assert commits == group.runs - before
     assert commits < 64  # rows of concurrent requests shared transactions
 
 
@@ -79,11 +79,11 @@ async def test_a_lone_link_is_committed_at_once_in_a_batch_of_its_own(
     ids = await _cameras(session, base, admin, 1, 100)
     token = await _commander(session, base, admin)
     h = {"Authorization": f"Bearer {token['token']}"}
-    group = client.app[STREAMS].audit
-    before = (group.flushes, group.rows)
+    group = client.app[STREAMS].links
+    before = (group.runs, group.keys)
     async with session.get(f"{base}/api/v1/cameras/{ids[0]}/stream", headers=h) as resp:
         assert resp.status == 200
-    assert (group.flushes, group.rows) == (before[0] + 1, before[1] + 1)
+    assert (group.runs, group.keys) == (before[0] + 1, before[1] + 1)
 
 
 async def test_a_failed_audit_commit_fails_the_link_instead_of_answering_it(

@@ -389,3 +389,54 @@ def test_settings_refuse_unknown_roles_and_short_relay_secrets(tmp_path: Path) -
         Settings(allow_direct_credentials=("boss",))
     with pytest.raises(ValidationError):
         Settings(relays=({"name": "r", "urls": {"flv": "x"}, "secret": "short"},))
+
+
+async def test_each_link_names_its_regions_relay_and_a_refused_link_leaves_no_audit_row(
+    client: TestClient, auth: Tok, cams: dict[str, Any]
+) -> None:
+    """The look-up, the relay choice and the audit row are one statement: check its choices."""
+    commander = await auth("commander")
+    details = []
+    for name, protocol, relay in [
+        ("taiyuan", "flv", "zlm-taiyuan"),
+        ("datong", "rtsp", "mtx-datong"),  # rtsp through Datong's relay, not direct
+    ]:
+        resp = await client.get(
+            f"/api/v1/cameras/{cams[name]['id']}/stream?protocol={protocol}", headers=commander
+        )
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["relay"] == relay
+        details.append(
+            await client.app[POOL].fetchval(
+                """SELECT detail FROM audit_log WHERE camera_id = $1::uuid
+                   AND action = 'stream.link' ORDER BY id DESC LIMIT 1""",
+                cams[name]["id"],
+            )
+        )
+    assert [(d["relay"], d["protocol"], d["profile"]) for d in details] == [
+        ("zlm-taiyuan", "flv", "main"),
+        ("mtx-datong", "rtsp", "main"),
+    ]
+    main_only = camera(gb_id="14030200001325800009", streams={"main": "rtsp://10.0.0.9:554/m"})
+    no_stream = camera(gb_id="14030200001325800010", streams={})
+    ids = []
+    for body in (main_only, no_stream):
+        resp = await client.post("/api/v1/cameras", json=body, headers=await auth("admin"))
+        assert resp.status == 201, await resp.text()
+        ids.append((await resp.json())["id"])
+    before = await client.app[POOL].fetchval("SELECT count(*) FROM audit_log")
+    asked = [
+        # Datong's camera for a token scoped to Taiyuan: as if it did not exist
+        (cams["datong"]["id"], "", await auth("commander", "1401"), 404),
+        # flv for Yangquan, which no relay serves
+        (cams["yangquan"]["id"], "?protocol=flv", commander, 400),
+        # no stream URI at all
+        (ids[1], "", commander, 404),
+        # `sub` falls back to the main stream: answered, the only one audited here
+        (ids[0], "?profile=sub", commander, 200),
+    ]
+    for cid, query, headers, status in asked:
+        resp = await client.get(f"/api/v1/cameras/{cid}/stream{query}", headers=headers)
+        assert resp.status == status, await resp.text()
+    after = await client.app[POOL].fetchval("SELECT count(*) FROM audit_log")
+    assert after == before + 1
