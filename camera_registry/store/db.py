@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from importlib import resources
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import asyncpg
 
@@ -207,9 +207,11 @@ V = TypeVar("V")
 class Coalescer(Generic[K, V]):
     """Concurrent lookups by key merged into one query (one round trip for many requests).
 
-    A query starts at once when none is running, so a lone request waits for exactly one
-    round trip; keys asked for while it runs go together in the next one. Each query is
-    issued after the requests it answers arrived, so nothing is served stale.
+    A query starts at once when fewer than `concurrency` are running, so a lone request
+    waits for exactly one round trip; keys asked for while they run go together in the next
+    one. Each query is issued after the requests it answers arrived, so nothing is served
+    stale. A second query in flight keeps both cores busy where one statement at a time left
+    PostgreSQL idle while the answers of the last one were sent.
     """
 
     def __init__(
@@ -218,12 +220,14 @@ class Coalescer(Generic[K, V]):
         *,
         max_batch: int = 512,
         max_pending: int = 8192,
+        concurrency: int = 1,
     ) -> None:
         self._fetch = fetch
         self.max_batch = max_batch
+        self.concurrency = concurrency
         self._room = asyncio.Semaphore(max_pending)
         self._pending: list[tuple[K, asyncio.Future[V | None]]] = []
-        self._runner: asyncio.Task[None] | None = None
+        self._runners: set[asyncio.Task[None]] = set()
         self.runs = 0  # queries made and keys asked, for tests and /metrics
         self.keys = 0
 
@@ -231,8 +235,8 @@ class Coalescer(Generic[K, V]):
         async with self._room:
             found: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
             self._pending.append((key, found))
-            if self._runner is None:
-                self._runner = asyncio.create_task(self._run(), name="coalesced-lookup")
+            if len(self._runners) < self.concurrency:
+                self._runners.add(asyncio.create_task(self._run(), name="coalesced-lookup"))
             # shielded: one caller giving up must not cancel the query the others wait on
             return await asyncio.shield(found)
 
@@ -255,4 +259,6 @@ class Coalescer(Generic[K, V]):
                     if not fut.done():
                         fut.set_result(rows.get(key))
         finally:
-            self._runner = None
+            # at once, not in a done callback: a key added before that callback ran would
+            # find no room for a runner and wait for nobody
+            self._runners.discard(cast("asyncio.Task[None]", asyncio.current_task()))

@@ -185,7 +185,9 @@ class StreamLinks:
         )
         # Links: look-up and audit row in one statement and one commit for concurrent requests
         # (one round trip a link instead of a look-up and then a commit).
-        self.links: Coalescer[_LinkRequest, asyncpg.Record] = Coalescer(self._issue_batch)
+        self.links: Coalescer[_LinkRequest, asyncpg.Record] = Coalescer(
+            self._issue_batch, concurrency=2
+        )
         relays = self.settings.relays
         self._relay_args = (
             [" ".join(r.urls) for r in relays],
