@@ -200,14 +200,19 @@ async def lease(
                 cursor.swept_at = clock
             new_hosts = sorted({c["host"] for c in candidates if c["host"]} - busy.keys())
             if new_hosts:
-                # Row locks are held here, so never wait: a busy host's cameras stay due. The
-                # count is a statement of its own, so that its snapshot is taken after the
-                # locks: it sees every lease of these hosts committed by their last holder.
+                # Row locks are held here, so a batch never waits: a busy host's cameras stay
+                # due. One camera asked for out of turn (`only`) waits for its host: whoever
+                # holds that lock waits for nothing we hold. The count is a statement of its
+                # own, so that its snapshot is taken after the locks: it sees every lease of
+                # these hosts committed by their last holder.
                 mine = await conn.fetchval(
                     """SELECT coalesce(array_agg(h), '{}') FROM unnest($1::text[]) AS h
-                       WHERE pg_try_advisory_xact_lock($2, hashtext(h))""",
+                       WHERE CASE WHEN $3 THEN pg_try_advisory_xact_lock($2, hashtext(h))
+                                  ELSE (SELECT true FROM pg_advisory_xact_lock($2, hashtext(h)))
+                             END""",
                     new_hosts,
                     _HOST_LOCK,
+                    only is None,
                 )
                 busy.update(dict.fromkeys(mine, 0))
                 for r in await conn.fetch(
