@@ -31,6 +31,7 @@ from api.cascade import admin as cascade_admin
 from api.cascade.manager import cascade_ctx
 from api.discovery import discovery_ctx
 from api.events import events_ctx
+from api.gbmetrics import gb28181_metrics_ctx
 from api.logs import quiet_unreadable_requests
 from api.metrics import Metrics, metrics_middleware
 from api.openapi import build_spec
@@ -202,6 +203,7 @@ def create_app(
     app.cleanup_ctx.append(events_ctx)
     if run_sip and settings.gb28181.enabled:
         app.cleanup_ctx.append(gb28181.gb28181_ctx)
+        app.cleanup_ctx.append(gb28181_metrics_ctx)
     app.cleanup_ctx.append(cascade_ctx)
     if run_health:
         app.cleanup_ctx.append(_health_ctx)
