@@ -42,6 +42,7 @@ from api.state import (
     BACKGROUND,
     BOX,
     GB_DEVICES,
+    GB_PLAYER,
     IMPORT_SLOTS,
     INBOX,
     JOBS,
@@ -166,6 +167,9 @@ async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
     worker = app[WORKER]
     # frame diagnosis on the rotating daily sample, with the deployment's thresholds
     worker.sampler = FrameSampler(processes=1, thresholds=app[THRESHOLDS])
+    # GB/T 28181 channels are diagnosed through the media server: health gets an opener
+    player = app.get(GB_PLAYER)
+    worker.media_opener = player.opener(app[STREAMS].signer) if player is not None else None
     task = asyncio.create_task(worker.run(stop), name="health-worker")
     try:
         yield
@@ -174,6 +178,7 @@ async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
         await cancel_and_wait([task])
         worker.sampler.close()
         worker.sampler = None
+        worker.media_opener = None
 
 
 def create_app(

@@ -222,6 +222,75 @@ async def lease_one(
     return rows[0] if rows else None
 
 
+async def lease_media(
+    pool: asyncpg.Pool,
+    owner: str,
+    *,
+    batch: int,
+    lease_s: float,
+    diagnose_every_s: float,
+    faulty_every_s: float,
+) -> list[Lease]:
+    """Lease channels without a stream URI of their own (GB/T 28181, off the RTSP schedule:
+    `next_probe_at = infinity`) whose frame diagnosis is due: never diagnosed, older than
+    `diagnose_every_s`, a suspect picture's re-check, or a degraded picture older than
+    `faulty_every_s` (so a repaired channel clears within that). Offline channels are left
+    alone: their device would not answer the INVITE. Least recently diagnosed first."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """WITH due AS (
+                   SELECT h.camera_id FROM camera_health h
+                   WHERE h.next_probe_at = 'infinity'
+                     AND (h.lease_until IS NULL OR h.lease_until < now())
+                     AND coalesce(h.state->>'settled', 'unknown') <> 'offline'
+                     AND (h.last_diagnosis_at IS NULL
+                          OR h.last_diagnosis_at < now() - make_interval(secs => $3)
+                          OR (h.state->>'recheck_at')::float8 <= extract(epoch FROM now())
+                          OR (h.state->>'picture' = 'faulty'
+                              AND h.last_diagnosis_at < now() - make_interval(secs => $4)))
+                   ORDER BY h.last_diagnosis_at NULLS FIRST LIMIT $2
+                   FOR UPDATE OF h SKIP LOCKED)
+               UPDATE camera_health h
+               SET lease_owner = $1, lease_until = now() + make_interval(secs => $5)
+               FROM due, cameras c
+               WHERE h.camera_id = due.camera_id AND c.id = h.camera_id
+               RETURNING h.camera_id, h.state, h.failures, c.region_code, c.level,
+                         extract(epoch FROM h.last_diagnosis_at) AS diagnosed_at, h.reference""",
+            owner,
+            batch,
+            diagnose_every_s,
+            faulty_every_s,
+            lease_s,
+        )
+    now = dt.datetime.now(dt.UTC).timestamp()
+    return [
+        Lease(
+            r["camera_id"],
+            r["region_code"],
+            r["level"],
+            None,
+            None,
+            None,
+            _state(r["state"], now),
+            r["failures"],
+            float(r["diagnosed_at"]) if r["diagnosed_at"] is not None else None,
+            r["reference"],
+        )
+        for r in rows
+    ]
+
+
+async def release(pool: asyncpg.Pool, owner: str, camera_ids: Sequence[uuid.UUID]) -> None:
+    """Give leases back untouched (the camera stays due)."""
+    if camera_ids:
+        await pool.execute(
+            """UPDATE camera_health SET lease_owner = NULL, lease_until = NULL
+               WHERE camera_id = ANY($2::uuid[]) AND lease_owner = $1""",
+            owner,
+            list(camera_ids),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeRecord:
     """One probe's result, to be stored with `record_many`."""
@@ -285,6 +354,29 @@ async def record_many(pool: asyncpg.Pool, owner: str, records: list[ProbeRecord]
             if r.lease.camera_id in kept and (r.diagnosis is not None or r.transition is not None):
                 await _record_extras(conn, r)
     return [r.lease.camera_id in kept for r in records]
+
+
+async def record_media_many(
+    pool: asyncpg.Pool, owner: str, records: Sequence[ProbeRecord]
+) -> list[bool]:
+    """Store diagnoses of channels off the RTSP schedule: state (the picture dimension),
+    diagnosis, reference and transition; the schedule (`next_probe_at`), the last protocol
+    observation and the failure count stay as their device's observations left them."""
+    out: list[bool] = []
+    async with pool.acquire() as conn, conn.transaction():
+        for r in records:
+            kept = await conn.fetchval(
+                """UPDATE camera_health SET state = $3::jsonb, lease_owner = NULL,
+                       lease_until = NULL
+                   WHERE camera_id = $1 AND lease_owner = $2 RETURNING true""",
+                r.lease.camera_id,
+                owner,
+                _json_text(asdict(r.state)),
+            )
+            if kept:
+                await _record_extras(conn, r)
+            out.append(bool(kept))
+    return out
 
 
 _UPDATE_MANY = """
