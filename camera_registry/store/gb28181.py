@@ -229,15 +229,21 @@ class GbDevices:
     async def set_charset(
         self, device_id: str, charset: str, declared: str | None, sniffed: bool
     ) -> None:
-        """What the device's bodies really are, and what they declared (shown per device)."""
+        """What the device's bodies really are, and what they declared (shown per device).
+
+        An upsert: the device's first body can be written before its registration's row."""
         await self.pool.execute(
-            """UPDATE gb_devices SET charset = $2, charset_declared = $3, charset_sniffed = $4,
-                   updated_at = now()
-               WHERE device_id = $1""",
+            """INSERT INTO gb_devices (device_id, type_code, region_code, charset,
+                                       charset_declared, charset_sniffed)
+               VALUES ($1, $5, $6, $2, $3, $4)
+               ON CONFLICT (device_id) DO UPDATE SET charset = $2, charset_declared = $3,
+                   charset_sniffed = $4, updated_at = now()""",
             device_id,
             charset,
             declared[:40] if declared else None,
             sniffed,
+            device_id[10:13],
+            device_id[:6],
         )
 
     @staticmethod
