@@ -366,7 +366,7 @@ async def record_media_many(
     async with pool.acquire() as conn, conn.transaction():
         for r in records:
             kept = await conn.fetchval(
-                """UPDATE camera_health SET state = $3::jsonb, lease_owner = NULL,
+                """UPDATE camera_health SET state = $3::text::jsonb, lease_owner = NULL,
                        lease_until = NULL
                    WHERE camera_id = $1 AND lease_owner = $2 RETURNING true""",
                 r.lease.camera_id,
