@@ -22,8 +22,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import Database, create_app
-from api.state import GB_DEVICES, POOL, SIP
+from api.state import GB_DEVICES, GB_PLAYER, POOL, SIP, STREAMS
 from camera_registry.config import Gb28181Settings, MediaServer, Relay, Settings
+from health.errors import MediaBusy
 from health.store import observe_many
 from ingest.gb28181.manscdp import CatalogItem
 from tests.conftest import Tok
@@ -234,7 +235,8 @@ async def test_video_wall_invites_gb_channels_and_says_per_item_why_one_cannot_p
         assert await sipp.wait() == 0, sipp.logs()  # SIPp got its BYE and answered it
     finally:
         await sipp.stop()
-    assert fake.names() == ["openRtpServer"] * 2 + ["closeRtpServer"] * 2
+    # the silent device's port was opened and closed again; the playing one's by the hook
+    assert sorted(fake.names()) == ["closeRtpServer"] * 2 + ["openRtpServer"] * 2
     assert wall_client.app[SIP].sessions == {}
 
 
@@ -280,3 +282,66 @@ async def test_health_diagnoses_a_gb_channel_through_the_media_server_then_hangs
     )
     assert (health["has_reference"], health["picture"]) == (True, "clean")
     assert await metric(media_client, 'camreg_gb28181_invites_total{outcome="ok"}') >= 1
+
+
+async def test_diagnosis_reads_a_watched_leg_without_hanging_up_and_respects_the_session_cap(
+    wall_client: TestClient, zlm: tuple[FakeZlm, str], tmp_path: Path
+) -> None:
+    fake, _ = zlm
+    fake.calls.clear()
+    tok = Tok(wall_client)
+    player = wall_client.app[GB_PLAYER]
+    opener = player.opener(wall_client.app[STREAMS].signer)
+    assert opener is not None
+    nvr = "14010500001180000061"
+    sipp = await device(tmp_path, wall_client, nvr).start()
+    try:
+        await registered(wall_client, nvr)
+        items = [
+            dataclasses.asdict(CatalogItem(
+                device_id=f"1401050000132000006{n}", name=f"通道{n}", civil_code="140105",
+                longitude=112.55, latitude=37.87, po_type=3, status="ON", parent_id=nvr,
+            ))
+            for n in (2, 3)
+        ]  # fmt: skip
+        await wall_client.app[GB_DEVICES].apply_catalog(nvr, items, complete=True)
+        ids = {
+            r["gb_id"]: r["id"]
+            for r in await wall_client.app[POOL].fetch(
+                "SELECT gb_id, id FROM cameras WHERE gb_id LIKE '14010500001320000_6%'"
+            )
+        }
+        watched, other = ids["14010500001320000062"], ids["14010500001320000063"]
+        resp = await wall_client.get(
+            f"/api/v1/cameras/{watched}/stream?protocol=flv", headers=await tok("commander")
+        )
+        assert resp.status == 200, await resp.text()
+        key = "14010500001320000062_main"
+        # the diagnosis reads the watched leg and leaves it to its viewer
+        async with opener(watched) as url:
+            assert url.startswith("rtsp://") and f"stream={key}" in url
+            # the media server's play hook admits the diagnosis's own link for this stream
+            sign = url.rsplit("sign=", 1)[1]
+            hook = await wall_client.post(
+                f"/api/v1/hooks/zlm/on_play?secret={RELAY_SECRET}",
+                json={"app": "rtp", "stream": key, "params": f"sign={sign}", "ip": "127.0.0.1"},
+            )
+            assert (await hook.json())["code"] == 0
+            other_stream = await wall_client.post(
+                f"/api/v1/hooks/zlm/on_play?secret={RELAY_SECRET}",
+                json={"app": "rtp", "stream": "14010500001320000063_main",
+                      "params": f"sign={sign}", "ip": "127.0.0.1"},
+            )  # fmt: skip
+            assert (await other_stream.json())["code"] != 0
+        assert key in player.sessions
+        assert fake.names() == ["openRtpServer"]
+        # at the device's cap, a diagnosis waits for a later turn: no INVITE, no port
+        player.media = player.media.model_copy(update={"max_sessions_per_device": 1})
+        with pytest.raises(MediaBusy):
+            async with opener(other):
+                pass
+        assert fake.names() == ["openRtpServer"]
+        assert await player.stop(key, "test done")
+        assert await sipp.wait() == 0, sipp.logs()
+    finally:
+        await sipp.stop()
