@@ -19,7 +19,16 @@ import asyncpg
 from camera_registry.crypto import CredentialBox
 from camera_registry.store import cameras
 from health.kpi import KpiRow, PeriodTotals
-from health.status import CameraState, Outcome, StatusPolicy, Transition, initial_state, step
+from health.status import (
+    CameraState,
+    Outcome,
+    StatusPolicy,
+    Transition,
+    Verdict,
+    initial_state,
+    judge,
+    step,
+)
 
 STATUS_CHANNEL = "camreg_status"
 # Availability days are local days in China, where every KPI report is read (UTC+8, no DST).
@@ -356,26 +365,61 @@ async def record_many(pool: asyncpg.Pool, owner: str, records: list[ProbeRecord]
     return [r.lease.camera_id in kept for r in records]
 
 
+@dataclass(frozen=True, slots=True)
+class MediaDiagnosis:
+    """One frame diagnosis of a channel off the RTSP schedule, to be stored with
+    `record_media_many`: the verdict is judged against the state at storing time, because
+    the device's observations moved it while the diagnosis ran."""
+
+    lease: Lease
+    verdict: tuple[Verdict, tuple[str, ...]] | None
+    report: dict[str, Any]
+    thumbnail: bytes | None = None
+    picture: bytes | None = None  # this sample's picture, a reference candidate (PNG)
+
+
 async def record_media_many(
-    pool: asyncpg.Pool, owner: str, records: Sequence[ProbeRecord]
+    pool: asyncpg.Pool,
+    owner: str,
+    diagnoses: Sequence[MediaDiagnosis],
+    policy: StatusPolicy | None = None,
 ) -> list[bool]:
-    """Store diagnoses of channels off the RTSP schedule: state (the picture dimension),
-    diagnosis, reference and transition; the schedule (`next_probe_at`), the last protocol
-    observation and the failure count stay as their device's observations left them."""
+    """Store diagnoses of channels off the RTSP schedule: the picture verdict stepped on the
+    camera's current state, the report, a first clean reference and any transition; the
+    schedule (`next_probe_at`), the last observation and the failure count stay as the
+    device's observations left them. Per diagnosis, False if its lease was lost."""
     out: list[bool] = []
+    now = dt.datetime.now(dt.UTC).timestamp()
     async with pool.acquire() as conn, conn.transaction():
-        for r in records:
-            kept = await conn.fetchval(
-                """UPDATE camera_health SET state = $3::text::jsonb, lease_owner = NULL,
-                       lease_until = NULL
-                   WHERE camera_id = $1 AND lease_owner = $2 RETURNING true""",
-                r.lease.camera_id,
+        for d in diagnoses:
+            row = await conn.fetchrow(
+                """SELECT state, reference IS NULL AS no_reference FROM camera_health
+                   WHERE camera_id = $1 AND lease_owner = $2 FOR UPDATE""",
+                d.lease.camera_id,
                 owner,
-                _json_text(asdict(r.state)),
             )
-            if kept:
-                await _record_extras(conn, r)
-            out.append(bool(kept))
+            if row is None:
+                out.append(False)
+                continue
+            state, transition = _state(row["state"], now), None
+            if d.verdict is not None:
+                state, transition = judge(
+                    state, d.verdict[0], max(now, state.since), policy, d.verdict[1]
+                )
+            await conn.execute(
+                """UPDATE camera_health SET state = $2::text::jsonb, lease_owner = NULL,
+                       lease_until = NULL
+                   WHERE camera_id = $1""",
+                d.lease.camera_id,
+                _json_text(asdict(state)),
+            )
+            first_clean = row["no_reference"] and d.verdict == ("clean", ())
+            record = ProbeRecord(
+                d.lease, state, transition, {}, 0, 0.0, d.report, d.thumbnail,
+                d.picture if first_clean else None, "first_clean",
+            )  # fmt: skip
+            await _record_extras(conn, record)
+            out.append(True)
     return out
 
 
@@ -529,7 +573,13 @@ async def _observe(
             """UPDATE camera_health h SET state = u.state::jsonb, last_probe = u.probe::jsonb,
                    last_probe_at = now(),
                    failures = CASE WHEN u.failed THEN h.failures + 1 ELSE 0 END,
-                   next_probe_at = 'infinity', lease_owner = NULL, lease_until = NULL
+                   next_probe_at = 'infinity',
+                   -- an RTSP probe's lease is void (its result would undo this); a lease
+                   -- taken off that schedule is a frame diagnosis's and stays
+                   lease_owner = CASE WHEN h.next_probe_at = 'infinity'
+                                      THEN h.lease_owner END,
+                   lease_until = CASE WHEN h.next_probe_at = 'infinity'
+                                      THEN h.lease_until END
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[])
                     AS u(camera_id, state, probe, failed)
                WHERE h.camera_id = u.camera_id""",

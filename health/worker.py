@@ -106,6 +106,8 @@ class Worker:
         # Frame diagnosis of channels without a stream URI (GB/T 28181), through the media
         # server; None: such channels are never diagnosed here (set by the composition).
         self.media_opener: MediaOpener | None = None
+        self.media_idle_s = 15.0
+        self._media_poke = asyncio.Event()
         self.media_diagnosed = 0
         self._global = asyncio.Semaphore(self.cfg.concurrency)
         self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
@@ -307,9 +309,9 @@ class Worker:
 
     async def run_media_once(self) -> int:
         """Diagnose the frames of due channels that stream only through the media server
-        (GB/T 28181); returns how many were leased. As many as there are free capture slots,
-        so no lease waits for one; a channel whose device is at its session cap, or that
-        found no slot, is given back and stays due."""
+        (GB/T 28181); returns how many were diagnosed. As many as there are free capture
+        slots, so no lease waits for one; a channel whose device is at its session cap, or
+        that found no slot, is given back and stays due."""
         if self.media_opener is None or self.sampler is None:
             return 0
         free = self.sampler.processes - self._frames_in_flight
@@ -327,16 +329,16 @@ class Worker:
         records = [r for r in results if r is not None]
         skipped = [le.camera_id for le, r in zip(leases, results, strict=True) if r is None]
         await store.release(self.pool, self.owner, skipped)
-        kept = await store.record_media_many(self.pool, self.owner, records)
+        kept = await store.record_media_many(self.pool, self.owner, records, self.policy)
         for rec, ok in zip(records, kept, strict=True):
             if not ok:
                 log.warning("lease on %s expired before its diagnosis", rec.lease.camera_id)
-        return len(leases)
+        return len(records)
 
-    async def _one_media(self, lease: store.Lease) -> store.ProbeRecord | None:
+    async def _one_media(self, lease: store.Lease) -> store.MediaDiagnosis | None:
         """One channel through the media server: open its leg, sample the server's output,
         hang up. Reachability is its device's keepalives' business: only the picture is
-        judged here. None: not now (session cap or no capture slot)."""
+        judged. None: not now (session cap or no capture slot)."""
         assert self.media_opener is not None
         if not self._take_frame_slot():
             return None
@@ -353,17 +355,7 @@ class Worker:
         finally:
             self._frames_in_flight -= 1
         self.media_diagnosed += 1
-        now = max(time.time(), lease.state.since)
-        state, transition = lease.state, None
-        if verdict is not None:
-            state, transition = judge(state, verdict[0], now, self.policy, verdict[1])
-        reference = None
-        if picture is not None and lease.reference is None and verdict == ("clean", ()):
-            reference = picture
-        return store.ProbeRecord(
-            lease, state, transition, {}, lease.failures, 0.0, report, thumbnail, reference,
-            "first_clean",
-        )  # fmt: skip
+        return store.MediaDiagnosis(lease, verdict, report, thumbnail, picture)
 
     async def run_once(self) -> int:
         """Lease one batch and probe it; returns how many cameras were leased."""
@@ -437,6 +429,9 @@ class Worker:
                     await media
 
     async def _run_media(self, stop: asyncio.Event) -> None:
+        """Diagnose due channels back to back; when none was (none due, all busy), wait
+        `media_idle_s` or a poke: diagnoses are daily, and the due query walks every such
+        channel. Ends when `run` cancels it (its stop)."""
         while not stop.is_set():
             try:
                 n = await self.run_media_once()
@@ -445,7 +440,14 @@ class Worker:
                 n = 0
             if n == 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.cfg.idle_sleep_s)
+                    await asyncio.wait_for(
+                        self._media_poke.wait(), max(self.cfg.idle_sleep_s, self.media_idle_s)
+                    )
+                self._media_poke.clear()
+
+    def poke_media(self) -> None:
+        """Look for due channels now (new channels arrived), not after the idle wait."""
+        self._media_poke.set()
 
     async def _run_probes(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import Database, create_app
-from api.state import GB_DEVICES, GB_PLAYER, POOL, SIP, STREAMS
+from api.state import GB_DEVICES, GB_PLAYER, POOL, SIP, STREAMS, WORKER
 from camera_registry.config import Gb28181Settings, MediaServer, Relay, Settings
 from health.errors import MediaBusy
 from health.store import observe_many
@@ -252,6 +252,7 @@ async def test_health_diagnoses_a_gb_channel_through_the_media_server_then_hangs
         pool = media_client.app[POOL]
         # what the device's registration says about its channel: off the RTSP schedule
         await observe_many(pool, [(cid, "ok", "registered; channel ON")])
+        media_client.app[WORKER].poke_media()  # new channels: no need to wait for the next turn
         async with asyncio.timeout(60):
             while True:  # the worker's own loop picks it up
                 row = await pool.fetchrow(
