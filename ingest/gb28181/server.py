@@ -150,10 +150,6 @@ class DeviceCharset:
     sniffed: bool
 
     @property
-    def mislabelled(self) -> bool:
-        return DecodedBody("", self.charset, self.declared).mislabelled
-
-    @property
     def to_send(self) -> str | None:
         """The charset to declare in what we send it (None: not one we write)."""
         return {"gb18030": "GB2312", "utf-8": "UTF-8"}.get(self.charset)

@@ -268,7 +268,7 @@ async def test_a_sipp_device_sending_gb2312_labelled_utf8_is_recorded_as_gb18030
                 body = await (
                     await gb_client.get(f"/api/v1/gb28181/devices/{device}", headers=admin)
                 ).json()
-                if body["charset_sniffed"]:
+                if body["charset_sniffed"] and body["channels"]:  # both written after the 200
                     break
                 await asyncio.sleep(0.1)
         assert (body["charset"], body["charset_declared"]) == ("gb18030", "UTF-8")
