@@ -647,10 +647,14 @@ class SipServer:
         An ASCII body (a keepalive) says nothing about the charset beyond its declaration,
         so it never replaces what non-ASCII bytes showed.
         """
-        seen = DeviceCharset(decoded.charset, decoded.declared, decoded.sniffed)
         old = self.charsets.get(device_id)
-        if old == seen or (old is not None and old.sniffed and not seen.sniffed):
-            return
+        if old is not None and (
+            (old.sniffed and not decoded.sniffed)
+            or (old.charset, old.declared, old.sniffed)
+            == (decoded.charset, decoded.declared, decoded.sniffed)
+        ):
+            return  # the common case (a keepalive): nothing new, nothing built
+        seen = DeviceCharset(decoded.charset, decoded.declared, decoded.sniffed)
         self.charsets.pop(device_id, None)
         self.charsets[device_id] = seen
         if len(self.charsets) > self.config.max_sources:
