@@ -31,6 +31,7 @@ from api.cascade import admin as cascade_admin
 from api.cascade.manager import cascade_ctx
 from api.discovery import discovery_ctx
 from api.events import events_ctx
+from api.gbmetrics import gb28181_metrics_ctx
 from api.logs import quiet_unreadable_requests
 from api.metrics import Metrics, metrics_middleware
 from api.openapi import build_spec
@@ -41,6 +42,7 @@ from api.state import (
     BACKGROUND,
     BOX,
     GB_DEVICES,
+    GB_PLAYER,
     IMPORT_SLOTS,
     INBOX,
     JOBS,
@@ -165,6 +167,9 @@ async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
     worker = app[WORKER]
     # frame diagnosis on the rotating daily sample, with the deployment's thresholds
     worker.sampler = FrameSampler(processes=1, thresholds=app[THRESHOLDS])
+    # GB/T 28181 channels are diagnosed through the media server: health gets an opener
+    player = app.get(GB_PLAYER)
+    worker.media_opener = player.opener(app[STREAMS].signer) if player is not None else None
     task = asyncio.create_task(worker.run(stop), name="health-worker")
     try:
         yield
@@ -173,6 +178,7 @@ async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
         await cancel_and_wait([task])
         worker.sampler.close()
         worker.sampler = None
+        worker.media_opener = None
 
 
 def create_app(
@@ -202,6 +208,7 @@ def create_app(
     app.cleanup_ctx.append(events_ctx)
     if run_sip and settings.gb28181.enabled:
         app.cleanup_ctx.append(gb28181.gb28181_ctx)
+        app.cleanup_ctx.append(gb28181_metrics_ctx)
     app.cleanup_ctx.append(cascade_ctx)
     if run_health:
         app.cleanup_ctx.append(_health_ctx)

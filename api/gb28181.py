@@ -21,6 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import ADMINS, READERS, WRITERS
+from api.gbmetrics import summary
 from api.gbplayer import GbPlayer
 from api.models import parse_body
 from api.responses import json_response
@@ -35,7 +36,13 @@ from health.store import observe_many
 from ingest.gb28181.catalog import CatalogResult
 from ingest.gb28181.manscdp import CatalogItem, Manscdp
 from ingest.gb28181.registrar import DeviceAccess, Registration, device_id_problem
-from ingest.gb28181.server import Gb28181Events, PlaySession, SipServer, SipServerConfig
+from ingest.gb28181.server import (
+    DeviceCharset,
+    Gb28181Events,
+    PlaySession,
+    SipServer,
+    SipServerConfig,
+)
 from ingest.gb28181.zlm import ZlmClient
 
 log = logging.getLogger(__name__)
@@ -367,6 +374,9 @@ class Bridge(Gb28181Events):
         ]
         await observe_many(self.pool, obs, policy=self.policy)
 
+    async def on_charset(self, device_id: str, charset: DeviceCharset) -> None:
+        await self.store.set_charset(device_id, charset.charset, charset.declared, charset.sniffed)
+
     async def on_device_info(self, device_id: str, message: Manscdp) -> None:
         await self.store.device_info(device_id, message.fields)
 
@@ -471,6 +481,7 @@ async def get_server(request: web.Request) -> web.Response:
             port=server.port,
             transports=["udp", "tcp"],
             counters=server.metrics(),
+            stats=summary(server),
         )
     return json_response(body)
 

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
 
 from camera_registry.config import MediaServer
-from camera_registry.errors import TooManyRequests
+from camera_registry.errors import RegistryError, TooManyRequests
 from camera_registry.store.gb28181 import GbDevices
-from camera_registry.store.streams import stream_key
+from camera_registry.store.streams import INTERNAL_READER, LinkClaims, LinkSigner, stream_key
+from health.errors import MediaBusy, MediaUnavailable
+from health.media import MediaOpener
 from ingest.gb28181.errors import Gb28181Error, TransactionTimeout
 from ingest.gb28181.server import PlaySession, SipServer
 from ingest.gb28181.zlm import ZlmClient
+
+DIAGNOSIS_PROFILE = "main"  # a GB channel has one stream: share the viewers' leg
+OUTPUT_LINK_S = 300  # how long the sign in a diagnosis read's URL is good for
 
 
 class GbPlayer:
@@ -20,7 +29,12 @@ class GbPlayer:
     A stream link for a GB channel opens an RTP port on the media server and INVITEs the
     channel to send there; the leg is torn down (BYE + closeRtpServer) when the media server
     reports no reader, the device hangs up, or the server stops. At most
-    `max_sessions_per_device` legs per device, like the RTSP probes' per-host cap.
+    `max_sessions_per_device` legs per device, like the RTSP probes' per-host cap; legs being
+    opened count, so a video wall of one NVR's channels cannot overbook it.
+
+    Frame diagnosis borrows legs too (`opener`): it opens one when nobody watches and hangs
+    up when done, unless a viewer asked for the channel meanwhile; a watched leg is only
+    read, never closed by the diagnosis.
     """
 
     def __init__(
@@ -32,8 +46,10 @@ class GbPlayer:
         self.media = media
         self.sessions: dict[str, PlaySession] = {}
         self._opening: dict[str, asyncio.Lock] = {}
+        self._pending: Counter[str] = Counter()  # legs being opened, per device
+        self._viewed: set[str] = set()  # keys a viewer asked for since their leg opened
 
-    async def ensure(self, camera_id: str, profile: str) -> bool:
+    async def ensure(self, camera_id: str, profile: str, *, viewer: bool = True) -> bool:
         """Make sure the channel streams to the media server; False if not a GB channel."""
         channel = await self.store.channel_of_camera(camera_id)
         if channel is None:
@@ -42,16 +58,25 @@ class GbPlayer:
         key = stream_key(gb_id, profile)
         lock = self._opening.setdefault(key, asyncio.Lock())
         async with lock:
-            if key in self.sessions:
-                return True
-            live = sum(1 for s in self.sessions.values() if s.device_id == device_id)
-            if live >= self.media.max_sessions_per_device:
-                raise TooManyRequests(
-                    f"device {device_id} already streams {live} channels "
-                    f"(max_sessions_per_device = {self.media.max_sessions_per_device}); "
-                    "try again when one is closed",
-                    "5",
-                )
+            if key not in self.sessions:
+                await self._open(key, device_id, channel_id)
+            if viewer:
+                self._viewed.add(key)
+        self._opening.pop(key, None)
+        return True
+
+    async def _open(self, key: str, device_id: str, channel_id: str) -> None:
+        live = sum(1 for s in self.sessions.values() if s.device_id == device_id)
+        live += self._pending[device_id]
+        if live >= self.media.max_sessions_per_device:
+            raise TooManyRequests(
+                f"device {device_id} already streams {live} channels "
+                f"(max_sessions_per_device = {self.media.max_sessions_per_device}); "
+                "try again when one is closed",
+                "5",
+            )
+        self._pending[device_id] += 1
+        try:
             port = await self.zlm.open_rtp_server(key, tcp_mode=self.media.tcp_mode)
             try:
                 async with asyncio.timeout(self.media.invite_timeout_s):
@@ -71,11 +96,14 @@ class GbPlayer:
                     ) from None
                 raise
             self.sessions[key] = session
-        self._opening.pop(key, None)
-        return True
+        finally:
+            self._pending[device_id] -= 1
+            if self._pending[device_id] <= 0:
+                del self._pending[device_id]
 
     async def stop(self, key: str, reason: str) -> bool:
         session = self.sessions.pop(key, None)
+        self._viewed.discard(key)
         if session is None:
             return False
         with contextlib.suppress(Gb28181Error):
@@ -88,6 +116,7 @@ class GbPlayer:
         for key, s in list(self.sessions.items()):
             if s is session:
                 del self.sessions[key]
+                self._viewed.discard(key)
                 await self._close_port(key)
 
     async def close_all(self) -> None:
@@ -97,3 +126,57 @@ class GbPlayer:
     async def _close_port(self, key: str) -> None:
         with contextlib.suppress(Gb28181Error):
             await self.zlm.close_rtp_server(key)
+
+    def opener(self, signer: LinkSigner) -> MediaOpener | None:
+        """Frame diagnosis's way to a GB channel's picture (None: no `output_url` to read)."""
+        template = self.media.output_url
+        if template is None:
+            return None
+
+        @contextlib.asynccontextmanager
+        async def open_media(camera_id: uuid.UUID) -> AsyncIterator[str]:
+            key, ours = await self._borrow(camera_id)
+            try:
+                await self._wait_online(key)
+                expires = int(time.time()) + OUTPUT_LINK_S
+                sign = signer.sign(
+                    LinkClaims(str(camera_id), DIAGNOSIS_PROFILE, "rtsp", INTERNAL_READER, expires)
+                )
+                yield template.format(stream_key=key, sign=sign)
+            finally:
+                if ours and key not in self._viewed:
+                    await self.stop(key, "frame diagnosis done")
+
+        return open_media
+
+    async def _borrow(self, camera_id: uuid.UUID) -> tuple[str, bool]:
+        """(stream key, whether the diagnosis opened the leg); health's errors otherwise."""
+        try:
+            channel = await self.store.channel_of_camera(str(camera_id))
+            if channel is None:
+                raise MediaUnavailable("the camera is not a live GB/T 28181 channel")
+            key = stream_key(channel[2], DIAGNOSIS_PROFILE)
+            ours = key not in self.sessions
+            await self.ensure(str(camera_id), DIAGNOSIS_PROFILE, viewer=False)
+        except TooManyRequests as exc:
+            raise MediaBusy(exc.detail) from None
+        except (Gb28181Error, RegistryError, OSError) as exc:
+            raise MediaUnavailable(f"the channel could not be played: {exc}") from None
+        return key, ours
+
+    async def _wait_online(self, key: str) -> None:
+        """Until the media server has the stream (the RTP arrived), within the INVITE's
+        timeout: reading its output before would find nothing."""
+        try:
+            async with asyncio.timeout(self.media.invite_timeout_s):
+                while True:  # the media server tells no one when a stream arrives: ask
+                    if await self.zlm.stream_online(key):
+                        return
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            raise MediaUnavailable(
+                f"the channel's RTP did not reach the media server within "
+                f"{self.media.invite_timeout_s} s"
+            ) from None
+        except Gb28181Error as exc:
+            raise MediaUnavailable(str(exc)) from None

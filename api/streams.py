@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -18,6 +19,7 @@ from api.state import GB_PLAYER, STREAMS
 from camera_registry.config import PROTOCOLS
 from camera_registry.errors import BadRequest, FieldError, RegistryError
 from camera_registry.store.streams import MAX_BATCH, PROFILES, check_batch
+from ingest.errors import IngestError
 
 ROUTES = RouteTable()
 
@@ -74,16 +76,40 @@ async def stream_batch(request: web.Request) -> web.Response:
     body = await parse_body(request, StreamBatch)
     check_batch(body.camera_ids)
     items: list[dict[str, Any]] = []
+    gb: list[tuple[int, str]] = []  # (index in items, camera id) of the links issued
     for cid in body.camera_ids:
         try:
             link = await request.app[STREAMS].issue(
                 actor, cid, profile=body.profile, protocol=body.protocol
             )
+            gb.append((len(items), cid))
             items.append({"camera_id": cid, **link})
         except RegistryError as exc:
-            status, _ = status_of(exc)
-            items.append({"camera_id": cid, "error": {"status": status, "detail": exc.detail}})
+            items.append({"camera_id": cid, "error": _item_error(exc)})
+    player = request.app.get(GB_PLAYER)
+    if player is not None and gb:
+        # GB/T 28181 channels stream to the media server only when INVITEd, as for one link;
+        # a wall's channels are INVITEd a few at a time (each waits up to invite_timeout_s).
+        room = asyncio.Semaphore(WALL_INVITES)
+
+        async def ensure(index: int, cid: str) -> None:
+            async with room:
+                try:
+                    await player.ensure(cid, body.profile)
+                except (RegistryError, IngestError) as exc:
+                    items[index] = {"camera_id": cid, "error": _item_error(exc)}
+
+        await asyncio.gather(*(ensure(i, cid) for i, cid in gb))
     return json_response({"items": items}, headers={"Cache-Control": "no-store"})
+
+
+WALL_INVITES = 8  # GB/T 28181 channels of one video wall INVITEd at once
+
+
+def _item_error(exc: RegistryError | IngestError) -> dict[str, Any]:
+    status, _ = status_of(exc)
+    detail = exc.detail if isinstance(exc, RegistryError) else str(exc)
+    return {"status": status, "detail": detail}
 
 
 def _relay(request: web.Request) -> Any:

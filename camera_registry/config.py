@@ -212,6 +212,26 @@ class MediaServer(BaseModel):
     tcp_mode: Literal["udp", "passive", "active"] = "udp"
     invite_timeout_s: float = Field(default=10.0, gt=0, le=120)
     max_sessions_per_device: int = Field(default=4, ge=1, le=64)
+    output_url: str | None = Field(
+        default=None,
+        pattern=r"^(rtsp|rtmp|https?)://[^\s\"'<>]+$",
+        description="the media server's output of a stream, read by frame diagnosis of GB "
+        "channels: a template with {stream_key} (and {sign}, a short link the play hook "
+        "admits), e.g. rtsp://zlm:554/rtp/{stream_key}?sign={sign}; none: not diagnosed",
+    )
+
+    @field_validator("output_url")
+    @classmethod
+    def _output_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if "{stream_key}" not in value:
+            raise ValueError("put {stream_key} where the media server names the stream")
+        try:
+            value.format(stream_key="k", sign="s")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("only {stream_key} and {sign} may be used in braces") from None
+        return value
 
 
 class Gb28181Settings(BaseModel):

@@ -46,3 +46,14 @@ class InvalidKpiInput(HealthError, ValueError):
 class DiagnosisUnavailable(HealthError):
     """Frame diagnosis was asked for where no capture processes run (health off, or a probe-only
     worker); the message says how to turn it on."""
+
+
+class MediaUnavailable(HealthError):
+    """A channel's video could not be brought to the media server for frame diagnosis (the
+    device refused or did not answer the INVITE, the media server failed); the message says
+    which. Recorded as a failed diagnosis, like a stream that cannot be opened."""
+
+
+class MediaBusy(MediaUnavailable):
+    """The channel's device already streams as many channels as it may (its session cap):
+    the diagnosis waits for a later turn instead of adding a session."""

@@ -20,7 +20,16 @@ import asyncpg
 from camera_registry.crypto import CredentialBox
 from camera_registry.store import cameras
 from health.kpi import KpiRow, PeriodTotals
-from health.status import CameraState, Outcome, StatusPolicy, Transition, initial_state, step
+from health.status import (
+    CameraState,
+    Outcome,
+    StatusPolicy,
+    Transition,
+    Verdict,
+    initial_state,
+    judge,
+    step,
+)
 
 STATUS_CHANNEL = "camreg_status"
 # Availability days are local days in China, where every KPI report is read (UTC+8, no DST).
@@ -294,6 +303,75 @@ async def lease_one(
     return rows[0] if rows else None
 
 
+async def lease_media(
+    pool: asyncpg.Pool,
+    owner: str,
+    *,
+    batch: int,
+    lease_s: float,
+    diagnose_every_s: float,
+    faulty_every_s: float,
+) -> list[Lease]:
+    """Lease channels without a stream URI of their own (GB/T 28181, off the RTSP schedule:
+    `next_probe_at = infinity`) whose frame diagnosis is due: never diagnosed, older than
+    `diagnose_every_s`, a suspect picture's re-check, or a degraded picture older than
+    `faulty_every_s` (so a repaired channel clears within that). Offline channels are left
+    alone: their device would not answer the INVITE. Least recently diagnosed first."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """WITH due AS (
+                   SELECT h.camera_id FROM camera_health h
+                   WHERE h.next_probe_at = 'infinity'
+                     AND (h.lease_until IS NULL OR h.lease_until < now())
+                     AND coalesce(h.state->>'settled', 'unknown') <> 'offline'
+                     AND (h.last_diagnosis_at IS NULL
+                          OR h.last_diagnosis_at < now() - make_interval(secs => $3)
+                          OR (h.state->>'recheck_at')::float8 <= extract(epoch FROM now())
+                          OR (h.state->>'picture' = 'faulty'
+                              AND h.last_diagnosis_at < now() - make_interval(secs => $4)))
+                   ORDER BY h.last_diagnosis_at NULLS FIRST LIMIT $2
+                   FOR UPDATE OF h SKIP LOCKED)
+               UPDATE camera_health h
+               SET lease_owner = $1, lease_until = now() + make_interval(secs => $5)
+               FROM due, cameras c
+               WHERE h.camera_id = due.camera_id AND c.id = h.camera_id
+               RETURNING h.camera_id, h.state, h.failures, c.region_code, c.level,
+                         extract(epoch FROM h.last_diagnosis_at) AS diagnosed_at, h.reference""",
+            owner,
+            batch,
+            diagnose_every_s,
+            faulty_every_s,
+            lease_s,
+        )
+    now = dt.datetime.now(dt.UTC).timestamp()
+    return [
+        Lease(
+            r["camera_id"],
+            r["region_code"],
+            r["level"],
+            None,
+            None,
+            None,
+            _state(r["state"], now),
+            r["failures"],
+            float(r["diagnosed_at"]) if r["diagnosed_at"] is not None else None,
+            r["reference"],
+        )
+        for r in rows
+    ]
+
+
+async def release(pool: asyncpg.Pool, owner: str, camera_ids: Sequence[uuid.UUID]) -> None:
+    """Give leases back untouched (the camera stays due)."""
+    if camera_ids:
+        await pool.execute(
+            """UPDATE camera_health SET lease_owner = NULL, lease_until = NULL, lease_host = NULL
+               WHERE camera_id = ANY($2::uuid[]) AND lease_owner = $1""",
+            owner,
+            list(camera_ids),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeRecord:
     """One probe's result, to be stored with `record_many`."""
@@ -357,6 +435,64 @@ async def record_many(pool: asyncpg.Pool, owner: str, records: list[ProbeRecord]
             if r.lease.camera_id in kept and (r.diagnosis is not None or r.transition is not None):
                 await _record_extras(conn, r)
     return [r.lease.camera_id in kept for r in records]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaDiagnosis:
+    """One frame diagnosis of a channel off the RTSP schedule, to be stored with
+    `record_media_many`: the verdict is judged against the state at storing time, because
+    the device's observations moved it while the diagnosis ran."""
+
+    lease: Lease
+    verdict: tuple[Verdict, tuple[str, ...]] | None
+    report: dict[str, Any]
+    thumbnail: bytes | None = None
+    picture: bytes | None = None  # this sample's picture, a reference candidate (PNG)
+
+
+async def record_media_many(
+    pool: asyncpg.Pool,
+    owner: str,
+    diagnoses: Sequence[MediaDiagnosis],
+    policy: StatusPolicy | None = None,
+) -> list[bool]:
+    """Store diagnoses of channels off the RTSP schedule: the picture verdict stepped on the
+    camera's current state, the report, a first clean reference and any transition; the
+    schedule (`next_probe_at`), the last observation and the failure count stay as the
+    device's observations left them. Per diagnosis, False if its lease was lost."""
+    out: list[bool] = []
+    now = dt.datetime.now(dt.UTC).timestamp()
+    async with pool.acquire() as conn, conn.transaction():
+        for d in diagnoses:
+            row = await conn.fetchrow(
+                """SELECT state, reference IS NULL AS no_reference FROM camera_health
+                   WHERE camera_id = $1 AND lease_owner = $2 FOR UPDATE""",
+                d.lease.camera_id,
+                owner,
+            )
+            if row is None:
+                out.append(False)
+                continue
+            state, transition = _state(row["state"], now), None
+            if d.verdict is not None:
+                state, transition = judge(
+                    state, d.verdict[0], max(now, state.since), policy, d.verdict[1]
+                )
+            await conn.execute(
+                """UPDATE camera_health SET state = $2::text::jsonb, lease_owner = NULL,
+                       lease_until = NULL, lease_host = NULL
+                   WHERE camera_id = $1""",
+                d.lease.camera_id,
+                _json_text(asdict(state)),
+            )
+            first_clean = row["no_reference"] and d.verdict == ("clean", ())
+            record = ProbeRecord(
+                d.lease, state, transition, {}, 0, 0.0, d.report, d.thumbnail,
+                d.picture if first_clean else None, "first_clean",
+            )  # fmt: skip
+            await _record_extras(conn, record)
+            out.append(True)
+    return out
 
 
 _UPDATE_MANY = """
@@ -509,8 +645,15 @@ async def _observe(
             """UPDATE camera_health h SET state = u.state::jsonb, last_probe = u.probe::jsonb,
                    last_probe_at = now(),
                    failures = CASE WHEN u.failed THEN h.failures + 1 ELSE 0 END,
-                   next_probe_at = 'infinity', lease_owner = NULL, lease_until = NULL,
-                   lease_host = NULL
+                   next_probe_at = 'infinity',
+                   -- an RTSP probe's lease is void (its result would undo this); a lease
+                   -- taken off that schedule is a frame diagnosis's and stays
+                   lease_owner = CASE WHEN h.next_probe_at = 'infinity'
+                                      THEN h.lease_owner END,
+                   lease_until = CASE WHEN h.next_probe_at = 'infinity'
+                                      THEN h.lease_until END,
+                   lease_host = CASE WHEN h.next_probe_at = 'infinity'
+                                     THEN h.lease_host END
                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[])
                     AS u(camera_id, state, probe, failed)
                WHERE h.camera_id = u.camera_id""",

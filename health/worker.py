@@ -28,8 +28,9 @@ from numpy.typing import NDArray
 from camera_registry.crypto import CredentialBox
 from camera_registry.store.streams import with_credentials
 from health import store
-from health.errors import DiagnosisUnavailable, HealthError
+from health.errors import DiagnosisUnavailable, HealthError, MediaBusy, MediaUnavailable
 from health.frames import FrameSampler
+from health.media import MediaOpener
 from health.rtsp import ProbeResult, probe_rtsp
 from health.status import (
     Outcome,
@@ -102,6 +103,12 @@ class Worker:
         self.prober = prober or self._probe
         self.on_probe = on_probe  # metrics hook: (result, seconds)
         self.sampler = sampler  # frame diagnosis; None = protocol probes only
+        # Frame diagnosis of channels without a stream URI (GB/T 28181), through the media
+        # server; None: such channels are never diagnosed here (set by the composition).
+        self.media_opener: MediaOpener | None = None
+        self.media_idle_s = 15.0
+        self._media_poke = asyncio.Event()
+        self.media_diagnosed = 0
         self._global = asyncio.Semaphore(self.cfg.concurrency)
         self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.cfg.per_host)
@@ -241,7 +248,20 @@ class Worker:
         timed out, authentication) is a failed probe, as before.
         """
         assert self.sampler is not None and lease.uri
-        uri = with_credentials(lease.uri, lease.username, lease.password)
+        return await self._diagnose_uri(
+            lease, with_credentials(lease.uri, lease.username, lease.password)
+        )
+
+    async def _diagnose_uri(
+        self, lease: store.Lease, uri: str
+    ) -> tuple[
+        Outcome,
+        tuple[Verdict, tuple[str, ...]] | None,
+        dict[str, Any],
+        bytes | None,
+        bytes | None,
+    ]:
+        assert self.sampler is not None
         # One frame more than a frozen run needs, plus slack, however slow the stream.
         min_frames = self.sampler.thresholds.frozen_frames + 2
         sample, diag = await self.sampler.diagnose_stream(
@@ -287,6 +307,56 @@ class Worker:
             ok, png = cv2.imencode(".png", diag.picture)
             picture = png.tobytes() if ok else None
         return "ok", (verdict, diag.faults), report, sample.thumbnail, picture
+
+    async def run_media_once(self) -> int:
+        """Diagnose the frames of due channels that stream only through the media server
+        (GB/T 28181); returns how many were diagnosed. As many as there are free capture
+        slots, so no lease waits for one; a channel whose device is at its session cap, or
+        that found no slot, is given back and stays due."""
+        if self.media_opener is None or self.sampler is None:
+            return 0
+        free = self.sampler.processes - self._frames_in_flight
+        if free <= 0:
+            return 0
+        leases = await store.lease_media(
+            self.pool,
+            self.owner,
+            batch=free,
+            lease_s=self.cfg.lease_s,
+            diagnose_every_s=self.cfg.diagnose_every_s,
+            faulty_every_s=self.cfg.interval_s,
+        )
+        results = await asyncio.gather(*(self._one_media(le) for le in leases))
+        records = [r for r in results if r is not None]
+        skipped = [le.camera_id for le, r in zip(leases, results, strict=True) if r is None]
+        await store.release(self.pool, self.owner, skipped)
+        kept = await store.record_media_many(self.pool, self.owner, records, self.policy)
+        for rec, ok in zip(records, kept, strict=True):
+            if not ok:
+                log.warning("lease on %s expired before its diagnosis", rec.lease.camera_id)
+        return len(records)
+
+    async def _one_media(self, lease: store.Lease) -> store.MediaDiagnosis | None:
+        """One channel through the media server: open its leg, sample the server's output,
+        hang up. Reachability is its device's keepalives' business: only the picture is
+        judged. None: not now (session cap or no capture slot)."""
+        assert self.media_opener is not None
+        if not self._take_frame_slot():
+            return None
+        verdict: tuple[Verdict, tuple[str, ...]] | None = None
+        thumbnail = picture = None
+        try:
+            async with self._global, self.media_opener(lease.camera_id) as url:
+                _, verdict, report, thumbnail, picture = await self._diagnose_uri(lease, url)
+        except MediaBusy:
+            return None
+        except MediaUnavailable as exc:
+            report = {"faulty": False, "frames": 0, "failure": "media_unavailable",
+                      "error": str(exc)[:300]}  # fmt: skip
+        finally:
+            self._frames_in_flight -= 1
+        self.media_diagnosed += 1
+        return store.MediaDiagnosis(lease, verdict, report, thumbnail, picture)
 
     async def run_once(self) -> int:
         """Lease one batch and probe it; returns how many cameras were leased."""
@@ -345,6 +415,43 @@ class Worker:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
+        # Channels diagnosed through the media server wait on an INVITE and a sample, seconds
+        # each: their own loop, so they never hold up the RTSP probes' batches.
+        media = (
+            asyncio.create_task(self._run_media(stop), name="health-media-diagnosis")
+            if self.media_opener is not None
+            else None
+        )
+        try:
+            await self._run_probes(stop)
+        finally:
+            if media is not None:
+                media.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await media
+
+    async def _run_media(self, stop: asyncio.Event) -> None:
+        """Diagnose due channels back to back; when none was (none due, all busy), wait
+        `media_idle_s` or a poke: diagnoses are daily, and the due query walks every such
+        channel. Ends when `run` cancels it (its stop)."""
+        while not stop.is_set():
+            try:
+                n = await self.run_media_once()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("health worker (media diagnosis): %s; retrying", exc)
+                n = 0
+            if n == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._media_poke.wait(), max(self.cfg.idle_sleep_s, self.media_idle_s)
+                    )
+                self._media_poke.clear()
+
+    def poke_media(self) -> None:
+        """Look for due channels now (new channels arrived), not after the idle wait."""
+        self._media_poke.set()
+
+    async def _run_probes(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 n = await self.run_once()

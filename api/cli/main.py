@@ -18,6 +18,7 @@ from typing import Any
 
 from api.cli.coverage import add_coverage_parser, run_coverage
 from api.cli.export import add_export_parser, run_export
+from api.cli.gb28181 import add_gb28181_parser, run_gb28181
 from api.cli.geodata import add_geodata_parser, run_geodata
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings, load_settings
@@ -388,6 +389,7 @@ def _parser() -> argparse.ArgumentParser:
     add_geodata_parser(sub)
     add_coverage_parser(sub)
     add_export_parser(sub)
+    add_gb28181_parser(sub)
     d = sub.add_parser("demo", help="load seeded demo cameras")
     d.add_argument("--count", "--cameras", dest="count", type=int, default=400)
     d.add_argument("--province", default="14", help="province code (demo data: 14 山西 only)")
@@ -677,8 +679,13 @@ async def _export(args: argparse.Namespace) -> int:
     return await run_export(args, _settings(args))
 
 
+async def _gb28181(args: argparse.Namespace) -> int:
+    return await run_gb28181(args, _settings(args))
+
+
 COMMANDS = {
     "coverage": _coverage,
+    "gb28181": _gb28181,
     "export": _export,
     "geodata": _geodata,
     "discover": _discover,

@@ -226,6 +226,37 @@ class GbDevices:
             sorted((d, t, h, p, c, u, float(e)) for d, t, h, p, c, u, e in registrations),
         )
 
+    async def set_charset(
+        self, device_id: str, charset: str, declared: str | None, sniffed: bool
+    ) -> None:
+        """What the device's bodies really are, and what they declared (shown per device).
+
+        An upsert: the device's first body can be written before its registration's row."""
+        await self.pool.execute(
+            """INSERT INTO gb_devices (device_id, type_code, region_code, charset,
+                                       charset_declared, charset_sniffed)
+               VALUES ($1, $5, $6, $2, $3, $4)
+               ON CONFLICT (device_id) DO UPDATE SET charset = $2, charset_declared = $3,
+                   charset_sniffed = $4, updated_at = now()""",
+            device_id,
+            charset,
+            declared[:40] if declared else None,
+            sniffed,
+            device_id[10:13],
+            device_id[:6],
+        )
+
+    @staticmethod
+    async def counts(pool: asyncpg.Pool) -> dict[str, int]:
+        """Devices whose registration has not expired, and of them those online."""
+        rec = await pool.fetchrow(
+            """SELECT count(*) FILTER (WHERE expires_at > now()) AS registered,
+                      count(*) FILTER (WHERE expires_at > now() AND online) AS online
+               FROM gb_devices"""
+        )
+        assert rec is not None
+        return {"registered": rec["registered"], "online": rec["online"]}
+
     async def offline_many(self, device_ids: Sequence[str]) -> None:
         if not device_ids:
             return
@@ -615,7 +646,8 @@ class GbDevices:
 
 _DEVICE_COLUMNS = (
     "device_id, type_code, region_code, transport, source_host, source_port, contact, "
-    "user_agent, charset, registered_at, expires_at, last_keepalive, online, name, manufacturer, "
+    "user_agent, charset, charset_declared, charset_sniffed, registered_at, expires_at, "
+    "last_keepalive, online, name, manufacturer, "
     "model, firmware, channel_count, catalog_at, catalog_complete, catalog_items, "
     "(password IS NOT NULL) AS own_password"
 )

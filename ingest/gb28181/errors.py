@@ -26,6 +26,10 @@ class ManscdpError(Gb28181Error):
     """A MANSCDP body is not usable XML or lacks CmdType/SN/DeviceID."""
 
 
+class BodyCharsetError(ManscdpError):
+    """A MANSCDP body is text in none of the charsets GB/T 28181 devices use."""
+
+
 class TransactionTimeout(Gb28181Error):
     """A request we sent got no final response before Timer F/B fired."""
 

@@ -17,7 +17,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from ingest.errors import MalformedXml
-from ingest.gb28181.errors import ManscdpError
+from ingest.gb28181.errors import BodyCharsetError, ManscdpError
 from ingest.xml_safe import parse_xml
 
 MAX_MANSCDP_BYTES = 64 * 1024
@@ -44,6 +44,8 @@ class DecodedBody:
     text: str
     charset: str  # what the bytes really were: "utf-8" or "gb18030" (or a declared other)
     declared: str | None  # the declaration (Content-Type charset, else XML encoding=)
+    # True when non-ASCII bytes decided `charset`; an ASCII body only echoes its declaration
+    sniffed: bool = False
 
     @property
     def mislabelled(self) -> bool:
@@ -65,14 +67,20 @@ def decode_body(body: bytes, declared: str | None = None) -> DecodedBody:
     as_utf8 = _try_decode(raw, "utf-8")
     as_gb = _try_decode(raw, "gb18030")
     if as_utf8 is not None and (as_gb is None or _cjk_share(as_utf8) >= _cjk_share(as_gb)):
-        return DecodedBody(as_utf8, "utf-8", declared)
+        return DecodedBody(as_utf8, "utf-8", declared, True)
     if as_gb is not None:
-        return DecodedBody(as_gb, "gb18030", declared)
-    other = _norm_charset(declared) or "utf-8"
-    try:
-        return DecodedBody(raw.decode(other, errors="replace"), other, declared)
-    except LookupError:
-        return DecodedBody(raw.decode("gb18030", errors="replace"), "gb18030", declared)
+        return DecodedBody(as_gb, "gb18030", declared, True)
+    # Neither: only a declared other charset that decodes cleanly is believed. Decoding
+    # with replacement characters would store names as mojibake, so the body is refused.
+    other = _norm_charset(declared)
+    if other is not None:
+        try:
+            return DecodedBody(raw.decode(other), other, declared, True)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    raise BodyCharsetError(
+        f"body is neither UTF-8 nor GB18030/GBK/GB2312 (declared {(declared or 'nothing')[:40]})"
+    )
 
 
 def _try_decode(raw: bytes, codec: str) -> str | None:

@@ -401,6 +401,8 @@ class SipRequest(SipMessage):
 class SipResponse(SipMessage):
     status: int = 200
     reason: str = "OK"
+    # Why we refused (a counter name), never sent: every 4xx we send is counted by it.
+    why: str = ""
 
     def start_line(self) -> str:
         return f"SIP/2.0 {self.status} {self.reason}"
@@ -502,6 +504,7 @@ def build_response(
     source: tuple[str, int] | None = None,
     body: bytes = b"",
     content_type: str | None = None,
+    why: str = "",
 ) -> SipResponse:
     """A response carrying the request's Via/From/To/Call-ID/CSeq (§8.2.6).
 
@@ -528,7 +531,7 @@ def build_response(
     headers.add("CSeq", request.headers.get("CSeq") or "")
     if content_type:
         headers.add("Content-Type", content_type)
-    return SipResponse(headers, body, status, reason or REASONS.get(status, ""))
+    return SipResponse(headers, body, status, reason or REASONS.get(status, ""), why)
 
 
 class StreamFramer:

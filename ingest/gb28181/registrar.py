@@ -127,7 +127,9 @@ class Registrar:
         tag = new_tag()
 
         def refuse(status: int, counter: str, reason: str | None = None) -> RegisterOutcome:
-            resp = build_response(request, status, reason, to_tag=tag, source=source.addr)
+            resp = build_response(
+                request, status, reason, to_tag=tag, source=source.addr, why=counter
+            )
             return RegisterOutcome(resp, refusal=counter)
 
         try:
@@ -151,13 +153,12 @@ class Registrar:
             password=access.password,
         )
         if result in (AuthResult.CHALLENGE, AuthResult.STALE):
-            resp = build_response(request, 401, to_tag=tag, source=source.addr)
+            why = "challenged" if result is AuthResult.CHALLENGE else "stale_nonce"
+            resp = build_response(request, 401, to_tag=tag, source=source.addr, why=why)
             resp.headers.add(
                 "WWW-Authenticate", self.verifier.challenge(stale=result is AuthResult.STALE)
             )
-            return RegisterOutcome(
-                resp, refusal="challenged" if result is AuthResult.CHALLENGE else "stale_nonce"
-            )
+            return RegisterOutcome(resp, refusal=why)
         if result is AuthResult.WRONG_USER:
             return refuse(403, "wrong_user", "Forbidden: username is not the device ID")
         if result is AuthResult.WRONG_PASSWORD:
@@ -177,7 +178,9 @@ class Registrar:
                     resp.headers.add("Contact", current.contact)
             return RegisterOutcome(resp, unregistered=old)
         if expires < self.min_expires:
-            resp = build_response(request, 423, to_tag=tag, source=source.addr)
+            resp = build_response(
+                request, 423, to_tag=tag, source=source.addr, why="interval_too_brief"
+            )
             resp.headers.add("Min-Expires", str(self.min_expires))
             return RegisterOutcome(resp, refusal="interval_too_brief")
         expires = min(expires, self.max_expires)

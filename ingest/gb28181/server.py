@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from ingest.gb28181 import manscdp, sdp
 from ingest.gb28181.catalog import CatalogAssembler, CatalogResult
 from ingest.gb28181.digest import DigestVerifier, NonceIssuer, ReplayCache
 from ingest.gb28181.errors import (
+    BodyCharsetError,
     DeviceNotRegistered,
     Gb28181Error,
     ManscdpError,
@@ -35,7 +37,7 @@ from ingest.gb28181.errors import (
     SipParseError,
     TransactionTimeout,
 )
-from ingest.gb28181.manscdp import CatalogItem, Manscdp
+from ingest.gb28181.manscdp import CatalogItem, DecodedBody, Manscdp
 from ingest.gb28181.message import (
     Headers,
     SipRequest,
@@ -129,6 +131,52 @@ class Gb28181Events:
     async def on_play_ended(self, session: PlaySession, reason: str) -> None:
         return None
 
+    async def on_charset(self, device_id: str, charset: DeviceCharset) -> None:
+        """The charset a device's bodies are really in changed (first body, or it changed)."""
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCharset:
+    """What a device's MANSCDP bodies were decoded as, and what they said they were.
+
+    `charset` is "utf-8" or "gb18030" (the GB2312/GBK family); `sniffed` is True when
+    non-ASCII bytes decided it (an ASCII body only repeats its declaration). What we send
+    the device is encoded in `charset`, whatever it declares.
+    """
+
+    charset: str
+    declared: str | None
+    sniffed: bool
+
+    @property
+    def to_send(self) -> str | None:
+        """The charset to declare in what we send it (None: not one we write)."""
+        return {"gb18030": "GB2312", "utf-8": "UTF-8"}.get(self.charset)
+
+
+# The SIP status of each refusal reason (a counter name), for the 4xx we send.
+REFUSAL_STATUS: dict[str, int] = {
+    "challenged": 401,
+    "stale_nonce": 401,
+    "wrong_password": 403,
+    "wrong_user": 403,
+    "unknown_device": 403,
+    "out_of_scope": 403,
+    "not_registered": 403,
+    "source_mismatch": 403,
+    "malformed_register": 400,
+    "interval_too_brief": 423,
+    "malformed_message": 400,
+    "malformed_body": 400,
+    "oversized_body": 400,
+    "charset_refused": 400,
+    "unsupported_content_type": 415,
+    "method_not_allowed": 405,
+    "bad_event": 489,
+    "no_dialog": 481,
+}
+
 
 @dataclass(slots=True)
 class Dialog:
@@ -216,6 +264,13 @@ class SipServer:
         self._in_flight = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
+        # What each device's bodies really are (bounded like the rate limiter's sources):
+        # kept across re-registrations, so queries after one go out in the device's charset.
+        self.charsets: dict[str, DeviceCharset] = {}
+        # Every 4xx we sent, by (status, reason); NOTIFY events by type; INVITEs by outcome.
+        self.refusals: Counter[tuple[int, str]] = Counter()
+        self.notify_by_event: Counter[str] = Counter()
+        self.invites: Counter[str] = Counter()
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "requests",
@@ -239,6 +294,7 @@ class SipServer:
                 "malformed_message",
                 "malformed_body",
                 "oversized_body",
+                "charset_refused",
                 "mislabelled_charset",
                 "unsupported_content_type",
                 "unhandled_cmd",
@@ -248,6 +304,8 @@ class SipServer:
                 "notify_events",
                 "tasks_refused",
                 "method_not_allowed",
+                "bad_event",
+                "no_dialog",
             ),
             0,
         )
@@ -287,9 +345,18 @@ class SipServer:
         out["replay_cache_entries"] = len(self.verifier.replays)
         out["rate_limiter_sources"] = len(self.transport.limiter)
         out["response_cache_entries"] = len(self.responses)
+        out["devices_online"] = self.devices_online()
         out["play_sessions"] = len(self.sessions)
         out["subscriptions"] = len(self.subscriptions)
         return out
+
+    def devices_online(self) -> int:
+        """Registered devices whose keepalives have not timed out."""
+        return sum(
+            1
+            for device_id, live in self._liveness.items()
+            if not live.timed_out and self.registrar.live(device_id) is not None
+        )
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         if len(self._tasks) >= self.config.max_tasks:
@@ -328,6 +395,8 @@ class SipServer:
 
     # --- incoming ---------------------------------------------------------------------------
     def _send(self, response: SipResponse, peer: Peer, cache_key: Any = None) -> None:
+        if 400 <= response.status < 500:
+            self.refusals[(response.status, response.why or "unspecified")] += 1
         data = response.serialise()
         if cache_key is not None:
             self.responses.put(cache_key, data)
@@ -345,7 +414,12 @@ class SipServer:
                 return
             if isinstance(message, SipRequest) and message.method != "ACK":
                 self.counters["oversized_body"] += 1
-                self._send(build_response(message, 400, "Bad Request: body too large"), peer)
+                self._send(
+                    build_response(
+                        message, 400, "Bad Request: body too large", why="oversized_body"
+                    ),
+                    peer,
+                )
 
     def _on_message(self, message: SipRequest | SipResponse, peer: Peer) -> None:
         if isinstance(message, SipResponse):
@@ -410,9 +484,12 @@ class SipServer:
         if handler is not None:
             return await handler(request, peer)
         if method == "CANCEL":
-            return build_response(request, 481, to_tag=new_tag(), source=peer.addr)
+            self.counters["no_dialog"] += 1
+            return build_response(request, 481, to_tag=new_tag(), source=peer.addr, why="no_dialog")
         self.counters["method_not_allowed"] += 1
-        resp = build_response(request, 405, to_tag=new_tag(), source=peer.addr)
+        resp = build_response(
+            request, 405, to_tag=new_tag(), source=peer.addr, why="method_not_allowed"
+        )
         resp.headers.add("Allow", "REGISTER, MESSAGE, NOTIFY, BYE, ACK, OPTIONS")
         return resp
 
@@ -455,17 +532,26 @@ class SipServer:
             device_id = request.from_.uri.user or ""
         except SipParseError:
             self.counters["malformed_message"] += 1
-            return "", build_response(request, 400, source=peer.addr)
+            return "", build_response(request, 400, source=peer.addr, why="malformed_message")
         reg = self.registrar.live(device_id)
         if reg is None:
             self.counters["not_registered"] += 1
             return device_id, build_response(
-                request, 403, "Forbidden: not registered", to_tag=new_tag(), source=peer.addr
+                request,
+                403,
+                "Forbidden: not registered",
+                to_tag=new_tag(),
+                source=peer.addr,
+                why="not_registered",
             )
         if reg.source.host != peer.host:
             self.counters["source_mismatch"] += 1
             return device_id, build_response(
-                request, 403, "Forbidden: not from the registered address", source=peer.addr
+                request,
+                403,
+                "Forbidden: not from the registered address",
+                source=peer.addr,
+                why="source_mismatch",
             )
         live = self._liveness.get(device_id)
         if live is not None:
@@ -477,17 +563,34 @@ class SipServer:
     def _body(self, request: SipRequest, peer: Peer) -> tuple[Manscdp | None, SipResponse | None]:
         if request.content_type != "application/manscdp+xml":
             self.counters["unsupported_content_type"] += 1
-            resp = build_response(request, 415, to_tag=new_tag(), source=peer.addr)
+            resp = build_response(
+                request, 415, to_tag=new_tag(), source=peer.addr, why="unsupported_content_type"
+            )
             resp.headers.add("Accept", manscdp.CONTENT_TYPE)
             return None, resp
         if len(request.body) > self.config.max_manscdp_bytes:
             self.counters["oversized_body"] += 1
             return None, build_response(
-                request, 400, "Bad Request: body too large", to_tag=new_tag(), source=peer.addr
+                request,
+                400,
+                "Bad Request: body too large",
+                to_tag=new_tag(),
+                source=peer.addr,
+                why="oversized_body",
             )
         try:
             msg = manscdp.parse_manscdp(
                 request.body, request.charset, max_bytes=self.config.max_manscdp_bytes
+            )
+        except BodyCharsetError:
+            self.counters["charset_refused"] += 1
+            return None, build_response(
+                request,
+                400,
+                "Bad Request: body is neither UTF-8 nor GB2312/GBK/GB18030",
+                to_tag=new_tag(),
+                source=peer.addr,
+                why="charset_refused",
             )
         except ManscdpError:
             self.counters["malformed_body"] += 1
@@ -497,6 +600,7 @@ class SipServer:
                 "Bad Request: malformed MANSCDP body",
                 to_tag=new_tag(),
                 source=peer.addr,
+                why="malformed_body",
             )
         if msg.decoded.mislabelled:
             self.counters["mislabelled_charset"] += 1
@@ -512,6 +616,7 @@ class SipServer:
         if refusal is not None or msg is None:
             assert refusal is not None
             return refusal
+        self._note_charset(device_id, msg.decoded, after)
         ok = build_response(request, 200, to_tag=new_tag(), source=peer.addr)
         cmd = msg.cmd_type
         if msg.root == "Notify" and cmd == "Keepalive":
@@ -534,11 +639,40 @@ class SipServer:
             after.append(self.events.on_device_status(device_id, msg))
         return ok
 
+    def _note_charset(
+        self, device_id: str, decoded: DecodedBody, after: list[Coroutine[Any, Any, Any]]
+    ) -> None:
+        """Remember what the device's bodies really are; tell the registry when it changes.
+
+        An ASCII body (a keepalive) says nothing about the charset beyond its declaration,
+        so it never replaces what non-ASCII bytes showed.
+        """
+        old = self.charsets.get(device_id)
+        if old is not None and (
+            (old.sniffed and not decoded.sniffed)
+            or (old.charset, old.declared, old.sniffed)
+            == (decoded.charset, decoded.declared, decoded.sniffed)
+        ):
+            return  # the common case (a keepalive): nothing new, nothing built
+        seen = DeviceCharset(decoded.charset, decoded.declared, decoded.sniffed)
+        self.charsets.pop(device_id, None)
+        self.charsets[device_id] = seen
+        if len(self.charsets) > self.config.max_sources:
+            del self.charsets[next(iter(self.charsets))]
+        after.append(self.events.on_charset(device_id, seen))
+
+    def charset_for(self, device_id: str) -> str:
+        """The charset to write a device's MANSCDP bodies in: what it really sends us."""
+        known = self.charsets.get(device_id)
+        return (known.to_send if known is not None else None) or self.config.charset
+
     def _catalog_events(
         self, device_id: str, msg: Manscdp, after: list[Coroutine[Any, Any, Any]]
     ) -> None:
         items = [item for item in msg.items if item.device_id]
         self.counters["notify_events"] += len(items)
+        for item in items:
+            self.notify_by_event[_event_label(item.event)] += 1
         after.append(self.events.on_notify(device_id, items))
 
     def _notify(
@@ -549,11 +683,13 @@ class SipServer:
             return refusal
         event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
         if event and event != "catalog":
-            return build_response(request, 489, source=peer.addr)
+            self.counters["bad_event"] += 1
+            return build_response(request, 489, source=peer.addr, why="bad_event")
         msg, refusal = self._body(request, peer)
         if refusal is not None or msg is None:
             assert refusal is not None
             return refusal
+        self._note_charset(device_id, msg.decoded, after)
         state = (request.headers.get("Subscription-State") or "").lower()
         if state.startswith("terminated"):
             self._drop_subscription(device_id)
@@ -565,7 +701,8 @@ class SipServer:
     ) -> SipResponse:
         session = self.sessions.pop(request.call_id, None)
         if session is None:
-            return build_response(request, 481, source=peer.addr)
+            self.counters["no_dialog"] += 1
+            return build_response(request, 481, source=peer.addr, why="no_dialog")
         after.append(self.events.on_play_ended(session, "device sent BYE"))
         return build_response(request, 200, source=peer.addr)
 
@@ -634,7 +771,7 @@ class SipServer:
         try:
             await self._send_manscdp(
                 device_id,
-                manscdp.build_query("Catalog", sn, device_id, charset=self.config.charset),
+                manscdp.build_query("Catalog", sn, device_id, charset=self.charset_for(device_id)),
             )
         except Gb28181Error:
             future.cancel()
@@ -652,7 +789,8 @@ class SipServer:
         self._queries[key] = future
         try:
             await self._send_manscdp(
-                device_id, manscdp.build_query(cmd_type, sn, device_id, charset=self.config.charset)
+                device_id,
+                manscdp.build_query(cmd_type, sn, device_id, charset=self.charset_for(device_id)),
             )
             async with asyncio.timeout(self.config.query_timeout_s):
                 return await future
@@ -692,7 +830,7 @@ class SipServer:
             "SUBSCRIBE",
             reg.target,
             device_id,
-            body=manscdp.build_query("Catalog", sn, device_id, charset=self.config.charset),
+            body=manscdp.build_query("Catalog", sn, device_id, charset=self.charset_for(device_id)),
             content_type=manscdp.CONTENT_TYPE,
             extra={
                 "Event": f"Catalog;id={sn}",
@@ -753,6 +891,35 @@ class SipServer:
         ssrc: str | None = None,
     ) -> PlaySession:
         """INVITE a channel to stream to the media server; ACK the 200; return the session."""
+        try:
+            session = await self._invite(device_id, channel_id, media_ip, media_port, tcp, ssrc)
+        except DeviceNotRegistered:
+            self.invites["not_registered"] += 1
+            raise
+        except RequestRefused:
+            self.invites["refused"] += 1
+            raise
+        except TransactionTimeout:
+            self.invites["timeout"] += 1
+            raise
+        except Gb28181Error:
+            self.invites["bad_answer"] += 1
+            raise
+        except asyncio.CancelledError:  # the caller's own deadline (invite_timeout_s)
+            self.invites["timeout"] += 1
+            raise
+        self.invites["ok"] += 1
+        return session
+
+    async def _invite(
+        self,
+        device_id: str,
+        channel_id: str,
+        media_ip: str,
+        media_port: int,
+        tcp: str | None,
+        ssrc: str | None,
+    ) -> PlaySession:
         reg = self._registration(device_id)
         ssrc = ssrc or sdp.play_ssrc(self.config.domain, next(self._ssrc))
         body = sdp.play_offer(
@@ -801,3 +968,12 @@ class SipServer:
     def _catalog_done(self, result: CatalogResult) -> None:
         self.counters["catalogs_complete" if result.complete else "catalogs_partial"] += 1
         self._spawn(self.events.on_catalog(result))
+
+
+NOTIFY_EVENTS = ("ADD", "DEL", "UPDATE", "ON", "OFF", "VLOST", "DEFECT")
+
+
+def _event_label(event: str | None) -> str:
+    """A NOTIFY item's event as a metric label: the standard's words, else "other"."""
+    word = (event or "").upper()
+    return word if word in NOTIFY_EVENTS else "other"

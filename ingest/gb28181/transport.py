@@ -244,7 +244,8 @@ class SipTransport:
             "tcp_refused": 0,
             "tcp_framing_errors": 0,
             "tcp_connect_errors": 0,
-            "rate_limited": 0,
+            "rate_limited": 0,  # all drops by a budget; of them, on a platform's budget:
+            "rate_limited_platform": 0,
             "parse_errors": 0,
         }
         self.host = ""
@@ -293,9 +294,12 @@ class SipTransport:
     def _incoming(self, data: bytes, peer: Peer, *, stream: bool) -> None:
         if not data.strip(b"\r\n"):
             return  # keepalive CRLFs
-        limiter = self.platform_limiter if peer.addr in self.platforms else self.limiter
+        platform = peer.addr in self.platforms
+        limiter = self.platform_limiter if platform else self.limiter
         if not limiter.allow(peer.addr):
             self.counters["rate_limited"] += 1
+            if platform:
+                self.counters["rate_limited_platform"] += 1
             return
         if len(data) > MAX_DATAGRAM + self.max_body:
             self.counters["parse_errors"] += 1

@@ -62,3 +62,12 @@ class ZlmClient:
     async def close_rtp_server(self, stream_id: str) -> bool:
         body = await self._call("closeRtpServer", stream_id=stream_id)
         return bool(body.get("hit", 0))
+
+    async def stream_online(self, stream_id: str, *, app: str = "rtp") -> bool:
+        """Whether the media server has the stream (its RTP arrived and was demuxed), so
+        its outputs can be read."""
+        body = await self._call(
+            "getMediaList", schema="rtsp", vhost="__defaultVhost__", app=app, stream=stream_id
+        )
+        data = body.get("data")
+        return isinstance(data, list) and len(data) > 0

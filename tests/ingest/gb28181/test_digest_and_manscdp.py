@@ -18,7 +18,7 @@ from ingest.gb28181.digest import (
     ReplayCache,
     authorization_for,
 )
-from ingest.gb28181.errors import ManscdpError
+from ingest.gb28181.errors import BodyCharsetError, ManscdpError
 from ingest.gb28181.transport import Peer, RateLimiter, target_for
 
 REALM = "3402000000"
@@ -138,6 +138,20 @@ def test_xml_declaration_cannot_override_the_sniffed_charset() -> None:
 def test_unusable_bodies_raise_manscdp_error(body: bytes) -> None:
     with pytest.raises(ManscdpError):
         manscdp.parse_manscdp(body)
+
+
+@pytest.mark.parametrize("declared", [None, "GB2312", "UTF-8", "no-such-charset"])
+def test_bytes_in_no_device_charset_are_refused_not_decoded_to_mojibake(
+    declared: str | None,
+) -> None:
+    body = f"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>{DEV}</DeviceID>".encode()
+    with pytest.raises(BodyCharsetError, match="neither UTF-8 nor GB18030"):
+        manscdp.parse_manscdp(body + b"<Status>\xff\xfe\x80</Status></Notify>", declared)
+
+
+def test_a_declared_other_charset_that_decodes_cleanly_is_believed() -> None:
+    decoded = manscdp.decode_body("<a>Ünïcödé</a>".encode("latin-1") + b"\xff", "ISO-8859-1")
+    assert (decoded.charset, decoded.sniffed) == ("iso-8859-1", True)
 
 
 def test_bad_numbers_in_an_item_are_named_not_fatal() -> None:
