@@ -15,6 +15,8 @@ import aiohttp
 from ingest.gb28181.errors import Gb28181Error
 
 TCP_MODES = {"udp": 0, "passive": 1, "active": 2}
+RTP_APP = "rtp"
+"""The app ZLMediaKit files a stream opened by `openRtpServer` under."""
 
 
 class MediaServerError(Gb28181Error):
@@ -62,3 +64,25 @@ class ZlmClient:
     async def close_rtp_server(self, stream_id: str) -> bool:
         body = await self._call("closeRtpServer", stream_id=stream_id)
         return bool(body.get("hit", 0))
+
+    async def reader_count(self, app: str, stream: str) -> int:
+        """Players reading app/stream on the media server (0 when the stream is gone)."""
+        query = {"secret": self._secret, "schema": "rtsp", "vhost": "__defaultVhost__",
+                 "app": app, "stream": stream}  # fmt: skip
+        try:
+            async with self.session.get(
+                f"{self.api_url}/index/api/getMediaInfo", params=query, timeout=self.timeout
+            ) as resp:
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise MediaServerError(
+                f"media server getMediaInfo failed: {type(exc).__name__}"
+            ) from None
+        if not isinstance(body, dict):
+            raise MediaServerError("media server getMediaInfo: not a JSON object")
+        if body.get("code") != 0 or body.get("online") is False:
+            return 0  # ZLMediaKit answers "not found" (or online: false) for a gone stream
+        inner = body.get("data")
+        data: dict[str, Any] = inner if isinstance(inner, dict) else body
+        count = data.get("totalReaderCount", data.get("readerCount", 0))
+        return count if isinstance(count, int) and count > 0 else 0
