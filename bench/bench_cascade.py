@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import resource
 import shutil
@@ -115,8 +116,11 @@ async def check(
 async def anchor(pool: asyncpg.Pool, regions: list[str], group: int) -> float:
     t = time.perf_counter()
     n = 0
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        async for _, batch in catalog.catalog_batches(conn, regions, LOCAL_ID, group):
+    async with (
+        pool.acquire() as conn,
+        contextlib.aclosing(catalog.catalog_batches(conn, regions, LOCAL_ID, group)) as batches,
+    ):
+        async for _, batch in batches:
             n += len(batch)
             "".join(batch).encode("gb18030")
     return time.perf_counter() - t

@@ -2,9 +2,13 @@
 
 The one writer of `gb28181_upstreams`. Passwords are sealed with the credential box and never
 leave this module except to the SIP client that needs them; rows read back carry
-`password_set` instead. The catalog reads run inside the caller's REPEATABLE READ transaction,
-so the `SumNum` counted first and the items streamed after it see the same snapshot: a camera
-added mid-push can neither be counted and missing nor sent and uncounted.
+`password_set` instead.
+
+A catalog push fixes what it will send in one short REPEATABLE READ transaction (the visible
+GB IDs into a temporary table, the counts and groups from the same snapshot), then reads the
+items page by page, by key, each page its own short statement: `SumNum` is exact and every
+counted camera is sent once, yet no snapshot is held for the minutes 2.4 M items take (a held
+snapshot keeps VACUUM from removing the rows health updates leave behind, in every table).
 """
 
 from __future__ import annotations
@@ -392,6 +396,7 @@ ITEM_SQL = """xmlelement(name "Item", xmlforest(
     gb_id AS "DeviceID", name AS "Name", coalesce(vendor, '') AS "Manufacturer",
     coalesce(model, '') AS "Model", coalesce(owner, '') AS "Owner", region_code AS "CivilCode",
     coalesce(address, '') AS "Address", 0 AS "Parental", {parent} AS "ParentID",
+    {group} AS "BusinessGroupID",
     0 AS "SafetyWay", 1 AS "RegisterWay", 0 AS "Secrecy", host(ip) AS "IPAddress",
     onvif_port AS "Port",
     CASE WHEN status IN ('online', 'degraded') THEN 'ON' ELSE 'OFF' END AS "Status",
@@ -410,10 +415,101 @@ async def catalog_items(
     """Every visible camera once as `<Item>` XML, in GB ID order, through a cursor."""
     where = region_clause(regions, first=2)
     async for rec in conn.cursor(
-        f"SELECT {ITEM_SQL.format(parent='$1::text')} AS item FROM cameras "
+        f"SELECT {ITEM_SQL.format(parent='$1::text', group='NULL::text')} AS item FROM cameras "
         f"WHERE {where} ORDER BY gb_id",
         parent_id,
         *region_args(regions),
         prefetch=prefetch,
     ):
         yield rec["item"]
+
+
+# --- a catalog push: membership fixed once, items paged by key ---------------------------------
+
+GROUP_TYPES = ("215", "216")
+
+
+async def catalog_plan(
+    conn: asyncpg.Connection, regions: Sequence[str]
+) -> tuple[int, list[str], list[asyncpg.Record]]:
+    """Fix a push's membership: (cameras, their region codes, the 215/216 groups), one snapshot.
+
+    The visible GB IDs go into the session's temporary table `catalog_push_keys`, which
+    `catalog_page` walks; the caller must hold `conn` for the whole push and call
+    `drop_catalog_plan` after.
+    """
+    where = region_clause(regions)
+    args = region_args(regions)
+    await conn.execute("DROP TABLE IF EXISTS pg_temp.catalog_push_keys")
+    async with conn.transaction(isolation="repeatable_read"):
+        await conn.execute(
+            'CREATE TEMP TABLE catalog_push_keys (gb_id text COLLATE "C" PRIMARY KEY)'
+        )
+        await conn.execute(
+            f"INSERT INTO catalog_push_keys SELECT gb_id FROM cameras WHERE {where}", *args
+        )
+        await conn.execute("ANALYZE catalog_push_keys")
+        cameras, codes = await catalog_counts(conn, regions)
+        groups = await conn.fetch(
+            f"""SELECT DISTINCT ON (item_id) item_id, type_code, name, parent_id,
+                       nullif(item->>'business_group_id', '') AS business_group_id
+                FROM gb_catalog_items
+                WHERE type_code = ANY($%d::text[]) AND NOT removed AND {
+                region_clause(regions, "item_id")
+            }
+                ORDER BY item_id, updated_at DESC"""
+            % (len(args) + 1),
+            *args,
+            list(GROUP_TYPES),
+        )
+    return cameras, codes, groups
+
+
+async def drop_catalog_plan(conn: asyncpg.Connection) -> None:
+    await conn.execute("DROP TABLE IF EXISTS pg_temp.catalog_push_keys")
+
+
+_GROUP_JOIN = """LEFT JOIN LATERAL (
+    SELECT p AS grp FROM gb_catalog_items i, unnest(string_to_array(i.parent_id, '/')) p
+    WHERE i.camera_id = c.id AND NOT i.removed AND p = ANY($4::text[])
+    ORDER BY i.updated_at DESC LIMIT 1) g ON TRUE"""
+
+# A camera counted but deleted before its page: still one item, so SumNum stays exact; its
+# deletion reaches subscribers as a NOTIFY DEL.
+_GONE = """'<Item><DeviceID>' || k.gb_id || '</DeviceID><Status>OFF</Status></Item>'"""
+
+
+async def catalog_page(
+    conn: asyncpg.Connection,
+    parent_id: str,
+    after: str,
+    limit: int,
+    groups: Sequence[str] = (),
+    group_business: Sequence[str | None] = (),
+) -> list[asyncpg.Record]:
+    """The next `limit` planned cameras after GB ID `after`, as (gb_id, item XML).
+
+    `groups` are the 215/216 IDs this push sends and `group_business` each one's business
+    group: a camera a device's catalog files under one of them gets it as ParentID (and the
+    business group as BusinessGroupID); any other camera hangs under `parent_id`.
+    """
+    if groups:
+        item = ITEM_SQL.format(
+            parent="coalesce(g.grp, $1::text)",
+            group="($5::text[])[array_position($4::text[], g.grp)]",
+        )
+        join, extra = _GROUP_JOIN, [list(groups), list(group_business)]
+    else:
+        item = ITEM_SQL.format(parent="$1::text", group="NULL::text")
+        join, extra = "", []
+    return list(
+        await conn.fetch(
+            f"""SELECT k.gb_id, CASE WHEN c.id IS NULL THEN {_GONE} ELSE {item} END AS item
+                FROM catalog_push_keys k LEFT JOIN cameras c USING (gb_id) {join}
+                WHERE k.gb_id > $2 ORDER BY k.gb_id LIMIT $3""",
+            parent_id,
+            after,
+            limit,
+            *extra,
+        )
+    )
