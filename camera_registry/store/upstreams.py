@@ -426,13 +426,14 @@ async def catalog_items(
 
 # --- a catalog push: membership fixed once, items paged by key ---------------------------------
 
-GROUP_TYPES = ("215", "216")
-
 
 async def catalog_plan(
     conn: asyncpg.Connection, regions: Sequence[str]
 ) -> tuple[int, list[str], list[asyncpg.Record]]:
     """Fix a push's membership: (cameras, their region codes, the 215/216 groups), one snapshot.
+
+    An item's JSON may be stored as a JSON string holding the object (written pre-encoded
+    through a codec that encodes again); both shapes are read.
 
     The visible GB IDs go into the session's temporary table `catalog_push_keys`, which
     `catalog_page` walks; the caller must hold `conn` for the whole push and call
@@ -452,15 +453,13 @@ async def catalog_plan(
         cameras, codes = await catalog_counts(conn, regions)
         groups = await conn.fetch(
             f"""SELECT DISTINCT ON (item_id) item_id, type_code, name, parent_id,
-                       nullif(item->>'business_group_id', '') AS business_group_id
+                       nullif((CASE jsonb_typeof(item) WHEN 'string' THEN (item #>> '{{}}')::jsonb
+                               ELSE item END) ->> 'business_group_id', '') AS business_group_id
                 FROM gb_catalog_items
-                WHERE type_code = ANY($%d::text[]) AND NOT removed AND {
-                region_clause(regions, "item_id")
-            }
-                ORDER BY item_id, updated_at DESC"""
-            % (len(args) + 1),
+                WHERE type_code IN ('215', '216') AND NOT removed
+                  AND {region_clause(regions, "item_id")}
+                ORDER BY item_id, updated_at DESC""",
             *args,
-            list(GROUP_TYPES),
         )
     return cameras, codes, groups
 
