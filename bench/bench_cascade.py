@@ -271,6 +271,11 @@ async def main() -> None:
     ap.add_argument("--regions", nargs="*", default=[])
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument(
+        "--schema",
+        default=SCHEMA,
+        help="where the ledger is loaded once; another name for a smaller --rows",
+    )
+    ap.add_argument(
         "--receiver",
         choices=("sipp", "ours"),
         default="sipp",
@@ -283,14 +288,16 @@ async def main() -> None:
             have = await conn.fetchval(
                 "SELECT count(*) FROM information_schema.tables "
                 "WHERE table_schema = $1 AND table_name = 'cameras'",
-                SCHEMA,
+                args.schema,
             )
-            rows = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.cameras") if have else 0
+            rows = await conn.fetchval(f"SELECT count(*) FROM {args.schema}.cameras") if have else 0
         finally:
             await conn.close()
         if rows < args.rows:
-            await ensure_cameras(url, args.rows, SCHEMA, KEY)
-        pool = await create_pool(url, schema=SCHEMA, min_size=2, max_size=4, command_timeout=3600)
+            await ensure_cameras(url, args.rows, args.schema, KEY)
+        pool = await create_pool(
+            url, schema=args.schema, min_size=2, max_size=4, command_timeout=3600
+        )
         box = CredentialBox(base64.b64decode(KEY))
         try:
             n = await store.count_visible(pool, args.regions)
