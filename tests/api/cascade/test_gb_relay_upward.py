@@ -22,7 +22,14 @@ from camera_registry.config import Gb28181Settings, Relay, Settings
 from camera_registry.config import MediaServer as MediaSettings
 from ingest.gb28181.manscdp import CatalogItem
 from tests.api.cascade.fake_zlm import SECRET, FakeZlm, RtpSink
-from tests.api.cascade.peers import OUTSIDE, UpperPlatform, make_client, upstream_settings, wait_for
+from tests.api.cascade.peers import (
+    OUTSIDE,
+    SCENARIOS,
+    UpperPlatform,
+    make_client,
+    upstream_settings,
+    wait_for,
+)
 from tests.conftest import Tok
 from tests.ingest.gb28181.peers import RTP_SSRC, Sipp, write_rtp_pcap
 
@@ -72,13 +79,15 @@ def workdirs(tmp_path: Path) -> tuple[Path, Path]:
     return device, upper
 
 
-async def _device_with_channel(client: TestClient, tmp_path: Path) -> tuple[Sipp, str]:
+async def _device_with_channel(
+    client: TestClient, tmp_path: Path, *, ooc: str = "ooc_invite.xml"
+) -> tuple[Sipp, str]:
     """A SIPp device registered with one channel in the registry; returns it and the camera."""
     device = await Sipp(
         tmp_path,
         client.app[SIP].port,
         "register.xml",
-        ooc="ooc_invite.xml",
+        ooc=ooc,
         device_id=IPC,
         hold_ms=8000,
         keys={"server_id": SERVER_ID, "domain": SERVER_ID[:10]},
@@ -174,3 +183,49 @@ async def test_upper_platform_invite_for_a_gb_channel_relays_the_devices_rtp_and
     assert rows[0]["detail"]["source"] == "gb28181" and rows[0]["detail"]["channel"] == IPC
     assert rows[1]["detail"]["reason"] == "upper platform sent BYE"
     assert hook_answer == {"code": 0, "close": False}
+
+
+async def test_device_hanging_up_ends_the_upper_platforms_view_with_a_bye(
+    gb_client: TestClient, zlm: FakeZlm, tmp_path: Path
+) -> None:
+    tok = Tok(gb_client)
+    resp = await gb_client.post("/api/v1/cameras", json=OUTSIDE, headers=await tok("admin"))
+    assert resp.status in (201, 409), await resp.text()
+    device_dir, upper_dir = workdirs(tmp_path)
+    device, _ = await _device_with_channel(
+        gb_client, device_dir, ooc=str(SCENARIOS / "ooc_invite_hangup.xml")
+    )
+    loop = asyncio.get_running_loop()
+    transport, sink = await loop.create_datagram_endpoint(RtpSink, local_addr=("127.0.0.1", 0))
+    rtp_port = transport.get_extra_info("sockname")[1]
+    upper = await UpperPlatform(
+        upper_dir,
+        scenario="upper_invite_hangup.xml",
+        keys={"channel": IPC, "forbidden": OUTSIDE["gb_id"], "rtp_port": str(rtp_port)},
+    ).start()
+    player = gb_client.app[GB_PLAYER]
+    async with aiohttp.ClientSession() as session:
+        media = MediaClient(MediaServer(zlm.url, SECRET, rtp_ip="127.0.0.1"), session)
+        up = make_client(gb_client, upstream_settings(upper.port), media=media, player=player)
+        await up.start()
+        try:
+            await wait_for(lambda: up.counters["views_ended"] >= 1, what="view ended")
+            assert await device.wait() == 0, device.logs()  # its BYE was answered
+            await wait_for(lambda: b"BYE sip:" in upper.trace(), what="BYE reached upward")
+        finally:
+            await up.stop()
+            await upper.stop()
+            await device.stop()
+            transport.close()
+    assert "Unexpected" not in upper.errors(), upper.errors()
+    assert len(sink.packets) >= 1 and sink.ssrcs() == {100000002}
+    key = f"{IPC}_main"
+    assert [c["stream_id"] for c in zlm.called("closeRtpServer")] == [key]
+    assert [c["app"] for c in zlm.called("stopSendRtp")] == ["rtp"]
+    assert player.sessions == {} and player.holds == {}
+    end = await gb_client.app[POOL].fetchrow(
+        "SELECT detail FROM audit_log WHERE action = 'gb28181.upstream_view.end'"
+        " AND detail->>'upstream_id' = $1",
+        up.id,
+    )
+    assert end is not None and end["detail"]["reason"] == "device hung up"
