@@ -235,6 +235,7 @@ async def catalog_batches(
     `group_size` items and stays under `MAX_BODY` bytes.
     """
     cameras, codes, group_rows = await store.catalog_plan(conn, regions)
+    ahead: asyncio.Task[list[asyncpg.Record]] | None = None
     try:
         nodes = civil_nodes(codes)
         names = await store.region_names(conn, nodes) if nodes else {}
@@ -255,9 +256,18 @@ async def catalog_batches(
             size += len(xml)
         group_ids = [g.item_id for g in groups]
         group_business = business_group_of(groups)
-        after = ""
-        while True:
-            rows = await store.catalog_page(conn, parent_id, after, page, group_ids, group_business)
+
+        def fetch(after: str) -> asyncio.Task[list[asyncpg.Record]]:
+            return asyncio.create_task(
+                store.catalog_page(conn, parent_id, after, page, group_ids, group_business)
+            )
+
+        # the next page is read while this one is sent: a page read in series with the
+        # pacing would leave the pacer's bucket full and idle for its duration
+        ahead = fetch("")
+        while ahead is not None:
+            rows = await ahead
+            ahead = fetch(rows[-1]["gb_id"]) if len(rows) == page else None
             for rec in rows:
                 xml = rec["item"] + "\r\n"
                 if full(len(xml)):
@@ -265,12 +275,13 @@ async def catalog_batches(
                     batch, size = [], 0
                 batch.append(xml)
                 size += len(xml)
-            if len(rows) < page:
-                break
-            after = rows[-1]["gb_id"]
         if batch or total == 0:
             yield total, batch
     finally:
+        if ahead is not None:  # closed early: the connection must be idle before it is reused
+            ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
+                await ahead
         with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError):
             await store.drop_catalog_plan(conn)
 
