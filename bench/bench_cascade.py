@@ -1,15 +1,15 @@
 """Catalog push of a province (2,400,000 cameras) to one upper platform, SIPp counting items.
 
     python bench/bench_cascade.py [--rows 2400000] [--runs 3] [--group 32] [--rate 5000]
-                                  [--transport tcp] [--regions 1401 ...]
+                                  [--transport tcp] [--regions 1401 ...] [--schema NAME]
 
 Uses the camera ledger of `bench_registry` (loaded once by bench_import.ensure_cameras and
 kept between runs; it is only read here). Per run: SIPp (UAS) plays the upper platform, our
 `UpstreamClient` registers to it, SIPp asks Query Catalog, we answer from the database cursor
 in paced groups; SIPp logs Num, SumNum and the first DeviceID of every MESSAGE, and the
 script checks those runs against the database: SumNum exact, every item once (lost and
-duplicated counted). Anchor, same run: reading and formatting every item from the same cursor
-without sending (the pipeline's floor). Peak RSS is this process's (the pusher's) high-water
+duplicated counted). Anchor, same run: reading and formatting every item the same way (the
+push's plan and pages) without sending (the pipeline's floor). Peak RSS is this process's (the pusher's) high-water
 mark; SIPp runs in its own process.
 """
 
@@ -343,7 +343,7 @@ async def main() -> None:
             a = median(anchors)
             total = results[0]["expected"]
             print(
-                f"median push {t:.1f} s ({total / t:,.0f} items/s); anchor (cursor + format, "
+                f"median push {t:.1f} s ({total / t:,.0f} items/s); anchor (read + format, "
                 f"no sending) {a:.1f} s ({total / a:,.0f} items/s); ratio {a / t:.2f}; "
                 f"peak RSS {max(r['peak_rss_mb'] for r in results):.0f} MB; lost "
                 f"{sum(r['lost'] for r in results):.0f}, duplicated "
