@@ -9,8 +9,8 @@ kept between runs; it is only read here). Per run: SIPp (UAS) plays the upper pl
 in paced groups; SIPp logs Num, SumNum and the first DeviceID of every MESSAGE, and the
 script checks those runs against the database: SumNum exact, every item once (lost and
 duplicated counted). Anchor, same run: reading and formatting every item the same way (the
-push's plan and pages) without sending (the pipeline's floor). Peak RSS is this process's (the pusher's) high-water
-mark; SIPp runs in its own process.
+push's plan and pages) without sending (the pipeline's floor). Peak RSS is this process's
+(the pusher's) high-water mark; SIPp runs in its own process.
 """
 
 from __future__ import annotations
