@@ -69,7 +69,9 @@ def _num(value: float | None) -> str:
     return f"{value:.6f}" if value is not None else ""
 
 
-def camera_item(rec: Any, parent_id: str, *, event: str | None = None) -> str:
+def camera_item(
+    rec: Any, parent_id: str, *, event: str | None = None, business_group: str | None = None
+) -> str:
     """One camera with the 2016 fields and the 2022 `<Info>` fields (WGS-84 positions)."""
     status = "ON" if rec["status"] in ON_STATUSES else "OFF"
     parts = [
@@ -82,6 +84,7 @@ def camera_item(rec: Any, parent_id: str, *, event: str | None = None) -> str:
         _el("Address", rec["address"] or ""),
         _el("Parental", 0),
         _el("ParentID", parent_id),
+        *([_el("BusinessGroupID", business_group)] if business_group else []),
         _el("SafetyWay", 0),
         _el("RegisterWay", 1),
         _el("Secrecy", 0),

@@ -772,9 +772,15 @@ class UpstreamClient:
                     continue
                 latest[gb_id] = (kind, rec)
             items = []
+            parents = await self._group_parents(
+                [rec["id"] for _, rec in latest.values() if rec is not None]
+            )
             for gb_id, (kind, rec) in latest.items():
                 if rec is not None:
-                    items.append(catalog.camera_item(rec, self.local_id, event=kind))
+                    parent, business = parents.get(rec["id"], (self.local_id, None))
+                    items.append(
+                        catalog.camera_item(rec, parent, event=kind, business_group=business)
+                    )
                 else:
                     items.append(
                         f"<Item><DeviceID>{gb_id}</DeviceID><Event>{kind}</Event></Item>\r\n"
@@ -800,6 +806,21 @@ class UpstreamClient:
                     break
         if self.subscription is sub:
             self.subscription = None
+
+    async def _group_parents(self, camera_ids: list[Any]) -> dict[Any, tuple[str, str | None]]:
+        """(ParentID, BusinessGroupID) of cameras filed under a 215/216 group, as the catalog
+        sends them: a NOTIFY must not move a camera the catalog put in a group."""
+        if not camera_ids:
+            return {}
+        async with self.pool.acquire() as conn:
+            groups = catalog.resolve_groups(
+                await store.catalog_groups(conn, self.settings.regions), self.local_id
+            )
+            if not groups:
+                return {}
+            business = {g.item_id: g.business_group_id for g in groups}
+            filed = await store.camera_groups(conn, camera_ids, list(business))
+        return {cid: (grp, business[grp]) for cid, grp in filed.items()}
 
     async def _send_notify(self, sub: Subscription, body: bytes) -> None:
         s = self.settings

@@ -432,9 +432,6 @@ async def catalog_plan(
 ) -> tuple[int, list[str], list[asyncpg.Record]]:
     """Fix a push's membership: (cameras, their region codes, the 215/216 groups), one snapshot.
 
-    An item's JSON may be stored as a JSON string holding the object (written pre-encoded
-    through a codec that encodes again); both shapes are read.
-
     The visible GB IDs go into the session's temporary table `catalog_push_keys`, which
     `catalog_page` walks; the caller must hold `conn` for the whole push and call
     `drop_catalog_plan` after.
@@ -449,7 +446,18 @@ async def catalog_plan(
         )
         await conn.execute("ANALYZE catalog_push_keys")
         cameras, codes = await catalog_counts(conn, regions)
-        groups = await conn.fetch(
+        groups = await catalog_groups(conn, regions)
+    return cameras, codes, groups
+
+
+async def catalog_groups(conn: asyncpg.Connection, regions: Sequence[str]) -> list[asyncpg.Record]:
+    """The 215/216 items of devices' catalogs inside `regions`, once each (latest copy).
+
+    An item's JSON may be stored as a JSON string holding the object (written pre-encoded
+    through a codec that encodes again); both shapes are read.
+    """
+    return list(
+        await conn.fetch(
             f"""SELECT DISTINCT ON (item_id) item_id, type_code, name, parent_id,
                        nullif((CASE jsonb_typeof(item) WHEN 'string' THEN (item #>> '{{}}')::jsonb
                                ELSE item END) ->> 'business_group_id', '') AS business_group_id
@@ -457,9 +465,24 @@ async def catalog_plan(
                 WHERE type_code IN ('215', '216') AND NOT removed
                   AND {region_clause(regions, "item_id")}
                 ORDER BY item_id, updated_at DESC""",
-            *args,
+            *region_args(regions),
         )
-    return cameras, codes, groups
+    )
+
+
+async def camera_groups(
+    conn: asyncpg.Connection, camera_ids: Sequence[Any], groups: Sequence[str]
+) -> dict[Any, str]:
+    """camera id → the group (of `groups`) a device's catalog files it under, as the push does."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (i.camera_id) i.camera_id, p AS grp
+           FROM gb_catalog_items i, unnest(string_to_array(i.parent_id, '/')) p
+           WHERE i.camera_id = ANY($1::uuid[]) AND NOT i.removed AND p = ANY($2::text[])
+           ORDER BY i.camera_id, i.updated_at DESC""",
+        list(camera_ids),
+        list(groups),
+    )
+    return {r["camera_id"]: r["grp"] for r in rows}
 
 
 async def drop_catalog_plan(conn: asyncpg.Connection) -> None:

@@ -3,6 +3,7 @@ upper platform (SIPp) in the catalog tree, once each, with links it can build a 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient
 
 from api.cascade.catalog import resolve_groups
-from api.state import GB_DEVICES
+from api.state import GB_DEVICES, POOL
 from ingest.gb28181.manscdp import CatalogItem
 from tests.api.cascade.peers import (
     CITY_CAMERAS,
@@ -125,3 +126,35 @@ def test_group_links_from_bad_catalogs_still_make_a_tree() -> None:
     for g in groups.values():
         if g.parent_id != "ROOT":
             assert order.index(g.parent_id) < order.index(g.item_id)
+
+
+async def test_notify_keeps_a_grouped_camera_under_its_group(
+    client: TestClient, auth: Tok, tmp_path: Path
+) -> None:
+    """An UPDATE NOTIFY carries the same ParentID/BusinessGroupID as the catalog did."""
+    await client.app[GB_DEVICES].apply_catalog(NVR, items(), complete=True)
+    upper = await UpperPlatform(tmp_path, scenario="upper_subscribe_update.xml").start()
+    up = make_client(client, upstream_settings(upper.port, notify_interval_s=0.2))
+    await up.start()
+    try:
+        await wait_for(lambda: up.subscription is not None, what="subscribed")
+        await asyncio.sleep(0.4)  # the notifier has taken its starting marks
+        headers = await auth("admin")
+        row = await client.app[POOL].fetchrow(
+            "SELECT id, version FROM cameras WHERE gb_id = $1", CHANNEL
+        )
+        resp = await client.patch(
+            f"/api/v1/cameras/{row['id']}",
+            json={"address": "坞城路与学府街口"},
+            headers={**headers, "If-Match": f'"{row["version"]}"'},
+        )
+        assert resp.status == 200, await resp.text()
+        await wait_for(lambda: b"NOTIFY sip:" in upper.trace(), what="NOTIFY received")
+    finally:
+        await up.stop()
+        await upper.stop()
+    assert "Failed regexp" not in upper.errors(), upper.errors()
+    notify = upper.trace().split(b"NOTIFY sip:")[1].decode("gb18030", "replace")
+    item = re.search(rf"<Item><DeviceID>{CHANNEL}</DeviceID>.*?</Item>", notify, re.S)
+    assert item is not None, notify
+    assert f"<ParentID>{VO2}</ParentID><BusinessGroupID>{BG}</BusinessGroupID>" in item.group(0)
