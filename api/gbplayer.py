@@ -7,7 +7,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from camera_registry.config import MediaServer
 from camera_registry.errors import RegistryError, TooManyRequests
@@ -17,7 +17,7 @@ from health.errors import MediaBusy, MediaUnavailable
 from health.media import MediaOpener
 from ingest.gb28181.errors import Gb28181Error, TransactionTimeout
 from ingest.gb28181.server import PlaySession, SipServer
-from ingest.gb28181.zlm import ZlmClient
+from ingest.gb28181.zlm import RTP_APP, ZlmClient
 
 DIAGNOSIS_PROFILE = "main"  # a GB channel has one stream: share the viewers' leg
 OUTPUT_LINK_S = 300  # how long the sign in a diagnosis read's URL is good for
@@ -45,15 +45,47 @@ class GbPlayer:
         self.zlm = zlm
         self.media = media
         self.sessions: dict[str, PlaySession] = {}
+        self.holds: dict[str, int] = {}  # stream key → upper platforms' views relaying it
+        # told the stream key when a device hangs up, so views relaying it end too
+        self.on_ended: list[Callable[[str], Awaitable[None]]] = []
         self._opening: dict[str, asyncio.Lock] = {}
         self._pending: Counter[str] = Counter()  # legs being opened, per device
         self._viewed: set[str] = set()  # keys a viewer asked for since their leg opened
 
     async def ensure(self, camera_id: str, profile: str, *, viewer: bool = True) -> bool:
         """Make sure the channel streams to the media server; False if not a GB channel."""
+        return await self._ensure_key(camera_id, profile, viewer=viewer) is not None
+
+    async def hold(self, camera_id: str, profile: str = "main") -> str | None:
+        """Open the leg for an upper platform's view and keep it open until `release`.
+
+        The media server's no-reader hook cannot see an RTP sender as a reader on every
+        version, so a held leg is closed only by `release` (or the device hanging up).
+        Returns the stream key (app `rtp`), or None when the camera is not a GB channel.
+        """
+        key = await self._ensure_key(camera_id, profile, viewer=True)
+        if key is not None:
+            self.holds[key] = self.holds.get(key, 0) + 1
+        return key
+
+    async def release(self, key: str) -> None:
+        """An upper platform's view ended: close the leg unless someone else still reads it."""
+        left = self.holds.get(key, 0) - 1
+        if left > 0:
+            self.holds[key] = left
+            return
+        self.holds.pop(key, None)
+        try:
+            readers = await self.zlm.reader_count(RTP_APP, key)
+        except Gb28181Error:
+            readers = 0  # the media server cannot say: a leaked device session is worse
+        if readers == 0:
+            await self.stop(key, "upper platform view ended")
+
+    async def _ensure_key(self, camera_id: str, profile: str, *, viewer: bool) -> str | None:
         channel = await self.store.channel_of_camera(camera_id)
         if channel is None:
-            return False
+            return None
         device_id, channel_id, gb_id = channel
         key = stream_key(gb_id, profile)
         lock = self._opening.setdefault(key, asyncio.Lock())
@@ -63,7 +95,7 @@ class GbPlayer:
             if viewer:
                 self._viewed.add(key)
         self._opening.pop(key, None)
-        return True
+        return key
 
     async def _open(self, key: str, device_id: str, channel_id: str) -> None:
         live = sum(1 for s in self.sessions.values() if s.device_id == device_id)
@@ -101,7 +133,10 @@ class GbPlayer:
             if self._pending[device_id] <= 0:
                 del self._pending[device_id]
 
-    async def stop(self, key: str, reason: str) -> bool:
+    async def stop(self, key: str, reason: str, *, force: bool = False) -> bool:
+        """BYE and close the port; a leg an upper platform holds stays open unless forced."""
+        if key in self.holds and not force:
+            return False
         session = self.sessions.pop(key, None)
         self._viewed.discard(key)
         if session is None:
@@ -117,11 +152,14 @@ class GbPlayer:
             if s is session:
                 del self.sessions[key]
                 self._viewed.discard(key)
+                self.holds.pop(key, None)
                 await self._close_port(key)
+                for listener in list(self.on_ended):
+                    await listener(key)
 
     async def close_all(self) -> None:
         for key in list(self.sessions):
-            await self.stop(key, "server stopping")
+            await self.stop(key, "server stopping", force=True)
 
     async def _close_port(self, key: str) -> None:
         with contextlib.suppress(Gb28181Error):

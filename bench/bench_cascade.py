@@ -1,16 +1,16 @@
 """Catalog push of a province (2,400,000 cameras) to one upper platform, SIPp counting items.
 
     python bench/bench_cascade.py [--rows 2400000] [--runs 3] [--group 32] [--rate 5000]
-                                  [--transport tcp] [--regions 1401 ...]
+                                  [--transport tcp] [--regions 1401 ...] [--schema NAME]
 
 Uses the camera ledger of `bench_registry` (loaded once by bench_import.ensure_cameras and
 kept between runs; it is only read here). Per run: SIPp (UAS) plays the upper platform, our
 `UpstreamClient` registers to it, SIPp asks Query Catalog, we answer from the database cursor
 in paced groups; SIPp logs Num, SumNum and the first DeviceID of every MESSAGE, and the
 script checks those runs against the database: SumNum exact, every item once (lost and
-duplicated counted). Anchor, same run: reading and formatting every item from the same cursor
-without sending (the pipeline's floor). Peak RSS is this process's (the pusher's) high-water
-mark; SIPp runs in its own process.
+duplicated counted). Anchor, same run: reading and formatting every item the same way (the
+push's plan and pages) without sending (the pipeline's floor). Peak RSS is this process's
+(the pusher's) high-water mark; SIPp runs in its own process.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import resource
 import shutil
@@ -115,8 +116,11 @@ async def check(
 async def anchor(pool: asyncpg.Pool, regions: list[str], group: int) -> float:
     t = time.perf_counter()
     n = 0
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        async for _, batch in catalog.catalog_batches(conn, regions, LOCAL_ID, group):
+    async with (
+        pool.acquire() as conn,
+        contextlib.aclosing(catalog.catalog_batches(conn, regions, LOCAL_ID, group)) as batches,
+    ):
+        async for _, batch in batches:
             n += len(batch)
             "".join(batch).encode("gb18030")
     return time.perf_counter() - t
@@ -267,6 +271,11 @@ async def main() -> None:
     ap.add_argument("--regions", nargs="*", default=[])
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument(
+        "--schema",
+        default=SCHEMA,
+        help="where the ledger is loaded once; another name for a smaller --rows",
+    )
+    ap.add_argument(
         "--receiver",
         choices=("sipp", "ours"),
         default="sipp",
@@ -279,14 +288,16 @@ async def main() -> None:
             have = await conn.fetchval(
                 "SELECT count(*) FROM information_schema.tables "
                 "WHERE table_schema = $1 AND table_name = 'cameras'",
-                SCHEMA,
+                args.schema,
             )
-            rows = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.cameras") if have else 0
+            rows = await conn.fetchval(f"SELECT count(*) FROM {args.schema}.cameras") if have else 0
         finally:
             await conn.close()
         if rows < args.rows:
-            await ensure_cameras(url, args.rows, SCHEMA, KEY)
-        pool = await create_pool(url, schema=SCHEMA, min_size=2, max_size=4, command_timeout=3600)
+            await ensure_cameras(url, args.rows, args.schema, KEY)
+        pool = await create_pool(
+            url, schema=args.schema, min_size=2, max_size=4, command_timeout=3600
+        )
         box = CredentialBox(base64.b64decode(KEY))
         try:
             n = await store.count_visible(pool, args.regions)
@@ -332,7 +343,7 @@ async def main() -> None:
             a = median(anchors)
             total = results[0]["expected"]
             print(
-                f"median push {t:.1f} s ({total / t:,.0f} items/s); anchor (cursor + format, "
+                f"median push {t:.1f} s ({total / t:,.0f} items/s); anchor (read + format, "
                 f"no sending) {a:.1f} s ({total / a:,.0f} items/s); ratio {a / t:.2f}; "
                 f"peak RSS {max(r['peak_rss_mb'] for r in results):.0f} MB; lost "
                 f"{sum(r['lost'] for r in results):.0f}, duplicated "

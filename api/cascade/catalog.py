@@ -1,19 +1,25 @@
-"""The catalog we hand to an upper platform: items, the civil-code tree, paced batches.
+"""The catalog we hand to an upper platform: items, the tree, paced batches.
 
 A province holds 2.4 M cameras, so the answer to one Catalog query is never built in memory:
-the exact `SumNum` is counted and the rows streamed from a cursor inside one REPEATABLE READ
-transaction (same snapshot, so every item is sent once and the count is exact), grouped into
-MESSAGEs of `catalog_group_size` items, and paced by a token bucket per upstream so a UDP
-peer's socket buffer is not flooded. A bounded window of MESSAGE transactions is in flight at
-once: waiting for each 200 before the next would make the round trip, not the rate, the limit.
+the push's membership is fixed once (the exact `SumNum`, every counted camera sent once), the
+items read by key a page at a time in short statements (no snapshot held for minutes, see
+`store.catalog_plan`), grouped into MESSAGEs of `catalog_group_size` items, and paced by a
+token bucket per upstream so a UDP peer's socket buffer is not flooded. A bounded window of
+MESSAGE transactions is in flight at once: waiting for each 200 before the next would make
+the round trip, not the rate, the limit.
+
+The tree: 行政区划 nodes from our cameras' region codes, then the business groups (215) and
+virtual organisations (216) our devices' catalogs carry, each once, parents before children,
+every ParentID and BusinessGroupID pointing at an item we send (or at us, the root).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
@@ -63,7 +69,9 @@ def _num(value: float | None) -> str:
     return f"{value:.6f}" if value is not None else ""
 
 
-def camera_item(rec: Any, parent_id: str, *, event: str | None = None) -> str:
+def camera_item(
+    rec: Any, parent_id: str, *, event: str | None = None, business_group: str | None = None
+) -> str:
     """One camera with the 2016 fields and the 2022 `<Info>` fields (WGS-84 positions)."""
     status = "ON" if rec["status"] in ON_STATUSES else "OFF"
     parts = [
@@ -76,6 +84,7 @@ def camera_item(rec: Any, parent_id: str, *, event: str | None = None) -> str:
         _el("Address", rec["address"] or ""),
         _el("Parental", 0),
         _el("ParentID", parent_id),
+        *([_el("BusinessGroupID", business_group)] if business_group else []),
         _el("SafetyWay", 0),
         _el("RegisterWay", 1),
         _el("Secrecy", 0),
@@ -147,44 +156,137 @@ Sender = Callable[[str, int, int], Awaitable[None]]
 """`send(items_xml, item_count, sum_num)`: one Response MESSAGE; raises on a refusal/timeout."""
 
 
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A 215/216 item as we send it: links resolved to items of this push or to the root."""
+
+    item_id: str
+    name: str
+    parent_id: str
+    business_group_id: str | None
+
+    def xml(self) -> str:
+        parts = [_el("DeviceID", self.item_id), _el("Name", self.name)]
+        parts.append(_el("ParentID", self.parent_id))
+        if self.business_group_id is not None and self.business_group_id != self.item_id:
+            parts.append(_el("BusinessGroupID", self.business_group_id))
+        return "<Item>" + "".join(parts) + "</Item>\r\n"
+
+
+def resolve_groups(rows: Sequence[Any], root: str) -> list[Group]:
+    """Links a tree can be built from, whatever the devices said.
+
+    A group's ParentID becomes the first of its (`/`-separated) parents that we send, else
+    its business group, else `root`; a 216's BusinessGroupID is kept only when that 215 is
+    sent; a cycle is cut at the root. Parents come before their children in the result.
+    """
+    ids = {r["item_id"] for r in rows}
+    business = {r["item_id"] for r in rows if r["type_code"] == "215"}
+    parent: dict[str, str] = {}
+    group_of: dict[str, str | None] = {}
+    names: dict[str, str] = {}
+    for r in rows:
+        gid = r["item_id"]
+        names[gid] = r["name"] or gid
+        bg = gid if r["type_code"] == "215" else r["business_group_id"]
+        bg = bg if bg in business else None
+        group_of[gid] = bg
+        if r["type_code"] == "215":
+            parent[gid] = root
+            continue
+        up = [p for p in (r["parent_id"] or "").split("/") if p in ids and p != gid]
+        parent[gid] = up[0] if up else (bg if bg is not None else root)
+    depth: dict[str, int] = {}
+    for gid in parent:
+        path: list[str] = []
+        cur = gid
+        while cur in parent and cur not in depth and cur not in path:
+            path.append(cur)
+            cur = parent[cur]
+        if cur in path:  # a cycle in the devices' data: cut it here
+            parent[cur] = root
+            path = path[: path.index(cur) + 1]
+            cur = root
+        base = depth.get(cur, -1)
+        for i, node in enumerate(reversed(path)):
+            depth[node] = base + 1 + i
+    order = sorted(parent, key=lambda g: (depth[g], g))
+    return [Group(g, names[g], parent[g], group_of[g]) for g in order]
+
+
+def business_group_of(groups: Sequence[Group]) -> list[str | None]:
+    """For each group, the business group a camera filed under it belongs to."""
+    return [g.business_group_id for g in groups]
+
+
+PAGE = 2000
+"""Cameras read per statement: a page is milliseconds; MESSAGEs are paced far slower."""
+
+
 async def catalog_batches(
     conn: asyncpg.Connection,
     regions: Sequence[str],
     parent_id: str,
     group_size: int,
-) -> AsyncIterator[tuple[int, list[str]]]:
-    """(SumNum, items) batches: first the civil-code tree, then every camera once.
+    *,
+    page: int = PAGE,
+) -> AsyncGenerator[tuple[int, list[str]], None]:
+    """(SumNum, items) batches: the civil-code tree, the 215/216 groups, every camera once.
 
-    The caller holds a REPEATABLE READ transaction on `conn`. The first value yielded
-    carries SumNum with the first batch; every batch holds at most `group_size` items and
-    stays under `MAX_BODY` bytes.
+    The caller holds `conn` (outside any transaction) until the iterator is closed. The
+    first value yielded carries SumNum with the first batch; every batch holds at most
+    `group_size` items and stays under `MAX_BODY` bytes.
     """
-    cameras, codes = await store.catalog_counts(conn, regions)
-    nodes = civil_nodes(codes)
-    names = await store.region_names(conn, nodes) if nodes else {}
-    total = cameras + len(nodes)
-    batch: list[str] = []
-    size = 0
+    cameras, codes, group_rows = await store.catalog_plan(conn, regions)
+    ahead: asyncio.Task[list[asyncpg.Record]] | None = None
+    try:
+        nodes = civil_nodes(codes)
+        names = await store.region_names(conn, nodes) if nodes else {}
+        groups = resolve_groups(group_rows, parent_id)
+        total = cameras + len(nodes) + len(groups)
+        batch: list[str] = []
+        size = 0
 
-    def full(extra: int) -> bool:
-        return len(batch) >= group_size or (batch != [] and size + extra > MAX_BODY)
+        def full(extra: int) -> bool:
+            return len(batch) >= group_size or (batch != [] and size + extra > MAX_BODY)
 
-    for code in nodes:
-        xml = civil_item(code, names.get(code))
-        if full(len(xml)):
+        tree = [civil_item(code, names.get(code)) for code in nodes] + [g.xml() for g in groups]
+        for xml in tree:
+            if full(len(xml)):
+                yield total, batch
+                batch, size = [], 0
+            batch.append(xml)
+            size += len(xml)
+        group_ids = [g.item_id for g in groups]
+        group_business = business_group_of(groups)
+
+        def fetch(after: str) -> asyncio.Task[list[asyncpg.Record]]:
+            return asyncio.create_task(
+                store.catalog_page(conn, parent_id, after, page, group_ids, group_business)
+            )
+
+        # the next page is read while this one is sent: a page read in series with the
+        # pacing would leave the pacer's bucket full and idle for its duration
+        ahead = fetch("")
+        while ahead is not None:
+            rows = await ahead
+            ahead = fetch(rows[-1]["gb_id"]) if len(rows) == page else None
+            for rec in rows:
+                xml = rec["item"] + "\r\n"
+                if full(len(xml)):
+                    yield total, batch
+                    batch, size = [], 0
+                batch.append(xml)
+                size += len(xml)
+        if batch or total == 0:
             yield total, batch
-            batch, size = [], 0
-        batch.append(xml)
-        size += len(xml)
-    async for item in store.catalog_items(conn, regions, parent_id):
-        xml = item + "\r\n"
-        if full(len(xml)):
-            yield total, batch
-            batch, size = [], 0
-        batch.append(xml)
-        size += len(xml)
-    if batch or total == 0:
-        yield total, batch
+    finally:
+        if ahead is not None:  # closed early: the connection must be idle before it is reused
+            ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
+                await ahead
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError):
+            await store.drop_catalog_plan(conn)
 
 
 async def push_catalog(
@@ -217,9 +319,9 @@ async def push_catalog(
     try:
         async with (
             pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
+            contextlib.aclosing(catalog_batches(conn, regions, parent_id, group_size)) as batches,
         ):
-            async for total, batch in catalog_batches(conn, regions, parent_id, group_size):
+            async for total, batch in batches:
                 result.sum_num = total
                 if failure:
                     break

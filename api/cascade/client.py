@@ -29,9 +29,11 @@ import asyncpg
 
 from api.cascade import catalog
 from api.cascade.media import MediaClient, MediaError
+from api.gbplayer import GbPlayer
 from camera_registry.actor import Actor, Role
 from camera_registry.config import UpstreamSettings
 from camera_registry.crypto import CredentialBox
+from camera_registry.errors import RegistryError
 from camera_registry.store import audit
 from camera_registry.store import upstreams as store
 from camera_registry.store.streams import with_credentials
@@ -56,6 +58,7 @@ from ingest.gb28181.message import (
 from ingest.gb28181.registrar import gb_date
 from ingest.gb28181.transactions import ClientTransactions
 from ingest.gb28181.transport import Peer, ResponseCache, SipTransport
+from ingest.gb28181.zlm import RTP_APP
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,8 @@ class UpSession:
     stream: str
     dst: str
     to_tag: str
+    gb_key: str | None = None  # a GB channel's downward leg we hold (app `rtp`); None: a proxy
+    stream_gone: bool = False  # the device hung up: nothing left to release
     remote: str = ""  # the INVITE's From (with the upper platform's tag): our BYE's To
     remote_target: str = ""  # the INVITE's Contact URI: our BYE's Request-URI
     cseq: int = 0
@@ -121,6 +126,7 @@ class UpstreamClient:
         box: CredentialBox,
         *,
         media: MediaClient | None = None,
+        player: GbPlayer | None = None,
         local_host: str = "127.0.0.1",
         local_port: int = 0,
         t1: float = 0.5,
@@ -133,6 +139,7 @@ class UpstreamClient:
         self.pool = pool
         self.box = box
         self.media = media
+        self.player = player
         self.local_host = local_host
         self.local_port = local_port
         self.backoff_base_s = backoff_base_s
@@ -240,9 +247,13 @@ class UpstreamClient:
                     self._error("bind", None, f"cannot bind our SIP socket: {exc}")
                     return
         self.state = "registering"
+        if self.player is not None:
+            self.player.on_ended.append(self._device_hung_up)
         self._runner = asyncio.create_task(self._run(), name=f"upstream-{self.settings.name}")
 
     async def stop(self) -> None:
+        if self.player is not None and self._device_hung_up in self.player.on_ended:
+            self.player.on_ended.remove(self._device_hung_up)
         if self._runner is None:
             self.state = "stopped"
             return
@@ -761,9 +772,15 @@ class UpstreamClient:
                     continue
                 latest[gb_id] = (kind, rec)
             items = []
+            parents = await self._group_parents(
+                [rec["id"] for _, rec in latest.values() if rec is not None]
+            )
             for gb_id, (kind, rec) in latest.items():
                 if rec is not None:
-                    items.append(catalog.camera_item(rec, self.local_id, event=kind))
+                    parent, business = parents.get(rec["id"], (self.local_id, None))
+                    items.append(
+                        catalog.camera_item(rec, parent, event=kind, business_group=business)
+                    )
                 else:
                     items.append(
                         f"<Item><DeviceID>{gb_id}</DeviceID><Event>{kind}</Event></Item>\r\n"
@@ -789,6 +806,21 @@ class UpstreamClient:
                     break
         if self.subscription is sub:
             self.subscription = None
+
+    async def _group_parents(self, camera_ids: list[Any]) -> dict[Any, tuple[str, str | None]]:
+        """(ParentID, BusinessGroupID) of cameras filed under a 215/216 group, as the catalog
+        sends them: a NOTIFY must not move a camera the catalog put in a group."""
+        if not camera_ids:
+            return {}
+        async with self.pool.acquire() as conn:
+            groups = catalog.resolve_groups(
+                await store.catalog_groups(conn, self.settings.regions), self.local_id
+            )
+            if not groups:
+                return {}
+            business = {g.item_id: g.business_group_id for g in groups}
+            filed = await store.camera_groups(conn, camera_ids, list(business))
+        return {cid: (grp, business[grp]) for cid, grp in filed.items()}
 
     async def _send_notify(self, sub: Subscription, body: bytes) -> None:
         s = self.settings
@@ -848,33 +880,48 @@ class UpstreamClient:
                 setup = line.strip()[8:].strip().lower()
         tcp = offer.proto.upper().startswith("TCP")
         ssrc = offer.ssrc or f"0{self.local_id[3:8]}{secrets.randbelow(10_000):04d}"
-        main = (rec["streams"] or {}).get("main")
-        if not main:
-            return self._refuse(
-                request, peer, 503, "Service Unavailable: channel has no RTSP stream to relay", tag
-            )
         if self.media is None:
             return self._refuse(
                 request, peer, 503, "Service Unavailable: no media server configured", tag
             )
-        url = str(main)
-        if rec["credentials"] is not None:
-            url = with_credentials(url, *self.box.open(rec["credentials"]))
-        stream = channel_id
+        gb_key: str | None = None
+        if self.player is not None:  # a GB channel of one of our devices: INVITE it downward
+            try:
+                gb_key = await self.player.hold(str(rec["id"]))
+            except (Gb28181Error, RegistryError) as exc:
+                return self._refuse(
+                    request, peer, 503, f"Service Unavailable: the device did not stream: {exc}",
+                    tag,
+                )  # fmt: skip
+        if gb_key is not None:
+            stream, app = gb_key, RTP_APP
+        else:
+            main = (rec["streams"] or {}).get("main")
+            if not main:
+                return self._refuse(
+                    request, peer, 503,
+                    "Service Unavailable: channel has no RTSP stream or GB/T 28181 device to relay",
+                    tag,
+                )  # fmt: skip
+            url = str(main)
+            if rec["credentials"] is not None:
+                url = with_credentials(url, *self.box.open(rec["credentials"]))
+            stream, app = channel_id, None
         try:
-            if stream not in self._streams:
+            if gb_key is None and stream not in self._streams:
                 self._proxy_keys[stream] = await self.media.add_stream_proxy(stream, url)
                 self._streams[stream] = 0
-            self._streams[stream] += 1
+            if gb_key is None:
+                self._streams[stream] += 1
             try:
                 if tcp and setup == "active":
-                    local_port = await self.media.start_send_rtp_passive(stream, ssrc)
+                    local_port = await self.media.start_send_rtp_passive(stream, ssrc, app=app)
                 else:
                     local_port = await self.media.start_send_rtp(
-                        stream, ssrc, offer.media_ip, offer.media_port, udp=not tcp
+                        stream, ssrc, offer.media_ip, offer.media_port, udp=not tcp, app=app
                     )
             except MediaError:
-                await self._release_stream(stream)
+                await self._release(stream, gb_key)
                 raise
         except MediaError as exc:
             return self._refuse(request, peer, 503, f"Service Unavailable: {exc}", tag)
@@ -887,6 +934,7 @@ class UpstreamClient:
             stream=stream,
             dst=f"{offer.media_ip}:{offer.media_port}",
             to_tag=tag,
+            gb_key=gb_key,
             remote=request.headers.get("From") or "",
             remote_target=str(request.contact.uri) if request.contact else request.uri,
         )
@@ -925,6 +973,7 @@ class UpstreamClient:
                     "call_id": request.call_id,
                     "dst": session.dst,
                     "transport": "tcp" if tcp else "udp",
+                    "source": "gb28181" if gb_key is not None else "rtsp",
                 },
             )
         self._send(ok, peer, key)
@@ -969,6 +1018,22 @@ class UpstreamClient:
         except (TimeoutError, Gb28181Error) as exc:
             log.info("upstream %s: BYE for %s: %s", self.settings.name, session.channel_id, exc)
 
+    async def _release(self, stream: str, gb_key: str | None) -> None:
+        """Let go of what a view relayed: the device's leg (GB channel) or the RTSP proxy."""
+        if gb_key is not None:
+            if self.player is not None:
+                await self.player.release(gb_key)
+            return
+        await self._release_stream(stream)
+
+    async def _device_hung_up(self, key: str) -> None:
+        """A device ended the leg views relay: end those views (BYE upward), leg already gone."""
+        for session in list(self.sessions.values()):
+            if session.gb_key == key:
+                session.gb_key = None
+                session.stream_gone = True
+                await self._end_session(session, "device hung up")
+
     async def _release_stream(self, stream: str) -> None:
         assert self.media is not None
         self._streams[stream] -= 1
@@ -986,9 +1051,11 @@ class UpstreamClient:
         if reason != "upper platform sent BYE":
             await self._send_bye(session)
         if self.media is not None:
+            app = RTP_APP if session.gb_key is not None or session.stream_gone else None
             with contextlib.suppress(MediaError):
-                await self.media.stop_send_rtp(session.stream, session.ssrc)
-            await self._release_stream(session.stream)
+                await self.media.stop_send_rtp(session.stream, session.ssrc, app=app)
+            if not session.stream_gone:
+                await self._release(session.stream, session.gb_key)
         seconds = round(time.monotonic() - session.started, 3)
         async with self.pool.acquire() as conn:
             await audit.record(

@@ -19,7 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from api.cascade.client import UpstreamClient
 from api.cascade.media import MediaClient, MediaServer
-from api.state import BOX, METRICS, POOL, SETTINGS
+from api.gbplayer import GbPlayer
+from api.state import BOX, GB_PLAYER, METRICS, POOL, SETTINGS
 from camera_registry.actor import Actor, Role
 from camera_registry.config import UpstreamSettings
 from camera_registry.crypto import CredentialBox
@@ -35,6 +36,7 @@ class Cascade:
         box: CredentialBox,
         *,
         media: MediaClient | None = None,
+        player: GbPlayer | None = None,
         host: str = "127.0.0.1",
         client_options: dict[str, Any] | None = None,
     ) -> None:
@@ -42,6 +44,7 @@ class Cascade:
         self.pool = pool
         self.box = box
         self.media = media
+        self.player = player
         self.host = host
         self.client_options = client_options or {}
         self.clients: dict[str, UpstreamClient] = {}
@@ -61,6 +64,7 @@ class Cascade:
             self.pool,
             self.box,
             media=self.media,
+            player=self.player,
             local_host=self.host,
             **self.client_options,
         )
@@ -146,7 +150,11 @@ async def cascade_ctx(app: web.Application) -> AsyncIterator[None]:
                 session,
             )
         cascade = Cascade(
-            app[POOL], app[BOX], media=media, host=gb.cascade_host or settings.http_host
+            app[POOL],
+            app[BOX],
+            media=media,
+            player=app.get(GB_PLAYER),  # set by the device-access side when it runs
+            host=gb.cascade_host or settings.http_host,
         )
         app[CASCADE] = cascade
         collector = CascadeCollector(cascade)

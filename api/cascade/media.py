@@ -71,13 +71,23 @@ class MediaClient:
         await self._call("delStreamProxy", key=key)
 
     async def start_send_rtp(
-        self, stream: str, ssrc: str, dst_ip: str, dst_port: int, *, udp: bool
+        self,
+        stream: str,
+        ssrc: str,
+        dst_ip: str,
+        dst_port: int,
+        *,
+        udp: bool,
+        app: str | None = None,
     ) -> int:
-        """Send app/stream as PS over RTP to the upper platform; returns our local port."""
+        """Send app/stream as PS over RTP to the upper platform; returns our local port.
+
+        `app` is our proxies' app by default; a GB channel's leg lives under `rtp`.
+        """
         data = await self._call(
             "startSendRtp",
             vhost=self.server.vhost,
-            app=self.server.app,
+            app=app or self.server.app,
             stream=stream,
             ssrc=ssrc,
             dst_url=dst_ip,
@@ -87,18 +97,24 @@ class MediaClient:
         )
         return int(data.get("local_port", 0))
 
-    async def start_send_rtp_passive(self, stream: str, ssrc: str) -> int:
+    async def start_send_rtp_passive(
+        self, stream: str, ssrc: str, *, app: str | None = None
+    ) -> int:
         """Listen for the upper platform's TCP connection and send RTP on it; returns the port."""
         data = await self._call(
             "startSendRtpPassive",
             vhost=self.server.vhost,
-            app=self.server.app,
+            app=app or self.server.app,
             stream=stream,
             ssrc=ssrc,
         )
         return int(data.get("local_port", 0))
 
-    async def stop_send_rtp(self, stream: str, ssrc: str) -> None:
+    async def stop_send_rtp(self, stream: str, ssrc: str, *, app: str | None = None) -> None:
         await self._call(
-            "stopSendRtp", vhost=self.server.vhost, app=self.server.app, stream=stream, ssrc=ssrc
+            "stopSendRtp",
+            vhost=self.server.vhost,
+            app=app or self.server.app,
+            stream=stream,
+            ssrc=ssrc,
         )

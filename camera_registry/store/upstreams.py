@@ -2,9 +2,13 @@
 
 The one writer of `gb28181_upstreams`. Passwords are sealed with the credential box and never
 leave this module except to the SIP client that needs them; rows read back carry
-`password_set` instead. The catalog reads run inside the caller's REPEATABLE READ transaction,
-so the `SumNum` counted first and the items streamed after it see the same snapshot: a camera
-added mid-push can neither be counted and missing nor sent and uncounted.
+`password_set` instead.
+
+A catalog push fixes what it will send in one short REPEATABLE READ transaction (the visible
+GB IDs into a temporary table, the counts and groups from the same snapshot), then reads the
+items page by page, by key, each page its own short statement: `SumNum` is exact and every
+counted camera is sent once, yet no snapshot is held for the minutes 2.4 M items take (a held
+snapshot keeps VACUUM from removing the rows health updates leave behind, in every table).
 """
 
 from __future__ import annotations
@@ -392,6 +396,7 @@ ITEM_SQL = """xmlelement(name "Item", xmlforest(
     gb_id AS "DeviceID", name AS "Name", coalesce(vendor, '') AS "Manufacturer",
     coalesce(model, '') AS "Model", coalesce(owner, '') AS "Owner", region_code AS "CivilCode",
     coalesce(address, '') AS "Address", 0 AS "Parental", {parent} AS "ParentID",
+    {group} AS "BusinessGroupID",
     0 AS "SafetyWay", 1 AS "RegisterWay", 0 AS "Secrecy", host(ip) AS "IPAddress",
     onvif_port AS "Port",
     CASE WHEN status IN ('online', 'degraded') THEN 'ON' ELSE 'OFF' END AS "Status",
@@ -410,10 +415,125 @@ async def catalog_items(
     """Every visible camera once as `<Item>` XML, in GB ID order, through a cursor."""
     where = region_clause(regions, first=2)
     async for rec in conn.cursor(
-        f"SELECT {ITEM_SQL.format(parent='$1::text')} AS item FROM cameras "
+        f"SELECT {ITEM_SQL.format(parent='$1::text', group='NULL::text')} AS item FROM cameras "
         f"WHERE {where} ORDER BY gb_id",
         parent_id,
         *region_args(regions),
         prefetch=prefetch,
     ):
         yield rec["item"]
+
+
+# --- a catalog push: membership fixed once, items paged by key ---------------------------------
+
+
+async def catalog_plan(
+    conn: asyncpg.Connection, regions: Sequence[str]
+) -> tuple[int, list[str], list[asyncpg.Record]]:
+    """Fix a push's membership: (cameras, their region codes, the 215/216 groups), one snapshot.
+
+    The visible GB IDs go into the session's temporary table `catalog_push_keys`, which
+    `catalog_page` walks; the caller must hold `conn` for the whole push and call
+    `drop_catalog_plan` after.
+    """
+    where = region_clause(regions)
+    args = region_args(regions)
+    await conn.execute("DROP TABLE IF EXISTS pg_temp.catalog_push_keys")
+    async with conn.transaction(isolation="repeatable_read"):
+        await conn.execute('CREATE TEMP TABLE catalog_push_keys (key text COLLATE "C" PRIMARY KEY)')
+        await conn.execute(
+            f"INSERT INTO catalog_push_keys SELECT gb_id FROM cameras WHERE {where}", *args
+        )
+        await conn.execute("ANALYZE catalog_push_keys")
+        cameras, codes = await catalog_counts(conn, regions)
+        groups = await catalog_groups(conn, regions)
+    return cameras, codes, groups
+
+
+async def catalog_groups(conn: asyncpg.Connection, regions: Sequence[str]) -> list[asyncpg.Record]:
+    """The 215/216 items of devices' catalogs inside `regions`, once each (latest copy).
+
+    An item's JSON may be stored as a JSON string holding the object (written pre-encoded
+    through a codec that encodes again); both shapes are read.
+    """
+    return list(
+        await conn.fetch(
+            f"""SELECT DISTINCT ON (item_id) item_id, type_code, name, parent_id,
+                       nullif((CASE jsonb_typeof(item) WHEN 'string' THEN (item #>> '{{}}')::jsonb
+                               ELSE item END) ->> 'business_group_id', '') AS business_group_id
+                FROM gb_catalog_items
+                WHERE type_code IN ('215', '216') AND NOT removed
+                  AND {region_clause(regions, "item_id")}
+                ORDER BY item_id, updated_at DESC""",
+            *region_args(regions),
+        )
+    )
+
+
+async def camera_groups(
+    conn: asyncpg.Connection, camera_ids: Sequence[Any], groups: Sequence[str]
+) -> dict[Any, str]:
+    """camera id → the group (of `groups`) a device's catalog files it under, as the push does."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (i.camera_id) i.camera_id, p AS grp
+           FROM gb_catalog_items i, unnest(string_to_array(i.parent_id, '/')) p
+           WHERE i.camera_id = ANY($1::uuid[]) AND NOT i.removed AND p = ANY($2::text[])
+           ORDER BY i.camera_id, i.updated_at DESC""",
+        list(camera_ids),
+        list(groups),
+    )
+    return {r["camera_id"]: r["grp"] for r in rows}
+
+
+async def drop_catalog_plan(conn: asyncpg.Connection) -> None:
+    await conn.execute("DROP TABLE IF EXISTS pg_temp.catalog_push_keys")
+
+
+_GROUP_JOIN = """LEFT JOIN LATERAL (
+    SELECT p AS grp FROM gb_catalog_items i, unnest(string_to_array(i.parent_id, '/')) p
+    WHERE i.camera_id = c.id AND NOT i.removed AND p = ANY($4::text[])
+    ORDER BY i.updated_at DESC LIMIT 1) g ON TRUE"""
+
+# A camera counted but deleted before its page: still one item, so SumNum stays exact; its
+# deletion reaches subscribers as a NOTIFY DEL.
+_GONE = """'<Item><DeviceID>' || k.key || '</DeviceID><Status>OFF</Status></Item>'"""
+
+
+async def catalog_page(
+    conn: asyncpg.Connection,
+    parent_id: str,
+    after: str,
+    limit: int,
+    groups: Sequence[str] = (),
+    group_business: Sequence[str | None] = (),
+) -> list[asyncpg.Record]:
+    """The next `limit` planned cameras after GB ID `after`, as (gb_id, item XML).
+
+    `groups` are the 215/216 IDs this push sends and `group_business` each one's business
+    group: a camera a device's catalog files under one of them gets it as ParentID (and the
+    business group as BusinessGroupID); any other camera hangs under `parent_id`.
+    """
+    if groups:
+        item = ITEM_SQL.format(
+            parent="coalesce(g.grp, $1::text)",
+            group="($5::text[])[array_position($4::text[], g.grp)]",
+        )
+        join, extra = _GROUP_JOIN, [list(groups), list(group_business)]
+    else:
+        item = ITEM_SQL.format(parent="$1::text", group="NULL::text")
+        join, extra = "", []
+    return list(
+        await conn.fetch(
+            # the range on c as well: without it the merge join reads `cameras` from its
+            # first key on every page (quadratic over a push)
+            f"""SELECT k.key AS gb_id,
+                       CASE WHEN c.id IS NULL THEN {_GONE} ELSE {item} END AS item
+                FROM catalog_push_keys k
+                LEFT JOIN cameras c ON c.gb_id = k.key AND c.gb_id > $2 {join}
+                WHERE k.key > $2 ORDER BY k.key LIMIT $3""",
+            parent_id,
+            after,
+            limit,
+            *extra,
+        )
+    )

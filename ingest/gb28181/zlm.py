@@ -15,6 +15,8 @@ import aiohttp
 from ingest.gb28181.errors import Gb28181Error
 
 TCP_MODES = {"udp": 0, "passive": 1, "active": 2}
+RTP_APP = "rtp"
+"""The app ZLMediaKit files a stream opened by `openRtpServer` under."""
 
 
 class MediaServerError(Gb28181Error):
@@ -33,7 +35,8 @@ class ZlmClient:
     def __repr__(self) -> str:
         return f"ZlmClient({self.api_url}, <secret>)"
 
-    async def _call(self, name: str, **params: str | int) -> dict[str, Any]:
+    async def _get(self, name: str, **params: str | int) -> dict[str, Any]:
+        """One API call's JSON answer, whatever its `code`."""
         query = {"secret": self._secret, **{k: str(v) for k, v in params.items()}}
         try:
             async with self.session.get(
@@ -44,9 +47,14 @@ class ZlmClient:
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise MediaServerError(f"media server {name} failed: {type(exc).__name__}") from None
-        if not isinstance(body, dict) or body.get("code") != 0:
-            msg = body.get("msg") if isinstance(body, dict) else "not a JSON object"
-            raise MediaServerError(f"media server {name} refused: {str(msg)[:200]}")
+        if not isinstance(body, dict):
+            raise MediaServerError(f"media server {name} refused: not a JSON object")
+        return body
+
+    async def _call(self, name: str, **params: str | int) -> dict[str, Any]:
+        body = await self._get(name, **params)
+        if body.get("code") != 0:
+            raise MediaServerError(f"media server {name} refused: {str(body.get('msg'))[:200]}")
         return body
 
     async def open_rtp_server(self, stream_id: str, *, tcp_mode: str = "udp") -> int:
@@ -71,3 +79,15 @@ class ZlmClient:
         )
         data = body.get("data")
         return isinstance(data, list) and len(data) > 0
+
+    async def reader_count(self, app: str, stream: str) -> int:
+        """Players reading app/stream on the media server (0 when the stream is gone)."""
+        body = await self._get(
+            "getMediaInfo", schema="rtsp", vhost="__defaultVhost__", app=app, stream=stream
+        )
+        if body.get("code") != 0 or body.get("online") is False:
+            return 0  # ZLMediaKit answers "not found" (or online: false) for a gone stream
+        inner = body.get("data")
+        data: dict[str, Any] = inner if isinstance(inner, dict) else body
+        count = data.get("totalReaderCount", data.get("readerCount", 0))
+        return count if isinstance(count, int) and count > 0 else 0

@@ -3,6 +3,9 @@
 It keeps the calls it got (so a test can see the pull URL and the teardown) and, on
 `startSendRtp` over UDP, really sends RTP packets (PS payload type 96, the given SSRC) to the
 destination, like the media server would: the media leg's arrival is tested at a socket.
+`openRtpServer` opens a real UDP port; `startSendRtp` for its stream (app `rtp`) relays what a
+device sent there, with the SSRC the upper platform asked for, as ZLMediaKit re-sends a GB
+channel: the relayed payload is the device's own.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -30,6 +33,8 @@ class FakeZlm:
         self.refuse = refuse or set()
         self.proxies: dict[str, str] = {}
         self.sending: dict[tuple[str, str], asyncio.Task[None] | None] = {}
+        self.rtp_servers: dict[str, tuple[asyncio.DatagramTransport, RtpRelay]] = {}
+        self.readers: dict[str, int] = {}  # stream → players getMediaInfo reports
         self.server: TestServer | None = None
 
     async def start(self) -> FakeZlm:
@@ -43,6 +48,8 @@ class FakeZlm:
         for task in self.sending.values():
             if task is not None:
                 task.cancel()
+        for transport, _ in self.rtp_servers.values():
+            transport.close()
         if self.server is not None:
             await self.server.close()
 
@@ -69,6 +76,34 @@ class FakeZlm:
         if api == "delStreamProxy":
             found = self.proxies.pop(params["key"], None) is not None
             return web.json_response({"code": 0, "data": {"flag": found}})
+        if api == "openRtpServer":
+            loop = asyncio.get_running_loop()
+            transport, relay = await loop.create_datagram_endpoint(
+                RtpRelay, local_addr=("127.0.0.1", int(params["port"]))
+            )
+            self.rtp_servers[params["stream_id"]] = (transport, relay)
+            return web.json_response({"code": 0, "port": transport.get_extra_info("sockname")[1]})
+        if api == "closeRtpServer":
+            entry = self.rtp_servers.pop(params["stream_id"], None)
+            if entry is not None:
+                entry[0].close()
+            return web.json_response({"code": 0, "hit": int(entry is not None)})
+        if api == "getMediaInfo":
+            if params["stream"] not in self.rtp_servers:
+                return web.json_response({"code": -500, "msg": "can not find the stream"})
+            n = self.readers.get(params["stream"], 0)
+            return web.json_response({"code": 0, "online": True, "totalReaderCount": n})
+        if api == "startSendRtp" and params.get("app") == "rtp":
+            entry = self.rtp_servers.get(params["stream"])
+            if entry is None:
+                return web.json_response({"code": -500, "msg": "can not find the source stream"})
+            entry[1].forward((params["dst_url"], int(params["dst_port"])), int(params["ssrc"]))
+            return web.json_response({"code": 0, "local_port": 30_000 + len(self.calls)})
+        if api == "stopSendRtp" and params.get("app") == "rtp":
+            entry = self.rtp_servers.get(params["stream"])
+            if entry is not None:
+                entry[1].targets.pop(int(params["ssrc"]), None)
+            return web.json_response({"code": 0})
         if api == "startSendRtp":
             port = 30_000 + len(self.calls)
             if params.get("is_udp") == "1":
@@ -106,3 +141,32 @@ class RtpSink(asyncio.DatagramProtocol):
 
     def ssrcs(self) -> set[int]:
         return {struct.unpack("!I", p[8:12])[0] for p in self.packets if len(p) >= 12}
+
+
+class RtpRelay(asyncio.DatagramProtocol):
+    """An RTP server port: keeps what the device sent and re-sends it to each destination."""
+
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+        self.got = asyncio.Event()
+        self.targets: dict[int, tuple[str, int]] = {}  # ssrc → destination
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def forward(self, dst: tuple[str, int], ssrc: int) -> None:
+        """Start sending to dst; what arrived before goes first (the media server's cache)."""
+        self.targets[ssrc] = dst
+        for data in self.packets:
+            self._send(data, dst, ssrc)
+
+    def _send(self, data: bytes, dst: tuple[str, int], ssrc: int) -> None:
+        if self.transport is not None and len(data) >= 12:
+            self.transport.sendto(data[:8] + struct.pack("!I", ssrc) + data[12:], dst)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.packets.append(data)
+        self.got.set()
+        for ssrc, dst in list(self.targets.items()):
+            self._send(data, dst, ssrc)

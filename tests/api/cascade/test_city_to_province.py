@@ -4,7 +4,9 @@ The province runs its GB/T 28181 device-access side (SIP server on its own port,
 the city's admin adds the province as an upstream over the API. The province accepts the city
 as a lower platform (type 200), asks its catalog and gets the city's cameras into its registry
 with positions and levels; a live INVITE province → city reaches the city's media server,
-whose RTP arrives at the province's media port (a real UDP socket).
+whose RTP arrives at the province's media port (a real UDP socket). A commander at the province
+then asks for a stream link of a city camera over HTTP: the province's media server opens an RTP
+port, the province INVITEs the city, the city's media server sends there.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import Database, create_app
-from api.state import POOL, SIP
-from camera_registry.config import Settings
+from api.state import GB_PLAYER, POOL, SIP
+from camera_registry.config import Relay, Settings
 from tests.api.cascade.fake_zlm import SECRET, FakeZlm, RtpSink
 from tests.api.cascade.peers import (
     CITY_CAMERAS,
@@ -32,6 +34,8 @@ from tests.api.cascade.peers import (
     wait_for,
 )
 from tests.conftest import TEST_KEY, Tok, camera
+
+RELAY_SECRET = "relay-hook-secret-0123456789"
 
 
 async def _fresh_schema(database_url: str, what: str) -> AsyncIterator[str]:
@@ -66,6 +70,12 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
     charset: str,
 ) -> None:
     zlm = await FakeZlm(packets=10).start()
+    province_zlm = await FakeZlm().start()
+    relay = Relay(
+        name="zlm",
+        urls={"flv": "http://127.0.0.1:8081/rtp/{stream_key}.live.flv?sign={sign}"},
+        secret=RELAY_SECRET,
+    )
     city_settings = Settings(
         data_dir=tmp_path / "city",
         secret_key=TEST_KEY,
@@ -84,7 +94,9 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
             "password": PASSWORD,
             "regions": ["14"],
             "charset": charset,
+            "media": {"api_url": province_zlm.url, "secret": SECRET, "rtp_ip": "127.0.0.1"},
         },
+        relays=(relay,),
     )
     city_app = create_app(city_settings, Database(dsn=database_url, schema=city_schema))
     province_app = create_app(
@@ -175,6 +187,34 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
             assert state["counters"]["views_started"] == 1
             assert state["timings"]["last_catalog"]["items_sent"] == len(want) + 4
 
+            # a commander at the province asks for a link over HTTP: province → city → media
+            camera_id = await ppool.fetchval("SELECT id FROM cameras WHERE gb_id = $1", channel)
+            commander = await Tok(province)("commander")
+            resp = await province.get(
+                f"/api/v1/cameras/{camera_id}/stream?protocol=flv", headers=commander
+            )
+            assert resp.status == 200, await resp.text()
+            key = f"{channel}_main"
+            link = await resp.json()
+            assert link["url"].startswith(f"http://127.0.0.1:8081/rtp/{key}.live.flv?sign=")
+            (opened,) = province_zlm.called("openRtpServer")
+            assert opened["stream_id"] == key
+            _, leg = province_zlm.rtp_servers[key]
+            rtp_in = leg.transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
+            await asyncio.wait_for(leg.got.wait(), 5)  # the city's media reached our RTP port
+            down = province.app[GB_PLAYER].sessions[key]  # the province's INVITE to the city
+            assert {p[8:12] for p in leg.packets} == {int(down.ssrc).to_bytes(4, "big")}
+            city_send = zlm.called("startSendRtp")[-1]
+            assert (city_send["dst_url"], city_send["dst_port"]) == ("127.0.0.1", str(rtp_in))
+            assert zlm.called("addStreamProxy")[-1]["url"] == "rtsp://127.0.0.1:8554/city1"
+            hook = await province.post(
+                f"/api/v1/hooks/zlm/on_stream_none_reader?secret={RELAY_SECRET}",
+                json={"app": "rtp", "stream": key, "schema": "rtsp"},
+            )
+            assert await hook.json() == {"code": 0, "close": True}  # BYE province → city
+            await wait_for(lambda: len(zlm.called("stopSendRtp")) == 2, what="city leg stopped")
+            assert [c["stream_id"] for c in province_zlm.called("closeRtpServer")] == [key]
+
             # the province subscribes; the city's changes arrive as NOTIFY ADD/UPDATE/DEL
             admin = await auth("admin")
             await sip.subscribe_catalog(LOCAL_ID)
@@ -223,7 +263,8 @@ async def test_province_registry_holds_the_city_cameras_and_invites_through_the_
             resp = await city.delete(f"/api/v1/gb28181/upstreams/{uid}", headers=admin)
             assert resp.status == 204
             await wait_for(lambda: again.dialog.call_id not in sip.sessions, what="BYE from below")
-            assert len(zlm.called("stopSendRtp")) == 2
+            assert len(zlm.called("stopSendRtp")) == 3
     finally:
         transport.close()
         await zlm.stop()
+        await province_zlm.stop()
