@@ -142,7 +142,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=Path, default=vqd_clips.OUT)
     parser.add_argument("--jobs", type=int, default=2, help="processes generating clips")
-    parser.add_argument("--split", choices=("train", "test", "all"), default="test")
+    parser.add_argument("--split", choices=("train", "test", "fresh", "all"), default="test")
     parser.add_argument("--repeat", type=int, default=3, help="timing passes")
     parser.add_argument("--values", action="store_true", help="print every clip's values")
     args = parser.parse_args()
