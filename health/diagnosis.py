@@ -611,7 +611,7 @@ def _ab_maps(picture: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[n
     ab = np.stack(
         [cv2.GaussianBlur(lab[..., c].astype(np.float32) - 128.0, (0, 0), 1.5) for c in (1, 2)]
     )
-    return ab, lab[..., 0]
+    return np.asarray(ab, np.float32), np.asarray(lab[..., 0], np.uint8)
 
 
 def _as_reference(
