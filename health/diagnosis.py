@@ -19,20 +19,29 @@ thresholds were tuned on the labelled clip set of `bench/bench_vqd.py`):
 - **too_dark / too_bright** 亮度异常 — median of the frames' mean grey level.
 - **low_contrast** 对比度异常 — median of the frames' grey standard deviation (fog, a dirty
   dome, a flat picture).
-- **colour_cast** 偏色 — the cast factor of CIELAB chroma (Xu et al.): the mean (a, b) offset
-  `D` of the lit pixels against their chroma spread `M`. A failed IR-cut filter or a dead colour
-  channel moves the whole picture (large D, K = D / M large); a colourful scene has a large
-  spread, and a grey night picture has D ≈ 0. Fires when D ≥ `colour_cast_offset` and
-  K ≥ `colour_cast_factor`.
+- **colour_cast** 偏色 — with a reference: the CIELAB chroma shift, place by place against
+  the accepted picture, that at least 75 % of the lit view shows. A failed IR-cut filter or a
+  dead colour channel tints every surface; a scene whose colours drift (a sky at dusk, a lit
+  advertisement) tints part of it while walls and road keep theirs. It also needs the picture's
+  own chroma offset D ≥ `colour_cast_offset`, so a grey IR night picture is never a cast.
+  Without a reference: the cast factor of CIELAB chroma (Xu et al.), the mean (a, b) offset `D`
+  of the lit pixels against their chroma spread `M`; fires when D ≥ `colour_cast_offset` and
+  K = D / M ≥ `colour_cast_factor`.
 - **blur** 清晰度异常 — the re-blur measure of Crété-Roffet et al. (2007): blur the picture
   again and see how much of its neighbour differences survive. A sharp picture loses much, a
   defocused one little. It is a ratio, so unlike the variance of the Laplacian it does not
-  call a dim, flat or low-texture scene blurred; 0 sharp … 1 fully blurred.
+  call a dim, flat or low-texture scene blurred; 0 sharp … 1 fully blurred. With a reference
+  it also fires when the sample lost ≥ `blur_reference_loss` of re-blur against the reference
+  measured alike (small median pictures), and is past `blur_reference_floor`: a scene that was
+  soft when accepted never reaches the absolute bar when its focus slips.
 - **noise** 雪花/噪声 — temporal: the median pixel change between consecutive frames after the
   global shift (camera sway, a pan) is compensated and a global brightness change removed.
   Snow and noise are new every frame; after H.264 they turn into blotches that a spatial
   estimate (median residual, Immerkær) takes for texture, but they still change every frame,
-  while in a live scene most pixels do not.
+  while in a live scene most pixels do not. While the view sways, the bar is
+  `max(noise_level, noise_texture_slope × mean gradient of that flattest part)`: in a view
+  textured everywhere (foliage, gravel, a panned photograph) aligning a sub-pixel sway leaves
+  a residual that grows with the texture; the reported threshold is that bar.
 - **stripes** 条纹干扰 — rolling horizontal bands (mains-frequency interference in analogue
   links): the strongest periodic component (periods of 3 … h/3 rows) of the change of the
   frame's row profile between consecutive frames. Rolling bands move between frames; the
