@@ -195,7 +195,8 @@ async def main() -> int:
     anchor_server: list[float] = []
     with gstreamer_servers(args.servers, mounts, args.size, live=args.live) as (uris, server_pids):
         print(f"{len(uris)} GStreamer {args.size} endpoints; {args.processes} sampler processes")
-        async with FrameSampler(processes=args.processes) as sampler:
+        # 32 processes importing OpenCV at once on a loaded 2-core machine can take > 30 s.
+        async with FrameSampler(processes=args.processes, start_timeout=180.0) as sampler:
             # Spawn every worker (importing OpenCV) before timing: a worker lives for many
             # cameras, so its start-up is not a per-stream cost.
             await asyncio.gather(

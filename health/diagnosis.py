@@ -19,20 +19,29 @@ thresholds were tuned on the labelled clip set of `bench/bench_vqd.py`):
 - **too_dark / too_bright** 亮度异常 — median of the frames' mean grey level.
 - **low_contrast** 对比度异常 — median of the frames' grey standard deviation (fog, a dirty
   dome, a flat picture).
-- **colour_cast** 偏色 — the cast factor of CIELAB chroma (Xu et al.): the mean (a, b) offset
-  `D` of the lit pixels against their chroma spread `M`. A failed IR-cut filter or a dead colour
-  channel moves the whole picture (large D, K = D / M large); a colourful scene has a large
-  spread, and a grey night picture has D ≈ 0. Fires when D ≥ `colour_cast_offset` and
-  K ≥ `colour_cast_factor`.
+- **colour_cast** 偏色 — with a reference: the CIELAB chroma shift, place by place against
+  the accepted picture, that at least 75 % of the lit view shows. A failed IR-cut filter or a
+  dead colour channel tints every surface; a scene whose colours drift (a sky at dusk, a lit
+  advertisement) tints part of it while walls and road keep theirs. It also needs the picture's
+  own chroma offset D ≥ `colour_cast_offset`, so a grey IR night picture is never a cast.
+  Without a reference: the cast factor of CIELAB chroma (Xu et al.), the mean (a, b) offset `D`
+  of the lit pixels against their chroma spread `M`; fires when D ≥ `colour_cast_offset` and
+  K = D / M ≥ `colour_cast_factor`.
 - **blur** 清晰度异常 — the re-blur measure of Crété-Roffet et al. (2007): blur the picture
   again and see how much of its neighbour differences survive. A sharp picture loses much, a
   defocused one little. It is a ratio, so unlike the variance of the Laplacian it does not
-  call a dim, flat or low-texture scene blurred; 0 sharp … 1 fully blurred.
+  call a dim, flat or low-texture scene blurred; 0 sharp … 1 fully blurred. With a reference
+  it also fires when the sample lost ≥ `blur_reference_loss` of re-blur against the reference
+  measured alike (small median pictures), and is past `blur_reference_floor`: a scene that was
+  soft when accepted never reaches the absolute bar when its focus slips.
 - **noise** 雪花/噪声 — temporal: the median pixel change between consecutive frames after the
   global shift (camera sway, a pan) is compensated and a global brightness change removed.
   Snow and noise are new every frame; after H.264 they turn into blotches that a spatial
   estimate (median residual, Immerkær) takes for texture, but they still change every frame,
-  while in a live scene most pixels do not.
+  while in a live scene most pixels do not. While the view sways, the bar is
+  `max(noise_level, noise_texture_slope × mean gradient of that flattest part)`: in a view
+  textured everywhere (foliage, gravel, a panned photograph) aligning a sub-pixel sway leaves
+  a residual that grows with the texture; the reported threshold is that bar.
 - **stripes** 条纹干扰 — rolling horizontal bands (mains-frequency interference in analogue
   links): the strongest periodic component (periods of 3 … h/3 rows) of the change of the
   frame's row profile between consecutive frames. Rolling bands move between frames; the
@@ -141,7 +150,8 @@ MASKS: Final[dict[str, tuple[str, ...]]] = {
     "shake": ("noise", "blur", "scene_change", "stripes"),
     "stripes": ("noise", "blur"),
     "noise": ("shake", "blur", "occlusion", "scene_change", "low_contrast"),
-    "scene_change": ("occlusion", "colour_cast"),
+    # Another view is not blurred because it is less sharp than the reference.
+    "scene_change": ("occlusion", "colour_cast", "blur"),
     "occlusion": ("colour_cast", "blur"),
 }
 # Pairs that each explain the other: the one further past its threshold is taken as the cause.
@@ -175,8 +185,11 @@ class Thresholds:
     colour_cast_factor: float = 1.5
     colour_cast_pixel_value: int = 40
     blur_reblur: float = 0.385
+    blur_reference_loss: float = 0.05
+    blur_reference_floor: float = 0.2
     noise_level: float = 2.2
     noise_flat_share: float = 0.2
+    noise_texture_slope: float = 0.2
     stripes_amplitude: float = 3.5
     shake_px: float = 1.2
     shake_min_response: float = 0.1
@@ -304,10 +317,13 @@ def _still_pairs(grey: NDArray[np.uint8], tolerance: float, t: Thresholds) -> ND
     n, h, w = grey.shape
     if n < 2:
         return np.zeros(0, dtype=bool)
-    diff = np.abs(np.diff(grey.astype(np.int16), axis=0)).astype(np.float32)
     bh, bw = h // 8, w // 8
-    blocks = diff[:, : bh * 8, : bw * 8].reshape(n - 1, bh, 8, bw, 8).mean(axis=(2, 4))
-    moving = (blocks > tolerance).mean(axis=(1, 2))
+    moving = np.empty(n - 1)
+    for i in range(1, n):
+        # |difference| of uint8 fits uint8; an area resize by exactly 8 is the block mean.
+        diff = cv2.absdiff(grey[i, : bh * 8, : bw * 8], grey[i - 1, : bh * 8, : bw * 8])
+        blocks = cv2.resize(diff.astype(np.float32), (bw, bh), interpolation=cv2.INTER_AREA)
+        moving[i - 1] = float(np.count_nonzero(blocks > tolerance)) / blocks.size
     return np.asarray(moving <= t.frozen_moving_share)
 
 
@@ -415,9 +431,10 @@ def _aligned_pair(
 
 def _noise_and_stripes(
     grey: NDArray[np.uint8], shifts: NDArray[np.float64], t: Thresholds
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """(temporal noise in the flattest part of the scene, strongest periodic row-profile
-    change), medians over consecutive pairs; `shifts` are in px of `grey`.
+    change, mean gradient of that flattest part), medians over consecutive pairs; `shifts` are
+    in px of `grey`.
 
     Noise is the mean absolute change (clipped at 16, so a passing car adds little) between
     aligned consecutive frames, over the `noise_flat_share` of pixels where the sample's mean
@@ -426,7 +443,7 @@ def _noise_and_stripes(
     """
     n = len(grey)
     if n < 2:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     frames = grey.astype(np.float32)
     mean = frames.mean(axis=0)
     gradient = np.abs(cv2.Sobel(mean, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(mean, cv2.CV_32F, 0, 1))
@@ -470,7 +487,8 @@ def _noise_and_stripes(
         if band.size:
             # Amplitude of a sinusoid from its Hann-windowed rfft bin: 2·|X| / Σ window.
             stripes[i - 1] = float(band.max()) * 4.0 / rows
-    return float(np.median(noise)), float(np.median(stripes))
+    texture = float(gradient[flat > 0].mean()) if flat.any() else 0.0
+    return float(np.median(noise)), float(np.median(stripes)), texture
 
 
 def _block_stats(
@@ -586,10 +604,29 @@ def reference_picture(frames: Sequence[NDArray[Any]]) -> NDArray[np.uint8]:
     return np.asarray(np.median(small, axis=0) + 0.5, np.uint8)
 
 
+@dataclass(frozen=True, slots=True)
+class _RefColour:
+    """The reference's chroma: its global centre, and its smoothed (a, b) and L maps."""
+
+    centre: NDArray[np.float64]
+    ab: NDArray[np.float32]  # (2, h, w) CIELAB a, b − 128, smoothed
+    lightness: NDArray[np.uint8]
+
+
+def _ab_maps(picture: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
+    """Smoothed CIELAB (a, b) − 128 maps and the L map: smoothing makes a pixel's chroma that
+    of its surroundings, so a sway of a pixel or two between pictures does not matter."""
+    lab = cv2.cvtColor(picture, cv2.COLOR_BGR2Lab)
+    ab = np.stack(
+        [cv2.GaussianBlur(lab[..., c].astype(np.float32) - 128.0, (0, 0), 1.5) for c in (1, 2)]
+    )
+    return np.asarray(ab, np.float32), np.asarray(lab[..., 0], np.uint8)
+
+
 def _as_reference(
     reference: NDArray[Any] | None, t: Thresholds
-) -> tuple[NDArray[np.float32] | None, NDArray[np.float64] | None]:
-    """(grey picture at REFERENCE_SIZE, its chroma centre or None for a grey reference)."""
+) -> tuple[NDArray[np.float32] | None, _RefColour | None]:
+    """(grey picture at REFERENCE_SIZE, its chroma or None for a grey reference)."""
     if reference is None:
         return None, None
     if (
@@ -603,8 +640,37 @@ def _as_reference(
         reference = cv2.resize(reference, REFERENCE_SIZE, interpolation=cv2.INTER_AREA)
     if reference.ndim == 2:
         return reference.astype(np.float32), None
-    grey = cv2.cvtColor(reference, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    return grey, _chroma(np.asarray(reference, np.uint8), t)[0]
+    bgr = np.asarray(reference, np.uint8)
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    ab, lightness = _ab_maps(bgr)
+    return grey, _RefColour(_chroma(bgr, t)[0], ab, lightness)
+
+
+# The share of the view whose colour must have moved at least this much: a cast moves them all.
+_CAST_QUANTILE: Final = 0.25
+
+
+def _cast_against(
+    picture: NDArray[np.uint8],
+    ref: _RefColour,
+    keep: NDArray[np.bool_] | None,
+    centre: NDArray[np.float64],
+    t: Thresholds,
+) -> float:
+    """How far the colour moved from the accepted picture's, place by place: the chroma shift
+    that at least 75 % of the lit view shows. A failed IR-cut filter or a dead colour channel
+    tints every surface, grey walls and roads included; a scene whose colours drift (a sky at
+    dusk, a lit advertisement, a season, a fountain's lights) tints some of it while the
+    buildings and the road keep theirs, so a fraction of the view moving does not count. A
+    view too dark to judge falls back to the shift of the whole picture's chroma centre."""
+    ab, lightness = _ab_maps(picture)
+    lit = (lightness >= t.colour_cast_pixel_value) & (ref.lightness >= t.colour_cast_pixel_value)
+    if keep is not None:
+        lit &= keep
+    if lit.mean() < 0.05:
+        return float(np.hypot(*(centre - ref.centre)))
+    shift = np.hypot(ab[0] - ref.ab[0], ab[1] - ref.ab[1])[lit]
+    return float(np.quantile(shift, _CAST_QUANTILE))
 
 
 def diagnose(
@@ -643,6 +709,7 @@ def diagnose(
     }
     values: dict[str, float] = dict.fromkeys(CHECKS, math.nan)
     extra_fire: dict[str, bool] = {}
+    relative_blur = False
     picture_out: NDArray[np.uint8] | None = None
     if n == 0:
         values["signal_loss"] = 1.0
@@ -654,8 +721,9 @@ def diagnose(
             [cv2.resize(f, REFERENCE_SIZE, interpolation=cv2.INTER_AREA) for f in bgr_list]
         ).astype(np.uint8, copy=False)
         values["signal_loss"] = _signal_loss(thumbs, t)
-        means = grey.mean(axis=(1, 2))
-        stds = grey.std(axis=(1, 2))
+        # OpenCV's one pass per frame: numpy's float64 reductions over the stack cost ~200×.
+        stats = np.array([cv2.meanStdDev(g) for g in grey], np.float64).reshape(n, 2)
+        means, stds = stats[:, 0], stats[:, 1]
         values["too_dark"] = values["too_bright"] = float(np.median(means))
         values["low_contrast"] = float(np.median(stds))
 
@@ -671,7 +739,16 @@ def diagnose(
         scale = (grey.shape[2] / REFERENCE_SIZE[0], grey.shape[1] / REFERENCE_SIZE[1])
         shifts, response = _shifts(small)
         shifts *= np.array(scale)  # in px of the work frames from here on
-        noise, stripes = _noise_and_stripes(grey, shifts, t)
+        noise, stripes, texture = _noise_and_stripes(grey, shifts, t)
+        # A view textured everywhere (foliage, gravel, a panned photograph) keeps texture even
+        # in its flattest part, and there the residual of aligning a sub-pixel sway grows with
+        # the local gradient: while the view moves, the bar rises with that texture, so only
+        # change beyond what the texture explains counts as snow. A still view has no such
+        # residual (and snow itself roughens the mean picture), so its bar stays put.
+        sure_shifts = shifts[response >= t.shake_min_response]  # snow has no sure shift
+        swaying = len(sure_shifts) >= 2 and float(np.median(np.hypot(*sure_shifts.T))) >= 0.1
+        if swaying:
+            threshold_of["noise"] = max(t.noise_level, t.noise_texture_slope * texture)
         values["noise"] = noise
         values["stripes"] = stripes
         width = grey.shape[2]
@@ -683,6 +760,17 @@ def diagnose(
         else:
             values["shake"] = 0.0
 
+        if ref is not None:
+            # Against the scene's own sharpness: a photograph-like scene that was soft when
+            # accepted (an upscaled sub stream, a hazy view) never reaches the absolute
+            # re-blur threshold when its focus slips, but it loses sharpness against its
+            # reference, measured alike (median picture size, same floor for noise).
+            small_grey = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in thumbs[::4]])
+            now = float(np.median(_reblur(small_grey, 3.0)))
+            then = float(_reblur(ref.astype(np.uint8)[None], 3.0)[0])
+            relative_blur = (
+                now - then >= t.blur_reference_loss and values["blur"] >= t.blur_reference_floor
+            )
         picture_out = np.asarray(np.median(thumbs, axis=0) + 0.5, np.uint8)
         picture = cv2.cvtColor(picture_out, cv2.COLOR_BGR2GRAY).astype(np.float32)
         values["occlusion"], covered = _occlusion(picture, ref, t)
@@ -695,7 +783,8 @@ def diagnose(
         if ref_colour is not None:
             # Against the accepted picture: a warm scene is not a cast, a change of it is. A
             # grey night picture (no chroma at all) is the IR mode, not a cast either.
-            values["colour_cast"] = float(np.hypot(*(centre - ref_colour)))
+            keep = None if covered.mean() > 0.8 else ~covered
+            values["colour_cast"] = _cast_against(picture_out, ref_colour, keep, centre, t)
             extra_fire["colour_cast"] = offset >= t.colour_cast_offset
         else:
             values["colour_cast"] = offset
@@ -706,6 +795,7 @@ def diagnose(
         value, threshold = values[name], threshold_of[name]
         hit = value < threshold if name in BELOW else value >= threshold  # NaN: never
         past[name] = bool(hit) and extra_fire.get(name, True)
+    past["blur"] = past["blur"] or relative_blur
     masked_by: dict[str, str] = {}
     for a, b in MUTUAL:
         if past[a] and past[b] and a not in masked_by and b not in masked_by:
@@ -714,7 +804,7 @@ def diagnose(
             # is the cause, except that heavy noise (3 × its threshold) leaves no shift worth
             # believing.
             ratio = {n: values[n] / max(threshold_of[n], 1e-9) for n in (a, b)}
-            heavy = a == "noise" and ratio[a] >= 3
+            heavy = a == "noise" and values[a] >= 3 * t.noise_level
             winner = a if heavy else max(ratio, key=lambda n: ratio[n])
             masked_by[b if winner == a else a] = winner
             for other in MASKS[winner]:

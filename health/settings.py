@@ -8,6 +8,7 @@ misspelt threshold stops `camreg serve`/`camreg worker` at start-up instead of b
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, fields
 
 from camera_registry.config import HealthSettings
@@ -16,9 +17,69 @@ from health.errors import HealthError, InvalidPolicy, InvalidThresholds
 from health.status import StatusPolicy
 from health.worker import WorkerConfig
 
+log = logging.getLogger(__name__)
+
 
 class HealthConfigError(HealthError, ValueError):
     """A `[health]` value the health package cannot run with; the message names the key."""
+
+
+# `[health.diagnosis]` keys of the first diagnosis (before issue 12) → the key that replaced
+# them, and why the old value is not carried over. Every one of them measured something else
+# (a variance of the Laplacian is not a re-blur ratio, a share of similar pixels is not a share
+# of moving blocks), so copying the number would silently switch a check off or make it fire
+# on everything: a deployed config still starts, says which key to set, and runs the new check
+# at its tuned default.
+DEPRECATED_DIAGNOSIS_KEYS: dict[str, tuple[str, str]] = {
+    "blur_laplacian_var": ("blur_reblur", "variance of the Laplacian; now a re-blur ratio 0–1"),
+    "noise_residual": ("noise_level", "spatial median residual; now temporal change in levels"),
+    "frozen_similarity": (
+        "frozen_moving_share",
+        "share of similar pixels; now the share of 8×8 blocks that may still move",
+    ),
+    "frozen_pixel_tolerance": (
+        "frozen_block_change",
+        "per-pixel tolerance; now the mean change of an 8×8 block",
+    ),
+    "colour_cast_share": ("colour_cast_factor", "share of saturated pixels; now CIELAB D/M"),
+    "colour_cast_min_saturation": (
+        "colour_cast_offset",
+        "HSV saturation; now the CIELAB chroma offset",
+    ),
+    "colour_cast_pixel_saturation": (
+        "colour_cast_pixel_value",
+        "per-pixel HSV saturation; the cast is now weighed over every lit pixel",
+    ),
+}
+
+
+def _resolve_aliases(diagnosis: dict[str, float]) -> dict[str, float]:
+    """The table with old key names dropped after a deprecation warning naming the new key.
+
+    Both the old and the new name given is an error: which one was meant cannot be guessed.
+    """
+    out = dict(diagnosis)
+    for old, (new, why) in DEPRECATED_DIAGNOSIS_KEYS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise HealthConfigError(
+                f"health.diagnosis.{old} and health.diagnosis.{new} are both set; {old} is the "
+                f"old name of {new} ({why}): remove {old}"
+            )
+        default = getattr(Thresholds(), new)
+        log.warning(
+            "health.diagnosis.%s is deprecated: use health.diagnosis.%s (%s); the old value %s "
+            "is not carried over, %s = %s (the default) applies until it is set",
+            old,
+            new,
+            why,
+            out[old],
+            new,
+            default,
+        )
+        del out[old]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +116,8 @@ def health_runtime(cfg: HealthSettings, base: WorkerConfig | None = None) -> Hea
     except InvalidPolicy as exc:
         raise HealthConfigError(f"health: {exc}") from None
     known = {f.name: f for f in fields(Thresholds) if f.name != "faults"}
-    unknown = sorted(set(cfg.diagnosis) - set(known))
+    diagnosis = _resolve_aliases(cfg.diagnosis)
+    unknown = sorted(set(diagnosis) - set(known))
     if unknown:
         raise HealthConfigError(
             f"health.diagnosis.{unknown[0]}: unknown threshold; known ones: {', '.join(known)}"
@@ -63,7 +125,7 @@ def health_runtime(cfg: HealthSettings, base: WorkerConfig | None = None) -> Hea
     values: dict[str, float | int | tuple[str, ...]] = {}
     if cfg.faults is not None:
         values["faults"] = tuple(cfg.faults)
-    for name, value in cfg.diagnosis.items():
+    for name, value in diagnosis.items():
         if known[name].type in (int, "int"):
             if value != int(value):
                 raise HealthConfigError(f"health.diagnosis.{name}: must be a whole number")

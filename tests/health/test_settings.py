@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from camera_registry.config import ConfigError, HealthSettings, load_settings
 from health.diagnosis import Thresholds
-from health.settings import HealthConfigError, health_runtime
+from health.settings import DEPRECATED_DIAGNOSIS_KEYS, HealthConfigError, health_runtime
 from health.status import StatusPolicy
 from health.worker import WorkerConfig
 
@@ -62,13 +63,53 @@ frozen_frames = 20
         ({"frozen_frames": 10.5}, "health.diagnosis.frozen_frames: must be a whole number"),
         ({"frozen_frames": 1}, "frozen_frames must be at least 2"),
         ({"frozen_moving_share": 1.5}, "frozen_moving_share is a share in (0, 1]"),
-        ({"blur_laplacian_var": 50}, "health.diagnosis.blur_laplacian_var: unknown threshold"),
+        ({"blur_laplacian_vra": 50}, "health.diagnosis.blur_laplacian_vra: unknown threshold"),
     ],
 )
 def test_a_bad_threshold_is_named(diagnosis: dict[str, float], message: str) -> None:
     with pytest.raises(HealthConfigError) as err:
         health_runtime(HealthSettings(diagnosis=diagnosis))
     assert message in str(err.value)
+
+
+def test_an_old_key_name_starts_with_a_deprecation_naming_the_new_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config written for the first diagnosis still starts; its old value measured something
+    else, so the new check runs at its default until the new key is set."""
+    path = tmp_path / "camreg.toml"
+    path.write_text(
+        "[health.diagnosis]\nblur_laplacian_var = 80\nnoise_residual = 9\ndark_mean = 35\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(path, environ={})
+    with caplog.at_level("WARNING", logger="health.settings"):
+        runtime = health_runtime(settings.health)
+    assert runtime.thresholds.blur_reblur == Thresholds().blur_reblur
+    assert runtime.thresholds.noise_level == Thresholds().noise_level
+    assert runtime.thresholds.dark_mean == 35.0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        "health.diagnosis.blur_laplacian_var is deprecated: use health.diagnosis.blur_reblur" in m
+        for m in messages
+    )
+    assert any("use health.diagnosis.noise_level" in m for m in messages)
+
+
+@pytest.mark.parametrize("old", sorted(DEPRECATED_DIAGNOSIS_KEYS))
+def test_every_old_key_names_a_threshold_that_exists(old: str) -> None:
+    new, _why = DEPRECATED_DIAGNOSIS_KEYS[old]
+    assert new in {f.name for f in fields(Thresholds)}
+    runtime = health_runtime(HealthSettings(diagnosis={old: 1}))
+    assert runtime.thresholds == Thresholds()
+
+
+def test_an_old_and_a_new_key_together_are_an_error() -> None:
+    with pytest.raises(HealthConfigError) as err:
+        health_runtime(HealthSettings(diagnosis={"blur_laplacian_var": 50, "blur_reblur": 0.4}))
+    message = str(err.value)
+    assert "health.diagnosis.blur_laplacian_var and health.diagnosis.blur_reblur" in message
+    assert "remove blur_laplacian_var" in message
 
 
 def test_an_unknown_fault_check_is_named() -> None:
