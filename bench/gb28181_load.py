@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import resource
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -196,3 +198,50 @@ async def open_devices(specs: list[tuple[str, int]], server: tuple[str, int]) ->
         )
         out.append(proto)
     return out
+
+
+def raise_open_files() -> int:
+    """Raise this process's open-file limit to its hard limit (one socket per device)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+async def register_all(devices: list[Device], in_flight: int) -> None:
+    sem = asyncio.Semaphore(max(1, in_flight))  # devices boot over time
+
+    async def register(dev: Device) -> None:
+        async with sem:
+            await dev.register()
+
+    await asyncio.gather(*(register(d) for d in devices))
+
+
+async def worker(
+    host: str, port: int, start: int, count: int, n: int, share: float, in_flight: int
+) -> None:
+    """A load process of its own for devices [start, start + count) of `device_ids(n, share)`:
+    one process holds at most the open-file limit in sockets, so 50,000 devices need several.
+
+    Protocol on stdin/stdout with the benchmark: prints `ready` once its sockets are open,
+    registers on a `go` line, prints `registered`, then keeps answering the server's queries
+    until stdin closes.
+    """
+    raise_open_files()
+    specs = device_ids(n, share)[start : start + count]
+    devices = await open_devices(specs, (host, port))
+    print("ready", flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    if line.strip() == "go":
+        await register_all(devices, in_flight)
+        print("registered", flush=True)
+    await asyncio.to_thread(sys.stdin.read)
+    for d in devices:
+        if d.transport is not None:
+            d.transport.close()
+
+
+if __name__ == "__main__":
+    h, p, s, c, total, sh, f = sys.argv[1:8]
+    asyncio.run(worker(h, int(p), int(s), int(c), int(total), float(sh), int(f)))

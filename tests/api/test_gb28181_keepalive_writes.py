@@ -62,6 +62,16 @@ async def row(client: TestClient, gb_id: str) -> Any:
     )
 
 
+async def until(client: TestClient, gb_id: str, *want: str, within_s: float = 15) -> None:
+    """Poll the camera's status (written by another task) until it is one of `want`."""
+    async with asyncio.timeout(within_s):
+        while True:
+            found = await row(client, gb_id)
+            if found is not None and found["status"] in want:
+                return
+            await asyncio.sleep(0.05)
+
+
 async def keep_alive(dev: SimDevice, sns: range) -> None:
     """One keepalive per flush, so that each is its own observation."""
     for sn in sns:
@@ -76,9 +86,7 @@ async def test_settled_online_channels_are_not_rewritten_by_keepalives(
     dev.answer_catalog_with(item(ON, "ON") + item(OFF, "OFF"), 2)
     try:
         assert (await dev.register()).status == 200
-        async with asyncio.timeout(10):
-            while await row(gb_client, ON) is None:
-                await asyncio.sleep(0.05)
+        await until(gb_client, ON, "unknown", "online")  # the catalog made the camera
         # fill the flap window (10 observations): every one of these is written
         versions = set()
         for sn in range(12):
@@ -105,7 +113,5 @@ async def test_settled_online_channels_are_not_rewritten_by_keepalives(
     finally:
         dev.close()
     # silence still takes the settled channel offline, through the hysteresis
-    async with asyncio.timeout(15):
-        while (await row(gb_client, ON))["status"] != "offline":
-            await asyncio.sleep(0.1)
+    await until(gb_client, ON, "offline")
     assert (await row(gb_client, ON))["state"]["fail_streak"] >= 3
