@@ -30,7 +30,14 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import database_url, fresh_schema, median
-from bench.gb28181_load import Device, device_ids, open_devices, raise_open_files, register_all
+from bench.gb28181_load import (
+    Device,
+    close_devices,
+    device_ids,
+    open_devices,
+    raise_open_files,
+    register_all,
+)
 from bench.rtsp_endpoints import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
@@ -94,6 +101,7 @@ async def run_once(
     rate: float,
     reg_in_flight: int = 100,
     per_process: int = 15_000,
+    per_port: int = 1,
 ) -> dict[str, float]:
     workers: list[asyncio.subprocess.Process] = []
     async with fresh_schema(url, "gb") as schema:
@@ -111,7 +119,7 @@ async def run_once(
             expected = sum(c for _, c in specs)
             # this process holds the first `per_process` devices (the keepalive phases use
             # them); the others are held by load processes of their own (open-file limit)
-            devices = await open_devices(specs[:per_process], server)
+            devices = await open_devices(specs[:per_process], server, per_port=per_port)
             workers = [
                 await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -123,6 +131,7 @@ async def run_once(
                     str(n),
                     str(nvr_share),
                     str(max(1, reg_in_flight * min(per_process, n - start) // n)),
+                    str(per_port),
                     cwd=HERE.parent,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
@@ -184,9 +193,7 @@ async def run_once(
             cpu_paced = (cpu_seconds([proc.pid]) - cpu2) / seconds
             rss = peak_rss_mb(proc.pid)
             await conn.close()
-            for d in devices:
-                assert d.transport is not None
-                d.transport.close()
+            close_devices(devices)
         finally:
             for w in workers:
                 if w.stdin is not None:
@@ -197,6 +204,7 @@ async def run_once(
             await proc.wait()
     return {
         "devices": n,
+        "ports": -(-n // per_port),
         "channels": expected,
         "t_registered_s": t_reg,
         "t_catalog_s": t_cat,
@@ -237,9 +245,7 @@ async def anchor(n: int, seconds: float) -> tuple[float, float]:
         cpu0 = cpu_seconds([proc.pid])
         rate = await keepalive_load(devices, seconds)
         cpu = (cpu_seconds([proc.pid]) - cpu0) / seconds
-        for d in devices:
-            assert d.transport is not None
-            d.transport.close()
+        close_devices(devices)
     finally:
         proc.kill()
         await proc.wait()
@@ -254,11 +260,17 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100_000 / 60, help="paced keepalives/s")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--in-flight", type=int, default=100, help="registrations in flight")
+    ap.add_argument("--per-process", type=int, default=15_000, help="devices per load process")
     ap.add_argument(
-        "--per-process", type=int, default=15_000, help="devices (sockets) per load process"
+        "--per-port",
+        type=int,
+        default=0,
+        help="devices per UDP source port (0: 1 up to 15,000 devices, else enough to stay "
+        "within 12,500 ports, which leaves the machine's other users ephemeral ports)",
     )
     args = ap.parse_args()
     raise_open_files()
+    per_port = args.per_port or (1 if args.devices <= 15_000 else -(-args.devices // 12_500))
     runs: list[dict[str, float]] = []
     anchors: list[tuple[float, float]] = []
     with database_url() as url:
@@ -272,13 +284,15 @@ def main() -> int:
                     args.rate,
                     args.in_flight,
                     args.per_process,
+                    per_port,
                 )
             )
             a = asyncio.run(anchor(min(args.devices, 5000), args.seconds))
             runs.append(r)
             anchors.append(a)
             print(
-                f"run {i + 1}: {r['devices']:.0f} devices / {r['channels']:.0f} channels: "
+                f"run {i + 1}: {r['devices']:.0f} devices / {r['channels']:.0f} channels "
+                f"({r['ports']:.0f} source ports): "
                 f"registered in {r['t_registered_s']:.1f} s, catalogs in the registry in "
                 f"{r['t_catalog_s']:.1f} s ({r['channels'] / r['t_catalog_s']:.0f} channels/s; "
                 f"lost {r['lost']:.0f}, duplicated {r['duplicated']:.0f}, cameras "

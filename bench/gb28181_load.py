@@ -60,19 +60,15 @@ def catalog_item(item_id: str, parent: str) -> bytes:
     ).encode()
 
 
-@dataclass
-class Device(asyncio.DatagramProtocol):
-    device_id: str
-    channels: int
-    server: tuple[str, int]
-    on_keepalive: Callable[[], None] | None = None
-    transport: asyncio.DatagramTransport | None = None
-    pending: dict[str, asyncio.Future[SipResponse]] = field(default_factory=dict)
-    cseq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    tag: str = field(default_factory=new_tag)
-    call_id: str = field(default_factory=lambda: new_call_id("127.0.0.1"))
-    port: int = 0
-    tasks: set[asyncio.Task[object]] = field(default_factory=set)
+class Port(asyncio.DatagramProtocol):
+    """One UDP socket (source port) for one or more devices; requests from the server are
+    routed to their device by the request URI's user, responses by their Via branch."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+        self.devices: dict[str, Device] = {}
+        self.pending: dict[str, asyncio.Future[SipResponse]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -88,6 +84,40 @@ class Device(asyncio.DatagramProtocol):
             if fut is not None and not fut.done() and msg.status >= 200:
                 fut.set_result(msg)
             return
+        user = msg.uri.split(":", 1)[-1].split("@", 1)[0]
+        device = self.devices.get(user) or next(iter(self.devices.values()))
+        device.on_request(msg)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+@dataclass
+class Device:
+    device_id: str
+    channels: int
+    server: tuple[str, int]
+    socket: Port
+    on_keepalive: Callable[[], None] | None = None
+    cseq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    tag: str = field(default_factory=new_tag)
+    call_id: str = field(default_factory=lambda: new_call_id("127.0.0.1"))
+    tasks: set[asyncio.Task[object]] = field(default_factory=set)
+
+    @property
+    def transport(self) -> asyncio.DatagramTransport | None:
+        return self.socket.transport
+
+    @property
+    def port(self) -> int:
+        return self.socket.port
+
+    @property
+    def pending(self) -> dict[str, asyncio.Future[SipResponse]]:
+        return self.socket.pending
+
+    def on_request(self, msg: SipRequest) -> None:
         assert self.transport is not None
         self.transport.sendto(build_response(msg, 200, to_tag=self.tag).serialise(), self.server)
         if msg.method != "MESSAGE":
@@ -188,16 +218,25 @@ class Device(asyncio.DatagramProtocol):
             self.on_keepalive()
 
 
-async def open_devices(specs: list[tuple[str, int]], server: tuple[str, int]) -> list[Device]:
+async def open_devices(
+    specs: list[tuple[str, int]], server: tuple[str, int], *, per_port: int = 1
+) -> list[Device]:
+    """The devices, `per_port` of them on each UDP socket (one source port each by default;
+    more than one lets 50,000 devices fit beside other work in the machine's ephemeral ports)."""
     loop = asyncio.get_running_loop()
-    out = []
-    for device_id, channels in specs:
-        _, proto = await loop.create_datagram_endpoint(
-            lambda d=device_id, c=channels: Device(d, c, server),  # type: ignore[misc]
-            local_addr=("127.0.0.1", 0),
-        )
-        out.append(proto)
+    out: list[Device] = []
+    for i in range(0, len(specs), per_port):
+        _, port = await loop.create_datagram_endpoint(Port, local_addr=("127.0.0.1", 0))
+        for device_id, channels in specs[i : i + per_port]:
+            dev = Device(device_id, channels, server, port)
+            port.devices[device_id] = dev
+            out.append(dev)
     return out
+
+
+def close_devices(devices: list[Device]) -> None:
+    for port in {id(d.socket): d.socket for d in devices}.values():
+        port.close()
 
 
 def raise_open_files() -> int:
@@ -219,7 +258,14 @@ async def register_all(devices: list[Device], in_flight: int) -> None:
 
 
 async def worker(
-    host: str, port: int, start: int, count: int, n: int, share: float, in_flight: int
+    host: str,
+    port: int,
+    start: int,
+    count: int,
+    n: int,
+    share: float,
+    in_flight: int,
+    per_port: int,
 ) -> None:
     """A load process of its own for devices [start, start + count) of `device_ids(n, share)`:
     one process holds at most the open-file limit in sockets, so 50,000 devices need several.
@@ -230,18 +276,16 @@ async def worker(
     """
     raise_open_files()
     specs = device_ids(n, share)[start : start + count]
-    devices = await open_devices(specs, (host, port))
+    devices = await open_devices(specs, (host, port), per_port=per_port)
     print("ready", flush=True)
     line = await asyncio.to_thread(sys.stdin.readline)
     if line.strip() == "go":
         await register_all(devices, in_flight)
         print("registered", flush=True)
     await asyncio.to_thread(sys.stdin.read)
-    for d in devices:
-        if d.transport is not None:
-            d.transport.close()
+    close_devices(devices)
 
 
 if __name__ == "__main__":
-    h, p, s, c, total, sh, f = sys.argv[1:8]
-    asyncio.run(worker(h, int(p), int(s), int(c), int(total), float(sh), int(f)))
+    h, p, s, c, total, sh, f, pp = sys.argv[1:9]
+    asyncio.run(worker(h, int(p), int(s), int(c), int(total), float(sh), int(f), int(pp)))
