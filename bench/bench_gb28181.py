@@ -35,6 +35,7 @@ from bench.gb28181_load import (
     close_devices,
     device_ids,
     open_devices,
+    quiet,
     raise_open_files,
     register_all,
 )
@@ -184,6 +185,11 @@ async def run_once(
                 started,
             )
             pg_load = cpu_seconds([r["pid"] for r in backends])
+            # the measured keepalive phases are the only keepalives from here on
+            quiet(devices)
+            for w in workers:
+                assert w.stdin is not None
+                w.stdin.write(b"quiet\n")
             await asyncio.sleep(2)  # let the registration tail (DeviceInfo) settle
             cpu1 = cpu_seconds([proc.pid])
             full = await keepalive_load(devices, seconds)

@@ -8,6 +8,7 @@ device does, so a datagram dropped under load is a delay and never a lost channe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 import resource
@@ -32,6 +33,7 @@ DOMAIN = "1400000000"
 SERVER_ID = "14000000002000000001"
 PASSWORD = "12345678"  # noqa: S105 — the default device password of [gb28181]
 ITEMS_PER_MESSAGE = 8
+KEEPALIVE_S = 60.0
 _SN = re.compile(rb"<SN>(\d+)</SN>")
 
 
@@ -185,6 +187,17 @@ class Device:
         )
         if ok.status != 200:
             raise RuntimeError(f"{self.device_id}: REGISTER answered {ok.status}")
+        # then keep alive every 60 s, as a device does (a wave longer than the keepalive
+        # timeout would otherwise take the first devices offline while the last register)
+        task = asyncio.get_running_loop().create_task(self.keep_alive_every(KEEPALIVE_S))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def keep_alive_every(self, interval: float) -> None:
+        for sn in itertools.count(1_000_000):
+            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await self.keepalive(sn)
 
     async def answer_catalog(self, sn: bytes) -> None:
         ids = channel_ids(self.device_id, self.channels)
@@ -234,7 +247,16 @@ async def open_devices(
     return out
 
 
+def quiet(devices: list[Device]) -> None:
+    """Stop the devices' own keepalives (and any answer in progress), so that a measured
+    keepalive phase is all the keepalive load the server sees."""
+    for d in devices:
+        for task in list(d.tasks):
+            task.cancel()
+
+
 def close_devices(devices: list[Device]) -> None:
+    quiet(devices)
     for port in {id(d.socket): d.socket for d in devices}.values():
         port.close()
 
@@ -271,8 +293,8 @@ async def worker(
     one process holds at most the open-file limit in sockets, so 50,000 devices need several.
 
     Protocol on stdin/stdout with the benchmark: prints `ready` once its sockets are open,
-    registers on a `go` line, prints `registered`, then keeps answering the server's queries
-    until stdin closes.
+    registers on a `go` line, prints `registered`, keeps alive every 60 s until a `quiet` line,
+    and keeps answering the server's queries until stdin closes.
     """
     raise_open_files()
     specs = device_ids(n, share)[start : start + count]
@@ -282,6 +304,9 @@ async def worker(
     if line.strip() == "go":
         await register_all(devices, in_flight)
         print("registered", flush=True)
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if line.strip() == "quiet":
+            quiet(devices)
     await asyncio.to_thread(sys.stdin.read)
     close_devices(devices)
 
