@@ -1,6 +1,9 @@
-"""GB/T 28181 device access at scale: simulated devices (one UDP source port each; 10 % NVRs
-with 32 channels) register with digest to the service's SIP server, hand over their catalogs
-into the registry, then keep alive.
+"""GB/T 28181 device access at scale: simulated devices (one UDP source port each up to 15,000
+devices, else 4 per port; 10 % NVRs with 32 channels) register with digest to the service's SIP
+server, hand over their catalogs into the registry, and keep alive every 60 s once registered.
+Devices beyond `--per-process` (15,000) are held by load processes of their own (one process
+holds at most its open-file limit in sockets; 50,000 one-port devices would also exhaust the
+machine's ephemeral ports, which the other users of the machine need).
 
 Figures (each run on a fresh schema, the service in its own process):
 1. time until every device is registered, and until every channel is in the registry
