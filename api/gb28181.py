@@ -281,6 +281,22 @@ class Bridge(Gb28181Events):
     async def on_keepalive_missed(self, device_id: str, missed: int) -> None:
         await self._observe_device(device_id, "fail", f"{missed} keepalive interval(s) missed")
 
+    async def on_keepalives_missed(self, missed: list[tuple[str, int]]) -> None:
+        """Each miss one failure per channel, for all late devices of a pass in one read and
+        one health transaction (a busy minute can make thousands of devices late at once)."""
+        if self.pool is None or not missed:
+            return
+        by_device: dict[str, list[int]] = {}
+        for device_id, m in missed:
+            by_device.setdefault(device_id, []).append(m)
+        channels = await self.store.channels_by_device(sorted(by_device))
+        obs: list[tuple[uuid.UUID, Outcome, str]] = [
+            (cid, "fail", f"{m} keepalive interval(s) missed; channel {status or '?'}")
+            for device_id, cid, status in channels
+            for m in by_device[device_id]
+        ]
+        await observe_many(self.pool, obs, policy=self.policy)
+
     async def on_keepalive_timeout(self, device_id: str) -> None:
         await self.store.offline_many([device_id])
 

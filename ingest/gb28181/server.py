@@ -115,6 +115,15 @@ class Gb28181Events:
         """
         return None
 
+    async def on_keepalives_missed(self, missed: list[tuple[str, int]]) -> None:
+        """All misses of one housekeeping pass, (device ID, miss number) in order.
+
+        By default `on_keepalive_missed` for each; a registry can write them together (when
+        thousands of devices are late at once, one write per device is what falls behind).
+        """
+        for device_id, m in missed:
+            await self.on_keepalive_missed(device_id, m)
+
     async def on_catalog(self, result: CatalogResult) -> None:
         return None
 
@@ -338,15 +347,18 @@ class SipServer:
             # network or this loop is busy, and one failure per device every minute made a
             # 50,000-device wave flap and fill the database pool with health writes.
             grace = interval / 4
+            misses: list[tuple[str, int]] = []
             for device_id, live in self._liveness.items():
                 missed = max(0, int((now - live.last_seen - grace) // interval))
                 for m in range(live.missed + 1, missed + 1):  # one event per interval
-                    events.append(self.events.on_keepalive_missed(device_id, m))
+                    misses.append((device_id, m))
                 live.missed = max(live.missed, missed)
                 if not live.timed_out and live.last_seen < cutoff:
                     live.timed_out = True
                     self.counters["keepalive_timeouts"] += 1
                     events.append(self.events.on_keepalive_timeout(device_id))
+            if misses:  # before the timeouts of the same pass, as they happened
+                events.insert(0, self.events.on_keepalives_missed(misses))
             if events:
                 task = asyncio.get_running_loop().create_task(self._in_turn(events))
                 self._tasks.add(task)
