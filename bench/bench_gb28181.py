@@ -207,6 +207,8 @@ async def run_once(
             for w in workers:
                 if w.stdin is not None:
                     w.stdin.close()
+                if w.returncode is None:  # a failed run: the others may still be registering
+                    w.kill()
             for w in workers:
                 await w.wait()
             proc.kill()
