@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,7 +33,7 @@ from camera_registry.errors import NotFound, RegistryError
 from camera_registry.store.gb28181 import CatalogInput, CatalogOutcome, GbDevices
 from health.settings import health_runtime
 from health.status import Outcome, StatusPolicy
-from health.store import observe_many
+from health.store import observe_many, without_settled
 from ingest.gb28181.catalog import CatalogResult
 from ingest.gb28181.manscdp import CatalogItem, Manscdp
 from ingest.gb28181.registrar import DeviceAccess, Registration, device_id_problem
@@ -107,6 +108,57 @@ class Batcher(Generic[_T]):
             self._applying = False
 
 
+class Coalescer(Generic[_T]):
+    """Many callers' reads of one key each answered by one query for all of them: while a
+    query runs, new keys wait and go together in the next one.
+
+    Why: at a registration wave every REGISTER asks for its device's password; one query per
+    REGISTER queued them behind the pool's other work (catalog batches, health) and the
+    devices retransmitted. Waiting keys are bounded by the SIP server's requests in flight.
+    """
+
+    def __init__(
+        self, fetch: Callable[[list[str]], Awaitable[dict[str, _T]]], *, batch: int = 5000
+    ) -> None:
+        self._fetch = fetch
+        self._batch = batch
+        self._waiting: dict[str, asyncio.Future[_T]] = {}
+        self._running: asyncio.Task[None] | None = None
+
+    async def get(self, key: str) -> _T:
+        future = self._waiting.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting[key] = future
+        if self._running is None:
+            self._running = asyncio.create_task(self._run())
+        return await asyncio.shield(future)  # one caller giving up fails no other
+
+    async def _run(self) -> None:
+        futures: list[asyncio.Future[_T]] = []
+        try:
+            while self._waiting:
+                keys = list(itertools.islice(self._waiting, self._batch))
+                futures = [self._waiting.pop(k) for k in keys]
+                try:
+                    found = await self._fetch(keys)
+                except Exception as exc:
+                    for f in futures:
+                        if not f.done():
+                            f.set_exception(exc)
+                    continue
+                for key, f in zip(keys, futures, strict=True):
+                    if not f.done():
+                        f.set_result(found[key])
+        except BaseException:  # cancelled: nobody is left to answer the waiting callers
+            for f in [*futures, *self._waiting.values()]:
+                f.cancel()
+            self._waiting.clear()
+            raise
+        finally:
+            self._running = None
+
+
 class Bridge(Gb28181Events):
     """DeviceDirectory and Gb28181Events for the SIP server, backed by the GB store."""
 
@@ -134,6 +186,8 @@ class Bridge(Gb28181Events):
         self.catalog_batch_items = catalog_batch_items
         self.catalog_batches = 0  # transactions that applied catalogs (a batch each)
         self._device_events = Batcher(self._apply_device_events, room=catalog_waiting)
+        self._device_infos = Batcher(self.store.device_info_many, room=catalog_waiting)
+        self._passwords = Coalescer(self.store.passwords)
 
     async def run(self, every_s: float = 1.0) -> None:
         """Write keepalives in batches: one statement and one health transaction per second
@@ -157,6 +211,10 @@ class Bridge(Gb28181Events):
             (cid, _STATUS_OUTCOME.get(status, "ok"), f"keepalive; channel {status or '?'}")
             for cid, status in channels
         ]
+        # a keepalive of a settled online channel changes nothing: not written (set-based)
+        obs = await without_settled(
+            self.pool, obs, policy=self.policy, fresh_s=self.settings.keepalive_timeout_s
+        )
         await observe_many(self.pool, obs, policy=self.policy)
 
     @contextlib.asynccontextmanager
@@ -182,7 +240,7 @@ class Bridge(Gb28181Events):
         if device_id_problem(device_id) is not None:
             return None
         in_scope = device_id.startswith(self.settings.accepted_regions)
-        password = await self.store.password(device_id)
+        password = await self._passwords.get(device_id)
         return DeviceAccess(
             device_id, password or self.settings.password.get_secret_value(), in_scope
         )
@@ -229,6 +287,22 @@ class Bridge(Gb28181Events):
 
     async def on_keepalive_missed(self, device_id: str, missed: int) -> None:
         await self._observe_device(device_id, "fail", f"{missed} keepalive interval(s) missed")
+
+    async def on_keepalives_missed(self, missed: list[tuple[str, int]]) -> None:
+        """Each miss one failure per channel, for all late devices of a pass in one read and
+        one health transaction (a busy minute can make thousands of devices late at once)."""
+        if self.pool is None or not missed:
+            return
+        by_device: dict[str, list[int]] = {}
+        for device_id, m in missed:
+            by_device.setdefault(device_id, []).append(m)
+        channels = await self.store.channels_by_device(sorted(by_device))
+        obs: list[tuple[uuid.UUID, Outcome, str]] = [
+            (cid, "fail", f"{m} keepalive interval(s) missed; channel {status or '?'}")
+            for device_id, cid, status in channels
+            for m in by_device[device_id]
+        ]
+        await observe_many(self.pool, obs, policy=self.policy)
 
     async def on_keepalive_timeout(self, device_id: str) -> None:
         await self.store.offline_many([device_id])
@@ -378,7 +452,7 @@ class Bridge(Gb28181Events):
         await self.store.set_charset(device_id, charset.charset, charset.declared, charset.sniffed)
 
     async def on_device_info(self, device_id: str, message: Manscdp) -> None:
-        await self.store.device_info(device_id, message.fields)
+        await self._device_infos.submit((device_id, message.fields))
 
     async def on_notify(self, device_id: str, items: list[CatalogItem]) -> None:
         changed = [_fields(i) for i in items if i.event in ("ADD", "UPDATE")]

@@ -1,6 +1,9 @@
-"""GB/T 28181 device access at scale: simulated devices (one UDP source port each; 10 % NVRs
-with 32 channels) register with digest to the service's SIP server, hand over their catalogs
-into the registry, then keep alive.
+"""GB/T 28181 device access at scale: simulated devices (one UDP source port each up to 15,000
+devices, else 4 per port; 10 % NVRs with 32 channels) register with digest to the service's SIP
+server, hand over their catalogs into the registry, and keep alive every 60 s once registered.
+Devices beyond `--per-process` (15,000) are held by load processes of their own (one process
+holds at most its open-file limit in sockets; 50,000 one-port devices would also exhaust the
+machine's ephemeral ports, which the other users of the machine need).
 
 Figures (each run on a fresh schema, the service in its own process):
 1. time until every device is registered, and until every channel is in the registry
@@ -30,7 +33,15 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import database_url, fresh_schema, median
-from bench.gb28181_load import Device, device_ids, open_devices
+from bench.gb28181_load import (
+    Device,
+    close_devices,
+    device_ids,
+    open_devices,
+    quiet,
+    raise_open_files,
+    register_all,
+)
 from bench.rtsp_endpoints import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
@@ -82,9 +93,21 @@ async def keepalive_load(
     return done / seconds
 
 
+def server_args(server: tuple[str, int]) -> tuple[str, str]:
+    return server[0], str(server[1])
+
+
 async def run_once(
-    url: str, n: int, nvr_share: float, seconds: float, rate: float, reg_in_flight: int = 100
+    url: str,
+    n: int,
+    nvr_share: float,
+    seconds: float,
+    rate: float,
+    reg_in_flight: int = 100,
+    per_process: int = 15_000,
+    per_port: int = 1,
 ) -> dict[str, float]:
+    workers: list[asyncio.subprocess.Process] = []
     async with fresh_schema(url, "gb") as schema:
         started = dt.datetime.now(dt.UTC)
         proc = await asyncio.create_subprocess_exec(
@@ -98,18 +121,49 @@ async def run_once(
             server = ("127.0.0.1", int(line[1]))
             specs = device_ids(n, nvr_share)
             expected = sum(c for _, c in specs)
-            devices = await open_devices(specs, server)
+            # this process holds the first `per_process` devices (the keepalive phases use
+            # them); the others are held by load processes of their own (open-file limit)
+            devices = await open_devices(specs[:per_process], server, per_port=per_port)
+            workers = [
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bench.gb28181_load",
+                    *server_args(server),
+                    str(start),
+                    str(min(per_process, n - start)),
+                    str(n),
+                    str(nvr_share),
+                    str(max(1, reg_in_flight * min(per_process, n - start) // n)),
+                    str(per_port),
+                    cwd=HERE.parent,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                for start in range(per_process, n, per_process)
+            ]
+            for w in workers:
+                assert w.stdout is not None
+                ready = await w.stdout.readline()
+                assert ready.strip() == b"ready", f"load process did not start: {ready!r}"
             conn = await asyncpg.connect(url, server_settings={"search_path": schema})
             cpu0 = cpu_seconds([proc.pid])
             own0 = time.process_time()
+            worker_cpu0 = cpu_seconds([w.pid for w in workers])
             t0 = time.perf_counter()
-            sem = asyncio.Semaphore(reg_in_flight)  # devices boot over time
+            for w in workers:
+                assert w.stdin is not None
+                w.stdin.write(b"go\n")
+            own_share = max(1, reg_in_flight * len(devices) // n)
 
-            async def register(dev: Device) -> None:
-                async with sem:
-                    await dev.register()
+            async def registered(w: asyncio.subprocess.Process) -> None:
+                assert w.stdout is not None
+                line = await w.stdout.readline()
+                assert line.strip() == b"registered", f"a load process failed: {line!r}"
 
-            await asyncio.gather(*(register(d) for d in devices))
+            await asyncio.gather(
+                register_all(devices, own_share), *(registered(w) for w in workers)
+            )
             t_reg = time.perf_counter() - t0
             items, last_change = 0, time.perf_counter()
             while time.perf_counter() - last_change < 30:  # stalled 30 s: count what is lost
@@ -123,7 +177,9 @@ async def run_once(
             cameras = await conn.fetchval("SELECT count(*) FROM cameras")
             distinct = await conn.fetchval("SELECT count(DISTINCT gb_id) FROM cameras")
             cpu_load = cpu_seconds([proc.pid]) - cpu0
-            client_load = time.process_time() - own0
+            client_load = (
+                time.process_time() - own0 + cpu_seconds([w.pid for w in workers]) - worker_cpu0
+            )
             # PostgreSQL backends opened by the service (since it started; the server is
             # shared, so another engineer's connection opened meanwhile would count too)
             backends = await conn.fetch(
@@ -132,6 +188,11 @@ async def run_once(
                 started,
             )
             pg_load = cpu_seconds([r["pid"] for r in backends])
+            # the measured keepalive phases are the only keepalives from here on
+            quiet(devices)
+            for w in workers:
+                assert w.stdin is not None
+                w.stdin.write(b"quiet\n")
             await asyncio.sleep(2)  # let the registration tail (DeviceInfo) settle
             cpu1 = cpu_seconds([proc.pid])
             full = await keepalive_load(devices, seconds)
@@ -141,14 +202,20 @@ async def run_once(
             cpu_paced = (cpu_seconds([proc.pid]) - cpu2) / seconds
             rss = peak_rss_mb(proc.pid)
             await conn.close()
-            for d in devices:
-                assert d.transport is not None
-                d.transport.close()
+            close_devices(devices)
         finally:
+            for w in workers:
+                if w.stdin is not None:
+                    w.stdin.close()
+                if w.returncode is None:  # a failed run: the others may still be registering
+                    w.kill()
+            for w in workers:
+                await w.wait()
             proc.kill()
             await proc.wait()
     return {
         "devices": n,
+        "ports": -(-n // per_port),
         "channels": expected,
         "t_registered_s": t_reg,
         "t_catalog_s": t_cat,
@@ -189,9 +256,7 @@ async def anchor(n: int, seconds: float) -> tuple[float, float]:
         cpu0 = cpu_seconds([proc.pid])
         rate = await keepalive_load(devices, seconds)
         cpu = (cpu_seconds([proc.pid]) - cpu0) / seconds
-        for d in devices:
-            assert d.transport is not None
-            d.transport.close()
+        close_devices(devices)
     finally:
         proc.kill()
         await proc.wait()
@@ -206,19 +271,39 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100_000 / 60, help="paced keepalives/s")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--in-flight", type=int, default=100, help="registrations in flight")
+    ap.add_argument("--per-process", type=int, default=15_000, help="devices per load process")
+    ap.add_argument(
+        "--per-port",
+        type=int,
+        default=0,
+        help="devices per UDP source port (0: 1 up to 15,000 devices, else enough to stay "
+        "within 12,500 ports, which leaves the machine's other users ephemeral ports)",
+    )
     args = ap.parse_args()
+    raise_open_files()
+    per_port = args.per_port or (1 if args.devices <= 15_000 else -(-args.devices // 12_500))
     runs: list[dict[str, float]] = []
     anchors: list[tuple[float, float]] = []
     with database_url() as url:
         for i in range(args.repeat):
             r = asyncio.run(
-                run_once(url, args.devices, args.nvr_share, args.seconds, args.rate, args.in_flight)
+                run_once(
+                    url,
+                    args.devices,
+                    args.nvr_share,
+                    args.seconds,
+                    args.rate,
+                    args.in_flight,
+                    args.per_process,
+                    per_port,
+                )
             )
             a = asyncio.run(anchor(min(args.devices, 5000), args.seconds))
             runs.append(r)
             anchors.append(a)
             print(
-                f"run {i + 1}: {r['devices']:.0f} devices / {r['channels']:.0f} channels: "
+                f"run {i + 1}: {r['devices']:.0f} devices / {r['channels']:.0f} channels "
+                f"({r['ports']:.0f} source ports): "
                 f"registered in {r['t_registered_s']:.1f} s, catalogs in the registry in "
                 f"{r['t_catalog_s']:.1f} s ({r['channels'] / r['t_catalog_s']:.0f} channels/s; "
                 f"lost {r['lost']:.0f}, duplicated {r['duplicated']:.0f}, cameras "

@@ -8,8 +8,11 @@ device does, so a datagram dropped under load is a delay and never a lost channe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
+import resource
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +33,7 @@ DOMAIN = "1400000000"
 SERVER_ID = "14000000002000000001"
 PASSWORD = "12345678"  # noqa: S105 — the default device password of [gb28181]
 ITEMS_PER_MESSAGE = 8
+KEEPALIVE_S = 60.0
 _SN = re.compile(rb"<SN>(\d+)</SN>")
 
 
@@ -58,19 +62,15 @@ def catalog_item(item_id: str, parent: str) -> bytes:
     ).encode()
 
 
-@dataclass
-class Device(asyncio.DatagramProtocol):
-    device_id: str
-    channels: int
-    server: tuple[str, int]
-    on_keepalive: Callable[[], None] | None = None
-    transport: asyncio.DatagramTransport | None = None
-    pending: dict[str, asyncio.Future[SipResponse]] = field(default_factory=dict)
-    cseq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    tag: str = field(default_factory=new_tag)
-    call_id: str = field(default_factory=lambda: new_call_id("127.0.0.1"))
-    port: int = 0
-    tasks: set[asyncio.Task[object]] = field(default_factory=set)
+class Port(asyncio.DatagramProtocol):
+    """One UDP socket (source port) for one or more devices; requests from the server are
+    routed to their device by the request URI's user, responses by their Via branch."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+        self.devices: dict[str, Device] = {}
+        self.pending: dict[str, asyncio.Future[SipResponse]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -86,6 +86,40 @@ class Device(asyncio.DatagramProtocol):
             if fut is not None and not fut.done() and msg.status >= 200:
                 fut.set_result(msg)
             return
+        user = msg.uri.split(":", 1)[-1].split("@", 1)[0]
+        device = self.devices.get(user) or next(iter(self.devices.values()))
+        device.on_request(msg)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+@dataclass
+class Device:
+    device_id: str
+    channels: int
+    server: tuple[str, int]
+    socket: Port
+    on_keepalive: Callable[[], None] | None = None
+    cseq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    tag: str = field(default_factory=new_tag)
+    call_id: str = field(default_factory=lambda: new_call_id("127.0.0.1"))
+    tasks: set[asyncio.Task[object]] = field(default_factory=set)
+
+    @property
+    def transport(self) -> asyncio.DatagramTransport | None:
+        return self.socket.transport
+
+    @property
+    def port(self) -> int:
+        return self.socket.port
+
+    @property
+    def pending(self) -> dict[str, asyncio.Future[SipResponse]]:
+        return self.socket.pending
+
+    def on_request(self, msg: SipRequest) -> None:
         assert self.transport is not None
         self.transport.sendto(build_response(msg, 200, to_tag=self.tag).serialise(), self.server)
         if msg.method != "MESSAGE":
@@ -153,6 +187,17 @@ class Device(asyncio.DatagramProtocol):
         )
         if ok.status != 200:
             raise RuntimeError(f"{self.device_id}: REGISTER answered {ok.status}")
+        # then keep alive every 60 s, as a device does (a wave longer than the keepalive
+        # timeout would otherwise take the first devices offline while the last register)
+        task = asyncio.get_running_loop().create_task(self.keep_alive_every(KEEPALIVE_S))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def keep_alive_every(self, interval: float) -> None:
+        for sn in itertools.count(1_000_000):
+            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await self.keepalive(sn)
 
     async def answer_catalog(self, sn: bytes) -> None:
         ids = channel_ids(self.device_id, self.channels)
@@ -186,13 +231,86 @@ class Device(asyncio.DatagramProtocol):
             self.on_keepalive()
 
 
-async def open_devices(specs: list[tuple[str, int]], server: tuple[str, int]) -> list[Device]:
+async def open_devices(
+    specs: list[tuple[str, int]], server: tuple[str, int], *, per_port: int = 1
+) -> list[Device]:
+    """The devices, `per_port` of them on each UDP socket (one source port each by default;
+    more than one lets 50,000 devices fit beside other work in the machine's ephemeral ports)."""
     loop = asyncio.get_running_loop()
-    out = []
-    for device_id, channels in specs:
-        _, proto = await loop.create_datagram_endpoint(
-            lambda d=device_id, c=channels: Device(d, c, server),  # type: ignore[misc]
-            local_addr=("127.0.0.1", 0),
-        )
-        out.append(proto)
+    out: list[Device] = []
+    for i in range(0, len(specs), per_port):
+        _, port = await loop.create_datagram_endpoint(Port, local_addr=("127.0.0.1", 0))
+        for device_id, channels in specs[i : i + per_port]:
+            dev = Device(device_id, channels, server, port)
+            port.devices[device_id] = dev
+            out.append(dev)
     return out
+
+
+def quiet(devices: list[Device]) -> None:
+    """Stop the devices' own keepalives (and any answer in progress), so that a measured
+    keepalive phase is all the keepalive load the server sees."""
+    for d in devices:
+        for task in list(d.tasks):
+            task.cancel()
+
+
+def close_devices(devices: list[Device]) -> None:
+    quiet(devices)
+    for port in {id(d.socket): d.socket for d in devices}.values():
+        port.close()
+
+
+def raise_open_files() -> int:
+    """Raise this process's open-file limit to its hard limit (one socket per device)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+async def register_all(devices: list[Device], in_flight: int) -> None:
+    sem = asyncio.Semaphore(max(1, in_flight))  # devices boot over time
+
+    async def register(dev: Device) -> None:
+        async with sem:
+            await dev.register()
+
+    await asyncio.gather(*(register(d) for d in devices))
+
+
+async def worker(
+    host: str,
+    port: int,
+    start: int,
+    count: int,
+    n: int,
+    share: float,
+    in_flight: int,
+    per_port: int,
+) -> None:
+    """A load process of its own for devices [start, start + count) of `device_ids(n, share)`:
+    one process holds at most the open-file limit in sockets, so 50,000 devices need several.
+
+    Protocol on stdin/stdout with the benchmark: prints `ready` once its sockets are open,
+    registers on a `go` line, prints `registered`, keeps alive every 60 s until a `quiet` line,
+    and keeps answering the server's queries until stdin closes.
+    """
+    raise_open_files()
+    specs = device_ids(n, share)[start : start + count]
+    devices = await open_devices(specs, (host, port), per_port=per_port)
+    print("ready", flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    if line.strip() == "go":
+        await register_all(devices, in_flight)
+        print("registered", flush=True)
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if line.strip() == "quiet":
+            quiet(devices)
+    await asyncio.to_thread(sys.stdin.read)
+    close_devices(devices)
+
+
+if __name__ == "__main__":
+    h, p, s, c, total, sh, f, pp = sys.argv[1:9]
+    asyncio.run(worker(h, int(p), int(s), int(c), int(total), float(sh), int(f), int(pp)))

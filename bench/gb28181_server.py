@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import cProfile
+import json
 import os
 import sys
 import tempfile
@@ -42,6 +43,7 @@ async def main(dsn: str, schema: str) -> None:
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     print(f"ready {app[SIP].port}", flush=True)
     profile = os.environ.get("CAMREG_BENCH_PROFILE")  # a path: cProfile stats, dumped every 5 s
+    metrics = os.environ.get("CAMREG_BENCH_METRICS")  # a path: the SIP counters, every 5 s
     if profile:
         prof = cProfile.Profile()
         prof.enable()
@@ -50,6 +52,9 @@ async def main(dsn: str, schema: str) -> None:
             await asyncio.sleep(5)
             if profile:
                 prof.dump_stats(profile)
+            if metrics:
+                text = json.dumps(app[SIP].metrics(), indent=1)
+                await asyncio.to_thread(Path(metrics).write_text, text)
     finally:
         await runner.cleanup()
 

@@ -609,6 +609,63 @@ async def observe_many(
     return []
 
 
+async def without_settled(
+    pool: asyncpg.Pool,
+    observations: Sequence[tuple[uuid.UUID, Outcome, str]],
+    *,
+    policy: StatusPolicy | None = None,
+    source: str = "gb28181",
+    fresh_s: float = 180.0,
+) -> list[tuple[uuid.UUID, Outcome, str]]:
+    """The observations that `observe_many` could change something with: drops each ``ok``
+    that would only repeat what a settled online camera's row already says.
+
+    Why: every keepalive of a device is an ``ok`` for each of its channels; at 100,000 devices
+    (1,667 keepalives/s, ~7,000 channels/s) locking, stepping and rewriting rows that cannot
+    change was most of a core. Such an ``ok`` is a no-op of the status machine when the
+    reachability is settled online with no failure streak, the whole flap window is ``ok``
+    with no change in it (so the status cannot move and no flapping can start), the camera
+    is off the probe schedule, and the last observation recorded is this same one; only the
+    uncapped `ok_streak` would grow. The row is still rewritten once `last_probe_at` is older
+    than `fresh_s` (the keepalive timeout), so it never claims a live channel was last seen
+    longer ago than that. Failures are never dropped. One read, no locks: a concurrent writer
+    of the same camera is ordered after this no-op.
+    """
+    policy = policy or StatusPolicy()
+    ok = [o for o in observations if o[1] == "ok"]
+    if not ok:
+        return list(observations)
+    window = policy.flap_window
+    settled = await pool.fetch(
+        """SELECT u.camera_id, u.detail FROM unnest($1::uuid[], $2::text[]) AS u(camera_id, detail)
+           JOIN camera_health h ON h.camera_id = u.camera_id
+           WHERE h.state->>'settled' = 'online' AND (h.state->>'fail_streak')::int = 0
+             AND h.state->>'status' = CASE WHEN h.state->>'picture' = 'faulty'
+                                           THEN 'degraded' ELSE 'online' END
+             AND h.state->'recent' = $3::text::jsonb AND h.state->'changes' = $4::text::jsonb
+             AND h.failures = 0 AND h.next_probe_at = 'infinity' AND h.lease_owner IS NULL
+             AND h.last_probe = jsonb_build_object('source', $5::text, 'outcome', 'ok',
+                                                   'detail', u.detail)
+             AND h.last_probe_at > now() - make_interval(secs => $6)""",
+        [cid for cid, _, _ in ok],
+        [detail for _, _, detail in ok],
+        json.dumps(["ok"] * window),
+        json.dumps([False] * window),
+        source,
+        float(fresh_s),
+    )
+    if not settled:
+        return list(observations)
+    no_op = {(r["camera_id"], r["detail"]) for r in settled}
+    # a camera is left out only when every one of its observations here is a no-op
+    keep = {
+        cid
+        for cid, outcome, detail in observations
+        if (cid, detail) not in no_op or outcome != "ok"
+    }
+    return [o for o in observations if o[0] in keep]
+
+
 async def _observe(
     pool: asyncpg.Pool,
     observations: Sequence[tuple[uuid.UUID, Outcome, str]],

@@ -133,24 +133,40 @@ class GbDevices:
 
     # -- devices -----------------------------------------------------------------------------
     async def password(self, device_id: str) -> str | None:
-        """The device's own password (sealed at rest), or None to use the default.
+        """The device's own password (sealed at rest), or None to use the default."""
+        return (await self.passwords([device_id]))[device_id]
+
+    async def passwords(self, device_ids: Sequence[str]) -> dict[str, str | None]:
+        """Each device's own password (sealed at rest), or None to use the default.
 
         Cached for a minute in a bounded map (every REGISTER asks, twice with the challenge;
-        a registration storm must not queue on the database); `set_password` through this
-        store clears the entry, so a change is effective at once in this process.
+        a registration storm must not queue on the database), and the misses of many devices
+        read in one query; `set_password` through this store clears the entry, so a change is
+        effective at once in this process.
         """
         now = time.monotonic()
-        hit = self._passwords.get(device_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        sealed = await self.pool.fetchval(
-            "SELECT password FROM gb_devices WHERE device_id = $1", device_id
+        out: dict[str, str | None] = {}
+        missing: list[str] = []
+        for device_id in device_ids:
+            hit = self._passwords.get(device_id)
+            if hit is not None and hit[0] > now:
+                out[device_id] = hit[1]
+            else:
+                missing.append(device_id)
+        if not missing:
+            return out
+        rows = await self.pool.fetch(
+            "SELECT device_id, password FROM gb_devices WHERE device_id = ANY($1::text[])",
+            missing,
         )
-        value = None if sealed is None else self.box.open(sealed)[1]
-        if len(self._passwords) >= _PASSWORD_CACHE:
+        sealed = {r["device_id"]: r["password"] for r in rows}
+        if len(self._passwords) + len(missing) > _PASSWORD_CACHE:
             self._passwords.clear()  # crude but bounded; refilled by the next registrations
-        self._passwords[device_id] = (now + 60.0, value)
-        return value
+        for device_id in missing:
+            value = sealed.get(device_id)
+            out[device_id] = None if value is None else self.box.open(value)[1]
+            self._passwords[device_id] = (now + 60.0, out[device_id])
+        return out
 
     async def set_password(self, actor: Actor, device_id: str, password: str | None) -> None:
         self._passwords.pop(device_id, None)
@@ -292,16 +308,30 @@ class GbDevices:
         )
 
     async def device_info(self, device_id: str, info: Mapping[str, str]) -> None:
-        channels = info.get("Channel", "")
-        await self.pool.execute(
+        await self.device_info_many([(device_id, info)])
+
+    async def device_info_many(self, infos: Sequence[tuple[str, Mapping[str, str]]]) -> None:
+        """DeviceInfo answers of many devices in one pipelined statement (one per device at a
+        registration wave would queue registrations behind them for the pool)."""
+        rows = []
+        for device_id, info in infos:
+            channels = info.get("Channel", "")
+            rows.append(
+                (
+                    device_id,
+                    info.get("DeviceName") or None,
+                    info.get("Manufacturer") or None,
+                    info.get("Model") or None,
+                    info.get("Firmware") or None,
+                    int(channels) if channels.isdigit() else None,
+                )
+            )
+        if not rows:
+            return
+        await self.pool.executemany(
             """UPDATE gb_devices SET name = $2, manufacturer = $3, model = $4, firmware = $5,
                    channel_count = $6, updated_at = now() WHERE device_id = $1""",
-            device_id,
-            info.get("DeviceName") or None,
-            info.get("Manufacturer") or None,
-            info.get("Model") or None,
-            info.get("Firmware") or None,
-            int(channels) if channels.isdigit() else None,
+            sorted(rows, key=lambda r: r[0]),
         )
 
     # -- catalog -----------------------------------------------------------------------------

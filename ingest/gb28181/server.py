@@ -84,6 +84,7 @@ class SipServerConfig:
     response_cache_size: int = 50_000
     max_concurrent: int = 512
     max_tasks: int = 2_000
+    max_device_queries: int = 2_000  # devices queried at once after registering
     max_pending_queries: int = 20_000
     housekeeping_s: float = 1.0
     query_after_register: bool = True
@@ -115,6 +116,15 @@ class Gb28181Events:
         default) is what takes them offline.
         """
         return None
+
+    async def on_keepalives_missed(self, missed: list[tuple[str, int]]) -> None:
+        """All misses of one housekeeping pass, (device ID, miss number) in order.
+
+        By default `on_keepalive_missed` for each; a registry can write them together (when
+        thousands of devices are late at once, one write per device is what falls behind).
+        """
+        for device_id, m in missed:
+            await self.on_keepalive_missed(device_id, m)
 
     async def on_catalog(self, result: CatalogResult) -> None:
         return None
@@ -271,6 +281,9 @@ class SipServer:
         self.refusals: Counter[tuple[int, str]] = Counter()
         self.notify_by_event: Counter[str] = Counter()
         self.invites: Counter[str] = Counter()
+        self._to_query: dict[str, None] = {}  # devices to query after registering, in order
+        self._query_slots = asyncio.Semaphore(config.max_device_queries)
+        self._query_pump: asyncio.Task[None] | None = None
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "requests",
@@ -321,6 +334,11 @@ class SipServer:
             self._housekeeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeper
+        if self._query_pump is not None:
+            self._query_pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._query_pump
+        self._to_query.clear()
         for sub in self.subscriptions.values():
             if sub.renew_task is not None:
                 sub.renew_task.cancel()
@@ -341,6 +359,7 @@ class SipServer:
         out.update({f"transaction_{k}": v for k, v in self.transactions.counters.items()})
         out["registrations"] = len(self.registrar.registrations)
         out["catalog_sessions"] = len(self.catalogs)
+        out["devices_to_query"] = len(self._to_query)
         out["transactions_in_flight"] = len(self.transactions)
         out["replay_cache_entries"] = len(self.verifier.replays)
         out["rate_limiter_sources"] = len(self.transport.limiter)
@@ -373,25 +392,59 @@ class SipServer:
             log.warning("GB/T 28181 background task failed: %r", task.exception())
 
     async def _housekeeping(self) -> None:
+        """Expiries and missed keepalives, as events handed over in one task per pass.
+
+        One task per pass, never refused: these events are not re-issued (the next pass only
+        reports later intervals), so one spawned per device against the task budget lost the
+        offline of whatever did not fit when a few thousand devices went silent together.
+        """
         while True:
             await asyncio.sleep(self.config.housekeeping_s)
+            events: list[Coroutine[Any, Any, Any]] = []
             for reg in self.registrar.expire():
                 self.counters["expired"] += 1
                 self.transport.platforms.discard(reg.source.addr)
                 self._liveness.pop(reg.device_id, None)
-                self._spawn(self.events.on_unregister(reg.device_id, "expired"))
+                events.append(self.events.on_unregister(reg.device_id, "expired"))
             now = time.monotonic()
             cutoff = now - self.config.keepalive_timeout_s
             interval = self.config.keepalive_interval_s
+            # A keepalive is missed only a quarter interval after it was due: a device that
+            # keeps alive every 60 s, as ours asks, arrives a little after 60 s whenever the
+            # network or this loop is busy, and one failure per device every minute made a
+            # 50,000-device wave flap and fill the database pool with health writes.
+            grace = interval / 4
+            misses: list[tuple[str, int]] = []
             for device_id, live in self._liveness.items():
-                missed = int((now - live.last_seen) // interval)
+                missed = max(0, int((now - live.last_seen - grace) // interval))
                 for m in range(live.missed + 1, missed + 1):  # one event per interval
-                    self._spawn(self.events.on_keepalive_missed(device_id, m))
+                    misses.append((device_id, m))
                 live.missed = max(live.missed, missed)
                 if not live.timed_out and live.last_seen < cutoff:
                     live.timed_out = True
                     self.counters["keepalive_timeouts"] += 1
-                    self._spawn(self.events.on_keepalive_timeout(device_id))
+                    events.append(self.events.on_keepalive_timeout(device_id))
+            if misses:  # before the timeouts of the same pass, as they happened
+                events.insert(0, self.events.on_keepalives_missed(misses))
+            if events:
+                task = asyncio.get_running_loop().create_task(self._in_turn(events))
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+
+    @staticmethod
+    async def _in_turn(events: list[Coroutine[Any, Any, Any]], at_once: int = 8) -> None:
+        """Await the events `at_once` at a time, in order: each may hold a database connection,
+        and the pool must keep room for registrations (their password lookups)."""
+        for i in range(0, len(events), at_once):
+            try:
+                results = await asyncio.gather(*events[i : i + at_once], return_exceptions=True)
+            except BaseException:  # cancelled at stop: the rest will not run
+                for coro in events[i + at_once :]:
+                    coro.close()
+                raise
+            for r in results:
+                if isinstance(r, Exception):
+                    log.warning("GB/T 28181 housekeeping event failed: %r", r)
 
     # --- incoming ---------------------------------------------------------------------------
     def _send(self, response: SipResponse, peer: Peer, cache_key: Any = None) -> None:
@@ -517,9 +570,39 @@ class SipServer:
         return outcome.response
 
     async def _after_register(self, device_id: str) -> None:
-        """Re-read what the device is after every (re-)registration, in the background."""
-        self._spawn(self._quietly(self.query_catalog(device_id)))
-        self._spawn(self._quietly(self.query(device_id, "DeviceInfo")))
+        """Re-read what the device is after every (re-)registration, in the background.
+
+        Queued, not spawned against the task budget: at a registration wave the budget is
+        full of SIP work and a refused query was a device whose catalog was never read (18
+        of 10,000 devices' catalogs lost). The queue holds each device once, so it is bounded
+        by the registrations; `max_device_queries` devices are queried at a time, below the
+        catalog assembler's session limit.
+        """
+        self._to_query[device_id] = None
+        if self._query_pump is None or self._query_pump.done():
+            self._query_pump = asyncio.get_running_loop().create_task(self._pump_queries())
+
+    async def _pump_queries(self) -> None:
+        while self._to_query:
+            await self._query_slots.acquire()
+            if not self._to_query:
+                self._query_slots.release()
+                return
+            device_id = next(iter(self._to_query))
+            del self._to_query[device_id]
+            task = asyncio.get_running_loop().create_task(self._query_device(device_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._query_done)
+
+    def _query_done(self, task: asyncio.Task[Any]) -> None:
+        self._query_slots.release()
+        self._task_done(task)
+
+    async def _query_device(self, device_id: str) -> None:
+        await asyncio.gather(
+            self._quietly(self.query_catalog(device_id)),
+            self._quietly(self.query(device_id, "DeviceInfo")),
+        )
 
     async def _quietly(self, aw: Awaitable[Any]) -> None:
         try:
@@ -966,8 +1049,12 @@ class SipServer:
         await self.transactions.request(request, dialog.target)
 
     def _catalog_done(self, result: CatalogResult) -> None:
+        """Hand an assembled catalog over, never refused: it is data the device already sent
+        (bounded by the assembler's sessions, each of which completes once)."""
         self.counters["catalogs_complete" if result.complete else "catalogs_partial"] += 1
-        self._spawn(self.events.on_catalog(result))
+        task = asyncio.get_running_loop().create_task(self.events.on_catalog(result))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
 
 
 NOTIFY_EVENTS = ("ADD", "DEL", "UPDATE", "ON", "OFF", "VLOST", "DEFECT")

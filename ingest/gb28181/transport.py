@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -153,12 +154,34 @@ ErrorHandler = Callable[[bytes, Peer, SipParseError], None]
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, owner: SipTransport) -> None:
+    """Reads every datagram waiting, not one per event-loop turn.
+
+    asyncio's datagram transport reads one datagram each time the loop polls the socket; with
+    thousands of tasks per turn at a registration wave the socket was read a few hundred times
+    a second, the kernel buffer overflowed (measured: 8,390 drops in 40 s at 3,000 devices) and
+    each drop cost a device a 0.5–4 s retransmission timer. So the socket is drained here, up
+    to `DRAIN` datagrams per turn, into a larger receive buffer.
+    """
+
+    DRAIN = 256
+
+    def __init__(self, owner: SipTransport, sock: socket.socket) -> None:
         self.owner = owner
+        self.sock = sock
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        host, port = str(addr[0]), int(addr[1])
-        self.owner._incoming(data, Peer("UDP", host, port), stream=False)
+        incoming = self.owner._incoming
+        incoming(data, Peer("UDP", str(addr[0]), int(addr[1])), stream=False)
+        recvfrom = self.sock.recvfrom
+        for _ in range(self.DRAIN):
+            try:
+                data, addr = recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.error_received(exc)
+                return
+            incoming(data, Peer("UDP", str(addr[0]), int(addr[1])), stream=False)
 
     def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.
         self.owner.counters["udp_errors"] += 1
@@ -203,6 +226,27 @@ class _TcpConn(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+
+RECEIVE_BUFFER = 4 * 1024 * 1024  # bytes asked; the kernel caps it at net.core.rmem_max
+
+
+async def _udp_socket(host: str, port: int) -> socket.socket:
+    """A bound, non-blocking UDP socket with a receive buffer for a registration wave's bursts."""
+    loop = asyncio.get_running_loop()
+    family, _, _, _, addr = (
+        await loop.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    )[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.setblocking(False)
+        sock.bind(addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class SipTransport:
@@ -253,7 +297,12 @@ class SipTransport:
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+        sock = await _udp_socket(host, port)
+        try:
+            udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self, sock), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         self._udp = udp
         bound_port = udp.get_extra_info("sockname")[1]
         try:

@@ -1,0 +1,117 @@
+"""A keepalive of a settled online channel writes no health row (100,000 devices keep alive
+1,667 times a second), while anything that can change the channel's status still does: the
+flap window filling up, a channel the device reports OFF, and silence taking it offline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import Database, create_app
+from api.state import POOL, SIP
+from camera_registry.config import Gb28181Settings, Settings
+from tests.ingest.gb28181.simdevice import SimDevice
+
+SERVER_ID = "14000000002000000001"
+NVR = "14010500001180000019"
+ON, OFF = "14010500001320000191", "14010500001320000192"
+TIMEOUT_S = 3.0  # three keepalive intervals of 1 s; also how stale last_probe_at may get
+FLUSH_S = 0.05
+
+
+def item(item_id: str, status: str) -> str:
+    return (
+        f"<Item><DeviceID>{item_id}</DeviceID><Name>通道</Name><CivilCode>140105</CivilCode>"
+        f"<ParentID>{NVR}</ParentID><Status>{status}</Status><Longitude>112.55</Longitude>"
+        "<Latitude>37.87</Latitude><Info><PoType>3</PoType></Info></Item>"
+    )
+
+
+@pytest.fixture(scope="module")
+async def gb_client(
+    settings: Settings, database_url: str, schema: str
+) -> AsyncIterator[TestClient]:
+    gb = Gb28181Settings(
+        sip_host="127.0.0.1",
+        sip_port=0,
+        server_id=SERVER_ID,
+        catalog_idle_timeout_s=1.0,
+        keepalive_timeout_s=TIMEOUT_S,
+        keepalive_flush_s=FLUSH_S,
+    )
+    app = create_app(
+        settings.model_copy(update={"gb28181": gb}),
+        Database(dsn=database_url, schema=schema),
+        run_sip=True,
+    )
+    async with TestClient(TestServer(app)) as c:
+        c.app[SIP].config.housekeeping_s = 0.1
+        yield c
+
+
+async def row(client: TestClient, gb_id: str) -> Any:
+    """The channel's health row with its version (xmin changes whenever the row is written)."""
+    return await client.app[POOL].fetchrow(
+        "SELECT c.status, h.xmin::text AS version, h.state, h.last_probe FROM camera_health h "
+        "JOIN cameras c ON c.id = h.camera_id WHERE c.gb_id = $1",
+        gb_id,
+    )
+
+
+async def until(client: TestClient, gb_id: str, *want: str, within_s: float = 15) -> None:
+    """Poll the camera's status (written by another task) until it is one of `want`."""
+    async with asyncio.timeout(within_s):
+        while True:
+            found = await row(client, gb_id)
+            if found is not None and found["status"] in want:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def keep_alive(dev: SimDevice, sns: range) -> None:
+    """One keepalive per flush, so that each is its own observation."""
+    for sn in sns:
+        assert (await dev.keepalive(sn)).status == 200
+        await asyncio.sleep(3 * FLUSH_S)
+
+
+async def test_settled_online_channels_are_not_rewritten_by_keepalives(
+    gb_client: TestClient,
+) -> None:
+    dev = await SimDevice(NVR, gb_client.app[SIP].port).open()
+    dev.answer_catalog_with(item(ON, "ON") + item(OFF, "OFF"), 2)
+    try:
+        assert (await dev.register()).status == 200
+        await until(gb_client, ON, "unknown", "online")  # the catalog made the camera
+        # fill the flap window (10 observations): every one of these is written
+        versions = set()
+        for sn in range(12):
+            await keep_alive(dev, range(sn, sn + 1))
+            versions.add((await row(gb_client, ON))["version"])
+        settled = await row(gb_client, ON)
+        assert settled["status"] == "online"
+        assert settled["last_probe"]["detail"] == "keepalive; channel ON"
+        assert len(versions) >= 9  # the window filling up was written, observation by observation
+        off_before = (await row(gb_client, OFF))["version"]
+        # settled: more keepalives within the freshness bound write nothing for the ON channel
+        await keep_alive(dev, range(100, 106))
+        assert (await row(gb_client, ON))["version"] == settled["version"]
+        # the channel the device reports OFF is a failure each time: still written
+        assert (await row(gb_client, OFF))["version"] != off_before
+        assert (await row(gb_client, OFF))["status"] == "offline"
+        # after the freshness bound (the keepalive timeout) the row is written once more
+        async with asyncio.timeout(10):
+            sn = 200
+            while (await row(gb_client, ON))["version"] == settled["version"]:
+                await keep_alive(dev, range(sn, sn + 1))
+                sn += 1
+        assert (await row(gb_client, ON))["status"] == "online"
+    finally:
+        dev.close()
+    # silence still takes the settled channel offline, through the hysteresis
+    await until(gb_client, ON, "offline")
+    assert (await row(gb_client, ON))["state"]["fail_streak"] >= 3
