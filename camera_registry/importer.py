@@ -219,6 +219,10 @@ async def import_rows(
             # so it can say what --partial would do.
             if partial or not bad_rows or dry_run:
                 await load.add(item.batch)
+                # The batch's new cameras go in now, while the reader works on the next one.
+                await load.merge_new(item.batch)
+            elif not load.abandoned:
+                await load.abandon()  # rejected: hold nothing while the rest is read
             await _warn_placement(report, placement, item.batch)
             in_db += time.perf_counter() - t1
             watch.step()

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 from pathlib import Path
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 
 from api.state import BOX, POOL
 from camera_registry.actor import Actor, Role
 from camera_registry.importer import ImportWatch
+from camera_registry.store import bulk
 from camera_registry.store.db import create_pool
 from ingest.ledger.source import import_ledger
 
@@ -23,13 +26,14 @@ ADMIN = Actor("test:bulk", Role.ADMIN)
 HEADER = ["国标编码", "点位名称", "点位类型", "经度", "纬度"]
 
 
-def ledger(path: Path, n: int, bad_row: int | None = None) -> Path:
+def ledger(path: Path, n: int, bad_row: int | None = None, series: int = 0) -> Path:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(HEADER)
         for i in range(n):
             lat = "north" if i == bad_row else 37.7 + i * 1e-4
-            w.writerow([f"140105000013250{i:05d}", f"批量点位{i}", "三类", 112.5 + i * 1e-4, lat])
+            gb_id = f"14010500001325{series}{i:05d}"
+            w.writerow([gb_id, f"批量点位{series}-{i}", "三类", 112.5 + i * 1e-4, lat])
     return path
 
 
@@ -218,3 +222,42 @@ async def test_a_merge_longer_than_the_pools_request_timeout_completes(
         await blocker.close()
         await pool.close()
     assert report.committed and report.updated == 1
+
+
+async def test_merge_in_slices_schedules_every_camera_once_and_a_delete_unschedules_it(
+    client: TestClient, auth: Tok, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge inserts the stage a slice of pages at a time (here ~2 rows a slice): every
+    camera is inserted once, scheduled once within the first five minutes, and counted once on
+    the map; deleting cameras (one by the API, several in one statement) removes their schedule
+    rows, as the foreign key's cascade did."""
+    monkeypatch.setattr(bulk, "_MERGE_PAGES", 1)
+    pool = client.app[POOL]
+    report = await import_ledger(
+        pool, client.app[BOX], ADMIN, ledger(tmp_path / "s.csv", 300, series=7)
+    )
+    assert report.committed and report.inserted == 300
+    before = await pool.fetchval("SELECT count(*) FROM camera_health") - 300
+    rows = await pool.fetch(
+        """SELECT c.id, h.next_probe_at - c.created_at AS due_in
+             FROM cameras c JOIN camera_health h ON h.camera_id = c.id
+            WHERE c.gb_id LIKE '140105000013257%'"""
+    )
+    assert len(rows) == 300  # (schedule rows of the module's earlier tests' cameras aside)
+    assert all(dt.timedelta(0) <= r["due_in"] <= dt.timedelta(minutes=5, seconds=1) for r in rows)
+    await _map_grid_is_exact(client)
+    h = await auth("admin")
+    gone = await client.delete(f"/api/v1/cameras/{rows[0]['id']}", headers=h)
+    assert gone.status == 204
+    await pool.execute(
+        "DELETE FROM cameras WHERE id = ANY($1::uuid[])", [r["id"] for r in rows[1:11]]
+    )
+    assert await pool.fetchval("SELECT count(*) FROM camera_health") == before + 289
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM camera_health h WHERE NOT EXISTS "
+        "(SELECT 1 FROM cameras c WHERE c.id = h.camera_id)"
+    )
+    again = await import_ledger(pool, client.app[BOX], ADMIN, tmp_path / "s.csv")
+    assert (again.inserted, again.updated, again.unchanged) == (11, 0, 289)
+    assert await pool.fetchval("SELECT count(*) FROM camera_health") == before + 300
+    await _map_grid_is_exact(client)
