@@ -261,3 +261,66 @@ async def test_merge_in_slices_schedules_every_camera_once_and_a_delete_unschedu
     assert (again.inserted, again.updated, again.unchanged) == (11, 0, 289)
     assert await pool.fetchval("SELECT count(*) FROM camera_health") == before + 300
     await _map_grid_is_exact(client)
+
+
+async def test_a_bad_row_in_a_later_chunk_undoes_the_early_merges(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Chunks before the bad row were already inserted (inside the import's transaction):
+    without --partial nothing of them stays, and every bad row is still reported; with
+    --partial the good rows of every chunk are in."""
+    pool = client.app[POOL]
+    count = "SELECT count(*) FROM cameras WHERE gb_id LIKE '140105000013256%'"
+    path = ledger(tmp_path / "late.csv", 300, bad_row=250, series=6)
+    report = await import_ledger(pool, client.app[BOX], ADMIN, path, chunk_rows=100)
+    assert not report.committed and report.rows_bad == 1
+    assert [(e.row, e.field) for e in report.errors] == [(252, "lat")]
+    assert await pool.fetchval(count) == 0
+    dry = await import_ledger(
+        pool, client.app[BOX], ADMIN, path, chunk_rows=100, dry_run=True, partial=True
+    )
+    assert (dry.inserted, dry.committed) == (299, False)
+    assert await pool.fetchval(count) == 0
+    part = await import_ledger(pool, client.app[BOX], ADMIN, path, chunk_rows=100, partial=True)
+    assert part.committed and (part.inserted, part.rows_bad) == (299, 1)
+    assert await pool.fetchval(count) == 299
+    await _map_grid_is_exact(client)
+
+
+async def test_rows_without_gb_id_beside_early_merged_ones_keep_their_meaning(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A row without 国标编码 is matched by (region, name) only to cameras registered before
+    the import, not to a camera an earlier chunk of the same file just inserted: it gets a
+    generated ID, as when the whole file was merged at the end; a registered camera's row
+    in a later chunk is updated, and the report counts each once."""
+    pool = client.app[POOL]
+    h = ["国标编码", "点位名称", "点位类型", "经度", "纬度", "行政区划"]
+    first = tmp_path / "first.csv"
+    with first.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(h)
+        w.writerow(["14010500001325500001", "老点位", "三类", 112.51, 37.71, "140105"])
+    assert (await import_ledger(pool, client.app[BOX], ADMIN, first)).committed
+    mixed = tmp_path / "mixed.csv"
+    with mixed.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(h)
+        for i in range(150):  # chunk 1 and 2: new cameras with IDs
+            w.writerow([f"140105000013255{i + 100:05d}", f"新点位{i}", "三类", 112.5, 37.7, ""])
+        w.writerow(["", "新点位3", "三类", 112.52, 37.72, "140105"])  # same name as row 5
+        w.writerow(["", "老点位", "二类", 112.51, 37.71, "140105"])  # the registered camera
+    report = await import_ledger(pool, client.app[BOX], ADMIN, mixed, chunk_rows=100)
+    assert report.committed, report.summary()
+    assert (report.inserted, report.updated, report.unchanged) == (151, 1, 0)
+    named = await pool.fetch(
+        "SELECT gb_id FROM cameras WHERE name = '新点位3' AND region_code = '140105' ORDER BY 1"
+    )
+    assert len(named) == 2 and named[0]["gb_id"] == "14010500001325500103"
+    assert (
+        await pool.fetchval("SELECT level FROM cameras WHERE gb_id = '14010500001325500001'") == 2
+    )
+    again = await import_ledger(pool, client.app[BOX], ADMIN, mixed, chunk_rows=100)
+    # Two cameras now carry that name: the unnamed row is ambiguous, so it is new again.
+    assert (again.inserted, again.updated, again.unchanged) == (1, 0, 151)
+    await _map_grid_is_exact(client)
