@@ -218,7 +218,6 @@ async def import_rows(
             # A dry run stages the good rows even when the real run would stop at a bad one,
             # so it can say what --partial would do.
             if partial or not bad_rows or dry_run:
-                await load.add(item.batch)
                 # The batch's new cameras go in now, while the reader works on the next one.
                 await load.merge_new(item.batch)
             elif not load.abandoned:

@@ -73,6 +73,10 @@ _MERGE_PAGES = 5_000
 _STAGE_PAGES = (
     "SELECT pg_relation_size('pg_temp.import_stage') / current_setting('block_size')::int"
 )
+_ALL_PAGES = 2**31 - 1
+# Rows staged between two early merges: a smaller statement costs more per row (each runs
+# the map-grid upsert and sorts its own rows), a larger one waits longer for the reader.
+_EARLY_MERGE_ROWS = 50_000
 _ORDER_CELL_DEG = 0.1  # merge order: map cells of this size, west to east
 _WORK_MEM = "128MB"  # the merge's sorts and hashes (the map grid's GROUP BY, the re-import join)
 STATEMENT_TIMEOUT_S = 3600.0  # a 2.4 M merge on a loaded machine stays well inside this
@@ -202,10 +206,9 @@ class BulkLoad:
         self.acquire_timeout_s = acquire_timeout_s
         self.present: set[str] = set(_ALWAYS)
         self.staged = self.inserted = self.updated = 0
-        # Early merges (`merge_new`): rows that matched a registered camera or had no 国标编码
-        # (both left to `finish()`), and how far into the stage the merges have looked.
-        self.existing = self.without_id = 0
-        self._merged_pages = 0
+        # Early merges (`merge_new`): rows left to `finish()` (a registered camera's, or
+        # without 国标编码).
+        self.existing = self._pending = self._pending_ids = 0
         self.merging = self.abandoned = False
         self.backend_pid: int | None = None
         self._conn: asyncpg.Connection | None = None
@@ -239,9 +242,10 @@ class BulkLoad:
             )
             cols = ", ".join(f"{c} {_STAGE_TYPES[c]}" for c in DB_COLUMNS)
             await self._conn.execute(
-                f"""DROP TABLE IF EXISTS pg_temp.import_stage;
+                f"""DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk;
                     CREATE TEMP TABLE import_stage (row_no integer NOT NULL, {cols},
-                                                    generated boolean NOT NULL DEFAULT false)""",
+                                                    generated boolean NOT NULL DEFAULT false);
+                    CREATE TEMP TABLE import_chunk (LIKE import_stage INCLUDING DEFAULTS)""",
                 timeout=self.acquire_timeout_s,
             )
 
@@ -264,7 +268,10 @@ class BulkLoad:
         if conn is None:
             return
         try:  # neither the stage nor the session's timeouts may outlive the import
-            await conn.execute("DROP TABLE IF EXISTS pg_temp.import_stage; RESET ALL", timeout=10)
+            await conn.execute(
+                "DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk; RESET ALL",
+                timeout=10,
+            )
         except _GONE:
             with contextlib.suppress(*_GONE):
                 conn.terminate()  # the pool replaces a terminated connection
@@ -281,6 +288,9 @@ class BulkLoad:
 
     async def add(self, batch: CameraBatch) -> None:
         """Stage one validated batch (no lock on `cameras`; merged by `finish()`)."""
+        await self._copy("import_stage", batch)
+
+    async def _copy(self, table: str, batch: CameraBatch) -> None:
         if not len(batch):
             return
         present = {c for c in batch.present if c in _STAGE_TYPES} | set(_ALWAYS)
@@ -294,7 +304,7 @@ class BulkLoad:
         records = zip(batch.rows.tolist(), *(batch.cols[c] for c in cols), strict=True)
         with _lost_means_unavailable():
             await self.conn.copy_records_to_table(
-                "import_stage",
+                table,
                 records=_yielding(records),
                 columns=["row_no", *cols],
                 timeout=min(COPY_TIMEOUT_S, self.statement_timeout_s),
@@ -422,9 +432,9 @@ class BulkLoad:
         for first in range(0, int(pages), _MERGE_PAGES):
             await self._insert_new(first, first + _MERGE_PAGES)
 
-    async def _insert_new(self, first_page: int, end_page: int, first_row: int = 0) -> int:
-        """Insert the staged rows of pages [first_page, end_page) (from row `first_row` on)
-        that are not registered yet; returns how many.
+    async def _insert_new(self, first_page: int, end_page: int, table: str = "import_stage") -> int:
+        """Insert the rows of `table` in its pages [first_page, end_page) that are not
+        registered yet; returns how many.
 
         One INSERT per slice of the stage: each statement's triggers (map grid, health
         schedule, geo versions) then aggregate a transition table that stays in memory, where
@@ -438,14 +448,14 @@ class BulkLoad:
             order = f"ORDER BY floor(s.lon / {_ORDER_CELL_DEG}), floor(s.lat / {_ORDER_CELL_DEG})"
         sql = f"""INSERT INTO cameras ({", ".join(insert_cols)}, streams)
                   SELECT {", ".join(f"s.{c}" for c in insert_cols)}, {stream_values}
-                  FROM import_stage s
+                  FROM {table} s
                   WHERE s.ctid >= format('(%s,0)', $1::bigint)::tid
                     AND s.ctid < format('(%s,0)', $2::bigint)::tid
-                    AND s.row_no >= $3 AND s.gb_id IS NOT NULL
+                    AND s.gb_id IS NOT NULL
                     AND NOT EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id)
                   {order}"""
         try:
-            status = await self._execute(sql, first_page, end_page, first_row)
+            status = await self._execute(sql, first_page, end_page)
         except asyncpg.UniqueViolationError:
             raise ConcurrentCameraAdded(
                 "a camera with a 国标编码 of this file was added while the import ran; "
@@ -462,26 +472,38 @@ class BulkLoad:
             await self._tx.start()
 
     async def merge_new(self, batch: CameraBatch) -> None:
-        """Insert the new cameras of a batch just staged, inside the import's transaction,
-        while the reader prepares the next one (the merge of a first import no longer waits
-        for the whole file). Rows of cameras already registered, and rows without a 国标编码,
-        wait for `finish()`, which updates and assigns them as one set."""
+        """Stage a batch; every `_EARLY_MERGE_ROWS` insert the new cameras staged so far,
+        inside the import's transaction, while the reader prepares the next batches (the
+        merge of a first import no longer waits for the whole file). Rows of cameras
+        registered before the import, and rows without a 国标编码, go on to the stage and wait
+        for `finish()`, which updates and assigns them as one set."""
         if not len(batch):
             return
         with _lost_means_unavailable():
-            ids = sum(g is not None for g in batch.cols["gb_id"])
-            self.without_id += len(batch) - ids
-            if ids:
-                pages = int(await self._fetchval(_STAGE_PAGES))
-                await self._begin()
-                # The rows of this batch fill the stage's last pages: from the page the previous
-                # batch ended in (shared) to the end.
-                new = await self._insert_new(
-                    max(self._merged_pages - 1, 0), pages + 1, int(batch.rows.min())
-                )
-                self.existing += ids - new
-                self._merged_pages = pages
-        self.merging = True
+            await self._copy("import_chunk", batch)
+            self.merging = True
+            self._pending += len(batch)
+            self._pending_ids += sum(g is not None for g in batch.cols["gb_id"])
+            if self._pending >= _EARLY_MERGE_ROWS:
+                await self._merge_pending()
+
+    async def _merge_pending(self) -> None:
+        if not self._pending:
+            return
+        await self._begin()
+        new = await self._insert_new(0, _ALL_PAGES, "import_chunk") if self._pending_ids else 0
+        if new < self._pending:
+            # Not just inserted by this transaction: registered before (or meanwhile by
+            # another writer), or no 国标编码 yet.
+            status = await self._execute(
+                """INSERT INTO import_stage SELECT * FROM import_chunk s
+                   WHERE s.gb_id IS NULL
+                      OR EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id
+                                 AND c.xmin <> pg_current_xact_id()::xid)"""
+            )
+            self.existing += int(status.split()[-1])
+        await self._execute("TRUNCATE import_chunk")
+        self._pending = self._pending_ids = 0
 
     async def abandon(self) -> None:
         """The import will not commit (a bad row without --partial): give back every row and
@@ -505,7 +527,8 @@ class BulkLoad:
         committed if `commit()` was called, else rolled back (a dry run, a failure)."""
         conn = self.conn
         assert not self.abandoned, "an abandoned import merges nothing"
-        if not self.merging or self.existing or self.without_id:
+        await self._merge_pending()
+        if not self.merging or self.existing:
             # Row counts and GB ID spread for the planner's joins: a sample of 3,000 rows tells
             # them as well as the default 30,000, at a tenth of the cost.
             await self._execute(

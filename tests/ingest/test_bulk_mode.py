@@ -264,11 +264,12 @@ async def test_merge_in_slices_schedules_every_camera_once_and_a_delete_unschedu
 
 
 async def test_a_bad_row_in_a_later_chunk_undoes_the_early_merges(
-    client: TestClient, tmp_path: Path
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Chunks before the bad row were already inserted (inside the import's transaction):
     without --partial nothing of them stays, and every bad row is still reported; with
     --partial the good rows of every chunk are in."""
+    monkeypatch.setattr(bulk, "_EARLY_MERGE_ROWS", 100)  # merge after every chunk
     pool = client.app[POOL]
     count = "SELECT count(*) FROM cameras WHERE gb_id LIKE '140105000013256%'"
     path = ledger(tmp_path / "late.csv", 300, bad_row=250, series=6)
@@ -288,12 +289,13 @@ async def test_a_bad_row_in_a_later_chunk_undoes_the_early_merges(
 
 
 async def test_rows_without_gb_id_beside_early_merged_ones_keep_their_meaning(
-    client: TestClient, tmp_path: Path
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A row without 国标编码 is matched by (region, name) only to cameras registered before
     the import, not to a camera an earlier chunk of the same file just inserted: it gets a
     generated ID, as when the whole file was merged at the end; a registered camera's row
     in a later chunk is updated, and the report counts each once."""
+    monkeypatch.setattr(bulk, "_EARLY_MERGE_ROWS", 100)  # merge after every chunk
     pool = client.app[POOL]
     h = ["国标编码", "点位名称", "点位类型", "经度", "纬度", "行政区划"]
     first = tmp_path / "first.csv"
