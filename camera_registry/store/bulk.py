@@ -209,7 +209,7 @@ class BulkLoad:
         # Early merges (`merge_new`): rows left to `finish()` (a registered camera's, or
         # without 国标编码).
         self.existing = self._pending = self._pending_ids = 0
-        self.merging = self.abandoned = False
+        self.merging = self.abandoned = self._restaging = False
         self.backend_pid: int | None = None
         self._conn: asyncpg.Connection | None = None
         self._tx: Any = None
@@ -479,6 +479,9 @@ class BulkLoad:
         for `finish()`, which updates and assigns them as one set."""
         if not len(batch):
             return
+        if self._restaging:
+            await self.add(batch)
+            return
         with _lost_means_unavailable():
             await self._copy("import_chunk", batch)
             self.merging = True
@@ -501,7 +504,11 @@ class BulkLoad:
                       OR EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id
                                  AND c.xmin <> pg_current_xact_id()::xid)"""
             )
-            self.existing += int(status.split()[-1])
+            moved = int(status.split()[-1])
+            self.existing += moved
+            # Mostly registered cameras (a re-import): early merges would only probe every
+            # row twice and copy it again; stage the rest directly for `finish()`.
+            self._restaging = moved * 2 > self._pending
         await self._execute("TRUNCATE import_chunk")
         self._pending = self._pending_ids = 0
 

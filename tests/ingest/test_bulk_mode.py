@@ -326,3 +326,21 @@ async def test_rows_without_gb_id_beside_early_merged_ones_keep_their_meaning(
     # Two cameras now carry that name: the unnamed row is ambiguous, so it is new again.
     assert (again.inserted, again.updated, again.unchanged) == (1, 0, 151)
     await _map_grid_is_exact(client)
+
+
+async def test_a_re_import_with_new_rows_at_its_end_stages_them_for_the_final_merge(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once an early merge finds mostly registered cameras, later chunks go straight to the
+    stage; their new cameras are still inserted (by the final merge) and counted once."""
+    monkeypatch.setattr(bulk, "_EARLY_MERGE_ROWS", 100)
+    pool = client.app[POOL]
+    count = "SELECT count(*) FROM cameras WHERE gb_id LIKE '140105000013254%'"
+    base = ledger(tmp_path / "base.csv", 200, series=4)
+    assert (await import_ledger(pool, client.app[BOX], ADMIN, base, chunk_rows=100)).committed
+    grown = ledger(tmp_path / "grown.csv", 350, series=4)
+    report = await import_ledger(pool, client.app[BOX], ADMIN, grown, chunk_rows=100)
+    assert report.committed
+    assert (report.inserted, report.updated, report.unchanged) == (150, 0, 200)
+    assert await pool.fetchval(count) == 350
+    await _map_grid_is_exact(client)
