@@ -190,8 +190,8 @@ async def import_rows(
     watch: ImportWatch | None = None,
     statement_timeout_s: float = STATEMENT_TIMEOUT_S,
 ) -> ImportReport:
-    """Stage every chunk of `source`, then merge them in one transaction; the caller closes
-    `source`. Every database wait is bounded (`statement_timeout_s` for the merge)."""
+    """Stage every chunk of `source` and merge them in one transaction (new cameras while
+    the source reads on, the rest at the end); the caller closes `source`. Every database wait is bounded (`statement_timeout_s` for the merge)."""
     report = ImportReport(filename, dry_run=dry_run, partial=partial)
     bad_rows: set[int] = set()
     watch = watch or ImportWatch()

@@ -1,8 +1,8 @@
 """Bulk upsert of validated cameras: chunks are COPYed into a staging table while the caller
 validates the next one, and merged set-based in one transaction of row locks.
 
-Staging runs beside live traffic and takes no lock on `cameras`. The new cameras of each chunk
-are inserted as soon as it is staged (`merge_new`), so a first import's merge runs while the
+Staging runs beside live traffic and takes no lock on `cameras`. The new cameras are inserted
+every `_EARLY_MERGE_ROWS` staged rows (`merge_new`), so a first import's merge runs while the
 reader parses the rest of the file; updates of registered cameras and rows without a GB ID
 are merged as one set at the end (`finish`). Everything happens in one transaction of row
 locks, so "all or nothing" is PostgreSQL's rollback, not bookkeeping of ours, and readers of
@@ -181,7 +181,7 @@ class BulkLoad:
 
     Staging takes no lock on `cameras`: each chunk is COPYed into a temporary (unlogged,
     session-private) table in a statement of its own. `merge_new()` opens the one transaction
-    that touches `cameras` and inserts the chunk's new cameras; `finish()` adds an UPDATE of
+    that touches `cameras` and inserts the new cameras staged so far; `finish()` adds an UPDATE of
     the rows that differ and the rows without a GB ID — row locks only — so readers of
     `cameras` never wait for an import, and writers wait only for rows both change (a writer
     adding a GB ID the import already inserted waits for its end). Leaving the block commits
