@@ -191,7 +191,8 @@ async def import_rows(
     statement_timeout_s: float = STATEMENT_TIMEOUT_S,
 ) -> ImportReport:
     """Stage every chunk of `source` and merge them in one transaction (new cameras while
-    the source reads on, the rest at the end); the caller closes `source`. Every database wait is bounded (`statement_timeout_s` for the merge)."""
+    the source reads on, the rest at the end); the caller closes `source`. Every database
+    wait is bounded (`statement_timeout_s` for the merge)."""
     report = ImportReport(filename, dry_run=dry_run, partial=partial)
     bad_rows: set[int] = set()
     watch = watch or ImportWatch()
