@@ -190,8 +190,9 @@ async def import_rows(
     watch: ImportWatch | None = None,
     statement_timeout_s: float = STATEMENT_TIMEOUT_S,
 ) -> ImportReport:
-    """Stage every chunk of `source`, then merge them in one transaction; the caller closes
-    `source`. Every database wait is bounded (`statement_timeout_s` for the merge)."""
+    """Stage every chunk of `source` and merge them in one transaction (new cameras while
+    the source reads on, the rest at the end); the caller closes `source`. Every database
+    wait is bounded (`statement_timeout_s` for the merge)."""
     report = ImportReport(filename, dry_run=dry_run, partial=partial)
     bad_rows: set[int] = set()
     watch = watch or ImportWatch()
@@ -218,7 +219,10 @@ async def import_rows(
             # A dry run stages the good rows even when the real run would stop at a bad one,
             # so it can say what --partial would do.
             if partial or not bad_rows or dry_run:
-                await load.add(item.batch)
+                # The batch's new cameras go in now, while the reader works on the next one.
+                await load.merge_new(item.batch)
+            elif not load.abandoned:
+                await load.abandon()  # rejected: hold nothing while the rest is read
             await _warn_placement(report, placement, item.batch)
             in_db += time.perf_counter() - t1
             watch.step()

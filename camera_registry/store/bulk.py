@@ -1,11 +1,14 @@
 """Bulk upsert of validated cameras: chunks are COPYed into a staging table while the caller
-validates the next one, then merged set-based in one short transaction.
+validates the next one, and merged set-based in one transaction of row locks.
 
-Staging runs beside live traffic and takes no lock on `cameras`; the merge is one transaction
-of row locks (UPDATE of the rows that differ, INSERT of the new ones), so "all or nothing" is
-PostgreSQL's rollback, not bookkeeping of ours, and readers of the registry never wait for an
-import. No index is dropped and no trigger disabled: a DDL statement on `cameras` would lock
-every reader out until the import commits (issue 13: /healthz timed out for minutes).
+Staging runs beside live traffic and takes no lock on `cameras`. The new cameras are inserted
+every `_EARLY_MERGE_ROWS` staged rows (`merge_new`), so a first import's merge runs while the
+reader parses the rest of the file; updates of registered cameras and rows without a GB ID
+are merged as one set at the end (`finish`). Everything happens in one transaction of row
+locks, so "all or nothing" is PostgreSQL's rollback, not bookkeeping of ours, and readers of
+the registry never wait for an import. No index is dropped and no trigger disabled: a DDL
+statement on `cameras` would lock every reader out until the import commits (issue 13:
+/healthz timed out for minutes).
 
 Rows are matched by GB ID; rows without one are matched by (region, name) when that is
 unambiguous, else given a generated ID, so importing the same file twice changes nothing.
@@ -64,6 +67,18 @@ _STAGE_TYPES = {
 }
 _ALWAYS = ("gb_id", "name", "level", "region_code")  # a row always carries these
 _SECRETS = "- 'credentials' - 'credentials_mac' - 'geom'"
+# Stage pages per INSERT of the merge (~16 rows a page of a ledger's 22 columns: ~80,000
+# rows, whose transition table and 4-tier GROUP BY fit the session's work_mem below).
+_MERGE_PAGES = 5_000
+_STAGE_PAGES = (
+    "SELECT pg_relation_size('pg_temp.import_stage') / current_setting('block_size')::int"
+)
+_ALL_PAGES = 2**31 - 1
+# Rows staged between two early merges: a smaller statement costs more per row (each runs
+# the map-grid upsert and sorts its own rows), a larger one waits longer for the reader.
+_EARLY_MERGE_ROWS = 50_000
+_ORDER_CELL_DEG = 0.1  # merge order: map cells of this size, west to east
+_WORK_MEM = "128MB"  # the merge's sorts and hashes (the map grid's GROUP BY, the re-import join)
 STATEMENT_TIMEOUT_S = 3600.0  # a 2.4 M merge on a loaded machine stays well inside this
 COPY_TIMEOUT_S = 300.0  # one chunk of the stage is seconds of work: a wait this long is a wedge
 
@@ -165,11 +180,13 @@ class BulkLoad:
     result = await load.finish(); load.commit()`.
 
     Staging takes no lock on `cameras`: each chunk is COPYed into a temporary (unlogged,
-    session-private) table in a statement of its own. `finish()` then opens the one
-    transaction that touches `cameras` — an UPDATE of the rows that differ and an INSERT of the
-    new ones, which take row locks only — so readers of `cameras` never wait for an import,
-    and writers wait only for rows both change. Leaving the block commits only if `commit()`
-    was called; any exception or a dry run rolls the merge back, and the stage is dropped.
+    session-private) table in a statement of its own. `merge_new()` opens the one transaction
+    that touches `cameras` and inserts the new cameras staged so far; `finish()` adds an UPDATE of
+    the rows that differ and the rows without a GB ID — row locks only — so readers of
+    `cameras` never wait for an import, and writers wait only for rows both change (a writer
+    adding a GB ID the import already inserted waits for its end). Leaving the block commits
+    only if `commit()` was called; any exception or a dry run rolls the merge back, and the
+    stage is dropped.
     Batches must not repeat a GB ID (see `DuplicateFilter`).
     """
 
@@ -189,6 +206,10 @@ class BulkLoad:
         self.acquire_timeout_s = acquire_timeout_s
         self.present: set[str] = set(_ALWAYS)
         self.staged = self.inserted = self.updated = 0
+        # Early merges (`merge_new`): rows left to `finish()` (a registered camera's, or
+        # without 国标编码).
+        self.existing = self._pending = self._pending_ids = 0
+        self.merging = self.abandoned = self._restaging = False
         self.backend_pid: int | None = None
         self._conn: asyncpg.Connection | None = None
         self._tx: Any = None
@@ -215,14 +236,16 @@ class BulkLoad:
             await self._conn.execute(
                 f"""SET statement_timeout = {ms};
                     SET idle_in_transaction_session_timeout = {max(ms // 10, 60_000)};
-                    SET lock_timeout = {min(ms, 600_000)}""",
+                    SET lock_timeout = {min(ms, 600_000)};
+                    SET work_mem = '{_WORK_MEM}'""",
                 timeout=self.acquire_timeout_s,
             )
             cols = ", ".join(f"{c} {_STAGE_TYPES[c]}" for c in DB_COLUMNS)
             await self._conn.execute(
-                f"""DROP TABLE IF EXISTS pg_temp.import_stage;
+                f"""DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk;
                     CREATE TEMP TABLE import_stage (row_no integer NOT NULL, {cols},
-                                                    generated boolean NOT NULL DEFAULT false)""",
+                                                    generated boolean NOT NULL DEFAULT false);
+                    CREATE TEMP TABLE import_chunk (LIKE import_stage INCLUDING DEFAULTS)""",
                 timeout=self.acquire_timeout_s,
             )
 
@@ -245,7 +268,10 @@ class BulkLoad:
         if conn is None:
             return
         try:  # neither the stage nor the session's timeouts may outlive the import
-            await conn.execute("DROP TABLE IF EXISTS pg_temp.import_stage; RESET ALL", timeout=10)
+            await conn.execute(
+                "DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk; RESET ALL",
+                timeout=10,
+            )
         except _GONE:
             with contextlib.suppress(*_GONE):
                 conn.terminate()  # the pool replaces a terminated connection
@@ -262,6 +288,9 @@ class BulkLoad:
 
     async def add(self, batch: CameraBatch) -> None:
         """Stage one validated batch (no lock on `cameras`; merged by `finish()`)."""
+        await self._copy("import_stage", batch)
+
+    async def _copy(self, table: str, batch: CameraBatch) -> None:
         if not len(batch):
             return
         present = {c for c in batch.present if c in _STAGE_TYPES} | set(_ALWAYS)
@@ -275,7 +304,7 @@ class BulkLoad:
         records = zip(batch.rows.tolist(), *(batch.cols[c] for c in cols), strict=True)
         with _lost_means_unavailable():
             await self.conn.copy_records_to_table(
-                "import_stage",
+                table,
                 records=_yielding(records),
                 columns=["row_no", *cols],
                 timeout=min(COPY_TIMEOUT_S, self.statement_timeout_s),
@@ -308,7 +337,8 @@ class BulkLoad:
         await self._execute(
             """UPDATE import_stage s SET gb_id = m.gb_id
                FROM (SELECT c.region_code, c.name, min(c.gb_id) AS gb_id FROM cameras c
-                     WHERE (c.region_code, c.name) IN
+                     WHERE c.xmin <> pg_current_xact_id()::xid  -- not the early merges' rows
+                       AND (c.region_code, c.name) IN
                            (SELECT region_code, name FROM import_stage WHERE gb_id IS NULL)
                      GROUP BY c.region_code, c.name HAVING count(*) = 1) m
                WHERE s.gb_id IS NULL AND s.region_code = m.region_code AND s.name = m.name"""
@@ -352,8 +382,8 @@ class BulkLoad:
             [FieldError("gb_id", "generated ID collided with an explicit one")],
         )
 
-    async def _merge_stage(self) -> None:
-        """Update cameras whose staged row differs, insert new ones, audit the updates."""
+    def _stream_sql(self) -> tuple[list[str], list[str], str, str]:
+        """(plain columns, stream columns present, the new streams object, the merged one)."""
         present = self.present
         plain = [c for c in DB_COLUMNS if c in present and c not in STREAM_KEYS and c != "gb_id"]
         stream_present = [c for c in STREAM_KEYS if c in present]
@@ -365,6 +395,11 @@ class BulkLoad:
             streams_expr = f"(c.streams - ARRAY[{drop}]) || {new_streams}"
         else:
             streams_expr = "c.streams"
+        return plain, stream_present, new_streams, streams_expr
+
+    async def _merge_stage(self) -> None:
+        """Update cameras whose staged row differs, insert new ones, audit the updates."""
+        plain, _, _, streams_expr = self._stream_sql()
         compare_old = ", ".join([*(f"c.{c}" for c in plain if c != "credentials"), "c.streams"])
         compare_new = ", ".join([*(f"s.{c}" for c in plain if c != "credentials"), streams_expr])
         sets = ", ".join(f"{c} = s.{c}" for c in plain)
@@ -393,22 +428,100 @@ class BulkLoad:
             self.actor.remote_addr,
             detail,
         )
+        pages = await self._fetchval(_STAGE_PAGES)
+        for first in range(0, int(pages), _MERGE_PAGES):
+            await self._insert_new(first, first + _MERGE_PAGES)
+
+    async def _insert_new(self, first_page: int, end_page: int, table: str = "import_stage") -> int:
+        """Insert the rows of `table` in its pages [first_page, end_page) that are not
+        registered yet; returns how many.
+
+        One INSERT per slice of the stage: each statement's triggers (map grid, health
+        schedule, geo versions) then aggregate a transition table that stays in memory, where
+        one statement of 2.4 M rows spilled every GROUP BY to disk. Within a slice the rows go
+        in by map cell, so consecutive inserts descend the same GiST pages."""
+        plain, stream_present, new_streams, _ = self._stream_sql()
         insert_cols = ["gb_id", *plain]
         stream_values = new_streams if stream_present else "'{}'::jsonb"
+        order = ""
+        if "lon" in self.present:
+            order = f"ORDER BY floor(s.lon / {_ORDER_CELL_DEG}), floor(s.lat / {_ORDER_CELL_DEG})"
+        sql = f"""INSERT INTO cameras ({", ".join(insert_cols)}, streams)
+                  SELECT {", ".join(f"s.{c}" for c in insert_cols)}, {stream_values}
+                  FROM {table} s
+                  WHERE s.ctid >= format('(%s,0)', $1::bigint)::tid
+                    AND s.ctid < format('(%s,0)', $2::bigint)::tid
+                    AND s.gb_id IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id)
+                  {order}"""
         try:
-            status = await self._execute(
-                f"""INSERT INTO cameras ({", ".join(insert_cols)}, streams)
-                    SELECT {", ".join(f"s.{c}" for c in insert_cols)}, {stream_values}
-                    FROM import_stage s
-                    WHERE NOT EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id)"""
-            )
+            status = await self._execute(sql, first_page, end_page)
         except asyncpg.UniqueViolationError:
             raise ConcurrentCameraAdded(
                 "a camera with a 国标编码 of this file was added while the import ran; "
                 "import the file again",
                 [FieldError("gb_id", "added by another writer during the import")],
             ) from None
-        self.inserted += int(status.split()[-1])
+        n = int(status.split()[-1])
+        self.inserted += n
+        return n
+
+    async def _begin(self) -> None:
+        if self._tx is None:
+            self._tx = self.conn.transaction()
+            await self._tx.start()
+
+    async def merge_new(self, batch: CameraBatch) -> None:
+        """Stage a batch; every `_EARLY_MERGE_ROWS` insert the new cameras staged so far,
+        inside the import's transaction, while the reader prepares the next batches (the
+        merge of a first import no longer waits for the whole file). Rows of cameras
+        registered before the import, and rows without a 国标编码, go on to the stage and wait
+        for `finish()`, which updates and assigns them as one set."""
+        if not len(batch):
+            return
+        if self._restaging:
+            await self.add(batch)
+            return
+        with _lost_means_unavailable():
+            await self._copy("import_chunk", batch)
+            self.merging = True
+            self._pending += len(batch)
+            self._pending_ids += sum(g is not None for g in batch.cols["gb_id"])
+            if self._pending >= _EARLY_MERGE_ROWS:
+                await self._merge_pending()
+
+    async def _merge_pending(self) -> None:
+        if not self._pending:
+            return
+        await self._begin()
+        new = await self._insert_new(0, _ALL_PAGES, "import_chunk") if self._pending_ids else 0
+        if new < self._pending:
+            # Not just inserted by this transaction: registered before (or meanwhile by
+            # another writer), or no 国标编码 yet.
+            status = await self._execute(
+                """INSERT INTO import_stage SELECT * FROM import_chunk s
+                   WHERE s.gb_id IS NULL
+                      OR EXISTS (SELECT 1 FROM cameras c WHERE c.gb_id = s.gb_id
+                                 AND c.xmin <> pg_current_xact_id()::xid)"""
+            )
+            moved = int(status.split()[-1])
+            self.existing += moved
+            # Mostly registered cameras (a re-import): early merges would only probe every
+            # row twice and copy it again; stage the rest directly for `finish()`.
+            self._restaging = moved * 2 > self._pending
+        await self._execute("TRUNCATE import_chunk")
+        self._pending = self._pending_ids = 0
+
+    async def abandon(self) -> None:
+        """The import will not commit (a bad row without --partial): give back every row and
+        unique-index entry the early merges hold, while the rest of the file is read for its
+        report. Nothing is merged after this."""
+        self.merging = False
+        self.abandoned = True
+        if self._tx is not None:
+            tx, self._tx = self._tx, None
+            with contextlib.suppress(*_GONE):
+                await tx.rollback()
 
     async def finish(self) -> MergeResult:
         with _lost_means_unavailable():
@@ -420,11 +533,19 @@ class BulkLoad:
         The transaction stays open (holding row locks only) until the block is left:
         committed if `commit()` was called, else rolled back (a dry run, a failure)."""
         conn = self.conn
-        await self._execute("ANALYZE import_stage")  # row counts for the planner's joins
-        self._tx = conn.transaction()
-        await self._tx.start()
-        await self._assign_gb_ids()
-        await self._merge_stage()
+        assert not self.abandoned, "an abandoned import merges nothing"
+        await self._merge_pending()
+        if not self.merging or self.existing:
+            # Row counts and GB ID spread for the planner's joins: a sample of 3,000 rows tells
+            # them as well as the default 30,000, at a tenth of the cost.
+            await self._execute(
+                "SET default_statistics_target = 10; ANALYZE import_stage; "
+                "RESET default_statistics_target"
+            )
+            await self._begin()
+            await self._assign_gb_ids()
+            await self._merge_stage()
+        await self._begin()
         result = MergeResult(self.staged, self.inserted, self.updated)
         await audit.record(
             conn,

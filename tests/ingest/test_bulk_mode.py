@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 from pathlib import Path
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 
 from api.state import BOX, POOL
 from camera_registry.actor import Actor, Role
 from camera_registry.importer import ImportWatch
+from camera_registry.store import bulk
 from camera_registry.store.db import create_pool
 from ingest.ledger.source import import_ledger
 
@@ -23,13 +26,14 @@ ADMIN = Actor("test:bulk", Role.ADMIN)
 HEADER = ["国标编码", "点位名称", "点位类型", "经度", "纬度"]
 
 
-def ledger(path: Path, n: int, bad_row: int | None = None) -> Path:
+def ledger(path: Path, n: int, bad_row: int | None = None, series: int = 0) -> Path:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(HEADER)
         for i in range(n):
             lat = "north" if i == bad_row else 37.7 + i * 1e-4
-            w.writerow([f"140105000013250{i:05d}", f"批量点位{i}", "三类", 112.5 + i * 1e-4, lat])
+            gb_id = f"14010500001325{series}{i:05d}"
+            w.writerow([gb_id, f"批量点位{series}-{i}", "三类", 112.5 + i * 1e-4, lat])
     return path
 
 
@@ -218,3 +222,125 @@ async def test_a_merge_longer_than_the_pools_request_timeout_completes(
         await blocker.close()
         await pool.close()
     assert report.committed and report.updated == 1
+
+
+async def test_merge_in_slices_schedules_every_camera_once_and_a_delete_unschedules_it(
+    client: TestClient, auth: Tok, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge inserts the stage a slice of pages at a time (here ~2 rows a slice): every
+    camera is inserted once, scheduled once within the first five minutes, and counted once on
+    the map; deleting cameras (one by the API, several in one statement) removes their schedule
+    rows, as the foreign key's cascade did."""
+    monkeypatch.setattr(bulk, "_MERGE_PAGES", 1)
+    pool = client.app[POOL]
+    report = await import_ledger(
+        pool, client.app[BOX], ADMIN, ledger(tmp_path / "s.csv", 300, series=7)
+    )
+    assert report.committed and report.inserted == 300
+    before = await pool.fetchval("SELECT count(*) FROM camera_health") - 300
+    rows = await pool.fetch(
+        """SELECT c.id, h.next_probe_at - c.created_at AS due_in
+             FROM cameras c JOIN camera_health h ON h.camera_id = c.id
+            WHERE c.gb_id LIKE '140105000013257%'"""
+    )
+    assert len(rows) == 300  # (schedule rows of the module's earlier tests' cameras aside)
+    assert all(dt.timedelta(0) <= r["due_in"] <= dt.timedelta(minutes=5, seconds=1) for r in rows)
+    await _map_grid_is_exact(client)
+    h = await auth("admin")
+    gone = await client.delete(f"/api/v1/cameras/{rows[0]['id']}", headers=h)
+    assert gone.status == 204
+    await pool.execute(
+        "DELETE FROM cameras WHERE id = ANY($1::uuid[])", [r["id"] for r in rows[1:11]]
+    )
+    assert await pool.fetchval("SELECT count(*) FROM camera_health") == before + 289
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM camera_health h WHERE NOT EXISTS "
+        "(SELECT 1 FROM cameras c WHERE c.id = h.camera_id)"
+    )
+    again = await import_ledger(pool, client.app[BOX], ADMIN, tmp_path / "s.csv")
+    assert (again.inserted, again.updated, again.unchanged) == (11, 0, 289)
+    assert await pool.fetchval("SELECT count(*) FROM camera_health") == before + 300
+    await _map_grid_is_exact(client)
+
+
+async def test_a_bad_row_in_a_later_chunk_undoes_the_early_merges(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks before the bad row were already inserted (inside the import's transaction):
+    without --partial nothing of them stays, and every bad row is still reported; with
+    --partial the good rows of every chunk are in."""
+    monkeypatch.setattr(bulk, "_EARLY_MERGE_ROWS", 100)  # merge after every chunk
+    pool = client.app[POOL]
+    count = "SELECT count(*) FROM cameras WHERE gb_id LIKE '140105000013256%'"
+    path = ledger(tmp_path / "late.csv", 300, bad_row=250, series=6)
+    report = await import_ledger(pool, client.app[BOX], ADMIN, path, chunk_rows=100)
+    assert not report.committed and report.rows_bad == 1
+    assert [(e.row, e.field) for e in report.errors] == [(252, "lat")]
+    assert await pool.fetchval(count) == 0
+    dry = await import_ledger(
+        pool, client.app[BOX], ADMIN, path, chunk_rows=100, dry_run=True, partial=True
+    )
+    assert (dry.inserted, dry.committed) == (299, False)
+    assert await pool.fetchval(count) == 0
+    part = await import_ledger(pool, client.app[BOX], ADMIN, path, chunk_rows=100, partial=True)
+    assert part.committed and (part.inserted, part.rows_bad) == (299, 1)
+    assert await pool.fetchval(count) == 299
+    await _map_grid_is_exact(client)
+
+
+async def test_rows_without_gb_id_beside_early_merged_ones_keep_their_meaning(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row without 国标编码 is matched by (region, name) only to cameras registered before
+    the import, not to a camera an earlier chunk of the same file just inserted: it gets a
+    generated ID, as when the whole file was merged at the end; a registered camera's row
+    in a later chunk is updated, and the report counts each once."""
+    monkeypatch.setattr(bulk, "_EARLY_MERGE_ROWS", 100)  # merge after every chunk
+    pool = client.app[POOL]
+    h = ["国标编码", "点位名称", "点位类型", "经度", "纬度", "行政区划"]
+    first = tmp_path / "first.csv"
+    with first.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(h)
+        w.writerow(["14010500001325500001", "老点位", "三类", 112.51, 37.71, "140105"])
+    assert (await import_ledger(pool, client.app[BOX], ADMIN, first)).committed
+    mixed = tmp_path / "mixed.csv"
+    with mixed.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(h)
+        for i in range(150):  # chunk 1 and 2: new cameras with IDs
+            w.writerow([f"140105000013255{i + 100:05d}", f"新点位{i}", "三类", 112.5, 37.7, ""])
+        w.writerow(["", "新点位3", "三类", 112.52, 37.72, "140105"])  # same name as row 5
+        w.writerow(["", "老点位", "二类", 112.51, 37.71, "140105"])  # the registered camera
+    report = await import_ledger(pool, client.app[BOX], ADMIN, mixed, chunk_rows=100)
+    assert report.committed, report.summary()
+    assert (report.inserted, report.updated, report.unchanged) == (151, 1, 0)
+    named = await pool.fetch(
+        "SELECT gb_id FROM cameras WHERE name = '新点位3' AND region_code = '140105' ORDER BY 1"
+    )
+    assert len(named) == 2 and named[0]["gb_id"] == "14010500001325500103"
+    assert (
+        await pool.fetchval("SELECT level FROM cameras WHERE gb_id = '14010500001325500001'") == 2
+    )
+    again = await import_ledger(pool, client.app[BOX], ADMIN, mixed, chunk_rows=100)
+    # Two cameras now carry that name: the unnamed row is ambiguous, so it is new again.
+    assert (again.inserted, again.updated, again.unchanged) == (1, 0, 151)
+    await _map_grid_is_exact(client)
+
+
+async def test_a_re_import_with_new_rows_at_its_end_stages_them_for_the_final_merge(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once an early merge finds mostly registered cameras, later chunks go straight to the
+    stage; their new cameras are still inserted (by the final merge) and counted once."""
+    monkeypatch.setattr(bulk, "_EARLY_MERGE_ROWS", 100)
+    pool = client.app[POOL]
+    count = "SELECT count(*) FROM cameras WHERE gb_id LIKE '140105000013254%'"
+    base = ledger(tmp_path / "base.csv", 200, series=4)
+    assert (await import_ledger(pool, client.app[BOX], ADMIN, base, chunk_rows=100)).committed
+    grown = ledger(tmp_path / "grown.csv", 350, series=4)
+    report = await import_ledger(pool, client.app[BOX], ADMIN, grown, chunk_rows=100)
+    assert report.committed
+    assert (report.inserted, report.updated, report.unchanged) == (150, 0, 200)
+    assert await pool.fetchval(count) == 350
+    await _map_grid_is_exact(client)
