@@ -285,6 +285,10 @@ class Worker:
                 )
         except PtzUnavailable as exc:
             return diag, {"moved": False, "detail": str(exc)[:300]}
+        except (OSError, asyncpg.PostgresError) as exc:
+            # The registry could not be read for the camera's address: the picture is still
+            # judged and recorded, the head at the next diagnosis.
+            return diag, {"moved": False, "detail": f"PTZ target unavailable: {type(exc).__name__}"}
         if moved.picture is None:
             value = float("nan")
             detail: str | None = "no picture after the move"
