@@ -218,7 +218,7 @@ class Thresholds:
     # 云台失控 (opt-in: moving a camera turns it away from what an operator may be watching,
     # and interrupts a preset tour, so a deployment decides; see `health.ptz`).
     ptz_check: bool = False
-    ptz_min_change: float = 0.15
+    ptz_min_change: float = 0.2
     ptz_pan: float = 0.05
     ptz_settle_s: float = 2.0
     faults: tuple[str, ...] = DEFAULT_FAULTS

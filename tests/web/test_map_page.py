@@ -424,7 +424,7 @@ async def test_the_panel_shows_a_stuck_pan_tilt_head_and_the_ptz_check(
     body = {"name": "云台测试", "region_code": "140105", "level": 2, "lon": 112.64, "lat": 37.78}
     cam = await seeded.api("POST", "/api/v1/cameras", json=body)
     flag = {"label": "云台失控", "fired": True, "fault": False, "masked_by": None,
-            "value": 0.01, "threshold": 0.15}  # fmt: skip
+            "value": 0.01, "threshold": 0.2}  # fmt: skip
     diagnosis = {"faulty": False, "fired": ["ptz_stuck"], "faults": [], "frames": 15,
                  "flags": {"ptz_stuck": flag}, "ptz": {"moved": True, "detail": None}}  # fmt: skip
     conn = await asyncpg.connect(seeded.dsn)
