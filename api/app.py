@@ -36,6 +36,7 @@ from api.logs import quiet_unreadable_requests
 from api.metrics import Metrics, metrics_middleware
 from api.openapi import build_spec
 from api.problems import problem_middleware
+from api.ptz import onvif_ptz_mover
 from api.ratelimit import RateLimiter
 from api.routes import add_routes
 from api.state import (
@@ -170,6 +171,8 @@ async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
     # GB/T 28181 channels are diagnosed through the media server: health gets an opener
     player = app.get(GB_PLAYER)
     worker.media_opener = player.opener(app[STREAMS].signer) if player is not None else None
+    # 云台失控 checks move PTZ cameras over ONVIF (only with health.diagnosis.ptz_check)
+    worker.ptz_mover = onvif_ptz_mover(app[POOL], app[BOX])
     task = asyncio.create_task(worker.run(stop), name="health-worker")
     try:
         yield
@@ -179,6 +182,7 @@ async def _health_ctx(app: web.Application) -> AsyncIterator[None]:
         worker.sampler.close()
         worker.sampler = None
         worker.media_opener = None
+        worker.ptz_mover = None
 
 
 def create_app(

@@ -98,11 +98,12 @@ class HealthSettings(BaseModel):
         description="diagnosis checks that make a camera degraded; others are warnings "
         "(signal_loss, frozen, noise, occlusion, colour_cast, blur)",
     )
-    diagnosis: dict[str, float] = Field(
+    diagnosis: dict[str, float | bool] = Field(
         default_factory=dict,
         description="diagnosis thresholds by name (dark_mean, bright_mean, low_contrast_std, "
         "frozen_frames, blur_reblur, noise_level, stripes_amplitude, shake_px, "
-        "occlusion_share, colour_cast_offset, scene_change…)",
+        "occlusion_share, colour_cast_offset, scene_change…), and ptz_check = true to move "
+        "PTZ cameras for the 云台失控 check",
     )
 
 

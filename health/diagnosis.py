@@ -59,6 +59,11 @@ thresholds were tuned on the labelled clip set of `bench/bench_vqd.py`):
   picture and of this sample's median picture, after a small shift (≤ `scene_max_shift` of the
   width: sway, a loose bracket) is allowed. Gradient maps ignore brightness and colour, so
   day/night and a cast do not count as a moved camera.
+- **ptz_stuck** 云台失控 — not judged from one sample: opt-in (`ptz_check`), the worker pans a
+  PTZ camera by `ptz_pan` between two samples and back (`health.ptz`), and `with_ptz` adds
+  the flag, firing when the view changed less than `ptz_min_change` (the scene-change measure
+  without a shift allowed, between the two median pictures). Not in `CHECKS` (the frame
+  checks); in `KNOWN_CHECKS`, so `faults` may list it.
 
 Per-frame measures are combined with the median over the sample, so a single glitched frame (a
 keyframe artefact, a passing headlight) does not decide the verdict. Some flags explain others
@@ -84,15 +89,18 @@ from health.errors import InvalidFrames, InvalidThresholds
 __all__ = [
     "CHECKS",
     "DEFAULT_FAULTS",
+    "KNOWN_CHECKS",
     "LABELS",
     "MASKS",
     "MUTUAL",
+    "PTZ_CHECK",
     "REFERENCE_SIZE",
     "Diagnosis",
     "Flag",
     "Thresholds",
     "diagnose",
     "reference_picture",
+    "with_ptz",
 ]
 
 CHECKS: Final = (
@@ -123,10 +131,16 @@ LABELS: Final[dict[str, str]] = {
     "shake": "画面抖动",
     "occlusion": "遮挡",
     "scene_change": "场景变更",
+    "ptz_stuck": "云台失控",
 }
 
+# 云台失控 is not judged from one sample of frames: the worker moves a PTZ camera between two
+# samples (opt-in, `ptz_check`; see `health.ptz`) and adds this flag with `with_ptz`.
+PTZ_CHECK: Final = "ptz_stuck"
+KNOWN_CHECKS: Final = (*CHECKS, PTZ_CHECK)
+
 # Checks that fire when their value is *below* the threshold; all others at or above it.
-BELOW: Final = frozenset({"too_dark", "low_contrast"})
+BELOW: Final = frozenset({"too_dark", "low_contrast", PTZ_CHECK})
 
 # The issue's default: what makes a camera degraded; the rest are warnings.
 DEFAULT_FAULTS: Final = (
@@ -141,10 +155,11 @@ DEFAULT_FAULTS: Final = (
 # flag → flags it explains (the explained ones are masked when it fires). Order matters: a
 # flag masked by an earlier one does not mask others.
 MASKS: Final[dict[str, tuple[str, ...]]] = {
-    "signal_loss": CHECKS[1:],
+    "signal_loss": KNOWN_CHECKS[1:],
     "too_dark": ("low_contrast", "blur", "colour_cast", "occlusion", "scene_change", "noise"),
     "too_bright": ("low_contrast", "blur", "colour_cast", "occlusion", "scene_change"),
-    "frozen": ("shake", "stripes", "noise"),
+    # A frozen picture cannot show a move: the encoder, not the pan-tilt head, is at fault.
+    "frozen": ("shake", "stripes", "noise", PTZ_CHECK),
     "colour_cast": ("low_contrast",),
     "low_contrast": ("blur", "occlusion", "scene_change"),
     "shake": ("noise", "blur", "scene_change", "stripes"),
@@ -200,11 +215,19 @@ class Thresholds:
     scene_change: float = 0.2
     scene_max_shift: float = 0.1
     work_width: int = 320
+    # 云台失控 (opt-in: moving a camera turns it away from what an operator may be watching,
+    # and interrupts a preset tour, so a deployment decides; see `health.ptz`).
+    ptz_check: bool = False
+    ptz_min_change: float = 0.2
+    ptz_pan: float = 0.05
+    ptz_settle_s: float = 2.0
     faults: tuple[str, ...] = DEFAULT_FAULTS
 
     def __post_init__(self) -> None:
+        if not isinstance(self.ptz_check, bool):
+            raise InvalidThresholds("ptz_check must be true or false")
         for f in fields(self):
-            if f.name == "faults":
+            if f.name in ("faults", "ptz_check"):
                 continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not math.isfinite(value) or value < 0:
@@ -221,12 +244,18 @@ class Thresholds:
                 raise InvalidThresholds(f"{name} is a share in (0, 1]")
         if not 0 < self.scene_max_shift < 0.5:
             raise InvalidThresholds("scene_max_shift is a share of the width in (0, 0.5)")
+        if not 0 < self.ptz_pan <= 0.5:
+            raise InvalidThresholds(
+                "ptz_pan is a relative pan in ONVIF's generic space, in (0, 0.5]: a small move"
+            )
+        if self.ptz_settle_s > 10:
+            raise InvalidThresholds("ptz_settle_s must be at most 10 s (a diagnosis holds a lease)")
         if self.occlusion_block < 4 or self.work_width < 64:
             raise InvalidThresholds("occlusion_block must be ≥ 4 px and work_width ≥ 64 px")
-        unknown = [name for name in self.faults if name not in CHECKS]
+        unknown = [name for name in self.faults if name not in KNOWN_CHECKS]
         if unknown:
             raise InvalidThresholds(
-                f"faults: unknown check {unknown[0]!r}; known ones: {', '.join(CHECKS)}"
+                f"faults: unknown check {unknown[0]!r}; known ones: {', '.join(KNOWN_CHECKS)}"
             )
 
 
@@ -796,6 +825,19 @@ def diagnose(
         hit = value < threshold if name in BELOW else value >= threshold  # NaN: never
         past[name] = bool(hit) and extra_fire.get(name, True)
     past["blur"] = past["blur"] or relative_blur
+    return _verdict(past, values, threshold_of, t, n, picture_out)
+
+
+def _verdict(
+    past: dict[str, bool],
+    values: dict[str, float],
+    threshold_of: dict[str, float],
+    t: Thresholds,
+    n: int,
+    picture: NDArray[np.uint8] | None,
+) -> Diagnosis:
+    """Flags from which checks are past their thresholds: masking (`MUTUAL`, `MASKS`), then
+    which of the remaining fired flags are faults."""
     masked_by: dict[str, str] = {}
     for a, b in MUTUAL:
         if past[a] and past[b] and a not in masked_by and b not in masked_by:
@@ -808,15 +850,15 @@ def diagnose(
             winner = a if heavy else max(ratio, key=lambda n: ratio[n])
             masked_by[b if winner == a else a] = winner
             for other in MASKS[winner]:
-                if past[other] and other not in masked_by:
+                if past.get(other) and other not in masked_by:
                     masked_by[other] = winner
     for name, explained in MASKS.items():
         if past[name] and name not in masked_by:
             for other in explained:
-                if past[other] and other not in masked_by:
+                if past.get(other) and other not in masked_by:
                     masked_by[other] = name
     flags: dict[str, Flag] = {}
-    for name in CHECKS:
+    for name in values:
         fired = past[name] and name not in masked_by
         flags[name] = Flag(
             name,
@@ -826,7 +868,7 @@ def diagnose(
             fault=fired and name in t.faults,
             masked_by=masked_by.get(name),
         )
-    fired_names = tuple(name for name in CHECKS if flags[name].fired)
+    fired_names = tuple(name for name in KNOWN_CHECKS if name in flags and flags[name].fired)
     faults = tuple(name for name in fired_names if flags[name].fault)
     return Diagnosis(
         flags=flags,
@@ -834,5 +876,21 @@ def diagnose(
         frames=n,
         fired=fired_names,
         faults=faults,
-        picture=picture_out,
+        picture=picture,
     )
+
+
+def with_ptz(diagnosis: Diagnosis, value: float, thresholds: Thresholds | None = None) -> Diagnosis:
+    """`diagnosis` with the 云台失控 flag added: `value` is how much the picture changed after
+    a relative move (`health.ptz.picture_change`; NaN when it could not be judged), and the
+    check fires below `ptz_min_change`. The other flags are judged again with it, so a frozen
+    or lost picture explains a picture that did not move."""
+    t = thresholds if thresholds is not None else Thresholds()
+    flags = {k: f for k, f in diagnosis.flags.items() if k != PTZ_CHECK}
+    values = {k: f.value for k, f in flags.items()}
+    threshold_of = {k: f.threshold for k, f in flags.items()}
+    past = {k: f.fired or f.masked_by is not None for k, f in flags.items()}
+    values[PTZ_CHECK] = float(value)
+    threshold_of[PTZ_CHECK] = t.ptz_min_change
+    past[PTZ_CHECK] = bool(value < t.ptz_min_change)  # NaN: never
+    return _verdict(past, values, threshold_of, t, diagnosis.frames, diagnosis.picture)

@@ -57,3 +57,10 @@ class MediaUnavailable(HealthError):
 class MediaBusy(MediaUnavailable):
     """The channel's device already streams as many channels as it may (its session cap):
     the diagnosis waits for a later turn instead of adding a session."""
+
+
+class PtzUnavailable(HealthError):
+    """A 云台失控 check could not move the camera: not known as a PTZ camera, no ONVIF address
+    or credentials, or the device refused or did not answer the move. The check is then not
+    judged (the picture said nothing about the head); the message says which, without
+    credentials."""

@@ -53,7 +53,7 @@ DEPRECATED_DIAGNOSIS_KEYS: dict[str, tuple[str, str]] = {
 }
 
 
-def _resolve_aliases(diagnosis: dict[str, float]) -> dict[str, float]:
+def _resolve_aliases(diagnosis: dict[str, float | bool]) -> dict[str, float | bool]:
     """The table with old key names dropped after a deprecation warning naming the new key.
 
     Both the old and the new name given is an error: which one was meant cannot be guessed.
@@ -122,11 +122,18 @@ def health_runtime(cfg: HealthSettings, base: WorkerConfig | None = None) -> Hea
         raise HealthConfigError(
             f"health.diagnosis.{unknown[0]}: unknown threshold; known ones: {', '.join(known)}"
         )
-    values: dict[str, float | int | tuple[str, ...]] = {}
+    values: dict[str, float | int | bool | tuple[str, ...]] = {}
     if cfg.faults is not None:
         values["faults"] = tuple(cfg.faults)
     for name, value in diagnosis.items():
-        if known[name].type in (int, "int"):
+        if known[name].type in (bool, "bool"):
+            # A switch, not a threshold: `ptz_check = 1` may be a typo for a threshold.
+            if not isinstance(value, bool):
+                raise HealthConfigError(f"health.diagnosis.{name}: must be true or false")
+            values[name] = value
+        elif isinstance(value, bool):
+            raise HealthConfigError(f"health.diagnosis.{name}: must be a number, not {value}")
+        elif known[name].type in (int, "int"):
             if value != int(value):
                 raise HealthConfigError(f"health.diagnosis.{name}: must be a whole number")
             values[name] = int(value)

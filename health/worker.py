@@ -28,9 +28,17 @@ from numpy.typing import NDArray
 from camera_registry.crypto import CredentialBox
 from camera_registry.store.streams import with_credentials
 from health import store
-from health.errors import DiagnosisUnavailable, HealthError, MediaBusy, MediaUnavailable
+from health.diagnosis import Diagnosis, with_ptz
+from health.errors import (
+    DiagnosisUnavailable,
+    HealthError,
+    MediaBusy,
+    MediaUnavailable,
+    PtzUnavailable,
+)
 from health.frames import FrameSampler
 from health.media import MediaOpener
+from health.ptz import PtzMover, picture_change
 from health.rtsp import ProbeResult, probe_rtsp
 from health.status import (
     Outcome,
@@ -106,6 +114,9 @@ class Worker:
         # Frame diagnosis of channels without a stream URI (GB/T 28181), through the media
         # server; None: such channels are never diagnosed here (set by the composition).
         self.media_opener: MediaOpener | None = None
+        # 云台失控 checks (`Thresholds.ptz_check`): moves PTZ cameras over ONVIF; None: never
+        # (set by the composition).
+        self.ptz_mover: PtzMover | None = None
         self.media_idle_s = 15.0
         self._media_poke = asyncio.Event()
         self.media_diagnosed = 0
@@ -249,11 +260,45 @@ class Worker:
         """
         assert self.sampler is not None and lease.uri
         return await self._diagnose_uri(
-            lease, with_credentials(lease.uri, lease.username, lease.password)
+            lease, with_credentials(lease.uri, lease.username, lease.password), ptz=True
         )
 
+    async def _ptz_check(
+        self, lease: store.Lease, uri: str, diag: Diagnosis
+    ) -> tuple[Diagnosis, dict[str, Any]]:
+        """云台失控: move the camera a little, sample again, compare, move it back (the mover
+        does that on the way out, whatever happens in between). Only a picture that was there
+        before and is not frozen or lost can show a move; a camera the mover cannot move is
+        not judged. Bounded: each ONVIF call by the mover, the settle wait by
+        `ptz_settle_s` (≤ 10 s), the second sample by the sampler's deadline."""
+        assert self.sampler is not None and self.ptz_mover is not None
+        t = self.sampler.thresholds
+        if diag.picture is None or any(n in diag.fired for n in ("signal_loss", "frozen")):
+            return diag, {"moved": False, "detail": "no live picture to move"}
+        try:
+            async with self.ptz_mover(lease.camera_id, t.ptz_pan):
+                await asyncio.sleep(t.ptz_settle_s)
+                # Every check but the move is already judged: a short sample is enough for a
+                # median picture.
+                _, moved = await self.sampler.diagnose_stream(
+                    uri, seconds=1.0, min_frames=3, max_frames=10, keep_frames=False
+                )
+        except PtzUnavailable as exc:
+            return diag, {"moved": False, "detail": str(exc)[:300]}
+        except (OSError, asyncpg.PostgresError) as exc:
+            # The registry could not be read for the camera's address: the picture is still
+            # judged and recorded, the head at the next diagnosis.
+            return diag, {"moved": False, "detail": f"PTZ target unavailable: {type(exc).__name__}"}
+        if moved.picture is None:
+            value = float("nan")
+            detail: str | None = "no picture after the move"
+        else:
+            value = picture_change(diag.picture, moved.picture)
+            detail = None if value == value else "the view has too little structure to judge"
+        return with_ptz(diag, value, t), {"moved": True, "detail": detail}
+
     async def _diagnose_uri(
-        self, lease: store.Lease, uri: str
+        self, lease: store.Lease, uri: str, *, ptz: bool = False
     ) -> tuple[
         Outcome,
         tuple[Verdict, tuple[str, ...]] | None,
@@ -273,6 +318,9 @@ class Worker:
             keep_frames=False,
             reference=_decode_reference(lease.reference),
         )
+        ptz_report: dict[str, Any] | None = None
+        if ptz and self.ptz_mover is not None and self.sampler.thresholds.ptz_check:
+            diag, ptz_report = await self._ptz_check(lease, uri, diag)
         flags = {
             name: {
                 "label": f.label,
@@ -299,6 +347,8 @@ class Worker:
             "failure": sample.failure,
             "error": sample.error,
         }
+        if ptz_report is not None:
+            report["ptz"] = ptz_report
         if diag.frames == 0 and sample.failure not in ("no_frames", "stalled"):
             return "fail", None, report, None, None  # the stream could not be opened at all
         verdict: Verdict = "fault" if diag.faulty else "clean"

@@ -481,6 +481,10 @@ async def _worker(args: argparse.Namespace) -> int:
         worker = Worker(
             db.pool, db.box, cfg, policy=health.policy, sampler=sampler, on_probe=on_probe
         )
+        from api.ptz import onvif_ptz_mover
+
+        # 云台失控 checks move PTZ cameras over ONVIF (only with health.diagnosis.ptz_check)
+        worker.ptz_mover = onvif_ptz_mover(db.pool, db.box)
         print(f"health worker {worker.owner} leasing probes; Ctrl-C stops", flush=True)
         try:
             await worker.run(stop)

@@ -62,14 +62,32 @@ def rtsp_password() -> str:
 
 
 @pytest.fixture(scope="session")
-def rtsp_server() -> Iterator[str]:
+def rtsp_ptz_dir() -> Iterator[Path]:
+    """Where the `/ptz-<i>` mounts read their pan position (file `ptz-<i>`, ONVIF generic
+    pan), written by the fake ONVIF PTZ devices of the 云台失控 tests."""
+    with tempfile.TemporaryDirectory(prefix="ptz-") as path:
+        yield Path(path)
+
+
+@pytest.fixture(scope="session")
+def rtsp_server(rtsp_ptz_dir: Path) -> Iterator[str]:
     """Base URL `rtsp://127.0.0.1:<port>` of a server with one mount per fault pattern."""
     _require_gstreamer()
     # A file, not a pipe, for its log: nobody reads it while tests run, and a full pipe would
     # block the server.
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(SERVER), "--port", "0", "--password", PASSWORD, "--watch-stdin"],
+            [
+                SYSTEM_PYTHON,
+                str(SERVER),
+                "--port",
+                "0",
+                "--password",
+                PASSWORD,
+                "--ptz-dir",
+                str(rtsp_ptz_dir),
+                "--watch-stdin",
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,

@@ -15,8 +15,12 @@ Benchmarks add `--cam-file FILE`: the extra `/cam/<i>` mounts then serve a pre-e
 Matroska file (made once with `--encode-only FILE`, the same moving picture as `/normal`) without
 re-encoding, so the server's CPU is not charged to the client being measured.
 
+`--ptz-dir DIR` adds `/ptz-0` … `/ptz-3`: a view onto a scene twice as wide, panned to the
+position written in `DIR/ptz-<i>` (ONVIF generic pan; the fake ONVIF device's RelativeMove
+writes it), read when a client's pipeline is built, so a move shows from the next session on.
+
 Usage: rtsp_server.py [--port N] [--password PW] [--size WxH] [--extra-mounts N]
-                      [--cam-file FILE] [--watch-stdin]
+                      [--cam-file FILE] [--ptz-dir DIR] [--watch-stdin]
        rtsp_server.py --encode-only FILE [--size WxH] [--seconds S]
 The first stdout line is `PORT <n>` once the server listens (useful with --port 0).
 """
@@ -24,9 +28,11 @@ The first stdout line is `PORT <n>` once the server listens (useful with --port 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import signal
 import sys
+from collections.abc import Callable
 
 import gi
 
@@ -39,6 +45,9 @@ WIDTH, HEIGHT, FPS = 320, 180, 15
 # A slow sub-stream (some cameras send 1–5 fps): 2 s of it hold only 6–7 frames.
 SLOW_FPS = 3
 STOP_AFTER_MS = 2000
+# The `/ptz-<i>` mounts: one unit of ONVIF's generic pan (half a turn) spans this many views.
+PTZ_VIEWS_PER_UNIT = 4
+PTZ_MOUNTS = 4
 
 
 def pipelines(width: int = WIDTH, height: int = HEIGHT) -> dict[str, str]:
@@ -112,7 +121,27 @@ def pipelines(width: int = WIDTH, height: int = HEIGHT) -> dict[str, str]:
         # by devices that never implemented it, so a client must fall back to its default
         # transport.
         "/udp-only": f"( {moving} ! {encode} )",
+        **ptz_mounts(width, height, encode),
     }
+
+
+def ptz_mounts(width: int, height: int, encode: str) -> dict[str, str]:
+    """`/ptz-<i>`: still SMPTE bars twice the view's width, seen through a view-sized window
+    (`pan`'s output caps) whose position `_pan` sets; a ball sweeping over the view keeps the
+    picture live (a still one is rightly called frozen, and then a move is not judged)."""
+    caps = f"video/x-raw,width={width},height={height},framerate={FPS}/1"
+    wide = f"video/x-raw,width={width * 2},height={height},framerate={FPS}/1"
+    ball = (
+        "videotestsrc is-live=true pattern=ball motion=sweep background-color=0x00000000 "
+        f"foreground-color=0xffe0e020 ! video/x-raw,format=BGRA,width={width},height={height},"
+        f"framerate={FPS}/1"
+    )
+    launch = (
+        f"( compositor name=pan ! videoconvert ! {caps} ! {encode} "
+        f"videotestsrc is-live=true pattern=smpte ! {wide} ! videoconvert ! pan.sink_0 "
+        f"{ball} ! pan.sink_1 )"
+    )
+    return {f"/ptz-{i}": launch for i in range(PTZ_MOUNTS)}
 
 
 def scene_mounts(width: int, height: int, encode: str) -> dict[str, str]:
@@ -243,6 +272,23 @@ def _shake(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMe
     GLib.timeout_add(1000 // FPS, jiggle)
 
 
+def _pan(ptz_dir: str, name: str, width: int) -> Callable[..., None]:
+    """media-configure handler of `/ptz-<i>`: place this client's window at the pan position
+    in `ptz_dir/<name>` (0 when the file is missing: the centre of the wide scene)."""
+
+    def configure(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
+        try:
+            with open(os.path.join(ptz_dir, name)) as f:
+                position = float(f.read().strip() or 0)
+        except (OSError, ValueError):
+            position = 0.0
+        offset = round(width / 2 + position * PTZ_VIEWS_PER_UNIT * width)
+        pad = media.get_element().get_by_name("pan").get_static_pad("sink_0")
+        pad.set_property("xpos", -max(0, min(width, offset)))
+
+    return configure
+
+
 def build(
     port: int,
     password: str,
@@ -250,6 +296,7 @@ def build(
     height: int = HEIGHT,
     extra: int = 0,
     cam_file: str | None = None,
+    ptz_dir: str | None = None,
 ) -> GstRtspServer.RTSPServer:
     """The server with all mounts; anonymous clients may use everything except `/auth`.
 
@@ -273,6 +320,8 @@ def build(
     launches = pipelines(width, height)
     for i in range(extra):
         launches[f"/cam/{i}"] = launches["/normal"] if cam_file is None else file_pipeline(cam_file)
+    if ptz_dir is None:
+        launches = {k: v for k, v in launches.items() if not k.startswith("/ptz-")}
     for path, launch in launches.items():
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(launch)
@@ -289,6 +338,8 @@ def build(
             factory.connect("media-configure", _stop_later)
         if path == "/scene-shake":
             factory.connect("media-configure", _shake)
+        if path.startswith("/ptz-") and ptz_dir is not None:
+            factory.connect("media-configure", _pan(ptz_dir, path[1:], width))
         if path == "/udp-only":
             factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
         mounts.add_factory(path, factory)
@@ -302,6 +353,7 @@ def main() -> None:
     parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", help="picture size WxH")
     parser.add_argument("--extra-mounts", type=int, default=0, help="add /cam/0 … /cam/N-1")
     parser.add_argument("--cam-file", help="serve /cam/<i> from this H.264 Matroska file")
+    parser.add_argument("--ptz-dir", help="serve /ptz-<i>, panned as DIR/ptz-<i> says")
     parser.add_argument("--encode-only", metavar="FILE", help="write the /normal picture, exit")
     parser.add_argument("--seconds", type=int, default=30, help="length for --encode-only")
     parser.add_argument(
@@ -314,7 +366,9 @@ def main() -> None:
     if args.encode_only:
         encode_file(args.encode_only, width, height, args.seconds)
         return
-    server = build(args.port, args.password, width, height, args.extra_mounts, args.cam_file)
+    server = build(
+        args.port, args.password, width, height, args.extra_mounts, args.cam_file, args.ptz_dir
+    )
     loop = GLib.MainLoop()
     if server.attach(None) == 0:
         sys.exit(f"cannot listen on 127.0.0.1:{args.port}")

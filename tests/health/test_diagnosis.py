@@ -21,11 +21,14 @@ from numpy.typing import NDArray
 from health.diagnosis import (
     CHECKS,
     DEFAULT_FAULTS,
+    KNOWN_CHECKS,
     LABELS,
+    PTZ_CHECK,
     REFERENCE_SIZE,
     Thresholds,
     diagnose,
     reference_picture,
+    with_ptz,
 )
 from health.errors import HealthError, InvalidFrames, InvalidThresholds
 
@@ -166,8 +169,31 @@ PATTERNS: dict[str, Callable[[], Frames]] = {
 
 
 def test_every_item_has_a_pattern_and_a_chinese_label() -> None:
-    assert set(PATTERNS) == set(CHECKS) == set(LABELS)
+    assert set(PATTERNS) == set(CHECKS) == set(LABELS) - {PTZ_CHECK}
+    assert set(LABELS) == set(KNOWN_CHECKS)
     assert LABELS["noise"] == "雪花/噪声" and LABELS["scene_change"] == "场景变更"
+    assert LABELS["ptz_stuck"] == "云台失控"
+
+
+def test_a_picture_that_did_not_move_is_ptz_stuck_unless_frozen_or_lost_explains_it() -> None:
+    t = Thresholds(faults=(*DEFAULT_FAULTS, PTZ_CHECK))
+    clean = diagnose(normal_scene(), thresholds=t, reference=REFERENCE)
+    stuck = with_ptz(clean, 0.01, t)
+    assert stuck.fired == (PTZ_CHECK,) and stuck.faults == (PTZ_CHECK,) and stuck.faulty
+    assert stuck.flags[PTZ_CHECK].label == "云台失控"
+    assert stuck.flags[PTZ_CHECK].threshold == t.ptz_min_change
+    assert with_ptz(clean, 0.6, t).fired == ()
+    unjudged = with_ptz(clean, math.nan, t)
+    assert unjudged.fired == () and math.isnan(unjudged.flags[PTZ_CHECK].value)
+    # As a warning (the default): fired, but the camera is not faulty for it.
+    warned = with_ptz(diagnose(normal_scene(), reference=REFERENCE), 0.01)
+    assert warned.fired == (PTZ_CHECK,) and not warned.faulty
+    frozen = diagnose(PATTERNS["frozen"](), thresholds=t, reference=REFERENCE)
+    explained = with_ptz(frozen, 0.0, t)
+    assert explained.fired == ("frozen",)
+    assert explained.flags[PTZ_CHECK].masked_by == "frozen"
+    # Judging it again keeps every other flag as it was.
+    assert {k: f for k, f in explained.flags.items() if k != PTZ_CHECK} == frozen.flags
 
 
 def test_normal_moving_scene_raises_no_flag() -> None:

@@ -40,6 +40,8 @@ faults = ["signal_loss", "frozen", "stripes"]
 [health.diagnosis]
 dark_mean = 40
 frozen_frames = 20
+ptz_check = true
+ptz_min_change = 0.2
 """,
         encoding="utf-8",
     )
@@ -54,6 +56,7 @@ frozen_frames = 20
     assert runtime.thresholds.dark_mean == 40.0
     assert runtime.thresholds.frozen_frames == 20
     assert isinstance(runtime.thresholds.frozen_frames, int)
+    assert runtime.thresholds.ptz_check is True and runtime.thresholds.ptz_min_change == 0.2
 
 
 @pytest.mark.parametrize(
@@ -64,9 +67,13 @@ frozen_frames = 20
         ({"frozen_frames": 1}, "frozen_frames must be at least 2"),
         ({"frozen_moving_share": 1.5}, "frozen_moving_share is a share in (0, 1]"),
         ({"blur_laplacian_vra": 50}, "health.diagnosis.blur_laplacian_vra: unknown threshold"),
+        ({"ptz_check": 1}, "health.diagnosis.ptz_check: must be true or false"),
+        ({"dark_mean": True}, "health.diagnosis.dark_mean: must be a number, not True"),
+        ({"ptz_pan": 0.9}, "ptz_pan is a relative pan in ONVIF's generic space"),
+        ({"ptz_settle_s": 30}, "ptz_settle_s must be at most 10 s"),
     ],
 )
-def test_a_bad_threshold_is_named(diagnosis: dict[str, float], message: str) -> None:
+def test_a_bad_threshold_is_named(diagnosis: dict[str, float | bool], message: str) -> None:
     with pytest.raises(HealthConfigError) as err:
         health_runtime(HealthSettings(diagnosis=diagnosis))
     assert message in str(err.value)

@@ -120,7 +120,10 @@ class FakeCamera:
     hostile: str | None = None  # "xxe" or "billion_laughs": a DTD in every answer
     huge: int = 0  # pad every answer to this many bytes
     huge_chunked: bool = False  # send the padding chunked, without a Content-Length
-    ptz: bool = False  # advertise a PTZ service
+    ptz: bool = False  # advertise a PTZ service (answering RelativeMove)
+    ptz_stuck: bool = False  # accept RelativeMove but never move (a dead pan-tilt head)
+    ptz_file: str | None = None  # where the pan position is written after each move
+    ptz_position: float = 0.0  # generic pan, -1 … 1
     # GeoLocation: (lon, lat, elevation) the device reports; None: GetGeoLocation is not
     # implemented (ActionNotSupported) and GetServiceCapabilities does not announce it.
     geolocation: tuple[float, float, float] | None = None
@@ -135,6 +138,7 @@ class FakeCamera:
     max_in_flight: int = 0
     requests: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
+    moves: list[tuple[str, float, float]] = field(default_factory=list)  # (profile, x, y)
 
 
 def hikvision() -> FakeCamera:
@@ -196,6 +200,7 @@ class FakeOnvifServer:
         app = web.Application()
         app.router.add_post("/onvif/device_service", self._handle)
         app.router.add_post("/onvif/media_service", self._handle)
+        app.router.add_post("/onvif/ptz_service", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.bind_port)
@@ -522,6 +527,31 @@ class FakeOnvifServer:
             "<tt:InvalidAfterReboot>false</tt:InvalidAfterReboot><tt:Timeout>PT0S</tt:Timeout>"
             "</trt:MediaUri></trt:GetSnapshotUriResponse>"
         )
+
+    # --- PTZ service ----------------------------------------------------------------------
+
+    def _op_RelativeMove(self, request: web.Request, op: Any) -> web.Response:
+        """Move by the PanTilt translation (ONVIF generic space); a stuck head answers the
+        same and stays put. The position goes to `ptz_file`, which the GStreamer `/ptz-<i>`
+        mounts read: the picture moves as the camera does."""
+        if not self.camera.ptz:
+            return _fault(
+                "env:Receiver", "ter:ActionNotSupported", "Optional Action Not Implemented"
+            )
+        token = str(op.findtext(f"{{{NS_PTZ}}}ProfileToken") or "")
+        if token not in {p.token for p in self.camera.profiles}:
+            return _fault("env:Sender", "ter:InvalidArgVal", "No such profile")
+        pan_tilt = op.find(f"{{{NS_PTZ}}}Translation/{{{NS_TT}}}PanTilt")
+        if pan_tilt is None:
+            return _fault("env:Sender", "ter:InvalidArgVal", "No PanTilt translation")
+        x, y = float(pan_tilt.get("x", 0)), float(pan_tilt.get("y", 0))
+        self.camera.moves.append((token, x, y))
+        if not self.camera.ptz_stuck:
+            self.camera.ptz_position = max(-1.0, min(1.0, self.camera.ptz_position + x))
+            if self.camera.ptz_file is not None:
+                with open(self.camera.ptz_file, "w") as f:
+                    f.write(f"{self.camera.ptz_position}\n")
+        return _ok(f'<tptz:RelativeMoveResponse xmlns:tptz="{NS_PTZ}"/>')
 
 
 def _as_soap11(text: str) -> str:

@@ -416,3 +416,31 @@ async def test_planner_runs_coverage(seeded: Live, tab: Tab) -> None:
     gaps = json.loads(await asyncio.to_thread(saved.read_text))
     assert gaps["type"] == "FeatureCollection" and gaps["features"]
     assert tab.errors == []
+
+
+async def test_the_panel_shows_a_stuck_pan_tilt_head_and_the_ptz_check(
+    seeded: Live, tab: Tab
+) -> None:
+    body = {"name": "云台测试", "region_code": "140105", "level": 2, "lon": 112.64, "lat": 37.78}
+    cam = await seeded.api("POST", "/api/v1/cameras", json=body)
+    flag = {"label": "云台失控", "fired": True, "fault": False, "masked_by": None,
+            "value": 0.01, "threshold": 0.2}  # fmt: skip
+    diagnosis = {"faulty": False, "fired": ["ptz_stuck"], "faults": [], "frames": 15,
+                 "flags": {"ptz_stuck": flag}, "ptz": {"moved": True, "detail": None}}  # fmt: skip
+    conn = await asyncpg.connect(seeded.dsn)
+    try:  # what a worker with ptz_check on records for a stuck head
+        await conn.execute(
+            "UPDATE camera_health SET last_diagnosis = $2::jsonb, last_diagnosis_at = now() "
+            "WHERE camera_id = $1",
+            cam["id"],
+            json.dumps(diagnosis),
+        )
+    finally:
+        await conn.close()
+    await tab.sign_in(seeded.base, await seeded.token("commander", SCOPE), "#18/37.78000/112.64000")
+    page = tab.page
+    await page.locator(f".cam[data-id='{cam['id']}']").click()
+    await expect(page.locator("#panel-flags [data-flag='ptz_stuck']")).to_have_text("云台失控")
+    await expect(page.locator("#panel-ptz")).to_have_text("云台检查：已转动并复位")
+    await tab.shot("ptz-stuck")
+    assert tab.errors == []

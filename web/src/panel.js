@@ -171,6 +171,18 @@ async function showHealth(cam, box) {
       !diag ? t("not_probed") : fired.length ? fired.map((f) => flagBadge(f, diag)) : t("no_faults"),
     ),
   );
+  // 云台失控 check (opt-in on the server): whether the camera was panned and put back; why
+  // not, in the tooltip (a PTZ camera the check could not move says so here).
+  if (diag && diag.ptz) {
+    box.append(
+      h("p", {
+        id: "panel-ptz",
+        class: "muted",
+        title: diag.ptz.detail || "",
+        text: diag.ptz.moved ? t("ptz_checked") : t("ptz_not_checked"),
+      }),
+    );
+  }
   box.append(h("h3", { text: t("snapshot") }));
   if (health.has_snapshot) {
     try {
