@@ -409,7 +409,7 @@ class GbDevices:
                         item.get("name") or None,
                         item.get("civil_code") or None,
                         item.get("status") or None,
-                        json.dumps(dict(item), ensure_ascii=False, default=str),
+                        dict(item),  # an object: the jsonb codec encodes it (once)
                         camera_of[n].get(str(item["device_id"])),
                         problem_of[n].get(str(item["device_id"])),
                     )

@@ -487,16 +487,11 @@ async def catalog_plan(
 
 
 async def catalog_groups(conn: asyncpg.Connection, regions: Sequence[str]) -> list[asyncpg.Record]:
-    """The 215/216 items of devices' catalogs inside `regions`, once each (latest copy).
-
-    An item's JSON may be stored as a JSON string holding the object (written pre-encoded
-    through a codec that encodes again); both shapes are read.
-    """
+    """The 215/216 items of devices' catalogs inside `regions`, once each (latest copy)."""
     return list(
         await conn.fetch(
             f"""SELECT DISTINCT ON (item_id) item_id, type_code, name, parent_id,
-                       nullif((CASE jsonb_typeof(item) WHEN 'string' THEN (item #>> '{{}}')::jsonb
-                               ELSE item END) ->> 'business_group_id', '') AS business_group_id
+                       nullif(item ->> 'business_group_id', '') AS business_group_id
                 FROM gb_catalog_items
                 WHERE type_code IN ('215', '216') AND NOT removed
                   AND {region_clause(regions, "item_id")}
