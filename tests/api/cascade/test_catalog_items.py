@@ -54,7 +54,8 @@ MARKUP = camera(
 # must not change with the way they are built.
 MARKUP_ITEM = (
     "<Item><DeviceID>14010500001320000779</DeviceID>"
-    "<Name>迎泽大街 &amp; &lt;\"东口\"&gt; 'A&amp;B'</Name><Manufacturer>大华 &amp; Co</Manufacturer>"
+    "<Name>迎泽大街 &amp; &lt;\"东口\"&gt; 'A&amp;B'</Name>"
+    "<Manufacturer>大华 &amp; Co</Manufacturer>"
     "<Model></Model><Owner></Owner><CivilCode>140105</CivilCode>"
     "<Address>小店区 &lt;坞城路&gt; &amp; \"学府街\" 'B座'</Address><Parental>0</Parental>"
     "<ParentID>14010000002000000001</ParentID><SafetyWay>0</SafetyWay><RegisterWay>1</RegisterWay>"
