@@ -397,15 +397,22 @@ async def changes(
 # dropped, not written. `api/cascade/catalog.camera_item` builds the same item in Python for
 # the few rows a NOTIFY carries (a test keeps the two equal).
 
-# U+0001-U+001F but TAB, LF, CR: not even a character reference may carry them in XML 1.0
+# U+0001-U+001F but TAB, LF, CR: not even a character reference may carry them in XML 1.0.
+# They are looked for before they are removed: `translate` on every text column would cost
+# more than all the rest of the item (measured: 3.9 s for 240,000 items, 1.8 s with the test).
 _CONTROLS = "".join(f"\\{c:03o}" for c in range(1, 32) if c not in (9, 10, 13))
+_HAS_CONTROL = "[\\001-\\010\\013\\014\\016-\\037]"
 
 
 def xml_text(expr: str) -> str:
     """SQL escaping the text `expr` for element content (NULL stays NULL)."""
+    kept = (
+        f"CASE WHEN {expr} ~ E'{_HAS_CONTROL}' THEN translate({expr}, E'{_CONTROLS}', '') "
+        f"ELSE {expr} END"
+    )
     return (
-        f"replace(replace(replace(replace(translate({expr}, E'{_CONTROLS}', ''), "
-        "'&', '&amp;'), '<', '&lt;'), '>', '&gt;'), E'\\r', '&#x0d;')"
+        f"replace(replace(replace(replace({kept}, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), "
+        "E'\\r', '&#x0d;')"
     )
 
 

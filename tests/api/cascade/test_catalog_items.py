@@ -138,6 +138,17 @@ def test_control_characters_xml_cannot_carry_are_dropped_and_cr_kept() -> None:
     assert "<Name>abc&#x0d;d\te</Name>" in item
 
 
+async def test_sql_escape_drops_the_same_control_characters(client: TestClient) -> None:
+    text = "a\x01b\x1fc\rd\te & <f> \"g\" 'h' 迎泽"
+    escaped = await client.app[POOL].fetchval(f"SELECT {store.xml_text('$1::text')}", text)
+    assert escaped == "abc&#x0d;d\te &amp; &lt;f&gt; \"g\" 'h' 迎泽"
+    assert f"<Name>{escaped}</Name>" in catalog.camera_item(
+        {**FULL, "name": text, "status": "online", "region_code": "140105", "ip": None,
+         "onvif_port": None},
+        LOCAL_ID,
+    )  # fmt: skip
+
+
 async def test_upper_platform_receives_names_with_markup_and_cjk_exactly(
     client: TestClient, auth: Tok, tmp_path: Path
 ) -> None:
