@@ -140,3 +140,33 @@ async def test_channels_refused_before_the_devices_registration_is_stored_still_
     place = await inbox_entry(gb_client, technician, no_place)
     assert "record_days" in days["detail"] and days["address"] == f"gb28181:{nvr}/{no_days}"
     assert "lon" in place["detail"] and place["address"] == f"gb28181:{nvr}/{no_place}"
+
+
+async def test_a_channel_completed_in_the_inbox_keeps_its_place_when_the_catalog_comes_again(
+    gb_client: TestClient, tok: Tok
+) -> None:
+    nvr = "14010500001180000010"
+    channel = "14010500001320000101"
+    items = [{"device_id": channel, "name": "二类待补坐标", "po_type": 2, "civil_code": "140105"}]
+    store = gb_client.app[GB_DEVICES]
+    assert (await store.apply_catalog(nvr, items, complete=True)).to_inbox == 1
+    technician = await tok("technician", "140105")
+    found = await inbox_entry(gb_client, technician, channel)
+    resp = await gb_client.post(
+        f"/api/v1/discovery/devices/{found['id']}/register",
+        json={"name": "二类待补坐标", "level": 2, "lon": 112.56, "lat": 37.86},
+        headers=technician,
+    )
+    assert resp.status == 201, await resp.text()
+    cam = await resp.json()
+    again = await store.apply_catalog(nvr, items, complete=True)
+    row = await gb_client.app[POOL].fetchrow(
+        "SELECT lon, lat, version FROM cameras WHERE id = $1::uuid", cam["id"]
+    )
+    assert (row["lon"], row["lat"], row["version"]) == (112.56, 37.86, 1), again
+    linked = await gb_client.app[POOL].fetchval(
+        "SELECT camera_id FROM gb_catalog_items WHERE device_id = $1 AND item_id = $2",
+        nvr,
+        channel,
+    )
+    assert str(linked) == cam["id"]
