@@ -23,7 +23,7 @@ from api.cameras import ID, etag
 from api.models import CameraCreate, parse_body
 from api.responses import json_response
 from api.routes import FLAG, UUID, Param, RouteTable, caller, enum
-from api.state import BACKGROUND, BOX, INBOX, POOL, REGISTRY, SETTINGS
+from api.state import BACKGROUND, BOX, GB_DEVICES, INBOX, POOL, REGISTRY, SETTINGS
 from camera_registry.actor import Actor
 from camera_registry.errors import FieldError, ValidationFailed
 from camera_registry.store.heartbeats import heartbeat
@@ -160,17 +160,21 @@ async def register_device(request: web.Request) -> web.Response:
             "this device is registered already",
             [FieldError("id", "see its cameras in camera_ids")],
         )
-    base: dict[str, Any] = {
-        "vendor": device["vendor"],
-        "model": device["model"],
-        "firmware": device["firmware"],
-        "serial": device["serial"],
-        "mac": device["mac"],
-        "ip": device["address"],
-        "onvif_port": device["port"],
-        "username": device["username"],
-        "password": device["password"],
-    }
+    channel = await _gb_channel(request, device)
+    if channel is not None:
+        base = channel[1]
+    else:
+        base = {
+            "vendor": device["vendor"],
+            "model": device["model"],
+            "firmware": device["firmware"],
+            "serial": device["serial"],
+            "mac": device["mac"],
+            "ip": device["address"],
+            "onvif_port": device["port"],
+            "username": device["username"],
+            "password": device["password"],
+        }
     given = body.values(patch=False)
     given.pop("channels", None)
     crs, location = _place(device, given, body.crs)
@@ -224,6 +228,8 @@ async def register_device(request: web.Request) -> web.Response:
         [(c["channel"] or "", c["id"]) for c in created],
         location=location,
     )
+    if channel is not None:
+        await request.app[GB_DEVICES].link_channel(channel[0], base["gb_id"], created[0]["id"])
     if len(created) == 1:
         cam = created[0]
         cam.pop("channel")
@@ -234,6 +240,25 @@ async def register_device(request: web.Request) -> web.Response:
             Location=f"/api/v1/cameras/{cam['id']}",
         )
     return json_response({"items": created, "location": location}, 201)
+
+
+async def _gb_channel(
+    request: web.Request, device: dict[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """(device ID, camera values as its catalog listed them) of a GB/T 28181 channel refused
+    into the inbox; None for any other found device. The technician's fields win over the
+    catalog's; the GB ID stays the channel's, so the device's status and live view reach it."""
+    endpoint = str(device["endpoint"])
+    if not endpoint.startswith("gb28181:"):
+        return None
+    found = await request.app[GB_DEVICES].refused_channel(endpoint.removeprefix("gb28181:"))
+    if found is None:
+        raise ValidationFailed(
+            "the device no longer lists this channel; query its catalog again",
+            [FieldError("id", "a channel its device still lists")],
+        )
+    values = {k: v for k, v in found[1].items() if v is not None and k != "region_code"}
+    return found[0], values
 
 
 def _place(device: dict[str, Any], given: dict[str, Any], crs: str) -> tuple[str, dict[str, Any]]:

@@ -32,11 +32,15 @@ OUT = ROOT / "tests" / "out"
 TEST_KEY = base64.b64encode(b"k" * 32).decode()
 
 
-# Tests that hand a database URL to another process or start a server. CI runs them a second
-# time on the embedded database (`pytest -m embedded_db` without CAMREG_TEST_DATABASE_URL),
-# whose DSN already carries a query: found by what they use, so a new one cannot be missed.
+# Tests that hand a database URL to another process or start a server: `camreg serve`, an app
+# of their own under aiohttp's TestServer, or anything they `await ….start()` (SIPp peers, the
+# cascade's SIP client, fake media servers). CI runs them a second time on the embedded
+# database (`pytest -m embedded_db` without CAMREG_TEST_DATABASE_URL), whose DSN already
+# carries a query and whose PostgreSQL is another build (pgserver: no libxml, no ICU): found
+# by what they use, so a new one cannot be missed.
 _BUILDS_URL_OR_SERVES = re.compile(
     r"schema_dsn|\bserve\(|camreg_serve|\"api\.cli\"|EmbeddedPostgres|with_query"
+    r"|TestServer\(|create_app\(|(\bawait\s[^\n]*|\))\.start\(\)"
 )
 _LIVE_SERVER_FIXTURES = frozenset({"server", "seeded"})
 

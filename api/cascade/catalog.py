@@ -35,8 +35,15 @@ MAX_BODY = 30 * 1024
 ON_STATUSES = frozenset({"online", "degraded"})
 
 
+# U+0001-U+001F but TAB, LF, CR: XML 1.0 cannot carry them, not even as character references
+_CONTROLS = dict.fromkeys(c for c in range(1, 32) if c not in (9, 10, 13))
+
+
 def _el(name: str, value: object) -> str:
-    return f"<{name}>{escape(str(value))}</{name}>"
+    """Escaped as `store.upstreams.xml_text` escapes in SQL (a CR kept as a reference, since a
+    parser would read a raw one as LF), so a NOTIFY's item is the catalog's byte for byte."""
+    text = escape(str(value).translate(_CONTROLS), {"\r": "&#x0d;"})
+    return f"<{name}>{text}</{name}>"
 
 
 def civil_nodes(region_codes: Sequence[str]) -> list[str]:

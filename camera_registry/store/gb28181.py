@@ -9,8 +9,8 @@ fields that differ are patched, so one change is one audited update.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -439,7 +439,7 @@ class GbDevices:
                         item.get("name") or None,
                         item.get("civil_code") or None,
                         item.get("status") or None,
-                        json.dumps(dict(item), ensure_ascii=False, default=str),
+                        dict(item),  # an object: the jsonb codec encodes it (once)
                         camera_of[n].get(str(item["device_id"])),
                         problem_of[n].get(str(item["device_id"])),
                     )
@@ -555,27 +555,54 @@ class GbDevices:
         items: Sequence[Mapping[str, Any]],
         problems: Mapping[str, str],
     ) -> None:
+        """Refused channels wait in the discovery inbox, keyed by their GB ID, found in the
+        channel's own region (technicians scoped to it see them there). The address is the
+        channel's identity (`gb28181:<device>/<channel>`: which device listed it, known even
+        before the device's registration is stored, never taken for an IP the inbox would
+        move cameras to); registering it there reads the stored catalog item."""
         src = await self.pool.fetchrow(
-            "SELECT source_host, source_port FROM gb_devices WHERE device_id = $1", device_id
+            "SELECT source_port FROM gb_devices WHERE device_id = $1", device_id
         )
-        host = src["source_host"] if src else ""
-        port = (src["source_port"] if src else 0) or 0
-        await self.inbox.upsert(
-            actor,
-            [
+        port = (src["source_port"] if src else None) or 0
+        by_region: dict[str, list[dict[str, Any]]] = {}
+        for item in items:
+            channel = str(item["device_id"])
+            by_region.setdefault(channel[:6], []).append(
                 {
-                    "endpoint": f"gb28181:{item['device_id']}",
-                    "address": item.get("ip_address") or host,
+                    "endpoint": f"gb28181:{channel}",
+                    "address": f"gb28181:{device_id}/{channel}",
                     "port": item.get("port") or port,
                     "vendor": item.get("manufacturer") or None,
                     "model": item.get("model") or None,
                     "mac": item.get("mac") or None,
                     "failure": "gb28181_invalid",
-                    "detail": f"{item.get('name') or ''} ({item['device_id']}): "
-                    f"{problems[str(item['device_id'])]}",
+                    "detail": f"{item.get('name') or ''} ({channel}): {problems[channel]}",
                 }
-                for item in items
-            ],
+            )
+        for region, found in sorted(by_region.items()):
+            await self.inbox.upsert(dataclasses.replace(actor, scope=region), found)
+
+    async def refused_channel(self, item_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(device ID, camera values) of a channel last refused into the inbox, as the device
+        listed it (the base a technician completes there)."""
+        rec = await self.pool.fetchrow(
+            """SELECT device_id, item FROM gb_catalog_items
+               WHERE item_id = $1 AND NOT removed ORDER BY updated_at DESC LIMIT 1""",
+            item_id,
+        )
+        if rec is None or not isinstance(rec["item"], dict):
+            return None
+        return rec["device_id"], camera_values(rec["item"])[0]
+
+    async def link_channel(self, device_id: str, item_id: str, camera_id: str) -> None:
+        """The camera a technician registered from the inbox is this channel's (live view,
+        status); the channel's problem is settled."""
+        await self.pool.execute(
+            """UPDATE gb_catalog_items SET camera_id = $3::uuid, problem = NULL, updated_at = now()
+               WHERE device_id = $1 AND item_id = $2""",
+            device_id,
+            item_id,
+            camera_id,
         )
 
     async def channel_cameras(self, device_id: str) -> list[tuple[uuid.UUID, str]]:

@@ -8,6 +8,7 @@ of a duplicate appearing in the inbox.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,16 @@ _COLUMNS = """id, endpoint, address, port, xaddrs, vendor, model, firmware, seri
     coalesce((SELECT array_agg(c.camera_id::text ORDER BY c.channel, c.camera_id)
               FROM discovered_device_cameras c WHERE c.device_id = discovered_devices.id),
              '{}') AS camera_ids"""
+
+
+def _is_ip(address: str) -> bool:
+    """Only a move to an IP address moves cameras (a GB/T 28181 channel's address is its
+    `gb28181:` identity, not a place to send packets)."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def _uuid(value: str, what: str) -> uuid.UUID:
@@ -177,7 +188,7 @@ class Inbox:
                 *values,
                 endpoint,
             )
-            if cur["address"] != d["address"]:
+            if cur["address"] != d["address"] and _is_ip(d["address"]):
                 await self._follow_address(conn, actor, device_id, cur["address"], d["address"])
         return device_id
 
