@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import socket
@@ -296,6 +297,21 @@ class SipTransport:
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
+        """Listen on UDP and TCP at one port. With port 0 the system picks the UDP port, and
+        the same number may already be taken for TCP: pick again (a few times) rather than
+        fail a start that asked for any port."""
+        attempts = 8 if port == 0 else 1
+        for attempt in range(attempts):
+            try:
+                await self._bind(host, port)
+            except OSError as exc:
+                if port != 0 or attempt == attempts - 1 or exc.errno != errno.EADDRINUSE:
+                    raise
+                continue
+            break
+        self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def _bind(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         sock = await _udp_socket(host, port)
         try:
@@ -303,7 +319,6 @@ class SipTransport:
         except BaseException:
             sock.close()
             raise
-        self._udp = udp
         bound_port = udp.get_extra_info("sockname")[1]
         try:
             self._server = await loop.create_server(
@@ -312,8 +327,8 @@ class SipTransport:
         except OSError:
             udp.close()
             raise
+        self._udp = udp
         self.host, self.port = host, int(bound_port)
-        self._reaper = asyncio.create_task(self._reap_idle())
 
     async def stop(self) -> None:
         for task in list(self._connecting):
