@@ -95,6 +95,15 @@ async def child(url: str, mode: str, items: int, window: int) -> dict[str, float
             finally:
                 room.release()
 
+        backlog = 0
+
+        async def watch() -> None:  # batches handed over and not yet written
+            nonlocal backlog
+            while True:
+                backlog = max(backlog, server.catalogs.batches + 1 - bridge.catalog_batches)
+                await asyncio.sleep(0.2)
+
+        watcher = loop.create_task(watch())
         tasks = set()
         for part in parts:
             await room.acquire()
@@ -111,6 +120,7 @@ async def child(url: str, mode: str, items: int, window: int) -> dict[str, float
                 break
             await asyncio.sleep(0.2)
         elapsed = time.perf_counter() - started
+        watcher.cancel()
         row = await pool.fetchrow(
             "SELECT catalog_complete, catalog_items FROM gb_devices WHERE device_id = $1",
             PLATFORM,
@@ -126,6 +136,8 @@ async def child(url: str, mode: str, items: int, window: int) -> dict[str, float
             "complete": bool(row["catalog_complete"]),
             "catalog_items": row["catalog_items"],
             "peak_over_base_mb": (peak - base) / 1024,
+            "max_batches_waiting": backlog,
+            "sip_responses_cached": len(server.responses),
         }
 
 
