@@ -395,7 +395,14 @@ class Bridge(Gb28181Events):
 
     async def _apply_locked(self, batch: list[CatalogResult]) -> None:
         inputs = [
-            CatalogInput(r.device_id, [_fields(i) for i in r.items.values()], r.complete)
+            CatalogInput(
+                r.device_id,
+                [_fields(i) for i in r.items.values()],
+                r.complete,
+                generation=r.generation if r.streamed else None,
+                final=r.final,
+                sum_num=r.sum_num,
+            )
             for r in batch
         ]
         self.catalog_batches += 1
@@ -618,7 +625,7 @@ async def refresh_catalog(request: web.Request) -> web.Response:
             "device_id": device_id,
             "complete": result.complete,
             "sum_num": result.sum_num,
-            "received": len(result.items),
+            "received": max(result.received, len(result.items)),
             "repeated": result.repeated,
             "missing": result.missing,
         }

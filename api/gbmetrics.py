@@ -63,7 +63,12 @@ def summary(server: SipServer) -> dict[str, object]:
         "bodies_refused": {k: c[v] for k, v in BODY_REFUSALS.items()},
         "mislabelled_charset": c["mislabelled_charset"],
         "rate_limited": rate_limited(server),
-        "catalogs": {"complete": c["catalogs_complete"], "partial": c["catalogs_partial"]},
+        "catalogs": {
+            "complete": c["catalogs_complete"],
+            "partial": c["catalogs_partial"],
+            "counted_by_store": c["catalogs_counted_by_store"],
+            "batches": c["catalog_batches"],
+        },
         "notify_events": {e: server.notify_by_event[e] for e in (*NOTIFY_EVENTS, "other")},
         "invites": {o: server.invites[o] for o in INVITE_OUTCOMES},
         "sip_4xx": {
@@ -133,11 +138,13 @@ class Gb28181Collector(Collector):
         yield limited
         catalogs = CounterMetricFamily(
             p + "catalogs",
-            "catalogs assembled: complete (SumNum items) or partial (idle timeout)",
+            "catalogs assembled: complete (SumNum items), partial (idle timeout), or "
+            "counted_by_store (too big to track its item IDs: the store's count decides)",
             labels=["result"],
         )
         catalogs.add_metric(["complete"], c["catalogs_complete"])
         catalogs.add_metric(["partial"], c["catalogs_partial"])
+        catalogs.add_metric(["counted_by_store"], c["catalogs_counted_by_store"])
         yield catalogs
         notify = CounterMetricFamily(
             p + "notify_events", "catalog NOTIFY items by event", labels=["event"]

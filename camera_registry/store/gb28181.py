@@ -62,6 +62,12 @@ class CatalogInput:
     items: Sequence[Mapping[str, Any]]
     complete: bool
     charset: str | None = None
+    generation: int | None = None
+    """Set when the catalog comes in several batches: each batch's items are marked with it,
+    and at the `final` one the store counts the marked items against `sum_num` to decide
+    whether the catalog is complete (and only then marks the unmarked ones removed)."""
+    final: bool = True
+    sum_num: int | None = None
 
 
 @dataclass(slots=True)
@@ -72,6 +78,7 @@ class CatalogOutcome:
     to_inbox: int = 0
     tree: int = 0
     removed: int = 0
+    complete: bool | None = None  # a final batch's verdict (None: more batches to come)
     problems: dict[str, str] = field(default_factory=dict)
 
 
@@ -361,6 +368,12 @@ class GbDevices:
         catalog never marks anything removed: a channel that did not arrive may still exist.
         A device should appear at most once per batch (the bridge keeps a second catalog of
         the same device for the next batch), so that its items are written in arrival order.
+
+        A catalog with a `generation` comes in batches (a city's cascade is too big to hold):
+        items are marked with it as they are written, and at its `final` batch the store, which
+        alone has seen every batch, counts the marked items: SumNum of them is a complete
+        catalog (the device's unmarked items are then marked removed); fewer is partial and
+        removes nothing.
         """
         outs = [CatalogOutcome() for _ in catalogs]
         if not catalogs:
@@ -424,12 +437,13 @@ class GbDevices:
             )
             await conn.executemany(
                 """INSERT INTO gb_catalog_items (device_id, item_id, parent_id, type_code, name,
-                       civil_code, status, item, camera_id, problem, removed)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, false)
+                       civil_code, status, item, camera_id, problem, removed,
+                       catalog_gen)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, false, $11)
                    ON CONFLICT (device_id, item_id) DO UPDATE SET parent_id = $3, type_code = $4,
                        name = $5, civil_code = $6, status = $7, item = $8,
                        camera_id = COALESCE($9, gb_catalog_items.camera_id), problem = $10,
-                       removed = false, updated_at = now()""",
+                       removed = false, catalog_gen = $11, updated_at = now()""",
                 sorted(
                     (
                         cat.device_id,
@@ -442,12 +456,45 @@ class GbDevices:
                         dict(item),  # an object: the jsonb codec encodes it (once)
                         camera_of[n].get(str(item["device_id"])),
                         problem_of[n].get(str(item["device_id"])),
+                        cat.generation,
                     )
                     for n, cat in enumerate(catalogs)
                     for item in cat.items
                 ),
             )
-            whole = [(n, c) for n, c in enumerate(catalogs) if c.complete]
+            total = {n: len(c.items) for n, c in enumerate(catalogs)}
+            complete = {n: c.complete for n, c in enumerate(catalogs) if c.generation is None}
+            ends = [(n, c) for n, c in enumerate(catalogs) if c.generation is not None and c.final]
+            if ends:
+                marked = await conn.fetch(
+                    """SELECT f.n, (SELECT count(*) FROM gb_catalog_items g
+                                    WHERE g.device_id = f.d AND g.catalog_gen = f.g) AS items
+                       FROM unnest($1::int[], $2::text[], $3::bigint[]) AS f(n, d, g)""",
+                    [n for n, _ in ends],
+                    [c.device_id for _, c in ends],
+                    [c.generation for _, c in ends],
+                )
+                for rec in marked:
+                    n, total[n] = rec["n"], rec["items"]
+                    complete[n] = catalogs[n].sum_num is not None and (
+                        total[n] >= (catalogs[n].sum_num or 0)
+                    )
+                done = [(n, c) for n, c in ends if complete[n]]
+                gone = await conn.fetch(
+                    """UPDATE gb_catalog_items g SET removed = true, updated_at = now()
+                       FROM unnest($1::text[], $2::bigint[]) AS f(d, g)
+                       WHERE g.device_id = f.d AND NOT g.removed
+                         AND g.catalog_gen IS DISTINCT FROM f.g
+                       RETURNING g.device_id""",
+                    [c.device_id for _, c in done],
+                    [c.generation for _, c in done],
+                )
+                index = {c.device_id: n for n, c in done}
+                for rec in gone:
+                    outs[index[rec["device_id"]]].removed += 1
+            for n, verdict in complete.items():
+                outs[n].complete = verdict
+            whole = [(n, c) for n, c in enumerate(catalogs) if c.complete and c.generation is None]
             if whole:
                 gone = await conn.fetch(
                     """WITH seen AS (SELECT * FROM unnest($2::text[], $3::text[]) AS s(d, i))
@@ -467,7 +514,11 @@ class GbDevices:
                 """UPDATE gb_devices SET catalog_at = now(), catalog_complete = $2,
                        catalog_items = $3, charset = COALESCE($4, charset), updated_at = now()
                    WHERE device_id = $1""",
-                sorted((c.device_id, c.complete, len(c.items), c.charset) for c in catalogs),
+                sorted(
+                    (c.device_id, complete[n], total[n], c.charset)
+                    for n, c in enumerate(catalogs)
+                    if n in complete  # a batch with more to come leaves the device as it was
+                ),
             )
         for n, cat in enumerate(catalogs):
             outs[n].problems = problem_of[n]

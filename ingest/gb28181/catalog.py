@@ -6,6 +6,16 @@ lose and duplicate channels at scale here, so: items are keyed by their DeviceID
 (device, SN) — a duplicate can never add a channel twice — the catalog is complete exactly
 when SumNum distinct items arrived, and an idle timeout finishes it as *partial* with what
 did arrive (the registry then must not mark absent channels removed).
+
+A lower platform (type 200) hands up a whole city: hundreds of thousands to millions of
+items. So the assembler never holds a catalog: it buffers at most `batch_items` items per
+session and hands each full buffer over as a batch (`final=False`), marked with the query's
+`generation`; the store writes each batch and, at the final one, itself counts the items
+marked by that generation against SumNum to decide "complete" and "removed". What stays here
+per session is counts and, for finishing as soon as SumNum distinct items arrived, the set of
+item IDs seen (~100 bytes each), bounded for all sessions together by `max_tracked`
+(500,000 IDs, ~50 MB): a session that finds no room stops tracking and ends at the idle
+timeout instead, and the store's count still decides whether it was complete.
 """
 
 from __future__ import annotations
@@ -14,13 +24,19 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import count
 
 from ingest.gb28181.manscdp import CatalogItem, Manscdp
 
 IDLE_TIMEOUT_S = 10.0
 MAX_SESSIONS = 10_000
-MAX_ITEMS = 500_000
-"""A lower platform (type 200) may hand up a whole city: hundreds of thousands of channels."""
+BATCH_ITEMS = 2_000
+MAX_TRACKED = 500_000
+"""Item IDs remembered for SumNum completion, over all sessions (~100 bytes each)."""
+
+# Generations of one process are increasing and start at the clock, so a later process's
+# queries never reuse a mark left in the store by an earlier one.
+_GENERATIONS = count(time.time_ns() // 1_000)
 
 
 @dataclass(slots=True)
@@ -29,15 +45,26 @@ class CatalogResult:
     sn: int
     sum_num: int | None
     items: dict[str, CatalogItem]
+    """This batch's items: the whole catalog when it fit one buffer (`streamed` False)."""
     complete: bool
     messages: int = 0
     repeated: int = 0
     started: float = 0.0
     finished: float = 0.0
+    final: bool = True
+    """The end of the catalog; False for a batch handed over while more items may come."""
+    streamed: bool = False
+    """Batches of this query were handed over before this one: only the store has them all."""
+    generation: int = 0
+    received: int = 0
+    """Distinct items of the whole query so far (items counted, once no longer tracked)."""
+    tracked: bool = True
+    """False: no room was left to remember item IDs, so `complete` is False and only the
+    store's count of the items it wrote says whether the catalog was complete."""
 
     @property
     def missing(self) -> int:
-        return max(0, (self.sum_num or 0) - len(self.items))
+        return max(0, (self.sum_num or 0) - max(self.received, len(self.items)))
 
 
 @dataclass(slots=True)
@@ -46,10 +73,14 @@ class _Session:
     future: asyncio.Future[CatalogResult]
     timer: asyncio.TimerHandle | None = None
     last: float = field(default=0.0)
+    seen: set[str] | None = field(default_factory=set)
+    """Item IDs of this query (None: no room left to track them; completion at idle)."""
+    received: int = 0
 
 
 class CatalogAssembler:
-    """One session per (device ID, SN); bounded in sessions and items per session."""
+    """One session per (device ID, SN); bounded in sessions, buffered items per session and
+    item IDs tracked over all sessions."""
 
     def __init__(
         self,
@@ -57,15 +88,19 @@ class CatalogAssembler:
         *,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         max_sessions: int = MAX_SESSIONS,
-        max_items: int = MAX_ITEMS,
+        batch_items: int = BATCH_ITEMS,
+        max_tracked: int = MAX_TRACKED,
     ) -> None:
         self._on_done = on_done
         self.idle_timeout_s = idle_timeout_s
         self.max_sessions = max_sessions
-        self.max_items = max_items
+        self.batch_items = max(1, batch_items)
+        self.max_tracked = max_tracked
         self._sessions: dict[tuple[str, int], _Session] = {}
+        self._tracked = 0
         self.refused_sessions = 0
-        self.dropped_items = 0
+        self.untracked_sessions = 0
+        self.batches = 0
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -81,7 +116,9 @@ class CatalogAssembler:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         session = _Session(
-            CatalogResult(device_id, sn, None, {}, False, started=now),
+            CatalogResult(
+                device_id, sn, None, {}, False, started=now, generation=next(_GENERATIONS)
+            ),
             loop.create_future(),
             last=now,
         )
@@ -103,19 +140,47 @@ class CatalogAssembler:
         if msg.sum_num is not None:
             result.sum_num = msg.sum_num
         for item in msg.items:
-            if item.device_id in result.items:
+            if session.seen is None:
+                session.received += 1
+            elif item.device_id in session.seen:
                 result.repeated += 1
-                result.items[item.device_id] = item  # the later copy is the newer state
-            elif len(result.items) >= self.max_items:
-                self.dropped_items += 1
-            else:
-                result.items[item.device_id] = item
+            elif self._tracked < self.max_tracked:
+                session.seen.add(item.device_id)
+                self._tracked += 1
+                session.received += 1
+            else:  # no room to remember IDs: count items, let the store count distinct ones
+                self._untrack(session)
+                self.untracked_sessions += 1
+                session.received += 1
+            result.items[item.device_id] = item  # a later copy is the newer state
+            if len(result.items) >= self.batch_items:
+                self._hand_over(session)
         session.last = time.monotonic()
-        if result.sum_num is not None and len(result.items) >= result.sum_num:
+        tracked = session.seen is not None
+        if tracked and result.sum_num is not None and session.received >= result.sum_num:
             self._finish(key, complete=True)
         else:
             self._arm(key, session)
         return True
+
+    def _untrack(self, session: _Session) -> None:
+        if session.seen is not None:
+            self._tracked -= len(session.seen)
+            session.seen = None
+
+    def _hand_over(self, session: _Session) -> None:
+        """A full buffer goes to the store now; the session keeps only counts."""
+        result = session.result
+        batch = CatalogResult(
+            result.device_id, result.sn, result.sum_num, result.items, False,
+            messages=result.messages, repeated=result.repeated, started=result.started,
+            finished=time.monotonic(), final=False, streamed=True,
+            generation=result.generation, received=session.received,
+        )  # fmt: skip
+        result.items = {}
+        result.streamed = True
+        self.batches += 1
+        self._on_done(batch)
 
     def _arm(self, key: tuple[str, int], session: _Session) -> None:
         if session.timer is not None:
@@ -132,6 +197,9 @@ class CatalogAssembler:
         result = session.result
         result.complete = complete
         result.finished = time.monotonic()
+        result.received = session.received
+        result.tracked = session.seen is not None
+        self._untrack(session)
         if not session.future.done():
             session.future.set_result(result)
         self._on_done(result)
@@ -139,8 +207,10 @@ class CatalogAssembler:
     def abandon(self, device_id: str, sn: int) -> None:
         """Forget a session whose query never reached the device (no partial result)."""
         session = self._sessions.pop((device_id, sn), None)
-        if session is not None and session.timer is not None:
-            session.timer.cancel()
+        if session is not None:
+            self._untrack(session)
+            if session.timer is not None:
+                session.timer.cancel()
 
     def close(self) -> None:
         """Finish every open session as partial (server shutdown)."""

@@ -72,6 +72,8 @@ class SipServerConfig:
     keepalive_interval_s: float = 60.0
     keepalive_timeout_s: float = 180.0
     catalog_idle_timeout_s: float = 10.0
+    catalog_batch_items: int = 2_000  # items buffered per catalog before the store gets them
+    catalog_max_tracked: int = 500_000  # item IDs remembered for SumNum, all catalogs together
     query_timeout_s: float = 10.0
     subscribe_expires: int = 3_600
     t1: float = 0.5
@@ -259,7 +261,10 @@ class SipServer:
             server_header=config.user_agent,
         )
         self.catalogs = CatalogAssembler(
-            self._catalog_done, idle_timeout_s=config.catalog_idle_timeout_s
+            self._catalog_done,
+            idle_timeout_s=config.catalog_idle_timeout_s,
+            batch_items=config.catalog_batch_items,
+            max_tracked=config.catalog_max_tracked,
         )
         self.responses = ResponseCache(config.response_cache_size)
         self.handlers: dict[str, RequestHandler] = {}
@@ -314,6 +319,8 @@ class SipServer:
                 "catalog_messages",
                 "catalogs_complete",
                 "catalogs_partial",
+                "catalog_batches",
+                "catalogs_counted_by_store",
                 "notify_events",
                 "tasks_refused",
                 "method_not_allowed",
@@ -1050,8 +1057,14 @@ class SipServer:
 
     def _catalog_done(self, result: CatalogResult) -> None:
         """Hand an assembled catalog over, never refused: it is data the device already sent
-        (bounded by the assembler's sessions, each of which completes once)."""
-        self.counters["catalogs_complete" if result.complete else "catalogs_partial"] += 1
+        (bounded by the assembler's sessions, each of which completes once, and its buffer:
+        a big catalog comes as batches of `catalog_batch_items`, the last one `final`)."""
+        if result.final and not result.tracked:
+            self.counters["catalogs_counted_by_store"] += 1
+        elif result.final:
+            self.counters["catalogs_complete" if result.complete else "catalogs_partial"] += 1
+        else:
+            self.counters["catalog_batches"] += 1
         task = asyncio.get_running_loop().create_task(self.events.on_catalog(result))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)

@@ -201,6 +201,39 @@ async def test_assembler_bounds_sessions_and_finishes_idle_ones_as_partial() -> 
     assert asm.refused_sessions == 2
 
 
+async def test_assembler_hands_batches_over_and_never_holds_more_than_its_buffer() -> None:
+    """A catalog of 10 with a buffer of 3: batches of 3 as they arrive, the end last; the
+    duplicate is counted once, and the IDs tracked are given back at the end."""
+    done: list[CatalogResult] = []
+    asm = CatalogAssembler(done.append, idle_timeout_s=5, batch_items=3, max_tracked=100)
+    fut = asm.expect(DEV, 8)
+    assert fut is not None
+    ids = [f"i{n}" for n in range(10)]
+    for part in (ids[4:8], ids[:4], ids[2:4], ids[8:]):
+        asm.add(DEV, catalog_msg(8, part, 10))
+        assert all(len(r.items) <= 3 for r in done)
+    result = await fut
+    assert [r.final for r in done] == [False] * (len(done) - 1) + [True]
+    assert result.complete and result.streamed and result.received == 10
+    assert result.repeated == 2
+    assert {i for r in done for i in r.items} == set(ids)
+    assert len({r.generation for r in done}) == 1
+    assert asm._tracked == 0
+
+
+async def test_assembler_beyond_its_id_budget_ends_at_idle_for_the_store_to_count() -> None:
+    done: list[CatalogResult] = []
+    asm = CatalogAssembler(done.append, idle_timeout_s=0.1, batch_items=2, max_tracked=3)
+    fut = asm.expect(DEV, 9)
+    assert fut is not None
+    asm.add(DEV, catalog_msg(9, ["a", "b", "c", "d", "e"], 5))
+    assert len(asm) == 1  # five items arrived, but it cannot know they were distinct
+    result = await fut
+    assert not result.tracked and not result.complete and result.received == 5
+    assert asm.untracked_sessions == 1 and asm._tracked == 0
+    assert {i for r in done for i in r.items} == {"a", "b", "c", "d", "e"}
+
+
 def test_rate_limiter_refuses_a_flood_and_forgets_old_sources() -> None:
     clock = Clock()
     rl = RateLimiter(10, 5, max_keys=100, clock=clock)
