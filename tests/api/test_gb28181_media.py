@@ -28,7 +28,7 @@ from health.errors import MediaBusy
 from health.store import observe_many
 from ingest.gb28181.manscdp import CatalogItem
 from tests.conftest import Tok
-from tests.health.conftest import rtsp_server  # noqa: F401 - the GStreamer RTSP server fixture
+from tests.health.conftest import rtsp_ptz_dir, rtsp_server  # noqa: F401 - the GStreamer RTSP server fixtures
 from tests.ingest.gb28181.peers import RtpSink, Sipp, write_rtp_pcap
 
 SERVER_ID = "14000000002000000001"
