@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import Database, create_app
 from api.state import POOL, SIP
-from camera_registry.config import Gb28181Settings, Settings
+from camera_registry.config import Settings
+from tests.api.gb_app import SERVER_ID, gb_app
 from tests.conftest import Tok
 from tests.ingest.gb28181.peers import Sipp
 
-SERVER_ID = "14000000002000000001"
 IPC = "14010500001320000001"  # 小店区, as the catalog item's CivilCode says
 MISFIT = "14010600001320000002"  # 杏花岭区 ID, but its catalog item says CivilCode 140105
 
@@ -27,14 +26,7 @@ MISFIT = "14010600001320000002"  # 杏花岭区 ID, but its catalog item says Ci
 async def gb_client(
     settings: Settings, database_url: str, schema: str
 ) -> AsyncIterator[TestClient]:
-    gb = Gb28181Settings(
-        sip_host="127.0.0.1", sip_port=0, server_id=SERVER_ID, catalog_idle_timeout_s=1.5
-    )
-    app = create_app(
-        settings.model_copy(update={"gb28181": gb}),
-        Database(dsn=database_url, schema=schema),
-        run_sip=True,
-    )
+    app = gb_app(settings, database_url, schema, catalog_idle_timeout_s=1.5)
     async with TestClient(TestServer(app)) as c:
         yield c
 

@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import Database, create_app
 from api.state import POOL, SIP
-from camera_registry.config import Gb28181Settings, Settings
+from camera_registry.config import Settings
+from tests.api.gb_app import gb_app
 from tests.ingest.gb28181.simdevice import SimDevice
 
-SERVER_ID = "14000000002000000001"
 NVR = "14010500001180000009"
 ON, OFF = "14010500001320000091", "14010500001320000092"
 TIMEOUT_S = 3.0  # three keepalive intervals of 1 s
@@ -34,19 +33,10 @@ def item(item_id: str, status: str) -> str:
 async def gb_client(
     settings: Settings, database_url: str, schema: str
 ) -> AsyncIterator[TestClient]:
-    gb = Gb28181Settings(
-        sip_host="127.0.0.1",
-        sip_port=0,
-        server_id=SERVER_ID,
-        catalog_idle_timeout_s=1.0,
-        keepalive_timeout_s=TIMEOUT_S,
-        keepalive_flush_s=0.05,
-    )
-    app = create_app(
-        settings.model_copy(update={"gb28181": gb}),
-        Database(dsn=database_url, schema=schema),
-        run_sip=True,
-    )
+    app = gb_app(
+        settings, database_url, schema,
+        catalog_idle_timeout_s=1.0, keepalive_timeout_s=TIMEOUT_S, keepalive_flush_s=0.05,
+    )  # fmt: skip
     async with TestClient(TestServer(app)) as c:
         c.app[SIP].config.housekeeping_s = 0.1
         yield c

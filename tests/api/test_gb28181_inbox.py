@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import Database, create_app
 from api.state import GB_DEVICES, POOL, SIP
-from camera_registry.config import Gb28181Settings, Settings
+from camera_registry.config import Settings
+from tests.api.gb_app import SERVER_ID, gb_app
 from tests.conftest import Tok
 from tests.ingest.gb28181.peers import Sipp
 
-SERVER_ID = "14000000002000000001"
 # 杏花岭区 by its ID, while the SIPp catalog item says CivilCode 140105: refused
 MISFIT = "14010600001320000003"
 
@@ -28,17 +27,8 @@ async def gb_client(
     settings: Settings, database_url: str, schema: str
 ) -> AsyncIterator[TestClient]:
     # the test queries the catalog itself, once SIPp is registered
-    gb = Gb28181Settings(
-        sip_host="127.0.0.1",
-        sip_port=0,
-        server_id=SERVER_ID,
-        catalog_idle_timeout_s=1.5,
-        query_on_register=False,
-    )
-    app = create_app(
-        settings.model_copy(update={"gb28181": gb}),
-        Database(dsn=database_url, schema=schema),
-        run_sip=True,
+    app = gb_app(
+        settings, database_url, schema, catalog_idle_timeout_s=1.5, query_on_register=False
     )
     async with TestClient(TestServer(app)) as c:
         yield c

@@ -12,97 +12,42 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import Database, create_app
 from api.state import GB_DEVICES, SIP
-from camera_registry.config import Gb28181Settings, MediaServer, Relay, Settings
+from camera_registry.config import MediaServer, Settings
 from ingest.gb28181.manscdp import CatalogItem
+from tests.api.gb_app import RELAY_SECRET, SERVER_ID, ZLM_RELAY, gb_app
 from tests.conftest import Tok
-from tests.ingest.gb28181.peers import RtpSink, Sipp, write_rtp_pcap
+from tests.fake_zlm import SECRET, FakeZlm
+from tests.ingest.gb28181.peers import Sipp, write_rtp_pcap
 
-SERVER_ID = "14000000002000000001"
 IPC = "14010500001320000077"
-ZLM_SECRET = "zlm-api-secret-for-tests"
-RELAY_SECRET = "relay-hook-secret-0123456789"
-
-
-class FakeZlm:
-    """The ZLMediaKit HTTP API calls we use; each opened RTP server is a real UDP socket."""
-
-    def __init__(self) -> None:
-        self.sinks: dict[str, tuple[asyncio.DatagramTransport, RtpSink]] = {}
-        self.calls: list[tuple[str, dict[str, str]]] = []
-        self.app = web.Application()
-        self.app.router.add_get("/index/api/openRtpServer", self.open)
-        self.app.router.add_get("/index/api/closeRtpServer", self.close)
-
-    def _check(self, request: web.Request, name: str) -> dict[str, str]:
-        q = dict(request.query)
-        self.calls.append((name, q))
-        if q.get("secret") != ZLM_SECRET:
-            raise web.HTTPOk(text='{"code": -100, "msg": "secret error"}')
-        return q
-
-    async def open(self, request: web.Request) -> web.Response:
-        q = self._check(request, "openRtpServer")
-        loop = asyncio.get_running_loop()
-        transport, sink = await loop.create_datagram_endpoint(
-            RtpSink, local_addr=("127.0.0.1", int(q["port"]))
-        )
-        sink.want = 20
-        self.sinks[q["stream_id"]] = (transport, sink)
-        return web.json_response({"code": 0, "port": transport.get_extra_info("sockname")[1]})
-
-    async def close(self, request: web.Request) -> web.Response:
-        q = self._check(request, "closeRtpServer")
-        entry = self.sinks.get(q["stream_id"])
-        if entry is not None:
-            entry[0].close()
-        return web.json_response({"code": 0, "hit": int(entry is not None)})
 
 
 @pytest.fixture(scope="module")
-async def zlm() -> AsyncIterator[tuple[FakeZlm, str]]:
-    fake = FakeZlm()
-    server = TestServer(fake.app, host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("")).rstrip("/")
-    for transport, _ in fake.sinks.values():
-        transport.close()
-    await server.close()
+async def zlm() -> AsyncIterator[FakeZlm]:
+    fake = await FakeZlm(want=20).start()
+    yield fake
+    await fake.stop()
 
 
 @pytest.fixture(scope="module")
 async def live_client(
-    settings: Settings, database_url: str, schema: str, zlm: tuple[FakeZlm, str]
+    settings: Settings, database_url: str, schema: str, zlm: FakeZlm
 ) -> AsyncIterator[TestClient]:
-    gb = Gb28181Settings(
-        sip_host="127.0.0.1",
-        sip_port=0,
-        server_id=SERVER_ID,
-        query_on_register=False,
-        media=MediaServer(api_url=zlm[1], secret=ZLM_SECRET, rtp_ip="127.0.0.1"),
-    )
-    relay = Relay(
-        name="zlm",
-        urls={"flv": "http://127.0.0.1:8081/rtp/{stream_key}.live.flv?sign={sign}"},
-        secret=RELAY_SECRET,
-    )
-    app = create_app(
-        settings.model_copy(update={"gb28181": gb, "relays": (relay,)}),
-        Database(dsn=database_url, schema=schema),
-        run_sip=True,
+    media = MediaServer(api_url=zlm.url, secret=SECRET, rtp_ip="127.0.0.1")
+    app = gb_app(
+        settings, database_url, schema, relay=ZLM_RELAY, query_on_register=False, media=media
     )
     async with TestClient(TestServer(app)) as c:
         yield c
 
 
 async def test_stream_link_for_a_gb_channel_invites_rtp_to_the_media_server_and_no_reader_ends_it(
-    live_client: TestClient, zlm: tuple[FakeZlm, str], tmp_path: Path
+    live_client: TestClient, zlm: FakeZlm, tmp_path: Path
 ) -> None:
-    fake, _ = zlm
+    fake = zlm
     tok = Tok(live_client)
     write_rtp_pcap(tmp_path / "rtp.pcap", packets=20)
     sipp = await Sipp(
@@ -140,7 +85,7 @@ async def test_stream_link_for_a_gb_channel_invites_rtp_to_the_media_server_and_
         key = f"{IPC}_main"
         assert link["url"].startswith(f"http://127.0.0.1:8081/rtp/{key}.live.flv?sign=")
         assert [c[0] for c in fake.calls] == ["openRtpServer"]
-        _, sink = fake.sinks[key]
+        _, sink = fake.rtp_servers[key]
         await asyncio.wait_for(sink.got.wait(), 10)  # the device's RTP reached the media port
         assert len(sink.packets) >= 20
         # a second link for the same stream reuses the leg: no second INVITE

@@ -21,111 +21,45 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import Database, create_app
 from api.state import GB_DEVICES, GB_PLAYER, POOL, SIP, STREAMS, WORKER
-from camera_registry.config import Gb28181Settings, MediaServer, Relay, Settings
+from camera_registry.config import MediaServer, Settings
 from health.errors import MediaBusy
 from health.store import observe_many
 from ingest.gb28181.manscdp import CatalogItem
+from tests.api.gb_app import RELAY_SECRET, SERVER_ID, ZLM_RELAY, gb_app
 from tests.conftest import Tok
+from tests.fake_zlm import SECRET, FakeZlm
 from tests.health.conftest import rtsp_ptz_dir, rtsp_server  # noqa: F401 - the GStreamer RTSP server fixtures
-from tests.ingest.gb28181.peers import RtpSink, Sipp, write_rtp_pcap
+from tests.ingest.gb28181.peers import Sipp, write_rtp_pcap
 
-SERVER_ID = "14000000002000000001"
 IPC = "14010500001320000051"
 SILENT = "14010500001320000052"  # in the registry, never registered
 WALL_IPC = "14010500001320000053"
-ZLM_SECRET = "zlm-api-secret-for-tests"
-RELAY_SECRET = "relay-hook-secret-0123456789"
-
-
-class FakeZlm:
-    """ZLMediaKit's openRtpServer / closeRtpServer / getMediaList over HTTP; each opened RTP
-    server is a real UDP socket, and a stream is online once RTP packets reached it."""
-
-    def __init__(self) -> None:
-        self.sinks: dict[str, tuple[asyncio.DatagramTransport, RtpSink]] = {}
-        self.calls: list[tuple[str, dict[str, str]]] = []
-        self.app = web.Application()
-        self.app.router.add_get("/index/api/openRtpServer", self.open)
-        self.app.router.add_get("/index/api/closeRtpServer", self.close)
-        self.app.router.add_get("/index/api/getMediaList", self.media_list)
-
-    def _check(self, request: web.Request, name: str) -> dict[str, str]:
-        q = dict(request.query)
-        self.calls.append((name, q))
-        if q.get("secret") != ZLM_SECRET:
-            raise web.HTTPOk(text='{"code": -100, "msg": "secret error"}')
-        return q
-
-    async def open(self, request: web.Request) -> web.Response:
-        q = self._check(request, "openRtpServer")
-        loop = asyncio.get_running_loop()
-        transport, sink = await loop.create_datagram_endpoint(
-            RtpSink, local_addr=("127.0.0.1", int(q["port"]))
-        )
-        sink.want = 20
-        self.sinks[q["stream_id"]] = (transport, sink)
-        return web.json_response({"code": 0, "port": transport.get_extra_info("sockname")[1]})
-
-    async def close(self, request: web.Request) -> web.Response:
-        q = self._check(request, "closeRtpServer")
-        entry = self.sinks.pop(q["stream_id"], None)
-        if entry is not None:
-            entry[0].close()
-        return web.json_response({"code": 0, "hit": int(entry is not None)})
-
-    async def media_list(self, request: web.Request) -> web.Response:
-        q = self._check(request, "getMediaList")
-        entry = self.sinks.get(q.get("stream", ""))
-        if entry is None or not entry[1].packets:
-            return web.json_response({"code": 0})
-        return web.json_response(
-            {"code": 0, "data": [{"app": q.get("app"), "stream": q["stream"], "schema": "rtsp"}]}
-        )
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.calls if name != "getMediaList"]
 
 
 @pytest.fixture(scope="module")
-async def zlm() -> AsyncIterator[tuple[FakeZlm, str]]:
-    fake = FakeZlm()
-    server = TestServer(fake.app, host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("")).rstrip("/")
-    for transport, _ in fake.sinks.values():
-        transport.close()
-    await server.close()
+async def zlm() -> AsyncIterator[FakeZlm]:
+    fake = await FakeZlm(want=20).start()
+    yield fake
+    await fake.stop()
 
 
-def gb_app(
+def media_app(
     settings: Settings, database_url: str, schema: str, zlm_url: str, rtsp_base: str,
     *, run_health: bool,
 ) -> web.Application:  # fmt: skip
     media = MediaServer(
         api_url=zlm_url,
-        secret=ZLM_SECRET,
+        secret=SECRET,
         rtp_ip="127.0.0.1",
         invite_timeout_s=10,
         # the media server's RTSP output of a stream: here a GStreamer mount stands for it
         output_url=f"{rtsp_base}/normal?stream={{stream_key}}&sign={{sign}}",
     )
-    gb = Gb28181Settings(
-        sip_host="127.0.0.1", sip_port=0, server_id=SERVER_ID, query_on_register=False,
-        media=media,
+    return gb_app(
+        settings, database_url, schema,
+        relay=ZLM_RELAY, run_health=run_health, query_on_register=False, media=media,
     )  # fmt: skip
-    relay = Relay(
-        name="zlm",
-        urls={"flv": "http://127.0.0.1:8081/rtp/{stream_key}.live.flv?sign={sign}"},
-        secret=RELAY_SECRET,
-    )
-    return create_app(
-        settings.model_copy(update={"gb28181": gb, "relays": (relay,)}),
-        Database(dsn=database_url, schema=schema),
-        run_sip=True,
-        run_health=run_health,
-    )
 
 
 @pytest.fixture
@@ -133,11 +67,11 @@ async def wall_client(
     settings: Settings,
     database_url: str,
     schema: str,
-    zlm: tuple[FakeZlm, str],
+    zlm: FakeZlm,
     rtsp_server: str,  # noqa: F811 - the fixture imported above
 ) -> AsyncIterator[TestClient]:
     """The service without its health worker: only viewers open media legs."""
-    app = gb_app(settings, database_url, schema, zlm[1], rtsp_server, run_health=False)
+    app = media_app(settings, database_url, schema, zlm.url, rtsp_server, run_health=False)
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -147,11 +81,11 @@ async def media_client(
     settings: Settings,
     database_url: str,
     schema: str,
-    zlm: tuple[FakeZlm, str],
+    zlm: FakeZlm,
     rtsp_server: str,  # noqa: F811 - the fixture imported above
 ) -> AsyncIterator[TestClient]:
     """The service as `camreg serve` runs it: with its health worker."""
-    app = gb_app(settings, database_url, schema, zlm[1], rtsp_server, run_health=True)
+    app = media_app(settings, database_url, schema, zlm.url, rtsp_server, run_health=True)
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -198,9 +132,9 @@ async def metric(client: TestClient, series: str) -> float:
 
 
 async def test_video_wall_invites_gb_channels_and_says_per_item_why_one_cannot_play(
-    wall_client: TestClient, zlm: tuple[FakeZlm, str], tmp_path: Path
+    wall_client: TestClient, zlm: FakeZlm, tmp_path: Path
 ) -> None:
-    fake, _ = zlm
+    fake = zlm
     tok = Tok(wall_client)
     sipp = await device(tmp_path, wall_client, WALL_IPC).start()
     try:
@@ -221,7 +155,7 @@ async def test_video_wall_invites_gb_channels_and_says_per_item_why_one_cannot_p
         assert items[1]["error"]["status"] == 409  # its device is not registered
         assert SILENT in items[1]["error"]["detail"]
         assert items[2]["error"]["status"] == 404
-        _, sink = fake.sinks[key]
+        _, sink = fake.rtp_servers[key]
         await asyncio.wait_for(sink.got.wait(), 10)  # the device's RTP reached the media port
         assert await metric(wall_client, 'camreg_gb28181_invites_total{outcome="ok"}') == 1
         assert (
@@ -241,9 +175,9 @@ async def test_video_wall_invites_gb_channels_and_says_per_item_why_one_cannot_p
 
 
 async def test_health_diagnoses_a_gb_channel_through_the_media_server_then_hangs_up(
-    media_client: TestClient, zlm: tuple[FakeZlm, str], tmp_path: Path
+    media_client: TestClient, zlm: FakeZlm, tmp_path: Path
 ) -> None:
-    fake, _ = zlm
+    fake = zlm
     fake.calls.clear()
     sipp = await device(tmp_path, media_client, IPC, hold_ms=20_000).start()
     try:
@@ -286,9 +220,9 @@ async def test_health_diagnoses_a_gb_channel_through_the_media_server_then_hangs
 
 
 async def test_diagnosis_reads_a_watched_leg_without_hanging_up_and_respects_the_session_cap(
-    wall_client: TestClient, zlm: tuple[FakeZlm, str], tmp_path: Path
+    wall_client: TestClient, zlm: FakeZlm, tmp_path: Path
 ) -> None:
-    fake, _ = zlm
+    fake = zlm
     fake.calls.clear()
     tok = Tok(wall_client)
     player = wall_client.app[GB_PLAYER]

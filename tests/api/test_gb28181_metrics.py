@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import Database, create_app
 from api.state import SIP
-from camera_registry.config import Gb28181Settings, Settings
+from camera_registry.config import Settings
 from ingest.gb28181.message import SipRequest
+from tests.api.gb_app import SERVER_ID, gb_app
 from tests.conftest import Tok
 from tests.ingest.gb28181.peers import Sipp
 from tests.ingest.gb28181.simdevice import SimDevice
 
-SERVER_ID = "14000000002000000001"
 GOOD = "14010500001320000011"
 WRONG_PW = "14010500001320000012"
 FOREIGN = "11010500001320000013"  # Beijing: outside our province
@@ -34,17 +33,8 @@ NAME = "迎泽大街"
 async def gb_client(
     settings: Settings, database_url: str, schema: str
 ) -> AsyncIterator[TestClient]:
-    gb = Gb28181Settings(
-        sip_host="127.0.0.1",
-        sip_port=0,
-        server_id=SERVER_ID,
-        catalog_idle_timeout_s=1.5,
-        query_on_register=False,
-    )
-    app = create_app(
-        settings.model_copy(update={"gb28181": gb}),
-        Database(dsn=database_url, schema=schema),
-        run_sip=True,
+    app = gb_app(
+        settings, database_url, schema, catalog_idle_timeout_s=1.5, query_on_register=False
     )
     async with TestClient(TestServer(app)) as c:
         yield c

@@ -23,7 +23,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import Database, create_app
 from api.state import GB_PLAYER, POOL, SIP
 from camera_registry.config import Relay, Settings
-from tests.api.cascade.fake_zlm import SECRET, FakeZlm, RtpSink
 from tests.api.cascade.peers import (
     CITY_CAMERAS,
     LOCAL_ID,
@@ -34,6 +33,7 @@ from tests.api.cascade.peers import (
     wait_for,
 )
 from tests.conftest import TEST_KEY, Tok, camera
+from tests.fake_zlm import SECRET, FakeZlm, RtpSink
 
 RELAY_SECRET = "relay-hook-secret-0123456789"
 

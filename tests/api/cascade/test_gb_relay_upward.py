@@ -15,13 +15,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import Database, create_app
 from api.cascade.media import MediaClient, MediaServer
 from api.state import GB_DEVICES, GB_PLAYER, POOL, SIP
-from camera_registry.config import Gb28181Settings, Relay, Settings
 from camera_registry.config import MediaServer as MediaSettings
+from camera_registry.config import Settings
 from ingest.gb28181.manscdp import CatalogItem
-from tests.api.cascade.fake_zlm import SECRET, FakeZlm, RtpSink
 from tests.api.cascade.peers import (
     OUTSIDE,
     SCENARIOS,
@@ -30,12 +28,12 @@ from tests.api.cascade.peers import (
     upstream_settings,
     wait_for,
 )
+from tests.api.gb_app import RELAY_SECRET, SERVER_ID, ZLM_RELAY, gb_app
 from tests.conftest import Tok
+from tests.fake_zlm import SECRET, FakeZlm, RtpSink
 from tests.ingest.gb28181.peers import RTP_SSRC, Sipp, write_rtp_pcap
 
-SERVER_ID = "14000000002000000001"
 IPC = "14010500001320000077"
-RELAY_SECRET = "relay-hook-secret-0123456789"
 
 
 @pytest.fixture
@@ -49,22 +47,9 @@ async def zlm() -> AsyncIterator[FakeZlm]:
 async def gb_client(
     settings: Settings, database_url: str, schema: str, zlm: FakeZlm
 ) -> AsyncIterator[TestClient]:
-    gb = Gb28181Settings(
-        sip_host="127.0.0.1",
-        sip_port=0,
-        server_id=SERVER_ID,
-        query_on_register=False,
-        media=MediaSettings(api_url=zlm.url, secret=SECRET, rtp_ip="127.0.0.1"),
-    )
-    relay = Relay(
-        name="zlm",
-        urls={"flv": "http://127.0.0.1:8081/rtp/{stream_key}.live.flv?sign={sign}"},
-        secret=RELAY_SECRET,
-    )
-    app = create_app(
-        settings.model_copy(update={"gb28181": gb, "relays": (relay,)}),
-        Database(dsn=database_url, schema=schema),
-        run_sip=True,
+    media = MediaSettings(api_url=zlm.url, secret=SECRET, rtp_ip="127.0.0.1")
+    app = gb_app(
+        settings, database_url, schema, relay=ZLM_RELAY, query_on_register=False, media=media
     )
     async with TestClient(TestServer(app)) as c:
         yield c

@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestClient
 
 from api.cascade.media import MediaClient, MediaServer
 from api.state import POOL
-from tests.api.cascade.fake_zlm import SECRET, FakeZlm, RtpSink
 from tests.api.cascade.peers import OUTSIDE, UpperPlatform, make_client, upstream_settings, wait_for
 from tests.conftest import Tok, camera
+from tests.fake_zlm import SECRET, FakeZlm, RtpSink
 
 CHANNEL = "14010500001320000101"
 

@@ -1,11 +1,13 @@
-"""A real HTTP server implementing the ZLMediaKit API calls the cascade makes.
+"""A real HTTP server implementing the ZLMediaKit API calls we make (live video of GB
+channels, the health worker's diagnosis, the cascade), the one fake media server of the tests.
 
 It keeps the calls it got (so a test can see the pull URL and the teardown) and, on
 `startSendRtp` over UDP, really sends RTP packets (PS payload type 96, the given SSRC) to the
 destination, like the media server would: the media leg's arrival is tested at a socket.
-`openRtpServer` opens a real UDP port; `startSendRtp` for its stream (app `rtp`) relays what a
-device sent there, with the SSRC the upper platform asked for, as ZLMediaKit re-sends a GB
-channel: the relayed payload is the device's own.
+`openRtpServer` opens a real UDP port (its packets are kept: a test waits on them at the port);
+`startSendRtp` for its stream (app `rtp`) relays what a device sent there, with the SSRC the
+upper platform asked for, as ZLMediaKit re-sends a GB channel: the relayed payload is the
+device's own. `getMediaList` lists an RTP stream once packets reached its port.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ def rtp_packet(seq: int, ssrc: int) -> bytes:
 
 
 class FakeZlm:
-    def __init__(self, *, packets: int = 10, refuse: set[str] | None = None) -> None:
+    def __init__(self, *, packets: int = 10, refuse: set[str] | None = None, want: int = 1) -> None:
+        """`want`: how many packets an RTP port gets before its `got` event is set."""
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.packets = packets
         self.refuse = refuse or set()
+        self.want = want
         self.proxies: dict[str, str] = {}
         self.sending: dict[tuple[str, str], asyncio.Task[None] | None] = {}
         self.rtp_servers: dict[str, tuple[asyncio.DatagramTransport, RtpRelay]] = {}
@@ -61,6 +65,10 @@ class FakeZlm:
     def called(self, api: str) -> list[dict[str, str]]:
         return [params for name, params in self.calls if name == api]
 
+    def names(self) -> list[str]:
+        """The calls in order, without the health worker's `getMediaList` polls."""
+        return [name for name, _ in self.calls if name != "getMediaList"]
+
     async def _api(self, request: web.Request) -> web.Response:
         api = request.match_info["api"]
         params = dict(request.query)
@@ -79,7 +87,7 @@ class FakeZlm:
         if api == "openRtpServer":
             loop = asyncio.get_running_loop()
             transport, relay = await loop.create_datagram_endpoint(
-                RtpRelay, local_addr=("127.0.0.1", int(params["port"]))
+                lambda: RtpRelay(want=self.want), local_addr=("127.0.0.1", int(params["port"]))
             )
             self.rtp_servers[params["stream_id"]] = (transport, relay)
             return web.json_response({"code": 0, "port": transport.get_extra_info("sockname")[1]})
@@ -88,6 +96,12 @@ class FakeZlm:
             if entry is not None:
                 entry[0].close()
             return web.json_response({"code": 0, "hit": int(entry is not None)})
+        if api == "getMediaList":
+            entry = self.rtp_servers.get(params.get("stream", ""))
+            if entry is None or not entry[1].packets:
+                return web.json_response({"code": 0})
+            listed = {"app": params.get("app"), "stream": params["stream"], "schema": "rtsp"}
+            return web.json_response({"code": 0, "data": [listed]})
         if api == "getMediaInfo":
             if params["stream"] not in self.rtp_servers:
                 return web.json_response({"code": -500, "msg": "can not find the stream"})
@@ -146,9 +160,10 @@ class RtpSink(asyncio.DatagramProtocol):
 class RtpRelay(asyncio.DatagramProtocol):
     """An RTP server port: keeps what the device sent and re-sends it to each destination."""
 
-    def __init__(self) -> None:
+    def __init__(self, want: int = 1) -> None:
         self.packets: list[bytes] = []
         self.got = asyncio.Event()
+        self.want = want
         self.targets: dict[int, tuple[str, int]] = {}  # ssrc → destination
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -167,6 +182,7 @@ class RtpRelay(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.packets.append(data)
-        self.got.set()
+        if len(self.packets) >= self.want:
+            self.got.set()
         for ssrc, dst in list(self.targets.items()):
             self._send(data, dst, ssrc)
