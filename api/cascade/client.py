@@ -822,18 +822,28 @@ class UpstreamClient:
             filed = await store.camera_groups(conn, camera_ids, list(business))
         return {cid: (grp, business[grp]) for cid, grp in filed.items()}
 
-    async def _send_notify(self, sub: Subscription, body: bytes) -> None:
-        s = self.settings
-        sub.cseq += 1
+    def _in_dialog(
+        self, method: str, cseq: int, user: str, tag: str, remote: str, call_id: str
+    ) -> Headers:
+        """Headers of a request we send inside a dialog the upper platform opened (its
+        SUBSCRIBE or INVITE): our side of it is `user` with `tag`, theirs is `remote`."""
         headers = Headers()
         via = f"{self.local_host}:{self.port};rport;branch={new_branch()}"
         headers.add("Via", f"SIP/2.0/{self.peer.transport} {via}")
-        headers.add("From", f"<sip:{self.local_id}@{self.local_id[:10]}>;tag={sub.local_tag}")
-        headers.add("To", sub.remote)
-        headers.add("Call-ID", sub.call_id)
-        headers.add("CSeq", f"{sub.cseq} NOTIFY")
+        headers.add("From", f"<sip:{user}@{self.local_id[:10]}>;tag={tag}")
+        headers.add("To", remote)
+        headers.add("Call-ID", call_id)
+        headers.add("CSeq", f"{cseq} {method}")
         headers.add("Max-Forwards", "70")
         headers.add("User-Agent", USER_AGENT)
+        return headers
+
+    async def _send_notify(self, sub: Subscription, body: bytes) -> None:
+        s = self.settings
+        sub.cseq += 1
+        headers = self._in_dialog(
+            "NOTIFY", sub.cseq, self.local_id, sub.local_tag, sub.remote, sub.call_id
+        )
         headers.add("Event", sub.event)
         left = max(0, int(sub.expires_at - time.monotonic()))
         headers.add("Subscription-State", f"active;expires={left}")
@@ -1002,15 +1012,10 @@ class UpstreamClient:
     async def _send_bye(self, session: UpSession) -> None:
         """End the dialog from our side (we stop, or no ACK came); best effort, bounded."""
         session.cseq += 1
-        headers = Headers()
-        via = f"{self.local_host}:{self.port};rport;branch={new_branch()}"
-        headers.add("Via", f"SIP/2.0/{self.peer.transport} {via}")
-        headers.add("From", f"<sip:{session.channel_id}@{self.local_id[:10]}>;tag={session.to_tag}")
-        headers.add("To", session.remote)
-        headers.add("Call-ID", session.call_id)
-        headers.add("CSeq", f"{session.cseq} BYE")
-        headers.add("Max-Forwards", "70")
-        headers.add("User-Agent", USER_AGENT)
+        headers = self._in_dialog(
+            "BYE", session.cseq, session.channel_id, session.to_tag, session.remote,
+            session.call_id,
+        )  # fmt: skip
         request = SipRequest(headers, b"", "BYE", session.remote_target)
         try:
             async with asyncio.timeout(2):
