@@ -42,3 +42,12 @@ def gb_app(
         run_sip=True,
         run_health=run_health,
     )
+
+
+def channel_item(item_id: str, status: str, parent: str) -> str:
+    """One camera channel of `parent`'s catalog, in 140105 with a position and level 3."""
+    return (
+        f"<Item><DeviceID>{item_id}</DeviceID><Name>通道</Name><CivilCode>140105</CivilCode>"
+        f"<ParentID>{parent}</ParentID><Status>{status}</Status><Longitude>112.55</Longitude>"
+        "<Latitude>37.87</Latitude><Info><PoType>3</PoType></Info></Item>"
+    )

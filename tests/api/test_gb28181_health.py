@@ -13,20 +13,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.state import POOL, SIP
 from camera_registry.config import Settings
-from tests.api.gb_app import gb_app
+from tests.api.gb_app import channel_item, gb_app
 from tests.ingest.gb28181.simdevice import SimDevice
 
 NVR = "14010500001180000009"
 ON, OFF = "14010500001320000091", "14010500001320000092"
 TIMEOUT_S = 3.0  # three keepalive intervals of 1 s
-
-
-def item(item_id: str, status: str) -> str:
-    return (
-        f"<Item><DeviceID>{item_id}</DeviceID><Name>通道</Name><CivilCode>140105</CivilCode>"
-        f"<ParentID>{NVR}</ParentID><Status>{status}</Status><Longitude>112.55</Longitude>"
-        "<Latitude>37.87</Latitude><Info><PoType>3</PoType></Info></Item>"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +60,7 @@ async def test_keepalive_silence_reregistration_drive_status_and_a_late_keepaliv
     gb_client: TestClient,
 ) -> None:
     dev = await SimDevice(NVR, gb_client.app[SIP].port).open()
-    dev.answer_catalog_with(item(ON, "ON") + item(OFF, "OFF"), 2)
+    dev.answer_catalog_with(channel_item(ON, "ON", NVR) + channel_item(OFF, "OFF", NVR), 2)
     try:
         assert (await dev.register()).status == 200
         await until(gb_client, ON, "unknown")  # the catalog made the camera
