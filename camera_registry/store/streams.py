@@ -164,6 +164,56 @@ SELECT n, id, gb_id, region_code, streams, credentials, relay, action FROM a
 """
 
 
+@dataclass(frozen=True, slots=True, eq=False)  # one per hook call: identity is the key
+class _HookRequest:
+    camera_id: uuid.UUID
+    token_id: uuid.UUID | None
+    internal: bool  # signed by the service for itself (frame diagnosis)
+    profile: str
+    key: str  # the stream key the player asked for, unquoted
+    regions: str  # the relay's region prefixes, space-separated ('' serves all)
+    actor: str
+    ip: str | None
+    hook: str
+
+
+# A batch of relay verdicts in one statement and one commit: each signed link's camera and
+# issuing token looked up, judged (the checks of `StreamLinks._judge`, in its order, with its
+# reasons) and the verdict's audit row inserted; committed before any answer. Signs that
+# fail before any look-up (missing, forged, expired) are judged and audited without it.
+_VERDICT_BATCH = f"""
+WITH r AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::boolean[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::text[]) WITH ORDINALITY
+        AS r(cam, tok, internal, profile, key, regions, actor, ip, hook, n)
+), v AS (
+    SELECT r.n, r.actor, r.ip, r.hook, r.key, c.id, CASE
+        WHEN c.id IS NULL THEN 'the camera no longer exists'
+        WHEN r.internal AND r.key = c.gb_id || '_' || r.profile THEN 'ok: frame diagnosis'
+        WHEN t.id IS NULL OR t.revoked_at IS NOT NULL OR t.expires_at <= now()
+            THEN 'the token that issued the link is revoked or expired'
+        WHEN coalesce(t.region_prefix, '') <> '' AND NOT starts_with(c.region_code,
+                                                                     t.region_prefix)
+            THEN 'the camera is outside the token''s region scope'
+        WHEN r.regions <> '' AND NOT EXISTS (
+                SELECT FROM unnest(string_to_array(r.regions, ' ')) AS p
+                WHERE starts_with(c.region_code, p))
+            THEN 'this relay does not serve the camera''s region'
+        WHEN r.key <> c.gb_id || '_' || r.profile THEN 'the link was issued for another stream'
+        ELSE 'ok' END AS reason
+    FROM r LEFT JOIN cameras c ON c.id = r.cam LEFT JOIN api_tokens t ON t.id = r.tok
+), audited AS (
+    {audit.INSERT_COLUMNS}
+    SELECT actor, NULL, CASE WHEN reason IN ('ok', 'ok: frame diagnosis')
+                             THEN 'stream.play_allowed' ELSE 'stream.play_denied' END,
+           id, NULL, ip,
+           jsonb_build_object('hook', hook, 'stream', key, 'reason', reason, 'player', ip)
+    FROM v
+)
+SELECT n, id, reason FROM v
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     allowed: bool
@@ -182,9 +232,10 @@ class StreamLinks:
         # Every verdict and source lookup is audited before it is answered; those rows are the
         # requests' only writes, so they are group-committed (links: `self.links` below).
         self.audit = audit.GroupCommit(pool)
-        # The (camera, token) of each verdict: concurrent requests' lookups share one query.
-        self._verdicts: Coalescer[tuple[uuid.UUID, uuid.UUID | None], asyncpg.Record] = Coalescer(
-            self._fetch_verdicts
+        # Verdicts: look-up, judgement and audit row in one statement and one commit for
+        # concurrent hook calls (see _VERDICT_BATCH).
+        self.verdicts: Coalescer[_HookRequest, asyncpg.Record] = Coalescer(
+            self._judge_batch, concurrency=2
         )
         # Links: look-up and audit row in one statement and one commit for concurrent requests
         # (one round trip a link instead of a look-up and then a commit).
@@ -216,20 +267,22 @@ class StreamLinks:
         )
         return {requests[row["n"] - 1]: row for row in rows}  # n: 1-based position
 
-    async def _fetch_verdicts(
-        self, keys: list[tuple[uuid.UUID, uuid.UUID | None]]
-    ) -> dict[tuple[uuid.UUID, uuid.UUID | None], asyncpg.Record]:
+    async def _judge_batch(
+        self, requests: list[_HookRequest]
+    ) -> dict[_HookRequest, asyncpg.Record]:
         rows = await self.pool.fetch(
-            """SELECT k.c, k.t, c.gb_id, c.region_code, t.region_prefix,
-                      t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
-                          AS token_ok
-               FROM unnest($1::uuid[], $2::uuid[]) AS k(c, t)
-               JOIN cameras c ON c.id = k.c
-               LEFT JOIN api_tokens t ON t.id = k.t""",
-            [c for c, _ in keys],
-            [t for _, t in keys],
+            _VERDICT_BATCH,
+            [q.camera_id for q in requests],
+            [q.token_id for q in requests],
+            [q.internal for q in requests],
+            [q.profile for q in requests],
+            [q.key for q in requests],
+            [q.regions for q in requests],
+            [q.actor for q in requests],
+            [q.ip for q in requests],
+            [q.hook for q in requests],
         )
-        return {(r["c"], r["t"]): r for r in rows}
+        return {requests[row["n"] - 1]: row for row in rows}  # n: 1-based position
 
     def relay_for(self, region_code: str, protocol: str) -> Relay | None:
         for relay in self.settings.relays:
@@ -304,18 +357,44 @@ class StreamLinks:
     async def judge(
         self, relay: Relay, *, sign: str | None, key: str, ip: str | None, hook: str
     ) -> Verdict:
-        """May this player connection play `key`? Checked afresh each time, and audited."""
-        verdict = await self._judge(relay, sign, key)
-        actor = Actor(name=f"relay:{relay.name}", role=Role.ADMIN, remote_addr=ip)
-        await self.audit.record(
-            actor,
-            "stream.play_allowed" if verdict.allowed else "stream.play_denied",
-            camera_id=verdict.camera_id,
-            detail={"hook": hook, "stream": key, "reason": verdict.reason, "player": ip},
-        )
-        return verdict
+        """May this player connection play `key`? Checked afresh each time, and audited.
 
-    async def _judge(self, relay: Relay, sign: str | None, key: str) -> Verdict:
+        A genuine sign's verdict is reached and audited by one statement shared with
+        concurrent hook calls (`_VERDICT_BATCH`); one that fails before any look-up is
+        audited on its own (group-committed)."""
+        actor = f"relay:{relay.name}"
+        early = self._precheck(sign)
+        if isinstance(early, Verdict):
+            await self.audit.record(
+                Actor(name=actor, role=Role.ADMIN, remote_addr=ip),
+                "stream.play_denied",
+                camera_id=early.camera_id,
+                detail={"hook": hook, "stream": key, "reason": early.reason, "player": ip},
+            )
+            return early
+        claims, cid, tid = early
+        row = await self.verdicts.get(
+            _HookRequest(
+                cid,
+                tid,
+                claims.token_id == INTERNAL_READER and claims.protocol == "rtsp",
+                claims.profile,
+                unquote(key),
+                " ".join(relay.regions),
+                actor,
+                ip,
+                hook,
+            )
+        )
+        assert row is not None  # every request of a batch gets its row back
+        reason = row["reason"]
+        found = None if row["id"] is None else claims.camera_id
+        return Verdict(reason in ("ok", "ok: frame diagnosis"), reason, found)
+
+    def _precheck(
+        self, sign: str | None
+    ) -> Verdict | tuple[LinkClaims, uuid.UUID, uuid.UUID | None]:
+        """The sign's claims and ids, or the verdict of a sign that needs no look-up."""
         if not sign:
             return Verdict(False, "no sign in the player's URL")
         try:
@@ -330,25 +409,7 @@ class StreamLinks:
             tid: uuid.UUID | None = uuid.UUID(claims.token_id)
         except ValueError:  # issued without a token: no token can vouch for it
             tid = None
-        row = await self._verdicts.get((cid, tid))
-        if row is None:
-            return Verdict(False, "the camera no longer exists", None)
-        internal = claims.token_id == INTERNAL_READER and claims.protocol == "rtsp"
-        if internal and unquote(key) == stream_key(row["gb_id"], claims.profile):
-            return Verdict(True, "ok: frame diagnosis", claims.camera_id)
-        if row["token_ok"] is not True:
-            return Verdict(
-                False, "the token that issued the link is revoked or expired", claims.camera_id
-            )
-        if row["region_prefix"] and not row["region_code"].startswith(row["region_prefix"]):
-            return Verdict(
-                False, "the camera is outside the token's region scope", claims.camera_id
-            )
-        if relay.regions and not any(row["region_code"].startswith(p) for p in relay.regions):
-            return Verdict(False, "this relay does not serve the camera's region", claims.camera_id)
-        if unquote(key) != stream_key(row["gb_id"], claims.profile):
-            return Verdict(False, "the link was issued for another stream", claims.camera_id)
-        return Verdict(True, "ok", claims.camera_id)
+        return claims, cid, tid
 
     async def source(self, relay: Relay, key: str) -> dict[str, Any]:
         """The camera's own URI with credentials, for the relay to pull (audited)."""

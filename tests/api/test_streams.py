@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -440,3 +441,50 @@ async def test_each_link_names_its_regions_relay_and_a_refused_link_leaves_no_au
         assert resp.status == status, await resp.text()
     after = await client.app[POOL].fetchval("SELECT count(*) FROM audit_log")
     assert after == before + 1
+
+
+async def test_concurrent_verdicts_share_statements_and_each_is_audited_with_its_reason(
+    client: TestClient, auth: Tok, cams: dict[str, Any]
+) -> None:
+    """Verdicts of concurrent hook calls are judged and audited by shared statements: every
+    answer matches its own audit row (action, stream, reason), none is lost or swapped."""
+    cam = cams["taiyuan"]
+    h = await auth("commander", "1401")
+    resp = await client.get(f"/api/v1/cameras/{cam['id']}/stream?protocol=flv", headers=h)
+    sign = sign_of((await resp.json())["url"])
+    verdicts = client.app[STREAMS].verdicts
+    runs = verdicts.runs
+    # even calls ask for the linked stream, odd ones for another (refused); each its own player
+    calls = [
+        (f"{cam['gb_id']}_{'main' if i % 2 == 0 else 'sub'}", f"10.66.{i // 250}.{i % 250}")
+        for i in range(40)
+    ]
+
+    async def play(stream: str, ip: str) -> dict[str, Any]:
+        body = {"app": "live", "stream": stream, "params": f"sign={sign}", "ip": ip}
+        r = await client.post(f"/api/v1/hooks/zlm/on_play?secret={ZLM_SECRET}", json=body)
+        assert r.status == 200
+        return dict(await r.json())
+
+    answers = await asyncio.gather(*(play(s, ip) for s, ip in calls))
+    assert verdicts.runs - runs < len(calls)  # statements were shared
+    rows = await client.app[POOL].fetch(
+        """SELECT action, detail, camera_id::text AS cam, actor FROM audit_log
+           WHERE detail->>'player' LIKE '10.66.%'""",
+    )
+    by_player = {r["detail"]["player"]: r for r in rows}
+    assert len(rows) == len(by_player) == len(calls)
+    for (stream, ip), answer in zip(calls, answers, strict=True):
+        row = by_player[ip]
+        assert row["detail"]["stream"] == stream and row["detail"]["hook"] == "zlm.on_play"
+        assert row["cam"] == cam["id"] and row["actor"] == "relay:zlm-taiyuan"
+        if stream.endswith("_main"):
+            assert answer["code"] == 0 and row["action"] == "stream.play_allowed"
+            assert row["detail"]["reason"] == "ok"
+        else:
+            assert answer["code"] != 0 and row["action"] == "stream.play_denied"
+            assert (
+                row["detail"]["reason"]
+                == answer["msg"]
+                == ("the link was issued for another stream")
+            )
