@@ -59,8 +59,11 @@ PUBLIC_COLUMNS = ", ".join(
 
 _STORED = [c for c in DB_COLUMNS if c not in STREAM_KEYS]
 
-# `real` columns: shown rounded, hiding float32 noise (62.0000038). Rounded from float8 so that
-# values with more than six significant digits round as `camera_out` rounds them.
+# `real` columns: shown rounded, hiding float32 noise (62.0000038). Rounded in float8 so that
+# values with more than six significant digits round as `camera_out` rounds them: a float32
+# times 10^4 is exact in float8, `round` ties to even as Python's does, and the quotient is the
+# float8 nearest to n / 10^4, which is what Python's `round(x, 4)` returns. Through `numeric`
+# (the earlier way) it cost a bbox page of 10,000 cameras several milliseconds more.
 _ROUNDED = ("azimuth", "hfov", "vfov", "max_view_distance", "mount_height")
 _PUBLIC_KEYS = (
     "id",
@@ -76,14 +79,13 @@ _PUBLIC_KEYS = (
 
 def _json_value(key: str) -> str:
     if key in _ROUNDED:
-        return f"round({key}::float8::numeric, 4)"
+        return f"round({key}::float8 * 10000) / 10000"
     if key == "has_credentials":
         return "credentials IS NOT NULL"
     if key in ("created_at", "updated_at"):  # isoformat's text: microseconds only when non-zero
         return (
-            f"to_char({key} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
-            f"CASE WHEN date_part('microseconds', {key})::int % 1000000 <> 0 "
-            f"THEN to_char({key}, '.US') ELSE '' END || '+00:00'"
+            f"replace(to_char({key} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), "
+            f"'.000000', '') || '+00:00'"
         )
     return key
 
@@ -234,16 +236,21 @@ class Registry:
         if cursor:
             w.add("id > {0}", decode_cursor(cursor))
         w.args.append(limit + 1)
-        rows = await self.pool.fetch(
-            f"""SELECT c.id, row_to_json(c)::text AS j
-                FROM (SELECT {CAMERA_JSON_COLUMNS} FROM cameras WHERE {w.sql()}
-                      ORDER BY id LIMIT ${len(w.args)}) c
-                ORDER BY c.id""",
+        n = len(w.args)
+        # One value, not a record per camera: decoding 10,000 records and joining their texts
+        # was Python's share of a bbox page.
+        rec = await self.pool.fetchrow(
+            f"""SELECT string_agg(j, ', ' ORDER BY n) FILTER (WHERE n < ${n}) AS items,
+                       max(id::text) FILTER (WHERE n = ${n} - 1) AS last,
+                       count(*) = ${n} AS more
+                FROM (SELECT c.id, row_to_json(c)::text AS j,
+                             row_number() OVER (ORDER BY c.id) AS n
+                      FROM (SELECT {CAMERA_JSON_COLUMNS} FROM cameras WHERE {w.sql()}
+                            ORDER BY id LIMIT ${n}) c) x""",
             *w.args,
         )
-        nxt = f'"{encode_cursor(rows[limit - 1]["id"])}"' if len(rows) > limit else "null"
-        items = ", ".join(r["j"] for r in rows[:limit])
-        return '{"items": [' + items + '], "next_cursor": ' + nxt + "}"
+        nxt = f'"{encode_cursor(rec["last"])}"' if rec["more"] else "null"
+        return '{"items": [' + (rec["items"] or "") + '], "next_cursor": ' + nxt + "}"
 
     async def nearest_json(
         self, actor: Actor, lon: float, lat: float, k: int, f: CameraFilter
@@ -252,7 +259,9 @@ class Registry:
 
         The k nearest by `<->` (degrees, GiST KNN) bound the radius in metres; every camera in
         the index-backed box of that radius is ranked by great-circle distance, in SQL, with
-        the same formula and radius as `geo.crs.haversine_m`.
+        the same formula and radius as `geo.crs.haversine_m`. Only the k cameras answered are
+        turned into JSON (`row_to_json`): building it for every camera of the box before the
+        ranking was a third of the statement.
         """
         w = _where(actor, f)
         if w is None:
@@ -276,15 +285,18 @@ class Registry:
                                                  1e-6) AS dlon
                     FROM radius WHERE dlat IS NOT NULL
                 ), ranked AS (
-                    SELECT {CAMERA_JSON} AS j, {dist} AS d, id FROM cameras, box
+                    SELECT {dist} AS d, id FROM cameras, box
                     WHERE {w.sql()} AND geom <@ box(point({x} - dlon, {y} - dlat),
                                                      point({x} + dlon, {y} + dlat))
                     ORDER BY d, id LIMIT {kk}
                 )
                 SELECT coalesce(string_agg(
-                    left(j, -1) || ', "distance_m" : ' || round(d::numeric, 2) || '}}',
-                    ', ' ORDER BY d, id), '')
-                FROM ranked""",
+                    left(row_to_json(j)::text, -1) || ', "distance_m" : '
+                        || round(r.d::numeric, 2) || '}}',
+                    ', ' ORDER BY r.d, r.id), '')
+                FROM ranked r
+                CROSS JOIN LATERAL (SELECT {CAMERA_JSON_COLUMNS} FROM cameras
+                                    WHERE cameras.id = r.id) j""",
             *w.args,
             lon,
             lat,
