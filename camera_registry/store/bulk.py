@@ -83,7 +83,7 @@ STATEMENT_TIMEOUT_S = 3600.0  # a 2.4 M merge on a loaded machine stays well ins
 COPY_TIMEOUT_S = 300.0  # one chunk of the stage is seconds of work: a wait this long is a wedge
 
 
-DIGEST_BYTES = 16  # a source line's digest (MD5), as `camera_import_rows` keeps it
+DIGEST_BYTES = 16  # a source line's digest (128 bits), as `camera_import_rows` keeps it
 
 
 @dataclass(frozen=True, slots=True)

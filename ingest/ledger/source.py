@@ -256,6 +256,10 @@ class _LedgerSource:
         if self.digests is None:
             return False
         digests = self.digests
+        lines = np.asarray(unchanged.lines, dtype=np.int64)
+        if len(lines) == digests.rows:
+            self._nothing_left = True  # every non-blank line: nothing to read, or to copy
+            return True
         try:
             fd, name = tempfile.mkstemp(prefix=".import-", suffix=".csv", dir=self.path.parent)
         except OSError:
@@ -263,7 +267,6 @@ class _LedgerSource:
         os.close(fd)
         copy = Path(name)
         self._copy = copy
-        lines = np.asarray(unchanged.lines, dtype=np.int64)
         left = await asyncio.to_thread(write_remaining, self.path, copy, digests, lines)
         # The copy must read as the file does: the encoding is detected from the first
         # non-ASCII text, which may now be another line's.
