@@ -174,3 +174,29 @@ def test_the_remaining_lines_keep_their_row_numbers(tmp_path: Path) -> None:
     assert chunks[0].columns["gb_id"] == [row(n)[0] for n in (3, 5, 6, 7)]
     with src.open(newline="", encoding="utf-8") as a, dst.open(newline="", encoding="utf-8") as b:
         assert next(csv.reader(a)) == next(csv.reader(b)) == HEADER
+
+
+async def test_gbk_ledger_read_by_the_reader_process_skips_like_the_thread(
+    client: TestClient, tmp_path: Path
+) -> None:
+    region = "140305"
+    rows = [row(n, region=region, name=f"路口{n}号") for n in range(1, 21)]
+    await _import(client, ledger(tmp_path / "g1.csv", rows, encoding="gb18030"))
+    edited = list(rows)
+    edited[2] = row(3, region=region, name="改名")
+    edited.append(row(12, region=region, name="重复"))  # repeats a skipped line's 国标编码
+    path = ledger(tmp_path / "g2.csv", edited, encoding="gb18030")
+    seen = []
+    for reader in ("process", "thread"):
+        for skip in (True, False):
+            report = await _import(client, path, dry_run=True, reader=reader, skip_unchanged=skip)
+            seen.append(_seen(report))
+    assert seen[0] == seen[1] == seen[2] == seen[3]
+    assert [(e.row, e.field) for e in report.errors] == [(22, "gb_id")]
+    # A write that bypasses every writer stays: the skip really happened.
+    pool = client.app[POOL]
+    gb = row(7, region=region)[0]
+    await pool.execute("UPDATE cameras SET name = 'untouched' WHERE gb_id = $1", gb)
+    committed = await _import(client, path, partial=True, reader="process")
+    assert (committed.updated, committed.unchanged) == (1, 19)
+    assert await pool.fetchval("SELECT name FROM cameras WHERE gb_id = $1", gb) == "untouched"
