@@ -239,7 +239,7 @@ async def import_rows(
         pool, actor, import_id=import_id, statement_timeout_s=statement_timeout_s
     ) as load:
         watch.backend_pid = load.backend_pid
-        skipped = Unchanged([], [])
+        skipped = Unchanged(np.empty(0, dtype=np.int64))
         if digests is not None:
             assert len(digests.blob) % DIGEST_BYTES == 0
             load.row_digests = digests.blob
@@ -282,18 +282,16 @@ async def import_rows(
                   report.filename, waited, in_db)  # fmt: skip
         report.errors.sort(key=lambda e: e.row or 0)
         # Skipped lines a read line turned into repeats of its 国标编码 are bad rows now.
-        kept = [
-            (row, gb)
-            for row, gb in zip(skipped.lines, skipped.gb_ids, strict=True)
-            if row not in bad_rows
-        ]
-        points = await load.points([gb for _, gb in kept]) if kept else []
+        bad = np.fromiter(bad_rows, dtype=np.int64, count=len(bad_rows))
+        bad_skipped = bad[np.isin(bad, skipped.lines)].tolist()
+        kept = len(skipped) - len(bad_skipped)
+        points = await load.points(bad_skipped) if kept else []
         if points:
             found += await placement.outside(
                 [p["region_code"] for p in points],
                 [p["lon"] for p in points],
                 [p["lat"] for p in points],
-                [row for row, _ in kept],
+                [p["line"] for p in points],
             )
         _report_placement(report, found)
         if report.rejected and not dry_run:
@@ -302,7 +300,7 @@ async def import_rows(
         result = await load.finish()
         watch.step()
         report.inserted, report.updated = result.inserted, result.updated
-        report.unchanged = result.unchanged + len(kept)
+        report.unchanged = result.unchanged + kept
         if not dry_run and not report.rejected:
             load.commit()
             report.committed = True

@@ -27,6 +27,8 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
+import numpy as np
+from numpy.typing import NDArray
 
 from camera_registry.actor import Actor
 from camera_registry.errors import DatabaseUnavailable, FieldError, ValidationFailed
@@ -88,13 +90,19 @@ DIGEST_BYTES = 16  # a source line's digest (128 bits), as `camera_import_rows` 
 
 @dataclass(frozen=True, slots=True)
 class Unchanged:
-    """Source lines an earlier import merged, unchanged since (`BulkLoad.unchanged`)."""
+    """Source lines an earlier import merged, unchanged since (`BulkLoad.unchanged`), in
+    order. Their cameras stay in the import's session (a province's worth of 国标编码 as
+    Python strings would be ~0.5 GB); `gb_ids()` asks for them when lines remain to be read."""
 
-    lines: list[int]
-    gb_ids: list[str]
+    lines: NDArray[np.int64]
+    load: BulkLoad | None = None
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    async def gb_ids(self) -> tuple[list[int], list[str]]:
+        """(line, 国标编码) of the skipped lines' cameras."""
+        return await self.load.skipped_ids() if self.load is not None else ([], [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +267,9 @@ class BulkLoad:
             )
             cols = ", ".join(f"{c} {_STAGE_TYPES[c]}" for c in DB_COLUMNS)
             await self._conn.execute(
-                f"""DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk;
+                f"""DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk,
+                                         pg_temp.import_skipped;
+                    CREATE TEMP TABLE import_skipped (line integer NOT NULL, camera_id uuid);
                     CREATE TEMP TABLE import_stage (row_no integer NOT NULL, {cols},
                                                     generated boolean NOT NULL DEFAULT false,
                                                     row_digest bytea);
@@ -287,7 +297,8 @@ class BulkLoad:
             return
         try:  # neither the stage nor the session's timeouts may outlive the import
             await conn.execute(
-                "DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk; RESET ALL",
+                "DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk, "
+                "pg_temp.import_skipped; RESET ALL",
                 timeout=10,
             )
         except _GONE:
@@ -490,12 +501,12 @@ class BulkLoad:
     async def unchanged(self, lines: Sequence[int], blob: bytes) -> Unchanged:
         """The source lines (of `lines`, each with its digest in `blob`) that an earlier import
         merged into a camera nobody has written since: validating and merging them again would
-        change nothing. Their cameras' 国标编码 come back too (the file must still not repeat
-        one). Reads only; no lock."""
+        change nothing. Their cameras are kept in the session for `skipped_ids` and `points`.
+        No lock on `cameras`."""
         with _lost_means_unavailable():
-            row = await self.conn.fetchrow(
-                f"""SELECT coalesce(array_agg(l.line ORDER BY l.line), '{{}}') AS lines,
-                           coalesce(array_agg(c.gb_id ORDER BY l.line), '{{}}') AS gb_ids
+            await self._execute(
+                f"""INSERT INTO import_skipped
+                    SELECT l.line, c.id
                     FROM unnest($1::integer[]) AS l(line)
                     JOIN camera_import_rows r
                       ON r.row_digest = substring($2::bytea FROM l.line * {DIGEST_BYTES} + 1
@@ -503,25 +514,38 @@ class BulkLoad:
                     JOIN cameras c ON c.id = r.camera_id AND c.version = r.camera_version""",
                 list(lines),
                 blob,
+            )
+            found = await self._fetchval(
+                "SELECT coalesce(array_agg(line ORDER BY line), '{}') FROM import_skipped"
+            )
+        return Unchanged(np.asarray(found, dtype=np.int64), self)
+
+    async def skipped_ids(self) -> tuple[list[int], list[str]]:
+        """(line, 国标编码) of the cameras `unchanged` found, by line."""
+        with _lost_means_unavailable():
+            row = await self.conn.fetchrow(
+                """SELECT coalesce(array_agg(s.line ORDER BY s.line), '{}') AS lines,
+                          coalesce(array_agg(c.gb_id ORDER BY s.line), '{}') AS gb_ids
+                   FROM import_skipped s JOIN cameras c ON c.id = s.camera_id""",
                 timeout=self.statement_timeout_s,
             )
         assert row is not None
-        return Unchanged(list(row["lines"]), list(row["gb_ids"]))
+        return list(row["lines"]), list(row["gb_ids"])
 
-    async def points(self, gb_ids: Sequence[str]) -> list[asyncpg.Record]:
-        """(region_code, lon, lat) of the cameras with these 国标编码, in their order, for the
-        placement warnings of skipped lines; none without county boundaries to check them
-        against."""
+    async def points(self, bad: Sequence[int]) -> list[asyncpg.Record]:
+        """(line, region_code, lon, lat) of the skipped lines' cameras but those of `bad`
+        lines, by line, for their placement warnings; none without county boundaries to
+        check them against."""
         with _lost_means_unavailable():
             if not await self._fetchval(
                 "SELECT EXISTS (SELECT 1 FROM geo_regions WHERE rank = 'county')"
             ):
                 return []
             rows: list[asyncpg.Record] = await self.conn.fetch(
-                """SELECT c.region_code, c.lon, c.lat
-                   FROM unnest($1::text[]) WITH ORDINALITY AS g(gb_id, i)
-                   JOIN cameras c USING (gb_id) ORDER BY g.i""",
-                list(gb_ids),
+                """SELECT s.line, c.region_code, c.lon, c.lat
+                   FROM import_skipped s JOIN cameras c ON c.id = s.camera_id
+                   WHERE s.line <> ALL($1::integer[]) ORDER BY s.line""",
+                list(bad),
                 timeout=self.statement_timeout_s,
             )
         return rows

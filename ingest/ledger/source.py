@@ -257,7 +257,7 @@ class _LedgerSource:
         if self.digests is None:
             return False
         digests = self.digests
-        lines = np.asarray(unchanged.lines, dtype=np.int64)
+        lines = unchanged.lines
         if len(lines) == digests.rows:
             self._nothing_left = True  # every non-blank line: nothing to read, or to copy
             return True
@@ -273,7 +273,8 @@ class _LedgerSource:
         # non-ASCII text, which may now be another line's.
         if left and await asyncio.to_thread(_encoding, copy) != digests.encoding:
             return False
-        self._seen = dict(zip(unchanged.gb_ids, unchanged.lines, strict=True))
+        rows, ids = await unchanged.gb_ids()
+        self._seen = dict(zip(ids, rows, strict=True))
         self._nothing_left = not left
         return True
 
