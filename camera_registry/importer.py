@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 import numpy as np
@@ -23,7 +23,13 @@ from numpy.typing import NDArray
 from camera_registry.actor import Actor
 from camera_registry.crypto import CredentialBox
 from camera_registry.errors import FieldError
-from camera_registry.store.bulk import STATEMENT_TIMEOUT_S, BulkLoad, DuplicateFilter
+from camera_registry.store.bulk import (
+    DIGEST_BYTES,
+    STATEMENT_TIMEOUT_S,
+    BulkLoad,
+    DuplicateFilter,
+    Unchanged,
+)
 from camera_registry.store.placement import CountyCheck
 from camera_registry.validate import CameraBatch, validate_columns
 
@@ -35,6 +41,8 @@ __all__ = [
     "ChunkValidator",
     "ImportReport",
     "ImportWatch",
+    "RowDigests",
+    "SkippingSource",
     "import_rows",
 ]
 
@@ -127,9 +135,15 @@ class ChunkValidator:
 
     Built where the reader runs (it holds the credential key to seal passwords there)."""
 
-    def __init__(self, box: CredentialBox, crs: str, scope: str | None) -> None:
+    def __init__(
+        self,
+        box: CredentialBox,
+        crs: str,
+        scope: str | None,
+        seen: Mapping[str, int] | None = None,
+    ) -> None:
         self.box, self.crs, self.scope = box, crs, scope
-        self.unique = DuplicateFilter()
+        self.unique = DuplicateFilter(seen)  # `seen`: 国标编码 of skipped lines, by row
 
     def __call__(
         self,
@@ -177,6 +191,24 @@ class ChunkSource(Protocol):
     async def next(self) -> ValidatedChunk | None: ...
 
 
+@runtime_checkable
+class SkippingSource(ChunkSource, Protocol):
+    """A source that can leave out lines an earlier import merged unchanged (see `RowDigests`).
+    `skip` is called before `start()`; it returns False when the source cannot leave those
+    lines out after all (it then reads everything)."""
+
+    async def skip(self, unchanged: Unchanged) -> bool: ...
+
+
+@dataclass(frozen=True)
+class RowDigests:
+    """A digest per source row (`DIGEST_BYTES` each in `blob`, by row number) that says
+    everything the row means; `rows` are the rows whose digest is unique in the source."""
+
+    blob: bytes
+    rows: Sequence[int]
+
+
 async def import_rows(
     pool: asyncpg.Pool,
     actor: Actor,
@@ -189,21 +221,37 @@ async def import_rows(
     on_progress: Progress | None = None,
     watch: ImportWatch | None = None,
     statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+    digests: RowDigests | None = None,
 ) -> ImportReport:
     """Stage every chunk of `source` and merge them in one transaction (new cameras while
     the source reads on, the rest at the end); the caller closes `source`. Every database
-    wait is bounded (`statement_timeout_s` for the merge)."""
+    wait is bounded (`statement_timeout_s` for the merge).
+
+    With `digests` (and a `SkippingSource`), rows an earlier import merged into cameras nobody
+    has written since are counted unchanged without being read, validated or merged again;
+    the report is the same as if they had been."""
     report = ImportReport(filename, dry_run=dry_run, partial=partial)
     bad_rows: set[int] = set()
     watch = watch or ImportWatch()
-    await source.start()
-    watch.step()
-    report.warnings = list(source.warnings)
     placement = CountyCheck(pool)
+    found: list[FieldError] = []  # placement warnings, in row order per source
     async with BulkLoad(
         pool, actor, import_id=import_id, statement_timeout_s=statement_timeout_s
     ) as load:
         watch.backend_pid = load.backend_pid
+        skipped = Unchanged(np.empty(0, dtype=np.int64))
+        if digests is not None:
+            assert len(digests.blob) % DIGEST_BYTES == 0
+            load.row_digests = digests.blob
+            if digests.rows and isinstance(source, SkippingSource):
+                unchanged = await load.unchanged(digests.rows, digests.blob)
+                watch.step()
+                if len(unchanged) and await source.skip(unchanged):
+                    skipped = unchanged
+        await source.start()
+        watch.step()
+        report.warnings = list(source.warnings)
+        report.rows_total = len(skipped)
         waited = in_db = 0.0
         while True:
             t0 = time.perf_counter()
@@ -223,7 +271,7 @@ async def import_rows(
                 await load.merge_new(item.batch)
             elif not load.abandoned:
                 await load.abandon()  # rejected: hold nothing while the rest is read
-            await _warn_placement(report, placement, item.batch)
+            await _warn_placement(found, placement, item.batch)
             in_db += time.perf_counter() - t1
             watch.step()
             if on_progress is not None:
@@ -233,27 +281,48 @@ async def import_rows(
         log.debug("import %s: %.1f s waiting for the reader, %.1f s in the database",
                   report.filename, waited, in_db)  # fmt: skip
         report.errors.sort(key=lambda e: e.row or 0)
+        # Skipped lines a read line turned into repeats of its 国标编码 are bad rows now.
+        bad = np.fromiter(bad_rows, dtype=np.int64, count=len(bad_rows))
+        bad_skipped = bad[np.isin(bad, skipped.lines)].tolist()
+        kept = len(skipped) - len(bad_skipped)
+        points = await load.points(bad_skipped) if kept else []
+        if points:
+            found += await placement.outside(
+                [p["region_code"] for p in points],
+                [p["lon"] for p in points],
+                [p["lat"] for p in points],
+                [p["line"] for p in points],
+            )
+        _report_placement(report, found)
         if report.rejected and not dry_run:
             return report
         watch.step()
         result = await load.finish()
         watch.step()
         report.inserted, report.updated = result.inserted, result.updated
-        report.unchanged = result.unchanged
+        report.unchanged = result.unchanged + kept
         if not dry_run and not report.rejected:
             load.commit()
             report.committed = True
     return report
 
 
-async def _warn_placement(report: ImportReport, placement: CountyCheck, batch: CameraBatch) -> None:
+async def _warn_placement(
+    found: list[FieldError], placement: CountyCheck, batch: CameraBatch
+) -> None:
     """Valid rows far outside their county (where boundaries are loaded): imported, with a word."""
-    if report.placement_warnings > MAX_PLACEMENT_WARNINGS:
+    if len(found) > MAX_PLACEMENT_WARNINGS:
         return
     cols = batch.cols
-    found = await placement.outside(
+    found += await placement.outside(
         cols["region_code"], cols["lon"], cols["lat"], batch.rows.tolist()
     )
+
+
+def _report_placement(report: ImportReport, found: list[FieldError]) -> None:
+    """The first `MAX_PLACEMENT_WARNINGS` placement warnings in row order (skipped lines' and
+    read lines' come from two passes), then a word that there are more."""
+    found.sort(key=lambda w: w.row or 0)
     for w in found:
         report.placement_warnings += 1
         if report.placement_warnings > MAX_PLACEMENT_WARNINGS:

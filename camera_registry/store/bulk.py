@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import asyncpg
+import numpy as np
+from numpy.typing import NDArray
 
 from camera_registry.actor import Actor
 from camera_registry.errors import DatabaseUnavailable, FieldError, ValidationFailed
@@ -81,6 +83,26 @@ _ORDER_CELL_DEG = 0.1  # merge order: map cells of this size, west to east
 _WORK_MEM = "128MB"  # the merge's sorts and hashes (the map grid's GROUP BY, the re-import join)
 STATEMENT_TIMEOUT_S = 3600.0  # a 2.4 M merge on a loaded machine stays well inside this
 COPY_TIMEOUT_S = 300.0  # one chunk of the stage is seconds of work: a wait this long is a wedge
+
+
+DIGEST_BYTES = 16  # a source line's digest (128 bits), as `camera_import_rows` keeps it
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """Source lines an earlier import merged, unchanged since (`BulkLoad.unchanged`), in
+    order. Their cameras stay in the import's session (a province's worth of 国标编码 as
+    Python strings would be ~0.5 GB); `gb_ids()` asks for them when lines remain to be read."""
+
+    lines: NDArray[np.int64]
+    load: BulkLoad | None = None
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    async def gb_ids(self) -> tuple[list[int], list[str]]:
+        """(line, 国标编码) of the skipped lines' cameras."""
+        return await self.load.skipped_ids() if self.load is not None else ([], [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +233,9 @@ class BulkLoad:
         self.existing = self._pending = self._pending_ids = 0
         self.merging = self.abandoned = self._restaging = False
         self.backend_pid: int | None = None
+        # Digest of each source line (`DIGEST_BYTES` per row number), kept per camera so the
+        # next import of the same line can skip it (`unchanged`); None: the source has none.
+        self.row_digests: bytes | None = None
         self._conn: asyncpg.Connection | None = None
         self._tx: Any = None
         self._commit = False
@@ -242,9 +267,12 @@ class BulkLoad:
             )
             cols = ", ".join(f"{c} {_STAGE_TYPES[c]}" for c in DB_COLUMNS)
             await self._conn.execute(
-                f"""DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk;
+                f"""DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk,
+                                         pg_temp.import_skipped;
+                    CREATE TEMP TABLE import_skipped (line integer NOT NULL, camera_id uuid);
                     CREATE TEMP TABLE import_stage (row_no integer NOT NULL, {cols},
-                                                    generated boolean NOT NULL DEFAULT false);
+                                                    generated boolean NOT NULL DEFAULT false,
+                                                    row_digest bytea);
                     CREATE TEMP TABLE import_chunk (LIKE import_stage INCLUDING DEFAULTS)""",
                 timeout=self.acquire_timeout_s,
             )
@@ -269,7 +297,8 @@ class BulkLoad:
             return
         try:  # neither the stage nor the session's timeouts may outlive the import
             await conn.execute(
-                "DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk; RESET ALL",
+                "DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk, "
+                "pg_temp.import_skipped; RESET ALL",
                 timeout=10,
             )
         except _GONE:
@@ -290,23 +319,41 @@ class BulkLoad:
         """Stage one validated batch (no lock on `cameras`; merged by `finish()`)."""
         await self._copy("import_stage", batch)
 
-    async def _copy(self, table: str, batch: CameraBatch) -> None:
-        if not len(batch):
-            return
+    def _note_columns(self, batch: CameraBatch) -> set[str]:
+        """Columns the source has (an empty batch tells them too: a re-import whose every
+        line was skipped still records them)."""
         present = {c for c in batch.present if c in _STAGE_TYPES} | set(_ALWAYS)
         if {"username", "password"} & batch.present:
             present |= {"credentials", "credentials_mac"}
         if "lon" in present or "lat" in present:
             present |= {"lon", "lat"}
         self.present |= present
+        return present
+
+    async def _copy(self, table: str, batch: CameraBatch) -> None:
+        present = self._note_columns(batch)
+        if not len(batch):
+            return
         # Columns the file does not have are all NULL: leave them out of the COPY.
         cols = [c for c in DB_COLUMNS if c in present]
-        records = zip(batch.rows.tolist(), *(batch.cols[c] for c in cols), strict=True)
+        rows = batch.rows.tolist()
+        extra: list[list[Any]] = []
+        if self.row_digests is not None:
+            # Rows without a 国标编码 in the file are matched or numbered by the merge: a later
+            # import must do that again, so they keep no digest.
+            blob, n = self.row_digests, DIGEST_BYTES
+            extra.append(
+                [
+                    blob[r * n : r * n + n] if g is not None else None
+                    for r, g in zip(rows, batch.cols["gb_id"], strict=True)
+                ]
+            )
+        records = zip(rows, *(batch.cols[c] for c in cols), *extra, strict=True)
         with _lost_means_unavailable():
             await self.conn.copy_records_to_table(
                 table,
                 records=_yielding(records),
-                columns=["row_no", *cols],
+                columns=["row_no", *cols, *(["row_digest"] if extra else [])],
                 timeout=min(COPY_TIMEOUT_S, self.statement_timeout_s),
             )
         self.staged += len(batch)
@@ -431,6 +478,77 @@ class BulkLoad:
         pages = await self._fetchval(_STAGE_PAGES)
         for first in range(0, int(pages), _MERGE_PAGES):
             await self._insert_new(first, first + _MERGE_PAGES)
+        await self._remember("import_stage")
+
+    async def _remember(self, table: str, *, only_new: bool = False) -> None:
+        """Keep each merged row's line digest with its camera and the camera's version now
+        (after this import's own write), for `unchanged()` of a later import. `only_new`: just
+        the cameras this transaction inserted (an early merge; the rest are remembered by
+        `finish()`, after their update)."""
+        if self.row_digests is None:
+            return
+        new = "AND c.xmin = pg_current_xact_id()::xid" if only_new else ""
+        await self._execute(
+            f"""INSERT INTO camera_import_rows (row_digest, camera_id, camera_version)
+                SELECT DISTINCT ON (s.row_digest) s.row_digest, c.id, c.version
+                FROM {table} s JOIN cameras c ON c.gb_id = s.gb_id
+                WHERE s.row_digest IS NOT NULL {new}
+                ORDER BY s.row_digest
+                ON CONFLICT (row_digest) DO UPDATE
+                SET camera_id = excluded.camera_id, camera_version = excluded.camera_version"""
+        )
+
+    async def unchanged(self, lines: Sequence[int], blob: bytes) -> Unchanged:
+        """The source lines (of `lines`, each with its digest in `blob`) that an earlier import
+        merged into a camera nobody has written since: validating and merging them again would
+        change nothing. Their cameras are kept in the session for `skipped_ids` and `points`.
+        No lock on `cameras`."""
+        with _lost_means_unavailable():
+            await self._execute(
+                f"""INSERT INTO import_skipped
+                    SELECT l.line, c.id
+                    FROM unnest($1::integer[]) AS l(line)
+                    JOIN camera_import_rows r
+                      ON r.row_digest = substring($2::bytea FROM l.line * {DIGEST_BYTES} + 1
+                                                  FOR {DIGEST_BYTES})
+                    JOIN cameras c ON c.id = r.camera_id AND c.version = r.camera_version""",
+                list(lines),
+                blob,
+            )
+            found = await self._fetchval(
+                "SELECT coalesce(array_agg(line ORDER BY line), '{}') FROM import_skipped"
+            )
+        return Unchanged(np.asarray(found, dtype=np.int64), self)
+
+    async def skipped_ids(self) -> tuple[list[int], list[str]]:
+        """(line, 国标编码) of the cameras `unchanged` found, by line."""
+        with _lost_means_unavailable():
+            row = await self.conn.fetchrow(
+                """SELECT coalesce(array_agg(s.line ORDER BY s.line), '{}') AS lines,
+                          coalesce(array_agg(c.gb_id ORDER BY s.line), '{}') AS gb_ids
+                   FROM import_skipped s JOIN cameras c ON c.id = s.camera_id""",
+                timeout=self.statement_timeout_s,
+            )
+        assert row is not None
+        return list(row["lines"]), list(row["gb_ids"])
+
+    async def points(self, bad: Sequence[int]) -> list[asyncpg.Record]:
+        """(line, region_code, lon, lat) of the skipped lines' cameras but those of `bad`
+        lines, by line, for their placement warnings; none without county boundaries to
+        check them against."""
+        with _lost_means_unavailable():
+            if not await self._fetchval(
+                "SELECT EXISTS (SELECT 1 FROM geo_regions WHERE rank = 'county')"
+            ):
+                return []
+            rows: list[asyncpg.Record] = await self.conn.fetch(
+                """SELECT s.line, c.region_code, c.lon, c.lat
+                   FROM import_skipped s JOIN cameras c ON c.id = s.camera_id
+                   WHERE s.line <> ALL($1::integer[]) ORDER BY s.line""",
+                list(bad),
+                timeout=self.statement_timeout_s,
+            )
+        return rows
 
     async def _insert_new(self, first_page: int, end_page: int, table: str = "import_stage") -> int:
         """Insert the rows of `table` in its pages [first_page, end_page) that are not
@@ -477,6 +595,7 @@ class BulkLoad:
         merge of a first import no longer waits for the whole file). Rows of cameras
         registered before the import, and rows without a 国标编码, go on to the stage and wait
         for `finish()`, which updates and assigns them as one set."""
+        self._note_columns(batch)
         if not len(batch):
             return
         if self._restaging:
@@ -509,6 +628,7 @@ class BulkLoad:
             # Mostly registered cameras (a re-import): early merges would only probe every
             # row twice and copy it again; stage the rest directly for `finish()`.
             self._restaging = moved * 2 > self._pending
+        await self._remember("import_chunk", only_new=True)
         await self._execute("TRUNCATE import_chunk")
         self._pending = self._pending_ids = 0
 
@@ -569,8 +689,11 @@ class DuplicateFilter:
     IDs costs about 200 MB, far less than a GROUP BY over the staged file at the end.
     """
 
-    def __init__(self) -> None:
-        self.first_row: dict[str, int] = {}
+    def __init__(self, seed: Mapping[str, int] | None = None) -> None:
+        self.first_row: dict[str, int] = dict(seed or {})
+        # 国标编码 of lines this filter never sees (an import's skipped unchanged lines) and
+        # their row: still counted, so the file repeats no camera.
+        self.seeded = set(self.first_row)
 
     def __call__(self, batch: CameraBatch) -> tuple[CameraBatch, list[FieldError]]:
         ids = batch.cols["gb_id"]
@@ -582,6 +705,17 @@ class DuplicateFilter:
             if gb is None:
                 continue
             first = seen.setdefault(gb, row)
+            if first > row and gb in self.seeded:
+                # The skipped line comes later in the file: it is the repeat, as it would be
+                # had it been read.
+                self.seeded.discard(gb)
+                seen[gb] = row
+                errors.append(
+                    FieldError(
+                        "gb_id", f"国标编码 {gb} is also on row {row}; each camera once", first
+                    )
+                )
+                continue
             if first != row:
                 dup.append(i)
                 errors.append(

@@ -279,6 +279,8 @@ class Ledger:
     encoding: str | None
     """CSV: the detected encoding ("utf-8", "utf-8-sig", "gb18030", "utf-16")."""
     delimiter: str | None
+    width: int | None
+    """CSV: cells of the header row."""
     sheet: str | None
 
     def __init__(self, path: Path, fmt: Format, backend: _Backend) -> None:
@@ -291,6 +293,7 @@ class Ledger:
         self.header_row = backend.header_row
         self.encoding = backend.encoding
         self.delimiter = backend.delimiter
+        self.width = getattr(backend, "_ncols", None)
         self.sheet = backend.sheet
         self._backend = backend
         self._started = False
@@ -1320,6 +1323,15 @@ def _sniff_format(path: Path) -> Format | None:
     if text.startswith(b"{"):
         return "geojson"
     return None
+
+
+def is_csv(path: str | Path) -> bool:
+    """Whether `open_ledger(path)` would read the file as CSV (by its content and extension)."""
+    p = Path(path)
+    sniffed = _sniff_format(p)
+    by_ext = _EXTENSIONS.get(p.suffix.lower())
+    fmt = (sniffed or "csv") if sniffed == "xlsx" or by_ext is None else by_ext
+    return fmt == "csv"
 
 
 def open_ledger(path: str | Path, *, format: str | None = None) -> Ledger:

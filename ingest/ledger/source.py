@@ -8,6 +8,7 @@ database works while Python parses. The transaction itself is `camera_registry.i
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import ctypes.util
@@ -16,11 +17,13 @@ import multiprocessing
 import os
 import queue
 import signal
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
+import numpy as np
 
 from camera_registry.actor import Actor
 from camera_registry.crypto import CredentialBox
@@ -30,20 +33,31 @@ from camera_registry.importer import (
     ImportReport,
     ImportWatch,
     Progress,
+    RowDigests,
     ValidatedChunk,
     import_rows,
 )
+from camera_registry.store.bulk import Unchanged
 from ingest.errors import IngestError, LedgerFormatError
-from ingest.ledger.read import Ledger, open_ledger
+from ingest.ledger.digest import LineDigests, line_digests, write_remaining
+from ingest.ledger.read import Ledger, is_csv, open_ledger
 
 log = logging.getLogger(__name__)
 
 
+Seen = Mapping[str, int] | None  # 国标编码 -> row of the lines left out as unchanged
+
+
 def _items(
-    ledger: Ledger, box: CredentialBox, crs: str, scope: str | None, chunk_rows: int
+    ledger: Ledger,
+    box: CredentialBox,
+    crs: str,
+    scope: str | None,
+    chunk_rows: int,
+    seen: Seen = None,
 ) -> Iterator[ValidatedChunk]:
     """Read and validate the ledger chunk by chunk (CPU work: not on the loop)."""
-    validate = ChunkValidator(box, crs, scope)
+    validate = ChunkValidator(box, crs, scope, seen)
     for chunk in ledger.chunks(chunk_rows):
         yield validate(chunk.columns, chunk.rows, chunk.problems, ledger.progress())
 
@@ -55,17 +69,25 @@ def _warnings(ledger: Ledger) -> list[str]:
 class _ThreadSource:
     """Small files: read and validate in a thread, one chunk ahead of the database."""
 
-    def __init__(self, path: Path, key: bytes, crs: str, scope: str | None, chunk_rows: int):
-        self.args = (path, key, crs, scope, chunk_rows)
+    def __init__(
+        self,
+        path: Path,
+        key: bytes,
+        crs: str,
+        scope: str | None,
+        chunk_rows: int,
+        seen: Seen = None,
+    ):
+        self.args = (path, key, crs, scope, chunk_rows, seen)
         self.warnings: list[str] = []
         self._it: Iterator[ValidatedChunk] | None = None
         self._ledger: Ledger | None = None
 
     async def start(self) -> None:
-        path, key, crs, scope, chunk_rows = self.args
+        path, key, crs, scope, chunk_rows, seen = self.args
         self._ledger = await asyncio.to_thread(open_ledger, path)
         self.warnings = _warnings(self._ledger)
-        self._it = _items(self._ledger, CredentialBox(key), crs, scope, chunk_rows)
+        self._it = _items(self._ledger, CredentialBox(key), crs, scope, chunk_rows, seen)
 
     async def next(self) -> ValidatedChunk | None:
         assert self._it is not None
@@ -113,7 +135,14 @@ def _send(out: Any, message: tuple[str, Any], parent: int) -> None:
 
 
 def _child(
-    path: Path, key: bytes, crs: str, scope: str | None, chunk_rows: int, out: Any, parent: int
+    path: Path,
+    key: bytes,
+    crs: str,
+    scope: str | None,
+    chunk_rows: int,
+    out: Any,
+    parent: int,
+    seen: Seen = None,
 ) -> None:
     """Entry point of the reader process: streams ("open"|"item"|"done"|"error", …) messages."""
     die_with_parent(parent)
@@ -123,7 +152,7 @@ def _child(
     try:
         with open_ledger(path) as ledger:
             _send(out, ("open", _warnings(ledger)), parent)
-            for item in _items(ledger, CredentialBox(key), crs, scope, chunk_rows):
+            for item in _items(ledger, CredentialBox(key), crs, scope, chunk_rows, seen):
                 _send(out, ("item", item), parent)
         _send(out, ("done", None), parent)
     except LedgerFormatError as exc:
@@ -145,13 +174,14 @@ class _ProcessSource:
         scope: str | None,
         chunk_rows: int,
         watch: ImportWatch | None = None,
+        seen: Seen = None,
     ):
         self.watch = watch
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding a loop & pool
         self.queue: Any = ctx.Queue(maxsize=2)
         self.proc = ctx.Process(
             target=_child,
-            args=(path, key, crs, scope, chunk_rows, self.queue, os.getpid()),
+            args=(path, key, crs, scope, chunk_rows, self.queue, os.getpid(), seen),
             daemon=True,
         )
         self.warnings: list[str] = []
@@ -198,6 +228,142 @@ class _ProcessSource:
         self.queue.cancel_join_thread()
 
 
+class _LedgerSource:
+    """The ledger through a thread or a process (by size), or — when the import found lines
+    an earlier import merged unchanged (`skip`) — a copy of it with those lines blank, so the
+    reader and validator see only the rest, at their own row numbers."""
+
+    def __init__(
+        self,
+        path: Path,
+        key: bytes,
+        crs: str,
+        scope: str | None,
+        chunk_rows: int,
+        reader: Literal["auto", "thread", "process"],
+        watch: ImportWatch,
+        digests: LineDigests | None,
+    ) -> None:
+        self.path, self.key, self.crs, self.scope = path, key, crs, scope
+        self.chunk_rows, self.reader, self.watch, self.digests = chunk_rows, reader, watch, digests
+        self.warnings: list[str] = []
+        self._inner: _ProcessSource | _ThreadSource | None = None
+        self._copy: Path | None = None
+        self._seen: dict[str, int] | None = None
+        self._nothing_left = False
+        self._header_only: ValidatedChunk | None = None
+
+    async def skip(self, unchanged: Unchanged) -> bool:
+        if self.digests is None:
+            return False
+        digests = self.digests
+        lines = unchanged.lines
+        if len(lines) == digests.rows:
+            self._nothing_left = True  # every non-blank line: nothing to read, or to copy
+            return True
+        try:
+            fd, name = tempfile.mkstemp(prefix=".import-", suffix=".csv", dir=self.path.parent)
+        except OSError:
+            fd, name = tempfile.mkstemp(prefix="camreg-import-", suffix=".csv")
+        os.close(fd)
+        copy = Path(name)
+        self._copy = copy
+        left = await asyncio.to_thread(write_remaining, self.path, copy, digests, lines)
+        # The copy must read as the file does: the encoding is detected from the first
+        # non-ASCII text, which may now be another line's.
+        if left and await asyncio.to_thread(_encoding, copy) != digests.encoding:
+            return False
+        rows, ids = await unchanged.gb_ids()
+        self._seen = dict(zip(ids, rows, strict=True))
+        self._nothing_left = not left
+        return True
+
+    async def start(self) -> None:
+        if self._nothing_left:
+            self.warnings, self._header_only = await asyncio.to_thread(
+                _header_only, self.path, self.key, self.crs, self.scope
+            )
+            return
+        path = self.path if self._seen is None else self._copy
+        assert path is not None
+        reader = self.reader
+        if reader == "auto":
+            size = await asyncio.to_thread(lambda: path.stat().st_size)
+            reader = "process" if size >= PROCESS_MIN_BYTES else "thread"
+        if reader == "process":
+            rows = min(self.chunk_rows, PROCESS_CHUNK_ROWS)
+            self._inner = _ProcessSource(
+                path, self.key, self.crs, self.scope, rows, self.watch, self._seen
+            )
+        else:
+            self._inner = _ThreadSource(
+                path, self.key, self.crs, self.scope, self.chunk_rows, self._seen
+            )
+        await self._inner.start()
+        self.warnings = self._inner.warnings
+
+    async def next(self) -> ValidatedChunk | None:
+        if self._inner is None:
+            chunk, self._header_only = self._header_only, None
+            return chunk
+        return await self._inner.next()
+
+    def close(self) -> None:
+        try:
+            if self._inner is not None:
+                self._inner.close()
+        finally:
+            if self._copy is not None:
+                self._copy.unlink(missing_ok=True)
+
+
+def _encoding(path: Path) -> str | None:
+    with open_ledger(path) as ledger:
+        return ledger.encoding
+
+
+def _header_only(
+    path: Path, key: bytes, crs: str, scope: str | None
+) -> tuple[list[str], ValidatedChunk]:
+    """The header's warnings, and a chunk of no rows that carries the file's columns."""
+    with open_ledger(path) as ledger:
+        columns: dict[str, list[str | None]] = {f: [] for f in ledger.fields}
+        empty = ChunkValidator(CredentialBox(key), crs, scope)(
+            columns, np.empty(0, dtype=np.int64), [], 1.0
+        )
+        return _warnings(ledger), empty
+
+
+def _digests(path: Path, crs: str, scope: str | None) -> LineDigests | None:
+    """The digests of a CSV ledger's lines (None for other files, and for a file the reader
+    will refuse: it then says why)."""
+    if not is_csv(path):
+        return None
+    try:
+        with open_ledger(path) as ledger:
+            return line_digests(ledger, crs=crs, scope=scope)
+    except (LedgerFormatError, OSError, UnicodeDecodeError):
+        return None
+
+
+async def _digests_aside(path: Path, crs: str, scope: str | None) -> LineDigests | None:
+    """`_digests` of a big file in a process of its own: ~2 µs of Python a line, in a thread
+    here, would hold this server's GIL against its requests for seconds."""
+    size = await asyncio.to_thread(lambda: path.stat().st_size)
+    if size < PROCESS_MIN_BYTES:
+        return await asyncio.to_thread(_digests, path, crs, scope)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, _digests, path, crs, scope)
+    finally:
+        pool.shutdown(wait=False)
+
+
 PROCESS_MIN_BYTES = 16 * 1024 * 1024  # below this a process costs more to start than it saves
 # Unpickling a chunk from the reader holds the server's GIL for the whole call (C code): 50,000
 # rows stalled every request for ~0.2 s. 5,000 rows cost ~20 ms, and validation stays vectorised.
@@ -220,20 +386,18 @@ async def import_ledger(
     reader: Literal["auto", "thread", "process"] = "auto",
     watch: ImportWatch | None = None,
     statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+    skip_unchanged: bool = True,
 ) -> ImportReport:
     """Import one ledger file through the registry's pipeline; `reader` forces where parsing
-    runs (default: by file size)."""
+    runs (default: by file size). Lines an earlier import merged into cameras nobody wrote
+    since are counted unchanged without being read again (`skip_unchanged`, see
+    `ingest.ledger.digest`)."""
     path = Path(path)
-    if reader == "auto":
-        size = await asyncio.to_thread(lambda: path.stat().st_size)
-        reader = "process" if size >= PROCESS_MIN_BYTES else "thread"
     watch = watch or ImportWatch()
-    source: _ProcessSource | _ThreadSource
-    if reader == "process":
-        rows = min(chunk_rows, PROCESS_CHUNK_ROWS)
-        source = _ProcessSource(path, box.key, crs, actor.scope, rows, watch)
-    else:
-        source = _ThreadSource(path, box.key, crs, actor.scope, chunk_rows)
+    digests = await _digests_aside(path, crs, actor.scope) if skip_unchanged else None
+    watch.step()
+    source = _LedgerSource(path, box.key, crs, actor.scope, chunk_rows, reader, watch, digests)
+    row_digests = None if digests is None else RowDigests(digests.blob, digests.lines.tolist())
     try:
         return await import_rows(
             pool,
@@ -246,6 +410,7 @@ async def import_ledger(
             on_progress=on_progress,
             watch=watch,
             statement_timeout_s=statement_timeout_s,
+            digests=row_digests,
         )
     finally:
         await asyncio.to_thread(source.close)

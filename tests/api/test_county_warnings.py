@@ -105,3 +105,38 @@ async def test_ledger_rows_far_from_their_county_import_with_a_row_warning(
     assert report.committed and report.inserted == 3 and not report.errors
     [warning] = report.warnings
     assert warning.startswith("row 3: ") and _km_outside(warning) == pytest.approx(240, abs=2)
+
+
+async def test_a_reimport_skipping_unchanged_lines_still_warns_about_them_in_row_order(
+    client: TestClient, county: None, tmp_path: Path
+) -> None:
+    far, near = lonlat(0.0, -250_000.0), lonlat(500.0, 500.0)
+    rows: list[list[Any]] = [
+        [f"140105000013200007{n:02d}", f"点位{n}", "二类", *(far if n % 2 else near)]
+        for n in range(4)
+    ]
+
+    def write(name: str, lines: list[list[Any]]) -> Path:
+        path = tmp_path / name
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["国标编码", "点位名称", "点位类型", "经度", "纬度"])
+            w.writerows(lines)
+        return path
+
+    actor = Actor("t", Role.ADMIN)
+    first = await import_ledger(client.app[POOL], client.app[BOX], actor, write("a.csv", rows))
+    assert first.inserted == 4 and first.placement_warnings == 2
+    # Lines 2, 4 and 5 (far) are skipped; 3 (far) changed and is read; 6 (far) is new.
+    rows[1] = [*rows[1][:1], "改名", *rows[1][2:]]
+    rows.append(["14010500001320000799", "新点位", "二类", *far])
+    path = write("b.csv", rows)
+    reports = [
+        await import_ledger(
+            client.app[POOL], client.app[BOX], actor, path, dry_run=True, skip_unchanged=skip
+        )
+        for skip in (True, False)
+    ]
+    assert reports[0].warnings == reports[1].warnings
+    assert [w.split(":")[0] for w in reports[0].warnings] == ["row 3", "row 5", "row 6"]
+    assert (reports[0].updated, reports[0].unchanged, reports[0].inserted) == (1, 3, 1)
