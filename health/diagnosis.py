@@ -728,7 +728,9 @@ def reference_picture(frames: Sequence[NDArray[Any]]) -> NDArray[np.uint8]:
     bgr = _prepare(frames, REFERENCE_SIZE[0] * 2)
     if not bgr:
         raise InvalidFrames("a reference picture needs at least one frame")
-    small = np.stack([cv2.resize(f, REFERENCE_SIZE, interpolation=cv2.INTER_AREA) for f in bgr])
+    small = np.stack(
+        [cv2.resize(f, REFERENCE_SIZE, interpolation=cv2.INTER_AREA) for f in bgr]
+    ).astype(np.uint8, copy=False)
     return np.asarray(_median_picture(small) + 0.5, np.uint8)
 
 
