@@ -158,6 +158,9 @@ def main() -> int:
         help="judge without the per-camera baselines (the absolute bars alone)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="timing passes")
+    parser.add_argument(
+        "--sizes", default="", help="only clips of these picture sizes (e.g. cif,360p)"
+    )
     parser.add_argument("--values", action="store_true", help="print every clip's values")
     args = parser.parse_args()
     labels = args.clips / "labels.json"
@@ -177,6 +180,8 @@ def main() -> int:
     clips = json.loads(labels.read_text(encoding="utf-8"))
     if args.split != "all":
         clips = [c for c in clips if c["split"] == args.split]
+    if args.sizes:
+        clips = [c for c in clips if c["size"] in args.sizes.split(",")]
     scenes = {s[0]: s for s in vqd_clips.SCENES}
     t = Thresholds()
     # The accepted reference: a clean clip of the scene at another moment (never the clip

@@ -584,13 +584,31 @@ def _make_reference(args: tuple[str, str, str, Path, str]) -> Path:
     return reference_clip(*args)
 
 
-def generate(out: Path, jobs: int, quick: bool = False) -> list[Clip]:
+def generate(
+    out: Path,
+    jobs: int,
+    quick: bool = False,
+    splits: tuple[str, ...] = (),
+    sizes: tuple[str, ...] = (),
+) -> list[Clip]:
+    """Make the clips (existing files are kept) and write labels.json for all of them.
+    `splits` / `sizes` make only those clips, splits in the order given (the rest can be
+    made by a later run); labels.json always lists the whole plan."""
     out.mkdir(parents=True, exist_ok=True)
-    clips = plan(quick)
+    every = plan(quick)
+    (out / "labels.json").write_text(
+        json.dumps([asdict(c) for c in every], indent=1), encoding="utf-8"
+    )
+    clips = [
+        c for c in every if (not splits or c.split in splits) and (not sizes or c.size in sizes)
+    ]
+    if splits:
+        clips.sort(key=lambda c: splits.index(c.split))
     sources = {s[0]: s[2] for s in SCENES}
     references = [
         (scene, kind, source, out, size)
-        for scene, kind, source, _ in SCENES
+        for scene, kind, source, split in SCENES
+        if not splits or split in splits
         for size in sorted({c.size for c in clips if c.scene == scene})
     ]
     start = time.perf_counter()
@@ -600,9 +618,6 @@ def generate(out: Path, jobs: int, quick: bool = False) -> list[Clip]:
         for i, _name in enumerate(pool.imap_unordered(_make, work), 1):
             if i % 50 == 0:
                 print(f"  {i}/{len(work)} clips ({time.perf_counter() - start:.0f} s)", flush=True)
-    (out / "labels.json").write_text(
-        json.dumps([asdict(c) for c in clips], indent=1), encoding="utf-8"
-    )
     return clips
 
 
@@ -611,8 +626,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="faulty clips of the train split only")
+    parser.add_argument("--splits", default="", help="only these splits, in this order (a,b)")
+    parser.add_argument("--sizes", default="", help="only these picture sizes (cif,360p,…)")
     args = parser.parse_args()
-    clips = generate(args.out, args.jobs, args.quick)
+    clips = generate(
+        args.out,
+        args.jobs,
+        args.quick,
+        tuple(s for s in args.splits.split(",") if s),
+        tuple(s for s in args.sizes.split(",") if s),
+    )
     print(f"{len(clips)} clips in {args.out}")
     return 0
 

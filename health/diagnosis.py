@@ -194,7 +194,7 @@ class Thresholds:
     frozen_frames: int = 10
     frozen_block_change: float = 6.0
     frozen_moving_share: float = 0.005
-    frozen_region_share: float = 0.015
+    frozen_region_share: float = 0.01
     signal_loss_share: float = 0.5
     signal_loss_black: float = 25.0
     signal_loss_uniform: float = 0.9
@@ -211,8 +211,8 @@ class Thresholds:
     stripes_amplitude: float = 3.5
     shake_px: float = 1.2
     shake_min_response: float = 0.1
-    baseline_noise_ratio: float = 1.5
-    baseline_stripes_ratio: float = 1.5
+    baseline_noise_ratio: float = 3.0
+    baseline_stripes_ratio: float = 2.5
     baseline_contrast_ratio: float = 0.7
     occlusion_share: float = 0.12
     occlusion_block: int = 10
@@ -303,7 +303,6 @@ class Baseline:
     """
 
     noise: float  # temporal residual in the flattest part (the noise value)
-    noise_bar: float  # the noise bar that sample was judged against (texture allowance)
     stripes: float  # strongest periodic row-profile change
     contrast: float  # median grey standard deviation
 
@@ -804,11 +803,13 @@ def _cast_against(
 
 
 def _against_baseline(threshold_of: dict[str, float], b: Baseline, t: Thresholds) -> None:
-    """Raise the bars of the checks a scene's nature can pass to what *change* from the
-    camera's own normal means (never below the absolute bars)."""
-    threshold_of["noise"] = max(
-        threshold_of["noise"], t.baseline_noise_ratio * max(b.noise, b.noise_bar * 0.0)
-    )
+    """The bars of the checks a scene's nature can pass, judged as change from the camera's
+    own normal. Noise and stripes: `baseline_*_ratio` × what the accepted sample showed (never
+    below the absolute bar, which stays the floor: snow on a flat street is not excused by
+    its baseline). Contrast: below `baseline_contrast_ratio` of the accepted contrast when that
+    is under the absolute bar (a view that is flat by nature is warned about only when it
+    flattens further)."""
+    threshold_of["noise"] = max(threshold_of["noise"], t.baseline_noise_ratio * b.noise)
     threshold_of["stripes"] = max(threshold_of["stripes"], t.baseline_stripes_ratio * b.stripes)
     threshold_of["low_contrast"] = min(
         threshold_of["low_contrast"], t.baseline_contrast_ratio * b.contrast
@@ -917,7 +918,6 @@ def diagnose(
             )
         measured = Baseline(
             noise=noise,
-            noise_bar=threshold_of["noise"],
             stripes=stripes,
             contrast=values["low_contrast"],
         )
