@@ -211,7 +211,8 @@ class Thresholds:
     stripes_amplitude: float = 3.5
     shake_px: float = 1.2
     shake_min_response: float = 0.1
-    baseline_noise_ratio: float = 3.0
+    baseline_noise_ratio: float = 1.4
+    baseline_noise_margin: float = 1.0
     baseline_stripes_ratio: float = 2.5
     baseline_contrast_ratio: float = 0.7
     occlusion_share: float = 0.12
@@ -804,12 +805,18 @@ def _cast_against(
 
 def _against_baseline(threshold_of: dict[str, float], b: Baseline, t: Thresholds) -> None:
     """The bars of the checks a scene's nature can pass, judged as change from the camera's
-    own normal. Noise and stripes: `baseline_*_ratio` × what the accepted sample showed (never
-    below the absolute bar, which stays the floor: snow on a flat street is not excused by
-    its baseline). Contrast: below `baseline_contrast_ratio` of the accepted contrast when that
-    is under the absolute bar (a view that is flat by nature is warned about only when it
-    flattens further)."""
-    threshold_of["noise"] = max(threshold_of["noise"], t.baseline_noise_ratio * b.noise)
+    own normal. Noise: the accepted sample's residual plus `baseline_noise_margin` and at
+    least `baseline_noise_ratio` × it; stripes: `baseline_stripes_ratio` × the accepted
+    sample's. Never below the absolute bars, which stay the floor (snow on a flat street is
+    not excused by its baseline). Contrast: below `baseline_contrast_ratio` of the accepted
+    contrast when that is under the absolute bar (a view that is flat by nature is warned
+    about only when it flattens further)."""
+    # With a baseline the texture allowance is the camera's own: the bar is its accepted
+    # residual plus a margin (and a share of it, as a textured view's sway residual varies
+    # with the sway), never below the absolute bar.
+    threshold_of["noise"] = max(
+        t.noise_level, b.noise + t.baseline_noise_margin, t.baseline_noise_ratio * b.noise
+    )
     threshold_of["stripes"] = max(threshold_of["stripes"], t.baseline_stripes_ratio * b.stripes)
     threshold_of["low_contrast"] = min(
         threshold_of["low_contrast"], t.baseline_contrast_ratio * b.contrast
