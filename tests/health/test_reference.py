@@ -28,6 +28,7 @@ def test_the_baseline_travels_inside_the_reference_png() -> None:
     assert baseline == accepted.baseline
     # Any PNG reader still sees the picture.
     plain = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert plain is not None
     assert np.array_equal(plain, accepted.picture)
 
 
