@@ -171,7 +171,10 @@ async def ffmpeg_rate(
                 await asyncio.wait_for(proc.wait(), seconds + 20)
             except TimeoutError:
                 proc.kill()
-                await proc.wait()
+                # Bounded: under a load average of 40 asyncio's child watcher once lost an
+                # ffmpeg's exit ("Unknown child process") and this wait hung the bench.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 5)
             if proc.returncode != 0:
                 failed += 1
             else:
