@@ -1,6 +1,7 @@
 """Generate the labelled clip set for the video-quality diagnosis benchmark (bench_vqd.py).
 
     python bench/vqd_clips.py [--out bench/out/vqd-clips] [--jobs 2] [--quick]
+                              [--splits train,test,fresh2,fresh] [--sizes cif,360p]
 
 Nothing here is committed as video: the clips are made on the machine, from
 - FFmpeg's test sources with motion and texture (`testsrc2`, `mandelbrot`, `smptehdbars` with a
@@ -14,7 +15,10 @@ is injected at three strengths, then the clip is encoded with x264 at a realisti
 resolution and bit rate (CIF at 256–512 kbps … 1080p at 2–4 Mbps), 2 s at 15 fps, GOP of 1 s,
 as a camera's sub or main stream. `labels.json` lists every clip: scene, split (scenes are
 split, so the held-out split has scenes never seen while tuning), fault, strength, size, bit
-rate, and the items it must fire.
+rate, and the items it must fire. `--splits` / `--sizes` make a subset (the same clips, in
+that split order; labels.json still lists all): on a loaded machine the 720p/1080p clips cost
+most. Splits: train (tuning), test (looked at), fresh (run once, then studied), fresh2 (added
+after that from sources never used: run once with the detectors frozen).
 
 Needs ffmpeg with libx264 (Debian: `apt-get install -y ffmpeg`) and scikit-image (a bench-only
 dependency: `pip install -e '.[bench]'`; its photographs are in the wheel).
