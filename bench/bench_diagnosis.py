@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import resource
 import shutil
@@ -59,11 +60,23 @@ async def stagger(i: int, parallel: int, seconds: float) -> None:
         await asyncio.sleep(i * seconds / parallel)
 
 
+def steady(done_at: list[float], parallel: int) -> float:
+    """Streams/s while the pool is full: between the `parallel`-th completion (the ramp-up of
+    staggered first starts is over) and the `parallel`-th from last (the drain, when slots
+    empty with no camera left to start, has not begun). A worker's pool runs that way all day;
+    the ends of a 160-stream run are this bench's, not the worker's."""
+    ends = sorted(done_at)
+    first, last = parallel, len(ends) - parallel
+    if last - first < 2:
+        return math.nan
+    return (last - first) / (ends[last] - ends[first])
+
+
 async def diagnose_rate(
     sampler: FrameSampler, uris: list[str], count: int, seconds: float
-) -> tuple[float, int, list[tuple[int, int, int]]]:
-    """(diagnosed streams/s, failed, memory samples (workers, RSS KiB, PSS KiB)) for `count`
-    streams."""
+) -> tuple[float, float, int, list[tuple[int, int, int]]]:
+    """(diagnosed streams/s end to end, in the steady state, failed, memory samples (workers,
+    RSS KiB, PSS KiB)) for `count` streams."""
     cycle = itertools.cycle(uris)
     failed = 0
     samples: list[tuple[int, int, int]] = []
@@ -71,6 +84,7 @@ async def diagnose_rate(
     slot_s: list[float] = []
     held_s: list[float] = []
     seen: set[int] = set()
+    done_at: list[float] = []
     done = asyncio.Event()
 
     async def watch() -> None:
@@ -98,6 +112,8 @@ async def diagnose_rate(
             first_ms.append(result.first_frame_ms)
         if result.failure is not None or "signal_loss" in diagnosis.fired:
             failed += 1
+        else:
+            done_at.append(time.perf_counter())
 
     watcher = asyncio.create_task(watch())
     start = time.perf_counter()
@@ -113,15 +129,17 @@ async def diagnose_rate(
             f"{len(seen)} worker processes seen"
         )
     # Only streams that yielded frames count: a failed open is not a diagnosis.
-    return (count - failed) / elapsed, failed, samples
+    return (count - failed) / elapsed, steady(done_at, sampler.processes), failed, samples
 
 
 async def ffmpeg_rate(
     ffmpeg: str, uris: list[str], parallel: int, count: int, seconds: float
-) -> tuple[float, int]:
+) -> tuple[float, float, int]:
+    """(streams/s end to end, in the steady state, failed) for `count` ffmpeg decodes."""
     cycle = itertools.cycle(uris)
     slots = asyncio.Semaphore(parallel)
     failed = 0
+    done_at: list[float] = []
 
     async def one(i: int) -> None:
         nonlocal failed
@@ -153,13 +171,18 @@ async def ffmpeg_rate(
                 await asyncio.wait_for(proc.wait(), seconds + 20)
             except TimeoutError:
                 proc.kill()
-                await proc.wait()
+                # Bounded: under a load average of 40 asyncio's child watcher once lost an
+                # ffmpeg's exit ("Unknown child process") and this wait hung the bench.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 5)
             if proc.returncode != 0:
                 failed += 1
+            else:
+                done_at.append(time.perf_counter())
 
     start = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(count)))
-    return count / (time.perf_counter() - start), failed
+    return count / (time.perf_counter() - start), steady(done_at, parallel), failed
 
 
 async def main() -> int:
@@ -186,6 +209,8 @@ async def main() -> int:
         return 2
     mounts = max(1, args.processes // args.servers)
     rates: list[float] = []
+    steady_rates: list[float] = []
+    steady_anchors: list[float] = []
     anchors: list[float] = []
     per_worker_rss: list[float] = []
     per_worker_pss: list[float] = []
@@ -196,20 +221,32 @@ async def main() -> int:
     with gstreamer_servers(args.servers, mounts, args.size, live=args.live) as (uris, server_pids):
         print(f"{len(uris)} GStreamer {args.size} endpoints; {args.processes} sampler processes")
         # 32 processes importing OpenCV at once on a loaded 2-core machine can take > 30 s.
+        load0 = os.getloadavg()
+        print(f"load average before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
+        up0 = time.perf_counter()
         async with FrameSampler(processes=args.processes, start_timeout=180.0) as sampler:
             # Spawn every worker (importing OpenCV) before timing: a worker lives for many
-            # cameras, so its start-up is not a per-stream cost.
+            # cameras, so its start-up is not a per-stream cost. Reported on its own.
             await asyncio.gather(
                 *(sampler.sample(uris[i % len(uris)], seconds=0.2) for i in range(args.processes))
+            )
+            up_s = time.perf_counter() - up0
+            up_cpu = cpu_seconds(worker_pids(sampler))
+            print(
+                f"start-up: {args.processes} worker processes ready and warm after {up_s:.1f} s, "
+                f"{up_cpu:.1f} CPU-s in them ({up_cpu / args.processes:.2f} s each, one short "
+                "sample included)",
+                flush=True,
             )
             for i in range(args.repeat):
                 cpu0, srv0 = time.process_time(), cpu_seconds(server_pids)
                 pids = worker_pids(sampler)
                 work0 = cpu_seconds(pids)
                 wall0 = time.perf_counter()
-                rate, failed, samples = await diagnose_rate(
+                rate, steady_rate, failed, samples = await diagnose_rate(
                     sampler, uris, args.streams, args.seconds
                 )
+                steady_rates.append(steady_rate)
                 wall = time.perf_counter() - wall0
                 srv_s = cpu_seconds(server_pids) - srv0
                 parent_s = time.process_time() - cpu0
@@ -225,16 +262,18 @@ async def main() -> int:
                 per_worker_rss.append(rss)
                 per_worker_pss.append(pss)
                 print(
-                    f"  run {i + 1}: {rate:5.2f} streams/s ({failed} failed); per capture "
+                    f"  run {i + 1}: {rate:5.2f} streams/s end to end, {steady_rate:5.2f} in the "
+                    f"steady state ({failed} failed; load {os.getloadavg()[0]:.1f}); per capture "
                     f"RSS {rss:.0f} MiB, PSS {pss:.0f} MiB; CPU: workers {work_s:.0f} s, GStreamer "
                     f"{srv_s:.1f} s, parent {parent_s:.1f} s over {wall:.1f} s",
                     flush=True,
                 )
                 kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 srv0, wall0 = cpu_seconds(server_pids), time.perf_counter()
-                rate, failed = await ffmpeg_rate(
+                rate, steady_rate, failed = await ffmpeg_rate(
                     ffmpeg, uris, args.processes, args.streams, args.seconds
                 )
+                steady_anchors.append(steady_rate)
                 wall = time.perf_counter() - wall0
                 kids = resource.getrusage(resource.RUSAGE_CHILDREN)
                 ff_s = kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime
@@ -242,7 +281,9 @@ async def main() -> int:
                 anchor_server.append((cpu_seconds(server_pids) - srv0) / wall)
                 anchors.append(rate)
                 print(
-                    f"  run {i + 1}: anchor ffmpeg decode: {rate:5.2f} streams/s ({failed} failed);"
+                    f"  run {i + 1}: anchor ffmpeg decode: {rate:5.2f} streams/s, "
+                    f"{steady_rate:5.2f} "
+                    f"steady ({failed} failed; load {os.getloadavg()[0]:.1f});"
                     f" CPU: ffmpeg {ff_s:.1f} s, GStreamer {anchor_server[-1] * wall:.1f} s "
                     f"over {wall:.1f} s",
                     flush=True,
@@ -252,6 +293,10 @@ async def main() -> int:
     print(f"FrameSampler sample+diagnose, {args.processes} processes  {r:6.2f} streams/s")
     print(f"anchor: ffmpeg -f null, {args.processes} parallel          {a:6.2f} streams/s")
     print(f"ratio                                            {r / a:6.2f}")
+    sr, sa = median(steady_rates), median(steady_anchors)
+    print(
+        f"steady state (pool full): ours {sr:.2f}, anchor {sa:.2f} streams/s, ratio {sr / sa:.2f}"
+    )
     print(
         f"memory per concurrent capture: RSS {median(per_worker_rss):.0f} MiB, "
         f"PSS {median(per_worker_pss):.0f} MiB (worker process incl. OpenCV/FFmpeg)"

@@ -57,7 +57,9 @@ def _summary(name: str, values: list[float], bar: float, below: bool) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=Path, default=vqd_clips.OUT)
-    parser.add_argument("--split", choices=("train", "test", "fresh", "all"), default="all")
+    parser.add_argument(
+        "--split", choices=("train", "test", "fresh", "fresh2", "all"), default="all"
+    )
     args = parser.parse_args()
     labels = args.clips / "labels.json"
     if not labels.exists():

@@ -54,7 +54,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from health.diagnosis import Diagnosis, Thresholds, diagnose
+from health.diagnosis import Baseline, Diagnosis, Thresholds, diagnose
 from health.rtsp import redact_uri
 
 __all__ = ["FrameSampler", "SampleFailure", "SampleResult", "sample_frames"]
@@ -461,9 +461,12 @@ def _job(name: str, uri: str, kwargs: dict[str, Any]) -> tuple[Any, bool]:
     kwargs = dict(kwargs)
     thresholds = kwargs.pop("thresholds", None)
     reference = kwargs.pop("reference", None)
+    baseline = kwargs.pop("baseline", None)
     result, stuck = _sample(uri, **kwargs)
     if name in ("diagnose", "diagnose_lean"):
-        diagnosis = diagnose(result.frames, thresholds=thresholds, reference=reference)
+        diagnosis = diagnose(
+            result.frames, thresholds=thresholds, reference=reference, baseline=baseline
+        )
         if name == "diagnose_lean":
             result.frames = []
         return (result, diagnosis), stuck
@@ -586,13 +589,15 @@ class FrameSampler:
         overall_timeout: float | None = None,
         keep_frames: bool = True,
         reference: NDArray[np.uint8] | None = None,
+        baseline: Baseline | None = None,
         **kw: Any,
     ) -> tuple[SampleResult, Diagnosis]:
         """Sample and diagnose in the worker; a failed sample is diagnosed as signal loss.
 
         `reference` is the camera's accepted scene picture (`Diagnosis.picture` of an earlier
         clean sample, 160×90 BGR, ~43 KB through the pipe): with it scene_change and occlusion
-        are judged, and colour_cast is measured against it.
+        are judged, and colour_cast is measured against it; `baseline` (kept with it) lets
+        noise, stripes and contrast be judged against the camera's own normal.
 
         With `keep_frames=False` the sampled frames stay in the worker (`result.frames` is
         empty; the thumbnail and every count are kept): the diagnosis already used them, and
@@ -601,7 +606,10 @@ class FrameSampler:
         """
         job = "diagnose" if keep_frames else "diagnose_lean"
         payload = await self._run(
-            job, uri, {**kw, "thresholds": self.thresholds, "reference": reference}, overall_timeout
+            job,
+            uri,
+            {**kw, "thresholds": self.thresholds, "reference": reference, "baseline": baseline},
+            overall_timeout,
         )
         if isinstance(payload, tuple) and isinstance(payload[0], SampleResult):
             return payload[0], payload[1]
@@ -664,7 +672,7 @@ class FrameSampler:
         """Run a job; returns its payload or (failure, error) when the worker failed."""
         if self._closed:
             raise RuntimeError("FrameSampler is closed")
-        unknown = set(kw) - _SAMPLE_ARGS - {"thresholds", "reference"}
+        unknown = set(kw) - _SAMPLE_ARGS - {"thresholds", "reference", "baseline"}
         if unknown:
             raise TypeError(f"unknown sampling arguments: {sorted(unknown)}")
         limit = self._deadline(kw) if limit_s is None else limit_s

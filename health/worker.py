@@ -21,9 +21,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import asyncpg
-import cv2
-import numpy as np
-from numpy.typing import NDArray
 
 from camera_registry.crypto import CredentialBox
 from camera_registry.store.streams import with_credentials
@@ -39,6 +36,7 @@ from health.errors import (
 from health.frames import FrameSampler
 from health.media import MediaOpener
 from health.ptz import PtzMover, picture_change
+from health.reference import decode_reference, encode_reference
 from health.rtsp import ProbeResult, probe_rtsp
 from health.status import (
     Outcome,
@@ -307,6 +305,7 @@ class Worker:
         bytes | None,
     ]:
         assert self.sampler is not None
+        reference, baseline = decode_reference(lease.reference)
         # One frame more than a frozen run needs, plus slack, however slow the stream.
         min_frames = self.sampler.thresholds.frozen_frames + 2
         sample, diag = await self.sampler.diagnose_stream(
@@ -316,7 +315,8 @@ class Worker:
             # keep at least a frozen run's worth: a thinned sample could never show one
             max_frames=max(20, min_frames),
             keep_frames=False,
-            reference=_decode_reference(lease.reference),
+            reference=reference,
+            baseline=baseline,
         )
         ptz_report: dict[str, Any] | None = None
         if ptz and self.ptz_mover is not None and self.sampler.thresholds.ptz_check:
@@ -354,8 +354,9 @@ class Worker:
         verdict: Verdict = "fault" if diag.faulty else "clean"
         picture = None
         if diag.picture is not None:
-            ok, png = cv2.imencode(".png", diag.picture)
-            picture = png.tobytes() if ok else None
+            # The sample's statistics go with its picture: if it becomes the reference, they
+            # are the camera's baseline.
+            picture = encode_reference(diag.picture, diag.baseline)
         return "ok", (verdict, diag.faults), report, sample.thumbnail, picture
 
     async def run_media_once(self) -> int:
@@ -511,15 +512,6 @@ class Worker:
             if n == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.cfg.idle_sleep_s)
-
-
-def _decode_reference(png: bytes | None) -> NDArray[np.uint8] | None:
-    """The stored scene reference as a BGR picture (None when there is none or it is
-    unreadable: then scene change and occlusion are not judged, nothing else changes)."""
-    if not png:
-        return None
-    picture = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    return None if picture is None else np.asarray(picture, np.uint8)
 
 
 def _merged(first: Transition | None, second: Transition | None) -> Transition | None:

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from api.state import BOX, POOL, WORKER
 from health.diagnosis import CHECKS, Thresholds
 from health.frames import FrameSampler
+from health.reference import decode_reference
 from health.status import StatusPolicy
 from health.worker import Worker, WorkerConfig
 
@@ -148,6 +149,14 @@ async def test_the_scheduler_makes_faulty_cameras_degraded_and_keeps_the_clean_o
     clean = await _health(client, admin, ids["scene"])
     assert clean["status"] == "online"
     assert clean["reference"]["source"] == "first_clean"  # its first clean picture
+    # The accepted reference keeps that sample's baseline with its picture.
+    for cam in (ids["scene"], ids["scene-occluded"]):
+        stored = await pool.fetchval(
+            "SELECT reference FROM camera_health WHERE camera_id = $1", uuid.UUID(cam)
+        )
+        picture, baseline = decode_reference(stored)
+        assert picture is not None and baseline is not None, cam
+        assert baseline.contrast > 0
     # The history says why: confirmed by the second faulty diagnosis.
     reason = await pool.fetchval(
         "SELECT reason FROM status_transitions WHERE camera_id = $1 AND new = 'degraded'",
