@@ -63,6 +63,7 @@ def summary(server: SipServer) -> dict[str, object]:
         "bodies_refused": {k: c[v] for k, v in BODY_REFUSALS.items()},
         "mislabelled_charset": c["mislabelled_charset"],
         "rate_limited": rate_limited(server),
+        "shed": c["shed"],
         "catalogs": {
             "complete": c["catalogs_complete"],
             "partial": c["catalogs_partial"],
@@ -127,6 +128,12 @@ class Gb28181Collector(Collector):
             p + "bodies_mislabelled_charset",
             "bodies whose declared charset was wrong (decoded by sniffing, accepted)",
             c["mislabelled_charset"],
+        )
+        yield CounterMetricFamily(
+            p + "shed",
+            "new devices' REGISTERs answered 503 + Retry-After while the server was behind "
+            "(load shedding, RFC 3261 §21.5.4)",
+            c["shed"],
         )
         limited = CounterMetricFamily(
             p + "rate_limited",
