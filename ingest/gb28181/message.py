@@ -390,7 +390,8 @@ class SipMessage:
 
     @property
     def top_via(self) -> Via:
-        values = self.headers.get_all("Via")
+        value = self.headers.get("Via")
+        values = split_commas(value) if value is not None else []
         if not values:
             raise SipParseError("no Via")
         return Via.parse(values[0])

@@ -89,11 +89,12 @@ class SipServerConfig:
     max_sources: int = 100_000
     response_cache_size: int = 50_000
     max_concurrent: int = 512
-    # Load shedding (RFC 3261 §21.5.4): while requests wait longer than `shed_wait_s` in the
-    # socket buffer, or `shed_in_flight` are being handled, a new device's first REGISTER is
-    # answered 503 with a Retry-After drawn from `shed_retry_after_s`; registered devices and
-    # registrations already under way are served.
+    # Load shedding (RFC 3261 §21.5.4): while requests have waited longer than `shed_wait_s` in
+    # the socket buffer for `shed_after_s` on end, or `shed_in_flight` are being handled, a new
+    # device's first REGISTER is answered 503 with a Retry-After drawn from
+    # `shed_retry_after_s`; registered devices and registrations already under way are served.
     shed_wait_s: float = 0.25
+    shed_after_s: float = 1.0
     shed_in_flight: int = 384
     shed_retry_after_s: tuple[int, int] = (2, 10)
     max_tasks: int = 2_000
@@ -260,6 +261,7 @@ class SipServer:
         )
         self.transport.early = self._early
         self._key: Any = None  # the raw cache key of the UDP request being delivered
+        self._late_since: float | None = None  # since when every request read was late
         self.transactions = ClientTransactions(self.transport, t1=config.t1)
         self.verifier = DigestVerifier(
             config.domain,
@@ -503,6 +505,11 @@ class SipServer:
         once, when ready); of one answered, gets the same bytes again. Either way it is never
         turned into work again. The key is kept for `_on_message`, which runs next, at once.
         """
+        if self.transport.age >= self.config.shed_wait_s:
+            if self._late_since is None:
+                self._late_since = time.monotonic()
+        else:
+            self._late_since = None
         key = self._key = ResponseCache.raw_key(data, peer)
         if key is None:
             return False
@@ -542,11 +549,16 @@ class SipServer:
         task.add_done_callback(self._task_done)
 
     def _behind(self) -> bool:
-        """Is this server behind: the request waited too long to be read, or too much is being
-        handled? Either way answers are heading past the device's T1 (0.5 s), and each late
-        answer brings retransmissions (up to 10 per request) that add to the load."""
+        """Is this server behind: every request read for a while had waited too long, or too
+        much is being handled? Either way answers are heading past the device's T1 (0.5 s), and
+        each late answer brings retransmissions (up to 10 per request) that add to the load."""
         cfg = self.config
-        return self.transport.age >= cfg.shed_wait_s or self._in_flight >= cfg.shed_in_flight
+        if self._in_flight >= cfg.shed_in_flight:
+            return True
+        # late on end, not once: one stall of the process (a busy machine) delays the datagrams
+        # read after it, and those must not cost a device a Retry-After
+        since = self._late_since
+        return since is not None and time.monotonic() - since >= cfg.shed_after_s
 
     def _new_device(self, request: SipRequest) -> bool:
         """A REGISTER that starts new work: no credentials yet (a device mid-handshake, having

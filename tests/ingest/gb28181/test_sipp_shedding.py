@@ -10,14 +10,17 @@ them is the threshold), exactly as a slow database holds them at a registration 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.gb28181 import manscdp
 from ingest.gb28181.registrar import DeviceAccess
 from ingest.gb28181.server import SipServer, SipServerConfig
 from tests.ingest.gb28181.peers import IPC_ID, NVR_ID, Directory, Recorder, Sipp
+from tests.ingest.gb28181.simdevice import SimDevice
 
 FLOOD = [f"3402000000132000{i:04d}" for i in range(100, 108)]
 IN_HAND = 4
@@ -139,3 +142,35 @@ async def test_a_registered_device_re_registering_is_never_shed(
         await server.stop()
     assert server.counters["shed"] == 1
     assert server.counters["registered"] == 2
+
+
+async def test_requests_that_waited_in_the_socket_shed_a_new_device_not_a_registered_one(
+    config: SipServerConfig, directory: Directory, recorder: Recorder
+) -> None:
+    """The other signal: how long requests waited in the socket buffer (the kernel's arrival
+    stamp). The process is made to stall with both requests waiting: they are read 0.4 s late,
+    past `shed_wait_s`, so the new device is shed and the registered one is served."""
+    config.shed_wait_s = 3_600.0  # not yet
+    config.shed_after_s = 0.0  # shed at the first late read
+    server = SipServer(config, directory, recorder)
+    await server.start()
+    old = await SimDevice(IPC_ID, server.port).open()
+    new = await SimDevice(NVR_ID, server.port).open()
+    try:
+        assert (await old.register()).status == 200
+        server.config.shed_wait_s = 0.25
+        register = new.request("REGISTER", extra={"Expires": "3600"})
+        keepalive = old.request("MESSAGE", body=manscdp.build_keepalive(7, IPC_ID))
+        new.send(register)
+        old.send(keepalive)
+        time.sleep(0.4)  # noqa: ASYNC251 - the stall under test: the loop cannot read meanwhile
+        shed = await new.response(to=register)
+        assert shed.status == 503
+        assert (shed.headers.get("Retry-After") or "").isdigit()
+        assert (await old.response(to=keepalive)).status == 200
+    finally:
+        old.close()
+        new.close()
+        await server.stop()
+    assert server.counters["shed"] == 1
+    assert server.registrar.live(NVR_ID) is None
