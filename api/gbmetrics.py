@@ -69,6 +69,7 @@ def summary(server: SipServer) -> dict[str, object]:
             "partial": c["catalogs_partial"],
             "counted_by_store": c["catalogs_counted_by_store"],
             "batches": c["catalog_batches"],
+            "requeried": c["catalogs_requeried"],
         },
         "notify_events": {e: server.notify_by_event[e] for e in (*NOTIFY_EVENTS, "other")},
         "invites": {o: server.invites[o] for o in INVITE_OUTCOMES},
@@ -153,6 +154,11 @@ class Gb28181Collector(Collector):
         catalogs.add_metric(["partial"], c["catalogs_partial"])
         catalogs.add_metric(["counted_by_store"], c["catalogs_counted_by_store"])
         yield catalogs
+        yield CounterMetricFamily(
+            p + "catalogs_requeried",
+            "catalogs queried once more after registering because the first answer ended partial",
+            c["catalogs_requeried"],
+        )
         notify = CounterMetricFamily(
             p + "notify_events", "catalog NOTIFY items by event", labels=["event"]
         )

@@ -335,6 +335,7 @@ class SipServer:
                 "catalog_messages",
                 "catalogs_complete",
                 "catalogs_partial",
+                "catalogs_requeried",
                 "catalog_batches",
                 "catalogs_counted_by_store",
                 "notify_events",
@@ -677,9 +678,23 @@ class SipServer:
 
     async def _query_device(self, device_id: str) -> None:
         await asyncio.gather(
-            self._quietly(self.query_catalog(device_id)),
+            self._quietly(self._whole_catalog(device_id)),
             self._quietly(self.query(device_id, "DeviceInfo")),
         )
+
+    async def _whole_catalog(self, device_id: str) -> None:
+        """Query the catalog; if it ended partial (idle timeout before SumNum items), once more.
+
+        Under load a device whose MESSAGE went unanswered for its 32 s of retransmissions gives
+        up the rest of its catalog: those channels would be lost until it next registers. A
+        second query gets them; a device that really sends fewer than SumNum items is asked
+        once again only (both answers are kept, the second is the one recorded last).
+        """
+        result = await self.query_catalog(device_id)
+        if result.complete or not result.tracked or self.registrar.live(device_id) is None:
+            return
+        self.counters["catalogs_requeried"] += 1
+        await self.query_catalog(device_id)
 
     async def _quietly(self, aw: Awaitable[Any]) -> None:
         try:
