@@ -54,7 +54,7 @@ from ingest.gb28181.message import (
 )
 from ingest.gb28181.registrar import DeviceDirectory, Registrar, Registration
 from ingest.gb28181.transactions import ClientTransactions
-from ingest.gb28181.transport import Peer, ResponseCache, SipTransport, target_for
+from ingest.gb28181.transport import Peer, RateLimiter, ResponseCache, SipTransport, target_for
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ class SipServerConfig:
     shed_after_s: float = 1.0
     shed_in_flight: int = 384
     shed_retry_after_s: tuple[int, int] = (2, 10)
+    # While behind, still admit this many new devices a second: a server kept behind by its
+    # registered devices alone (a starved process) would otherwise never register another.
+    shed_admit_per_s: float = 20.0
     max_tasks: int = 2_000
     max_device_queries: int = 2_000  # devices queried at once after registering
     max_pending_queries: int = 20_000
@@ -262,6 +265,8 @@ class SipServer:
         self.transport.early = self._early
         self._key: Any = None  # the raw cache key of the UDP request being delivered
         self._late_since: float | None = None  # since when every request read was late
+        admit = config.shed_admit_per_s
+        self._admit = RateLimiter(admit, max(1.0, admit), max_keys=1) if admit > 0 else None
         self.transactions = ClientTransactions(self.transport, t1=config.t1)
         self.verifier = DigestVerifier(
             config.domain,
@@ -532,7 +537,12 @@ class SipServer:
             return  # ACK ends a server INVITE transaction; this server answers none itself
         if peer.transport != "UDP":
             key = None
-        if message.method == "REGISTER" and self._behind() and self._new_device(message):
+        if (
+            message.method == "REGISTER"
+            and self._behind()
+            and self._new_device(message)
+            and (self._admit is None or not self._admit.allow(None))
+        ):
             self._shed(message, peer, key)
             return
         if self._in_flight >= self.config.max_concurrent:

@@ -61,6 +61,7 @@ async def test_new_devices_are_shed_with_503_while_registered_devices_keep_alive
     config: SipServerConfig, recorder: Recorder, tmp_path: Path
 ) -> None:
     config.shed_in_flight = IN_HAND
+    config.shed_admit_per_s = 0.0  # no newcomer admitted while behind: all shed
     config.shed_retry_after_s = (3, 7)
     directory = HeldDirectory()
     for device_id in (IPC_ID, NVR_ID, *FLOOD):
@@ -126,6 +127,7 @@ async def test_a_registered_device_re_registering_is_never_shed(
     config: SipServerConfig, recorder: Recorder, tmp_path: Path
 ) -> None:
     config.shed_in_flight = 0  # behind all the time
+    config.shed_admit_per_s = 0.0
     directory = Directory()
     directory.add(IPC_ID)
     server = SipServer(config, directory, recorder)
@@ -152,6 +154,7 @@ async def test_requests_that_waited_in_the_socket_shed_a_new_device_not_a_regist
     past `shed_wait_s`, so the new device is shed and the registered one is served."""
     config.shed_wait_s = 3_600.0  # not yet
     config.shed_after_s = 0.0  # shed at the first late read
+    config.shed_admit_per_s = 0.0
     server = SipServer(config, directory, recorder)
     await server.start()
     old = await SimDevice(IPC_ID, server.port).open()
@@ -174,3 +177,25 @@ async def test_requests_that_waited_in_the_socket_shed_a_new_device_not_a_regist
         await server.stop()
     assert server.counters["shed"] == 1
     assert server.registrar.live(NVR_ID) is None
+
+
+async def test_while_behind_newcomers_are_still_admitted_at_the_admission_rate(
+    config: SipServerConfig, directory: Directory, recorder: Recorder
+) -> None:
+    """A server kept behind by its registered devices alone must still let new ones in, at
+    `shed_admit_per_s` (one per 1,000 s here: the first newcomer in, the next one shed)."""
+    config.shed_in_flight = 0  # behind all the time
+    config.shed_admit_per_s = 0.001
+    server = SipServer(config, directory, recorder)
+    await server.start()
+    first = await SimDevice(IPC_ID, server.port).open()
+    second = await SimDevice(NVR_ID, server.port).open()
+    try:
+        assert (await first.register()).status == 200
+        shed = await second.register()
+        assert shed.status == 503
+    finally:
+        first.close()
+        second.close()
+        await server.stop()
+    assert server.counters["shed"] == 1
