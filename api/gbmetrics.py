@@ -64,6 +64,7 @@ def summary(server: SipServer) -> dict[str, object]:
         "mislabelled_charset": c["mislabelled_charset"],
         "rate_limited": rate_limited(server),
         "shed": c["shed"],
+        "register_late": c["register_late"],
         "catalogs": {
             "complete": c["catalogs_complete"],
             "partial": c["catalogs_partial"],
@@ -135,6 +136,12 @@ class Gb28181Collector(Collector):
             "new devices' REGISTERs answered 503 + Retry-After while the server was behind "
             "(load shedding, RFC 3261 §21.5.4)",
             c["shed"],
+        )
+        yield CounterMetricFamily(
+            p + "register_late",
+            "REGISTERs answered 503 + Retry-After because the registry's password lookup took "
+            "longer than the deadline (8 s): the database is behind",
+            c["register_late"],
         )
         limited = CounterMetricFamily(
             p + "rate_limited",

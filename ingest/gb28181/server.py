@@ -100,6 +100,7 @@ class SipServerConfig:
     # While behind, still admit this many new devices a second: a server kept behind by its
     # registered devices alone (a starved process) would otherwise never register another.
     shed_admit_per_s: float = 20.0
+    register_deadline_s: float = 8.0  # a REGISTER still in hand then is answered 503
     max_tasks: int = 2_000
     max_device_queries: int = 2_000  # devices queried at once after registering
     max_pending_queries: int = 20_000
@@ -314,6 +315,7 @@ class SipServer:
                 "requests",
                 "overloaded",
                 "shed",
+                "register_late",
                 "retransmissions_absorbed",
                 "registered",
                 "unregistered",
@@ -585,16 +587,22 @@ class SipServer:
     def _shed(self, request: SipRequest, peer: Peer, key: Any) -> None:
         """503 Service Unavailable + Retry-After (RFC 3261 §21.5.4), cached for the request's
         retransmissions. The delay is jittered so shed devices do not return together."""
-        low, high = self.config.shed_retry_after_s
         self.counters["shed"] += 1
+        self._send(self._unavailable(request, peer), peer, key)
+
+    def _unavailable(self, request: SipRequest, peer: Peer) -> SipResponse:
+        low, high = self.config.shed_retry_after_s
         resp = build_response(request, 503, to_tag=new_tag(), source=peer.addr)
         resp.headers.add("Retry-After", str(low + secrets.randbelow(max(0, high - low) + 1)))
-        self._send(resp, peer, key)
+        return resp
 
     async def _handle(self, request: SipRequest, peer: Peer, key: Any) -> None:
         after: list[Coroutine[Any, Any, Any]] = []
         try:
-            response = await self._dispatch(request, peer, after)
+            if request.method == "REGISTER":
+                response = await self._register_in_time(request, peer, after)
+            else:
+                response = await self._dispatch(request, peer, after)
             if response is not None:
                 self._send(response, peer, key)
         except Exception:  # a bug must not kill the server, but must be seen
@@ -604,6 +612,22 @@ class SipServer:
             self._in_flight -= 1
         for coro in after:
             await coro
+
+    async def _register_in_time(
+        self, request: SipRequest, peer: Peer, after: list[Coroutine[Any, Any, Any]]
+    ) -> SipResponse:
+        """A REGISTER answered within `register_deadline_s`, else 503 + Retry-After.
+
+        Its only wait is the registry's password lookup (before any state changes, so it can
+        be abandoned). When the database is that slow the device would otherwise hear nothing
+        for its 32 s of retransmissions and give up; told to come back, it retries.
+        """
+        try:
+            async with asyncio.timeout(self.config.register_deadline_s):
+                return await self._register(request, peer, after)
+        except TimeoutError:
+            self.counters["register_late"] += 1
+            return self._unavailable(request, peer)
 
     async def _dispatch(
         self, request: SipRequest, peer: Peer, after: list[Coroutine[Any, Any, Any]]

@@ -167,10 +167,10 @@ async def test_requests_that_waited_in_the_socket_shed_a_new_device_not_a_regist
         new.send(register)
         old.send(keepalive)
         time.sleep(0.4)  # noqa: ASYNC251 - the stall under test: the loop cannot read meanwhile
-        shed = await new.response(to=register)
-        assert shed.status == 503
+        shed = await new.response(20.0, to=register)
+        assert shed.status == 503, shed
         assert (shed.headers.get("Retry-After") or "").isdigit()
-        assert (await old.response(to=keepalive)).status == 200
+        assert (await old.response(20.0, to=keepalive)).status == 200
     finally:
         old.close()
         new.close()
@@ -199,3 +199,27 @@ async def test_while_behind_newcomers_are_still_admitted_at_the_admission_rate(
         second.close()
         await server.stop()
     assert server.counters["shed"] == 1
+
+
+async def test_a_register_whose_lookup_is_too_slow_is_told_to_come_back(
+    config: SipServerConfig, recorder: Recorder
+) -> None:
+    """The database is behind: the password lookup outlasts `register_deadline_s`, and the
+    device gets 503 + Retry-After instead of silence for its 32 s of retransmissions."""
+    config.register_deadline_s = 0.3
+    directory = HeldDirectory()
+    directory.add(IPC_ID)
+    directory.held.add(IPC_ID)  # never released
+    server = SipServer(config, directory, recorder)
+    await server.start()
+    dev = await SimDevice(IPC_ID, server.port).open()
+    try:
+        late = await dev.register()
+        assert late.status == 503
+        assert (late.headers.get("Retry-After") or "").isdigit()
+        assert server.metrics()["requests_in_flight"] == 0  # given up, not left in hand
+    finally:
+        dev.close()
+        await server.stop()
+    assert server.counters["register_late"] == 1
+    assert server.counters["shed"] == 0
