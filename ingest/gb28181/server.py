@@ -599,6 +599,7 @@ class SipServer:
     async def _handle(self, request: SipRequest, peer: Peer, key: Any) -> None:
         after: list[Coroutine[Any, Any, Any]] = []
         try:
+            response: SipResponse | None
             if request.method == "REGISTER":
                 response = await self._register_in_time(request, peer, after)
             else:
