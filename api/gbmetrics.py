@@ -63,11 +63,14 @@ def summary(server: SipServer) -> dict[str, object]:
         "bodies_refused": {k: c[v] for k, v in BODY_REFUSALS.items()},
         "mislabelled_charset": c["mislabelled_charset"],
         "rate_limited": rate_limited(server),
+        "shed": c["shed"],
+        "register_late": c["register_late"],
         "catalogs": {
             "complete": c["catalogs_complete"],
             "partial": c["catalogs_partial"],
             "counted_by_store": c["catalogs_counted_by_store"],
             "batches": c["catalog_batches"],
+            "requeried": c["catalogs_requeried"],
         },
         "notify_events": {e: server.notify_by_event[e] for e in (*NOTIFY_EVENTS, "other")},
         "invites": {o: server.invites[o] for o in INVITE_OUTCOMES},
@@ -128,6 +131,18 @@ class Gb28181Collector(Collector):
             "bodies whose declared charset was wrong (decoded by sniffing, accepted)",
             c["mislabelled_charset"],
         )
+        yield CounterMetricFamily(
+            p + "shed",
+            "new devices' REGISTERs answered 503 + Retry-After while the server was behind "
+            "(load shedding, RFC 3261 §21.5.4)",
+            c["shed"],
+        )
+        yield CounterMetricFamily(
+            p + "register_late",
+            "REGISTERs answered 503 + Retry-After because the registry's password lookup took "
+            "longer than the deadline (8 s): the database is behind",
+            c["register_late"],
+        )
         limited = CounterMetricFamily(
             p + "rate_limited",
             "requests dropped unanswered, by the budget that dropped them",
@@ -146,6 +161,11 @@ class Gb28181Collector(Collector):
         catalogs.add_metric(["partial"], c["catalogs_partial"])
         catalogs.add_metric(["counted_by_store"], c["catalogs_counted_by_store"])
         yield catalogs
+        yield CounterMetricFamily(
+            p + "catalogs_requeried",
+            "catalogs queried once more after registering because the first answer ended partial",
+            c["catalogs_requeried"],
+        )
         notify = CounterMetricFamily(
             p + "notify_events", "catalog NOTIFY items by event", labels=["event"]
         )

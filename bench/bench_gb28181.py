@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
+import os
 import shutil
 import sys
 import time
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import database_url, fresh_schema, median
 from bench.gb28181_load import (
+    SHED,
     Device,
     close_devices,
     device_ids,
@@ -110,9 +113,12 @@ async def run_once(
     workers: list[asyncio.subprocess.Process] = []
     async with fresh_schema(url, "gb") as schema:
         started = dt.datetime.now(dt.UTC)
+        metrics_path = HERE / "out" / f"gb-metrics-{schema}.json"
+        metrics_path.parent.mkdir(exist_ok=True)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(HERE / "gb28181_server.py"), url, schema,
             stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "CAMREG_BENCH_METRICS": str(metrics_path)},
         )  # fmt: skip
         try:
             assert proc.stdout is not None
@@ -156,15 +162,20 @@ async def run_once(
                 w.stdin.write(b"go\n")
             own_share = max(1, reg_in_flight * len(devices) // n)
 
+            shed = [0]
+
             async def registered(w: asyncio.subprocess.Process) -> None:
                 assert w.stdout is not None
                 line = await w.stdout.readline()
-                assert line.strip() == b"registered", f"a load process failed: {line!r}"
+                assert line.split()[:1] == [b"registered"], f"a load process failed: {line!r}"
+                shed[0] += int(line.split()[1])
 
             await asyncio.gather(
                 register_all(devices, own_share), *(registered(w) for w in workers)
             )
             t_reg = time.perf_counter() - t0
+            shed[0] += SHED["responses"]
+            SHED["responses"] = 0
             items, last_change = 0, time.perf_counter()
             while time.perf_counter() - last_change < 30:  # stalled 30 s: count what is lost
                 now_items = await conn.fetchval("SELECT count(*) FROM gb_catalog_items")
@@ -201,6 +212,9 @@ async def run_once(
             paced = await keepalive_load(devices, seconds, rate=rate)
             cpu_paced = (cpu_seconds([proc.pid]) - cpu2) / seconds
             rss = peak_rss_mb(proc.pid)
+            await asyncio.sleep(5.5)  # the server writes its counters every 5 s
+            counters = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+            metrics_path.unlink(missing_ok=True)
             await conn.close()
             close_devices(devices)
         finally:
@@ -232,6 +246,10 @@ async def run_once(
         "ka_paced_per_s": paced,
         "cpu_paced": cpu_paced,
         "rss_mb": rss,
+        "shed_503": shed[0],
+        "retransmissions_absorbed": counters.get("retransmissions_absorbed", -1),
+        "catalogs_partial": counters.get("catalogs_partial", -1),
+        "overloaded": counters.get("overloaded", -1),
     }
 
 
@@ -312,7 +330,10 @@ def main() -> int:
                 f"load client {r['client_cpu_load']:.0%}); "
                 f"keepalives full {r['ka_full_per_s']:.0f}/s at "
                 f"{r['cpu_full']:.0%} CPU, paced {r['ka_paced_per_s']:.0f}/s at "
-                f"{r['cpu_paced']:.0%} CPU; peak RSS {r['rss_mb']:.0f} MB | anchor SIPp UAS "
+                f"{r['cpu_paced']:.0%} CPU; peak RSS {r['rss_mb']:.0f} MB; shed (503) "
+                f"{r['shed_503']:.0f}, retransmissions absorbed "
+                f"{r['retransmissions_absorbed']:.0f}, dropped overloaded {r['overloaded']:.0f}, "
+                f"partial catalogs {r['catalogs_partial']:.0f} | anchor SIPp UAS "
                 f"{a[0]:.0f}/s at {a[1]:.0%} CPU; ratio {r['ka_full_per_s'] / a[0]:.2f}",
                 flush=True,
             )

@@ -1,8 +1,10 @@
 """Simulated GB/T 28181 devices over UDP for bench_gb28181.py: one socket (source port) per
 device, digest REGISTER, answers to Catalog/DeviceInfo queries, keepalives.
 
-Every request is retransmitted on Timer E (0.5 s doubling, up to 7 times) until answered, as a
-device does, so a datagram dropped under load is a delay and never a lost channel.
+Every request is retransmitted on Timer E (0.5 s doubling, capped at 4 s, for 32 s) until
+answered, as a device does, so a datagram dropped under load is a delay and never a lost
+channel; a REGISTER answered 503 (the server shedding load) is sent again after its
+Retry-After, as real devices do.
 """
 
 from __future__ import annotations
@@ -60,6 +62,23 @@ def catalog_item(item_id: str, parent: str) -> bytes:
         f"</Longitude><Latitude>37.8{item_id[-4:]}</Latitude><Info><PoType>3</PoType></Info>"
         "</Item>"
     ).encode()
+
+
+class ServiceUnavailable(Exception):
+    """The server answered 503: come back after `retry_after` seconds (RFC 3261 §21.5.4)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"503, retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+def retry_after(response: SipResponse, default: float = 5.0) -> float:
+    """A response's Retry-After delta-seconds (comment and parameters ignored, §20.33)."""
+    text = (response.headers.get("Retry-After") or "").split(";")[0].split("(")[0].strip()
+    return float(text) if text.isdigit() else default
+
+
+SHED = {"responses": 0}  # 503s this process's devices were answered (the server shed load)
 
 
 class Port(asyncio.DatagramProtocol):
@@ -172,7 +191,11 @@ class Device:
             self.pending.pop(branch, None)
 
     async def register(self) -> None:
+        """REGISTER with digest, then keep alive. Raises `ServiceUnavailable` on a 503 (the
+        server sheds load): the caller waits its Retry-After and starts again, as a device does."""
         first = await self.ask(self.request("REGISTER", extra={"Expires": "3600"}))
+        if first.status == 503:
+            raise ServiceUnavailable(retry_after(first))
         if first.status == 200:
             return
         auth = authorization_for(
@@ -185,6 +208,8 @@ class Device:
         ok = await self.ask(
             self.request("REGISTER", extra={"Expires": "3600", "Authorization": auth})
         )
+        if ok.status == 503:
+            raise ServiceUnavailable(retry_after(ok))
         if ok.status != 200:
             raise RuntimeError(f"{self.device_id}: REGISTER answered {ok.status}")
         # then keep alive every 60 s, as a device does (a wave longer than the keepalive
@@ -273,8 +298,16 @@ async def register_all(devices: list[Device], in_flight: int) -> None:
     sem = asyncio.Semaphore(max(1, in_flight))  # devices boot over time
 
     async def register(dev: Device) -> None:
-        async with sem:
-            await dev.register()
+        while True:
+            try:
+                async with sem:
+                    await dev.register()
+                return
+            except ServiceUnavailable as shed:
+                # waits outside the slot: a device told to come back later is not booting,
+                # and real devices back off each on its own
+                SHED["responses"] += 1
+                await asyncio.sleep(shed.retry_after)
 
     await asyncio.gather(*(register(d) for d in devices))
 
@@ -303,7 +336,7 @@ async def worker(
     line = await asyncio.to_thread(sys.stdin.readline)
     if line.strip() == "go":
         await register_all(devices, in_flight)
-        print("registered", flush=True)
+        print(f"registered {SHED['responses']}", flush=True)
         line = await asyncio.to_thread(sys.stdin.readline)
         if line.strip() == "quiet":
             quiet(devices)

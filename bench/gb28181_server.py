@@ -34,7 +34,6 @@ async def main(dsn: str, schema: str) -> None:
             sip_port=0,
             server_id=SERVER_ID,
             rate_per_source=1000,
-            catalog_idle_timeout_s=20,
         ),
     )
     app = create_app(settings, Database(dsn=dsn, schema=schema), run_sip=True)

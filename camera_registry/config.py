@@ -255,7 +255,13 @@ class Gb28181Settings(BaseModel):
     keepalive_timeout_s: float = Field(
         default=180.0, gt=0, le=86_400, description="missed keepalives: 3 × 60 s"
     )
-    catalog_idle_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    catalog_idle_timeout_s: float = Field(
+        default=40.0,
+        gt=0,
+        le=600,
+        description="a catalog is closed as partial after this long without a MESSAGE; above "
+        "a device's 32 s of retransmissions (Timer F), or its last MESSAGE can arrive late",
+    )
     min_expires: int = Field(default=60, ge=1, le=86_400)
     max_expires: int = Field(default=86_400, ge=60, le=7 * 86_400)
     rate_per_source: float = Field(default=50.0, gt=0, le=100_000)

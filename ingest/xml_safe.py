@@ -12,6 +12,7 @@ network access and DTD loading are switched off as well in case the refusal is b
 from __future__ import annotations
 
 import re
+import threading
 
 from lxml import etree  # type: ignore[import-untyped]
 
@@ -32,15 +33,23 @@ _WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 
 
 def _parser() -> etree.XMLParser:
-    """A fresh parser per call: lxml parsers keep error state and must not be shared by threads."""
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
+    """This thread's parser, made once: lxml parsers must not be shared by threads, but one
+    thread may reuse its own (each parse starts afresh, error log included). Making one per
+    call cost 45 µs, three times the parse of a GB/T 28181 keepalive body."""
+    parser: etree.XMLParser | None = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            remove_comments=True,
+            remove_pis=True,
+        )
+    return parser
+
+
+_local = threading.local()
 
 
 def parse_xml(data: bytes, *, max_bytes: int = MAX_XML_BYTES) -> etree._Element:

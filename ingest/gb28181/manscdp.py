@@ -171,13 +171,6 @@ class Manscdp:
     decoded: DecodedBody
 
 
-def _text(el: Any, name: str) -> str:
-    child = el.find(name)
-    if child is None or child.text is None:
-        return ""
-    return str(child.text).strip()
-
-
 def _int(item: CatalogItem, name: str, value: str) -> int | None:
     if value == "":
         return None
@@ -277,28 +270,41 @@ def parse_manscdp(
     tag = root.tag
     if tag not in ("Query", "Response", "Notify", "Control"):
         raise ManscdpError(f"root element is not Query/Response/Notify/Control: {tag[:40]}")
-    cmd_type = _text(root, "CmdType")
-    sn_text = _text(root, "SN")
-    device_id = _text(root, "DeviceID")
+    # One pass over the children: the first element of each name (what `find` returns) and
+    # the first leaf of each name as a field (three `find`s per body cost as much as this).
+    first: dict[str, Any] = {}
+    fields: dict[str, str] = {}
+    for child in root:
+        name = child.tag
+        if not isinstance(name, str):
+            continue
+        if name not in first:
+            first[name] = child
+        if len(child) == 0 and name not in fields:
+            fields[name] = (child.text or "").strip()
+
+    def text(name: str) -> str:
+        child = first.get(name)
+        return "" if child is None or child.text is None else str(child.text).strip()
+
+    cmd_type = text("CmdType")
+    sn_text = text("SN")
+    device_id = text("DeviceID")
     if not cmd_type:
         raise ManscdpError("no CmdType")
     if not sn_text.isdigit() or len(sn_text) > 10:
         raise ManscdpError("SN is not a number")
     if not device_id:
         raise ManscdpError("no DeviceID")
-    fields: dict[str, str] = {}
-    for child in root:
-        if isinstance(child.tag, str) and len(child) == 0 and child.tag not in fields:
-            fields[child.tag] = (child.text or "").strip()
     items: list[CatalogItem] = []
     sum_num: int | None = None
     if cmd_type == "Catalog":
-        sum_text = _text(root, "SumNum")
+        sum_text = text("SumNum")
         if sum_text:
             if not sum_text.isdigit() or len(sum_text) > 9:
                 raise ManscdpError("SumNum is not a number")
             sum_num = int(sum_text)
-        device_list = root.find("DeviceList")
+        device_list = first.get("DeviceList")
         if device_list is not None:
             items = [_item(el) for el in device_list.findall("Item")]
     return Manscdp(tag, cmd_type, int(sn_text), device_id, fields, items, sum_num, decoded)

@@ -95,10 +95,31 @@ REASONS = {
 
 def canonical(name: str) -> str:
     """The long, canonically capitalised form of a header name (compact forms expanded)."""
+    known = _CANONICAL_OF.get(name)
+    if known is not None:
+        return known
     low = name.strip().lower()
-    if low in COMPACT:
-        return COMPACT[low]
-    return _CANONICAL.get(low, name.strip())
+    out = COMPACT[low] if low in COMPACT else _CANONICAL.get(low, name.strip())
+    if len(_CANONICAL_OF) < _NAMES_REMEMBERED:  # bounded: names on the wire are the peer's
+        _CANONICAL_OF[name] = out
+    return out
+
+
+def _key(name: str) -> str:
+    """The lookup key of a header name: its canonical form, lower-cased (compact expanded)."""
+    key = _KEY_OF.get(name)
+    if key is None:
+        key = canonical(name).lower()
+        if len(_KEY_OF) < _NAMES_REMEMBERED:
+            _KEY_OF[name] = key
+    return key
+
+
+# Every message looks up the same few header names a dozen times: remembered, not recomputed
+# (the largest single cost of the SIP engine in a profile of keepalives).
+_NAMES_REMEMBERED = 4_096
+_CANONICAL_OF: dict[str, str] = {}
+_KEY_OF: dict[str, str] = {}
 
 
 def new_branch() -> str:
@@ -115,6 +136,9 @@ def new_call_id(host: str) -> str:
 
 def split_commas(value: str) -> list[str]:
     """Split a header value on commas outside quotes and angle brackets (RFC 3261 §7.3.1)."""
+    if "," not in value:  # the common case: one value
+        value = value.strip()
+        return [value] if value else []
     parts: list[str] = []
     depth_angle = 0
     quoted = False
@@ -271,51 +295,70 @@ class Via:
 class Headers:
     """Ordered, case-insensitive multi-map of header fields under their canonical names."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_keys")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(canonical(k), v) for k, v in items]
+        self._keys: list[str] = [_key(k) for k, _ in self._items]  # lower-case, in step
+
+    @classmethod
+    def canonical_items(cls, items: list[tuple[str, str]]) -> Headers:
+        """Headers from (name, value) pairs whose names are already canonical (ours)."""
+        headers = cls.__new__(cls)
+        headers._items = items
+        headers._keys = [_key(k) for k, _ in items]
+        return headers
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        key = canonical(name).lower()
-        for k, v in self._items:
-            if k.lower() == key:
-                return v
-        return default
+        try:
+            return self._items[self._keys.index(_key(name))][1]
+        except ValueError:
+            return default
+
+    def __contains__(self, name: str) -> bool:
+        return _key(name) in self._keys
 
     def get_all(self, name: str) -> list[str]:
-        key = canonical(name).lower()
+        key = _key(name)
+        if key not in self._keys:
+            return []
         out: list[str] = []
-        for k, v in self._items:
-            if k.lower() == key:
-                out.extend(split_commas(v) if key in _MULTI_VALUE else [v])
+        multi = key in _MULTI_VALUE
+        for k, (_, v) in zip(self._keys, self._items, strict=True):
+            if k == key:
+                out.extend(split_commas(v) if multi else [v])
         return out
 
     def set(self, name: str, value: str) -> None:
         """Replace every occurrence of `name` by one, kept at the first one's place."""
-        key = canonical(name)
-        low = key.lower()
-        for i, (k, _) in enumerate(self._items):
-            if k.lower() == low:
-                self._items[i] = (key, value)
-                self._items = [
-                    (kk, vv)
-                    for j, (kk, vv) in enumerate(self._items)
-                    if j <= i or kk.lower() != low
-                ]
-                return
-        self._items.append((key, value))
+        canon = canonical(name)
+        key = _key(name)
+        if key not in self._keys:
+            self._items.append((canon, value))
+            self._keys.append(key)
+            return
+        first = self._keys.index(key)
+        self._items[first] = (canon, value)
+        keep = [j for j, k in enumerate(self._keys) if j <= first or k != key]
+        self._items = [self._items[j] for j in keep]
+        self._keys = [self._keys[j] for j in keep]
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
         item = (canonical(name), value)
         if first:
             self._items.insert(0, item)
+            self._keys.insert(0, _key(name))
         else:
             self._items.append(item)
+            self._keys.append(_key(name))
 
     def remove(self, name: str) -> None:
-        low = canonical(name).lower()
-        self._items = [(k, v) for k, v in self._items if k.lower() != low]
+        key = _key(name)
+        if key not in self._keys:
+            return
+        keep = [j for j, k in enumerate(self._keys) if k != key]
+        self._items = [self._items[j] for j in keep]
+        self._keys = [self._keys[j] for j in keep]
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -347,7 +390,8 @@ class SipMessage:
 
     @property
     def top_via(self) -> Via:
-        values = self.headers.get_all("Via")
+        value = self.headers.get("Via")
+        values = split_commas(value) if value is not None else []
         if not values:
             raise SipParseError("no Via")
         return Via.parse(values[0])
@@ -488,8 +532,9 @@ def parse_message(
         if not request:
             raise SipParseError("bad start line")
         message = SipRequest(headers, body, request.group(1).upper(), request.group(2))
+    present = set(headers._keys)
     for required in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if headers.get(required) is None:
+        if required.lower() not in present:
             raise SipParseError(f"missing {required}")
     parse_cseq(headers.get("CSeq") or "")
     return message
@@ -511,9 +556,9 @@ def build_response(
     With `source`, the top Via gets `received` and a filled `rport` (RFC 3581) so a device
     behind NAT gets the answer where it actually sent from.
     """
-    headers = Headers()
-    vias = request.headers.get_all("Via")
-    for i, via_text in enumerate(vias):
+    items: list[tuple[str, str]] = []
+    old = request.headers
+    for i, via_text in enumerate(old.get_all("Via")):
         if i == 0 and source is not None:
             via = Via.parse(via_text)
             if via.host != source[0]:
@@ -521,16 +566,19 @@ def build_response(
             if "rport" in via.params:
                 via.params["rport"] = str(source[1])
             via_text = str(via)
-        headers.add("Via", via_text)
-    headers.add("From", request.headers.get("From") or "")
-    to_value = request.headers.get("To") or ""
+        items.append(("Via", via_text))
+    to_value = old.get("To") or ""
     if to_tag and status > 100 and "tag=" not in to_value.lower():
         to_value = f"{to_value};tag={to_tag}"
-    headers.add("To", to_value)
-    headers.add("Call-ID", request.call_id)
-    headers.add("CSeq", request.headers.get("CSeq") or "")
+    items += (
+        ("From", old.get("From") or ""),
+        ("To", to_value),
+        ("Call-ID", old.get("Call-ID") or ""),
+        ("CSeq", old.get("CSeq") or ""),
+    )
     if content_type:
-        headers.add("Content-Type", content_type)
+        items.append(("Content-Type", content_type))
+    headers = Headers.canonical_items(items)
     return SipResponse(headers, body, status, reason or REASONS.get(status, ""), why)
 
 

@@ -9,7 +9,10 @@ with a 4xx and counted in `counters`; nothing a peer sends raises out of the ser
 Bounds: requests being processed (`max_concurrent`; beyond it UDP requests are dropped and
 the device retransmits), background work after registrations (`max_tasks`), transactions,
 catalog sessions, pending queries, nonces (stateless), replay cache, rate-limiter buckets and
-the response cache all have fixed ceilings.
+the response cache all have fixed ceilings. When the server falls behind (requests wait in the
+socket buffer, or too many are in hand) it sheds load by answering new devices' REGISTERs 503 +
+Retry-After, so registered devices' keepalives and catalogs under way keep their answers in
+time; retransmissions are answered from the response cache before they are even parsed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
@@ -50,7 +54,7 @@ from ingest.gb28181.message import (
 )
 from ingest.gb28181.registrar import DeviceDirectory, Registrar, Registration
 from ingest.gb28181.transactions import ClientTransactions
-from ingest.gb28181.transport import Peer, ResponseCache, SipTransport, target_for
+from ingest.gb28181.transport import Peer, RateLimiter, ResponseCache, SipTransport, target_for
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ class SipServerConfig:
     max_expires: int = 86_400
     keepalive_interval_s: float = 60.0
     keepalive_timeout_s: float = 180.0
-    catalog_idle_timeout_s: float = 10.0
+    catalog_idle_timeout_s: float = 40.0  # above Timer F (64·T1 = 32 s): see CatalogAssembler
     catalog_batch_items: int = 2_000  # items buffered per catalog before the store gets them
     catalog_max_tracked: int = 500_000  # item IDs remembered for SumNum, all catalogs together
     query_timeout_s: float = 10.0
@@ -85,6 +89,18 @@ class SipServerConfig:
     max_sources: int = 100_000
     response_cache_size: int = 50_000
     max_concurrent: int = 512
+    # Load shedding (RFC 3261 §21.5.4): while requests have waited longer than `shed_wait_s` in
+    # the socket buffer for `shed_after_s` on end, or `shed_in_flight` are being handled, a new
+    # device's first REGISTER is answered 503 with a Retry-After drawn from
+    # `shed_retry_after_s`; registered devices and registrations already under way are served.
+    shed_wait_s: float = 0.25
+    shed_after_s: float = 1.0
+    shed_in_flight: int = 384
+    shed_retry_after_s: tuple[int, int] = (2, 10)
+    # While behind, still admit this many new devices a second: a server kept behind by its
+    # registered devices alone (a starved process) would otherwise never register another.
+    shed_admit_per_s: float = 20.0
+    register_deadline_s: float = 8.0  # a REGISTER still in hand then is answered 503
     max_tasks: int = 2_000
     max_device_queries: int = 2_000  # devices queried at once after registering
     max_pending_queries: int = 20_000
@@ -247,6 +263,11 @@ class SipServer:
             platform_rate_per_source=config.platform_rate_per_source,
             max_sources=config.max_sources,
         )
+        self.transport.early = self._early
+        self._key: Any = None  # the raw cache key of the UDP request being delivered
+        self._late_since: float | None = None  # since when every request read was late
+        admit = config.shed_admit_per_s
+        self._admit = RateLimiter(admit, max(1.0, admit), max_keys=1) if admit > 0 else None
         self.transactions = ClientTransactions(self.transport, t1=config.t1)
         self.verifier = DigestVerifier(
             config.domain,
@@ -293,6 +314,8 @@ class SipServer:
             (
                 "requests",
                 "overloaded",
+                "shed",
+                "register_late",
                 "retransmissions_absorbed",
                 "registered",
                 "unregistered",
@@ -319,6 +342,7 @@ class SipServer:
                 "catalog_messages",
                 "catalogs_complete",
                 "catalogs_partial",
+                "catalogs_requeried",
                 "catalog_batches",
                 "catalogs_counted_by_store",
                 "notify_events",
@@ -365,6 +389,7 @@ class SipServer:
         out.update({f"transport_{k}": v for k, v in self.transport.counters.items()})
         out.update({f"transaction_{k}": v for k, v in self.transactions.counters.items()})
         out["registrations"] = len(self.registrar.registrations)
+        out["requests_in_flight"] = self._in_flight
         out["catalog_sessions"] = len(self.catalogs)
         out["devices_to_query"] = len(self._to_query)
         out["transactions_in_flight"] = len(self.transactions)
@@ -481,21 +506,47 @@ class SipServer:
                     peer,
                 )
 
+    def _early(self, data: bytes, peer: Peer) -> bool:
+        """Answer a retransmitted UDP request from the response cache before parsing it.
+
+        A retransmission of a request still being handled is absorbed (its answer goes out
+        once, when ready); of one answered, gets the same bytes again. Either way it is never
+        turned into work again. The key is kept for `_on_message`, which runs next, at once.
+        """
+        if self.transport.age >= self.config.shed_wait_s:
+            if self._late_since is None:
+                self._late_since = time.monotonic()
+        else:
+            self._late_since = None
+        key = self._key = ResponseCache.raw_key(data, peer)
+        if key is None:
+            return False
+        seen, cached = self.responses.lookup(key)
+        if not seen:
+            return False
+        self.counters["retransmissions_absorbed"] += 1
+        if cached is not None:
+            self.transport.send(cached, peer)
+        return True
+
     def _on_message(self, message: SipRequest | SipResponse, peer: Peer) -> None:
+        key, self._key = self._key, None
         if isinstance(message, SipResponse):
             self.transactions.on_response(message)
             return
         self.counters["requests"] += 1
         if message.method == "ACK":
             return  # ACK ends a server INVITE transaction; this server answers none itself
-        key = ResponseCache.key(message, peer) if peer.transport == "UDP" else None
-        if key is not None:
-            seen, cached = self.responses.lookup(key)
-            if seen:
-                self.counters["retransmissions_absorbed"] += 1
-                if cached is not None:
-                    self.transport.send(cached, peer)
-                return
+        if peer.transport != "UDP":
+            key = None
+        if (
+            message.method == "REGISTER"
+            and self._behind()
+            and self._new_device(message)
+            and (self._admit is None or not self._admit.allow(None))
+        ):
+            self._shed(message, peer, key)
+            return
         if self._in_flight >= self.config.max_concurrent:
             self.counters["overloaded"] += 1
             if peer.transport == "TCP":
@@ -510,10 +561,49 @@ class SipServer:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
+    def _behind(self) -> bool:
+        """Is this server behind: every request read for a while had waited too long, or too
+        much is being handled? Either way answers are heading past the device's T1 (0.5 s), and
+        each late answer brings retransmissions (up to 10 per request) that add to the load."""
+        cfg = self.config
+        if self._in_flight >= cfg.shed_in_flight:
+            return True
+        # late on end, not once: one stall of the process (a busy machine) delays the datagrams
+        # read after it, and those must not cost a device a Retry-After
+        since = self._late_since
+        return since is not None and time.monotonic() - since >= cfg.shed_after_s
+
+    def _new_device(self, request: SipRequest) -> bool:
+        """A REGISTER that starts new work: no credentials yet (a device mid-handshake, having
+        been challenged, is let through) from a device not registered now."""
+        if request.headers.get("Authorization") is not None:
+            return False
+        try:
+            device_id = request.from_.uri.user or ""
+        except SipParseError:
+            return False  # answered 400 by the registrar
+        return self.registrar.live(device_id) is None
+
+    def _shed(self, request: SipRequest, peer: Peer, key: Any) -> None:
+        """503 Service Unavailable + Retry-After (RFC 3261 §21.5.4), cached for the request's
+        retransmissions. The delay is jittered so shed devices do not return together."""
+        self.counters["shed"] += 1
+        self._send(self._unavailable(request, peer), peer, key)
+
+    def _unavailable(self, request: SipRequest, peer: Peer) -> SipResponse:
+        low, high = self.config.shed_retry_after_s
+        resp = build_response(request, 503, to_tag=new_tag(), source=peer.addr)
+        resp.headers.add("Retry-After", str(low + secrets.randbelow(max(0, high - low) + 1)))
+        return resp
+
     async def _handle(self, request: SipRequest, peer: Peer, key: Any) -> None:
         after: list[Coroutine[Any, Any, Any]] = []
         try:
-            response = await self._dispatch(request, peer, after)
+            response: SipResponse | None
+            if request.method == "REGISTER":
+                response = await self._register_in_time(request, peer, after)
+            else:
+                response = await self._dispatch(request, peer, after)
             if response is not None:
                 self._send(response, peer, key)
         except Exception:  # a bug must not kill the server, but must be seen
@@ -523,6 +613,22 @@ class SipServer:
             self._in_flight -= 1
         for coro in after:
             await coro
+
+    async def _register_in_time(
+        self, request: SipRequest, peer: Peer, after: list[Coroutine[Any, Any, Any]]
+    ) -> SipResponse:
+        """A REGISTER answered within `register_deadline_s`, else 503 + Retry-After.
+
+        Its only wait is the registry's password lookup (before any state changes, so it can
+        be abandoned). When the database is that slow the device would otherwise hear nothing
+        for its 32 s of retransmissions and give up; told to come back, it retries.
+        """
+        try:
+            async with asyncio.timeout(self.config.register_deadline_s):
+                return await self._register(request, peer, after)
+        except TimeoutError:
+            self.counters["register_late"] += 1
+            return self._unavailable(request, peer)
 
     async def _dispatch(
         self, request: SipRequest, peer: Peer, after: list[Coroutine[Any, Any, Any]]
@@ -607,9 +713,23 @@ class SipServer:
 
     async def _query_device(self, device_id: str) -> None:
         await asyncio.gather(
-            self._quietly(self.query_catalog(device_id)),
+            self._quietly(self._whole_catalog(device_id)),
             self._quietly(self.query(device_id, "DeviceInfo")),
         )
+
+    async def _whole_catalog(self, device_id: str) -> None:
+        """Query the catalog; if it ended partial (idle timeout before SumNum items), once more.
+
+        Under load a device whose MESSAGE went unanswered for its 32 s of retransmissions gives
+        up the rest of its catalog: those channels would be lost until it next registers. A
+        second query gets them; a device that really sends fewer than SumNum items is asked
+        once again only (both answers are kept, the second is the one recorded last).
+        """
+        result = await self.query_catalog(device_id)
+        if result.complete or not result.tracked or self.registrar.live(device_id) is None:
+            return
+        self.counters["catalogs_requeried"] += 1
+        await self.query_catalog(device_id)
 
     async def _quietly(self, aw: Awaitable[Any]) -> None:
         try:

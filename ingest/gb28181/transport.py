@@ -16,11 +16,14 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import re
 import socket
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ingest.gb28181.errors import SipParseError
 from ingest.gb28181.message import (
@@ -106,6 +109,14 @@ class RateLimiter:
         return len(self._buckets)
 
 
+_RAW_HEAD = re.compile(rb"[\r\n]*([A-Za-z]{1,32}) ")
+# Searched from a line start ("\n"): a header is never the start line. The first match is in the
+# header section, which comes before any body.
+_RAW_BRANCH = re.compile(rb"\n(?:via|v)[ \t]*:[^\n]*?;[ \t]*branch=([^;,\s]+)", re.I)
+_RAW_CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]+)", re.I)
+_RAW_CSEQ = re.compile(rb"\ncseq[ \t]*:[ \t]*([^\r\n]+)", re.I)
+
+
 class ResponseCache:
     """Our last response per received request (branch, method, source), bounded and expiring.
 
@@ -115,9 +126,7 @@ class ResponseCache:
     def __init__(self, max_entries: int = 50_000, ttl_s: float = 32.0) -> None:
         self.max_entries = max_entries
         self.ttl_s = ttl_s
-        self._entries: OrderedDict[tuple[str, str, str, Peer], tuple[float, bytes | None]] = (
-            OrderedDict()
-        )
+        self._entries: OrderedDict[tuple[Any, ...], tuple[float, bytes | None]] = OrderedDict()
 
     @staticmethod
     def key(request: SipRequest, source: Peer) -> tuple[str, str, str, Peer] | None:
@@ -130,7 +139,28 @@ class ResponseCache:
         method = "INVITE" if request.method == "ACK" else request.method
         return (branch, method, request.call_id, source)
 
-    def lookup(self, key: tuple[str, str, str, Peer]) -> tuple[bool, bytes | None]:
+    @staticmethod
+    def raw_key(data: bytes, source: Peer) -> tuple[bytes, bytes, bytes, Peer] | None:
+        """The key of a UDP request read from its bytes, before (and without) parsing it.
+
+        A device retransmits a request every 0.5–4 s while our answer is late, up to 10 times:
+        under load most of what arrives is retransmissions, so finding them must cost a few
+        regular-expression searches, not a parse. Top Via branch, Call-ID and CSeq (number
+        and method) from one source identify the transaction (RFC 3261 §17.2.3, and the
+        RFC 2543 fields for a branch without the magic cookie). Responses, ACKs (they end a
+        transaction, never repeat one) and requests without a branch get None: parsed as usual.
+        """
+        head = _RAW_HEAD.match(data)
+        if head is None or head.group(1) == b"ACK":
+            return None
+        branch = _RAW_BRANCH.search(data)
+        call_id = _RAW_CALL_ID.search(data)
+        cseq = _RAW_CSEQ.search(data)
+        if branch is None or call_id is None or cseq is None:
+            return None
+        return (branch.group(1), call_id.group(1).rstrip(), cseq.group(1).rstrip(), source)
+
+    def lookup(self, key: tuple[Any, ...]) -> tuple[bool, bytes | None]:
         """(seen, cached response bytes); expired entries are forgotten."""
         entry = self._entries.get(key)
         if entry is None:
@@ -140,7 +170,7 @@ class ResponseCache:
             return False, None
         return True, entry[1]
 
-    def put(self, key: tuple[str, str, str, Peer], data: bytes | None) -> None:
+    def put(self, key: tuple[Any, ...], data: bytes | None) -> None:
         self._entries[key] = (time.monotonic(), data)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
@@ -152,16 +182,26 @@ class ResponseCache:
 
 MessageHandler = Callable[["SipRequest | SipResponse", Peer], None]
 ErrorHandler = Callable[[bytes, Peer, SipParseError], None]
+EarlyHandler = Callable[[bytes, Peer], bool]
 
 
-class _Udp(asyncio.DatagramProtocol):
-    """Reads every datagram waiting, not one per event-loop turn.
+# Linux's SO_TIMESTAMPNS (SCM_TIMESTAMPNS in the ancillary data; not in Python's socket
+# module): the kernel stamps each datagram with when it arrived, so we know how long a request
+# waited in the socket buffer before we read it, which loop-lag sampling cannot see.
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+class _Udp:
+    """Reads every datagram waiting, not one per event-loop turn, with its arrival time.
 
     asyncio's datagram transport reads one datagram each time the loop polls the socket; with
     thousands of tasks per turn at a registration wave the socket was read a few hundred times
     a second, the kernel buffer overflowed (measured: 8,390 drops in 40 s at 3,000 devices) and
     each drop cost a device a 0.5–4 s retransmission timer. So the socket is drained here, up
-    to `DRAIN` datagrams per turn, into a larger receive buffer.
+    to `DRAIN` datagrams per readiness event, into a larger receive buffer, and each datagram's
+    kernel arrival stamp tells the server how far behind it is (`SipTransport.age`).
     """
 
     DRAIN = 256
@@ -169,23 +209,40 @@ class _Udp(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport, sock: socket.socket) -> None:
         self.owner = owner
         self.sock = sock
+        self.stamped = False
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.stamped = True
+        self._buf = bytearray(MAX_DATAGRAM)
+        self._view = memoryview(self._buf)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+    def on_readable(self) -> None:
         incoming = self.owner._incoming
-        incoming(data, Peer("UDP", str(addr[0]), int(addr[1])), stream=False)
-        recvfrom = self.sock.recvfrom
+        recv = self.sock.recvmsg_into
+        buffers = [self._view]
+        now = time.time
         for _ in range(self.DRAIN):
             try:
-                data, addr = recvfrom(MAX_DATAGRAM)
+                n, ancillary, _flags, addr = recv(buffers, _ANCILLARY)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:
-                self.error_received(exc)
+            except OSError:  # ICMP unreachable reported on the socket, and the like
+                self.owner.counters["udp_errors"] += 1
                 return
-            incoming(data, Peer("UDP", str(addr[0]), int(addr[1])), stream=False)
+            age = 0.0
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = _TIMESPEC.unpack_from(data)
+                    age = min(max(0.0, now() - sec - nsec * 1e-9), 60.0)
+            incoming(bytes(self._view[:n]), Peer("UDP", addr[0], addr[1]), stream=False, age=age)
 
-    def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.
-        self.owner.counters["udp_errors"] += 1
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):  # send buffer full: UDP may lose it
+            self.owner.counters["udp_send_dropped"] += 1
+        except OSError:
+            self.owner.counters["udp_errors"] += 1
 
 
 class _TcpConn(asyncio.Protocol):
@@ -279,13 +336,20 @@ class SipTransport:
         )
         self.max_tcp_connections = max_tcp_connections
         self.tcp_idle_s = tcp_idle_s
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: _Udp | None = None
+        self.early: EarlyHandler | None = None
+        """Sees each UDP request's bytes before they are parsed; True: handled (a retransmission
+        answered from a cache), nothing more to do."""
+        self.age = 0.0
+        """How long the message being delivered waited in the socket buffer, in seconds (0 over
+        TCP, or where the kernel does not stamp datagrams)."""
         self._server: asyncio.Server | None = None
         self._tcp: dict[tuple[str, int], _TcpConn] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._connecting: set[asyncio.Task[None]] = set()
         self.counters: dict[str, int] = {
             "udp_errors": 0,
+            "udp_send_dropped": 0,
             "tcp_refused": 0,
             "tcp_framing_errors": 0,
             "tcp_connect_errors": 0,
@@ -315,18 +379,15 @@ class SipTransport:
         loop = asyncio.get_running_loop()
         sock = await _udp_socket(host, port)
         try:
-            udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self, sock), sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        bound_port = udp.get_extra_info("sockname")[1]
-        try:
+            udp = _Udp(self, sock)
+            bound_port = sock.getsockname()[1]
             self._server = await loop.create_server(
                 lambda: _TcpConn(self), host=host, port=bound_port, reuse_address=True
             )
-        except OSError:
-            udp.close()
+        except BaseException:
+            sock.close()
             raise
+        loop.add_reader(sock.fileno(), udp.on_readable)
         self._udp = udp
         self.host, self.port = host, int(bound_port)
 
@@ -345,7 +406,9 @@ class SipTransport:
         if self._server is not None:
             await self._server.wait_closed()
         if self._udp is not None:
-            self._udp.close()
+            asyncio.get_running_loop().remove_reader(self._udp.sock.fileno())
+            self._udp.sock.close()
+            self._udp = None
 
     async def _reap_idle(self) -> None:
         while True:
@@ -355,8 +418,8 @@ class SipTransport:
                 if conn.last < cutoff and conn.transport is not None:
                     conn.transport.close()
 
-    def _incoming(self, data: bytes, peer: Peer, *, stream: bool) -> None:
-        if not data.strip(b"\r\n"):
+    def _incoming(self, data: bytes, peer: Peer, *, stream: bool, age: float = 0.0) -> None:
+        if data[:1] in (b"\r", b"\n") and not data.strip(b"\r\n"):
             return  # keepalive CRLFs
         platform = peer.addr in self.platforms
         limiter = self.platform_limiter if platform else self.limiter
@@ -367,6 +430,9 @@ class SipTransport:
             return
         if len(data) > MAX_DATAGRAM + self.max_body:
             self.counters["parse_errors"] += 1
+            return
+        self.age = age
+        if not stream and self.early is not None and self.early(data, peer):
             return
         try:
             message = parse_message(data, max_body=self.max_body, stream=stream)

@@ -157,6 +157,7 @@ async def test_every_registration_body_and_request_outcome_is_a_series_and_every
     assert delta('camreg_gb28181_notify_events_total{event="DEL"}') == 0
     assert delta('camreg_gb28181_rate_limited_total{reason="source"}') > 0
     assert delta('camreg_gb28181_rate_limited_total{reason="platform"}') == 0
+    assert "camreg_gb28181_shed_total" in after  # load shedding is a series, zero or not
     for series, status in (
         ('{reason="wrong_password",status="403"}', 1),
         ('{reason="out_of_scope",status="403"}', 1),

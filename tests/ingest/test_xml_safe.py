@@ -123,3 +123,21 @@ def test_garbage_is_rejected(payload: bytes) -> None:
     with pytest.raises(MalformedXml) as info:
         parse_xml(payload)
     assert len(str(info.value)) < 200
+
+
+def test_the_reused_parser_starts_afresh_after_a_failure_and_per_thread() -> None:
+    """One parser per thread is kept: a refused document leaves nothing behind for the next,
+    and another thread gets a parser of its own."""
+    import threading
+
+    with pytest.raises(MalformedXml):
+        parse_xml(b"<a><b></a>")
+    assert parse_xml(b"<ok><x>1</x></ok>").findtext("x") == "1"
+    with pytest.raises(MalformedXml):
+        parse_xml(b"<a>")
+    assert parse_xml(b"<again/>").tag == "again"
+    seen: list[object] = []
+    worker = threading.Thread(target=lambda: seen.append(xml_safe._parser()))
+    worker.start()
+    worker.join()
+    assert seen[0] is not xml_safe._parser()
