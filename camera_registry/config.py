@@ -256,6 +256,10 @@ class Gb28181Settings(BaseModel):
         default=180.0, gt=0, le=86_400, description="missed keepalives: 3 × 60 s"
     )
     catalog_idle_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # catalog items waiting for the store beyond which catalog intake pauses (backpressure)
+    catalog_backlog_items: int = Field(default=16_000, ge=1, le=1_000_000)
+    # items of one catalog buffered before they go to the store (a city's catalog streams)
+    catalog_batch_items: int = Field(default=2_000, ge=1, le=100_000)
     min_expires: int = Field(default=60, ge=1, le=86_400)
     max_expires: int = Field(default=86_400, ge=60, le=7 * 86_400)
     rate_per_source: float = Field(default=50.0, gt=0, le=100_000)

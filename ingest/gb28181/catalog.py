@@ -16,6 +16,11 @@ per session is counts and, for finishing as soon as SumNum distinct items arrive
 item IDs seen (~100 bytes each), bounded for all sessions together by `max_tracked`
 (500,000 IDs, ~50 MB): a session that finds no room stops tracking and ends at the idle
 timeout instead, and the store's count still decides whether it was complete.
+
+While the store falls behind, the server stops taking catalog MESSAGEs (backpressure: the
+sender retransmits or waits) and `hold`s the assembler: no session ends idle while held,
+and `resume` counts every session's idle timeout afresh, so a catalog is never recorded
+partial because we ourselves made its sender wait.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from itertools import count
 from ingest.gb28181.manscdp import CatalogItem, Manscdp
 
 IDLE_TIMEOUT_S = 10.0
+RETRANSMIT_GRACE_S = 4.0
+"""RFC 3261's T2: a UDP sender retransmits a MESSAGE we left unanswered within this long."""
 MAX_SESSIONS = 10_000
 BATCH_ITEMS = 2_000
 MAX_TRACKED = 500_000
@@ -101,6 +108,8 @@ class CatalogAssembler:
         self.refused_sessions = 0
         self.untracked_sessions = 0
         self.batches = 0
+        self.held = False
+        self._deferred_at = -1e9
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -182,11 +191,44 @@ class CatalogAssembler:
         self.batches += 1
         self._on_done(batch)
 
-    def _arm(self, key: tuple[str, int], session: _Session) -> None:
+    def _arm(self, key: tuple[str, int], session: _Session, after_s: float | None = None) -> None:
         if session.timer is not None:
             session.timer.cancel()
         loop = asyncio.get_running_loop()
-        session.timer = loop.call_later(self.idle_timeout_s, self._finish, key, False)
+        delay = self.idle_timeout_s if after_s is None else after_s
+        session.timer = loop.call_later(delay, self._idle, key)
+
+    def _idle(self, key: tuple[str, int]) -> None:
+        session = self._sessions.get(key)
+        if session is None:
+            return
+        if self.held:  # its sender is waiting for us, not silent
+            session.timer = None
+            return
+        # what we left unanswered comes back within T2: silence counts only after that
+        quiet_until = self._deferred_at + RETRANSMIT_GRACE_S + self.idle_timeout_s
+        now = time.monotonic()
+        if now < quiet_until:
+            self._arm(key, session, quiet_until - now)
+            return
+        self._finish(key, complete=False)
+
+    def deferred(self) -> None:
+        """A catalog MESSAGE was left unanswered (backpressure): its sender will retransmit."""
+        self._deferred_at = time.monotonic()
+
+    def hold(self) -> None:
+        """Backpressure is on: the senders wait for us, so no session may end idle."""
+        self.held = True
+
+    def resume(self) -> None:
+        """Backpressure is off: every session's idle timeout counts from now (and from the
+        retransmissions of what was left unanswered; see `_idle`)."""
+        self.held = False
+        now = time.monotonic()
+        for key, session in self._sessions.items():
+            session.last = now
+            self._arm(key, session)
 
     def _finish(self, key: tuple[str, int], complete: bool) -> None:
         session = self._sessions.pop(key, None)

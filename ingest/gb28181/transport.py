@@ -146,6 +146,10 @@ class ResponseCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def forget(self, key: tuple[str, str, str, Peer]) -> None:
+        """A request left unanswered on purpose: its retransmission is processed anew."""
+        self._entries.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._entries)
 
