@@ -10,6 +10,7 @@ timeout while we made the sender wait — and the backpressure counted.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -151,3 +152,9 @@ async def test_a_catalog_pushed_faster_than_the_store_writes_is_paced_not_lost(
         assert sip.counters["catalog_backpressure"] >= 1
         assert sip.catalog_backlog == 0
         assert client.timings["last_catalog"]["error"] is None
+        metrics = await (await province.get("/metrics")).text()
+        engaged = re.search(
+            r'^camreg_gb28181_catalog_backpressure_total\{what="engaged"\} (\S+)$', metrics, re.M
+        )
+        assert engaged is not None and float(engaged.group(1)) >= 1
+        assert re.search(r"^camreg_gb28181_catalog_backlog_items 0\.0$", metrics, re.M)
