@@ -76,9 +76,10 @@ class SipServerConfig:
     catalog_max_tracked: int = 500_000  # item IDs remembered for SumNum, all catalogs together
     # Backpressure: items handed to the store and not yet written, beyond which catalog
     # MESSAGEs are not answered (UDP: the sender retransmits) or answered late (TCP, at most
-    # `catalog_hold_s`, under the sender's 32 s transaction timeout; `catalog_max_held` at once).
+    # `catalog_hold_s`, far under the sender's 32 s transaction timeout, which must also
+    # absorb a busy event loop; `catalog_max_held` at once).
     catalog_backlog_items: int = 16_000
-    catalog_hold_s: float = 20.0
+    catalog_hold_s: float = 8.0
     catalog_max_held: int = 256
     query_timeout_s: float = 10.0
     subscribe_expires: int = 3_600
@@ -288,6 +289,9 @@ class SipServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Items of assembled catalogs handed to the store and not yet written (backpressure).
         self.catalog_backlog = 0
+        # their tasks, kept apart from the background-work budget (`max_tasks`): each lives
+        # until its catalog is written, and backpressure, not that budget, bounds them
+        self._catalog_tasks: set[asyncio.Task[Any]] = set()
         self._catalog_room = asyncio.Event()
         self._catalog_room.set()
         self._catalog_held = 0
@@ -365,10 +369,10 @@ class SipServer:
         for sub in self.subscriptions.values():
             if sub.renew_task is not None:
                 sub.renew_task.cancel()
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._catalog_tasks]:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks or self._catalog_tasks:
+            await asyncio.gather(*self._tasks, *self._catalog_tasks, return_exceptions=True)
         self.catalogs.close()
         await self.transport.stop()
 
@@ -1134,7 +1138,8 @@ class SipServer:
             self._catalog_room.clear()
             self.catalogs.hold()
         task = asyncio.get_running_loop().create_task(self.events.on_catalog(result))
-        self._tasks.add(task)
+        self._catalog_tasks.add(task)
+        task.add_done_callback(self._catalog_tasks.discard)
         task.add_done_callback(self._task_done)
         task.add_done_callback(lambda _: self._catalog_written(items))
 
