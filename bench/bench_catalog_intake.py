@@ -52,7 +52,9 @@ def _rss_kb() -> int:
     return 0
 
 
-async def child(url: str, mode: str, items: int, window: int) -> dict[str, float]:
+async def child(
+    url: str, mode: str, items: int, window: int, backlog_items: int
+) -> dict[str, float]:
     async with fresh_schema(url, "intake") as schema:
         settings = Settings(
             data_dir=Path(tempfile.mkdtemp(prefix="camreg-intake-")),
@@ -71,7 +73,7 @@ async def child(url: str, mode: str, items: int, window: int) -> dict[str, float
             catalog_idle_timeout_s=30,
             query_after_register=False,
             catalog_batch_items=items + 1 if mode == "whole" else 2_000,
-            catalog_backlog_items=16_000 if mode == "paced" else 10 * items + 10,
+            catalog_backlog_items=backlog_items if mode == "paced" else 10 * items + 10,
         )
         server = SipServer(config, bridge, bridge)
         await server.start()
@@ -156,17 +158,19 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--child", choices=("paced", "batched", "whole"))
     ap.add_argument("--modes", nargs="+", default=["paced", "batched", "whole"])
+    ap.add_argument("--backlog", type=int, default=16_000, help="items waiting; paced mode")
     args = ap.parse_args()
     if args.child:
         with database_url() as url:
-            print(json.dumps(asyncio.run(child(url, args.child, args.items, args.window))))
+            got = asyncio.run(child(url, args.child, args.items, args.window, args.backlog))
+            print(json.dumps(got))
         return
     results: dict[str, list[dict[str, float]]] = {m: [] for m in args.modes}
     for _ in range(args.runs):
         for mode in results:
             out = subprocess.run(
                 [sys.executable, __file__, "--child", mode, "--items", str(args.items),
-                 "--window", str(args.window)],
+                 "--window", str(args.window), "--backlog", str(args.backlog)],
                 check=True, capture_output=True, text=True,
             ).stdout  # fmt: skip
             results[mode].append(json.loads(out.strip().splitlines()[-1]))
