@@ -109,7 +109,7 @@ async def test_a_catalog_pushed_faster_than_the_store_writes_is_paced_not_lost(
             upstream_settings(sip.port, transport=transport, catalog_group_size=4),
             city.app[POOL],
             city.app[BOX],
-            t1=0.25,  # an unanswered MESSAGE is retransmitted for 16 s, then given up
+            t1=0.5,  # RFC 3261's: an unanswered MESSAGE is retransmitted for 32 s, then given up
         )
         await client.start()
         try:
