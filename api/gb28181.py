@@ -181,7 +181,7 @@ class Bridge(Gb28181Events):
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         # Catalogs waiting to be applied (bounded) and the batch size in items.
         self._catalog_room = asyncio.Semaphore(catalog_waiting)
-        self._waiting: list[CatalogResult] = []
+        self._waiting: list[tuple[CatalogResult, asyncio.Future[None]]] = []
         self._applying = False
         self.catalog_batch_items = catalog_batch_items
         self.catalog_batches = 0  # transactions that applied catalogs (a batch each)
@@ -351,47 +351,54 @@ class Bridge(Gb28181Events):
         Waiting catalogs are bounded (`catalog_waiting`: beyond it, callers wait for room); a
         device's second catalog waits for the next batch, so a device's catalogs are applied
         in the order they completed. Failures are logged with the device (the SIP server's
-        tasks only log them too).
+        tasks only log them too). Returns when this catalog is written (or failed): the SIP
+        server counts it as the store's backlog until then and pauses catalog intake while
+        that backlog is large (backpressure), so memory does not follow a catalog's size.
         """
         await self._catalog_room.acquire()
-        self._waiting.append(result)
-        if self._applying:
-            return
-        self._applying = True
-        try:
-            while self._waiting:
-                await self._apply_batch()
-        finally:
-            self._applying = False
+        written = asyncio.get_running_loop().create_future()
+        self._waiting.append((result, written))
+        if not self._applying:
+            self._applying = True
+            try:
+                while self._waiting:
+                    await self._apply_batch()
+            finally:
+                self._applying = False
+        await written
 
     async def _apply_batch(self) -> None:
-        batch: list[CatalogResult] = []
-        rest: list[CatalogResult] = []
+        batch: list[tuple[CatalogResult, asyncio.Future[None]]] = []
+        rest: list[tuple[CatalogResult, asyncio.Future[None]]] = []
         devices: set[str] = set()
         items = 0
-        for result in self._waiting:
+        for result, written in self._waiting:
             if result.device_id in devices or (batch and items >= self.catalog_batch_items):
-                rest.append(result)
+                rest.append((result, written))
                 continue
             devices.add(result.device_id)
             items += len(result.items)
-            batch.append(result)
+            batch.append((result, written))
         self._waiting = rest
         try:
             async with contextlib.AsyncExitStack() as stack:
                 for device_id in sorted(devices):  # a NOTIFY of the same device waits
                     await stack.enter_async_context(self._device(device_id))
-                await self._apply_locked(batch)
+                await self._apply_locked([r for r, _ in batch])
         except Exception:
             log.exception("a batch of %d catalogs was not applied", len(batch))
         except BaseException:  # cancelled: nobody is left to apply the rest
-            for _ in self._waiting:
+            for _, written in self._waiting:
                 self._catalog_room.release()
+                if not written.done():
+                    written.set_result(None)
             self._waiting = []
             raise
         finally:
-            for _ in batch:
+            for _, written in batch:
                 self._catalog_room.release()
+                if not written.done():
+                    written.set_result(None)
 
     async def _apply_locked(self, batch: list[CatalogResult]) -> None:
         inputs = [
@@ -491,6 +498,8 @@ def sip_config(settings: Gb28181Settings, http_host: str) -> SipServerConfig:
         keepalive_timeout_s=settings.keepalive_timeout_s,
         keepalive_interval_s=settings.keepalive_timeout_s / 3,
         catalog_idle_timeout_s=settings.catalog_idle_timeout_s,
+        catalog_backlog_items=settings.catalog_backlog_items,
+        catalog_batch_items=settings.catalog_batch_items,
         min_expires=settings.min_expires,
         max_expires=settings.max_expires,
         rate_per_source=settings.rate_per_source,

@@ -166,6 +166,21 @@ class Gb28181Collector(Collector):
             "catalogs queried once more after registering because the first answer ended partial",
             c["catalogs_requeried"],
         )
+        paced = CounterMetricFamily(
+            p + "catalog_backpressure",
+            "catalog intake paused for the store: times engaged, MESSAGEs left unanswered "
+            "(UDP: retransmitted later) and answers held back (TCP)",
+            labels=["what"],
+        )
+        paced.add_metric(["engaged"], c["catalog_backpressure"])
+        paced.add_metric(["deferred"], c["catalog_messages_deferred"])
+        paced.add_metric(["held"], c["catalog_messages_held"])
+        yield paced
+        yield GaugeMetricFamily(
+            p + "catalog_backlog_items",
+            "catalog items handed to the store and not yet written",
+            server.catalog_backlog,
+        )
         notify = CounterMetricFamily(
             p + "notify_events", "catalog NOTIFY items by event", labels=["event"]
         )

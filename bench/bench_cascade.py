@@ -61,6 +61,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 async def expected(pool: asyncpg.Pool, regions: list[str]) -> AsyncIterator[str]:
     """Every DeviceID the upper platform must get, in our send order (tree, then gb_id)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
@@ -231,6 +238,19 @@ async def to_ours(
             )
             client = UpstreamClient(str(uuid.uuid4()), up, pool, box)
             want = await store.count_visible(pool, args.regions)
+            sip = province.app[SIP]
+            base = rss_mb()
+            samples: list[tuple[int, float]] = []  # (catalog MESSAGEs taken, RSS) each second
+            backlog = 0
+
+            async def watch() -> None:
+                nonlocal backlog
+                while True:
+                    backlog = max(backlog, sip.catalog_backlog)
+                    samples.append((sip.counters["catalog_messages"], rss_mb()))
+                    await asyncio.sleep(1.0)
+
+            watcher = asyncio.get_running_loop().create_task(watch())
             t = time.perf_counter()
             await client.start()
             ppool = province.app[POOL]
@@ -246,6 +266,7 @@ async def to_ours(
                         await asyncio.sleep(0.5)
                 took = time.perf_counter() - t
             finally:
+                watcher.cancel()
                 await client.stop()
             got = await ppool.fetchval("SELECT count(*) FROM cameras")
             distinct = await ppool.fetchval("SELECT count(DISTINCT gb_id) FROM cameras")
@@ -258,6 +279,14 @@ async def to_ours(
                 "complete": 1.0 if done else 0.0,
                 "push_seconds": float(client.timings["last_catalog"]["seconds"]),
                 "peak_rss_mb": peak_rss_mb(),
+                "rss_before_mb": base,
+                # the highest RSS in each half of the push: flat memory has the same in both
+                "rss_first_half_mb": max((r for m, r in samples[: len(samples) // 2]), default=0),
+                "rss_second_half_mb": max((r for m, r in samples[len(samples) // 2 :]), default=0),
+                "max_items_waiting": float(backlog),
+                "backpressure": float(sip.counters["catalog_backpressure"]),
+                "held": float(sip.counters["catalog_messages_held"]),
+                "deferred": float(sip.counters["catalog_messages_deferred"]),
             }
 
 
@@ -320,7 +349,12 @@ async def main() -> None:
                         f"push {r['push_seconds']:.1f} s), province holds "
                         f"{r['in_province']:,.0f}, lost {r['lost']:.0f}, dup "
                         f"{r['duplicated']:.0f}, complete {bool(r['complete'])}, peak RSS "
-                        f"{r['peak_rss_mb']:.0f} MB (both instances)",
+                        f"{r['peak_rss_mb']:.0f} MB (both instances; {r['rss_before_mb']:.0f} "
+                        f"before, highest {r['rss_first_half_mb']:.0f} / "
+                        f"{r['rss_second_half_mb']:.0f} MB in the push's first / second half); "
+                        f"most items waiting for the store {r['max_items_waiting']:,.0f}, "
+                        f"backpressure engaged {r['backpressure']:.0f}, answers held "
+                        f"{r['held']:.0f}, deferred {r['deferred']:.0f}",
                         flush=True,
                     )
                 return

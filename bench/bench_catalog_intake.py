@@ -6,12 +6,15 @@ time with the assembler's bounded buffer against the old whole-catalog assembly.
 
 Each run is a process of its own (peak RSS is a process's high-water mark) on a fresh schema:
 the app's store and the real SIP server with the bridge, and one platform pushing `--items`
-camera items in MESSAGEs of 8 (as `gb28181_load` does), `--window` in flight. Modes:
-`batched` (buffer 2,000 items, the default) and the anchor `whole` (a buffer larger than the
-catalog: the assembler holds all of it until SumNum arrived, as before issue 14's fix). Figures:
-time until the end of the catalog is in the store, items stored, peak RSS minus the RSS
-before the push (the catalog's own memory; sender and server share the process, the sender
-builds each MESSAGE as it goes).
+camera items in MESSAGEs of 8 (as `gb28181_load` does), `--window` in flight, retransmitted
+over UDP on RFC 3261's timers when unanswered. Modes: `paced` (buffer 2,000 items and
+backpressure beyond 16,000 items waiting for the store: the default), `batched` (the same
+buffer without backpressure, as before it) and the anchor `whole` (a buffer larger than the
+catalog, no backpressure: the assembler holds all of it until SumNum arrived, as before issue
+14's fix). Figures: time until the end of the catalog is in the store, items stored, peak RSS
+minus the RSS before the push (the catalog's own memory; sender and server share the
+process, the sender builds each MESSAGE as it goes), the most items waiting for the store,
+MESSAGEs left unanswered by backpressure, the response cache's size at the end.
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ def _rss_kb() -> int:
     return 0
 
 
-async def child(url: str, mode: str, items: int, window: int) -> dict[str, float]:
+async def child(
+    url: str, mode: str, items: int, window: int, backlog_items: int
+) -> dict[str, float]:
     async with fresh_schema(url, "intake") as schema:
         settings = Settings(
             data_dir=Path(tempfile.mkdtemp(prefix="camreg-intake-")),
@@ -67,7 +72,8 @@ async def child(url: str, mode: str, items: int, window: int) -> dict[str, float
             port=0,
             catalog_idle_timeout_s=30,
             query_after_register=False,
-            catalog_batch_items=2_000 if mode == "batched" else items + 1,
+            catalog_batch_items=items + 1 if mode == "whole" else 2_000,
+            catalog_backlog_items=backlog_items if mode == "paced" else 10 * items + 10,
         )
         server = SipServer(config, bridge, bridge)
         await server.start()
@@ -95,12 +101,13 @@ async def child(url: str, mode: str, items: int, window: int) -> dict[str, float
             finally:
                 room.release()
 
-        backlog = 0
+        backlog = cached = 0
 
-        async def watch() -> None:  # batches handed over and not yet written
-            nonlocal backlog
+        async def watch() -> None:  # items handed over and not yet written; retransmit cache
+            nonlocal backlog, cached
             while True:
-                backlog = max(backlog, server.catalogs.batches + 1 - bridge.catalog_batches)
+                backlog = max(backlog, server.catalog_backlog)
+                cached = max(cached, len(server.responses))
                 await asyncio.sleep(0.2)
 
         watcher = loop.create_task(watch())
@@ -136,8 +143,11 @@ async def child(url: str, mode: str, items: int, window: int) -> dict[str, float
             "complete": bool(row["catalog_complete"]),
             "catalog_items": row["catalog_items"],
             "peak_over_base_mb": (peak - base) / 1024,
-            "max_batches_waiting": backlog,
-            "sip_responses_cached": len(server.responses),
+            "max_items_waiting": backlog,
+            "max_responses_cached": cached,
+            "backpressure": server.counters["catalog_backpressure"],
+            "deferred": server.counters["catalog_messages_deferred"],
+            "partial": server.counters["catalogs_partial"],
         }
 
 
@@ -146,18 +156,21 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--window", type=int, default=64)
-    ap.add_argument("--child", choices=("batched", "whole"))
+    ap.add_argument("--child", choices=("paced", "batched", "whole"))
+    ap.add_argument("--modes", nargs="+", default=["paced", "batched", "whole"])
+    ap.add_argument("--backlog", type=int, default=16_000, help="items waiting; paced mode")
     args = ap.parse_args()
     if args.child:
         with database_url() as url:
-            print(json.dumps(asyncio.run(child(url, args.child, args.items, args.window))))
+            got = asyncio.run(child(url, args.child, args.items, args.window, args.backlog))
+            print(json.dumps(got))
         return
-    results: dict[str, list[dict[str, float]]] = {"batched": [], "whole": []}
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in args.modes}
     for _ in range(args.runs):
         for mode in results:
             out = subprocess.run(
                 [sys.executable, __file__, "--child", mode, "--items", str(args.items),
-                 "--window", str(args.window)],
+                 "--window", str(args.window), "--backlog", str(args.backlog)],
                 check=True, capture_output=True, text=True,
             ).stdout  # fmt: skip
             results[mode].append(json.loads(out.strip().splitlines()[-1]))
@@ -168,8 +181,12 @@ def main() -> None:
             f"peak over base {median([r['peak_over_base_mb'] for r in runs]):.0f} MB, "
             f"stored {[r['items_stored'] for r in runs]}, complete {[r['complete'] for r in runs]}"
         )
-    b, w = (median([r["peak_over_base_mb"] for r in results[m]]) for m in ("batched", "whole"))
-    print(f"memory ratio batched/whole: {b / w:.2f}" if w > 0 else "whole used no memory")
+    if "whole" in results:
+        w = median([r["peak_over_base_mb"] for r in results["whole"]])
+        for mode in results:
+            if mode != "whole" and w > 0:
+                b = median([r["peak_over_base_mb"] for r in results[mode]])
+                print(f"memory ratio {mode}/whole: {b / w:.2f}")
 
 
 if __name__ == "__main__":

@@ -262,6 +262,10 @@ class Gb28181Settings(BaseModel):
         description="a catalog is closed as partial after this long without a MESSAGE; above "
         "a device's 32 s of retransmissions (Timer F), or its last MESSAGE can arrive late",
     )
+    # catalog items waiting for the store beyond which catalog intake pauses (backpressure)
+    catalog_backlog_items: int = Field(default=16_000, ge=1, le=1_000_000)
+    # items of one catalog buffered before they go to the store (a city's catalog streams)
+    catalog_batch_items: int = Field(default=2_000, ge=1, le=100_000)
     min_expires: int = Field(default=60, ge=1, le=86_400)
     max_expires: int = Field(default=86_400, ge=60, le=7 * 86_400)
     rate_per_source: float = Field(default=50.0, gt=0, le=100_000)

@@ -7,7 +7,9 @@ destination, like the media server would: the media leg's arrival is tested at a
 `openRtpServer` opens a real UDP port (its packets are kept: a test waits on them at the port);
 `startSendRtp` for its stream (app `rtp`) relays what a device sent there, with the SSRC the
 upper platform asked for, as ZLMediaKit re-sends a GB channel: the relayed payload is the
-device's own. `getMediaList` lists an RTP stream once packets reached its port.
+device's own. `startSendRtpPassive` listens on a real TCP port and, once the upper platform
+connects, sends the same RTP there framed as RFC 4571 (2-byte length) like ZLMediaKit's TCP
+legs. `getMediaList` lists an RTP stream once packets reached its port.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 SECRET = "zlm-test-secret"
+
+
+def frame(packet: bytes) -> bytes:
+    """RTP over TCP as RFC 4571 (and GB/T 28181's TCP media) frames it: a 2-byte length."""
+    return struct.pack("!H", len(packet)) + packet
 
 
 def rtp_packet(seq: int, ssrc: int) -> bytes:
@@ -39,6 +46,8 @@ class FakeZlm:
         self.sending: dict[tuple[str, str], asyncio.Task[None] | None] = {}
         self.rtp_servers: dict[str, tuple[asyncio.DatagramTransport, RtpRelay]] = {}
         self.readers: dict[str, int] = {}  # stream → players getMediaInfo reports
+        # (stream, ssrc) → the TCP server of a passive send and the connections it accepted
+        self.passive: dict[tuple[str, str], tuple[asyncio.Server, list[asyncio.StreamWriter]]] = {}
         self.server: TestServer | None = None
 
     async def start(self) -> FakeZlm:
@@ -52,6 +61,8 @@ class FakeZlm:
         for task in self.sending.values():
             if task is not None:
                 task.cancel()
+        for key in list(self.passive):
+            await self._stop_passive(key)
         for transport, _ in self.rtp_servers.values():
             transport.close()
         if self.server is not None:
@@ -107,6 +118,11 @@ class FakeZlm:
                 return web.json_response({"code": -500, "msg": "can not find the stream"})
             n = self.readers.get(params["stream"], 0)
             return web.json_response({"code": 0, "online": True, "totalReaderCount": n})
+        if api == "startSendRtpPassive":
+            return await self._start_passive(params)
+        if api == "stopSendRtp" and (params["stream"], params["ssrc"]) in self.passive:
+            await self._stop_passive((params["stream"], params["ssrc"]))
+            return web.json_response({"code": 0})
         if api == "startSendRtp" and params.get("app") == "rtp":
             entry = self.rtp_servers.get(params["stream"])
             if entry is None:
@@ -126,14 +142,45 @@ class FakeZlm:
                 )
                 self.sending[(params["stream"], params["ssrc"])] = task
             return web.json_response({"code": 0, "local_port": port})
-        if api == "startSendRtpPassive":
-            return web.json_response({"code": 0, "local_port": 31_000 + len(self.calls)})
         if api == "stopSendRtp":
             sending = self.sending.pop((params["stream"], params["ssrc"]), None)
             if sending is not None:
                 sending.cancel()
             return web.json_response({"code": 0})
         return web.json_response({"code": -300, "msg": f"unknown api {api}"})
+
+    async def _start_passive(self, params: dict[str, str]) -> web.Response:
+        """Listen for the upper platform's TCP connection; send RTP on it once it comes."""
+        stream, ssrc = params["stream"], int(params["ssrc"])
+        relay = self.rtp_servers.get(stream) if params.get("app") == "rtp" else None
+        if params.get("app") == "rtp" and relay is None:
+            return web.json_response({"code": -500, "msg": "can not find the source stream"})
+        writers: list[asyncio.StreamWriter] = []
+
+        async def accepted(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+            if relay is not None:
+                relay[1].forward_tcp(writer, ssrc)
+                return
+            for seq in range(1, self.packets + 1):
+                writer.write(frame(rtp_packet(seq, ssrc)))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+
+        server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+        self.passive[(stream, params["ssrc"])] = (server, writers)
+        port = server.sockets[0].getsockname()[1]
+        return web.json_response({"code": 0, "local_port": port})
+
+    async def _stop_passive(self, key: tuple[str, str]) -> None:
+        server, writers = self.passive.pop(key)
+        entry = self.rtp_servers.get(key[0])
+        if entry is not None:
+            entry[1].tcp_targets.pop(int(key[1]), None)
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
 
     async def _send(self, host: str, port: int, ssrc: int) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -165,6 +212,7 @@ class RtpRelay(asyncio.DatagramProtocol):
         self.got = asyncio.Event()
         self.want = want
         self.targets: dict[int, tuple[str, int]] = {}  # ssrc → destination
+        self.tcp_targets: dict[int, asyncio.StreamWriter] = {}  # ssrc → passive connection
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -176,9 +224,20 @@ class RtpRelay(asyncio.DatagramProtocol):
         for data in self.packets:
             self._send(data, dst, ssrc)
 
+    def forward_tcp(self, writer: asyncio.StreamWriter, ssrc: int) -> None:
+        """Send on an accepted TCP connection (a passive leg), cached packets first."""
+        self.tcp_targets[ssrc] = writer
+        for data in self.packets:
+            self._send_tcp(data, writer, ssrc)
+
     def _send(self, data: bytes, dst: tuple[str, int], ssrc: int) -> None:
         if self.transport is not None and len(data) >= 12:
             self.transport.sendto(data[:8] + struct.pack("!I", ssrc) + data[12:], dst)
+
+    @staticmethod
+    def _send_tcp(data: bytes, writer: asyncio.StreamWriter, ssrc: int) -> None:
+        if len(data) >= 12 and not writer.is_closing():
+            writer.write(frame(data[:8] + struct.pack("!I", ssrc) + data[12:]))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.packets.append(data)
@@ -186,3 +245,5 @@ class RtpRelay(asyncio.DatagramProtocol):
             self.got.set()
         for ssrc, dst in list(self.targets.items()):
             self._send(data, dst, ssrc)
+        for ssrc, writer in list(self.tcp_targets.items()):
+            self._send_tcp(data, writer, ssrc)

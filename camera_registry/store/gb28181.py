@@ -122,6 +122,42 @@ def camera_values(item: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return values, notes
 
 
+# camera field ← the catalog item fields that carry it (any one of them present is enough)
+_CARRIED_BY: dict[str, tuple[str, ...]] = {
+    "name": ("name",),
+    "level": ("po_type",),
+    "address": ("address",),
+    "hfov": ("hfov",),
+    "vfov": ("vfov",),
+    "max_view_distance": ("max_view_distance",),
+    "owner": ("management_unit", "owner"),
+    "contact": ("contact_info",),
+    "installed_at": ("install_time",),
+    "record_days": ("record_save_days",),
+    "vendor": ("manufacturer",),
+    "model": ("model",),
+    "mac": ("mac",),
+    "ip": ("ip_address",),
+}
+
+
+def carried_fields(item: Mapping[str, Any], values: Mapping[str, Any]) -> frozenset[str]:
+    """The camera fields this catalog item actually says something about.
+
+    GB/T 28181 items are often partial (NOTIFY UPDATE, re-sent or trimmed catalogs, platforms
+    that omit `<Info>`): a field the item leaves out (or sends empty) is not a request to
+    clear what we hold — least of all a position or level a technician completed in the
+    inbox. A position counts only when usable (0/0 and points outside China say nothing).
+    """
+    out = {"region_code"}  # from the item's own ID
+    for key, sources in _CARRIED_BY.items():
+        if any(item.get(src) not in (None, "") for src in sources):
+            out.add(key)
+    if values.get("lon") is not None and values.get("lat") is not None:
+        out.update(("lon", "lat"))
+    return frozenset(out)
+
+
 def _same(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -382,6 +418,7 @@ class GbDevices:
         camera_of: list[dict[str, uuid.UUID]] = [{} for _ in catalogs]
         problem_of: list[dict[str, str]] = [{} for _ in catalogs]
         prepared: list[tuple[int, dict[str, Any]]] = []  # (catalog index, camera values)
+        carried: dict[tuple[int, str], frozenset[str]] = {}  # what each item said
         for n, cat in enumerate(catalogs):
             for item in cat.items:
                 item_id = str(item["device_id"])
@@ -394,6 +431,7 @@ class GbDevices:
                     problem_of[n][item_id] = mismatch[0]
                 else:
                     prepared.append((n, values))
+                    carried[(n, item_id)] = carried_fields(item, values)
         async with self.pool.acquire() as conn, conn.transaction():
             # the device's registration may still wait in its own batch: its row must exist
             await conn.execute(
@@ -433,7 +471,7 @@ class GbDevices:
                 existing.update({r["gb_id"]: camera_out(r) for r in rows})
             again = [(n, v) for n, v in prepared if v["gb_id"] in known_before]
             await self._patch_many(
-                conn, actors, again + later, existing, outs, camera_of, problem_of
+                conn, actors, again + later, existing, outs, camera_of, problem_of, carried
             )
             await conn.executemany(
                 """INSERT INTO gb_catalog_items (device_id, item_id, parent_id, type_code, name,
@@ -540,13 +578,27 @@ class GbDevices:
         outs: list[CatalogOutcome],
         camera_of: list[dict[str, uuid.UUID]],
         problem_of: list[dict[str, str]],
+        carried: Mapping[tuple[int, str], frozenset[str]],
     ) -> None:
         """Compare catalog values with the stored cameras in one validation pass; patch only
-        what differs, each change its own audited update."""
+        what differs, each change its own audited update.
+
+        Only the fields the item carried are compared and patched; the others are validated
+        as we hold them (a level-1 item without a position is complete when we hold one)."""
         if not known:
             return
-        keys = sorted({k for _, v in known for k in v})
-        cols = {k: [v.get(k) for _, v in known] for k in keys}
+        merged: list[dict[str, Any]] = []
+        for n, values in known:
+            said = carried[(n, values["gb_id"])]
+            cur = current[values["gb_id"]]
+            merged.append(
+                {
+                    k: (v if k in said or k not in _CAMERA_FIELDS else cur.get(k))
+                    for k, v in values.items()
+                }
+            )
+        keys = sorted({k for v in merged for k in v})
+        cols = {k: [v.get(k) for v in merged] for k in keys}
         batch, errors = validate_columns(cols, list(range(len(known))), box=self.registry.box)
         bad: dict[int, list[str]] = {}
         for err in errors:
@@ -559,10 +611,12 @@ class GbDevices:
                 continue
             cur = current[gb_id]
             pos = at[row]
+            said = carried[(n, gb_id)]
             patch = {
                 k: values[k]
                 for k in _CAMERA_FIELDS
-                if not _same(_comparable(k, cur.get(k)), _comparable(k, batch.cols[k][pos]))
+                if k in said
+                and not _same(_comparable(k, cur.get(k)), _comparable(k, batch.cols[k][pos]))
             }
             camera_of[n][gb_id] = uuid.UUID(cur["id"])
             if not patch:

@@ -13,9 +13,15 @@ session and hands each full buffer over as a batch (`final=False`), marked with 
 `generation`; the store writes each batch and, at the final one, itself counts the items
 marked by that generation against SumNum to decide "complete" and "removed". What stays here
 per session is counts and, for finishing as soon as SumNum distinct items arrived, the set of
-item IDs seen (~100 bytes each), bounded for all sessions together by `max_tracked`
-(500,000 IDs, ~50 MB): a session that finds no room stops tracking and ends at the idle
+item IDs seen (a 20-digit GB ID as an int: ~70 bytes each where its string, kept alive
+after its batch left, was ~110), bounded for all sessions together by `max_tracked`
+(500,000 IDs, ~35 MB): a session that finds no room stops tracking and ends at the idle
 timeout instead, and the store's count still decides whether it was complete.
+
+While the store falls behind, the server stops taking catalog MESSAGEs (backpressure: the
+sender retransmits or waits) and `hold`s the assembler: no session ends idle while held,
+and `resume` counts every session's idle timeout afresh, so a catalog is never recorded
+partial because we ourselves made its sender wait.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from itertools import count
 from ingest.gb28181.manscdp import CatalogItem, Manscdp
 
 IDLE_TIMEOUT_S = 10.0
+RETRANSMIT_GRACE_S = 4.0
+"""RFC 3261's T2: a UDP sender retransmits a MESSAGE we left unanswered within this long."""
 MAX_SESSIONS = 10_000
 BATCH_ITEMS = 2_000
 MAX_TRACKED = 500_000
@@ -37,6 +45,12 @@ MAX_TRACKED = 500_000
 # Generations of one process are increasing and start at the clock, so a later process's
 # queries never reuse a mark left in the store by an earlier one.
 _GENERATIONS = count(time.time_ns() // 1_000)
+
+
+def _compact(item_id: str) -> int | str:
+    """A GB ID as it is remembered for SumNum: 20 digits fit an int, half a string's size
+    (the fixed length keeps leading zeros from making two IDs one)."""
+    return int(item_id) if len(item_id) == 20 and item_id.isdigit() else item_id
 
 
 @dataclass(slots=True)
@@ -73,7 +87,7 @@ class _Session:
     future: asyncio.Future[CatalogResult]
     timer: asyncio.TimerHandle | None = None
     last: float = field(default=0.0)
-    seen: set[str] | None = field(default_factory=set)
+    seen: set[int | str] | None = field(default_factory=set)
     """Item IDs of this query (None: no room left to track them; completion at idle)."""
     received: int = 0
 
@@ -101,6 +115,8 @@ class CatalogAssembler:
         self.refused_sessions = 0
         self.untracked_sessions = 0
         self.batches = 0
+        self.held = False
+        self._deferred_at = -1e9
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -140,12 +156,13 @@ class CatalogAssembler:
         if msg.sum_num is not None:
             result.sum_num = msg.sum_num
         for item in msg.items:
+            seen_as = _compact(item.device_id)
             if session.seen is None:
                 session.received += 1
-            elif item.device_id in session.seen:
+            elif seen_as in session.seen:
                 result.repeated += 1
             elif self._tracked < self.max_tracked:
-                session.seen.add(item.device_id)
+                session.seen.add(seen_as)
                 self._tracked += 1
                 session.received += 1
             else:  # no room to remember IDs: count items, let the store count distinct ones
@@ -182,11 +199,44 @@ class CatalogAssembler:
         self.batches += 1
         self._on_done(batch)
 
-    def _arm(self, key: tuple[str, int], session: _Session) -> None:
+    def _arm(self, key: tuple[str, int], session: _Session, after_s: float | None = None) -> None:
         if session.timer is not None:
             session.timer.cancel()
         loop = asyncio.get_running_loop()
-        session.timer = loop.call_later(self.idle_timeout_s, self._finish, key, False)
+        delay = self.idle_timeout_s if after_s is None else after_s
+        session.timer = loop.call_later(delay, self._idle, key)
+
+    def _idle(self, key: tuple[str, int]) -> None:
+        session = self._sessions.get(key)
+        if session is None:
+            return
+        if self.held:  # its sender is waiting for us, not silent
+            session.timer = None
+            return
+        # what we left unanswered comes back within T2: silence counts only after that
+        quiet_until = self._deferred_at + RETRANSMIT_GRACE_S + self.idle_timeout_s
+        now = time.monotonic()
+        if now < quiet_until:
+            self._arm(key, session, quiet_until - now)
+            return
+        self._finish(key, complete=False)
+
+    def deferred(self) -> None:
+        """A catalog MESSAGE was left unanswered (backpressure): its sender will retransmit."""
+        self._deferred_at = time.monotonic()
+
+    def hold(self) -> None:
+        """Backpressure is on: the senders wait for us, so no session may end idle."""
+        self.held = True
+
+    def resume(self) -> None:
+        """Backpressure is off: every session's idle timeout counts from now (and from the
+        retransmissions of what was left unanswered; see `_idle`)."""
+        self.held = False
+        now = time.monotonic()
+        for key, session in self._sessions.items():
+            session.last = now
+            self._arm(key, session)
 
     def _finish(self, key: tuple[str, int], complete: bool) -> None:
         session = self._sessions.pop(key, None)

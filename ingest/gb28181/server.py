@@ -78,6 +78,13 @@ class SipServerConfig:
     catalog_idle_timeout_s: float = 40.0  # above Timer F (64·T1 = 32 s): see CatalogAssembler
     catalog_batch_items: int = 2_000  # items buffered per catalog before the store gets them
     catalog_max_tracked: int = 500_000  # item IDs remembered for SumNum, all catalogs together
+    # Backpressure: items handed to the store and not yet written, beyond which catalog
+    # MESSAGEs are not answered (UDP: the sender retransmits) or answered late (TCP, at most
+    # `catalog_hold_s`, far under the sender's 32 s transaction timeout, which must also
+    # absorb a busy event loop; `catalog_max_held` at once).
+    catalog_backlog_items: int = 16_000
+    catalog_hold_s: float = 8.0
+    catalog_max_held: int = 256
     query_timeout_s: float = 10.0
     subscribe_expires: int = 3_600
     t1: float = 0.5
@@ -145,6 +152,8 @@ class Gb28181Events:
             await self.on_keepalive_missed(device_id, m)
 
     async def on_catalog(self, result: CatalogResult) -> None:
+        """Return once the result is written: until then its items count as the store's
+        backlog, which pauses catalog intake when it grows (backpressure)."""
         return None
 
     async def on_device_info(self, device_id: str, message: Manscdp) -> None:
@@ -299,6 +308,14 @@ class SipServer:
         self._ssrc = itertools.count(1)
         self._in_flight = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Items of assembled catalogs handed to the store and not yet written (backpressure).
+        self.catalog_backlog = 0
+        # their tasks, kept apart from the background-work budget (`max_tasks`): each lives
+        # until its catalog is written, and backpressure, not that budget, bounds them
+        self._catalog_tasks: set[asyncio.Task[Any]] = set()
+        self._catalog_room = asyncio.Event()
+        self._catalog_room.set()
+        self._catalog_held = 0
         self._housekeeper: asyncio.Task[None] | None = None
         # What each device's bodies really are (bounded like the rate limiter's sources):
         # kept across re-registrations, so queries after one go out in the device's charset.
@@ -345,6 +362,9 @@ class SipServer:
                 "catalogs_requeried",
                 "catalog_batches",
                 "catalogs_counted_by_store",
+                "catalog_backpressure",
+                "catalog_messages_deferred",
+                "catalog_messages_held",
                 "notify_events",
                 "tasks_refused",
                 "method_not_allowed",
@@ -373,10 +393,10 @@ class SipServer:
         for sub in self.subscriptions.values():
             if sub.renew_task is not None:
                 sub.renew_task.cancel()
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._catalog_tasks]:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks or self._catalog_tasks:
+            await asyncio.gather(*self._tasks, *self._catalog_tasks, return_exceptions=True)
         self.catalogs.close()
         await self.transport.stop()
 
@@ -391,6 +411,7 @@ class SipServer:
         out["registrations"] = len(self.registrar.registrations)
         out["requests_in_flight"] = self._in_flight
         out["catalog_sessions"] = len(self.catalogs)
+        out["catalog_backlog_items"] = self.catalog_backlog
         out["devices_to_query"] = len(self._to_query)
         out["transactions_in_flight"] = len(self.transactions)
         out["replay_cache_entries"] = len(self.verifier.replays)
@@ -606,6 +627,10 @@ class SipServer:
                 response = await self._dispatch(request, peer, after)
             if response is not None:
                 self._send(response, peer, key)
+            elif key is not None:
+                # left unanswered on purpose (catalog backpressure over UDP): the sender's
+                # retransmission must be processed anew, not absorbed as one in hand
+                self.responses.forget(key)
         except Exception:  # a bug must not kill the server, but must be seen
             log.exception("GB/T 28181: failed handling %s", request.method)
             self._send(build_response(request, 500), peer, key)
@@ -637,7 +662,7 @@ class SipServer:
         if method == "REGISTER":
             return await self._register(request, peer, after)
         if method == "MESSAGE":
-            return self._message(request, peer, after)
+            return await self._message(request, peer, after)
         if method == "NOTIFY":
             return self._notify(request, peer, after)
         if method == "BYE":
@@ -816,9 +841,9 @@ class SipServer:
             self.counters["mislabelled_charset"] += 1
         return msg, None
 
-    def _message(
+    async def _message(
         self, request: SipRequest, peer: Peer, after: list[Coroutine[Any, Any, Any]]
-    ) -> SipResponse:
+    ) -> SipResponse | None:
         device_id, refusal = self._registered_sender(request, peer)
         if refusal is not None:
             return refusal
@@ -826,6 +851,9 @@ class SipServer:
         if refusal is not None or msg is None:
             assert refusal is not None
             return refusal
+        is_catalog = msg.root == "Response" and msg.cmd_type == "Catalog"
+        if is_catalog and not await self._catalog_admit(request, peer):
+            return None  # the sender retransmits it (UDP): taken when the store has caught up
         self._note_charset(device_id, msg.decoded, after)
         ok = build_response(request, 200, to_tag=new_tag(), source=peer.addr)
         cmd = msg.cmd_type
@@ -1175,6 +1203,44 @@ class SipServer:
         request = self._request("BYE", dialog.target, channel_id, dialog=dialog)
         await self.transactions.request(request, dialog.target)
 
+    async def _catalog_admit(self, request: SipRequest, peer: Peer) -> bool:
+        """Backpressure on catalog MESSAGEs while the store is behind; False: not answered.
+
+        A lower platform pushes its catalog faster than the store writes it, and what waits
+        for the store is memory. RFC 3261 paces the sender for us if we do not answer: over
+        UDP it retransmits the MESSAGE (T1 doubling to T2), so a MESSAGE left unanswered is
+        sent again and taken when there is room (nothing lost; its items are keyed, so
+        nothing is counted twice). Over TCP nothing is retransmitted and the sender gives up
+        after 64·T1 (32 s) without a final response, so there the answer is delayed instead
+        (at most `catalog_hold_s`, then taken anyway) while its next MESSAGEs wait behind
+        its in-flight window. A 503 would be a final answer: senders drop the items.
+        """
+        if self._catalog_room.is_set():
+            return True
+        if peer.transport == "UDP":
+            self.counters["catalog_messages_deferred"] += 1
+            self.catalogs.deferred()
+            return False  # `_handle` forgets its cache entry: the retransmission is taken anew
+        if self._catalog_held >= self.config.catalog_max_held:
+            return True
+        self.counters["catalog_messages_held"] += 1
+        self._catalog_held += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.catalog_hold_s):
+                    await self._catalog_room.wait()
+        finally:
+            self._catalog_held -= 1
+        return True
+
+    def _catalog_written(self, items: int) -> None:
+        self.catalog_backlog -= items
+        if not self._catalog_room.is_set() and (
+            self.catalog_backlog <= self.config.catalog_backlog_items // 2
+        ):
+            self._catalog_room.set()
+            self.catalogs.resume()
+
     def _catalog_done(self, result: CatalogResult) -> None:
         """Hand an assembled catalog over, never refused: it is data the device already sent
         (bounded by the assembler's sessions, each of which completes once, and its buffer:
@@ -1185,9 +1251,18 @@ class SipServer:
             self.counters["catalogs_complete" if result.complete else "catalogs_partial"] += 1
         else:
             self.counters["catalog_batches"] += 1
+        items = max(1, len(result.items))
+        self.catalog_backlog += items
+        limit = self.config.catalog_backlog_items
+        if self._catalog_room.is_set() and self.catalog_backlog >= limit:
+            self.counters["catalog_backpressure"] += 1
+            self._catalog_room.clear()
+            self.catalogs.hold()
         task = asyncio.get_running_loop().create_task(self.events.on_catalog(result))
-        self._tasks.add(task)
+        self._catalog_tasks.add(task)
+        task.add_done_callback(self._catalog_tasks.discard)
         task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda _: self._catalog_written(items))
 
 
 NOTIFY_EVENTS = ("ADD", "DEL", "UPDATE", "ON", "OFF", "VLOST", "DEFECT")

@@ -171,10 +171,22 @@ class ResponseCache:
         return True, entry[1]
 
     def put(self, key: tuple[Any, ...], data: bytes | None) -> None:
-        self._entries[key] = (time.monotonic(), data)
+        now = time.monotonic()
+        self._entries[key] = (now, data)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+        # entries are in time order: drop the expired ones from the front, so the cache holds
+        # 32 s of requests (paced by backpressure during a big catalog), not max_entries
+        while self._entries:
+            first = next(iter(self._entries.values()))
+            if now - first[0] <= self.ttl_s:
+                break
+            self._entries.popitem(last=False)
+
+    def forget(self, key: tuple[Any, ...]) -> None:
+        """A request left unanswered on purpose: its retransmission is processed anew."""
+        self._entries.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -116,3 +116,39 @@ async def test_unchanged_catalog_writes_no_camera_and_one_change_is_one_update(
         first,
     )
     assert updates == 1
+
+
+async def test_an_item_that_leaves_fields_out_erases_nothing_we_hold(client: TestClient) -> None:
+    """Re-sent and NOTIFY UPDATE items are often partial: only what an item says is patched."""
+    store = client.app[GB_DEVICES]
+    nvr, channel = "14010500001180000077", "14010500001320007701"
+    full = {
+        "device_id": channel, "name": "迎泽大街东口", "po_type": 1, "civil_code": "140105",
+        "longitude": 112.57, "latitude": 37.86, "record_save_days": 90, "address": "迎泽大街",
+        "management_unit": "小店分局", "manufacturer": "Hikvision", "hfov": 60.0,
+    }  # fmt: skip
+    assert (await store.apply_catalog(nvr, [full], complete=False)).created == 1
+    pool = client.app[POOL]
+    before = await pool.fetchrow("SELECT * FROM cameras WHERE gb_id = $1", channel)
+    # the name changed; position, level, record days, address… left out (or 0/0, or empty)
+    partial = {
+        "device_id": channel, "name": "迎泽大街东口北", "longitude": 0.0, "latitude": 0.0,
+        "address": "", "civil_code": "140105",
+    }  # fmt: skip
+    out = await store.apply_catalog(nvr, [partial], complete=False)
+    assert (out.updated, out.to_inbox, out.problems) == (1, 0, {})
+    after = await pool.fetchrow("SELECT * FROM cameras WHERE gb_id = $1", channel)
+    assert after["name"] == "迎泽大街东口北"
+    assert after["version"] == before["version"] + 1
+    kept = ("level", "lon", "lat", "record_days", "address", "owner", "vendor", "hfov")
+    assert {k: after[k] for k in kept} == {k: before[k] for k in kept}
+    audits = await pool.fetch(
+        "SELECT a.detail FROM audit_log a WHERE a.camera_id = $1 AND a.action = 'camera.update'",
+        after["id"],
+    )
+    assert len(audits) == 1  # one change, one audited update
+    # read again, unchanged: nothing written
+    again = await store.apply_catalog(nvr, [partial], complete=False)
+    assert (again.updated, again.unchanged) == (0, 1)
+    same = await pool.fetchrow("SELECT version FROM cameras WHERE gb_id = $1", channel)
+    assert same["version"] == after["version"]

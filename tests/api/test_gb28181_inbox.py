@@ -154,6 +154,8 @@ async def test_a_channel_completed_in_the_inbox_keeps_its_place_when_the_catalog
         "SELECT lon, lat, version FROM cameras WHERE id = $1::uuid", cam["id"]
     )
     assert (row["lon"], row["lat"], row["version"]) == (112.56, 37.86, 1), again
+    # the technician's position completes the item: not refused into the inbox again
+    assert (again.to_inbox, again.unchanged, again.updated) == (0, 1, 0), again
     linked = await gb_client.app[POOL].fetchval(
         "SELECT camera_id FROM gb_catalog_items WHERE device_id = $1 AND item_id = $2",
         nvr,

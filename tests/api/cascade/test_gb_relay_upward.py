@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -215,3 +216,70 @@ async def test_device_hanging_up_ends_the_upper_platforms_view_with_a_bye(
         up.id,
     )
     assert end is not None and end["detail"]["reason"] == "device hung up"
+
+
+async def _read_rtp_over_tcp(port: int, want: int) -> list[bytes]:
+    """The upper platform's side of a passive leg: connect to the media server's port and
+    read RFC 4571 frames (2-byte length, then the RTP packet)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    packets: list[bytes] = []
+    try:
+        async with asyncio.timeout(10):
+            while len(packets) < want:
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+                packets.append(await reader.readexactly(length))
+    finally:
+        writer.close()
+    return packets
+
+
+async def test_upper_platform_connecting_over_tcp_gets_the_devices_rtp_from_a_passive_leg(
+    gb_client: TestClient, zlm: FakeZlm, tmp_path: Path
+) -> None:
+    """INVITE with TCP/RTP/AVP and a=setup:active for a GB channel: the media server listens
+    (startSendRtpPassive on the device's stream, app `rtp`), our 200 says TCP, passive and
+    its port; the upper platform connects there and gets the device's RTP; BYE ends both."""
+    tok = Tok(gb_client)
+    resp = await gb_client.post("/api/v1/cameras", json=OUTSIDE, headers=await tok("admin"))
+    assert resp.status in (201, 409), await resp.text()
+    device_dir, upper_dir = workdirs(tmp_path)
+    device, _ = await _device_with_channel(gb_client, device_dir)
+    upper = await UpperPlatform(
+        upper_dir,
+        scenario="upper_invite_tcp.xml",
+        watch_ms=4000,
+        keys={"channel": IPC, "forbidden": OUTSIDE["gb_id"], "rtp_port": "9"},
+    ).start()
+    player = gb_client.app[GB_PLAYER]
+    key = f"{IPC}_main"
+    async with aiohttp.ClientSession() as session:
+        media = MediaClient(MediaServer(zlm.url, SECRET, rtp_ip="127.0.0.1"), session)
+        up = make_client(gb_client, upstream_settings(upper.port), media=media, player=player)
+        await up.start()
+        try:
+            await wait_for(lambda: up.counters["views_started"] >= 1, what="view started")
+            (passive,) = zlm.called("startSendRtpPassive")
+            server, _ = zlm.passive[(passive["stream"], passive["ssrc"])]
+            port = server.sockets[0].getsockname()[1]
+            packets = await _read_rtp_over_tcp(port, 20)
+            await wait_for(lambda: up.counters["views_ended"] >= 1, what="view ended by BYE")
+            await wait_for(lambda: key not in player.sessions, what="downward leg closed")
+            assert await device.wait() == 0, device.logs()
+        finally:
+            await up.stop()
+            await upper.stop()
+            await device.stop()
+    assert "Unexpected" not in upper.errors(), upper.errors()  # 200 was TCP and passive
+    assert (passive["app"], passive["stream"], passive["ssrc"]) == ("rtp", key, "0100000002")
+    assert {struct.unpack("!I", p[8:12])[0] for p in packets} == {100000002}
+    assert {p[12:] for p in packets} == {b"\x00\x00\x01\xba" + bytes(200)}  # the device's own
+    assert zlm.called("startSendRtp") == []  # no UDP or active-TCP leg was opened
+    assert [(c["app"], c["ssrc"]) for c in zlm.called("stopSendRtp")] == [("rtp", "0100000002")]
+    assert zlm.passive == {}  # the listening port is closed by the teardown
+    assert [c["stream_id"] for c in zlm.called("closeRtpServer")] == [key]
+    start = await gb_client.app[POOL].fetchrow(
+        "SELECT detail FROM audit_log WHERE action = 'gb28181.upstream_view.start'"
+        " AND detail->>'upstream_id' = $1",
+        up.id,
+    )
+    assert start is not None and start["detail"]["transport"] == "tcp"
