@@ -210,6 +210,7 @@ def create_app(
     app.cleanup_ctx.append(discovery_ctx)
     app.cleanup_ctx.append(coverage.coverage_ctx)
     app.cleanup_ctx.append(events_ctx)
+    app.on_shutdown.append(events.end_streams)
     if run_sip and settings.gb28181.enabled:
         app.cleanup_ctx.append(gb28181.gb28181_ctx)
         app.cleanup_ctx.append(gb28181_metrics_ctx)

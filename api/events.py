@@ -56,6 +56,18 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
         await app[POOL].release(conn)
 
 
+async def end_streams(app: web.Application) -> None:
+    """End every open event stream when the server begins to stop (`on_shutdown`).
+
+    aiohttp waits for running handlers before it runs the cleanup contexts, and a command
+    centre's wall keeps its stream open for days: ended only by `events_ctx`'s cleanup, one
+    open stream held `camreg serve` on SIGTERM or Ctrl-C until its shutdown timeout.
+    """
+    hub = app.get(EVENTS)
+    if hub is not None:
+        hub.close()
+
+
 @ROUTES.route(
     "GET",
     "/api/v1/events",
