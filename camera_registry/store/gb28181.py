@@ -432,14 +432,17 @@ class GbDevices:
                 else:
                     prepared.append((n, values))
                     carried[(n, item_id)] = carried_fields(item, values)
+        # The device's registration may still wait in its own batch: its row must exist. In a
+        # statement of its own, committed at once: inserted inside the catalog's transaction,
+        # the new rows stayed locked while the cameras were written, and a registration batch
+        # upserting them (sorted, like the UPDATE at the end) deadlocked with it.
+        await self.pool.execute(
+            """INSERT INTO gb_devices (device_id, type_code, region_code)
+               SELECT d, substr(d, 11, 3), left(d, 6) FROM unnest($1::text[]) AS d
+               ORDER BY d ON CONFLICT (device_id) DO NOTHING""",
+            sorted({c.device_id for c in catalogs}),
+        )
         async with self.pool.acquire() as conn, conn.transaction():
-            # the device's registration may still wait in its own batch: its row must exist
-            await conn.execute(
-                """INSERT INTO gb_devices (device_id, type_code, region_code)
-                   SELECT d, substr(d, 11, 3), left(d, 6) FROM unnest($1::text[]) AS d
-                   ORDER BY d ON CONFLICT (device_id) DO NOTHING""",
-                sorted({c.device_id for c in catalogs}),
-            )
             rows = await conn.fetch(
                 f"SELECT {PUBLIC_COLUMNS} FROM cameras WHERE gb_id = ANY($1::text[])",
                 sorted({v["gb_id"] for _, v in prepared}),
