@@ -20,8 +20,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -102,22 +104,7 @@ def line_digests(ledger: Ledger, *, crs: str, scope: str | None) -> LineDigests 
             base.update(head)
         header_end = fh.tell()
         line_no = ledger.header_row
-        rest = b""
-        while True:
-            block = fh.read(_BLOCK)
-            buf = rest + block if rest else block
-            if not buf:
-                break
-            if block:
-                cut = buf.rfind(b"\n") + 1
-                if cut == 0:
-                    rest = buf
-                    continue
-                buf, rest = buf[:cut], buf[cut:]
-                lines = buf.split(b"\n")
-                lines.pop()  # after the last line break
-            else:
-                lines, rest = [buf], b""
+        for buf, lines, _ in _line_blocks(fh):
             if buf.count(b"\r") != buf.count(b"\r\n"):
                 return None  # a line break the reader counts that we would not
             quoted = b'"' in buf
@@ -133,8 +120,6 @@ def line_digests(ledger: Ledger, *, crs: str, scope: str | None) -> LineDigests 
                 m.update(line)
                 add(m.digest()[:DIGEST_BYTES])
                 data.append(line_no)
-            if not block:
-                break
     blob = b"".join(digests)
     lines_arr = np.asarray(data, dtype=np.int64)
     if len(lines_arr):
@@ -161,23 +146,7 @@ def write_remaining(src: Path, dst: Path, digests: LineDigests, skip: NDArray[np
     with src.open("rb") as fh, dst.open("wb") as out:
         out.write(fh.read(digests.header_end))
         line_no = digests.header_row
-        rest = b""
-        while True:
-            block = fh.read(_BLOCK)
-            buf = rest + block if rest else block
-            if not buf:
-                break
-            if block:
-                cut = buf.rfind(b"\n") + 1
-                if cut == 0:
-                    rest = buf
-                    continue
-                buf, rest = buf[:cut], buf[cut:]
-                lines = buf.split(b"\n")
-                lines.pop()
-                ends = True
-            else:
-                lines, rest, ends = [buf], b"", False
+        for _, lines, ends in _line_blocks(fh):
             first = line_no + 1
             line_no += len(lines)
             keep = ~skipped[first : line_no + 1]
@@ -188,6 +157,26 @@ def write_remaining(src: Path, dst: Path, digests: LineDigests, skip: NDArray[np
             if not ends and keep[-1]:
                 pieces[-1] = lines[-1]
             out.write(b"".join(pieces))
-            if not block:
-                break
     return remaining
+
+
+def _line_blocks(fh: BinaryIO) -> Iterator[tuple[bytes, list[bytes], bool]]:
+    """The rest of `fh` in blocks of whole lines: (the block, its lines without their line
+    feeds, whether its last line ended with one — only the file's last line may not)."""
+    rest = b""
+    while True:
+        block = fh.read(_BLOCK)
+        buf = rest + block if rest else block
+        if not buf:
+            return
+        if not block:
+            yield buf, [buf], False
+            return
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0:
+            rest = buf
+            continue
+        buf, rest = buf[:cut], buf[cut:]
+        lines = buf.split(b"\n")
+        lines.pop()  # after the last line feed
+        yield buf, lines, True
