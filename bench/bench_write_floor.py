@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import re
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -81,56 +83,54 @@ async def dump(url: str, rows: int) -> tuple[Path, Path, tuple[float, float]]:
         await conn.close()
 
 
-async def write(url: str, ddl: str, source: Path, with_id: bool) -> tuple[float, float]:
+@contextlib.asynccontextmanager
+async def migrated(url: str, ddl: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a fresh, migrated schema with `ddl` (a variant) applied, dropped after."""
     async with fresh_schema(url, "floor") as schema:
         conn = await asyncpg.connect(url, server_settings={"search_path": schema})
         try:
             await migrate(conn)
             if ddl:
                 await conn.execute(ddl)
-            pid = conn.get_server_pid()
-            cpu0 = backend_cpu([pid])
-            start = time.perf_counter()
-            cols = ["id", *_COLS] if with_id else _COLS
-            await conn.copy_to_table("cameras", source=source, columns=cols, format="binary")
-            return time.perf_counter() - start, backend_cpu([pid]) - cpu0
+            yield conn
         finally:
             await conn.close()
+
+
+async def write(url: str, ddl: str, source: Path, with_id: bool) -> tuple[float, float]:
+    async with migrated(url, ddl) as conn:
+        pid = conn.get_server_pid()
+        cpu0 = backend_cpu([pid])
+        start = time.perf_counter()
+        cols = ["id", *_COLS] if with_id else _COLS
+        await conn.copy_to_table("cameras", source=source, columns=cols, format="binary")
+        return time.perf_counter() - start, backend_cpu([pid]) - cpu0
 
 
 async def reads(url: str, source: Path, center: tuple[float, float], repeat: int) -> None:
     """EXPLAIN ANALYZE of the readers' queries on the same rows under both point indexes."""
     x, y = center
     for name, ddl in (("GiST", ""), ("SP-GiST", _SPGIST)):
-        async with fresh_schema(url, "floor") as schema:
-            conn = await asyncpg.connect(url, server_settings={"search_path": schema})
-            try:
-                await migrate(conn)
-                if ddl:
-                    await conn.execute(ddl)
-                await conn.copy_to_table("cameras", source=source, columns=_COLS, format="binary")
-                await conn.execute("VACUUM ANALYZE cameras")
-                for label, sql in _READS.items():
-                    times, plan_node, n = [], "", 0
-                    for _ in range(max(repeat, 5)):
-                        plan = await conn.fetch(
-                            "EXPLAIN (ANALYZE, BUFFERS) " + sql.format(x=x, y=y)
-                        )
-                        text = "\n".join(r[0] for r in plan)
-                        m = re.search(r"Execution Time: ([\d.]+) ms", text)
-                        assert m is not None
-                        times.append(float(m.group(1)))
-                        node = re.search(r"Index (?:Only )?Scan using (\w+)", text)
-                        plan_node = node.group(1) if node else "no index scan"
-                        rows = re.search(r"actual time=[\d.]+\.\.[\d.]+ rows=(\d+)", text)
-                        n = int(rows.group(1)) if rows else 0
-                    print(
-                        f"  {name:8} {label:28} median {median(times):7.2f} ms "
-                        f"(min {min(times):.2f}), {n} rows, {plan_node}",
-                        flush=True,
-                    )
-            finally:
-                await conn.close()
+        async with migrated(url, ddl) as conn:
+            await conn.copy_to_table("cameras", source=source, columns=_COLS, format="binary")
+            await conn.execute("VACUUM ANALYZE cameras")
+            for label, sql in _READS.items():
+                times, plan_node, n = [], "", 0
+                for _ in range(max(repeat, 5)):
+                    plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql.format(x=x, y=y))
+                    text = "\n".join(r[0] for r in plan)
+                    m = re.search(r"Execution Time: ([\d.]+) ms", text)
+                    assert m is not None
+                    times.append(float(m.group(1)))
+                    node = re.search(r"Index (?:Only )?Scan using (\w+)", text)
+                    plan_node = node.group(1) if node else "no index scan"
+                    rows = re.search(r"actual time=[\d.]+\.\.[\d.]+ rows=(\d+)", text)
+                    n = int(rows.group(1)) if rows else 0
+                print(
+                    f"  {name:8} {label:28} median {median(times):7.2f} ms "
+                    f"(min {min(times):.2f}), {n} rows, {plan_node}",
+                    flush=True,
+                )
 
 
 async def main() -> None:
