@@ -183,6 +183,7 @@ class Bridge(Gb28181Events):
         self._catalog_room = asyncio.Semaphore(catalog_waiting)
         self._waiting: list[tuple[CatalogResult, asyncio.Future[None]]] = []
         self._applying = False
+        self._observing: asyncio.Task[None] | None = None  # a catalog batch's observations
         self.catalog_batch_items = catalog_batch_items
         self.catalog_batches = 0  # transactions that applied catalogs (a batch each)
         self._device_events = Batcher(self._apply_device_events, room=catalog_waiting)
@@ -215,7 +216,7 @@ class Bridge(Gb28181Events):
         obs = await without_settled(
             self.pool, obs, policy=self.policy, fresh_s=self.settings.keepalive_timeout_s
         )
-        await observe_many(self.pool, obs, policy=self.policy)
+        await self._observe(obs)
 
     @contextlib.asynccontextmanager
     async def _device(self, device_id: str) -> AsyncIterator[None]:
@@ -280,7 +281,7 @@ class Bridge(Gb28181Events):
                 )
             else:
                 obs.append((cid, "fail", f"{why}; channel {status or '?'}"))
-        await observe_many(self.pool, obs, policy=self.policy)
+        await self._observe(obs)
 
     async def on_keepalive(self, device_id: str) -> None:
         self._alive.add(device_id)  # bounded by the registered devices; flushed by run()
@@ -302,7 +303,7 @@ class Bridge(Gb28181Events):
             for device_id, cid, status in channels
             for m in by_device[device_id]
         ]
-        await observe_many(self.pool, obs, policy=self.policy)
+        await self._observe(obs)
 
     async def on_keepalive_timeout(self, device_id: str) -> None:
         await self.store.offline_many([device_id])
@@ -324,7 +325,7 @@ class Bridge(Gb28181Events):
             (cid, outcome or _STATUS_OUTCOME.get(status, "ok"), f"{why}; channel {status or '?'}")
             for cid, status in channels
         ]
-        await observe_many(self.pool, obs, policy=self.policy)
+        await self._observe(obs)
 
     async def _observe_items(self, device_id: str, items: list[CatalogItem], why: str) -> None:
         if self.pool is None:
@@ -338,7 +339,7 @@ class Bridge(Gb28181Events):
             (cid, _STATUS_OUTCOME[words[item]], f"{why} {words[item]}")
             for item, cid in cams.items()
         ]
-        await observe_many(self.pool, obs, policy=self.policy)
+        await self._observe(obs)
 
     async def on_catalog(self, result: CatalogResult) -> None:
         """Apply the catalog together with the others that arrive meanwhile.
@@ -428,10 +429,33 @@ class Bridge(Gb28181Events):
                     log.exception("catalog of %s was not applied", one.device_id)
         for outcome, one in zip(outcomes, inputs, strict=False):
             log.info("catalog of %s: %s", one.device_id, outcome)
+        # The batch's health observations are written while the next batch is applied (the
+        # two kept PostgreSQL and this process each half idle, one waiting for the other), at
+        # most one batch behind; every other observation waits for them (`_observe`).
+        await self._catalog_observed()
+        self._observing = asyncio.get_running_loop().create_task(self._observe_logged(batch))
+
+    async def _observe_logged(self, batch: list[CatalogResult]) -> None:
         try:
             await self._observe_catalogs(batch)
         except (asyncpg.PostgresError, OSError) as exc:  # the catalogs are stored; status follows
             log.warning("health observations of a catalog batch failed: %s", exc)
+
+    async def _catalog_observed(self) -> None:
+        """Wait for the catalog batch's observations still being written, if any (shielded: a
+        cancelled waiter must not cancel them)."""
+        if self._observing is not None:
+            await asyncio.shield(self._observing)
+
+    async def _observe(self, obs: list[tuple[uuid.UUID, Outcome, str]]) -> None:
+        """Observations in the order their events happened: after a catalog batch's."""
+        await self._catalog_observed()
+        await observe_many(self.pool, obs, policy=self.policy)
+
+    async def close(self) -> None:
+        """At shutdown: the last catalog batch's observations are written, then keepalives."""
+        await self._catalog_observed()
+        await self.flush()
 
     async def _apply_retrying(self, inputs: list[CatalogInput]) -> list[CatalogOutcome]:
         for attempt in range(3):  # a deadlock with a health writer of the same rows
@@ -460,7 +484,7 @@ class Bridge(Gb28181Events):
             (cid, _STATUS_OUTCOME[words[key]], f"catalog Status {words[key]}")
             for key, cid in cams.items()
         ]
-        await observe_many(self.pool, obs, policy=self.policy)
+        await observe_many(self.pool, obs, policy=self.policy)  # it is the one others wait for
 
     async def on_charset(self, device_id: str, charset: DeviceCharset) -> None:
         await self.store.set_charset(device_id, charset.charset, charset.declared, charset.sniffed)
@@ -485,7 +509,10 @@ class Bridge(Gb28181Events):
 def _fields(item: CatalogItem) -> dict[str, Any]:
     """An item's fields, shallow: `dataclasses.asdict` deep-copies every value, which was a
     tenth of the service's CPU at a registration wave."""
-    return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+    return {name: getattr(item, name) for name in _ITEM_FIELDS}
+
+
+_ITEM_FIELDS = tuple(f.name for f in dataclasses.fields(CatalogItem))
 
 
 def sip_config(settings: Gb28181Settings, http_host: str) -> SipServerConfig:
@@ -538,7 +565,7 @@ async def gb28181_ctx(app: web.Application) -> AsyncIterator[None]:
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
-        await bridge.flush()
+        await bridge.close()
 
 
 def _sip(request: web.Request) -> SipServer:

@@ -11,6 +11,10 @@ script checks those runs against the database: SumNum exact, every item once (lo
 duplicated counted). Anchor, same run: reading and formatting every item the same way (the
 push's plan and pages) without sending (the pipeline's floor). Peak RSS is this process's
 (the pusher's) high-water mark; SIPp runs in its own process.
+
+`--receiver ours` pushes into our own device-access side instead: a province instance in a
+process of its own (this script with `--province-child`), which reports its own peak RSS and
+the highest RSS in each half of the push (flat memory shows the same in both).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import resource
 import shutil
@@ -196,14 +201,14 @@ async def one_run(
     }
 
 
-async def to_ours(
-    url: str, pool: asyncpg.Pool, box: CredentialBox, args: argparse.Namespace
-) -> dict[str, float]:
-    """The same push into our own device-access side (a province instance, fresh schema)."""
+async def province(url: str, transport: str) -> None:
+    """The province instance, in a process of its own (`--province-child`): its SIP server
+    accepting us as a type-200 lower platform, on a fresh schema. It prints its SIP port and
+    schema, samples its RSS and intake each second, and at a line on stdin prints them."""
     from aiohttp.test_utils import TestClient, TestServer
 
     from api.app import Database, create_app
-    from api.state import POOL, SIP
+    from api.state import SIP
     from bench.common import ROOT, fresh_schema
     from camera_registry.config import Settings
 
@@ -223,71 +228,112 @@ async def to_ours(
             },
         )
         app = create_app(settings, Database(dsn=url, schema=schema), run_sip=True)
-        async with TestClient(TestServer(app)) as province:
-            up = UpstreamSettings(
-                name="province",
-                server_id=UPPER_ID,
-                host="127.0.0.1",
-                port=province.app[SIP].port,
-                transport=args.transport,
-                password="bench-pw",  # noqa: S106 - a loopback benchmark
-                local_id=LOCAL_ID,
-                regions=tuple(args.regions),
-                catalog_group_size=min(args.group, 16 if args.transport == "udp" else 200),
-                catalog_items_per_s=args.rate,
-            )
-            client = UpstreamClient(str(uuid.uuid4()), up, pool, box)
-            want = await store.count_visible(pool, args.regions)
-            sip = province.app[SIP]
+        async with TestClient(TestServer(app)) as client:
+            sip = client.app[SIP]
+            loop = asyncio.get_running_loop()
             base = rss_mb()
-            samples: list[tuple[int, float]] = []  # (catalog MESSAGEs taken, RSS) each second
+            samples: list[float] = []
             backlog = 0
 
             async def watch() -> None:
                 nonlocal backlog
                 while True:
                     backlog = max(backlog, sip.catalog_backlog)
-                    samples.append((sip.counters["catalog_messages"], rss_mb()))
+                    samples.append(rss_mb())
                     await asyncio.sleep(1.0)
 
-            watcher = asyncio.get_running_loop().create_task(watch())
-            t = time.perf_counter()
-            await client.start()
-            ppool = province.app[POOL]
+            watcher = loop.create_task(watch())
+            print(json.dumps({"port": sip.port, "schema": schema}), flush=True)
+            await loop.run_in_executor(None, sys.stdin.readline)
+            watcher.cancel()
+            half = len(samples) // 2
+            print(
+                json.dumps(
+                    {
+                        "peak_rss_mb": peak_rss_mb(),
+                        "rss_before_mb": base,
+                        # the highest RSS in each half of the push: flat memory has the same
+                        "rss_first_half_mb": max(samples[:half], default=0),
+                        "rss_second_half_mb": max(samples[half:], default=0),
+                        "max_items_waiting": backlog,
+                        "backpressure": sip.counters["catalog_backpressure"],
+                        "held": sip.counters["catalog_messages_held"],
+                        "deferred": sip.counters["catalog_messages_deferred"],
+                        "partial": sip.counters["catalogs_partial"],
+                    }
+                ),
+                flush=True,
+            )
+
+
+async def to_ours(
+    url: str, pool: asyncpg.Pool, box: CredentialBox, args: argparse.Namespace
+) -> dict[str, float]:
+    """The same push into our own device-access side: the province instance in a process of
+    its own (`province`), as a real upper registry is, so neither side's event loop or
+    memory is counted against the other."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--province-child", "--transport", args.transport,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        hello = json.loads(await child.stdout.readline())
+        up = UpstreamSettings(
+            name="province",
+            server_id=UPPER_ID,
+            host="127.0.0.1",
+            port=hello["port"],
+            transport=args.transport,
+            password="bench-pw",  # noqa: S106 - a loopback benchmark
+            local_id=LOCAL_ID,
+            regions=tuple(args.regions),
+            catalog_group_size=min(args.group, 16 if args.transport == "udp" else 200),
+            catalog_items_per_s=args.rate,
+        )
+        client = UpstreamClient(str(uuid.uuid4()), up, pool, box)
+        want = await store.count_visible(pool, args.regions)
+        ppool = await create_pool(url, schema=hello["schema"], min_size=1, max_size=1)
+        t = time.perf_counter()
+        await client.start()
+        try:
+            async with asyncio.timeout(args.timeout):
+                while True:
+                    done = await ppool.fetchval(
+                        "SELECT catalog_complete FROM gb_devices WHERE device_id = $1", LOCAL_ID
+                    )
+                    if done is not None:
+                        break
+                    await asyncio.sleep(0.5)
+            took = time.perf_counter() - t
+        finally:
+            await client.stop()
+        got = await ppool.fetchval("SELECT count(*) FROM cameras")
+        distinct = await ppool.fetchval("SELECT count(DISTINCT gb_id) FROM cameras")
+        await ppool.close()
+        child.stdin.write(b"stop\n")
+        await child.stdin.drain()
+        stats = json.loads(await child.stdout.readline())
+    finally:
+        if child.returncode is None:
+            child.stdin.close()
             try:
-                async with asyncio.timeout(args.timeout):
-                    while True:
-                        done = await ppool.fetchval(
-                            "SELECT catalog_complete FROM gb_devices WHERE device_id = $1",
-                            LOCAL_ID,
-                        )
-                        if done is not None:
-                            break
-                        await asyncio.sleep(0.5)
-                took = time.perf_counter() - t
-            finally:
-                watcher.cancel()
-                await client.stop()
-            got = await ppool.fetchval("SELECT count(*) FROM cameras")
-            distinct = await ppool.fetchval("SELECT count(DISTINCT gb_id) FROM cameras")
-            return {
-                "seconds": took,
-                "cameras": float(want),
-                "in_province": float(got),
-                "lost": float(want - distinct),
-                "duplicated": float(got - distinct),
-                "complete": 1.0 if done else 0.0,
-                "push_seconds": float(client.timings["last_catalog"]["seconds"]),
-                "peak_rss_mb": peak_rss_mb(),
-                "rss_before_mb": base,
-                # the highest RSS in each half of the push: flat memory has the same in both
-                "rss_first_half_mb": max((r for m, r in samples[: len(samples) // 2]), default=0),
-                "rss_second_half_mb": max((r for m, r in samples[len(samples) // 2 :]), default=0),
-                "max_items_waiting": float(backlog),
-                "backpressure": float(sip.counters["catalog_backpressure"]),
-                "held": float(sip.counters["catalog_messages_held"]),
-                "deferred": float(sip.counters["catalog_messages_deferred"]),
-            }
+                async with asyncio.timeout(60):
+                    await child.wait()
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+    return {
+        "seconds": took,
+        "cameras": float(want),
+        "in_province": float(got),
+        "lost": float(want - distinct),
+        "duplicated": float(got - distinct),
+        "complete": 1.0 if done else 0.0,
+        "push_seconds": float(client.timings["last_catalog"]["seconds"]),
+        "pusher_peak_rss_mb": peak_rss_mb(),
+        **{k: float(v) for k, v in stats.items()},
+    }
 
 
 async def main() -> None:
@@ -310,7 +356,12 @@ async def main() -> None:
         default="sipp",
         help="sipp: a SIPp UAS counting items; ours: our own device-access side",
     )
+    ap.add_argument("--province-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.province_child:
+        with database_url() as url:
+            await province(url, args.transport)
+        return
     with database_url() as url:
         conn = await asyncpg.connect(url)
         try:
@@ -348,13 +399,15 @@ async def main() -> None:
                         f"side in {r['seconds']:.1f} s ({r['cameras'] / r['seconds']:,.0f}/s; "
                         f"push {r['push_seconds']:.1f} s), province holds "
                         f"{r['in_province']:,.0f}, lost {r['lost']:.0f}, dup "
-                        f"{r['duplicated']:.0f}, complete {bool(r['complete'])}, peak RSS "
-                        f"{r['peak_rss_mb']:.0f} MB (both instances; {r['rss_before_mb']:.0f} "
-                        f"before, highest {r['rss_first_half_mb']:.0f} / "
+                        f"{r['duplicated']:.0f}, complete {bool(r['complete'])}, catalogs "
+                        f"partial {r['partial']:.0f}; province peak RSS {r['peak_rss_mb']:.0f} "
+                        f"MB ({r['rss_before_mb']:.0f} before, highest "
+                        f"{r['rss_first_half_mb']:.0f} / "
                         f"{r['rss_second_half_mb']:.0f} MB in the push's first / second half); "
                         f"most items waiting for the store {r['max_items_waiting']:,.0f}, "
                         f"backpressure engaged {r['backpressure']:.0f}, answers held "
-                        f"{r['held']:.0f}, deferred {r['deferred']:.0f}",
+                        f"{r['held']:.0f}, deferred {r['deferred']:.0f}; pusher peak RSS "
+                        f"{r['pusher_peak_rss_mb']:.0f} MB",
                         flush=True,
                     )
                 return

@@ -12,13 +12,14 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from camera_registry.crypto import CredentialBox
 from camera_registry.store import cameras
+from camera_registry.store.db import json_text
 from health.kpi import KpiRow, PeriodTotals
 from health.status import (
     CameraState,
@@ -483,7 +484,7 @@ async def record_media_many(
                        lease_until = NULL, lease_host = NULL
                    WHERE camera_id = $1""",
                 d.lease.camera_id,
-                _json_text(asdict(state)),
+                json_text(state.dump()),
             )
             first_clean = row["no_reference"] and d.verdict == ("clean", ())
             record = ProbeRecord(
@@ -507,10 +508,6 @@ RETURNING h.camera_id
 """
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False)
-
-
 async def _update_many(
     conn: asyncpg.Connection, owner: str, records: list[ProbeRecord]
 ) -> set[uuid.UUID]:
@@ -519,8 +516,8 @@ async def _update_many(
         _UPDATE_MANY,
         owner,
         [r.lease.camera_id for r in records],
-        [_json_text(asdict(r.state)) for r in records],
-        [_json_text(r.probe) for r in records],
+        [json_text(r.state.dump()) for r in records],
+        [json_text(r.probe) for r in records],
         [r.failures for r in records],
         [float(r.next_in_s) for r in records],
     )
@@ -715,9 +712,9 @@ async def _observe(
                     AS u(camera_id, state, probe, failed)
                WHERE h.camera_id = u.camera_id""",
             ids,
-            [_json_text(asdict(states[cid])) for cid in ids],
+            [json_text(states[cid].dump()) for cid in ids],
             [
-                _json_text({"source": source, "outcome": last[cid][0], "detail": last[cid][1]})
+                json_text({"source": source, "outcome": last[cid][0], "detail": last[cid][1]})
                 for cid in ids
             ],
             [last[cid][0] == "fail" for cid in ids],
@@ -775,7 +772,7 @@ async def _transitions_many(
 
 
 def _jsonable(state: CameraState) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(state)))
+    return json.loads(json.dumps(state.dump()))
 
 
 async def camera_health(pool: asyncpg.Pool, camera_id: uuid.UUID) -> dict[str, Any] | None:

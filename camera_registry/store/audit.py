@@ -58,26 +58,6 @@ async def record(
     )
 
 
-async def record_many(
-    conn: asyncpg.Connection,
-    action: str,
-    rows: list[tuple[Actor, Any, str | None, dict[str, Any] | None]],
-) -> None:
-    """One record per (actor, camera_id, region_code, after) in one pipelined round trip: a
-    catalog batch creates thousands of cameras, and each keeps its own record."""
-    if not rows:
-        return
-    await conn.executemany(
-        """INSERT INTO audit_log (actor, token_id, action, camera_id, region_code, remote_addr,
-                                  before, after, detail)
-           VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, NULL)""",
-        [
-            (who.name, who.token_id, action, cid, region, who.remote_addr, scrub(after))
-            for who, cid, region, after in rows
-        ],
-    )
-
-
 async def query(
     pool: asyncpg.Pool,
     actor: Actor,

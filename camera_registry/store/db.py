@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Mapping
@@ -17,6 +16,7 @@ from importlib import resources
 from typing import Any, Generic, TypeVar, cast
 
 import asyncpg
+import orjson
 
 from camera_registry.errors import DatabaseUnavailable
 
@@ -62,13 +62,31 @@ async def while_connection_lost(
             delay = min(delay * 2, 2.0)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False)
+_ORJSON = (
+    orjson.OPT_NON_STR_KEYS
+    | orjson.OPT_SERIALIZE_NUMPY
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def _fallback(value: Any) -> Any:
+    return float(value) if isinstance(value, float) else str(value)
+
+
+def json_text(value: Any) -> str:
+    """JSON for `json`/`jsonb` parameters, as `json.dumps(value, default=str)` wrote it.
+
+    orjson because a GB/T 28181 catalog batch or an import encodes thousands of rows here, and
+    `json.dumps` was 12 % of the catalog intake's CPU (profile in bench/RESULTS.md, issue 15).
+    Datetimes and dataclasses still go through `str` and int keys become strings, as before;
+    numpy scalars and float subclasses are numbers."""
+    return orjson.dumps(value, default=_fallback, option=_ORJSON).decode()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=_json, decoder=json.loads, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=_json, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("jsonb", encoder=json_text, decoder=orjson.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json_text, decoder=orjson.loads, schema="pg_catalog")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -418,7 +418,7 @@ class GbDevices:
         camera_of: list[dict[str, uuid.UUID]] = [{} for _ in catalogs]
         problem_of: list[dict[str, str]] = [{} for _ in catalogs]
         prepared: list[tuple[int, dict[str, Any]]] = []  # (catalog index, camera values)
-        carried: dict[tuple[int, str], frozenset[str]] = {}  # what each item said
+        said_by: dict[tuple[int, str], Mapping[str, Any]] = {}  # each camera item, for patches
         for n, cat in enumerate(catalogs):
             for item in cat.items:
                 item_id = str(item["device_id"])
@@ -431,7 +431,7 @@ class GbDevices:
                     problem_of[n][item_id] = mismatch[0]
                 else:
                     prepared.append((n, values))
-                    carried[(n, item_id)] = carried_fields(item, values)
+                    said_by[(n, item_id)] = item
         # The device's registration may still wait in its own batch: its row must exist. In a
         # statement of its own, committed at once: inserted inside the catalog's transaction,
         # the new rows stayed locked while the cameras were written, and a registration batch
@@ -456,7 +456,7 @@ class GbDevices:
             later: list[tuple[int, dict[str, Any]]] = []
             for pos, (n, values) in enumerate(new):
                 if pos in created:
-                    camera_of[n][values["gb_id"]] = uuid.UUID(created[pos]["id"])
+                    camera_of[n][values["gb_id"]] = uuid.UUID(created[pos])
                     outs[n].created += 1
                     continue
                 errs = refused.get(pos, [])
@@ -474,7 +474,7 @@ class GbDevices:
                 existing.update({r["gb_id"]: camera_out(r) for r in rows})
             again = [(n, v) for n, v in prepared if v["gb_id"] in known_before]
             await self._patch_many(
-                conn, actors, again + later, existing, outs, camera_of, problem_of, carried
+                conn, actors, again + later, existing, outs, camera_of, problem_of, said_by
             )
             await conn.executemany(
                 """INSERT INTO gb_catalog_items (device_id, item_id, parent_id, type_code, name,
@@ -581,7 +581,7 @@ class GbDevices:
         outs: list[CatalogOutcome],
         camera_of: list[dict[str, uuid.UUID]],
         problem_of: list[dict[str, str]],
-        carried: Mapping[tuple[int, str], frozenset[str]],
+        said_by: Mapping[tuple[int, str], Mapping[str, Any]],
     ) -> None:
         """Compare catalog values with the stored cameras in one validation pass; patch only
         what differs, each change its own audited update.
@@ -590,6 +590,8 @@ class GbDevices:
         as we hold them (a level-1 item without a position is complete when we hold one)."""
         if not known:
             return
+        # What each item said, only for cameras we already hold: new cameras take every field.
+        carried = {(n, v["gb_id"]): carried_fields(said_by[(n, v["gb_id"])], v) for n, v in known}
         merged: list[dict[str, Any]] = []
         for n, values in known:
             said = carried[(n, values["gb_id"])]
