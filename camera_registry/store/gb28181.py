@@ -24,6 +24,7 @@ from camera_registry.crypto import CredentialBox
 from camera_registry.errors import NotFound, RegistryError
 from camera_registry.gbid import CAMERA_TYPES
 from camera_registry.store.cameras import PUBLIC_COLUMNS, Registry, camera_out, region_range
+from camera_registry.store.db import json_text
 from camera_registry.store.inbox import Inbox
 from camera_registry.validate import validate_columns
 
@@ -476,32 +477,45 @@ class GbDevices:
             await self._patch_many(
                 conn, actors, again + later, existing, outs, camera_of, problem_of, said_by
             )
-            await conn.executemany(
-                """INSERT INTO gb_catalog_items (device_id, item_id, parent_id, type_code, name,
-                       civil_code, status, item, camera_id, problem, removed,
-                       catalog_gen)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, false, $11)
-                   ON CONFLICT (device_id, item_id) DO UPDATE SET parent_id = $3, type_code = $4,
-                       name = $5, civil_code = $6, status = $7, item = $8,
-                       camera_id = COALESCE($9, gb_catalog_items.camera_id), problem = $10,
-                       removed = false, catalog_gen = $11, updated_at = now()""",
-                sorted(
-                    (
-                        cat.device_id,
-                        str(item["device_id"]),
-                        item.get("parent_id") or None,
-                        str(item["device_id"])[10:13],
-                        item.get("name") or None,
-                        item.get("civil_code") or None,
-                        item.get("status") or None,
-                        dict(item),  # an object: the jsonb codec encodes it (once)
-                        camera_of[n].get(str(item["device_id"])),
-                        problem_of[n].get(str(item["device_id"])),
-                        cat.generation,
-                    )
-                    for n, cat in enumerate(catalogs)
-                    for item in cat.items
-                ),
+            # One statement for the batch's items, not one execution per item (PostgreSQL's
+            # per-execution cost was most of the upsert). A device is once per batch and its
+            # an item listed twice (a NOTIFY may) is written as its last listing, so no row is
+            # affected twice; in key order, as before.
+            latest = {
+                (cat.device_id, str(item["device_id"])): (
+                    cat.device_id,
+                    str(item["device_id"]),
+                    item.get("parent_id") or None,
+                    str(item["device_id"])[10:13],
+                    item.get("name") or None,
+                    item.get("civil_code") or None,
+                    item.get("status") or None,
+                    json_text(item),
+                    camera_of[n].get(str(item["device_id"])),
+                    problem_of[n].get(str(item["device_id"])),
+                    cat.generation,
+                )
+                for n, cat in enumerate(catalogs)
+                for item in cat.items
+            }
+            rows = [latest[key] for key in sorted(latest)]
+            columns = [list(col) for col in zip(*rows, strict=True)] if rows else [[]] * 11
+            await conn.execute(
+                """INSERT INTO gb_catalog_items AS g (device_id, item_id, parent_id, type_code,
+                       name, civil_code, status, item, camera_id, problem, removed, catalog_gen)
+                   SELECT d, i, p, t, nm, cc, st, it::jsonb, cam, pr, false, gen
+                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                               $6::text[], $7::text[], $8::text[], $9::uuid[], $10::text[],
+                               $11::bigint[])
+                        AS u(d, i, p, t, nm, cc, st, it, cam, pr, gen)
+                   ON CONFLICT (device_id, item_id) DO UPDATE SET
+                       parent_id = EXCLUDED.parent_id, type_code = EXCLUDED.type_code,
+                       name = EXCLUDED.name, civil_code = EXCLUDED.civil_code,
+                       status = EXCLUDED.status, item = EXCLUDED.item,
+                       camera_id = COALESCE(EXCLUDED.camera_id, g.camera_id),
+                       problem = EXCLUDED.problem, removed = false,
+                       catalog_gen = EXCLUDED.catalog_gen, updated_at = now()""",
+                *columns,
             )
             total = {n: len(c.items) for n, c in enumerate(catalogs)}
             complete = {n: c.complete for n, c in enumerate(catalogs) if c.generation is None}
