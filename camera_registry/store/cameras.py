@@ -524,13 +524,13 @@ class Registry:
         insert = f"""
             WITH ins AS (
                 INSERT INTO cameras ({", ".join(names)})
-                SELECT {", ".join(names)} FROM jsonb_populate_recordset(NULL::cameras, $1::jsonb)
+                SELECT {", ".join(names)} FROM json_populate_recordset(NULL::cameras, $1::json)
                 ORDER BY gb_id ON CONFLICT (gb_id) DO NOTHING RETURNING *
             ), audit AS (
                 INSERT INTO audit_log (actor, token_id, action, camera_id, region_code,
                                        remote_addr, before, after, detail)
                 SELECT w.actor, w.token_id, 'camera.create', j.id, j.region_code,
-                       w.remote_addr, NULL, row_to_json(j)::jsonb, NULL
+                       w.remote_addr, NULL, to_jsonb(j), NULL
                 FROM (SELECT {CAMERA_JSON_COLUMNS} FROM ins) j
                 JOIN unnest($2::text[], $3::text[], $4::uuid[], $5::text[])
                      AS w(gb_id, actor, token_id, remote_addr) ON w.gb_id = j.gb_id
