@@ -210,7 +210,9 @@ class Bridge(Gb28181Events):
         await self.store.keepalive_many(sorted(alive))
         if self.pool is None:
             return
-        channels = await self.store.channels_of(sorted(alive))
+        # A lower platform's keepalive says its link is up, not that each of its (up to
+        # millions of) channels is: theirs come from its catalog Status and NOTIFYs.
+        channels = await self.store.channels_of(sorted(d for d in alive if not _platform(d)))
         obs = [
             (cid, _STATUS_OUTCOME.get(status, "ok"), f"keepalive; channel {status or '?'}")
             for cid, status in channels
@@ -291,7 +293,11 @@ class Bridge(Gb28181Events):
         await self.store.offline_many(sorted(gone))
         if self.pool is None:
             return
-        channels = await self.store.channels_by_device(sorted(last))
+        # A platform's registration is not an observation of its channels (their Status comes
+        # from the catalog queried after it); its loss is one of every channel.
+        channels = await self.store.channels_by_device(
+            sorted(d for d in last if d in gone or not _platform(d))
+        )
         obs: list[tuple[uuid.UUID, Outcome, str]] = []
         for device_id, cid, status in channels:
             why = gone.get(device_id)
@@ -476,9 +482,12 @@ class Bridge(Gb28181Events):
             await asyncio.shield(self._observing)
 
     async def _observe(self, obs: list[tuple[uuid.UUID, Outcome, str]]) -> None:
-        """Observations in the order their events happened: after a catalog batch's."""
+        """Observations in the order their events happened: after a catalog batch's; in
+        transactions of `_OBSERVE_CHUNK` (a lower platform's loss fails millions of channels:
+        one transaction would hold them all locked, and their states in memory)."""
         await self._catalog_observed()
-        await observe_many(self.pool, obs, policy=self.policy)
+        for at in range(0, len(obs), _OBSERVE_CHUNK):
+            await observe_many(self.pool, obs[at : at + _OBSERVE_CHUNK], policy=self.policy)
 
     async def close(self) -> None:
         """At shutdown: the last catalog batch's observations are written, then keepalives."""
@@ -532,6 +541,14 @@ class Bridge(Gb28181Events):
                 if item.event in ("ON", "OFF", "VLOST", "DEFECT"):
                     await self.store.set_item_status(device_id, item.device_id, item.event)
         await self._observe_items(device_id, items, "NOTIFY")
+
+
+_OBSERVE_CHUNK = 10_000
+
+
+def _platform(device_id: str) -> bool:
+    """A lower platform (type 200) rather than a device: it relays others' channels."""
+    return device_id[10:13] == "200"
 
 
 def _fields(item: CatalogItem) -> dict[str, Any]:

@@ -201,10 +201,14 @@ async def one_run(
     }
 
 
-async def province(url: str, transport: str) -> None:
+async def province(url: str, transport: str, keep_schema: str | None, trace: bool) -> None:
     """The province instance, in a process of its own (`--province-child`): its SIP server
     accepting us as a type-200 lower platform, on a fresh schema. It prints its SIP port and
-    schema, samples its RSS and intake each second, and at a line on stdin prints them."""
+    schema, samples its RSS and intake each second, and at a line on stdin prints them.
+    `keep_schema`: an existing province schema, kept (to push into a registry that already
+    holds millions); `trace`: the allocations that grew most, on stderr at the end."""
+    import tracemalloc
+
     from aiohttp.test_utils import TestClient, TestServer
 
     from api.app import Database, create_app
@@ -212,7 +216,10 @@ async def province(url: str, transport: str) -> None:
     from bench.common import ROOT, fresh_schema
     from camera_registry.config import Settings
 
-    async with fresh_schema(url, "province") as schema:
+    if trace:
+        tracemalloc.start(8)
+    holder = contextlib.nullcontext(keep_schema) if keep_schema else fresh_schema(url, "province")
+    async with holder as schema:
         settings = Settings(
             data_dir=ROOT / ".camreg" / "bench-province",
             secret_key=KEY,
@@ -246,6 +253,11 @@ async def province(url: str, transport: str) -> None:
             print(json.dumps({"port": sip.port, "schema": schema}), flush=True)
             await loop.run_in_executor(None, sys.stdin.readline)
             watcher.cancel()
+            if trace:
+                for stat in tracemalloc.take_snapshot().statistics("traceback")[:12]:
+                    print(f"{stat.size / 2**20:.1f} MB in {stat.count} blocks", file=sys.stderr)
+                    for line in stat.traceback.format()[-8:]:
+                        print("   ", line, file=sys.stderr)
             half = len(samples) // 2
             print(
                 json.dumps(
@@ -274,6 +286,8 @@ async def to_ours(
     memory is counted against the other."""
     child = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--province-child", "--transport", args.transport,
+        *(["--province-schema", args.province_schema] if args.province_schema else []),
+        *(["--trace-memory"] if args.trace_memory else []),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert child.stdin is not None and child.stdout is not None
@@ -294,6 +308,9 @@ async def to_ours(
         client = UpstreamClient(str(uuid.uuid4()), up, pool, box)
         want = await store.count_visible(pool, args.regions)
         ppool = await create_pool(url, schema=hello["schema"], min_size=1, max_size=1)
+        await ppool.execute(  # a kept province schema holds an earlier push's verdict
+            "UPDATE gb_devices SET catalog_complete = NULL WHERE device_id = $1", LOCAL_ID
+        )
         t = time.perf_counter()
         await client.start()
         try:
@@ -357,10 +374,12 @@ async def main() -> None:
         help="sipp: a SIPp UAS counting items; ours: our own device-access side",
     )
     ap.add_argument("--province-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--province-schema", help="ours: push into this existing schema (kept)")
+    ap.add_argument("--trace-memory", action="store_true", help="ours: top allocations")
     args = ap.parse_args()
     if args.province_child:
         with database_url() as url:
-            await province(url, args.transport)
+            await province(url, args.transport, args.province_schema, args.trace_memory)
         return
     with database_url() as url:
         conn = await asyncpg.connect(url)

@@ -97,3 +97,28 @@ async def test_settled_online_channels_are_not_rewritten_by_keepalives(
     # silence still takes the settled channel offline, through the hysteresis
     await until(gb_client, ON, "offline")
     assert (await row(gb_client, ON))["state"]["fail_streak"] >= 3
+
+
+PLATFORM = "14010500002000000019"
+RELAYED = "14010500001320000291"
+
+
+async def test_a_lower_platforms_keepalives_do_not_observe_its_channels(
+    gb_client: TestClient,
+) -> None:
+    """A platform relays other devices' channels (a city's millions): its keepalive proves the
+    link, not each channel, so it writes none of them; losing the platform fails them all."""
+    dev = await SimDevice(PLATFORM, gb_client.app[SIP].port).open()
+    dev.answer_catalog_with(channel_item(RELAYED, "ON", PLATFORM), 1)
+    try:
+        assert (await dev.register()).status == 200
+        await until(gb_client, RELAYED, "unknown", "online")
+        await asyncio.sleep(10 * FLUSH_S)  # the catalog's observation is written
+        before = await row(gb_client, RELAYED)
+        assert before["last_probe"]["detail"] == "catalog Status ON"
+        await keep_alive(dev, range(6))
+        after = await row(gb_client, RELAYED)
+        assert after["version"] == before["version"]
+    finally:
+        dev.close()
+    await until(gb_client, RELAYED, "offline")  # silence: the platform's loss fails its channels
