@@ -295,19 +295,17 @@ class Bridge(Gb28181Events):
             return
         # A platform's registration is not an observation of its channels (their Status comes
         # from the catalog queried after it); its loss is one of every channel.
-        channels = await self.store.channels_by_device(
-            sorted(d for d in last if d in gone or not _platform(d))
-        )
-        obs: list[tuple[uuid.UUID, Outcome, str]] = []
-        for device_id, cid, status in channels:
-            why = gone.get(device_id)
-            if why is None:
-                obs.append(
-                    (cid, _STATUS_OUTCOME.get(status, "ok"), f"registered; channel {status or '?'}")
-                )
-            else:
-                obs.append((cid, "fail", f"{why}; channel {status or '?'}"))
-        await self._observe(obs)
+        devices = sorted(d for d in last if d in gone or not _platform(d))
+        async for page in self.store.channel_pages(devices):
+            obs: list[tuple[uuid.UUID, Outcome, str]] = []
+            for device_id, cid, status in page:
+                why = gone.get(device_id)
+                if why is None:
+                    word = _STATUS_OUTCOME.get(status, "ok")
+                    obs.append((cid, word, f"registered; channel {status or '?'}"))
+                else:
+                    obs.append((cid, "fail", f"{why}; channel {status or '?'}"))
+            await self._observe(obs)
 
     async def on_keepalive(self, device_id: str) -> None:
         self._alive.add(device_id)  # bounded by the registered devices; flushed by run()
@@ -323,13 +321,13 @@ class Bridge(Gb28181Events):
         by_device: dict[str, list[int]] = {}
         for device_id, m in missed:
             by_device.setdefault(device_id, []).append(m)
-        channels = await self.store.channels_by_device(sorted(by_device))
-        obs: list[tuple[uuid.UUID, Outcome, str]] = [
-            (cid, "fail", f"{m} keepalive interval(s) missed; channel {status or '?'}")
-            for device_id, cid, status in channels
-            for m in by_device[device_id]
-        ]
-        await self._observe(obs)
+        async for page in self.store.channel_pages(sorted(by_device)):
+            obs: list[tuple[uuid.UUID, Outcome, str]] = [
+                (cid, "fail", f"{m} keepalive interval(s) missed; channel {status or '?'}")
+                for device_id, cid, status in page
+                for m in by_device[device_id]
+            ]
+            await self._observe(obs)
 
     async def on_keepalive_timeout(self, device_id: str) -> None:
         await self.store.offline_many([device_id])
@@ -346,12 +344,12 @@ class Bridge(Gb28181Events):
         """
         if self.pool is None:
             return
-        channels = await self.store.channel_cameras(device_id)
-        obs = [
-            (cid, outcome or _STATUS_OUTCOME.get(status, "ok"), f"{why}; channel {status or '?'}")
-            for cid, status in channels
-        ]
-        await self._observe(obs)
+        async for page in self.store.channel_pages([device_id]):
+            obs = [
+                (cid, outcome or _STATUS_OUTCOME.get(word, "ok"), f"{why}; channel {word or '?'}")
+                for _, cid, word in page
+            ]
+            await self._observe(obs)
 
     async def _observe_items(self, device_id: str, items: list[CatalogItem], why: str) -> None:
         if self.pool is None:

@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -326,16 +326,29 @@ class GbDevices:
             list(device_ids),
         )
 
-    async def channels_by_device(
-        self, device_ids: Sequence[str]
-    ) -> list[tuple[str, uuid.UUID, str]]:
-        """(device ID, camera id, last Status word) of these devices' live camera channels."""
-        rows = await self.pool.fetch(
-            """SELECT device_id, camera_id, coalesce(status, '') AS status FROM gb_catalog_items
-               WHERE device_id = ANY($1::text[]) AND camera_id IS NOT NULL AND NOT removed""",
-            list(device_ids),
-        )
-        return [(r["device_id"], r["camera_id"], r["status"]) for r in rows]
+    async def channel_pages(
+        self, device_ids: Sequence[str], size: int = 10_000
+    ) -> AsyncIterator[list[tuple[str, uuid.UUID, str]]]:
+        """(device ID, camera id, last Status word) of these devices' live camera channels, in
+        pages of `size` by key: a lower platform's loss fails millions of channels, which as
+        one list (and one transaction) took a gigabyte."""
+        after = ("", "")
+        while True:
+            rows = await self.pool.fetch(
+                """SELECT device_id, item_id, camera_id, coalesce(status, '') AS status
+                   FROM gb_catalog_items
+                   WHERE device_id = ANY($1::text[]) AND (device_id, item_id) > ($2, $3)
+                     AND camera_id IS NOT NULL AND NOT removed
+                   ORDER BY device_id, item_id LIMIT $4""",
+                list(device_ids),
+                *after,
+                size,
+            )
+            if rows:
+                yield [(r["device_id"], r["camera_id"], r["status"]) for r in rows]
+            if len(rows) < size:
+                return
+            after = (rows[-1]["device_id"], rows[-1]["item_id"])
 
     async def offline(self, device_id: str) -> None:
         await self.pool.execute(
@@ -728,15 +741,6 @@ class GbDevices:
             item_id,
             camera_id,
         )
-
-    async def channel_cameras(self, device_id: str) -> list[tuple[uuid.UUID, str]]:
-        """(camera id, the device's last Status word) of the device's live camera channels."""
-        rows = await self.pool.fetch(
-            """SELECT camera_id, coalesce(status, '') AS status FROM gb_catalog_items
-               WHERE device_id = $1 AND camera_id IS NOT NULL AND NOT removed""",
-            device_id,
-        )
-        return [(r["camera_id"], r["status"]) for r in rows]
 
     async def channels_of(self, device_ids: Sequence[str]) -> list[tuple[uuid.UUID, str]]:
         """(camera id, last Status word) of the live camera channels of all these devices."""

@@ -37,6 +37,8 @@ from ingest.gb28181.manscdp import CatalogItem, Manscdp
 IDLE_TIMEOUT_S = 10.0
 RETRANSMIT_GRACE_S = 4.0
 """RFC 3261's T2: a UDP sender retransmits a MESSAGE we left unanswered within this long."""
+UNTRACKED_SETTLE_S = 2.0
+"""Quiet after SumNum items of an untracked catalog that ends it (see `_quiet_s`)."""
 MAX_SESSIONS = 10_000
 BATCH_ITEMS = 2_000
 MAX_TRACKED = 500_000
@@ -177,8 +179,26 @@ class CatalogAssembler:
         if tracked and result.sum_num is not None and session.received >= result.sum_num:
             self._finish(key, complete=True)
         else:
-            self._arm(key, session)
+            self._arm(key, session, self._quiet_s(session))
         return True
+
+    def _quiet_s(self, session: _Session) -> float:
+        """How long a session may stay silent before it ends.
+
+        Untracked (beyond the ID budget: a province's catalog), every item is counted, a
+        repeat too, so SumNum counted items are most likely the end but not surely: the
+        session then ends after `UNTRACKED_SETTLE_S` of quiet (a late item still joins it)
+        and the store counts the distinct items. The idle timeout there (40 s) added that
+        much to every big catalog's end.
+        """
+        result = session.result
+        if (
+            session.seen is None
+            and result.sum_num is not None
+            and session.received >= result.sum_num
+        ):
+            return min(self.idle_timeout_s, UNTRACKED_SETTLE_S)
+        return self.idle_timeout_s
 
     def _untrack(self, session: _Session) -> None:
         if session.seen is not None:
@@ -214,7 +234,7 @@ class CatalogAssembler:
             session.timer = None
             return
         # what we left unanswered comes back within T2: silence counts only after that
-        quiet_until = self._deferred_at + RETRANSMIT_GRACE_S + self.idle_timeout_s
+        quiet_until = self._deferred_at + RETRANSMIT_GRACE_S + self._quiet_s(session)
         now = time.monotonic()
         if now < quiet_until:
             self._arm(key, session, quiet_until - now)
@@ -236,7 +256,7 @@ class CatalogAssembler:
         now = time.monotonic()
         for key, session in self._sessions.items():
             session.last = now
-            self._arm(key, session)
+            self._arm(key, session, self._quiet_s(session))
 
     def _finish(self, key: tuple[str, int], complete: bool) -> None:
         session = self._sessions.pop(key, None)

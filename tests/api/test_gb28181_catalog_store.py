@@ -152,3 +152,25 @@ async def test_an_item_that_leaves_fields_out_erases_nothing_we_hold(client: Tes
     assert (again.updated, again.unchanged) == (0, 1)
     same = await pool.fetchrow("SELECT version FROM cameras WHERE gb_id = $1", channel)
     assert same["version"] == after["version"]
+
+
+async def test_channel_pages_walk_every_live_channel_once(client: TestClient) -> None:
+    """A platform's loss is observed page by page (its channels can be millions): every live
+    camera channel once, removed channels and tree nodes never."""
+    store = client.app[GB_DEVICES]
+    platform = "14010500002000000077"
+    ids = [f"14010500001329{n:06d}" for n in range(1, 24)]
+    items = [
+        {"device_id": i, "name": f"通道{n}", "civil_code": "140105", "po_type": 3}
+        for n, i in enumerate(ids)
+    ]
+    items.append({"device_id": "14010500002150000001", "name": "分组"})
+    assert (await store.apply_catalog(platform, items, complete=True)).created == len(ids)
+    assert await store.remove_items(platform, ids[:2]) == 2
+    pages = [page async for page in store.channel_pages([platform], size=5)]
+    assert [len(p) for p in pages] == [5, 5, 5, 5, 1]
+    cams = await client.app[POOL].fetch(
+        "SELECT id, gb_id FROM cameras WHERE gb_id = ANY($1::text[])", ids[2:]
+    )
+    assert sorted(c for p in pages for _, c, _ in p) == sorted(r["id"] for r in cams)
+    assert {d for p in pages for d, _, _ in p} == {platform}

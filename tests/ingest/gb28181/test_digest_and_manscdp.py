@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ingest.gb28181 import manscdp
-from ingest.gb28181.catalog import CatalogAssembler, CatalogResult
+from ingest.gb28181.catalog import UNTRACKED_SETTLE_S, CatalogAssembler, CatalogResult
 from ingest.gb28181.digest import (
     AuthResult,
     DigestVerifier,
@@ -265,3 +265,19 @@ def test_private_contact_not_matching_the_source_is_natted_public_one_is_honoure
     assert target_for("10.1.2.3", 5062, lan) == Peer("UDP", "10.1.2.3", 5062)
     tcp = Peer("TCP", "10.1.2.3", 40001)
     assert target_for("10.1.2.3", 5060, tcp) == tcp
+
+
+async def test_assembler_beyond_its_id_budget_ends_soon_after_sumnum_items() -> None:
+    """Untracked, SumNum counted items end the catalog after a short quiet, not the idle
+    timeout (40 s at the end of every province-sized catalog); a late item still joins."""
+    done: list[CatalogResult] = []
+    asm = CatalogAssembler(done.append, idle_timeout_s=30, batch_items=2, max_tracked=3)
+    fut = asm.expect(DEV, 10)
+    assert fut is not None
+    asm.add(DEV, catalog_msg(10, ["a", "b", "c", "d"], 5))
+    asm.add(DEV, catalog_msg(10, ["e"], 5))  # five counted: settling
+    asm.add(DEV, catalog_msg(10, ["f"], 5))  # late, within the quiet: joins the session
+    async with asyncio.timeout(UNTRACKED_SETTLE_S + 2):
+        result = await fut
+    assert not result.tracked and result.received == 6
+    assert {i for r in done for i in r.items} == {"a", "b", "c", "d", "e", "f"}
