@@ -159,7 +159,7 @@ async def test_channel_pages_walk_every_live_channel_once(client: TestClient) ->
     camera channel once, removed channels and tree nodes never."""
     store = client.app[GB_DEVICES]
     platform = "14010500002000000077"
-    ids = [f"14010500001329{n:06d}" for n in range(1, 24)]
+    ids = [f"14010500001320{n:06d}" for n in range(901, 924)]
     items = [
         {"device_id": i, "name": f"通道{n}", "civil_code": "140105", "po_type": 3}
         for n, i in enumerate(ids)
