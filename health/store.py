@@ -36,44 +36,13 @@ STATUS_CHANNEL = "camreg_status"
 # Availability days are local days in China, where every KPI report is read (UTC+8, no DST).
 DAY_TZ = "Asia/Shanghai"
 
-# Credit the seconds since the camera's previous transition (or its registration) to the status
-# it is leaving, split over the local days the interval spans: one statement, one row per day.
-# $1 camera, $2 old status, $3 epoch seconds of the transition, $4 time zone of the days.
+# Credit the seconds since each camera's previous transition (or its registration) to the
+# status it is leaving, split over the local days the interval spans: one row per camera and
+# day. $1 cameras (each at most once), $2 the statuses they leave, $3 epoch seconds of the
+# transitions, $4 the time zone of the days. For many cameras at once: a catalog batch brings
+# thousands of channels online, and one execution per camera cost PostgreSQL more than the
+# rest of the batch's writes.
 _CREDIT = """
-WITH span AS (
-    SELECT coalesce((SELECT max(at) FROM status_transitions WHERE camera_id = $1),
-                    (SELECT created_at FROM cameras WHERE id = $1)) AS t0,
-           to_timestamp($3) AS t1
-), parts AS (
-    SELECT d::date AS day,
-           extract(epoch FROM least(s.t1, (d + interval '1 day') AT TIME ZONE $4)
-                            - greatest(s.t0, d AT TIME ZONE $4))::float8 AS secs
-    FROM span s,
-         generate_series((s.t0 AT TIME ZONE $4)::date::timestamp,
-                         (s.t1 AT TIME ZONE $4)::date::timestamp, interval '1 day') AS d
-    WHERE s.t1 > s.t0
-)
-INSERT INTO camera_availability AS a (camera_id, day, online_s, degraded_s, flapping_s,
-                                      offline_s, unknown_s)
-SELECT $1, day,
-       CASE WHEN $2 = 'online' THEN secs ELSE 0 END,
-       CASE WHEN $2 = 'degraded' THEN secs ELSE 0 END,
-       CASE WHEN $2 = 'flapping' THEN secs ELSE 0 END,
-       CASE WHEN $2 = 'offline' THEN secs ELSE 0 END,
-       CASE WHEN $2 = 'unknown' THEN secs ELSE 0 END
-FROM parts WHERE secs > 0
-ON CONFLICT (camera_id, day) DO UPDATE SET
-    online_s = a.online_s + EXCLUDED.online_s,
-    degraded_s = a.degraded_s + EXCLUDED.degraded_s,
-    flapping_s = a.flapping_s + EXCLUDED.flapping_s,
-    offline_s = a.offline_s + EXCLUDED.offline_s,
-    unknown_s = a.unknown_s + EXCLUDED.unknown_s
-"""
-
-# `_CREDIT` for many cameras at once ($1 cameras, $2 old statuses, $3 epoch seconds, $4 time
-# zone), each camera at most once: a catalog batch brings thousands of channels online, and
-# one execution per camera cost PostgreSQL more than the rest of the batch's writes.
-_CREDIT_MANY = """
 WITH span AS (
     SELECT u.camera_id, u.old,
            coalesce((SELECT max(at) FROM status_transitions s WHERE s.camera_id = u.camera_id),
@@ -590,7 +559,7 @@ async def _transition(
 ) -> None:
     """Store a status change: close the old interval, log it, set the camera, notify listeners."""
     # Close the interval the old status held, before the new transition opens the next.
-    await conn.execute(_CREDIT, camera_id, transition.old, transition.at, DAY_TZ)
+    await conn.execute(_CREDIT, [camera_id], [transition.old], [transition.at], DAY_TZ)
     await conn.execute(
         """INSERT INTO status_transitions (camera_id, at, old, new, reason)
            VALUES ($1, to_timestamp($2), $3, $4, $5)""",
@@ -782,7 +751,7 @@ async def _transitions_many(
     for batch in rounds:  # four statements a round, whatever its size
         ids = [c for c, _, _ in batch]
         await conn.execute(
-            _CREDIT_MANY, ids, [t.old for _, _, t in batch], [t.at for _, _, t in batch], DAY_TZ
+            _CREDIT, ids, [t.old for _, _, t in batch], [t.at for _, _, t in batch], DAY_TZ
         )
         await conn.execute(
             """INSERT INTO status_transitions (camera_id, at, old, new, reason)
