@@ -472,6 +472,8 @@ class Bridge(Gb28181Events):
             await self._observe_catalogs(batch)
         except (asyncpg.PostgresError, OSError) as exc:  # the catalogs are stored; status follows
             log.warning("health observations of a catalog batch failed: %s", exc)
+        except Exception:  # never raised to its waiters: every later observation awaits this
+            log.exception("health observations of a catalog batch failed")
 
     async def _catalog_observed(self) -> None:
         """Wait for the catalog batch's observations still being written, if any (shielded: a
