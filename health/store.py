@@ -557,30 +557,9 @@ async def _record_extras(conn: asyncpg.Connection, r: ProbeRecord) -> None:
 async def _transition(
     conn: asyncpg.Connection, camera_id: uuid.UUID, region_code: str, transition: Transition
 ) -> None:
-    """Store a status change: close the old interval, log it, set the camera, notify listeners."""
-    # Close the interval the old status held, before the new transition opens the next.
-    await conn.execute(_CREDIT, [camera_id], [transition.old], [transition.at], DAY_TZ)
-    await conn.execute(
-        """INSERT INTO status_transitions (camera_id, at, old, new, reason)
-           VALUES ($1, to_timestamp($2), $3, $4, $5)""",
-        camera_id,
-        transition.at,
-        transition.old,
-        transition.new,
-        transition.reason,
-    )
-    await cameras.set_status(conn, camera_id, transition.new)
-    event = {
-        "camera_id": str(camera_id),
-        "region_code": region_code,
-        "old": transition.old,
-        "new": transition.new,
-        "at": dt.datetime.fromtimestamp(transition.at, dt.UTC).isoformat(),
-        "reason": transition.reason,
-    }
-    # Delivered on commit, to every API process listening: SSE fans out from there.
-    channel = status_channel(await conn.fetchval("SELECT current_schema()"))
-    await conn.execute("SELECT pg_notify($1, $2)", channel, json.dumps(event))
+    """Store a status change: close the old interval, log it, set the camera, notify listeners
+    (on commit, to every API process listening: SSE fans out from there)."""
+    await _transitions_many(conn, [(camera_id, region_code, transition)])
 
 
 async def observe_many(

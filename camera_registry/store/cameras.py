@@ -794,7 +794,7 @@ async def _own_transaction(
 
 
 def _json_rows(batch: CameraBatch, positions: list[int]) -> list[dict[str, Any]]:
-    """The rows at `positions` as objects for `jsonb_populate_recordset`, built column by
+    """The rows at `positions` as objects for `json_populate_recordset`, built column by
     column: per value only bytea needs converting here (the JSON codec writes NaN as null,
     numpy scalars as numbers, dates as ISO text), and a catalog batch has thousands of rows of
     some forty columns."""
