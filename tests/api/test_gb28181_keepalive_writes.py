@@ -38,7 +38,8 @@ async def gb_client(
 async def row(client: TestClient, gb_id: str) -> Any:
     """The channel's health row with its version (xmin changes whenever the row is written)."""
     return await client.app[POOL].fetchrow(
-        "SELECT c.status, h.xmin::text AS version, h.state, h.last_probe FROM camera_health h "
+        "SELECT c.status, h.xmin::text AS version, h.state, h.last_probe, h.last_probe_at "
+        "FROM camera_health h "
         "JOIN cameras c ON c.id = h.camera_id WHERE c.gb_id = $1",
         gb_id,
     )
@@ -85,13 +86,18 @@ async def test_settled_online_channels_are_not_rewritten_by_keepalives(
         # the channel the device reports OFF is a failure each time: still written
         assert (await row(gb_client, OFF))["version"] != off_before
         assert (await row(gb_client, OFF))["status"] == "offline"
-        # after the freshness bound (the keepalive timeout) the row is written once more
+        # after the freshness bound (the keepalive timeout) the row is touched once more: its
+        # last_probe_at moves to now, its state is not stepped (no state-machine write)
         async with asyncio.timeout(10):
             sn = 200
             while (await row(gb_client, ON))["version"] == settled["version"]:
                 await keep_alive(dev, range(sn, sn + 1))
                 sn += 1
-        assert (await row(gb_client, ON))["status"] == "online"
+        touched = await row(gb_client, ON)
+        assert touched["status"] == "online"
+        assert touched["state"] == settled["state"]
+        assert touched["last_probe"] == settled["last_probe"]
+        assert touched["last_probe_at"] > settled["last_probe_at"]
     finally:
         dev.close()
     # silence still takes the settled channel offline, through the hysteresis
