@@ -218,9 +218,7 @@ class Bridge(Gb28181Events):
             for cid, status in channels
         ]
         # a keepalive of a settled online channel changes nothing: not written (set-based)
-        obs = await without_settled(
-            self.pool, obs, policy=self.policy, fresh_s=self.settings.keepalive_timeout_s
-        )
+        obs = await without_settled(self.pool, obs, fresh_s=self.settings.keepalive_timeout_s)
         await self._observe(obs)
 
     def _device(self, device_id: str) -> contextlib.AbstractAsyncContextManager[None]:

@@ -595,7 +595,6 @@ async def without_settled(
     pool: asyncpg.Pool,
     observations: Sequence[tuple[uuid.UUID, Outcome, str]],
     *,
-    policy: StatusPolicy | None = None,
     source: str = "gb28181",
     fresh_s: float = 180.0,
 ) -> list[tuple[uuid.UUID, Outcome, str]]:
@@ -605,10 +604,14 @@ async def without_settled(
     Why: every keepalive of a device is an ``ok`` for each of its channels; at 100,000 devices
     (1,667 keepalives/s, ~7,000 channels/s) locking, stepping and rewriting rows that cannot
     change was most of a core. Such an ``ok`` is a no-op of the status machine when the
-    reachability is settled online with no failure streak, the whole flap window is ``ok``
-    with no change in it (so the status cannot move and no flapping can start), the camera
-    is off the probe schedule, and the last observation recorded is this same one; only the
-    uncapped `ok_streak` would grow. So that a row never claims a live channel was last seen
+    reachability is settled online with no failure streak, every observation in the flap
+    window is ``ok`` with no change among them, the camera is off the probe schedule, and the
+    last observation recorded is this same one; only the uncapped `ok_streak` would grow, and
+    the window by one more ``ok``. The window need not be full: a window of unchanged ``ok``s
+    counts no change however long it is and ends in the same entry, so every later step
+    decides the status exactly as it would after the skipped ones (requiring a full window
+    made each channel's first ten keepalives full writes: ten minutes of a registration
+    wave's every channel). So that a row never claims a live channel was last seen
     longer ago than `fresh_s` (the keepalive timeout), a settled row older than that has its
     `last_probe_at` moved to now in this same statement: a plain touch, not a pass through the
     status machine (at 400,000 channels a full observation of each every 180 s was 2,200
@@ -616,23 +619,23 @@ async def without_settled(
     and a row another writer holds is left to it (it writes `last_probe_at` itself).
     Failures are never dropped.
     """
-    policy = policy or StatusPolicy()
     ok = [o for o in observations if o[1] == "ok"]
     if not ok:
         return list(observations)
-    window = policy.flap_window
     settled = await pool.fetch(
         """WITH s AS (
                SELECT u.camera_id, u.detail,
-                      h.last_probe_at <= now() - make_interval(secs => $6) AS stale
+                      h.last_probe_at <= now() - make_interval(secs => $4) AS stale
                FROM unnest($1::uuid[], $2::text[]) AS u(camera_id, detail)
                JOIN camera_health h ON h.camera_id = u.camera_id
                WHERE h.state->>'settled' = 'online' AND (h.state->>'fail_streak')::int = 0
                  AND h.state->>'status' = CASE WHEN h.state->>'picture' = 'faulty'
                                                THEN 'degraded' ELSE 'online' END
-                 AND h.state->'recent' = $3::text::jsonb AND h.state->'changes' = $4::text::jsonb
+                 AND h.state->'recent' <@ '["ok"]'::jsonb
+                 AND jsonb_array_length(h.state->'recent') > 0
+                 AND NOT h.state->'changes' @> '[true]'::jsonb
                  AND h.failures = 0 AND h.next_probe_at = 'infinity' AND h.lease_owner IS NULL
-                 AND h.last_probe = jsonb_build_object('source', $5::text, 'outcome', 'ok',
+                 AND h.last_probe = jsonb_build_object('source', $3::text, 'outcome', 'ok',
                                                        'detail', u.detail)
            ), locked AS (
                SELECT h.camera_id FROM camera_health h
@@ -645,8 +648,6 @@ async def without_settled(
            SELECT camera_id, detail FROM s""",
         [cid for cid, _, _ in ok],
         [detail for _, _, detail in ok],
-        json.dumps(["ok"] * window),
-        json.dumps([False] * window),
         source,
         float(fresh_s),
     )

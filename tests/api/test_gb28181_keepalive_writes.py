@@ -1,6 +1,7 @@
 """A keepalive of a settled online channel writes no health row (100,000 devices keep alive
-1,667 times a second), while anything that can change the channel's status still does: the
-flap window filling up, a channel the device reports OFF, and silence taking it offline."""
+1,667 times a second), while anything that can change the channel's status still does: a
+channel the device reports OFF, and silence taking it offline. Past the freshness bound the
+row's last_probe_at is touched, its state untouched."""
 
 from __future__ import annotations
 
@@ -70,15 +71,12 @@ async def test_settled_online_channels_are_not_rewritten_by_keepalives(
     try:
         assert (await dev.register()).status == 200
         await until(gb_client, ON, "unknown", "online")  # the catalog made the camera
-        # fill the flap window (10 observations): every one of these is written
-        versions = set()
-        for sn in range(12):
-            await keep_alive(dev, range(sn, sn + 1))
-            versions.add((await row(gb_client, ON))["version"])
+        await keep_alive(dev, range(3))  # settles it online, with this observation recorded
         settled = await row(gb_client, ON)
         assert settled["status"] == "online"
         assert settled["last_probe"]["detail"] == "keepalive; channel ON"
-        assert len(versions) >= 9  # the window filling up was written, observation by observation
+        # the flap window need not be full (10) for a keepalive to be a no-op
+        assert len(settled["state"]["recent"]) < 10
         off_before = (await row(gb_client, OFF))["version"]
         # settled: more keepalives within the freshness bound write nothing for the ON channel
         await keep_alive(dev, range(100, 106))
