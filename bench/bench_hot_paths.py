@@ -29,7 +29,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from api.app import Database, create_app
 from api.state import STREAMS, TOKENS
 from bench.bench_import import ensure_cameras
 from bench.common import ROOT, database_url, drive, median, pct
+from bench.rtsp_endpoints import cpu_seconds
 from camera_registry.actor import Actor, Role
 from camera_registry.config import Settings
 from camera_registry.store.cameras import PUBLIC_COLUMNS
@@ -123,6 +125,13 @@ def med(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def fmt(r: dict[str, float]) -> str:
     return f"{r['rps']:,.0f} req/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms"
+
+
+def cost(r: dict[str, float]) -> str:
+    return (
+        f"server {r['server_us']:,.0f} µs CPU ({r['server_share']:.0%} of a core), "
+        f"PostgreSQL {r['db_us']:,.0f} µs CPU, {r['flushes']:.3f} WAL flushes"
+    )
 
 
 async def anchors(url: str, port_out: list[int]) -> web.AppRunner:
@@ -226,6 +235,33 @@ async def main() -> None:
         await conn.close()
         rnd = random.Random(7)
         loop = asyncio.get_running_loop()
+        probe = await asyncpg.connect(url)
+
+        async def costed(run: Awaitable[dict[str, float]]) -> dict[str, float]:
+            """A wrk run with what it cost: this process's CPU (both servers live in it, one
+            runs at a time), the database backends' CPU and WAL flushes, per request."""
+            pids = [
+                r["pid"]
+                for r in await probe.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                )
+            ]
+            syncs0 = await probe.fetchval("SELECT wal_sync FROM pg_stat_wal")
+            db0, cpu0, t0 = cpu_seconds(pids), time.process_time(), time.monotonic()
+            r = await run
+            elapsed = time.monotonic() - t0
+            db1, cpu1 = cpu_seconds(pids), time.process_time()
+            # the backends' counters are flushed to the view at the transactions' end
+            syncs1 = await probe.fetchval("SELECT wal_sync FROM pg_stat_wal")
+            n = max(r["rps"] * elapsed, 1.0)
+            return {
+                **r,
+                "server_us": (cpu1 - cpu0) / n * 1e6,
+                "db_us": (db1 - db0) / n * 1e6,
+                "flushes": (syncs1 - syncs0) / n,
+                "server_share": (cpu1 - cpu0) / elapsed,
+            }
+
         results: dict[str, dict[str, Any]] = {}
 
         async def pair(
@@ -240,11 +276,13 @@ async def main() -> None:
             runs_bare: list[dict[str, float]] = []
             for _ in range(args.repeat):
                 runs_ours.append(
-                    await loop.run_in_executor(None, wrk, ours, mine, hdr, c, args.duration)
+                    await costed(loop.run_in_executor(None, wrk, ours, mine, hdr, c, args.duration))
                 )
                 if anchor is not None:
                     runs_bare.append(
-                        await loop.run_in_executor(None, wrk, bare, anchor, {}, c, args.duration)
+                        await costed(
+                            loop.run_in_executor(None, wrk, bare, anchor, {}, c, args.duration)
+                        )
                     )
             res: dict[str, Any] = {"ours": med(runs_ours), "c": c}
             line = f"{name} (wrk, c={c}, median of {args.repeat}): ours {fmt(res['ours'])}"
@@ -253,6 +291,10 @@ async def main() -> None:
                 res["ratio"] = res["ours"]["rps"] / res["bare"]["rps"]
                 line += f"; anchor {fmt(res['bare'])}; ratio {res['ratio']:.2f}"
             print(line, flush=True)
+            costs = f"  per request: ours {cost(res['ours'])}"
+            if runs_bare:
+                costs += f"; anchor {cost(res['bare'])}"
+            print(costs, flush=True)
             if python_n and all(m == "GET" for m, _, _ in mine):
                 py_ours = []
                 py_bare = []
@@ -340,6 +382,7 @@ async def main() -> None:
         out = ROOT / "bench" / "out" / "hot_paths.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))
+        await probe.close()
         await bare_runner.cleanup()
         await runner.cleanup()
 
