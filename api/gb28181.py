@@ -191,6 +191,7 @@ class Bridge(Gb28181Events):
         self.catalog_batches = 0  # transactions that applied catalogs (a batch each)
         self._device_events = Batcher(self._apply_device_events, room=catalog_waiting)
         self._device_infos = Batcher(self.store.device_info_many, room=catalog_waiting)
+        self._charsets = Batcher(self.store.set_charsets, room=catalog_waiting)
         self._passwords = Coalescer(self.store.passwords)
 
     async def run(self, every_s: float = 1.0) -> None:
@@ -522,7 +523,7 @@ class Bridge(Gb28181Events):
         await observe_many(self.pool, obs, policy=self.policy)  # it is the one others wait for
 
     async def on_charset(self, device_id: str, charset: DeviceCharset) -> None:
-        await self.store.set_charset(device_id, charset.charset, charset.declared, charset.sniffed)
+        await self._charsets.submit((device_id, charset.charset, charset.declared, charset.sniffed))
 
     async def on_device_info(self, device_id: str, message: Manscdp) -> None:
         await self._device_infos.submit((device_id, message.fields))

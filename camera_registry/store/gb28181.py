@@ -289,21 +289,32 @@ class GbDevices:
     async def set_charset(
         self, device_id: str, charset: str, declared: str | None, sniffed: bool
     ) -> None:
-        """What the device's bodies really are, and what they declared (shown per device).
+        await self.set_charsets([(device_id, charset, declared, sniffed)])
 
-        An upsert: the device's first body can be written before its registration's row."""
+    async def set_charsets(self, seen: Sequence[tuple[str, str, str | None, bool]]) -> None:
+        """What devices' bodies really are, and what they declared (shown per device), for
+        many devices in one statement (one per device was 50,000 round trips at a wave).
+
+        An upsert: the device's first body can be written before its registration's row.
+        Rows are written in device order, as `registered_many` writes them (no deadlock)."""
+        last = {device_id: (c, d, s) for device_id, c, d, s in seen}
+        ids = sorted(last)
+        if not ids:
+            return
         await self.pool.execute(
-            """INSERT INTO gb_devices (device_id, type_code, region_code, charset,
-                                       charset_declared, charset_sniffed)
-               VALUES ($1, $5, $6, $2, $3, $4)
-               ON CONFLICT (device_id) DO UPDATE SET charset = $2, charset_declared = $3,
-                   charset_sniffed = $4, updated_at = now()""",
-            device_id,
-            charset,
-            declared[:40] if declared else None,
-            sniffed,
-            device_id[10:13],
-            device_id[:6],
+            """INSERT INTO gb_devices AS g (device_id, type_code, region_code, charset,
+                                            charset_declared, charset_sniffed)
+               SELECT d, substr(d, 11, 3), left(d, 6), c, dc, sn
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[])
+                    AS u(d, c, dc, sn)
+               ORDER BY d
+               ON CONFLICT (device_id) DO UPDATE SET charset = EXCLUDED.charset,
+                   charset_declared = EXCLUDED.charset_declared,
+                   charset_sniffed = EXCLUDED.charset_sniffed, updated_at = now()""",
+            ids,
+            [last[d][0] for d in ids],
+            [last[d][1][:40] if last[d][1] else None for d in ids],
+            [last[d][2] for d in ids],
         )
 
     @staticmethod
