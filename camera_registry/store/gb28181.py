@@ -297,7 +297,10 @@ class GbDevices:
 
         An upsert: the device's first body can be written before its registration's row.
         Rows are written in device order, as `registered_many` writes them (no deadlock)."""
-        last = {device_id: (c, d, s) for device_id, c, d, s in seen}
+        last = {
+            device_id: (charset, (declared or "")[:40] or None, sniffed)
+            for device_id, charset, declared, sniffed in seen
+        }
         ids = sorted(last)
         if not ids:
             return
@@ -313,7 +316,7 @@ class GbDevices:
                    charset_sniffed = EXCLUDED.charset_sniffed, updated_at = now()""",
             ids,
             [last[d][0] for d in ids],
-            [last[d][1][:40] if last[d][1] else None for d in ids],
+            [last[d][1] for d in ids],
             [last[d][2] for d in ids],
         )
 
