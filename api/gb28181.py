@@ -34,7 +34,7 @@ from camera_registry.errors import NotFound, RegistryError
 from camera_registry.store.gb28181 import CatalogInput, CatalogOutcome, GbDevices
 from health.settings import health_runtime
 from health.status import Outcome, StatusPolicy
-from health.store import observe_many, without_settled
+from health.store import keepalive_channels, observe_many
 from ingest.gb28181.catalog import CatalogResult
 from ingest.gb28181.manscdp import CatalogItem, Manscdp
 from ingest.gb28181.registrar import DeviceAccess, Registration, device_id_problem
@@ -61,6 +61,8 @@ _STATUS_OUTCOME: dict[str, Outcome] = {
     "VLOST": "fail",
     "DEFECT": "fail",  # 故障: the channel does not work (a picture verdict needs our own diagnosis)
 }
+_FAILING = tuple(word for word, outcome in _STATUS_OUTCOME.items() if outcome != "ok")
+KEEPALIVE_DETAIL = "keepalive; channel "  # + the channel's Status word
 
 
 _T = TypeVar("_T")
@@ -213,14 +215,20 @@ class Bridge(Gb28181Events):
             return
         # A lower platform's keepalive says its link is up, not that each of its (up to
         # millions of) channels is: theirs come from its catalog Status and NOTIFYs.
-        channels = await self.store.channels_of(sorted(d for d in alive if not _platform(d)))
-        obs = [
-            (cid, _STATUS_OUTCOME.get(status, "ok"), f"keepalive; channel {status or '?'}")
-            for cid, status in channels
-        ]
-        # a keepalive of a settled online channel changes nothing: not written (set-based)
-        obs = await without_settled(self.pool, obs, fresh_s=self.settings.keepalive_timeout_s)
-        await self._observe(obs)
+        # A keepalive of a settled online channel changes nothing: not read, not written.
+        channels = await keepalive_channels(
+            self.pool,
+            sorted(d for d in alive if not _platform(d)),
+            failing=_FAILING,
+            detail=KEEPALIVE_DETAIL,
+            fresh_s=self.settings.keepalive_timeout_s,
+        )
+        await self._observe(
+            [
+                (cid, _STATUS_OUTCOME.get(word, "ok"), f"{KEEPALIVE_DETAIL}{word or '?'}")
+                for cid, word in channels
+            ]
+        )
 
     def _device(self, device_id: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self._devices([device_id])

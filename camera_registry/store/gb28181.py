@@ -756,15 +756,6 @@ class GbDevices:
             camera_id,
         )
 
-    async def channels_of(self, device_ids: Sequence[str]) -> list[tuple[uuid.UUID, str]]:
-        """(camera id, last Status word) of the live camera channels of all these devices."""
-        rows = await self.pool.fetch(
-            """SELECT camera_id, coalesce(status, '') AS status FROM gb_catalog_items
-               WHERE device_id = ANY($1::text[]) AND camera_id IS NOT NULL AND NOT removed""",
-            list(device_ids),
-        )
-        return [(r["camera_id"], r["status"]) for r in rows]
-
     async def item_cameras(self, device_id: str, item_ids: Sequence[str]) -> dict[str, uuid.UUID]:
         rows = await self.pool.fetch(
             """SELECT item_id, camera_id FROM gb_catalog_items
