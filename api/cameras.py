@@ -100,8 +100,8 @@ async def list_cameras(request: web.Request) -> web.Response:
         text = await request.app[REGISTRY].nearest_json(actor, near[0], near[1], k, f)
         return json_text_response(text)
     limit = params.integer(q, "limit", settings.default_page_size, 1, settings.max_page_size)
-    text = await request.app[REGISTRY].page_json(actor, f, limit=limit, cursor=q.get("cursor"))
-    return json_text_response(text)
+    body = await request.app[REGISTRY].page_json(actor, f, limit=limit, cursor=q.get("cursor"))
+    return json_text_response(body)
 
 
 @ROUTES.route(

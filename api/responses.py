@@ -20,8 +20,7 @@ def json_response(
     )
 
 
-def json_text_response(text: str, status: int = 200, **headers: str) -> web.Response:
-    """An answer whose JSON was built elsewhere (by PostgreSQL): sent as it is."""
-    return web.Response(
-        body=text.encode(), status=status, content_type="application/json", headers=headers
-    )
+def json_text_response(text: str | bytes, status: int = 200, **headers: str) -> web.Response:
+    """An answer whose JSON was built elsewhere (by PostgreSQL): sent as it is (UTF-8)."""
+    body = text if isinstance(text, bytes) else text.encode()
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)

@@ -227,12 +227,17 @@ class Registry:
 
     async def page_json(
         self, actor: Actor, f: CameraFilter, *, limit: int, cursor: str | None = None
-    ) -> str:
-        """A page as the JSON document the API answers, `{"items": [...], "next_cursor"}`:
-        each camera's JSON is built by PostgreSQL, Python only joins them."""
+    ) -> bytes:
+        """A page as the JSON document the API answers, `{"items": [...], "next_cursor"}`, in
+        UTF-8: each camera's JSON is built by PostgreSQL, Python only frames them.
+
+        The items come as one `bytea` value, never a Python `str`: a bbox page of 10,000
+        cameras is ~10 MB with Chinese names, and decoding it into a str, joining and
+        encoding it back was most of the handler's time (a third more per page than a bare
+        handler answering PostgreSQL's `json_agg`)."""
         w = _where(actor, f)
         if w is None:
-            return '{"items": [], "next_cursor": null}'
+            return b'{"items": [], "next_cursor": null}'
         if cursor:
             w.add("id > {0}", decode_cursor(cursor))
         w.args.append(limit + 1)
@@ -240,7 +245,8 @@ class Registry:
         # One value, not a record per camera: decoding 10,000 records and joining their texts
         # was Python's share of a bbox page.
         rec = await self.pool.fetchrow(
-            f"""SELECT string_agg(j, ', ' ORDER BY n) FILTER (WHERE n < ${n}) AS items,
+            f"""SELECT convert_to(string_agg(j, ', ' ORDER BY n) FILTER (WHERE n < ${n}),
+                                  'UTF8') AS items,
                        max(id::text) FILTER (WHERE n = ${n} - 1) AS last,
                        count(*) = ${n} AS more
                 FROM (SELECT c.id, row_to_json(c)::text AS j,
@@ -250,7 +256,9 @@ class Registry:
             *w.args,
         )
         nxt = f'"{encode_cursor(rec["last"])}"' if rec["more"] else "null"
-        return '{"items": [' + (rec["items"] or "") + '], "next_cursor": ' + nxt + "}"
+        return b"".join(
+            (b'{"items": [', rec["items"] or b"", b'], "next_cursor": ', nxt.encode(), b"}")
+        )
 
     async def nearest_json(
         self, actor: Actor, lon: float, lat: float, k: int, f: CameraFilter
