@@ -10,6 +10,8 @@ Figures (each run on a fresh schema, the service in its own process):
    (gb_catalog_items and cameras), lost and duplicated channels;
 2. keepalives/s answered at full load (256 in flight), the service's CPU share;
 3. keepalives at a paced rate (default 1,667/s: 100,000 devices every 60 s), its CPU share;
+   both keepalive phases measure the steady state: before them each of their devices keeps
+   alive once and the service's status transitions (unknown → online) are waited for;
 4. anchor: the same keepalive client at full load against SIPp as a UAS answering 200 to
    every MESSAGE (the SIP engine limit of this machine with no application), and the ratio.
 Peak RSS of the service process is read from /proc (VmHWM).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -94,6 +97,18 @@ async def keepalive_load(
         i += 1
     await asyncio.gather(*tasks)
     return done / seconds
+
+
+async def keepalive_each(devices: list[Device], in_flight: int = 256) -> None:
+    """One keepalive from each device, `in_flight` at a time."""
+    sem = asyncio.Semaphore(in_flight)
+
+    async def one(dev: Device, n: int) -> None:
+        async with sem:
+            with contextlib.suppress(TimeoutError):
+                await dev.keepalive(n)
+
+    await asyncio.gather(*(one(d, 500_000 + i) for i, d in enumerate(devices)))
 
 
 def server_args(server: tuple[str, int]) -> tuple[str, str]:
@@ -205,6 +220,20 @@ async def run_once(
                 assert w.stdin is not None
                 w.stdin.write(b"quiet\n")
             await asyncio.sleep(2)  # let the registration tail (DeviceInfo) settle
+            # The steady state of "100,000 devices keeping alive": each device of the phases
+            # keeps alive once (its channels' second ok takes them unknown → online) and the
+            # service writes those transitions; timed, and the phases below start after it.
+            t_settle0 = time.perf_counter()
+            await keepalive_each(devices)
+            online, still = -1, time.perf_counter()
+            while time.perf_counter() - still < 3 and time.perf_counter() - t_settle0 < 300:
+                now_online = await conn.fetchval(
+                    "SELECT count(*) FROM cameras WHERE status = 'online'"
+                )
+                if now_online != online:
+                    online, still = now_online, time.perf_counter()
+                await asyncio.sleep(0.25)
+            t_settle = still - t_settle0
             cpu1 = cpu_seconds([proc.pid])
             full = await keepalive_load(devices, seconds)
             cpu_full = (cpu_seconds([proc.pid]) - cpu1) / seconds
@@ -241,6 +270,8 @@ async def run_once(
         "client_cpu_load": client_load / max(t_cat, 1e-9),
         "server_cpu_load": cpu_load / max(t_cat, 1e-9),
         "pg_cpu_load": pg_load / max(t_cat, 1e-9),
+        "t_settle_s": t_settle,
+        "online": online,
         "ka_full_per_s": full,
         "cpu_full": cpu_full,
         "ka_paced_per_s": paced,
@@ -328,6 +359,8 @@ def main() -> int:
                 f"{r['cameras']:.0f}; CPU while loading: service {r['server_cpu_load']:.0%}, "
                 f"its PostgreSQL backends {r['pg_cpu_load']:.0%}, "
                 f"load client {r['client_cpu_load']:.0%}); "
+                f"settled ({r['online']:.0f} cameras online) {r['t_settle_s']:.1f} s after "
+                f"one keepalive of {min(args.devices, args.per_process)} devices; "
                 f"keepalives full {r['ka_full_per_s']:.0f}/s at "
                 f"{r['cpu_full']:.0%} CPU, paced {r['ka_paced_per_s']:.0f}/s at "
                 f"{r['cpu_paced']:.0%} CPU; peak RSS {r['rss_mb']:.0f} MB; shed (503) "
