@@ -41,6 +41,11 @@ async def main(dsn: str, schema: str) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     print(f"ready {app[SIP].port}", flush=True)
+    slow = os.environ.get("CAMREG_BENCH_SLOW_S")  # log each loop step longer than this (debug)
+    if slow:
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = float(slow)
     profile = os.environ.get("CAMREG_BENCH_PROFILE")  # a path: cProfile stats, dumped every 5 s
     metrics = os.environ.get("CAMREG_BENCH_METRICS")  # a path: the SIP counters, every 5 s
     if profile:
