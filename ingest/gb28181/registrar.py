@@ -10,6 +10,7 @@ address.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,6 +107,9 @@ class Registrar:
         self.server_header = server_header
         self._clock = clock
         self.registrations: dict[str, Registration] = {}
+        # No registration expires before this: the once-a-second pass reads them all only
+        # when one may have (a scan of 100,000 each second was a steady 50-100 ms stall).
+        self._next_expiry = math.inf
 
     def live(self, device_id: str) -> Registration | None:
         reg = self.registrations.get(device_id)
@@ -118,9 +122,13 @@ class Registrar:
     def expire(self) -> list[Registration]:
         """Drop registrations past their expiry; return them so the caller can tell the registry."""
         now = self._clock()
+        if now <= self._next_expiry:
+            return []
         gone = [r for r in self.registrations.values() if r.expires_at < now]
         for reg in gone:
             del self.registrations[reg.device_id]
+        left = (r.expires_at for r in self.registrations.values())
+        self._next_expiry = min(left, default=math.inf)
         return gone
 
     async def handle(self, request: SipRequest, source: Peer) -> RegisterOutcome:
@@ -201,6 +209,7 @@ class Registrar:
         # registration, which re-queries the catalog.
         is_new = existing is None or existing.source != source or existing.contact != contact_text
         self.registrations[device_id] = reg
+        self._next_expiry = min(self._next_expiry, reg.expires_at)
         resp = build_response(request, 200, to_tag=tag, source=source.addr)
         resp.headers.add("Contact", f"{contact_text};expires={expires}")
         resp.headers.add("Expires", str(expires))

@@ -126,3 +126,53 @@ async def test_keepalive_silence_times_out_once_and_the_next_keepalive_revives_i
     finally:
         dev.close()
     assert server.metrics()["keepalive_timeouts"] == 2
+
+
+async def test_a_silent_device_behind_a_live_one_still_times_out(
+    server: SipServer, recorder: Recorder
+) -> None:
+    """The keepalive pass reads devices in the order they were last seen and stops at the
+    first fresh one: a device that registered first but keeps alive must not hide the silent
+    one that registered after it."""
+    server.config.keepalive_timeout_s = 0.6
+    live = await SimDevice(IPC_ID, server.port).open()
+    silent = await SimDevice(NVR_ID, server.port).open()
+    try:
+        assert (await live.register()).status == 200
+        assert (await silent.register()).status == 200
+
+        async def keep_alive() -> None:
+            for sn in range(20):
+                assert (await live.keepalive(sn)).status == 200
+                await asyncio.sleep(0.1)
+
+        beating = asyncio.create_task(keep_alive())
+        assert await asyncio.wait_for(recorder.timeouts.get(), 5) == NVR_ID
+        await beating
+        assert recorder.timeouts.empty()  # the live one never timed out
+    finally:
+        live.close()
+        silent.close()
+
+
+async def test_a_registration_expires_and_the_others_stay(
+    server: SipServer, recorder: Recorder
+) -> None:
+    """Expiry is checked only once a registration may have expired (the earliest expiry is
+    kept), so a long registration made first must not hide a short one made after it."""
+    server.registrar.min_expires = 1
+    long = await SimDevice(NVR_ID, server.port).open()
+    short = await SimDevice(IPC_ID, server.port).open()
+    try:
+        assert (await long.register(expires=3600)).status == 200
+        assert (await short.register(expires=1)).status == 200
+        assert await asyncio.wait_for(recorder.unregistered.get(), 5) == (IPC_ID, "expired")
+        assert server.registrar.live(IPC_ID) is None
+        assert server.registrar.live(NVR_ID) is not None
+        # registered again, it expires again
+        assert (await short.register(expires=1)).status == 200
+        assert await asyncio.wait_for(recorder.unregistered.get(), 5) == (IPC_ID, "expired")
+        assert recorder.unregistered.empty()
+    finally:
+        long.close()
+        short.close()
