@@ -108,7 +108,8 @@ class Registrar:
         self._clock = clock
         self.registrations: dict[str, Registration] = {}
         # No registration expires before this: the once-a-second pass reads them all only
-        # when one may have (a scan of 100,000 each second was a steady 50-100 ms stall).
+        # when one may have (with the liveness pass, reading all 50,000 each second was
+        # ~35 ms of the loop in one piece).
         self._next_expiry = math.inf
 
     def live(self, device_id: str) -> Registration | None:

@@ -470,7 +470,7 @@ class SipServer:
             misses: list[tuple[str, int]] = []
             # `_liveness` is in the order devices were last seen (each is moved to the end
             # when seen): past the first device that has neither missed an interval nor timed
-            # out, none has (reading all 100,000 each second was a steady 50-100 ms stall)
+            # out, none has (reading all 50,000 each second was ~35 ms of the loop in one piece)
             timeout = self.config.keepalive_timeout_s
             for device_id, live in self._liveness.items():
                 age = now - live.last_seen
