@@ -286,11 +286,6 @@ class GbDevices:
             sorted((d, t, h, p, c, u, float(e)) for d, t, h, p, c, u, e in registrations),
         )
 
-    async def set_charset(
-        self, device_id: str, charset: str, declared: str | None, sniffed: bool
-    ) -> None:
-        await self.set_charsets([(device_id, charset, declared, sniffed)])
-
     async def set_charsets(self, seen: Sequence[tuple[str, str, str | None, bool]]) -> None:
         """What devices' bodies really are, and what they declared (shown per device), for
         many devices in one statement (one per device was 50,000 round trips at a wave).
