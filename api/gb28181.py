@@ -61,7 +61,8 @@ _STATUS_OUTCOME: dict[str, Outcome] = {
     "VLOST": "fail",
     "DEFECT": "fail",  # 故障: the channel does not work (a picture verdict needs our own diagnosis)
 }
-_FAILING = tuple(word for word, outcome in _STATUS_OUTCOME.items() if outcome != "ok")
+# the catalog Status words that fail a channel (what `keepalive_channels` must not skip)
+FAILING_WORDS = tuple(word for word, outcome in _STATUS_OUTCOME.items() if outcome != "ok")
 KEEPALIVE_DETAIL = "keepalive; channel "  # + the channel's Status word
 
 
@@ -219,7 +220,7 @@ class Bridge(Gb28181Events):
         channels = await keepalive_channels(
             self.pool,
             sorted(d for d in alive if not _platform(d)),
-            failing=_FAILING,
+            failing=FAILING_WORDS,
             detail=KEEPALIVE_DETAIL,
             fresh_s=self.settings.keepalive_timeout_s,
         )

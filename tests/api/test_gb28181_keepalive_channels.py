@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from api.gb28181 import _FAILING, KEEPALIVE_DETAIL, Bridge
+from api.gb28181 import FAILING_WORDS, KEEPALIVE_DETAIL, Bridge
 from api.state import GB_DEVICES, POOL
 from camera_registry.config import Gb28181Settings
 from health.status import Outcome
@@ -79,7 +79,7 @@ async def test_only_channels_that_need_an_observation_come_back(client: TestClie
     async def ask(*devices: str) -> dict[uuid.UUID, list[str]]:
         out: dict[uuid.UUID, list[str]] = {}
         for cid, word in await keepalive_channels(
-            pool, devices, failing=_FAILING, detail=KEEPALIVE_DETAIL
+            pool, devices, failing=FAILING_WORDS, detail=KEEPALIVE_DETAIL
         ):
             out.setdefault(cid, []).append(word)
         return out
@@ -116,12 +116,14 @@ async def test_a_settled_row_past_the_freshness_bound_is_touched_not_stepped(
     )
     stale = await health(client, cid)
     left_out = await keepalive_channels(
-        pool, [NVR], failing=_FAILING, detail=KEEPALIVE_DETAIL, fresh_s=180
+        pool, [NVR], failing=FAILING_WORDS, detail=KEEPALIVE_DETAIL, fresh_s=180
     )
     assert cid not in {c for c, _ in left_out}
     touched = await health(client, cid)
     assert touched["state"] == stale["state"]
     assert touched["at"] > stale["at"]
     # within the bound nothing is written at all
-    await keepalive_channels(pool, [NVR], failing=_FAILING, detail=KEEPALIVE_DETAIL, fresh_s=180)
+    await keepalive_channels(
+        pool, [NVR], failing=FAILING_WORDS, detail=KEEPALIVE_DETAIL, fresh_s=180
+    )
     assert (await health(client, cid))["version"] == touched["version"]
