@@ -200,7 +200,8 @@ class GbDevices:
         if not missing:
             return out
         rows = await self.pool.fetch(
-            "SELECT device_id, password FROM gb_devices WHERE device_id = ANY($1::text[])",
+            "SELECT device_id, password FROM gb_device_passwords"
+            " WHERE device_id = ANY($1::text[])",
             missing,
         )
         sealed = {r["device_id"]: r["password"] for r in rows}
@@ -217,15 +218,25 @@ class GbDevices:
         pair = self.box.seal(None, password) if password else None
         sealed = pair[0] if pair else None
         async with self.pool.acquire() as conn, conn.transaction():
+            # The device is listed (and scoped) before it first registers.
             await conn.execute(
-                """INSERT INTO gb_devices (device_id, type_code, region_code, password)
-                   VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (device_id) DO UPDATE SET password = $4, updated_at = now()""",
+                """INSERT INTO gb_devices (device_id, type_code, region_code) VALUES ($1, $2, $3)
+                   ON CONFLICT (device_id) DO UPDATE SET updated_at = now()""",
                 device_id,
                 device_id[10:13],
                 device_id[:6],
-                sealed,
             )
+            if sealed is None:
+                await conn.execute(
+                    "DELETE FROM gb_device_passwords WHERE device_id = $1", device_id
+                )
+            else:
+                await conn.execute(
+                    """INSERT INTO gb_device_passwords (device_id, password) VALUES ($1, $2)
+                       ON CONFLICT (device_id) DO UPDATE SET password = $2, updated_at = now()""",
+                    device_id,
+                    sealed,
+                )
             from camera_registry.store import audit
 
             await audit.record(
@@ -834,7 +845,8 @@ _DEVICE_COLUMNS = (
     "user_agent, charset, charset_declared, charset_sniffed, registered_at, expires_at, "
     "last_keepalive, online, name, manufacturer, "
     "model, firmware, channel_count, catalog_at, catalog_complete, catalog_items, "
-    "(password IS NOT NULL) AS own_password"
+    "EXISTS (SELECT 1 FROM gb_device_passwords p WHERE p.device_id = gb_devices.device_id)"
+    " AS own_password"
 )
 
 

@@ -186,7 +186,7 @@ async def test_per_device_password_is_sealed_admin_only_and_used_for_digest(
     )
     assert ok.status == 204
     stored = await gb_client.app[POOL].fetchval(
-        "SELECT password FROM gb_devices WHERE device_id = $1", IPC
+        "SELECT password FROM gb_device_passwords WHERE device_id = $1", IPC
     )
     assert stored is not None and b"n3w-secret" not in stored
     body = await (
@@ -196,3 +196,16 @@ async def test_per_device_password_is_sealed_admin_only_and_used_for_digest(
     assert "n3w-secret" not in str(body)
     access = await gb_client.app[SIP].registrar.directory.lookup(IPC)
     assert access is not None and access.password == "n3w-secret"
+    cleared = await gb_client.put(
+        f"/api/v1/gb28181/devices/{IPC}/password",
+        json={"password": None},
+        headers=await tok("admin"),
+    )
+    assert cleared.status == 204
+    assert not await gb_client.app[POOL].fetchval(
+        "SELECT count(*) FROM gb_device_passwords WHERE device_id = $1", IPC
+    )
+    body = await (
+        await gb_client.get(f"/api/v1/gb28181/devices/{IPC}", headers=await tok("admin"))
+    ).json()
+    assert body["own_password"] is False
