@@ -35,6 +35,7 @@ from camera_registry.errors import DatabaseUnavailable, FieldError, ValidationFa
 from camera_registry.fields import DB_COLUMNS, STREAM_KEYS
 from camera_registry.store import audit
 from camera_registry.store.cameras import allocate_serials
+from camera_registry.store.db import lower_backend_priority
 from camera_registry.validate import CameraBatch
 
 _STAGE_TYPES = {
@@ -184,7 +185,7 @@ def keepalive(conn: asyncpg.Connection) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, opt, value)
 
 
-_YIELD_ROWS = 1000  # rows asyncpg encodes between two turns of the event loop (~10 ms)
+_YIELD_ROWS = 200  # rows asyncpg encodes between two turns of the event loop (~2 ms)
 
 
 async def _yielding(records: Iterable[tuple[Any, ...]]) -> AsyncIterator[tuple[Any, ...]]:
@@ -220,8 +221,12 @@ class BulkLoad:
         import_id: str | None = None,
         statement_timeout_s: float = STATEMENT_TIMEOUT_S,
         acquire_timeout_s: float = 60.0,
+        niceness: int = 0,
     ) -> None:
         self.pool = pool
+        # > 0: the session's backend runs at that niceness (`lower_backend_priority`)
+        self.niceness = niceness
+        self._reniced = False
         self.actor = actor
         self.import_id = import_id
         self.statement_timeout_s = statement_timeout_s
@@ -255,6 +260,8 @@ class BulkLoad:
         with _lost_means_unavailable():
             keepalive(self._conn)
             self.backend_pid = self._conn.get_server_pid()
+            if self.niceness:
+                self._reniced = await lower_backend_priority(self._conn, self.niceness)
             # Server-side bounds beside the client's: the statement or idle transaction of a
             # client that vanished is ended by PostgreSQL itself, releasing its locks.
             ms = int(self.statement_timeout_s * 1000)
@@ -295,6 +302,9 @@ class BulkLoad:
         conn, self._conn, self._tx = self._conn, None, None
         if conn is None:
             return
+        if self._reniced:  # its backend stays at low priority: not for the pool's next user
+            with contextlib.suppress(*_GONE):
+                conn.terminate()  # the pool replaces a terminated connection
         try:  # neither the stage nor the session's timeouts may outlive the import
             await conn.execute(
                 "DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk, "

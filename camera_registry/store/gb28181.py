@@ -200,8 +200,7 @@ class GbDevices:
         if not missing:
             return out
         rows = await self.pool.fetch(
-            "SELECT device_id, password FROM gb_device_passwords"
-            " WHERE device_id = ANY($1::text[])",
+            "SELECT device_id, password FROM gb_device_passwords WHERE device_id = ANY($1::text[])",
             missing,
         )
         sealed = {r["device_id"]: r["password"] for r in rows}

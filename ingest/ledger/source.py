@@ -28,6 +28,7 @@ import numpy as np
 from camera_registry.actor import Actor
 from camera_registry.crypto import CredentialBox
 from camera_registry.importer import (
+    IMPORT_NICENESS,
     STATEMENT_TIMEOUT_S,
     ChunkValidator,
     ImportReport,
@@ -119,7 +120,7 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
     # Reading a ledger is background work: requests of the server it belongs to go first.
     with contextlib.suppress(OSError):
-        os.nice(10)
+        os.nice(max(0, IMPORT_NICENESS - os.nice(0)))
 
 
 def _send(out: Any, message: tuple[str, Any], parent: int) -> None:
@@ -367,7 +368,7 @@ async def _digests_aside(path: Path, crs: str, scope: str | None) -> LineDigests
 PROCESS_MIN_BYTES = 16 * 1024 * 1024  # below this a process costs more to start than it saves
 # Unpickling a chunk from the reader holds the server's GIL for the whole call (C code): 50,000
 # rows stalled every request for ~0.2 s. 5,000 rows cost ~20 ms, and validation stays vectorised.
-PROCESS_CHUNK_ROWS = 5_000
+PROCESS_CHUNK_ROWS = 1_000
 
 
 async def import_ledger(

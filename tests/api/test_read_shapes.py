@@ -54,10 +54,16 @@ async def _seed(client: TestClient, auth: Tok) -> list[dict[str, Any]]:
         resp = await client.post("/api/v1/cameras", json=body, headers=h)
         assert resp.status == 201, await resp.text()
         out.append(await resp.json())
-    # one camera whose timestamps fall on a whole second (isoformat then omits microseconds)
+    # one camera whose timestamps fall on a whole second (no fraction at all), one whose
+    # fraction ends in zeros (.12, as PostgreSQL writes it, not .120000)
     await client.app[POOL].execute(
         "UPDATE cameras SET created_at = date_trunc('second', created_at) WHERE id = $1::uuid",
         out[0]["id"],
+    )
+    await client.app[POOL].execute(
+        """UPDATE cameras SET updated_at = date_trunc('second', updated_at) + interval '0.12 s'
+           WHERE id = $1::uuid""",
+        out[1]["id"],
     )
     return out
 
@@ -78,6 +84,7 @@ async def test_camera_json_built_by_postgresql_matches_the_record_path_key_for_k
         assert got == want
         assert resp.headers["ETag"] == f'"{want["version"]}"'
     assert "." not in (await registry.get(admin, cams[0]["id"]))["created_at"]
+    assert (await registry.get(admin, cams[1]["id"]))["updated_at"].endswith(".12+00:00")
     # the scope is applied in SQL: outside it, a camera does not exist
     datong = next(c for c in cams if c["region_code"] == "140211")
     dt_planner = await auth("planner", "1402")

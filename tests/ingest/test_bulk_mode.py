@@ -5,8 +5,10 @@ grid are exact afterwards, and untouched after a rollback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
+import os
 from pathlib import Path
 
 import asyncpg
@@ -15,9 +17,9 @@ from aiohttp.test_utils import TestClient
 
 from api.state import BOX, POOL
 from camera_registry.actor import Actor, Role
-from camera_registry.importer import ImportWatch
-from camera_registry.store import bulk
-from camera_registry.store.db import create_pool
+from camera_registry.importer import IMPORT_NICENESS, ImportWatch
+from camera_registry.store import bulk, db
+from camera_registry.store.db import create_pool, lower_backend_priority
 from ingest.ledger.source import import_ledger
 
 from ..conftest import Tok, camera
@@ -344,3 +346,67 @@ async def test_a_re_import_with_new_rows_at_its_end_stages_them_for_the_final_me
     assert (report.inserted, report.updated, report.unchanged) == (150, 0, 200)
     assert await pool.fetchval(count) == 350
     await _map_grid_is_exact(client)
+
+
+class _NicenessWatch(ImportWatch):
+    """Records the import's database backend's niceness at every step of the import."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def step(self) -> None:
+        super().step()
+        if self.backend_pid is not None:
+            with contextlib.suppress(OSError):
+                self.seen.append(os.getpriority(os.PRIO_PROCESS, self.backend_pid))
+
+
+def _may_renice(pid: int) -> bool:
+    """Raising another process's niceness takes root or owning it (no CAP_SYS_NICE here)."""
+    return os.geteuid() == 0 or os.stat(f"/proc/{pid}").st_uid == os.geteuid()
+
+
+async def test_an_import_runs_its_database_backend_at_low_priority_and_never_returns_it(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """The merge into `cameras` keeps a backend on a core for seconds: it runs niced, so the
+    registry's readers keep their latency (bench/bench_import_reads.py), and that backend is
+    not handed to the pool's next user (an unprivileged server could not lower it again)."""
+    pool = client.app[POOL]
+    watch = _NicenessWatch()
+    report = await import_ledger(
+        pool, client.app[BOX], ADMIN, ledger(tmp_path / "nice.csv", 300, series=8), watch=watch
+    )
+    assert report.committed and report.inserted == 300
+    pid = watch.backend_pid
+    assert pid is not None and watch.seen
+    if _may_renice(pid):
+        assert set(watch.seen) == {IMPORT_NICENESS}, watch.seen
+        async with asyncio.timeout(10):  # terminated, not released: its process ends
+            while Path(f"/proc/{pid}").exists():  # noqa: ASYNC110, ASYNC240 - procfs, polled
+                await asyncio.sleep(0.05)
+    else:  # the system's cluster, another user's processes, no privilege: normal priority
+        assert set(watch.seen) == {0}, watch.seen
+    for _ in range(pool.get_size() + 1):
+        async with pool.acquire() as conn:
+            assert os.getpriority(os.PRIO_PROCESS, conn.get_server_pid()) == 0
+
+
+async def test_only_this_sessions_own_backend_is_reniced(database_url: str, schema: str) -> None:
+    """The process of the backend's pid must be that very session: a database in a container
+    or on another host has pids that mean nothing here (the title check), and the call is
+    refused without privilege rather than failing the import."""
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    try:
+        pid = conn.get_server_pid()
+        port = await conn.fetchval("SELECT inet_client_port()")
+        title = db._process_title(pid)
+        assert db._is_backend_title(title, port)
+        assert not db._is_backend_title(title, (port or 0) + 1 if port else 1)
+        assert not db._is_backend_title(db._process_title(os.getpid()), port)
+        assert not db._is_backend_title("", port)
+        assert await lower_backend_priority(conn, 5) is _may_renice(pid)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == (5 if _may_renice(pid) else 0)
+    finally:
+        await conn.close()
