@@ -212,6 +212,11 @@ class _ProcessSource:
 
     async def start(self) -> None:
         self.proc.start()
+        # At once, not only from inside the child: a spawned interpreter's start (importing
+        # the server's modules) is a second of CPU that the registry's readers felt.
+        with contextlib.suppress(OSError):
+            assert self.proc.pid is not None
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, IMPORT_NICENESS)
         kind, value = await self._message()
         assert kind == "open", kind
         self.warnings = value
