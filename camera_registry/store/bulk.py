@@ -303,8 +303,10 @@ class BulkLoad:
         if conn is None:
             return
         if self._reniced:  # its backend stays at low priority: not for the pool's next user
+            conn.terminate()  # the pool replaces a terminated connection; its stage goes too
             with contextlib.suppress(*_GONE):
-                conn.terminate()  # the pool replaces a terminated connection
+                await asyncio.wait_for(self.pool.release(conn), 10)
+            return
         try:  # neither the stage nor the session's timeouts may outlive the import
             await conn.execute(
                 "DROP TABLE IF EXISTS pg_temp.import_stage, pg_temp.import_chunk, "
