@@ -33,6 +33,7 @@ from camera_registry.store.bulk import ImportConnectionLost
 from camera_registry.store.heartbeats import heartbeat
 from geo.crs import normalise_crs
 from geo.errors import UnknownCRS
+from ingest.ledger.aside import import_aside
 from ingest.ledger.source import import_ledger
 
 ROUTES = RouteTable()
@@ -230,7 +231,11 @@ async def _run(
             queued = False
             watch.step()
             await asyncio.wait_for(jobs.started(job_id), 60)
-            report = await import_ledger(
+            # A big ledger is imported by a niced process of its own (`ingest.ledger.aside`):
+            # its Python work on this server's loop queued the registry's readers.
+            size = await asyncio.to_thread(lambda: path.stat().st_size)
+            run = import_aside if size >= settings.import_aside_min_bytes else import_ledger
+            report = await run(
                 app[POOL],
                 app[BOX],
                 actor,

@@ -358,6 +358,12 @@ class Settings(BaseModel):
     max_page_size: int = Field(default=10_000, ge=1, le=100_000)
     default_page_size: int = Field(default=100, ge=1, le=10_000)
     import_chunk_rows: int = Field(default=50_000, ge=100, le=1_000_000)
+    import_aside_min_bytes: int = Field(
+        default=16 * 1024**2,
+        ge=0,
+        description="an uploaded ledger this large or larger is imported by a process of its "
+        "own at the lowest CPU priority, so the server's readers keep their latency",
+    )
     import_statement_timeout_s: float = Field(
         default=3600.0,
         ge=1,

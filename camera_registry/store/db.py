@@ -29,7 +29,10 @@ _MIGRATION_LOCK = 0x63616D7265670001  # "camreg" + 1: serialises concurrent `mig
 # How each pool of ours connects, so a job can open a connection of its own that a pool full
 # of waiting requests cannot starve (its heartbeat, issue 13).
 # (asyncpg pools take no weak references: entries of closed pools are dropped on the next create)
-_CONNECT: dict[int, tuple[asyncpg.Pool, Callable[[], Awaitable[asyncpg.Connection]]]] = {}
+# (and where to, for a job run in a process of its own: the DSN and schema)
+_CONNECT: dict[
+    int, tuple[asyncpg.Pool, Callable[[], Awaitable[asyncpg.Connection]], str, str | None]
+] = {}
 
 
 # What a database restart, failover or network cut looks like from a client: the session is
@@ -137,10 +140,10 @@ async def create_pool(
         )
         return conn
 
-    for key, (old, _) in list(_CONNECT.items()):
+    for key, (old, *_) in list(_CONNECT.items()):
         if old.is_closing():
             del _CONNECT[key]
-    _CONNECT[id(pool)] = (pool, connect)
+    _CONNECT[id(pool)] = (pool, connect, dsn, schema)
     return pool
 
 
@@ -149,6 +152,13 @@ async def connect_beside(pool: asyncpg.Pool) -> asyncpg.Connection | None:
     elsewhere): for small periodic writes that must not queue behind the pool's users."""
     entry = _CONNECT.get(id(pool))
     return await entry[1]() if entry is not None and entry[0] is pool else None
+
+
+def connect_args(pool: asyncpg.Pool) -> tuple[str, str | None] | None:
+    """(DSN, schema) a pool of ours connects with, for a process of its own to do the same;
+    None for a pool made elsewhere."""
+    entry = _CONNECT.get(id(pool))
+    return (entry[2], entry[3]) if entry is not None and entry[0] is pool else None
 
 
 def _migrations() -> list[tuple[int, str, str]]:

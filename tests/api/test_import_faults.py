@@ -68,19 +68,29 @@ def cluster() -> Iterator[EmbeddedPostgres]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["in the server", "aside"])
 async def app_client(
-    cluster: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+    cluster: EmbeddedPostgres,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[TestClient]:
+    """The server, importing in its own process or — as it does big ledgers — in a niced
+    process of its own (`ingest.ledger.aside`), forced here for every size."""
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("faults"),
         secret_key=TEST_KEY,
         job_stale_after_s=3,
         import_chunk_rows=500,
+        import_aside_min_bytes=0 if request.param == "aside" else 1 << 40,
     )
     dsn = cluster.start()  # the handle is the module's: start() just returns the DSN
     app = create_app(settings, Database(dsn=dsn))
     async with TestClient(TestServer(app)) as c:
+        conn = await asyncpg.connect(dsn)
+        try:  # each server starts from an empty registry (the cluster is the module's)
+            await conn.execute("DELETE FROM cameras")
+        finally:
+            await conn.close()
         yield c
 
 
@@ -204,6 +214,63 @@ async def test_restart_while_the_file_is_staged_leaves_no_job_stuck_and_all_or_n
     assert again["status"] == "succeeded", again
     assert await _registry(cluster) == (before[0] + 40_000, before[1])
     assert _uploads(app_client.app[SETTINGS].data_dir) == []
+
+
+async def test_a_big_ledger_imports_in_a_niced_process_of_its_own_with_progress(
+    app_client: TestClient, cluster: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """Aside, the import runs in a process of the server's at niceness 19 (its Python work
+    no longer queues the server's readers) and reports progress and its result as in the
+    server; in the server, no such process exists."""
+    aside = app_client.app[SETTINGS].import_aside_min_bytes == 0
+    h = await Tok(app_client)("technician")
+    before = await _registry(cluster)
+    url = await _post(app_client, ledger(tmp_path / "nice.csv", 70_000, 30_000), h)
+    niced: set[int] = set()
+    seen_progress = 0.0
+    async with asyncio.timeout(120):
+        while True:
+            _, job = await _call(app_client, "GET", url, h)
+            if job["status"] not in ("queued", "running"):
+                break
+            seen_progress = max(seen_progress, float(job.get("progress") or 0.0))
+            niced |= _niced_helpers(os.getpid())
+            await asyncio.sleep(0.05)
+    assert job["status"] == "succeeded" and job["inserted"] == 30_000, job
+    assert await _registry(cluster) == (before[0] + 30_000, before[1])
+    assert seen_progress > 0, job  # progress reached the job while it ran
+    if aside:
+        assert niced, "no process of the server's ran the import at niceness 19"
+        assert not [k for k in niced if _alive(k)], "the import process outlived its job"
+    else:
+        assert not niced, niced
+
+
+async def test_a_ledger_that_cannot_be_read_fails_its_job_in_the_same_words_either_way(
+    app_client: TestClient, tmp_path: Path
+) -> None:
+    """A failure inside the import process reaches the job as the server's own would: the
+    same class named, the same words, nothing wrapped around them."""
+    h = await Tok(app_client)("technician")
+    path = tmp_path / "broken.csv"
+    path.write_text("点位名称,备注\n一号,二号\n", encoding="utf-8")
+    job = await _until_done(app_client, await _post(app_client, path, h), h)
+    assert job["status"] == "failed", job
+    assert job["message"].startswith("LedgerFormatError: "), job["message"]
+    assert "line 1: no column for 经度/lon and 纬度/lat" in job["message"], job["message"]
+    assert "IngestError" not in job["message"] and "Relayed" not in job["message"]
+
+
+def _niced_helpers(pid: int) -> set[int]:
+    """Descendants of `pid` at niceness 19, PostgreSQL's processes left out (an embedded
+    cluster started by this process is its descendant, and an import's backend is niced)."""
+    out = set()
+    for kid in _children(pid):
+        with contextlib.suppress(OSError):
+            title = Path(f"/proc/{kid}/cmdline").read_bytes()
+            if not title.startswith(b"postgres") and os.getpriority(os.PRIO_PROCESS, kid) == 19:
+                out.add(kid)
+    return out
 
 
 def _children(pid: int) -> set[int]:

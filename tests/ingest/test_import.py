@@ -433,3 +433,37 @@ async def test_ctrl_c_reaching_the_reader_process_leaves_it_quiet_and_reading(
         source.close()
     err = capfd.readouterr().err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_a_failure_in_the_import_process_reaches_the_server_as_itself() -> None:
+    """What the import process sends for a failure: the exception itself when pickling keeps
+    its class and words, else its kind, class name and words, rebuilt with the same text."""
+    from camera_registry.store.bulk import ImportConnectionLost
+    from ingest.errors import LedgerFormatError
+    from ingest.ledger.aside import _portable, _relayed
+
+    fmt = LedgerFormatError("bad header", file="a.csv", line=1)
+    kind, exc = _portable(fmt)
+    assert kind == "raise" and exc is fmt
+
+    class Unpicklable(Exception):  # a local class: pickling it fails
+        pass
+
+    described = _portable(Unpicklable("merge: 不行"))
+    assert described == ("fail", "other", "Unpicklable", "merge: 不行")
+    rebuilt = _relayed(*described[1:])
+    assert f"{rebuilt.__class__.__name__}: {rebuilt}" == "Unpicklable: merge: 不行"
+
+    class GoneLocal(ConnectionResetError):
+        pass
+
+    lost = _relayed(*_portable(GoneLocal("reset"))[1:])
+    assert isinstance(lost, OSError) and str(lost) == "reset"  # the job runner's "lost" kind
+
+    class SlowLocal(TimeoutError):
+        pass
+
+    assert isinstance(_relayed(*_portable(SlowLocal("late"))[1:]), TimeoutError)
+    assert isinstance(
+        _relayed("connection_lost", "ImportConnectionLost", "gone"), ImportConnectionLost
+    )
