@@ -185,7 +185,9 @@ async def import_aside(
     proc = ctx.Process(
         target=_child,
         args=(dsn, schema, box.key, actor, str(path), options, sender, os.getpid()),
-        daemon=True,
+        # Not a daemon: a daemonic process may not start the reader process a big file gets.
+        # Its end is ours to make (`_stop`), and it dies with the server (`die_with_parent`).
+        daemon=False,
         name="camreg-import",
     )
     proc.start()
