@@ -70,6 +70,7 @@ class ImportJobs:
         warnings: Sequence[str] = (),
     ) -> None:
         jid = uuid.UUID(job_id)
+        message, warnings = _storable(message), [_storable(w) for w in warnings]
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """UPDATE import_jobs SET status = $2, message = $3, rows_total = $4,
@@ -89,7 +90,10 @@ class ImportJobs:
             if errors:
                 await conn.copy_records_to_table(
                     "import_errors",
-                    records=((jid, i, e.row, e.field, e.message) for i, e in enumerate(errors)),
+                    records=(
+                        (jid, i, e.row, _storable(e.field), _storable(e.message))
+                        for i, e in enumerate(errors)
+                    ),
                     columns=["job_id", "seq", "row_no", "field", "message"],
                 )
 
@@ -132,3 +136,10 @@ class ImportJobs:
         if rec is None or (actor.role != Role.ADMIN and str(rec["token_id"]) != actor.token_id):
             raise NotFound(f"no import {job_id} of yours")
         return rec
+
+
+def _storable(text: str) -> str:
+    """`text` as PostgreSQL's text type can hold it: a NUL (which a bad row's cell or a
+    mis-decoded header can carry into a message) made the job's final write fail, and the job
+    was left 'running' until the reaper called it orphaned."""
+    return text.replace("\x00", "\ufffd")

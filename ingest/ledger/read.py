@@ -426,6 +426,8 @@ def _detect_encoding(fh: BinaryIO) -> tuple[str, int]:
     head = fh.read(_HEAD)
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8", len(codecs.BOM_UTF8)
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16: same start
+        return "utf-32", 0
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16", 0
     block, eof = head, len(head) < _HEAD
@@ -572,6 +574,13 @@ class _CsvBackend(_Backend):
         self.size_bytes = fh.tell()
         fh.seek(0)
         codec, bom = _detect_encoding(fh)
+        if codec == "utf-32":
+            # Read as UTF-16 (its BOM starts the same) every other character would be NUL.
+            raise LedgerFormatError(
+                "the file is UTF-32 text, which no ledger tool writes; save it as CSV in "
+                "UTF-8 (or GB18030), or as an Excel workbook",
+                file=self._label,
+            )
         fh.seek(bom)
         self.encoding = "utf-8-sig" if bom else codec
         self._codec = codec

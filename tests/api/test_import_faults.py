@@ -11,6 +11,7 @@ the upload was private while it lived, and that the next server removes it.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import csv
 import os
@@ -274,6 +275,25 @@ async def test_a_ledger_that_cannot_be_read_fails_its_job_in_the_same_words_eith
     assert job["message"].startswith("LedgerFormatError: "), job["message"]
     assert "line 1: no column for 经度/lon and 纬度/lat" in job["message"], job["message"]
     assert "IngestError" not in job["message"] and "Relayed" not in job["message"]
+
+
+async def test_a_utf32_ledger_or_a_nul_in_a_message_fails_the_job_clearly(
+    app_client: TestClient, tmp_path: Path
+) -> None:
+    """UTF-32 starts like UTF-16 and was read as it, NULs between the characters; and a NUL
+    in a message made the job's final write fail, leaving it to the reaper ('the server
+    running it stopped'). Both now end the job with a message that says what to do."""
+    h = await Tok(app_client)("technician")
+    wide = tmp_path / "wide.csv"
+    wide.write_bytes(codecs.BOM_UTF32_LE + "国标编码,点位名称,经度,纬度\n".encode("utf-32-le"))
+    job = await _until_done(app_client, await _post(app_client, wide, h), h)
+    assert job["status"] == "failed", job
+    assert "UTF-32" in job["message"] and "UTF-8" in job["message"], job["message"]
+    nul = tmp_path / "nul.csv"
+    nul.write_text("点位\x00名称,备注\n一号,二号\n", encoding="utf-8")
+    job = await _until_done(app_client, await _post(app_client, nul, h), h)
+    assert job["status"] == "failed", job
+    assert "no column for 经度/lon" in job["message"] and "\ufffd" in job["message"], job
 
 
 def _niced_helpers(pid: int) -> dict[int, int]:
