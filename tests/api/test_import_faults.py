@@ -273,7 +273,7 @@ async def test_a_ledger_that_cannot_be_read_fails_its_job_in_the_same_words_eith
     job = await _until_done(app_client, await _post(app_client, path, h), h)
     assert job["status"] == "failed", job
     assert job["message"].startswith("LedgerFormatError: "), job["message"]
-    assert "line 1: no column for 经度/lon and 纬度/lat" in job["message"], job["message"]
+    assert "broken.csv line 1: no column for 经度/lon and 纬度/lat" in job["message"], job
     assert "IngestError" not in job["message"] and "Relayed" not in job["message"]
 
 
