@@ -24,6 +24,7 @@ import pickle
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,51 +65,46 @@ class _PipeWatch(ImportWatch):
             self.out.send(message)
 
 
-def _child(
-    dsn: str,
-    schema: str | None,
-    key: bytes,
-    actor: Actor,
-    path: str,
-    options: dict[str, Any],
-    out: Any,
-    parent: int,
-) -> None:
+@dataclass(frozen=True)
+class _Job:
+    """What the import process needs: where the database is, the key, who, what and how."""
+
+    dsn: str
+    schema: str | None
+    key: bytes
+    actor: Actor
+    path: str
+    options: dict[str, Any]
+
+
+def _child(job: _Job, out: Any, parent: int) -> None:
     """Entry point of the import process: ("step", pid) and ("progress", fraction, rows)
     while it runs, then ("done", report), or the failure as `_portable` describes it."""
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops this process itself
     try:
-        asyncio.run(_import(dsn, schema, key, actor, path, options, out))
+        asyncio.run(_import(job, out))
     finally:
         out.close()
 
 
-async def _import(
-    dsn: str,
-    schema: str | None,
-    key: bytes,
-    actor: Actor,
-    path: str,
-    options: dict[str, Any],
-    out: Any,
-) -> None:
+async def _import(job: _Job, out: Any) -> None:
     watch = _PipeWatch(out)
 
     def progress(fraction: float, rows: int) -> None:
         watch.send(("progress", fraction, rows))
 
     try:
-        pool = await create_pool(dsn, schema=schema, min_size=1, max_size=2)
+        pool = await create_pool(job.dsn, schema=job.schema, min_size=1, max_size=2)
         try:
             report = await import_ledger(
                 pool,
-                CredentialBox(key),
-                actor,
-                path,
+                CredentialBox(job.key),
+                job.actor,
+                job.path,
                 on_progress=progress,
                 watch=watch,
-                **options,
+                **job.options,
             )
         finally:
             with contextlib.suppress(Exception):
@@ -184,7 +180,7 @@ async def import_aside(
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(
         target=_child,
-        args=(dsn, schema, box.key, actor, str(path), options, sender, os.getpid()),
+        args=(_Job(dsn, schema, box.key, actor, str(path), options), sender, os.getpid()),
         # Not a daemon: a daemonic process may not start the reader process a big file gets.
         # Its end is ours to make (`_stop`), and it dies with the server (`die_with_parent`).
         daemon=False,
