@@ -209,8 +209,6 @@ async def _run(
         """Record the failure, retrying while the database comes back (a restart takes
         seconds); the slot is already free. Should the database stay away, the reaper of
         whichever server sees it first closes the job instead."""
-        # The upload is stored under a private name; the user knows the file by theirs.
-        message = message.replace(path.name, filename)
         deadline = time.monotonic() + retry_s
         while True:
             try:

@@ -1343,15 +1343,17 @@ def is_csv(path: str | Path) -> bool:
     return fmt == "csv"
 
 
-def open_ledger(path: str | Path, *, format: str | None = None) -> Ledger:
+def open_ledger(path: str | Path, *, format: str | None = None, label: str | None = None) -> Ledger:
     """Open a ledger and read its header; raises LedgerFormatError if the file is unusable.
 
     `format` is "csv", "xlsx" or "geojson" (or an extension such as "tsv", "json"); by default
     it comes from the file's content (workbooks, JSON) and extension (.csv .txt .tsv .xlsx
-    .xls .geojson .json).
+    .xls .geojson .json). `label` is the file's name in messages (default: the path's own):
+    an upload, or a re-import's copy of the lines left to read, is stored under a name the
+    user never chose.
     """
     p = Path(path)
-    label = p.name
+    label = label or p.name
     fmt: Format | None
     if format is not None:
         fmt = _FORMAT_NAMES.get(format.lower().lstrip("."))

@@ -19,6 +19,7 @@ import queue
 import signal
 import tempfile
 from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,15 +79,16 @@ class _ThreadSource:
         scope: str | None,
         chunk_rows: int,
         seen: Seen = None,
+        label: str | None = None,
     ):
-        self.args = (path, key, crs, scope, chunk_rows, seen)
+        self.args = (path, key, crs, scope, chunk_rows, seen, label)
         self.warnings: list[str] = []
         self._it: Iterator[ValidatedChunk] | None = None
         self._ledger: Ledger | None = None
 
     async def start(self) -> None:
-        path, key, crs, scope, chunk_rows, seen = self.args
-        self._ledger = await asyncio.to_thread(open_ledger, path)
+        path, key, crs, scope, chunk_rows, seen, label = self.args
+        self._ledger = await asyncio.to_thread(partial(open_ledger, path, label=label))
         self.warnings = _warnings(self._ledger)
         self._it = _items(self._ledger, CredentialBox(key), crs, scope, chunk_rows, seen)
 
@@ -144,6 +146,7 @@ def _child(
     out: Any,
     parent: int,
     seen: Seen = None,
+    label: str | None = None,
 ) -> None:
     """Entry point of the reader process: streams ("open"|"item"|"done"|"error", …) messages."""
     die_with_parent(parent)
@@ -151,7 +154,7 @@ def _child(
     # itself; a KeyboardInterrupt here would only add a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with open_ledger(path) as ledger:
+        with open_ledger(path, label=label) as ledger:
             _send(out, ("open", _warnings(ledger)), parent)
             for item in _items(ledger, CredentialBox(key), crs, scope, chunk_rows, seen):
                 _send(out, ("item", item), parent)
@@ -176,13 +179,14 @@ class _ProcessSource:
         chunk_rows: int,
         watch: ImportWatch | None = None,
         seen: Seen = None,
+        label: str | None = None,
     ):
         self.watch = watch
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding a loop & pool
         self.queue: Any = ctx.Queue(maxsize=2)
         self.proc = ctx.Process(
             target=_child,
-            args=(path, key, crs, scope, chunk_rows, self.queue, os.getpid(), seen),
+            args=(path, key, crs, scope, chunk_rows, self.queue, os.getpid(), seen, label),
             daemon=True,
         )
         self.warnings: list[str] = []
@@ -249,7 +253,9 @@ class _LedgerSource:
         reader: Literal["auto", "thread", "process"],
         watch: ImportWatch,
         digests: LineDigests | None,
+        label: str,
     ) -> None:
+        self.label = label  # the user's name of the file, for messages
         self.path, self.key, self.crs, self.scope = path, key, crs, scope
         self.chunk_rows, self.reader, self.watch, self.digests = chunk_rows, reader, watch, digests
         self.warnings: list[str] = []
@@ -299,11 +305,11 @@ class _LedgerSource:
         if reader == "process":
             rows = min(self.chunk_rows, PROCESS_CHUNK_ROWS)
             self._inner = _ProcessSource(
-                path, self.key, self.crs, self.scope, rows, self.watch, self._seen
+                path, self.key, self.crs, self.scope, rows, self.watch, self._seen, self.label
             )
         else:
             self._inner = _ThreadSource(
-                path, self.key, self.crs, self.scope, self.chunk_rows, self._seen
+                path, self.key, self.crs, self.scope, self.chunk_rows, self._seen, self.label
             )
         await self._inner.start()
         self.warnings = self._inner.warnings
@@ -405,7 +411,9 @@ async def import_ledger(
     watch = watch or ImportWatch()
     digests = await _digests_aside(path, crs, actor.scope) if skip_unchanged else None
     watch.step()
-    source = _LedgerSource(path, box.key, crs, actor.scope, chunk_rows, reader, watch, digests)
+    source = _LedgerSource(
+        path, box.key, crs, actor.scope, chunk_rows, reader, watch, digests, filename or path.name
+    )
     row_digests = None if digests is None else RowDigests(digests.blob, digests.lines.tolist())
     try:
         return await import_rows(

@@ -407,6 +407,11 @@ async def test_big_file_reader_process_reports_rows_and_file_errors_like_the_thr
     with pytest.raises(LedgerFormatError) as same:
         await _import(client, empty, reader="thread")
     assert str(info.value) == str(same.value)
+    # An upload is stored under a private name: messages use the user's (`filename`).
+    for reader in ("process", "thread"):
+        with pytest.raises(LedgerFormatError, match=r"^小店区台账\.csv line 1: ") as named:
+            await _import(client, empty, reader=reader, filename="小店区台账.csv")
+        assert "empty.csv" not in str(named.value)
 
 
 async def test_ctrl_c_reaching_the_reader_process_leaves_it_quiet_and_reading(
